@@ -1,0 +1,545 @@
+//! `engine-bench`: drives the engine library directly (no HTTP) and reports throughput, latency,
+//! memory and disk figures as a human summary and JSON.
+//!
+//! Modes:
+//! - `memory`: the in-memory dedup and counting path from T threads (P1, P5, P8);
+//! - `durable`: signatures through the group-commit writer into RocksDB (P2, P7);
+//! - `recover`: open an existing data dir and time it to ready (P6).
+
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use benches::{disk, process, workload::Shape, workload::Workload};
+use clap::{Parser, Subcommand};
+use engine::{Config, Durability, Engine, Outcome, PetitionSpec};
+use hdrhistogram::Histogram;
+use serde_json::json;
+
+#[derive(Parser)]
+#[command(
+    version,
+    about = "Benchmarks the petition engine library directly (no HTTP)"
+)]
+struct Cli {
+    #[command(subcommand)]
+    mode: Mode,
+}
+
+#[derive(clap::Args, Clone)]
+struct Traffic {
+    /// Signatures to submit in total (new signers plus re-sends).
+    #[arg(long, default_value_t = 10_000_000)]
+    signatures: u64,
+    /// Petitions the traffic is spread over.
+    #[arg(long, default_value_t = 10_000)]
+    petitions: u32,
+    /// Traffic shape: uniform, viral (one petition takes --hot-share) or zipf.
+    #[arg(long, default_value = "viral")]
+    shape: Shape,
+    /// Share of traffic on the hot petition (viral shape).
+    #[arg(long, default_value_t = 0.9)]
+    hot_share: f64,
+    /// Share of submissions that re-send an already-sent signer.
+    #[arg(long, default_value_t = 0.0)]
+    dup_ratio: f64,
+    /// Submitting threads.
+    #[arg(long, default_value_t = 2)]
+    threads: usize,
+    /// Signatures per engine call (submit_batch).
+    #[arg(long, default_value_t = 1024)]
+    batch: usize,
+    /// Seed of the workload.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Write the JSON report here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+}
+
+#[derive(Subcommand)]
+enum Mode {
+    /// In-memory dedup and counting: no store.
+    Memory {
+        #[command(flatten)]
+        traffic: Traffic,
+        /// Run uniform and viral alternately this many times each, fresh engine each run, and
+        /// report both medians and their ratio (P8). 0: run --shape once.
+        #[arg(long, default_value_t = 0)]
+        compare_rounds: usize,
+    },
+    /// Through the group-commit writer into RocksDB.
+    Durable {
+        #[command(flatten)]
+        traffic: Traffic,
+        /// Durability of acknowledgements.
+        #[arg(long, default_value = "sync")]
+        durability: Durability,
+        /// Data directory (must be empty or absent unless --reuse).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Open loop: total signatures per second (0: closed loop, as fast as possible).
+        #[arg(long, default_value_t = 0)]
+        rate: u64,
+        /// Skip the disk probe (fsync latency and sequential write speed).
+        #[arg(long)]
+        no_disk_probe: bool,
+        /// Print progress every this many seconds (0: never).
+        #[arg(long, default_value_t = 10)]
+        progress_s: u64,
+    },
+    /// Opens an existing data dir and measures the time until the engine is ready.
+    Recover {
+        /// Data directory written by `durable`.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
+}
+
+fn main() -> Result<()> {
+    match Cli::parse().mode {
+        Mode::Memory {
+            traffic,
+            compare_rounds,
+        } => memory(traffic, compare_rounds),
+        Mode::Durable {
+            traffic,
+            durability,
+            data_dir,
+            rate,
+            no_disk_probe,
+            progress_s,
+        } => durable(
+            traffic,
+            durability,
+            data_dir,
+            rate,
+            !no_disk_probe,
+            progress_s,
+        ),
+        Mode::Recover { data_dir, json } => recover(data_dir, json),
+    }
+}
+
+struct RunResult {
+    elapsed: Duration,
+    accepted: u64,
+    duplicates: u64,
+    errors: u64,
+    latency_us: Histogram<u64>,
+}
+
+/// Submits the workload from `traffic.threads` threads. With `rate > 0` each thread paces its
+/// batches to its share of the rate and latency counts from the intended send time.
+fn drive(
+    engine: &Engine,
+    traffic: &Traffic,
+    workload: &Workload,
+    rate: u64,
+    progress_s: u64,
+) -> RunResult {
+    let threads = traffic.threads.max(1);
+    let done = Arc::new(AtomicU64::new(0));
+    let started = Instant::now();
+    let results: Vec<(u64, u64, u64, Histogram<u64>)> = std::thread::scope(|scope| {
+        let reporter_done = Arc::clone(&done);
+        let total = traffic.signatures;
+        let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let reporter_finished = Arc::clone(&finished);
+        if progress_s > 0 {
+            scope.spawn(move || {
+                let mut last = 0;
+                let mut last_at = Instant::now();
+                while !reporter_finished.load(Ordering::Acquire) {
+                    std::thread::park_timeout(Duration::from_secs(progress_s));
+                    if reporter_finished.load(Ordering::Acquire) {
+                        break;
+                    }
+                    let now = reporter_done.load(Ordering::Relaxed);
+                    let rate = (now - last) as f64 / last_at.elapsed().as_secs_f64();
+                    eprintln!(
+                        "  {now} / {total} signatures, {:.0} signatures/s over the last interval",
+                        rate
+                    );
+                    last = now;
+                    last_at = Instant::now();
+                }
+            });
+        }
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                let done = Arc::clone(&done);
+                scope.spawn(move || {
+                    let mut histogram =
+                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                    let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
+                    let share = workload.thread_range(t, threads);
+                    let interval = if rate > 0 {
+                        Duration::from_secs_f64(traffic.batch as f64 * threads as f64 / rate as f64)
+                    } else {
+                        Duration::ZERO
+                    };
+                    let begin = Instant::now();
+                    let mut k = 0u32;
+                    let mut i = share.start;
+                    while i < share.end {
+                        let end = (i + traffic.batch as u64).min(share.end);
+                        let batch = workload.signatures(i..end);
+                        let intended = if rate > 0 {
+                            let at = begin + interval * k;
+                            let now = Instant::now();
+                            if at > now {
+                                std::thread::sleep(at - now);
+                            }
+                            at
+                        } else {
+                            Instant::now()
+                        };
+                        k += 1;
+                        for outcome in engine.submit_batch(batch) {
+                            match outcome {
+                                Ok(Outcome::Accepted { .. }) => accepted += 1,
+                                Ok(Outcome::Duplicate { .. }) => duplicates += 1,
+                                Err(_) => errors += 1,
+                            }
+                        }
+                        let latency = intended.elapsed().as_micros() as u64;
+                        histogram.saturating_record(latency.max(1));
+                        done.fetch_add(end - i, Ordering::Relaxed);
+                        i = end;
+                    }
+                    (accepted, duplicates, errors, histogram)
+                })
+            })
+            .collect();
+        let results = handles
+            .into_iter()
+            .map(|h| h.join().expect("bench thread panicked"))
+            .collect();
+        finished.store(true, Ordering::Release);
+        results
+    });
+    let elapsed = started.elapsed();
+    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
+    for (a, d, e, h) in results {
+        accepted += a;
+        duplicates += d;
+        errors += e;
+        latency_us.add(h).expect("same bounds");
+    }
+    RunResult {
+        elapsed,
+        accepted,
+        duplicates,
+        errors,
+        latency_us,
+    }
+}
+
+fn register(engine: &Engine, petitions: u32) -> Result<()> {
+    let ids: Vec<u32> = (0..petitions).collect();
+    for chunk in ids.chunks(10_000) {
+        let specs = chunk
+            .iter()
+            .map(|n| PetitionSpec::new(Workload::petition_id(*n)))
+            .collect();
+        for result in engine.register_many(specs) {
+            result.context("registering petitions")?;
+        }
+    }
+    Ok(())
+}
+
+fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Stats, u64)> {
+    let mut config = Config::in_memory();
+    config.signatures_expected = traffic.signatures;
+    let engine = Engine::open(config)?;
+    register(&engine, traffic.petitions)?;
+    let workload = Workload::with(
+        traffic.signatures,
+        traffic.petitions,
+        shape,
+        traffic.hot_share,
+        traffic.dup_ratio,
+        traffic.seed,
+    );
+    let run = drive(&engine, traffic, &workload, 0, 0);
+    if run.errors > 0 {
+        bail!("{} signatures were refused", run.errors);
+    }
+    let stats = engine.stats();
+    let rss = process::rss_bytes();
+    Ok((run, stats, rss))
+}
+
+fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
+    println!(
+        "engine-bench memory: {} signatures, {} petitions, {} threads, batch {}, {}",
+        traffic.signatures,
+        traffic.petitions,
+        traffic.threads,
+        traffic.batch,
+        process::machine()
+    );
+    if compare_rounds == 0 {
+        let (run, stats, rss) = memory_run(&traffic, traffic.shape)?;
+        let per_sec = traffic.signatures as f64 / run.elapsed.as_secs_f64();
+        let index_per_sig =
+            (stats.index_bytes + stats.counts_bytes) as f64 / stats.signatures.max(1) as f64;
+        println!(
+            "{}: {:.2} M signatures/s ({} accepted, {} duplicate) in {:.2} s",
+            traffic.shape,
+            per_sec / 1e6,
+            run.accepted,
+            run.duplicates,
+            run.elapsed.as_secs_f64()
+        );
+        println!(
+            "index + counts: {:.2} bytes/signature ({} bytes for {} signatures); RSS {:.2} bytes/signature ({} MiB)",
+            index_per_sig,
+            stats.index_bytes + stats.counts_bytes,
+            stats.signatures,
+            rss as f64 / stats.signatures.max(1) as f64,
+            rss >> 20
+        );
+        let report = json!({
+            "mode": "memory",
+            "shape": traffic.shape.to_string(),
+            "hot_share": traffic.hot_share,
+            "threads": traffic.threads,
+            "batch": traffic.batch,
+            "petitions": traffic.petitions,
+            "signatures": traffic.signatures,
+            "accepted": run.accepted,
+            "duplicates": run.duplicates,
+            "elapsed_s": run.elapsed.as_secs_f64(),
+            "signatures_per_sec": per_sec,
+            "index_bytes": stats.index_bytes,
+            "counts_bytes": stats.counts_bytes,
+            "index_bytes_per_signature": index_per_sig,
+            "rss_bytes": rss,
+            "rss_bytes_per_signature": rss as f64 / stats.signatures.max(1) as f64,
+            "machine": process::machine(),
+        });
+        write_json(traffic.json.as_ref(), &report)?;
+        return Ok(());
+    }
+
+    let mut uniform = Vec::new();
+    let mut viral = Vec::new();
+    for round in 0..compare_rounds {
+        for shape in [Shape::Uniform, Shape::Viral] {
+            let (run, _, _) = memory_run(&traffic, shape)?;
+            let per_sec = traffic.signatures as f64 / run.elapsed.as_secs_f64();
+            println!("round {round} {shape}: {:.2} M signatures/s", per_sec / 1e6);
+            if shape == Shape::Uniform {
+                uniform.push(per_sec);
+            } else {
+                viral.push(per_sec);
+            }
+        }
+    }
+    let uniform_median = median(&mut uniform);
+    let viral_median = median(&mut viral);
+    let ratio = viral_median / uniform_median;
+    println!(
+        "median uniform {:.2} M/s, median viral (hot share {}) {:.2} M/s, viral/uniform {:.3}",
+        uniform_median / 1e6,
+        traffic.hot_share,
+        viral_median / 1e6,
+        ratio
+    );
+    let report = json!({
+        "mode": "memory-compare",
+        "hot_share": traffic.hot_share,
+        "threads": traffic.threads,
+        "petitions": traffic.petitions,
+        "signatures": traffic.signatures,
+        "rounds": compare_rounds,
+        "uniform_signatures_per_sec": uniform,
+        "viral_signatures_per_sec": viral,
+        "uniform_median_signatures_per_sec": uniform_median,
+        "viral_median_signatures_per_sec": viral_median,
+        "viral_to_uniform_ratio": ratio,
+        "machine": process::machine(),
+    });
+    write_json(traffic.json.as_ref(), &report)
+}
+
+fn median(values: &mut [f64]) -> f64 {
+    values.sort_by(f64::total_cmp);
+    let n = values.len();
+    if n == 0 {
+        0.0
+    } else if n % 2 == 1 {
+        values[n / 2]
+    } else {
+        (values[n / 2 - 1] + values[n / 2]) / 2.0
+    }
+}
+
+fn durable(
+    traffic: Traffic,
+    durability: Durability,
+    data_dir: PathBuf,
+    rate: u64,
+    disk_probe: bool,
+    progress_s: u64,
+) -> Result<()> {
+    if durability == Durability::None {
+        eprintln!(
+            "WARNING: durability none: acknowledged signatures are NOT crash-safe; benchmark only"
+        );
+    }
+    if data_dir.exists() && std::fs::read_dir(&data_dir)?.next().is_some() {
+        bail!(
+            "{} is not empty: durable wants a fresh data dir",
+            data_dir.display()
+        );
+    }
+    std::fs::create_dir_all(&data_dir)?;
+    let probe = if disk_probe {
+        let probe = disk::probe(&data_dir).context("probing the disk")?;
+        println!(
+            "disk: fsync of 4 KiB p50 {} µs, p99 {} µs; sequential write {:.0} MB/s",
+            probe.fsync_us_p50, probe.fsync_us_p99, probe.sequential_mb_per_s
+        );
+        Some(probe)
+    } else {
+        None
+    };
+    println!(
+        "engine-bench durable: {} signatures, {} petitions, {} (hot share {}), {} threads × batch {}, durability {}, rate {}, {}",
+        traffic.signatures,
+        traffic.petitions,
+        traffic.shape,
+        traffic.hot_share,
+        traffic.threads,
+        traffic.batch,
+        durability,
+        if rate == 0 { "closed loop".to_string() } else { format!("{rate}/s") },
+        process::machine()
+    );
+    let mut config = Config::persistent(&data_dir);
+    config.durability = durability;
+    config.signatures_expected = traffic.signatures;
+    let engine = Engine::open(config)?;
+    engine.wait_ready().map_err(anyhow::Error::msg)?;
+    register(&engine, traffic.petitions)?;
+    let written_before = process::bytes_written();
+    let workload = Workload::with(
+        traffic.signatures,
+        traffic.petitions,
+        traffic.shape,
+        traffic.hot_share,
+        traffic.dup_ratio,
+        traffic.seed,
+    );
+    let run = drive(&engine, &traffic, &workload, rate, progress_s);
+    engine.flush()?;
+    let stats = engine.stats();
+    let written = process::bytes_written().saturating_sub(written_before);
+    let per_sec = traffic.signatures as f64 / run.elapsed.as_secs_f64();
+    let p50 = run.latency_us.value_at_quantile(0.50);
+    let p99 = run.latency_us.value_at_quantile(0.99);
+    let bytes_per_sig = written as f64 / run.accepted.max(1) as f64;
+    println!(
+        "{:.0} signatures/s ({} accepted, {} duplicate, {} refused) in {:.2} s; {} batches",
+        per_sec,
+        run.accepted,
+        run.duplicates,
+        run.errors,
+        run.elapsed.as_secs_f64(),
+        stats.batches_total
+    );
+    println!(
+        "ack latency per call of {} signatures: p50 {} µs, p99 {} µs, max {} µs; {:.0} bytes written per accepted signature",
+        traffic.batch,
+        p50,
+        p99,
+        run.latency_us.max(),
+        bytes_per_sig
+    );
+    let rss = process::rss_bytes();
+    engine.close()?;
+    let report = json!({
+        "mode": "durable",
+        "durability": durability.as_str(),
+        "shape": traffic.shape.to_string(),
+        "hot_share": traffic.hot_share,
+        "dup_ratio": traffic.dup_ratio,
+        "threads": traffic.threads,
+        "batch": traffic.batch,
+        "rate": rate,
+        "petitions": traffic.petitions,
+        "signatures": traffic.signatures,
+        "accepted": run.accepted,
+        "duplicates": run.duplicates,
+        "refused": run.errors,
+        "elapsed_s": run.elapsed.as_secs_f64(),
+        "signatures_per_sec": per_sec,
+        "ack_latency_us_p50": p50,
+        "ack_latency_us_p90": run.latency_us.value_at_quantile(0.90),
+        "ack_latency_us_p99": p99,
+        "ack_latency_us_max": run.latency_us.max(),
+        "batches": stats.batches_total,
+        "bytes_written": written,
+        "bytes_written_per_signature": bytes_per_sig,
+        "index_bytes": stats.index_bytes,
+        "rss_bytes": rss,
+        "disk_fsync_us_p50": probe.as_ref().map(|p| p.fsync_us_p50),
+        "disk_fsync_us_p99": probe.as_ref().map(|p| p.fsync_us_p99),
+        "disk_sequential_mb_per_s": probe.as_ref().map(|p| p.sequential_mb_per_s),
+        "machine": process::machine(),
+    });
+    write_json(traffic.json.as_ref(), &report)
+}
+
+fn recover(data_dir: PathBuf, json: Option<PathBuf>) -> Result<()> {
+    if !data_dir.is_dir() {
+        bail!("{} is not a data directory", data_dir.display());
+    }
+    let started = Instant::now();
+    let engine = Engine::open(Config::persistent(&data_dir))?;
+    let counts_at = started.elapsed();
+    engine.wait_ready().map_err(anyhow::Error::msg)?;
+    let ready_at = started.elapsed();
+    let stats = engine.stats();
+    let rss = process::rss_bytes();
+    println!(
+        "recovered {} signatures over {} petitions: counts served after {:.3} s, ready after {:.3} s; index {:.2} bytes/signature; RSS {} MiB",
+        stats.signatures,
+        stats.petitions,
+        counts_at.as_secs_f64(),
+        ready_at.as_secs_f64(),
+        stats.index_bytes as f64 / stats.signatures.max(1) as f64,
+        rss >> 20
+    );
+    let report = json!({
+        "mode": "recover",
+        "signatures": stats.signatures,
+        "petitions": stats.petitions,
+        "counts_available_s": counts_at.as_secs_f64(),
+        "time_to_ready_s": ready_at.as_secs_f64(),
+        "index_bytes": stats.index_bytes,
+        "rss_bytes": rss,
+        "machine": process::machine(),
+    });
+    engine.close()?;
+    write_json(json.as_ref(), &report)
+}
+
+fn write_json(path: Option<&PathBuf>, report: &serde_json::Value) -> Result<()> {
+    if let Some(path) = path {
+        let text = serde_json::to_string_pretty(report)?;
+        std::fs::write(path, text + "\n").with_context(|| format!("writing {}", path.display()))?;
+        println!("wrote {}", path.display());
+    }
+    Ok(())
+}

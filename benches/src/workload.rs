@@ -1,0 +1,184 @@
+//! Deterministic signature workloads: signature `i` of a run is a pure function of the seed and
+//! `i`, so threads generate their share without coordination and runs repeat exactly.
+
+use std::ops::Range;
+
+use engine::NewSignature;
+
+/// How signatures spread over petitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Shape {
+    /// Every petition equally likely.
+    Uniform,
+    /// One petition takes `hot_share` of the traffic, the rest is uniform.
+    Viral,
+    /// Zipf-like (s = 1): petition k takes about 1/k of the traffic.
+    Zipf,
+}
+
+impl std::fmt::Display for Shape {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Shape::Uniform => "uniform",
+            Shape::Viral => "viral",
+            Shape::Zipf => "zipf",
+        })
+    }
+}
+
+impl std::str::FromStr for Shape {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Shape, String> {
+        <Shape as clap::ValueEnum>::from_str(s, true)
+    }
+}
+
+/// A workload of `signatures` submissions.
+#[derive(Debug, Clone)]
+pub struct Workload {
+    signatures: u64,
+    petitions: u32,
+    shape: Shape,
+    hot_share: f64,
+    dup_ratio: f64,
+    seed: u64,
+}
+
+/// SplitMix64: a fast, well-mixed function of one integer.
+fn mix(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+    z ^ (z >> 31)
+}
+
+fn unit(bits: u64) -> f64 {
+    (bits >> 11) as f64 / (1u64 << 53) as f64
+}
+
+impl Workload {
+    /// A workload from benchmark flags.
+    pub fn with(
+        signatures: u64,
+        petitions: u32,
+        shape: Shape,
+        hot_share: f64,
+        dup_ratio: f64,
+        seed: u64,
+    ) -> Workload {
+        Workload {
+            signatures,
+            petitions: petitions.max(1),
+            shape,
+            hot_share: hot_share.clamp(0.0, 1.0),
+            dup_ratio: dup_ratio.clamp(0.0, 1.0),
+            seed,
+        }
+    }
+
+    /// The id of petition `n`.
+    pub fn petition_id(n: u32) -> String {
+        format!("p{n}")
+    }
+
+    /// The contiguous share of signature numbers that thread `t` of `threads` submits.
+    pub fn thread_range(&self, t: usize, threads: usize) -> Range<u64> {
+        let per = self.signatures.div_ceil(threads as u64);
+        let start = (per * t as u64).min(self.signatures);
+        start..(start + per).min(self.signatures)
+    }
+
+    /// The earlier signature `i` re-sends, or `i` itself for a new signer.
+    fn resends(&self, i: u64) -> u64 {
+        let r = mix(self.seed ^ i.wrapping_mul(0xd6e8_feb8_6659_fd93));
+        if i > 0 && unit(r) < self.dup_ratio {
+            mix(r) % i
+        } else {
+            i
+        }
+    }
+
+    /// The first-sent signature that `i` repeats (following re-sends of re-sends), or `i`.
+    fn original(&self, mut i: u64) -> u64 {
+        loop {
+            let earlier = self.resends(i);
+            if earlier == i {
+                return i;
+            }
+            i = earlier;
+        }
+    }
+
+    /// The petition number of signature `i` (of its original, for a re-send).
+    pub fn petition_of(&self, i: u64) -> u32 {
+        let r = unit(mix(self
+            .seed
+            .wrapping_add(i.wrapping_mul(0x2545_f491_4f6c_dd1d))));
+        let p = u64::from(self.petitions);
+        match self.shape {
+            Shape::Uniform => ((r * p as f64) as u64).min(p - 1) as u32,
+            Shape::Viral => {
+                if p == 1 || r < self.hot_share {
+                    0
+                } else {
+                    let rest = (r - self.hot_share) / (1.0 - self.hot_share);
+                    1 + ((rest * (p - 1) as f64) as u64).min(p - 2) as u32
+                }
+            }
+            Shape::Zipf => (((p as f64).powf(r) as u64).clamp(1, p) - 1) as u32,
+        }
+    }
+
+    /// The signature `i`: a new signer, or a re-send of an earlier one.
+    pub fn signature(&self, i: u64) -> NewSignature {
+        let original = self.original(i);
+        // Multiplying by an odd constant is a bijection on u64: signer ids are unique.
+        let signer = original.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.seed;
+        NewSignature {
+            petition: Workload::petition_id(self.petition_of(original)),
+            email: format!("s{signer:x}@example.org"),
+            ..NewSignature::default()
+        }
+    }
+
+    /// Signatures `range`, in order.
+    pub fn signatures(&self, range: Range<u64>) -> Vec<NewSignature> {
+        range.map(|i| self.signature(i)).collect()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn viral_shape_puts_the_hot_share_on_petition_zero() {
+        let w = Workload::with(100_000, 1_000, Shape::Viral, 0.9, 0.0, 7);
+        let hot = (0..100_000).filter(|&i| w.petition_of(i) == 0).count();
+        assert!((89_000..91_000).contains(&hot), "{hot}");
+        assert!((0..100_000).all(|i| w.petition_of(i) < 1_000));
+    }
+
+    #[test]
+    fn re_sends_repeat_an_earlier_signature() {
+        let w = Workload::with(10_000, 10, Shape::Uniform, 0.0, 0.2, 3);
+        let resent = (0..10_000u64).filter(|&i| w.resends(i) != i).count();
+        assert!((1_700..2_300).contains(&resent), "{resent}");
+        for i in 0..10_000 {
+            let o = w.original(i);
+            assert!(o <= i);
+            assert_eq!(w.signature(i), w.signature(o));
+        }
+    }
+
+    #[test]
+    fn thread_ranges_cover_everything_once() {
+        let w = Workload::with(1_001, 1, Shape::Uniform, 0.0, 0.0, 0);
+        let ranges: Vec<_> = (0..3).map(|t| w.thread_range(t, 3)).collect();
+        assert_eq!(ranges[0].start, 0);
+        assert_eq!(ranges[2].end, 1_001);
+        assert_eq!(ranges[0].end, ranges[1].start);
+        assert_eq!(ranges[1].end, ranges[2].start);
+    }
+}

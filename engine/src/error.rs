@@ -1,0 +1,112 @@
+//! Error types of the public API.
+
+use crate::signature::InvalidField;
+use crate::store::StoreError;
+
+/// Why [`crate::Engine::open`] failed.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum OpenError {
+    /// The store could not be opened or read.
+    #[error("cannot open the store: {0}")]
+    Store(#[from] StoreError),
+    /// The store was created with another signer policy.
+    #[error("the store was created with signer policy {stored:?}, not {configured:?}")]
+    PolicyMismatch {
+        /// Policy in the store.
+        stored: crate::SignerPolicy,
+        /// Policy in the configuration.
+        configured: crate::SignerPolicy,
+    },
+    /// A configuration field is out of range.
+    #[error("invalid configuration: {0}")]
+    Config(&'static str),
+}
+
+/// Why one signature was not accepted or found duplicate.
+///
+/// `Duplicate` is not here: it is an [`crate::Outcome`], not an error.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum SubmitError {
+    /// A field failed validation. Not retryable.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// No petition has this id. Not retryable.
+    #[error("unknown petition")]
+    UnknownPetition,
+    /// The petition is closed or past its deadline. Not retryable.
+    #[error("petition is closed")]
+    PetitionClosed,
+    /// Too many signatures are queued; retry shortly.
+    #[error("engine overloaded, retry later")]
+    Overloaded,
+    /// The store failed to persist; nothing was acknowledged. Retry shortly.
+    #[error("storage unavailable, retry later")]
+    StorageUnavailable,
+    /// The index is still being rebuilt after open; retry shortly.
+    #[error("engine is recovering, retry later")]
+    Recovering,
+    /// The engine is closing or closed.
+    #[error("engine is shutting down")]
+    ShuttingDown,
+}
+
+impl SubmitError {
+    /// A stable snake_case code for APIs and metrics.
+    pub fn code(&self) -> &'static str {
+        match self {
+            SubmitError::Invalid(_) => "invalid_signature",
+            SubmitError::UnknownPetition => "unknown_petition",
+            SubmitError::PetitionClosed => "petition_closed",
+            SubmitError::Overloaded => "overloaded",
+            SubmitError::StorageUnavailable => "storage_unavailable",
+            SubmitError::Recovering => "recovering",
+            SubmitError::ShuttingDown => "shutting_down",
+        }
+    }
+
+    /// Whether the same submission may succeed later.
+    pub fn is_retryable(&self) -> bool {
+        matches!(
+            self,
+            SubmitError::Overloaded
+                | SubmitError::StorageUnavailable
+                | SubmitError::Recovering
+                | SubmitError::ShuttingDown
+        )
+    }
+}
+
+/// Why a petition operation (register, update, close) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum PetitionError {
+    /// A field failed validation.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// No petition has this id.
+    #[error("unknown petition")]
+    UnknownPetition,
+    /// The engine holds the most petitions it can number.
+    #[error("too many petitions")]
+    TooMany,
+    /// The store failed to persist; nothing changed. Retry shortly.
+    #[error("storage unavailable, retry later")]
+    StorageUnavailable,
+    /// The engine is closing or closed.
+    #[error("engine is shutting down")]
+    ShuttingDown,
+}
+
+/// Why `flush` or `close` failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum FlushError {
+    /// The store failed to persist.
+    #[error("storage unavailable")]
+    StorageUnavailable,
+    /// The engine is already closed.
+    #[error("engine is shut down")]
+    ShutDown,
+}

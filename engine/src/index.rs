@@ -1,0 +1,408 @@
+//! The dedup index: which `(petition, signer)` fingerprints have been accepted.
+//!
+//! Layout. The index is split into `2^shard_bits` shards chosen by the top bits of the
+//! fingerprint (so a hot petition's signers spread over every shard), each a `Mutex` around one
+//! open-addressing table. A table is an array of 64-byte buckets (one cache line each) holding
+//! five 96-bit keys, a pending bit per slot and an overflow count. The shard bits are implicit, so
+//! an entry remembers 96 + `shard_bits` (12 by default: 108) bits of the fingerprint in 12.8 bytes
+//! of bucket space.
+//!
+//! Probing. A key's home bucket comes from its bits; an insert that finds the home bucket full
+//! walks to the next bucket and bumps the overflow count of every full bucket it passes. A lookup
+//! stops at the first bucket whose overflow count is zero, so a miss usually costs one cache line,
+//! and a removal (rollback of a failed write) decrements the counts it passed: no tombstones.
+//!
+//! Growth. A shard grows by 1.25× when it passes 90% load. Shards are small (a 100 M index has
+//! ~24,000 entries a shard), so a resize stalls one shard for a fraction of a millisecond, and
+//! shards fill evenly, so the memory overhead stays near the load factor's.
+//!
+//! Pending. An entry is inserted *pending* when a signature is admitted and made *committed* once
+//! its write is durable (or removed if the write failed). A second submission that meets a pending
+//! entry must wait for that outcome before it may say "duplicate".
+
+use parking_lot::Mutex;
+
+use crate::fingerprint::Fingerprint;
+
+const SLOTS_PER_BUCKET: usize = 5;
+/// Grow a shard when its entries exceed this share of its slots.
+const LOAD_MAX_PERCENT: usize = 90;
+/// Pre-sizing aims at this load, leaving headroom for the uneven fill of shards (at 100 M entries
+/// a shard holds ~24,400 ± 160).
+const LOAD_PRESIZE_PERCENT: usize = 85;
+/// A shard grows to `old * 5 / 4` buckets.
+const GROWTH_NUMERATOR: usize = 5;
+const GROWTH_DENOMINATOR: usize = 4;
+const BUCKETS_MIN: usize = 4;
+/// Default number of shard bits: 4,096 shards.
+pub const SHARD_BITS_DEFAULT: u32 = 12;
+
+type Key = [u32; 3];
+const EMPTY: Key = [0; 3];
+
+#[derive(Clone, Copy)]
+#[repr(C, align(64))]
+struct Bucket {
+    keys: [Key; SLOTS_PER_BUCKET],
+    /// Entries whose home bucket is at or before this one but which live after it. Saturates and
+    /// then sticks at `u16::MAX`, which only makes lookups walk a little further.
+    overflow: u16,
+    /// Bit `i` set: slot `i` holds a pending (not yet durable) entry.
+    pending: u8,
+    _pad: u8,
+}
+
+const _: () = assert!(std::mem::size_of::<Bucket>() == 64);
+
+impl Bucket {
+    const EMPTY: Bucket = Bucket {
+        keys: [EMPTY; SLOTS_PER_BUCKET],
+        overflow: 0,
+        pending: 0,
+        _pad: 0,
+    };
+}
+
+/// The state of a fingerprint in the index.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Presence {
+    Absent,
+    Pending,
+    Committed,
+}
+
+/// What an insert found.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Insert {
+    /// The fingerprint was absent and is now present.
+    Inserted,
+    /// The fingerprint was already present (pending or committed); nothing changed.
+    Present(Presence),
+}
+
+struct Table {
+    buckets: Vec<Bucket>,
+    len: usize,
+}
+
+#[inline]
+fn split(fp: Fingerprint, shard_bits: u32) -> (usize, Key, u64) {
+    let bits = fp.0;
+    let shard = if shard_bits == 0 {
+        0
+    } else {
+        (bits >> (128 - shard_bits)) as usize
+    };
+    let mut key = [bits as u32, (bits >> 32) as u32, (bits >> 64) as u32];
+    if key == EMPTY {
+        // All-zero marks an empty slot. Folding this one key onto another costs nothing
+        // measurable (2^-96) and keeps the table free of extra state.
+        key[0] = 1;
+    }
+    (shard, key, position_hash(key))
+}
+
+#[inline]
+fn position_hash(key: Key) -> u64 {
+    (u64::from(key[2]) << 32) | u64::from(key[1])
+}
+
+impl Table {
+    fn with_buckets(buckets: usize) -> Table {
+        Table {
+            buckets: vec![Bucket::EMPTY; buckets.max(BUCKETS_MIN)],
+            len: 0,
+        }
+    }
+
+    #[inline]
+    fn home(&self, position: u64) -> usize {
+        // Lemire's fast range reduction: any bucket count works, no power of two needed.
+        ((u128::from(position) * self.buckets.len() as u128) >> 64) as usize
+    }
+
+    #[inline]
+    fn next(&self, bucket: usize) -> usize {
+        if bucket + 1 == self.buckets.len() {
+            0
+        } else {
+            bucket + 1
+        }
+    }
+
+    /// Finds `key`: its bucket and slot.
+    #[inline]
+    fn find(&self, key: Key, position: u64) -> Option<(usize, usize)> {
+        let mut b = self.home(position);
+        loop {
+            let bucket = &self.buckets[b];
+            for (s, slot) in bucket.keys.iter().enumerate() {
+                if *slot == key {
+                    return Some((b, s));
+                }
+            }
+            if bucket.overflow == 0 {
+                return None;
+            }
+            b = self.next(b);
+        }
+    }
+
+    fn presence(&self, key: Key, position: u64) -> Presence {
+        match self.find(key, position) {
+            None => Presence::Absent,
+            Some((b, s)) if self.buckets[b].pending & (1 << s) != 0 => Presence::Pending,
+            Some(_) => Presence::Committed,
+        }
+    }
+
+    fn insert(&mut self, key: Key, position: u64, pending: bool) -> Insert {
+        let presence = self.presence(key, position);
+        if presence != Presence::Absent {
+            return Insert::Present(presence);
+        }
+        if (self.len + 1) * 100 > self.buckets.len() * SLOTS_PER_BUCKET * LOAD_MAX_PERCENT {
+            let grown = self.buckets.len() * GROWTH_NUMERATOR / GROWTH_DENOMINATOR + 1;
+            self.resize(grown);
+        }
+        self.place(key, position, pending);
+        self.len += 1;
+        Insert::Inserted
+    }
+
+    /// Puts a key known to be absent into the first free slot from its home bucket on.
+    fn place(&mut self, key: Key, position: u64, pending: bool) {
+        let mut b = self.home(position);
+        loop {
+            let bucket = &mut self.buckets[b];
+            if let Some(s) = bucket.keys.iter().position(|slot| *slot == EMPTY) {
+                bucket.keys[s] = key;
+                if pending {
+                    bucket.pending |= 1 << s;
+                }
+                return;
+            }
+            bucket.overflow = bucket.overflow.saturating_add(1);
+            b = self.next(b);
+        }
+    }
+
+    fn resize(&mut self, buckets: usize) {
+        let old = std::mem::replace(&mut self.buckets, vec![Bucket::EMPTY; buckets]);
+        for bucket in &old {
+            for (s, key) in bucket.keys.iter().enumerate() {
+                if *key != EMPTY {
+                    self.place(*key, position_hash(*key), bucket.pending & (1 << s) != 0);
+                }
+            }
+        }
+    }
+
+    fn commit(&mut self, key: Key, position: u64) -> bool {
+        match self.find(key, position) {
+            Some((b, s)) => {
+                let was_pending = self.buckets[b].pending & (1 << s) != 0;
+                self.buckets[b].pending &= !(1 << s);
+                was_pending
+            }
+            None => false,
+        }
+    }
+
+    fn remove(&mut self, key: Key, position: u64) -> bool {
+        let Some((found, s)) = self.find(key, position) else {
+            return false;
+        };
+        self.buckets[found].keys[s] = EMPTY;
+        self.buckets[found].pending &= !(1 << s);
+        let mut b = self.home(position);
+        while b != found {
+            let overflow = &mut self.buckets[b].overflow;
+            if *overflow != u16::MAX {
+                *overflow -= 1;
+            }
+            b = self.next(b);
+        }
+        self.len -= 1;
+        true
+    }
+
+    fn bytes(&self) -> usize {
+        self.buckets.capacity() * std::mem::size_of::<Bucket>()
+    }
+}
+
+#[repr(align(128))]
+struct Shard {
+    table: Mutex<Table>,
+}
+
+/// The sharded dedup index. Every method takes one shard lock for a few hundred nanoseconds at
+/// most and never holds it across I/O.
+pub(crate) struct Index {
+    shards: Box<[Shard]>,
+    shard_bits: u32,
+}
+
+impl Index {
+    /// An index with `2^shard_bits` shards, pre-sized for `capacity` entries.
+    pub fn new(shard_bits: u32, capacity: u64) -> Index {
+        assert!(shard_bits <= 20, "shard_bits {shard_bits} is out of range");
+        let shards = 1usize << shard_bits;
+        let buckets = Self::buckets_for(capacity, shards);
+        let shards = (0..shards)
+            .map(|_| Shard {
+                table: Mutex::new(Table::with_buckets(buckets)),
+            })
+            .collect();
+        Index { shards, shard_bits }
+    }
+
+    fn buckets_for(capacity: u64, shards: usize) -> usize {
+        let per_shard = capacity.div_ceil(shards as u64) as usize;
+        (per_shard * 100).div_ceil(SLOTS_PER_BUCKET * LOAD_PRESIZE_PERCENT)
+    }
+
+    /// Grows every shard so that `capacity` entries in all fit without a resize.
+    pub fn reserve(&self, capacity: u64) {
+        let buckets = Self::buckets_for(capacity, self.shards.len());
+        for shard in self.shards.iter() {
+            let mut table = shard.table.lock();
+            if table.buckets.len() < buckets {
+                table.resize(buckets);
+            }
+        }
+    }
+
+    #[inline]
+    fn locate(&self, fp: Fingerprint) -> (&Mutex<Table>, Key, u64) {
+        let (shard, key, position) = split(fp, self.shard_bits);
+        (&self.shards[shard].table, key, position)
+    }
+
+    /// Inserts `fp` unless present, as pending or committed.
+    #[inline]
+    pub fn insert(&self, fp: Fingerprint, pending: bool) -> Insert {
+        let (table, key, position) = self.locate(fp);
+        table.lock().insert(key, position, pending)
+    }
+
+    /// The state of `fp`.
+    pub fn presence(&self, fp: Fingerprint) -> Presence {
+        let (table, key, position) = self.locate(fp);
+        table.lock().presence(key, position)
+    }
+
+    /// Marks a pending `fp` committed; returns whether it was pending.
+    pub fn commit(&self, fp: Fingerprint) -> bool {
+        let (table, key, position) = self.locate(fp);
+        table.lock().commit(key, position)
+    }
+
+    /// Removes `fp`; returns whether it was present.
+    pub fn remove(&self, fp: Fingerprint) -> bool {
+        let (table, key, position) = self.locate(fp);
+        table.lock().remove(key, position)
+    }
+
+    /// Entries and bytes held, summed over the shards (takes each shard lock in turn).
+    pub fn usage(&self) -> (u64, u64) {
+        let mut entries = 0u64;
+        let mut bytes = (self.shards.len() * std::mem::size_of::<Shard>()) as u64;
+        for shard in self.shards.iter() {
+            let table = shard.table.lock();
+            entries += table.len as u64;
+            bytes += table.bytes() as u64;
+        }
+        (entries, bytes)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn fp(n: u64) -> Fingerprint {
+        // Spread test keys over all 128 bits, as real fingerprints are.
+        Fingerprint(xxhash_rust::xxh3::xxh3_128(&n.to_le_bytes()))
+    }
+
+    #[test]
+    fn insert_commit_remove_against_a_model() {
+        // Small shards and few buckets force overflow chains, wrap-around and many resizes.
+        let index = Index::new(2, 0);
+        let mut model: HashMap<u64, Presence> = HashMap::new();
+        let mut state = 0x9e37_79b9_7f4a_7c15u64;
+        for step in 0..200_000u32 {
+            state ^= state << 13;
+            state ^= state >> 7;
+            state ^= state << 17;
+            let n = state % 5_000;
+            let expected = *model.get(&n).unwrap_or(&Presence::Absent);
+            match state >> 60 {
+                0..=7 => {
+                    let pending = state & 1 == 0;
+                    let got = index.insert(fp(n), pending);
+                    if expected == Presence::Absent {
+                        assert_eq!(got, Insert::Inserted, "step {step}");
+                        let now = if pending {
+                            Presence::Pending
+                        } else {
+                            Presence::Committed
+                        };
+                        model.insert(n, now);
+                    } else {
+                        assert_eq!(got, Insert::Present(expected), "step {step}");
+                    }
+                }
+                8..=10 => {
+                    let was_pending = index.commit(fp(n));
+                    assert_eq!(was_pending, expected == Presence::Pending, "step {step}");
+                    if expected != Presence::Absent {
+                        model.insert(n, Presence::Committed);
+                    }
+                }
+                11..=13 => {
+                    assert_eq!(
+                        index.remove(fp(n)),
+                        expected != Presence::Absent,
+                        "step {step}"
+                    );
+                    model.remove(&n);
+                }
+                _ => assert_eq!(index.presence(fp(n)), expected, "step {step}"),
+            }
+        }
+        for (n, presence) in &model {
+            assert_eq!(index.presence(fp(*n)), *presence);
+        }
+        assert_eq!(index.usage().0, model.len() as u64);
+    }
+
+    #[test]
+    fn presized_index_stays_within_sixteen_bytes_per_entry() {
+        let entries = 200_000u64;
+        let index = Index::new(6, entries);
+        let before = index.usage().1;
+        for n in 0..entries {
+            assert_eq!(index.insert(fp(n), false), Insert::Inserted);
+        }
+        let (len, bytes) = index.usage();
+        assert_eq!(len, entries);
+        assert_eq!(bytes, before, "a pre-sized index must not resize");
+        let per_entry = bytes as f64 / entries as f64;
+        assert!(per_entry <= 16.0, "{per_entry} bytes per entry");
+    }
+
+    #[test]
+    fn zero_fingerprint_is_a_normal_key() {
+        let index = Index::new(0, 0);
+        assert_eq!(index.insert(Fingerprint(0), false), Insert::Inserted);
+        assert_eq!(index.presence(Fingerprint(0)), Presence::Committed);
+        assert_eq!(
+            index.insert(Fingerprint(0), false),
+            Insert::Present(Presence::Committed)
+        );
+    }
+}

@@ -1,0 +1,324 @@
+//! The petition registry: which petitions exist, whether they take signatures, their counts and
+//! the milestones they reached.
+//!
+//! A petition gets a dense number (`u32`) at registration; fingerprints, records and counts use the
+//! number, never the id string. Each petition's count is one `AtomicU64`. It is not a contended
+//! cache line because it is written once per *batch* (by the group-commit writer, or once per
+//! `submit_batch` call in memory mode), never once per signature by many threads.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use parking_lot::{Mutex, RwLock};
+
+use crate::signature::{validate_petition_id, InvalidField};
+
+/// Thresholds a petition gets when its registration names none.
+pub const DEFAULT_THRESHOLDS: [u64; 2] = [10_000, 100_000];
+/// Most thresholds one petition may have.
+pub const THRESHOLDS_MAX: usize = 32;
+
+/// What to register (or update): a petition id, an optional deadline and thresholds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PetitionSpec {
+    /// Petition id: 1–64 characters of `[A-Za-z0-9._-]`.
+    pub id: String,
+    /// Signatures are refused from this moment (Unix milliseconds) on.
+    pub deadline_ms: Option<u64>,
+    /// Counts whose crossing records a milestone; `None` keeps the current ones (or the
+    /// defaults, 10,000 and 100,000, for a new petition).
+    pub thresholds: Option<Vec<u64>>,
+}
+
+impl PetitionSpec {
+    /// A spec with only an id: no deadline, default thresholds.
+    pub fn new(id: impl Into<String>) -> PetitionSpec {
+        PetitionSpec {
+            id: id.into(),
+            deadline_ms: None,
+            thresholds: None,
+        }
+    }
+
+    pub(crate) fn checked_thresholds(&self) -> Result<Option<Vec<u64>>, InvalidField> {
+        validate_petition_id(&self.id)?;
+        let Some(thresholds) = &self.thresholds else {
+            return Ok(None);
+        };
+        if thresholds.len() > THRESHOLDS_MAX {
+            return Err(InvalidField {
+                field: "thresholds",
+                reason: "at most 32 thresholds",
+            });
+        }
+        if thresholds.contains(&0) {
+            return Err(InvalidField {
+                field: "thresholds",
+                reason: "must be positive",
+            });
+        }
+        let mut sorted = thresholds.clone();
+        sorted.sort_unstable();
+        sorted.dedup();
+        Ok(Some(sorted))
+    }
+}
+
+/// Whether a petition takes signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PetitionState {
+    /// Takes signatures.
+    Open,
+    /// Closed by an administrator.
+    Closed,
+    /// Its deadline has passed.
+    Expired,
+}
+
+impl PetitionState {
+    /// Lower-case name, as the HTTP API shows it.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            PetitionState::Open => "open",
+            PetitionState::Closed => "closed",
+            PetitionState::Expired => "expired",
+        }
+    }
+}
+
+/// A snapshot of one petition.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PetitionInfo {
+    /// The petition id.
+    pub id: String,
+    /// Distinct accepted signers.
+    pub count: u64,
+    /// Whether it takes signatures now.
+    pub state: PetitionState,
+    /// When it was registered (Unix milliseconds).
+    pub created_at_ms: u64,
+    /// When it stops taking signatures, if ever (Unix milliseconds).
+    pub deadline_ms: Option<u64>,
+    /// When it was closed, if it was (Unix milliseconds).
+    pub closed_at_ms: Option<u64>,
+    /// Its thresholds, ascending.
+    pub thresholds: Vec<u64>,
+    /// The thresholds it has reached, ascending.
+    pub milestones_reached: Vec<u64>,
+}
+
+/// A petition crossing one of its thresholds. Recorded exactly once, durably, in the same batch
+/// as the signature that crossed it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Milestone {
+    /// Position in the engine-wide milestone feed, from 1, without gaps.
+    pub seq: u64,
+    /// The petition id.
+    pub petition: String,
+    /// The threshold crossed.
+    pub threshold: u64,
+    /// When the crossing signature was accepted (Unix milliseconds).
+    pub reached_at_ms: u64,
+}
+
+/// What is persisted about a petition (everything but its count and milestones).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct PetitionMeta {
+    pub id: String,
+    pub created_at_ms: u64,
+    pub deadline_ms: Option<u64>,
+    pub closed_at_ms: Option<u64>,
+    pub thresholds: Vec<u64>,
+}
+
+/// One registered petition, shared by the registry, admission and the writer.
+pub(crate) struct Petition {
+    pub num: u32,
+    pub id: Box<str>,
+    /// Distinct durable signers. Written only by the writer (or in memory mode by `submit`).
+    pub count: AtomicU64,
+    /// Admission reads these two on every signature, so they are atomics, not behind the lock.
+    closed: AtomicBool,
+    deadline_ms: AtomicU64,
+    meta: Mutex<PetitionMeta>,
+    reached: Mutex<Vec<u64>>,
+}
+
+impl Petition {
+    pub fn new(num: u32, meta: PetitionMeta, count: u64) -> Petition {
+        Petition {
+            num,
+            id: meta.id.clone().into_boxed_str(),
+            count: AtomicU64::new(count),
+            closed: AtomicBool::new(meta.closed_at_ms.is_some()),
+            deadline_ms: AtomicU64::new(meta.deadline_ms.unwrap_or(u64::MAX)),
+            meta: Mutex::new(meta),
+            reached: Mutex::new(Vec::new()),
+        }
+    }
+
+    /// Whether a signature received at `now_ms` may be accepted.
+    #[inline]
+    pub fn is_open(&self, now_ms: u64) -> bool {
+        !self.closed.load(Ordering::Acquire) && now_ms < self.deadline_ms.load(Ordering::Acquire)
+    }
+
+    pub fn meta(&self) -> PetitionMeta {
+        self.meta.lock().clone()
+    }
+
+    pub fn set_meta(&self, meta: PetitionMeta) {
+        self.deadline_ms
+            .store(meta.deadline_ms.unwrap_or(u64::MAX), Ordering::Release);
+        self.closed
+            .store(meta.closed_at_ms.is_some(), Ordering::Release);
+        *self.meta.lock() = meta;
+    }
+
+    /// Thresholds in `(old, new]`: the ones a count moving from `old` to `new` crosses.
+    pub fn crossed(&self, old: u64, new: u64) -> Vec<u64> {
+        let meta = self.meta.lock();
+        meta.thresholds
+            .iter()
+            .copied()
+            .filter(|&t| old < t && t <= new)
+            .collect()
+    }
+
+    pub fn record_reached(&self, threshold: u64) {
+        let mut reached = self.reached.lock();
+        assert!(
+            !reached.contains(&threshold),
+            "milestone {threshold} of petition {} recorded twice",
+            self.id
+        );
+        reached.push(threshold);
+        reached.sort_unstable();
+    }
+
+    pub fn info(&self, now_ms: u64) -> PetitionInfo {
+        let meta = self.meta();
+        let state = if meta.closed_at_ms.is_some() {
+            PetitionState::Closed
+        } else if meta.deadline_ms.is_some_and(|d| now_ms >= d) {
+            PetitionState::Expired
+        } else {
+            PetitionState::Open
+        };
+        PetitionInfo {
+            id: meta.id,
+            count: self.count.load(Ordering::Acquire),
+            state,
+            created_at_ms: meta.created_at_ms,
+            deadline_ms: meta.deadline_ms,
+            closed_at_ms: meta.closed_at_ms,
+            thresholds: meta.thresholds,
+            milestones_reached: self.reached.lock().clone(),
+        }
+    }
+}
+
+#[derive(Default)]
+struct Maps {
+    by_id: HashMap<Box<str>, Arc<Petition>>,
+    by_num: Vec<Arc<Petition>>,
+}
+
+/// All petitions, by id and by number. Registration is rare; lookups take the read lock briefly.
+#[derive(Default)]
+pub(crate) struct Registry {
+    maps: RwLock<Maps>,
+    /// Serializes registrations so two registrations of one new id cannot both get a number.
+    pub registering: Mutex<()>,
+}
+
+impl Registry {
+    pub fn get(&self, id: &str) -> Option<Arc<Petition>> {
+        self.maps.read().by_id.get(id).cloned()
+    }
+
+    pub fn by_num(&self, num: u32) -> Option<Arc<Petition>> {
+        self.maps.read().by_num.get(num as usize).cloned()
+    }
+
+    /// Resolves many ids under one read lock (the batch path).
+    pub fn get_many<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<Option<Arc<Petition>>> {
+        let maps = self.maps.read();
+        ids.map(|id| maps.by_id.get(id).cloned()).collect()
+    }
+
+    pub fn next_num(&self) -> u32 {
+        u32::try_from(self.maps.read().by_num.len()).unwrap_or(u32::MAX)
+    }
+
+    pub fn insert(&self, petition: Arc<Petition>) {
+        let mut maps = self.maps.write();
+        assert_eq!(
+            petition.num as usize,
+            maps.by_num.len(),
+            "petition numbers must be dense"
+        );
+        maps.by_id
+            .insert(petition.id.clone(), Arc::clone(&petition));
+        maps.by_num.push(petition);
+    }
+
+    pub fn all(&self) -> Vec<Arc<Petition>> {
+        self.maps.read().by_num.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn meta(thresholds: Vec<u64>) -> PetitionMeta {
+        PetitionMeta {
+            id: "p".into(),
+            created_at_ms: 0,
+            deadline_ms: Some(1_000),
+            closed_at_ms: None,
+            thresholds,
+        }
+    }
+
+    #[test]
+    fn crossings_are_half_open_intervals() {
+        let p = Petition::new(0, meta(vec![10, 20, 30]), 0);
+        let check = |old, new, want: &[u64]| assert_eq!(p.crossed(old, new), want, "{old}..{new}");
+        check(0, 9, &[]);
+        check(0, 10, &[10]);
+        check(10, 19, &[]);
+        check(9, 30, &[10, 20, 30]);
+        check(30, 31, &[]);
+    }
+
+    #[test]
+    fn open_until_deadline_or_close() {
+        let p = Petition::new(0, meta(vec![]), 0);
+        assert!(p.is_open(999));
+        assert!(!p.is_open(1_000));
+        assert_eq!(p.info(1_000).state, PetitionState::Expired);
+        let mut closed = meta(vec![]);
+        closed.deadline_ms = None;
+        closed.closed_at_ms = Some(5);
+        p.set_meta(closed);
+        assert!(!p.is_open(0));
+        assert_eq!(p.info(0).state, PetitionState::Closed);
+    }
+
+    #[test]
+    fn thresholds_are_checked_sorted_and_deduplicated() {
+        let mut spec = PetitionSpec::new("p");
+        assert_eq!(spec.checked_thresholds(), Ok(None));
+        spec.thresholds = Some(vec![100, 5, 100]);
+        assert_eq!(spec.checked_thresholds(), Ok(Some(vec![5, 100])));
+        spec.thresholds = Some(vec![0]);
+        assert!(spec.checked_thresholds().is_err());
+        spec.thresholds = Some((1..=33).collect());
+        assert!(spec.checked_thresholds().is_err());
+        spec.id = "bad id".into();
+        assert!(spec.checked_thresholds().is_err());
+    }
+}

@@ -1,0 +1,427 @@
+//! The signature model: what an upstream tier submits, how it is validated, and how a signer's
+//! identity (the canonical email) is derived from it.
+//!
+//! Validation is total: every input either yields a [`ValidSignature`] or an [`InvalidField`]
+//! naming the field and the reason. Nothing here panics, whatever the bytes.
+
+use std::borrow::Cow;
+use std::net::IpAddr;
+
+/// Longest petition id, in bytes (ids are ASCII).
+pub const PETITION_ID_BYTES_MAX: usize = 64;
+/// Longest email address, in bytes (RFC 5321 path limit).
+pub const EMAIL_BYTES_MAX: usize = 254;
+/// Longest local part of an email address, in bytes.
+pub const EMAIL_LOCAL_BYTES_MAX: usize = 64;
+/// Longest signer name, in bytes.
+pub const NAME_BYTES_MAX: usize = 200;
+/// Longest postcode, in bytes.
+pub const POSTCODE_BYTES_MAX: usize = 16;
+/// Longest `source` tag, in bytes.
+pub const SOURCE_BYTES_MAX: usize = 64;
+
+/// A signature as submitted by an upstream tier, before validation.
+///
+/// `received_at` is stamped by the engine, not taken from the caller.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct NewSignature {
+    /// Petition id: 1–64 characters of `[A-Za-z0-9._-]`.
+    pub petition: String,
+    /// The signer's email address; its canonical form is the signer identity.
+    pub email: String,
+    /// Optional display name (at most [`NAME_BYTES_MAX`] bytes, no control characters).
+    pub name: Option<String>,
+    /// Optional postcode (at most [`POSTCODE_BYTES_MAX`] bytes of `[A-Za-z0-9 -]`).
+    pub postcode: Option<String>,
+    /// Optional ISO 3166-1 alpha-2 country code; stored upper-case.
+    pub country: Option<String>,
+    /// Optional IPv4 or IPv6 address of the signer, as text.
+    pub ip: Option<String>,
+    /// Optional tag naming the upstream tier or API key that sent the signature.
+    pub source: Option<String>,
+}
+
+impl NewSignature {
+    /// A signature with only the required fields set.
+    pub fn new(petition: impl Into<String>, email: impl Into<String>) -> NewSignature {
+        NewSignature {
+            petition: petition.into(),
+            email: email.into(),
+            ..NewSignature::default()
+        }
+    }
+}
+
+/// Why a signature was rejected: the field and a human reason. Stable enough to show to users.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("invalid {field}: {reason}")]
+pub struct InvalidField {
+    /// The field that failed validation (`petition`, `email`, `name`, ...).
+    pub field: &'static str,
+    /// Why it failed, as a lower-case phrase.
+    pub reason: &'static str,
+}
+
+const fn invalid(field: &'static str, reason: &'static str) -> InvalidField {
+    InvalidField { field, reason }
+}
+
+/// Opt-in provider rules applied when deriving the signer identity from an email.
+///
+/// Both are off by default: `a+x@example.org` and `a@example.org` are then different signers.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignerPolicy {
+    /// Drop a `+tag` suffix from the local part (`jo+petitions@x.org` → `jo@x.org`).
+    pub strip_plus_tags: bool,
+    /// Drop dots from the local part of `gmail.com` and `googlemail.com` addresses, and treat
+    /// `googlemail.com` as `gmail.com`.
+    pub gmail_dots: bool,
+}
+
+impl SignerPolicy {
+    pub(crate) fn to_byte(self) -> u8 {
+        u8::from(self.strip_plus_tags) | (u8::from(self.gmail_dots) << 1)
+    }
+
+    pub(crate) fn from_byte(byte: u8) -> SignerPolicy {
+        SignerPolicy {
+            strip_plus_tags: byte & 1 != 0,
+            gmail_dots: byte & 2 != 0,
+        }
+    }
+}
+
+/// A signature that passed validation, with its canonical signer identity.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct ValidSignature {
+    pub petition: String,
+    /// The email as submitted, trimmed. Kept for the record; the signer identity is derived
+    /// from it with [`canonical_signer`].
+    pub email: String,
+    pub name: Option<String>,
+    pub postcode: Option<String>,
+    pub country: Option<String>,
+    pub ip: Option<String>,
+    pub source: Option<String>,
+}
+
+/// Checks a petition id: 1–64 characters of `[A-Za-z0-9._-]`.
+pub fn validate_petition_id(id: &str) -> Result<(), InvalidField> {
+    if id.is_empty() {
+        return Err(invalid("petition", "must not be empty"));
+    }
+    if id.len() > PETITION_ID_BYTES_MAX {
+        return Err(invalid("petition", "longer than 64 characters"));
+    }
+    let ok = id
+        .bytes()
+        .all(|b| b.is_ascii_alphanumeric() || b == b'.' || b == b'_' || b == b'-');
+    if !ok {
+        return Err(invalid(
+            "petition",
+            "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
+        ));
+    }
+    Ok(())
+}
+
+/// Validates every field and derives the signer identity. Takes ownership to avoid copies on the
+/// hot path: a field that needs no change is moved, not cloned.
+pub(crate) fn validate(
+    signature: NewSignature,
+    policy: SignerPolicy,
+) -> Result<ValidSignature, InvalidField> {
+    validate_petition_id(&signature.petition)?;
+    let email = trim_owned(signature.email);
+    canonical_signer(&email, policy)?;
+    let name = optional(signature.name, "name", NAME_BYTES_MAX, |s| {
+        if s.chars().any(char::is_control) {
+            Err("must not contain control characters")
+        } else {
+            Ok(())
+        }
+    })?;
+    let postcode = optional(signature.postcode, "postcode", POSTCODE_BYTES_MAX, |s| {
+        if s.bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b' ' || b == b'-')
+        {
+            Ok(())
+        } else {
+            Err("may only contain letters, digits, spaces and '-'")
+        }
+    })?;
+    let country = optional(signature.country, "country", 2, |s| {
+        if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+            Ok(())
+        } else {
+            Err("must be an ISO 3166-1 alpha-2 code such as \"GB\"")
+        }
+    })?
+    .map(|mut s| {
+        s.make_ascii_uppercase();
+        s
+    });
+    let ip = optional(signature.ip, "ip", 45, |s| {
+        s.parse::<IpAddr>()
+            .map(|_| ())
+            .map_err(|_| "must be an IPv4 or IPv6 address")
+    })?;
+    let source = optional(signature.source, "source", SOURCE_BYTES_MAX, |s| {
+        if s.bytes().all(|b| b.is_ascii_graphic()) {
+            Ok(())
+        } else {
+            Err("must be printable ASCII without spaces")
+        }
+    })?;
+    Ok(ValidSignature {
+        petition: signature.petition,
+        email,
+        name,
+        postcode,
+        country,
+        ip,
+        source,
+    })
+}
+
+fn trim_owned(s: String) -> String {
+    let trimmed = s.trim();
+    if trimmed.len() == s.len() {
+        s
+    } else {
+        trimmed.to_owned()
+    }
+}
+
+/// Trims an optional field, maps empty to `None`, and checks its length and content.
+fn optional(
+    value: Option<String>,
+    field: &'static str,
+    bytes_max: usize,
+    check: impl Fn(&str) -> Result<(), &'static str>,
+) -> Result<Option<String>, InvalidField> {
+    let Some(value) = value else { return Ok(None) };
+    let value = trim_owned(value);
+    if value.is_empty() {
+        return Ok(None);
+    }
+    if value.len() > bytes_max {
+        return Err(invalid(field, "too long"));
+    }
+    check(&value).map_err(|reason| invalid(field, reason))?;
+    Ok(Some(value))
+}
+
+/// Derives the signer identity from an email: trimmed, lower-cased, and with the opt-in provider
+/// rules of `policy` applied. Rejects what is not an email address.
+pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, InvalidField> {
+    let email = email.trim();
+    if email.is_empty() {
+        return Err(invalid("email", "is required"));
+    }
+    if email.len() > EMAIL_BYTES_MAX {
+        return Err(invalid("email", "longer than 254 bytes"));
+    }
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Err(invalid("email", "must contain '@'"));
+    };
+    if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
+        return Err(invalid("email", "local part must be 1-64 bytes"));
+    }
+    let local_ok = local
+        .chars()
+        .all(|c| !c.is_control() && !c.is_whitespace() && !"@()<>[]\\,;:\"".contains(c));
+    if !local_ok {
+        return Err(invalid(
+            "email",
+            "local part contains a character not allowed here",
+        ));
+    }
+    let domain_ok = domain.contains('.')
+        && !domain.starts_with('.')
+        && !domain.ends_with('.')
+        && domain.split('.').all(|label| {
+            !label.is_empty()
+                && label.len() <= 63
+                && !label.starts_with('-')
+                && !label.ends_with('-')
+                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
+        });
+    if !domain_ok {
+        return Err(invalid("email", "domain is not a valid host name"));
+    }
+
+    let needs_lowercase = email.chars().any(char::is_uppercase);
+    let mut local: Cow<'_, str> = Cow::Borrowed(local);
+    let mut domain: Cow<'_, str> = Cow::Borrowed(domain);
+    if needs_lowercase {
+        local = Cow::Owned(local.to_lowercase());
+        domain = Cow::Owned(domain.to_lowercase());
+    }
+    let mut changed = needs_lowercase;
+    if policy.strip_plus_tags {
+        if let Some(at) = local.find('+') {
+            if at > 0 {
+                local = Cow::Owned(local[..at].to_owned());
+                changed = true;
+            }
+        }
+    }
+    if policy.gmail_dots && (domain == "gmail.com" || domain == "googlemail.com") {
+        let undotted: String = local.chars().filter(|&c| c != '.').collect();
+        if !undotted.is_empty() {
+            local = Cow::Owned(undotted);
+            domain = Cow::Borrowed("gmail.com");
+            changed = true;
+        }
+    }
+    if !changed {
+        return Ok(Cow::Borrowed(email));
+    }
+    Ok(Cow::Owned(format!("{local}@{domain}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check_signer(email: &str, policy: SignerPolicy, expected: Result<&str, &str>) {
+        let actual = canonical_signer(email, policy);
+        match (actual, expected) {
+            (Ok(got), Ok(want)) => assert_eq!(got, want, "email {email:?}"),
+            (Err(got), Err(want)) => assert_eq!(got.reason, want, "email {email:?}"),
+            (got, want) => panic!("email {email:?}: got {got:?}, want {want:?}"),
+        }
+    }
+
+    const OFF: SignerPolicy = SignerPolicy {
+        strip_plus_tags: false,
+        gmail_dots: false,
+    };
+    const ALL: SignerPolicy = SignerPolicy {
+        strip_plus_tags: true,
+        gmail_dots: true,
+    };
+
+    #[test]
+    fn canonical_signers() {
+        check_signer("a@example.org", OFF, Ok("a@example.org"));
+        check_signer("  Jo.Smith@Example.ORG \n", OFF, Ok("jo.smith@example.org"));
+        check_signer(
+            "jo+petitions@example.org",
+            OFF,
+            Ok("jo+petitions@example.org"),
+        );
+        check_signer("jo+petitions@example.org", ALL, Ok("jo@example.org"));
+        check_signer("+only@example.org", ALL, Ok("+only@example.org"));
+        check_signer("J.O.Smith+x@GoogleMail.com", ALL, Ok("josmith@gmail.com"));
+        check_signer("j.o.smith@gmail.com", OFF, Ok("j.o.smith@gmail.com"));
+        check_signer("j.o@other.com", ALL, Ok("j.o@other.com"));
+        check_signer("ÉLODIE@exemple.fr", OFF, Ok("élodie@exemple.fr"));
+        check_signer("", OFF, Err("is required"));
+        check_signer("   ", OFF, Err("is required"));
+        check_signer("no-at-sign", OFF, Err("must contain '@'"));
+        check_signer("@example.org", OFF, Err("local part must be 1-64 bytes"));
+        check_signer(
+            "a b@example.org",
+            OFF,
+            Err("local part contains a character not allowed here"),
+        );
+        check_signer("a@localhost", OFF, Err("domain is not a valid host name"));
+        check_signer(
+            "a@.example.org",
+            OFF,
+            Err("domain is not a valid host name"),
+        );
+        check_signer(
+            "a@example..org",
+            OFF,
+            Err("domain is not a valid host name"),
+        );
+        check_signer("a@-x.org", OFF, Err("domain is not a valid host name"));
+        check_signer(
+            "a@ex_ample.org",
+            OFF,
+            Err("domain is not a valid host name"),
+        );
+        check_signer(
+            &format!("{}@x.org", "a".repeat(65)),
+            OFF,
+            Err("local part must be 1-64 bytes"),
+        );
+        check_signer(
+            &format!("a@{}.org", "b".repeat(260)),
+            OFF,
+            Err("longer than 254 bytes"),
+        );
+    }
+
+    fn check_petition(id: &str, ok: bool) {
+        assert_eq!(validate_petition_id(id).is_ok(), ok, "petition id {id:?}");
+    }
+
+    #[test]
+    fn petition_ids() {
+        check_petition("revoke-article-50", true);
+        check_petition("A.b_c-9", true);
+        check_petition(&"x".repeat(64), true);
+        check_petition(&"x".repeat(65), false);
+        check_petition("", false);
+        check_petition("has space", false);
+        check_petition("slash/", false);
+        check_petition("émoji", false);
+    }
+
+    fn check_field(mutate: impl FnOnce(&mut NewSignature), expected: Result<(), &str>) {
+        let mut signature = NewSignature::new("p1", "a@example.org");
+        mutate(&mut signature);
+        let got = validate(signature, OFF).map(|_| ()).map_err(|e| e.field);
+        assert_eq!(got, expected.map_err(|f| f));
+    }
+
+    #[test]
+    fn optional_fields() {
+        check_field(|_| {}, Ok(()));
+        check_field(|s| s.name = Some("Jo Smith".into()), Ok(()));
+        check_field(|s| s.name = Some("   ".into()), Ok(()));
+        check_field(|s| s.name = Some("a\u{0}b".into()), Err("name"));
+        check_field(|s| s.name = Some("n".repeat(201)), Err("name"));
+        check_field(|s| s.postcode = Some("SW1A 1AA".into()), Ok(()));
+        check_field(|s| s.postcode = Some("SW1A;1AA".into()), Err("postcode"));
+        check_field(|s| s.country = Some("gb".into()), Ok(()));
+        check_field(|s| s.country = Some("GBR".into()), Err("country"));
+        check_field(|s| s.country = Some("1A".into()), Err("country"));
+        check_field(|s| s.ip = Some("192.0.2.1".into()), Ok(()));
+        check_field(|s| s.ip = Some("2001:db8::1".into()), Ok(()));
+        check_field(|s| s.ip = Some("999.1.1.1".into()), Err("ip"));
+        check_field(|s| s.source = Some("tier-a".into()), Ok(()));
+        check_field(|s| s.source = Some("tier a".into()), Err("source"));
+        check_field(|s| s.petition = "bad id".into(), Err("petition"));
+        check_field(|s| s.email = "bad".into(), Err("email"));
+    }
+
+    #[test]
+    fn country_is_stored_upper_case() {
+        let mut signature = NewSignature::new("p1", " A@Example.org ");
+        signature.country = Some("gb".into());
+        let valid = validate(signature, OFF).expect("valid");
+        assert_eq!(valid.country.as_deref(), Some("GB"));
+        assert_eq!(valid.email, "A@Example.org");
+        let signer = canonical_signer(&valid.email, OFF).expect("valid");
+        assert_eq!(signer, "a@example.org");
+    }
+
+    #[test]
+    fn policy_round_trips_through_a_byte() {
+        for policy in [
+            OFF,
+            ALL,
+            SignerPolicy {
+                strip_plus_tags: true,
+                gmail_dots: false,
+            },
+        ] {
+            assert_eq!(SignerPolicy::from_byte(policy.to_byte()), policy);
+        }
+    }
+}

@@ -1,0 +1,547 @@
+//! The RocksDB store: key layout, record encoding, options, and the reads recovery needs.
+//!
+//! Column families and keys (all integers big-endian, so key order is numeric order):
+//!
+//! | column family  | key                     | value                                           |
+//! |----------------|-------------------------|-------------------------------------------------|
+//! | `meta`         | name                    | format version, fingerprint secret, signer policy |
+//! | `petitions`    | petition number (u32)   | [`PetitionMeta`], versioned                      |
+//! | `counts`       | petition number (u32)   | count (u64)                                     |
+//! | `signatures`   | signature sequence (u64)| the signature record, versioned                 |
+//! | `fingerprints` | first sequence of batch | the batch's 16-byte fingerprints, in order      |
+//! | `milestones`   | milestone sequence (u64)| petition number, threshold, time                |
+//!
+//! Signatures are keyed by a global sequence the single writer hands out, so every write is an
+//! append at the end of the key space: memtable flushes produce SSTs that never overlap older
+//! ones and leveled compaction moves them down without rewriting them. Bytes written per signature
+//! stay near WAL + one flush. A key of (petition, signer) would be random within each petition and
+//! make every flush overlap every level (see ARCHITECTURE.md).
+//!
+//! The `fingerprints` column family duplicates 16 bytes of every signature so that recovery
+//! rebuilds the index by reading ~16 bytes per signature instead of whole records.
+
+use std::path::{Path, PathBuf};
+
+use rocksdb::{
+    ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
+    WriteBatch, WriteOptions, DB,
+};
+
+use crate::config::Durability;
+use crate::fingerprint::{Fingerprint, SECRET_BYTES};
+use crate::petition::PetitionMeta;
+use crate::signature::SignerPolicy;
+
+/// On-disk format version, stored in `meta`; a store with another version is refused.
+pub const FORMAT_VERSION: u8 = 1;
+const RECORD_VERSION: u8 = 1;
+const PETITION_VERSION: u8 = 1;
+
+pub(crate) const CF_META: &str = "meta";
+pub(crate) const CF_PETITIONS: &str = "petitions";
+pub(crate) const CF_COUNTS: &str = "counts";
+pub(crate) const CF_SIGNATURES: &str = "signatures";
+pub(crate) const CF_FINGERPRINTS: &str = "fingerprints";
+pub(crate) const CF_MILESTONES: &str = "milestones";
+const COLUMN_FAMILIES: [&str; 6] = [
+    CF_META,
+    CF_PETITIONS,
+    CF_COUNTS,
+    CF_SIGNATURES,
+    CF_FINGERPRINTS,
+    CF_MILESTONES,
+];
+
+const META_FORMAT: &[u8] = b"format";
+const META_SECRET: &[u8] = b"secret";
+const META_POLICY: &[u8] = b"signer_policy";
+
+/// Memtable size of the `signatures` column family. Large memtables mean fewer, larger L0 files.
+const SIGNATURES_MEMTABLE_BYTES: usize = 128 << 20;
+/// Memtable size of the `fingerprints` column family (16 bytes a signature).
+const FINGERPRINTS_MEMTABLE_BYTES: usize = 32 << 20;
+/// Cap on live WAL bytes: past it RocksDB flushes the small column families so old WAL files can go.
+const WAL_BYTES_MAX: u64 = 1 << 30;
+
+/// The store's error: RocksDB's message, or a corrupt record.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// RocksDB failed (I/O error, disk full, ...).
+    #[error("rocksdb: {0}")]
+    Rocks(String),
+    /// A stored value did not decode.
+    #[error("corrupt {what} in the store")]
+    Corrupt {
+        /// What failed to decode.
+        what: &'static str,
+    },
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> StoreError {
+        StoreError::Rocks(e.into_string())
+    }
+}
+
+/// What `meta` holds.
+pub(crate) struct Meta {
+    pub secret: [u8; SECRET_BYTES],
+    pub policy: SignerPolicy,
+}
+
+/// One signature as stored.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct Record<'a> {
+    pub petition: u32,
+    pub received_at_ms: u64,
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    pub postcode: Option<&'a str>,
+    pub country: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub source: Option<&'a str>,
+}
+
+pub(crate) struct Store {
+    db: DB,
+    path: PathBuf,
+}
+
+fn db_options() -> Options {
+    let mut options = Options::default();
+    options.create_if_missing(true);
+    options.create_missing_column_families(true);
+    // Two cores: one background job for flushes, one for compaction.
+    options.set_max_background_jobs(2);
+    options.set_max_total_wal_size(WAL_BYTES_MAX);
+    // Smooth writeback so a memtable flush does not stall on one huge fsync.
+    options.set_bytes_per_sync(1 << 20);
+    options
+}
+
+fn cf_options(name: &str) -> Options {
+    let mut options = Options::default();
+    match name {
+        CF_SIGNATURES => {
+            options.set_write_buffer_size(SIGNATURES_MEMTABLE_BYTES);
+            options.set_max_write_buffer_number(4);
+            options.set_target_file_size_base(128 << 20);
+            options.set_max_bytes_for_level_base(512 << 20);
+            options.set_compression_type(DBCompressionType::Lz4);
+        }
+        CF_FINGERPRINTS => {
+            // Keyed hashes do not compress.
+            options.set_write_buffer_size(FINGERPRINTS_MEMTABLE_BYTES);
+            options.set_max_write_buffer_number(4);
+            options.set_target_file_size_base(64 << 20);
+            options.set_compression_type(DBCompressionType::None);
+        }
+        _ => {
+            options.set_write_buffer_size(4 << 20);
+            options.set_compression_type(DBCompressionType::None);
+        }
+    }
+    options
+}
+
+impl Store {
+    pub fn open(path: &Path) -> Result<Store, StoreError> {
+        let descriptors = COLUMN_FAMILIES
+            .iter()
+            .map(|name| ColumnFamilyDescriptor::new(*name, cf_options(name)));
+        let db = DB::open_cf_descriptors(&db_options(), path, descriptors)?;
+        Ok(Store {
+            db,
+            path: path.to_owned(),
+        })
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.path
+    }
+
+    pub fn cf(&self, name: &str) -> &ColumnFamily {
+        // Every name in COLUMN_FAMILIES is opened (and created if missing) by `open`.
+        self.db
+            .cf_handle(name)
+            .expect("column family opened by Store::open")
+    }
+
+    /// Reads `meta`, writing it first (synced) on a new store.
+    pub fn load_or_init_meta(&self, fresh: &Meta) -> Result<Meta, StoreError> {
+        let cf = self.cf(CF_META);
+        match self.db.get_cf(cf, META_FORMAT)? {
+            None => {
+                let mut batch = WriteBatch::default();
+                batch.put_cf(cf, META_FORMAT, [FORMAT_VERSION]);
+                batch.put_cf(cf, META_SECRET, fresh.secret);
+                batch.put_cf(cf, META_POLICY, [fresh.policy.to_byte()]);
+                self.write(batch, Durability::Sync)?;
+                Ok(Meta {
+                    secret: fresh.secret,
+                    policy: fresh.policy,
+                })
+            }
+            Some(format) => {
+                if format.as_slice() != [FORMAT_VERSION] {
+                    return Err(StoreError::Corrupt {
+                        what: "format version",
+                    });
+                }
+                let secret = self
+                    .db
+                    .get_cf(cf, META_SECRET)?
+                    .and_then(|s| <[u8; SECRET_BYTES]>::try_from(s.as_slice()).ok())
+                    .ok_or(StoreError::Corrupt {
+                        what: "fingerprint secret",
+                    })?;
+                let policy = match self.db.get_cf(cf, META_POLICY)?.as_deref() {
+                    Some([byte]) => SignerPolicy::from_byte(*byte),
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            what: "signer policy",
+                        })
+                    }
+                };
+                Ok(Meta { secret, policy })
+            }
+        }
+    }
+
+    pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StoreError> {
+        let mut options = WriteOptions::default();
+        match durability {
+            Durability::Sync => options.set_sync(true),
+            Durability::Buffered => options.set_sync(false),
+            Durability::None => options.disable_wal(true),
+        }
+        self.db.write_opt(batch, &options)?;
+        Ok(())
+    }
+
+    /// Makes everything written so far durable: WAL synced, and memtables flushed (the latter
+    /// matters for `Durability::None`, which writes no WAL).
+    pub fn flush(&self, memtables: bool) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        if memtables {
+            for name in COLUMN_FAMILIES {
+                self.db.flush_cf(self.cf(name))?;
+            }
+        }
+        Ok(())
+    }
+
+    pub fn load_petitions(&self) -> Result<Vec<(u32, PetitionMeta)>, StoreError> {
+        let mut petitions = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_PETITIONS), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            petitions.push((decode_u32(&key, "petition key")?, decode_petition(&value)?));
+        }
+        Ok(petitions)
+    }
+
+    pub fn load_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+        let mut counts = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(CF_COUNTS), IteratorMode::Start) {
+            let (key, value) = entry?;
+            counts.push((decode_u32(&key, "count key")?, decode_u64(&value, "count")?));
+        }
+        Ok(counts)
+    }
+
+    /// Milestones with sequence ≥ `from`: (seq, petition number, threshold, reached_at_ms).
+    pub fn load_milestones(&self, from: u64) -> Result<Vec<(u64, u32, u64, u64)>, StoreError> {
+        let mut milestones = Vec::new();
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for entry in self.db.iterator_cf(self.cf(CF_MILESTONES), mode) {
+            let (key, value) = entry?;
+            let seq = decode_u64(&key, "milestone key")?;
+            if value.len() != 20 {
+                return Err(StoreError::Corrupt { what: "milestone" });
+            }
+            let petition = decode_u32(&value[..4], "milestone")?;
+            let threshold = decode_u64(&value[4..12], "milestone")?;
+            let at = decode_u64(&value[12..20], "milestone")?;
+            milestones.push((seq, petition, threshold, at));
+        }
+        Ok(milestones)
+    }
+
+    /// The next free signature sequence: one past the last fingerprint batch.
+    pub fn next_signature_seq(&self) -> Result<u64, StoreError> {
+        let mut last = self
+            .db
+            .iterator_cf(self.cf(CF_FINGERPRINTS), IteratorMode::End);
+        match last.next() {
+            None => Ok(0),
+            Some(entry) => {
+                let (key, value) = entry?;
+                let first = decode_u64(&key, "fingerprint key")?;
+                if value.len() % 16 != 0 {
+                    return Err(StoreError::Corrupt {
+                        what: "fingerprint batch",
+                    });
+                }
+                Ok(first + (value.len() / 16) as u64)
+            }
+        }
+    }
+
+    /// Calls `each` with every fingerprint batch whose first sequence is ≥ `from`, in order.
+    pub fn scan_fingerprints(
+        &self,
+        from: u64,
+        mut each: impl FnMut(u64, &[u8]),
+    ) -> Result<(), StoreError> {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for entry in self.db.iterator_cf(self.cf(CF_FINGERPRINTS), mode) {
+            let (key, value) = entry?;
+            if value.len() % 16 != 0 {
+                return Err(StoreError::Corrupt {
+                    what: "fingerprint batch",
+                });
+            }
+            each(decode_u64(&key, "fingerprint key")?, &value);
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every signature record, in sequence order.
+    pub fn scan_signatures(&self, mut each: impl FnMut(u64, Record<'_>)) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_SIGNATURES), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let seq = decode_u64(&key, "signature key")?;
+            each(seq, decode_record(&value)?);
+        }
+        Ok(())
+    }
+}
+
+fn decode_u32(bytes: &[u8], what: &'static str) -> Result<u32, StoreError> {
+    <[u8; 4]>::try_from(bytes)
+        .map(u32::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt { what })
+}
+
+fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(u64::from_be_bytes)
+        .map_err(|_| StoreError::Corrupt { what })
+}
+
+pub(crate) fn milestone_value(petition: u32, threshold: u64, at_ms: u64) -> [u8; 20] {
+    let mut value = [0u8; 20];
+    value[..4].copy_from_slice(&petition.to_be_bytes());
+    value[4..12].copy_from_slice(&threshold.to_be_bytes());
+    value[12..].copy_from_slice(&at_ms.to_be_bytes());
+    value
+}
+
+const NONE_MS: u64 = u64::MAX;
+
+pub(crate) fn encode_petition(meta: &PetitionMeta) -> Vec<u8> {
+    let mut out = Vec::with_capacity(2 + meta.id.len() + 25 + 8 * meta.thresholds.len());
+    out.push(PETITION_VERSION);
+    // Ids are at most 64 bytes and thresholds at most 32 (checked at registration).
+    out.push(meta.id.len() as u8);
+    out.extend_from_slice(meta.id.as_bytes());
+    out.extend_from_slice(&meta.created_at_ms.to_be_bytes());
+    out.extend_from_slice(&meta.deadline_ms.unwrap_or(NONE_MS).to_be_bytes());
+    out.extend_from_slice(&meta.closed_at_ms.unwrap_or(NONE_MS).to_be_bytes());
+    out.push(meta.thresholds.len() as u8);
+    for t in &meta.thresholds {
+        out.extend_from_slice(&t.to_be_bytes());
+    }
+    out
+}
+
+struct Reader<'a> {
+    bytes: &'a [u8],
+    what: &'static str,
+}
+
+impl<'a> Reader<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
+        if self.bytes.len() < n {
+            return Err(StoreError::Corrupt { what: self.what });
+        }
+        let (head, tail) = self.bytes.split_at(n);
+        self.bytes = tail;
+        Ok(head)
+    }
+
+    fn u8(&mut self) -> Result<u8, StoreError> {
+        Ok(self.take(1)?[0])
+    }
+
+    fn u32(&mut self) -> Result<u32, StoreError> {
+        decode_u32(self.take(4)?, self.what)
+    }
+
+    fn u64(&mut self) -> Result<u64, StoreError> {
+        decode_u64(self.take(8)?, self.what)
+    }
+
+    fn str(&mut self, len: usize) -> Result<&'a str, StoreError> {
+        std::str::from_utf8(self.take(len)?).map_err(|_| StoreError::Corrupt { what: self.what })
+    }
+
+    fn optional_str(&mut self) -> Result<Option<&'a str>, StoreError> {
+        match self.u8()? {
+            0 => Ok(None),
+            n => Ok(Some(self.str(usize::from(n) - 1)?)),
+        }
+    }
+
+    fn finish(self) -> Result<(), StoreError> {
+        if self.bytes.is_empty() {
+            Ok(())
+        } else {
+            Err(StoreError::Corrupt { what: self.what })
+        }
+    }
+}
+
+fn optional_ms(ms: u64) -> Option<u64> {
+    (ms != NONE_MS).then_some(ms)
+}
+
+pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> {
+    let mut r = Reader {
+        bytes,
+        what: "petition",
+    };
+    if r.u8()? != PETITION_VERSION {
+        return Err(StoreError::Corrupt { what: "petition" });
+    }
+    let id_len = usize::from(r.u8()?);
+    let id = r.str(id_len)?.to_owned();
+    let created_at_ms = r.u64()?;
+    let deadline_ms = optional_ms(r.u64()?);
+    let closed_at_ms = optional_ms(r.u64()?);
+    let n = usize::from(r.u8()?);
+    let thresholds = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+    r.finish()?;
+    Ok(PetitionMeta {
+        id,
+        created_at_ms,
+        deadline_ms,
+        closed_at_ms,
+        thresholds,
+    })
+}
+
+fn push_optional(out: &mut Vec<u8>, value: Option<&str>) {
+    match value {
+        // Validated fields are at most 200 bytes, so `len + 1` fits a byte.
+        Some(s) => {
+            debug_assert!(s.len() < 255);
+            out.push(s.len() as u8 + 1);
+            out.extend_from_slice(s.as_bytes());
+        }
+        None => out.push(0),
+    }
+}
+
+pub(crate) fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) {
+    out.clear();
+    out.push(RECORD_VERSION);
+    out.extend_from_slice(&record.petition.to_be_bytes());
+    out.extend_from_slice(&record.received_at_ms.to_be_bytes());
+    // Validated emails are at most 254 bytes.
+    debug_assert!(record.email.len() <= 254);
+    out.push(record.email.len() as u8);
+    out.extend_from_slice(record.email.as_bytes());
+    push_optional(out, record.name);
+    push_optional(out, record.postcode);
+    push_optional(out, record.country);
+    push_optional(out, record.ip);
+    push_optional(out, record.source);
+}
+
+pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record<'_>, StoreError> {
+    let mut r = Reader {
+        bytes,
+        what: "signature record",
+    };
+    if r.u8()? != RECORD_VERSION {
+        return Err(StoreError::Corrupt {
+            what: "signature record",
+        });
+    }
+    let petition = r.u32()?;
+    let received_at_ms = r.u64()?;
+    let email_len = usize::from(r.u8()?);
+    let email = r.str(email_len)?;
+    let record = Record {
+        petition,
+        received_at_ms,
+        email,
+        name: r.optional_str()?,
+        postcode: r.optional_str()?,
+        country: r.optional_str()?,
+        ip: r.optional_str()?,
+        source: r.optional_str()?,
+    };
+    r.finish()?;
+    Ok(record)
+}
+
+pub(crate) fn fingerprint_at(batch: &[u8], i: usize) -> Fingerprint {
+    let mut bytes = [0u8; 16];
+    bytes.copy_from_slice(&batch[i * 16..i * 16 + 16]);
+    Fingerprint::from_bytes(bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn records_round_trip_and_truncations_are_corrupt() {
+        let record = Record {
+            petition: 7,
+            received_at_ms: 1_700_000_000_000,
+            email: "Jo@Example.org",
+            name: Some("Jo Smith"),
+            postcode: None,
+            country: Some("GB"),
+            ip: Some("2001:db8::1"),
+            source: Some(""),
+        };
+        let mut bytes = Vec::new();
+        encode_record(&record, &mut bytes);
+        assert_eq!(decode_record(&bytes).expect("decodes"), record);
+        for len in 0..bytes.len() {
+            assert!(
+                decode_record(&bytes[..len]).is_err(),
+                "prefix of {len} bytes"
+            );
+        }
+        bytes.push(0);
+        assert!(decode_record(&bytes).is_err(), "trailing byte");
+    }
+
+    #[test]
+    fn petitions_round_trip() {
+        let meta = PetitionMeta {
+            id: "revoke-article-50".into(),
+            created_at_ms: 1,
+            deadline_ms: Some(2),
+            closed_at_ms: None,
+            thresholds: vec![10_000, 100_000],
+        };
+        let bytes = encode_petition(&meta);
+        assert_eq!(decode_petition(&bytes).expect("decodes"), meta);
+        assert!(decode_petition(&bytes[..bytes.len() - 1]).is_err());
+    }
+}

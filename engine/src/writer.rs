@@ -1,0 +1,610 @@
+//! The group-commit writer: one thread that owns the store.
+//!
+//! Callers admit signatures into the index as *pending* and send a [`Job`] down an unbounded
+//! channel (the bound is the engine's in-flight signature count, checked before admission). The
+//! writer blocks for the first job, takes every job already queued up to
+//! `batch_signatures_max` signatures, writes them with their count updates and any milestones in
+//! one `WriteBatch`, syncs once, and only then commits the index entries, publishes counts and
+//! answers every caller. There is no timer: at low load a batch is one job, under load batches grow
+//! by themselves because jobs queue while the previous batch syncs.
+//!
+//! On a failed write nothing in the batch is acknowledged: its index entries are removed, every
+//! caller gets `StorageUnavailable`, and the engine refuses new signatures until the writer has
+//! reopened the store, reconciled memory with what the store really holds (a failed write may
+//! still have reached the log), and seen a probe write succeed.
+//!
+//! The writer is also where the index is rebuilt on open, since it owns the store.
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use rocksdb::WriteBatch;
+
+use crate::config::Durability;
+use crate::engine::{now_ms, Reply, Shared};
+use crate::error::SubmitError;
+use crate::fingerprint::Fingerprint;
+use crate::index::{Insert, Presence};
+use crate::petition::{Milestone, Petition, PetitionMeta};
+use crate::signature::ValidSignature;
+use crate::store::{self, Record, Store, StoreError, CF_COUNTS, CF_FINGERPRINTS, CF_META};
+use crate::store::{CF_MILESTONES, CF_PETITIONS, CF_SIGNATURES};
+use crate::Outcome;
+
+/// How long the writer waits between attempts to bring a failed store back.
+const RECOVERY_BACKOFF: Duration = Duration::from_millis(200);
+/// How long the writer waits for the original of a pending duplicate to arrive in the queue.
+const DEFERRED_POLL: Duration = Duration::from_millis(1);
+
+/// One signature on its way to the writer.
+pub(crate) struct Item {
+    /// Position in the caller's batch.
+    pub index: usize,
+    pub petition: Arc<Petition>,
+    pub fp: Fingerprint,
+    pub signature: ValidSignature,
+    pub received_at_ms: u64,
+    /// True: the index already held this fingerprint as pending when it was admitted, so its
+    /// answer waits for the original's write (duplicate if it lands, retry if it fails).
+    pub awaiting: bool,
+}
+
+pub(crate) type Answers = Vec<(usize, Result<Outcome, SubmitError>)>;
+
+/// Work for the writer.
+pub(crate) enum Job {
+    Sign(SignJob),
+    /// Persist new or changed petitions (number, meta) in one synced batch, then answer.
+    Petitions(
+        Vec<(u32, PetitionMeta)>,
+        std::sync::mpsc::SyncSender<Result<(), StoreError>>,
+    ),
+    /// Sync everything written so far.
+    Flush(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
+    /// Check the whole store (see `verify.rs`).
+    Verify(std::sync::mpsc::SyncSender<Result<crate::VerifyReport, String>>),
+    /// Finish every queued job, flush memtables, and stop.
+    Shutdown(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
+}
+
+pub(crate) struct SignJob {
+    pub items: Vec<Item>,
+    pub reply: Reply,
+    /// The engine's reconcile generation when the items were admitted.
+    pub generation: u64,
+    /// In-flight signatures this job holds, released when it is answered.
+    pub reserved: usize,
+}
+
+/// A job being worked on: answers so far, items still open.
+struct OpenJob {
+    items: Vec<Item>,
+    answers: Answers,
+    reply: Option<Reply>,
+    generation: u64,
+    reserved: usize,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    store: Option<Store>,
+    path: PathBuf,
+    receiver: Receiver<Job>,
+    durability: Durability,
+    batch_signatures_max: usize,
+    next_seq: u64,
+    next_milestone_seq: u64,
+    deferred: Vec<OpenJob>,
+    record_buffer: Vec<u8>,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        store: Store,
+        receiver: Receiver<Job>,
+        next_seq: u64,
+        next_milestone_seq: u64,
+    ) -> Writer {
+        let durability = shared.config.durability;
+        let batch_signatures_max = shared.config.batch_signatures_max;
+        Writer {
+            path: store.path().to_owned(),
+            shared,
+            store: Some(store),
+            receiver,
+            durability,
+            batch_signatures_max,
+            next_seq,
+            next_milestone_seq,
+            deferred: Vec::new(),
+            record_buffer: Vec::with_capacity(512),
+        }
+    }
+
+    /// Rebuilds the index from the store, then serves jobs until shut down.
+    pub fn run(mut self) {
+        if let Err(e) = self.rebuild_index() {
+            self.shared
+                .fail_recovery(format!("rebuilding the index failed: {e}"));
+        } else {
+            self.shared.set_ready();
+        }
+        let mut shutdown = None;
+        loop {
+            let first = if shutdown.is_some() {
+                match self.receiver.try_recv() {
+                    Ok(job) => job,
+                    Err(_) if self.deferred.is_empty() => break,
+                    Err(_) => {
+                        // Only deferred duplicates remain; their originals are in flight.
+                        std::thread::sleep(DEFERRED_POLL);
+                        self.round(Vec::new());
+                        continue;
+                    }
+                }
+            } else if !self.shared.healthy.load(Ordering::Acquire) {
+                match self.receiver.recv_timeout(RECOVERY_BACKOFF) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.try_recover();
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            } else if self.deferred.is_empty() {
+                match self.receiver.recv() {
+                    Ok(job) => job,
+                    Err(_) => break,
+                }
+            } else {
+                match self.receiver.recv_timeout(DEFERRED_POLL) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => {
+                        self.round(Vec::new());
+                        continue;
+                    }
+                    Err(RecvTimeoutError::Disconnected) => break,
+                }
+            };
+            let mut sign_jobs = Vec::new();
+            let mut signatures = 0usize;
+            let mut next = Some(first);
+            while let Some(job) = next.take() {
+                match job {
+                    Job::Sign(job) => {
+                        signatures += job.items.len();
+                        sign_jobs.push(job);
+                    }
+                    other => {
+                        // Keep order: everything queued before a control job is written first.
+                        self.round(std::mem::take(&mut sign_jobs));
+                        signatures = 0;
+                        if let Some(reply) = self.control(other) {
+                            shutdown = Some(reply);
+                        }
+                    }
+                }
+                if signatures < self.batch_signatures_max {
+                    next = match self.receiver.try_recv() {
+                        Ok(job) => Some(job),
+                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
+                    };
+                }
+            }
+            if !sign_jobs.is_empty() || !self.deferred.is_empty() {
+                self.round(sign_jobs);
+            }
+        }
+        let result = match &self.store {
+            Some(store) => store.flush(true),
+            None => Ok(()),
+        };
+        self.store = None;
+        if let Some(reply) = shutdown {
+            // The closer may have given up waiting; nothing to do then.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Handles a control job; returns the reply channel if it was `Shutdown`.
+    fn control(&mut self, job: Job) -> Option<std::sync::mpsc::SyncSender<Result<(), StoreError>>> {
+        match job {
+            Job::Sign(_) => unreachable!("sign jobs are batched by the caller"),
+            Job::Petitions(petitions, reply) => {
+                let result = self.write_petitions(&petitions);
+                let _ = reply.send(result);
+                None
+            }
+            Job::Flush(reply) => {
+                let result = match &self.store {
+                    Some(store) if self.shared.healthy.load(Ordering::Acquire) => {
+                        store.flush(self.durability == Durability::None)
+                    }
+                    _ => Err(StoreError::Rocks("store is failing".into())),
+                };
+                let _ = reply.send(result);
+                None
+            }
+            Job::Verify(reply) => {
+                let result = match &self.store {
+                    Some(store) => crate::verify::verify(&self.shared, store),
+                    None => Err("the store is failing".into()),
+                };
+                let _ = reply.send(result);
+                None
+            }
+            Job::Shutdown(reply) => Some(reply),
+        }
+    }
+
+    fn write_petitions(&mut self, petitions: &[(u32, PetitionMeta)]) -> Result<(), StoreError> {
+        if !self.shared.healthy.load(Ordering::Acquire) {
+            self.try_recover();
+        }
+        let Some(store) = &self.store else {
+            return Err(StoreError::Rocks("store is failing".into()));
+        };
+        let mut batch = WriteBatch::default();
+        for (num, meta) in petitions {
+            batch.put_cf(
+                store.cf(CF_PETITIONS),
+                num.to_be_bytes(),
+                store::encode_petition(meta),
+            );
+        }
+        // Petition changes are rare and must survive power loss whatever the signature
+        // durability: always sync.
+        let result = store.write(batch, Durability::Sync);
+        if result.is_err() {
+            self.shared.healthy.store(false, Ordering::Release);
+        }
+        result
+    }
+
+    /// Writes one group commit: every fresh item of `jobs` and of the deferred jobs.
+    fn round(&mut self, jobs: Vec<SignJob>) {
+        let mut open: Vec<OpenJob> = std::mem::take(&mut self.deferred);
+        open.extend(jobs.into_iter().map(|job| OpenJob {
+            items: job.items,
+            answers: Vec::new(),
+            reply: Some(job.reply),
+            generation: job.generation,
+            reserved: job.reserved,
+        }));
+        if !self.shared.healthy.load(Ordering::Acquire) {
+            self.try_recover();
+        }
+        let healthy = self.shared.healthy.load(Ordering::Acquire) && self.store.is_some();
+        let generation = self.shared.generation.load(Ordering::Acquire);
+
+        // Split items into fresh ones to write now and duplicates awaiting their original.
+        let mut fresh: Vec<(usize, Item)> = Vec::new();
+        for (j, job) in open.iter_mut().enumerate() {
+            let mut waiting = Vec::new();
+            for item in std::mem::take(&mut job.items) {
+                if item.awaiting {
+                    waiting.push(item);
+                } else if job.generation != generation
+                    && self.shared.index.presence(item.fp) == Presence::Committed
+                {
+                    // A reconcile found this signer in the store after the item was admitted:
+                    // the write that "failed" had reached the log. It is a duplicate now.
+                    let count = item.petition.count.load(Ordering::Acquire);
+                    job.answers
+                        .push((item.index, Ok(Outcome::Duplicate { count })));
+                } else {
+                    fresh.push((j, item));
+                }
+            }
+            job.items = waiting;
+        }
+
+        if !fresh.is_empty() {
+            if healthy {
+                self.write_fresh(&mut open, fresh);
+            } else {
+                for (j, item) in fresh {
+                    self.shared.index.remove(item.fp);
+                    open[j]
+                        .answers
+                        .push((item.index, Err(SubmitError::StorageUnavailable)));
+                }
+            }
+        }
+
+        // Resolve duplicates that waited for their original.
+        for job in open.iter_mut() {
+            let mut still = Vec::new();
+            for mut item in std::mem::take(&mut job.items) {
+                if !healthy {
+                    job.answers
+                        .push((item.index, Err(SubmitError::StorageUnavailable)));
+                    continue;
+                }
+                match self.shared.index.presence(item.fp) {
+                    Presence::Committed => {
+                        let count = item.petition.count.load(Ordering::Acquire);
+                        self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                        job.answers
+                            .push((item.index, Ok(Outcome::Duplicate { count })));
+                    }
+                    Presence::Pending => still.push(item),
+                    Presence::Absent => {
+                        // The original failed or was refused: this one becomes the original.
+                        match self.shared.index.insert(item.fp, true) {
+                            Insert::Inserted => {
+                                item.awaiting = false;
+                                still.push(item);
+                            }
+                            Insert::Present(Presence::Committed) => {
+                                let count = item.petition.count.load(Ordering::Acquire);
+                                self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
+                                job.answers
+                                    .push((item.index, Ok(Outcome::Duplicate { count })));
+                            }
+                            Insert::Present(_) => still.push(item),
+                        }
+                    }
+                }
+            }
+            job.items = still;
+        }
+
+        for mut job in open {
+            if job.items.is_empty() {
+                if let Some(reply) = job.reply.take() {
+                    reply.send(std::mem::take(&mut job.answers));
+                }
+                self.shared
+                    .inflight
+                    .fetch_sub(job.reserved, Ordering::AcqRel);
+            } else {
+                self.deferred.push(job);
+            }
+        }
+    }
+
+    fn write_fresh(&mut self, open: &mut [OpenJob], fresh: Vec<(usize, Item)>) {
+        let Some(store) = &self.store else {
+            unreachable!("write_fresh is only called with a healthy store")
+        };
+        let now = now_ms();
+        let first_seq = self.next_seq;
+        let mut batch = WriteBatch::default();
+        let mut fingerprints = Vec::with_capacity(fresh.len() * 16);
+        // Per petition: (petition, count before, count after).
+        let mut touched: HashMap<u32, (Arc<Petition>, u64, u64)> = HashMap::new();
+        let mut ordinals = Vec::with_capacity(fresh.len());
+        let signatures_cf = store.cf(CF_SIGNATURES);
+        for (seq, (_, item)) in (first_seq..).zip(fresh.iter()) {
+            let entry = touched.entry(item.petition.num).or_insert_with(|| {
+                let count = item.petition.count.load(Ordering::Acquire);
+                (Arc::clone(&item.petition), count, count)
+            });
+            entry.2 += 1;
+            ordinals.push(entry.2);
+            let signature = &item.signature;
+            store::encode_record(
+                &Record {
+                    petition: item.petition.num,
+                    received_at_ms: item.received_at_ms,
+                    email: &signature.email,
+                    name: signature.name.as_deref(),
+                    postcode: signature.postcode.as_deref(),
+                    country: signature.country.as_deref(),
+                    ip: signature.ip.as_deref(),
+                    source: signature.source.as_deref(),
+                },
+                &mut self.record_buffer,
+            );
+            batch.put_cf(signatures_cf, seq.to_be_bytes(), &self.record_buffer);
+            fingerprints.extend_from_slice(&item.fp.to_bytes());
+        }
+        batch.put_cf(
+            store.cf(CF_FINGERPRINTS),
+            first_seq.to_be_bytes(),
+            &fingerprints,
+        );
+        let mut milestones = Vec::new();
+        let counts_cf = store.cf(CF_COUNTS);
+        let milestones_cf = store.cf(CF_MILESTONES);
+        let mut milestone_seq = self.next_milestone_seq;
+        for (num, (petition, before, after)) in &touched {
+            assert!(after > before, "a touched petition's count must grow");
+            batch.put_cf(counts_cf, num.to_be_bytes(), after.to_be_bytes());
+            for threshold in petition.crossed(*before, *after) {
+                batch.put_cf(
+                    milestones_cf,
+                    milestone_seq.to_be_bytes(),
+                    store::milestone_value(*num, threshold, now),
+                );
+                milestones.push(Milestone {
+                    seq: milestone_seq,
+                    petition: petition.id.to_string(),
+                    threshold,
+                    reached_at_ms: now,
+                });
+                milestone_seq += 1;
+            }
+        }
+
+        let started = Instant::now();
+        let result = store.write(batch, self.durability);
+        self.shared.write_latency.record(started.elapsed());
+
+        match result {
+            Ok(()) => {
+                self.next_seq = first_seq + fresh.len() as u64;
+                self.next_milestone_seq = milestone_seq;
+                for (_, item) in &fresh {
+                    let was_pending = self.shared.index.commit(item.fp);
+                    debug_assert!(was_pending, "an accepted fingerprint was committed twice");
+                }
+                for (petition, _, after) in touched.values() {
+                    petition.count.store(*after, Ordering::Release);
+                }
+                self.shared.publish_milestones(milestones);
+                self.shared
+                    .accepted
+                    .fetch_add(fresh.len() as u64, Ordering::Relaxed);
+                self.shared.batches.fetch_add(1, Ordering::Relaxed);
+                self.shared
+                    .batch_signatures_last
+                    .store(fresh.len() as u64, Ordering::Relaxed);
+                for ((j, item), count) in fresh.into_iter().zip(ordinals) {
+                    open[j]
+                        .answers
+                        .push((item.index, Ok(Outcome::Accepted { count })));
+                }
+            }
+            Err(e) => {
+                self.shared.record_storage_error(&e);
+                self.shared.healthy.store(false, Ordering::Release);
+                for (j, item) in fresh {
+                    self.shared.index.remove(item.fp);
+                    open[j]
+                        .answers
+                        .push((item.index, Err(SubmitError::StorageUnavailable)));
+                }
+            }
+        }
+    }
+
+    /// Reopens the store, reconciles memory with it, and marks the engine healthy if a probe
+    /// write succeeds.
+    fn try_recover(&mut self) {
+        // RocksDB refuses writes after a failed one until it is reopened.
+        self.store = None;
+        let store = match Store::open(&self.path) {
+            Ok(store) => store,
+            Err(e) => {
+                self.shared.record_storage_error(&e);
+                return;
+            }
+        };
+        if let Err(e) = self.reconcile(&store) {
+            self.shared.record_storage_error(&e);
+            self.store = Some(store);
+            return;
+        }
+        let mut probe = WriteBatch::default();
+        probe.put_cf(store.cf(CF_META), b"probe", now_ms().to_be_bytes());
+        let result = store.write(probe, Durability::Sync);
+        self.store = Some(store);
+        match result {
+            Ok(()) => self.shared.healthy.store(true, Ordering::Release),
+            Err(e) => self.shared.record_storage_error(&e),
+        }
+    }
+
+    /// Brings memory in line with the store after a failed write: batches that reached the log
+    /// although their write reported failure are committed in the index, and counts and
+    /// milestones are reloaded.
+    fn reconcile(&mut self, store: &Store) -> Result<(), StoreError> {
+        let stored_next = store.next_signature_seq()?;
+        if stored_next > self.next_seq {
+            let index = &self.shared.index;
+            store.scan_fingerprints(self.next_seq, |_, batch| {
+                for i in 0..batch.len() / 16 {
+                    let fp = store::fingerprint_at(batch, i);
+                    if let Insert::Present(Presence::Pending) = index.insert(fp, false) {
+                        index.commit(fp);
+                    }
+                }
+            })?;
+            // Jobs admitted before this point must re-check their items before writing them.
+            self.shared.generation.fetch_add(1, Ordering::AcqRel);
+            self.next_seq = stored_next;
+        }
+        for (num, count) in store.load_counts()? {
+            if let Some(petition) = self.shared.registry.by_num(num) {
+                petition.count.store(count, Ordering::Release);
+            }
+        }
+        let mut milestones = Vec::new();
+        for (seq, num, threshold, at) in store.load_milestones(self.next_milestone_seq)? {
+            if let Some(petition) = self.shared.registry.by_num(num) {
+                milestones.push(Milestone {
+                    seq,
+                    petition: petition.id.to_string(),
+                    threshold,
+                    reached_at_ms: at,
+                });
+            }
+            self.next_milestone_seq = seq + 1;
+        }
+        self.shared.publish_milestones(milestones);
+        Ok(())
+    }
+
+    /// Reads every fingerprint batch and inserts it, committed. Two threads: this one reads and
+    /// inserts every other batch, a helper inserts the rest.
+    fn rebuild_index(&mut self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let shared = &self.shared;
+        let (sender, receiver) = crossbeam_channel::bounded::<Box<[u8]>>(64);
+        let duplicates = std::thread::scope(|scope| {
+            let helper = scope.spawn(|| {
+                let mut duplicates = 0u64;
+                for batch in receiver {
+                    duplicates += insert_batch(shared, &batch);
+                }
+                duplicates
+            });
+            let mut duplicates = 0u64;
+            let mut alternate = false;
+            let scanned = store.scan_fingerprints(0, |_, batch| {
+                alternate = !alternate;
+                if alternate {
+                    // The helper only stops early if it panicked; then the join below reports it.
+                    let _ = sender.send(batch.into());
+                } else {
+                    duplicates += insert_batch(shared, batch);
+                }
+            });
+            drop(sender);
+            let helper = helper.join().expect("index rebuild helper panicked");
+            scanned.map(|()| duplicates + helper)
+        })?;
+        if duplicates > 0 {
+            return Err(StoreError::Corrupt {
+                what: "fingerprints (a signer is stored twice)",
+            });
+        }
+        let (entries, _) = shared.index.usage();
+        let counted: u64 = shared
+            .registry
+            .all()
+            .iter()
+            .map(|p| p.count.load(Ordering::Acquire))
+            .sum();
+        if entries != counted {
+            return Err(StoreError::Corrupt {
+                what: "counts (they differ from the stored fingerprints)",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Inserts one stored fingerprint batch; returns how many were already present.
+fn insert_batch(shared: &Shared, batch: &[u8]) -> u64 {
+    let mut duplicates = 0;
+    let n = batch.len() / 16;
+    for i in 0..n {
+        if shared.index.insert(store::fingerprint_at(batch, i), false) != Insert::Inserted {
+            duplicates += 1;
+        }
+    }
+    shared
+        .recovery_loaded
+        .fetch_add(n as u64, Ordering::Relaxed);
+    duplicates
+}

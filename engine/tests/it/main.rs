@@ -1,0 +1,7 @@
+//! Integration tests of the engine crate: one binary, one module per area.
+
+mod concurrency;
+mod crash;
+mod durability;
+mod model;
+mod support;
