@@ -376,7 +376,7 @@ mod tests {
         let mut signature = NewSignature::new("p1", "a@example.org");
         mutate(&mut signature);
         let got = validate(signature, OFF).map(|_| ()).map_err(|e| e.field);
-        assert_eq!(got, expected.map_err(|f| f));
+        assert_eq!(got, expected);
     }
 
     #[test]

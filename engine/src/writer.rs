@@ -21,7 +21,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rocksdb::WriteBatch;
 
 use crate::config::Durability;
@@ -190,10 +190,7 @@ impl Writer {
                     }
                 }
                 if signatures < self.batch_signatures_max {
-                    next = match self.receiver.try_recv() {
-                        Ok(job) => Some(job),
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => None,
-                    };
+                    next = self.receiver.try_recv().ok();
                 }
             }
             if !sign_jobs.is_empty() || !self.deferred.is_empty() {
