@@ -16,7 +16,7 @@ use crate::index::{Index, Insert, Presence};
 use crate::petition::{
     Milestone, Petition, PetitionInfo, PetitionMeta, PetitionSpec, Registry, DEFAULT_THRESHOLDS,
 };
-use crate::signature::{self, canonical_signer, NewSignature};
+use crate::signature::{self, NewSignature};
 use crate::stats::{LatencyHistogram, Stats};
 use crate::store::{Meta, Store, StoreError};
 use crate::verify::VerifyReport;
@@ -497,27 +497,23 @@ impl Engine {
         let mut rejected = 0u64;
         let mut duplicates = 0u64;
         for (index, (signature, petition)) in signatures.into_iter().zip(petitions).enumerate() {
-            let checked = signature::validate(signature, policy)
-                .map_err(SubmitError::from)
-                .and_then(|valid| match petition {
-                    None => Err(SubmitError::UnknownPetition),
-                    Some(p) if !p.is_open(now) => Err(SubmitError::PetitionClosed),
-                    Some(p) => Ok((valid, p)),
-                });
-            let (valid, petition) = match checked {
+            let fingerprinter = &shared.fingerprinter;
+            let checked = signature::validate(signature, policy, |signer| {
+                petition
+                    .as_ref()
+                    .map(|p| fingerprinter.fingerprint(p.num, signer))
+            })
+            .map_err(SubmitError::from)
+            .and_then(|(valid, fp)| match (petition, fp) {
+                (Some(p), Some(fp)) if p.is_open(now) => Ok((valid, p, fp)),
+                (Some(_), _) => Err(SubmitError::PetitionClosed),
+                (None, _) => Err(SubmitError::UnknownPetition),
+            });
+            let (valid, petition, fp) = match checked {
                 Ok(ok) => ok,
                 Err(error) => {
                     rejected += 1;
                     results[index] = Some(Err(error));
-                    continue;
-                }
-            };
-            // Validation succeeded, so the email has a canonical form.
-            let fp = match canonical_signer(&valid.email, policy) {
-                Ok(signer) => shared.fingerprinter.fingerprint(petition.num, &signer),
-                Err(error) => {
-                    rejected += 1;
-                    results[index] = Some(Err(error.into()));
                     continue;
                 }
             };

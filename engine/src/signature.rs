@@ -127,13 +127,17 @@ pub fn validate_petition_id(id: &str) -> Result<(), InvalidField> {
 
 /// Validates every field and derives the signer identity. Takes ownership to avoid copies on the
 /// hot path: a field that needs no change is moved, not cloned.
-pub(crate) fn validate(
+///
+/// `signer` is called once with the canonical signer (the identity is derived once per signature
+/// on the hot path); its result is returned beside the signature.
+pub(crate) fn validate<T>(
     signature: NewSignature,
     policy: SignerPolicy,
-) -> Result<ValidSignature, InvalidField> {
+    signer: impl FnOnce(&str) -> T,
+) -> Result<(ValidSignature, T), InvalidField> {
     validate_petition_id(&signature.petition)?;
     let email = trim_owned(signature.email);
-    canonical_signer(&email, policy)?;
+    let derived = signer(&canonical_signer(&email, policy)?);
     let name = optional(signature.name, "name", NAME_BYTES_MAX, |s| {
         if s.chars().any(char::is_control) {
             Err("must not contain control characters")
@@ -173,7 +177,7 @@ pub(crate) fn validate(
             Err("must be printable ASCII without spaces")
         }
     })?;
-    Ok(ValidSignature {
+    let valid = ValidSignature {
         petition: signature.petition,
         email,
         name,
@@ -181,7 +185,8 @@ pub(crate) fn validate(
         country,
         ip,
         source,
-    })
+    };
+    Ok((valid, derived))
 }
 
 fn trim_owned(s: String) -> String {
@@ -228,9 +233,14 @@ pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str
     if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
         return Err(invalid("email", "local part must be 1-64 bytes"));
     }
-    let local_ok = local
-        .chars()
-        .all(|c| !c.is_control() && !c.is_whitespace() && !"@()<>[]\\,;:\"".contains(c));
+    let local_ok = local.chars().all(|c| {
+        !c.is_control()
+            && !c.is_whitespace()
+            && !matches!(
+                c,
+                '@' | '(' | ')' | '<' | '>' | '[' | ']' | '\\' | ',' | ';' | ':' | '"'
+            )
+    });
     if !local_ok {
         return Err(invalid(
             "email",
@@ -251,7 +261,11 @@ pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str
         return Err(invalid("email", "domain is not a valid host name"));
     }
 
-    let needs_lowercase = email.chars().any(char::is_uppercase);
+    let needs_lowercase = if email.is_ascii() {
+        email.bytes().any(|b| b.is_ascii_uppercase())
+    } else {
+        email.chars().any(char::is_uppercase)
+    };
     let mut local: Cow<'_, str> = Cow::Borrowed(local);
     let mut domain: Cow<'_, str> = Cow::Borrowed(domain);
     if needs_lowercase {
@@ -375,7 +389,9 @@ mod tests {
     fn check_field(mutate: impl FnOnce(&mut NewSignature), expected: Result<(), &str>) {
         let mut signature = NewSignature::new("p1", "a@example.org");
         mutate(&mut signature);
-        let got = validate(signature, OFF).map(|_| ()).map_err(|e| e.field);
+        let got = validate(signature, OFF, |_| ())
+            .map(|_| ())
+            .map_err(|e| e.field);
         assert_eq!(got, expected);
     }
 
@@ -404,10 +420,9 @@ mod tests {
     fn country_is_stored_upper_case() {
         let mut signature = NewSignature::new("p1", " A@Example.org ");
         signature.country = Some("gb".into());
-        let valid = validate(signature, OFF).expect("valid");
+        let (valid, signer) = validate(signature, OFF, str::to_owned).expect("valid");
         assert_eq!(valid.country.as_deref(), Some("GB"));
         assert_eq!(valid.email, "A@Example.org");
-        let signer = canonical_signer(&valid.email, OFF).expect("valid");
         assert_eq!(signer, "a@example.org");
     }
 

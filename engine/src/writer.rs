@@ -354,12 +354,14 @@ impl Writer {
 
         for mut job in open {
             if job.items.is_empty() {
-                if let Some(reply) = job.reply.take() {
-                    reply.send(std::mem::take(&mut job.answers));
-                }
+                // Release the reservation before answering: a caller that got its answer must
+                // see the queue without its signatures.
                 self.shared
                     .inflight
                     .fetch_sub(job.reserved, Ordering::AcqRel);
+                if let Some(reply) = job.reply.take() {
+                    reply.send(std::mem::take(&mut job.answers));
+                }
             } else {
                 self.deferred.push(job);
             }
