@@ -217,6 +217,46 @@ fn optional(
     Ok(Some(value))
 }
 
+const fn local_special(c: char) -> bool {
+    matches!(
+        c,
+        '@' | '(' | ')' | '<' | '>' | '[' | ']' | '\\' | ',' | ';' | ':' | '"'
+    )
+}
+
+/// Whether an email's local part has only allowed characters: printable, no spaces, none of the
+/// RFC 5322 specials. ASCII, the common case, is checked a byte at a time.
+fn local_part_ok(local: &str) -> bool {
+    if local.is_ascii() {
+        local
+            .bytes()
+            .all(|b| b.is_ascii_graphic() && !local_special(char::from(b)))
+    } else {
+        local
+            .chars()
+            .all(|c| !c.is_control() && !c.is_whitespace() && !local_special(c))
+    }
+}
+
+/// Whether an email's domain is a host name: two or more dot-separated labels of 1-63
+/// alphanumerics or '-', not starting or ending with '-'.
+fn domain_ok(domain: &str) -> bool {
+    let label_ok = |label: &str| {
+        !label.is_empty()
+            && label.len() <= 63
+            && !label.starts_with('-')
+            && !label.ends_with('-')
+            && if label.is_ascii() {
+                label
+                    .bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
+            } else {
+                label.chars().all(|c| c.is_alphanumeric() || c == '-')
+            }
+    };
+    domain.contains('.') && domain.split('.').all(label_ok)
+}
+
 /// Derives the signer identity from an email: trimmed, lower-cased, and with the opt-in provider
 /// rules of `policy` applied. Rejects what is not an email address.
 pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, InvalidField> {
@@ -233,30 +273,14 @@ pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str
     if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
         return Err(invalid("email", "local part must be 1-64 bytes"));
     }
-    let local_ok = local.chars().all(|c| {
-        !c.is_control()
-            && !c.is_whitespace()
-            && !matches!(
-                c,
-                '@' | '(' | ')' | '<' | '>' | '[' | ']' | '\\' | ',' | ';' | ':' | '"'
-            )
-    });
+    let local_ok = local_part_ok(local);
     if !local_ok {
         return Err(invalid(
             "email",
             "local part contains a character not allowed here",
         ));
     }
-    let domain_ok = domain.contains('.')
-        && !domain.starts_with('.')
-        && !domain.ends_with('.')
-        && domain.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label.chars().all(|c| c.is_alphanumeric() || c == '-')
-        });
+    let domain_ok = domain_ok(domain);
     if !domain_ok {
         return Err(invalid("email", "domain is not a valid host name"));
     }
