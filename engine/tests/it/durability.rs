@@ -259,3 +259,93 @@ fn invalid_input_changes_nothing() {
     assert_eq!(engine.stats().rejected_total, 5);
     assert_eq!(engine.submit_batch(Vec::new()), Vec::new());
 }
+
+/// Disk full: the data dir on a small tmpfs (needs root, as CI runs). Writes fail → retryable
+/// errors and no false acknowledgement; freeing space → ingestion resumes; nothing acknowledged is
+/// lost.
+#[test]
+fn disk_full_refuses_then_recovers_without_losing_acknowledged() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let mount = dir.path().join("tmpfs");
+    std::fs::create_dir(&mount).expect("mount point");
+    let status = std::process::Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=160m", "tmpfs"])
+        .arg(&mount)
+        .status()
+        .expect("mount runs");
+    assert!(
+        status.success(),
+        "mounting a tmpfs needs root (CI runs as root)"
+    );
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = std::process::Command::new("umount")
+                .arg("-l")
+                .arg(&self.0)
+                .status();
+        }
+    }
+    let _unmount = Unmount(mount.clone());
+    // Ballast: freed later to make room again.
+    let ballast = mount.join("ballast");
+    std::fs::write(&ballast, vec![1u8; 64 << 20]).expect("ballast");
+
+    let engine = open(persistent(&mount.join("data"), Durability::Sync));
+    register(&engine, &["p"]);
+    let name = "n".repeat(200);
+    let mut acked = Vec::new();
+    let mut refused = 0;
+    for k in 0..2_000 {
+        let batch = (0..500)
+            .map(|i| {
+                let mut s = sig("p", &format!("{k}.{i}@example.org"));
+                s.name = Some(name.clone());
+                s
+            })
+            .collect::<Vec<_>>();
+        let emails: Vec<String> = batch.iter().map(|s| s.email.clone()).collect();
+        for (email, outcome) in emails.into_iter().zip(engine.submit_batch(batch)) {
+            match outcome {
+                Ok(Outcome::Accepted { .. }) => acked.push(email),
+                Err(e) => {
+                    assert!(e.is_retryable(), "disk full must be retryable: {e:?}");
+                    refused += 1;
+                }
+                Ok(other) => panic!("unexpected {other:?}"),
+            }
+        }
+        if refused > 0 {
+            break;
+        }
+    }
+    assert!(refused > 0, "the tmpfs never filled up");
+    assert!(!engine.stats().storage_healthy);
+    assert_eq!(
+        engine.count("p"),
+        Some(acked.len() as u64),
+        "no false acknowledgement"
+    );
+
+    std::fs::remove_file(&ballast).expect("free space");
+    let mut resumed = false;
+    for _ in 0..200 {
+        // Polling a state change with a bound, not hiding a race: recovery retries on its own.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        if let Ok(Outcome::Accepted { .. }) = engine.submit(sig("p", "after@example.org")) {
+            resumed = true;
+            break;
+        }
+    }
+    assert!(resumed, "ingestion did not resume after space was freed");
+    let resend = acked.iter().map(|e| sig("p", e)).collect();
+    for outcome in engine.submit_batch(resend) {
+        assert!(
+            matches!(outcome, Ok(Outcome::Duplicate { .. })),
+            "lost: {outcome:?}"
+        );
+    }
+    assert_eq!(engine.count("p"), Some(acked.len() as u64 + 1));
+    engine.verify_store().expect("consistent");
+    engine.close().expect("closes");
+}
