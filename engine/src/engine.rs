@@ -489,6 +489,7 @@ impl Engine {
             .registry
             .get_many(signatures.iter().map(|s| s.petition.as_str()));
         let policy = shared.config.signer_policy;
+        let fingerprinter = &shared.fingerprinter;
         let mut results: Vec<Option<Result<Outcome, SubmitError>>> = vec![None; n];
         let mut items = Vec::new();
         // Memory mode: per petition, the positions of its accepted signatures.
@@ -497,16 +498,17 @@ impl Engine {
         let mut rejected = 0u64;
         let mut duplicates = 0u64;
         for (index, (signature, petition)) in signatures.into_iter().zip(petitions).enumerate() {
-            let fingerprinter = &shared.fingerprinter;
+            // Fingerprint only for an open petition: a refused signature costs no hash.
             let checked = signature::validate(signature, policy, |signer| {
                 petition
                     .as_ref()
+                    .filter(|p| p.is_open(now))
                     .map(|p| fingerprinter.fingerprint(p.num, signer))
             })
             .map_err(SubmitError::from)
             .and_then(|(valid, fp)| match (petition, fp) {
-                (Some(p), Some(fp)) if p.is_open(now) => Ok((valid, p, fp)),
-                (Some(_), _) => Err(SubmitError::PetitionClosed),
+                (Some(p), Some(fp)) => Ok((valid, p, fp)),
+                (Some(_), None) => Err(SubmitError::PetitionClosed),
                 (None, _) => Err(SubmitError::UnknownPetition),
             });
             let (valid, petition, fp) = match checked {

@@ -273,15 +273,13 @@ pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str
     if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
         return Err(invalid("email", "local part must be 1-64 bytes"));
     }
-    let local_ok = local_part_ok(local);
-    if !local_ok {
+    if !local_part_ok(local) {
         return Err(invalid(
             "email",
             "local part contains a character not allowed here",
         ));
     }
-    let domain_ok = domain_ok(domain);
-    if !domain_ok {
+    if !domain_ok(domain) {
         return Err(invalid("email", "domain is not a valid host name"));
     }
 
