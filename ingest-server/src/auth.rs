@@ -1,0 +1,270 @@
+//! API keys, roles, and the per-key rate limit.
+
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Mutex;
+use std::time::Instant;
+
+use subtle::ConstantTimeEq;
+use xxhash_rust::xxh3::xxh3_128_with_seed;
+
+/// What a key may do. Reads are public and need no key.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum Role {
+    /// Submit signatures (single and batch).
+    Ingest,
+    /// Everything `ingest` may, plus register, update and close petitions.
+    Admin,
+}
+
+impl Role {
+    fn as_str(self) -> &'static str {
+        match self {
+            Role::Ingest => "ingest",
+            Role::Admin => "admin",
+        }
+    }
+}
+
+/// One configured API key: `ROLE:KEY`, e.g. `ingest:3f9a...`.
+#[derive(Clone, PartialEq, Eq)]
+pub struct ApiKey {
+    /// What the key may do.
+    pub role: Role,
+    /// The secret presented as `Authorization: Bearer <key>`.
+    pub key: String,
+}
+
+impl fmt::Debug for ApiKey {
+    // Keys never reach logs, not even through `Debug`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ApiKey({}:***)", self.role.as_str())
+    }
+}
+
+impl FromStr for ApiKey {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<ApiKey, String> {
+        let (role, key) = s
+            .split_once(':')
+            .ok_or_else(|| "an API key is ROLE:KEY, e.g. ingest:s3cret".to_string())?;
+        let role = match role {
+            "ingest" => Role::Ingest,
+            "admin" => Role::Admin,
+            other => return Err(format!("unknown role {other:?}: use ingest or admin")),
+        };
+        if key.len() < 8 || key.len() > 256 {
+            return Err("an API key is 8 to 256 characters".to_string());
+        }
+        if !key.bytes().all(|b| b.is_ascii_graphic()) {
+            return Err("an API key is printable ASCII without spaces".to_string());
+        }
+        Ok(ApiKey {
+            role,
+            key: key.to_string(),
+        })
+    }
+}
+
+/// Who made a request.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Caller {
+    pub role: Role,
+    /// Index of the key in the configuration; `None` in open mode.
+    pub key: Option<usize>,
+}
+
+impl Caller {
+    /// The engine's `source` tag for this caller: the key's role and position, never the key.
+    pub fn source(self) -> Option<String> {
+        self.key
+            .map(|index| format!("{}-key-{}", self.role.as_str(), index + 1))
+    }
+}
+
+/// Why a request is not authorized.
+pub(crate) enum Denied {
+    /// No key, or a key that is not configured: 401.
+    Unauthenticated,
+    /// A valid key whose role may not do this: 403.
+    Forbidden,
+}
+
+/// The configured keys, stored as keyed digests so that comparing is constant-time and the same
+/// length for every key.
+pub(crate) struct Keys {
+    seed: u64,
+    digests: Vec<([u8; 16], Role)>,
+    limiters: Vec<Mutex<Bucket>>,
+    rate_per_s: u32,
+}
+
+impl Keys {
+    pub fn new(keys: &[ApiKey], rate_per_s: u32) -> Keys {
+        let seed = rand_seed();
+        Keys {
+            seed,
+            digests: keys
+                .iter()
+                .map(|k| (digest(seed, k.key.as_bytes()), k.role))
+                .collect(),
+            limiters: keys
+                .iter()
+                .map(|_| Mutex::new(Bucket::full(rate_per_s)))
+                .collect(),
+            rate_per_s,
+        }
+    }
+
+    /// Open mode: no key is configured and every caller is admin.
+    pub fn open_mode(&self) -> bool {
+        self.digests.is_empty()
+    }
+
+    /// Checks the `Authorization` header value against every key (no early exit).
+    pub fn authorize(&self, header: Option<&[u8]>, needed: Role) -> Result<Caller, Denied> {
+        if self.open_mode() {
+            return Ok(Caller {
+                role: Role::Admin,
+                key: None,
+            });
+        }
+        let presented = header
+            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .ok_or(Denied::Unauthenticated)?;
+        let presented = digest(self.seed, presented);
+        let mut found: Option<(usize, Role)> = None;
+        for (index, (stored, role)) in self.digests.iter().enumerate() {
+            if bool::from(stored.ct_eq(&presented)) {
+                found = Some((index, *role));
+            }
+        }
+        let (index, role) = found.ok_or(Denied::Unauthenticated)?;
+        if role < needed {
+            return Err(Denied::Forbidden);
+        }
+        Ok(Caller {
+            role,
+            key: Some(index),
+        })
+    }
+
+    /// Takes `n` signatures from the caller's rate budget. `false`: over the limit.
+    pub fn take(&self, caller: Caller, n: u64) -> bool {
+        if self.rate_per_s == 0 {
+            return true;
+        }
+        let Some(index) = caller.key else {
+            return true;
+        };
+        let mut bucket = match self.limiters[index].lock() {
+            Ok(bucket) => bucket,
+            Err(poisoned) => poisoned.into_inner(),
+        };
+        bucket.take(self.rate_per_s, n)
+    }
+}
+
+fn digest(seed: u64, key: &[u8]) -> [u8; 16] {
+    xxh3_128_with_seed(key, seed).to_le_bytes()
+}
+
+fn rand_seed() -> u64 {
+    // A per-process seed: digests differ from run to run, so no table of them is useful.
+    rand::random()
+}
+
+/// A token bucket holding up to one second of the rate.
+pub(crate) struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+impl Bucket {
+    fn full(rate_per_s: u32) -> Bucket {
+        Bucket {
+            tokens: f64::from(rate_per_s),
+            last: Instant::now(),
+        }
+    }
+
+    fn take(&mut self, rate_per_s: u32, n: u64) -> bool {
+        let now = Instant::now();
+        let rate = f64::from(rate_per_s);
+        let elapsed = now.duration_since(self.last).as_secs_f64();
+        self.tokens = (self.tokens + elapsed * rate).min(rate);
+        self.last = now;
+        let n = n as f64;
+        if self.tokens >= n {
+            self.tokens -= n;
+            true
+        } else {
+            false
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_keys_and_rejects_bad_ones() {
+        let key: ApiKey = "admin:0123456789".parse().expect("valid key");
+        assert_eq!(key.role, Role::Admin);
+        assert_eq!(key.key, "0123456789");
+        for bad in [
+            "admin",
+            "root:0123456789",
+            "ingest:short",
+            "ingest:has space9",
+        ] {
+            assert!(bad.parse::<ApiKey>().is_err(), "{bad} must be refused");
+        }
+        assert!(!format!("{key:?}").contains("0123456789"));
+    }
+
+    #[test]
+    fn roles_and_unknown_keys() {
+        let keys = Keys::new(
+            &[
+                "ingest:ingest-key-1".parse().expect("key"),
+                "admin:admin-key-12".parse().expect("key"),
+            ],
+            0,
+        );
+        assert!(keys
+            .authorize(Some(b"Bearer ingest-key-1"), Role::Ingest)
+            .is_ok());
+        assert!(matches!(
+            keys.authorize(Some(b"Bearer ingest-key-1"), Role::Admin),
+            Err(Denied::Forbidden)
+        ));
+        let admin = keys
+            .authorize(Some(b"Bearer admin-key-12"), Role::Admin)
+            .ok()
+            .expect("admin may");
+        assert_eq!(admin.source().as_deref(), Some("admin-key-2"));
+        for header in [
+            None,
+            Some(&b"Bearer nope-nope-nope"[..]),
+            Some(&b"ingest-key-1"[..]),
+        ] {
+            assert!(matches!(
+                keys.authorize(header, Role::Ingest),
+                Err(Denied::Unauthenticated)
+            ));
+        }
+    }
+
+    #[test]
+    fn bucket_refuses_past_the_rate() {
+        let mut bucket = Bucket::full(10);
+        assert!(bucket.take(10, 10));
+        assert!(
+            !bucket.take(10, 5),
+            "the second of a burst of 15 in no time"
+        );
+    }
+}

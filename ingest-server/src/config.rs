@@ -1,0 +1,58 @@
+//! Server limits and settings.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use crate::auth::ApiKey;
+
+/// Everything the server needs besides the engine. `Default` gives the documented defaults.
+#[derive(Debug, Clone)]
+#[non_exhaustive]
+pub struct ServerConfig {
+    /// Address to listen on.
+    pub listen: SocketAddr,
+    /// API keys and their roles. Empty: open mode, every caller is admin (a loud warning).
+    pub api_keys: Vec<ApiKey>,
+    /// Largest body of a single-signature or admin request, in bytes.
+    pub body_bytes_max: usize,
+    /// Largest body of a batch request, in bytes.
+    pub batch_bytes_max: usize,
+    /// Most lines in one batch request.
+    pub batch_lines_max: usize,
+    /// A request's headers must arrive within this time (slowloris protection).
+    pub header_read_timeout: Duration,
+    /// A request's body must arrive within this time, else 408.
+    pub body_read_timeout: Duration,
+    /// Most open connections; past it new connections get 503 and are closed.
+    pub connections_max: usize,
+    /// Most single-signature and admin requests in flight; past it, 503 at once.
+    pub inflight_max: usize,
+    /// Most batch requests in flight (each may hold `batch_bytes_max`); past it, 503 at once.
+    pub batch_inflight_max: usize,
+    /// Signatures per second each API key may submit (0: no limit); past it, 429.
+    pub rate_limit_per_key: u32,
+    /// How long a drain waits for in-flight requests before closing connections.
+    pub drain_timeout: Duration,
+    /// The `Retry-After` value of 503 and 429 answers, in seconds.
+    pub retry_after_s: u32,
+}
+
+impl Default for ServerConfig {
+    fn default() -> ServerConfig {
+        ServerConfig {
+            listen: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            api_keys: Vec::new(),
+            body_bytes_max: 16 * 1024,
+            batch_bytes_max: 8 * 1024 * 1024,
+            batch_lines_max: 10_000,
+            header_read_timeout: Duration::from_secs(10),
+            body_read_timeout: Duration::from_secs(10),
+            connections_max: 10_000,
+            inflight_max: 4_096,
+            batch_inflight_max: 32,
+            rate_limit_per_key: 0,
+            drain_timeout: Duration::from_secs(30),
+            retry_after_s: 1,
+        }
+    }
+}

@@ -1,0 +1,33 @@
+//! The HTTP front door of the petition engine: API v1 over hyper 1.x and tokio.
+//!
+//! The server is a thin layer: every answer comes from the [`engine::Engine`] it wraps, which
+//! is the only source of truth. What the server adds is HTTP: routing, JSON and NDJSON, API keys,
+//! request limits and load shedding, Prometheus metrics, readiness and a graceful drain.
+//!
+//! ```no_run
+//! # async fn run() -> anyhow::Result<()> {
+//! use ingest_server::{Server, ServerConfig};
+//!
+//! let engine = engine::Engine::open(engine::Config::persistent("petition-data"))?;
+//! let server = Server::bind(ServerConfig::default(), engine.clone()).await?;
+//! println!("listening on {}", server.local_addr());
+//! server.run(async { let _ = tokio::signal::ctrl_c().await; }).await?;
+//! engine.close()?;
+//! # Ok(())
+//! # }
+//! ```
+
+mod auth;
+mod config;
+mod http;
+mod metrics;
+mod routes;
+mod server;
+
+pub use auth::{ApiKey, Role};
+pub use config::ServerConfig;
+pub use routes::ROUTES;
+pub use server::{DrainReport, Server};
+
+/// The OpenAPI 3 description of API v1, as served at `GET /openapi.json`.
+pub const OPENAPI_JSON: &str = include_str!("../openapi.json");

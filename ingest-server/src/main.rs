@@ -1,0 +1,223 @@
+//! `ingest-server`: serves HTTP API v1 over an embedded petition engine.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use clap::{Parser, ValueEnum};
+use engine::{Config, Durability, Engine};
+use ingest_server::{ApiKey, Server, ServerConfig};
+use tracing_subscriber::EnvFilter;
+
+/// Petition signature ingestion server: exact, durable, fast.
+///
+/// Every flag has an environment variable of the same name in upper case with an `INGEST_`
+/// prefix. Log verbosity follows `RUST_LOG` (default `info`).
+#[derive(Debug, Parser)]
+#[command(version, about)]
+struct Args {
+    /// Address to listen on.
+    #[arg(long, env = "INGEST_LISTEN", default_value = "127.0.0.1:8080")]
+    listen: SocketAddr,
+    /// Where the store lives (created when missing).
+    #[arg(long, env = "INGEST_DATA_DIR", default_value = "petition-data")]
+    data_dir: PathBuf,
+    /// Keep nothing on disk (benchmarks and demos only: everything is lost on exit).
+    #[arg(long, env = "INGEST_IN_MEMORY")]
+    in_memory: bool,
+    /// When a signature is acknowledged: sync (fsync'd, survives power loss), buffered (written
+    /// to the OS, survives a process crash), none (benchmarks only).
+    #[arg(long, env = "INGEST_DURABILITY", value_enum, default_value_t = DurabilityArg::Sync)]
+    durability: DurabilityArg,
+    /// API key as ROLE:KEY with ROLE ingest or admin; repeat for more. Env: comma-separated.
+    /// With none, the server runs in open mode (anyone may write) and warns loudly.
+    #[arg(
+        long = "api-key",
+        env = "INGEST_API_KEYS",
+        value_delimiter = ',',
+        hide_env_values = true
+    )]
+    api_keys: Vec<ApiKey>,
+    /// Largest single-signature or admin request body, in bytes.
+    #[arg(long, env = "INGEST_BODY_BYTES_MAX", default_value_t = 16 * 1024)]
+    body_bytes_max: usize,
+    /// Largest batch request body, in bytes.
+    #[arg(long, env = "INGEST_BATCH_BYTES_MAX", default_value_t = 8 * 1024 * 1024)]
+    batch_bytes_max: usize,
+    /// Most lines in one batch request.
+    #[arg(long, env = "INGEST_BATCH_LINES_MAX", default_value_t = 10_000)]
+    batch_lines_max: usize,
+    /// Time allowed for a request's headers (slowloris protection), e.g. 10s.
+    #[arg(long, env = "INGEST_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
+    header_timeout: Duration,
+    /// Time allowed for a request's body, else 408, e.g. 10s.
+    #[arg(long, env = "INGEST_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
+    body_timeout: Duration,
+    /// Most open connections.
+    #[arg(long, env = "INGEST_CONNECTIONS_MAX", default_value_t = 10_000)]
+    connections_max: usize,
+    /// Most single-signature and admin requests in flight before shedding with 503.
+    #[arg(long, env = "INGEST_INFLIGHT_MAX", default_value_t = 4_096)]
+    inflight_max: usize,
+    /// Most batch requests in flight before shedding with 503.
+    #[arg(long, env = "INGEST_BATCH_INFLIGHT_MAX", default_value_t = 32)]
+    batch_inflight_max: usize,
+    /// Signatures per second each API key may submit (0: unlimited); past it, 429.
+    #[arg(long, env = "INGEST_RATE_LIMIT_PER_KEY", default_value_t = 0)]
+    rate_limit_per_key: u32,
+    /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, e.g. 30s.
+    #[arg(long, env = "INGEST_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
+    drain_timeout: Duration,
+    /// Expected number of stored signatures: the dedup index is pre-sized for it.
+    #[arg(long, env = "INGEST_SIGNATURES_EXPECTED", default_value_t = 0)]
+    signatures_expected: u64,
+    /// Async worker threads (default: one per core).
+    #[arg(long, env = "INGEST_THREADS")]
+    threads: Option<usize>,
+}
+
+#[derive(Debug, Clone, Copy, ValueEnum)]
+enum DurabilityArg {
+    Sync,
+    Buffered,
+    None,
+}
+
+fn duration(text: &str) -> Result<Duration, String> {
+    humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
+        )
+        .init();
+    let args = Args::parse();
+    match run(args) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            tracing::error!("{e:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: Args) -> anyhow::Result<()> {
+    let mut runtime = tokio::runtime::Builder::new_multi_thread();
+    runtime.enable_all();
+    if let Some(threads) = args.threads {
+        runtime.worker_threads(threads.max(1));
+    }
+    let runtime = runtime.build().context("cannot start the async runtime")?;
+
+    let mut config = if args.in_memory {
+        Config::in_memory()
+    } else {
+        Config::persistent(&args.data_dir)
+    };
+    config.durability = match args.durability {
+        DurabilityArg::Sync => Durability::Sync,
+        DurabilityArg::Buffered => Durability::Buffered,
+        DurabilityArg::None => Durability::None,
+    };
+    config.signatures_expected = args.signatures_expected;
+    let opening = Instant::now();
+    let engine = Engine::open(config)
+        .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
+    let stats = engine.stats();
+    if args.in_memory {
+        tracing::warn!("IN-MEMORY MODE: nothing is persisted, every signature is lost on exit");
+    } else {
+        tracing::info!(
+            data_dir = %args.data_dir.display(),
+            durability = stats.durability.as_str(),
+            petitions = stats.petitions,
+            signatures = stats.signatures,
+            "store open, counts loaded in {:.3} s",
+            opening.elapsed().as_secs_f64()
+        );
+    }
+    if matches!(args.durability, DurabilityArg::None) && !args.in_memory {
+        tracing::warn!(
+            "DURABILITY NONE: acknowledged signatures can be lost on a crash; benchmarks only"
+        );
+    }
+
+    let mut server_config = ServerConfig::default();
+    server_config.listen = args.listen;
+    server_config.api_keys = args.api_keys;
+    server_config.body_bytes_max = args.body_bytes_max;
+    server_config.batch_bytes_max = args.batch_bytes_max;
+    server_config.batch_lines_max = args.batch_lines_max;
+    server_config.header_read_timeout = args.header_timeout;
+    server_config.body_read_timeout = args.body_timeout;
+    server_config.connections_max = args.connections_max;
+    server_config.inflight_max = args.inflight_max;
+    server_config.batch_inflight_max = args.batch_inflight_max;
+    server_config.rate_limit_per_key = args.rate_limit_per_key;
+    server_config.drain_timeout = args.drain_timeout;
+    let result = runtime.block_on(async {
+        let server = Server::bind(server_config, engine.clone())
+            .await
+            .with_context(|| format!("cannot listen on {}", args.listen))?;
+        if server.open_mode() {
+            tracing::warn!(
+                "NO API KEY CONFIGURED: open mode, anyone who can reach {} may submit signatures \
+                 and manage petitions. Set --api-key ROLE:KEY (or INGEST_API_KEYS).",
+                server.local_addr()
+            );
+        }
+        tracing::info!(listen = %server.local_addr(), "listening");
+        let waiting = engine.clone();
+        tokio::task::spawn_blocking(move || match waiting.wait_ready() {
+            Ok(()) => {
+                let stats = waiting.stats();
+                tracing::info!(
+                    signatures = stats.recovery_loaded,
+                    "dedup index rebuilt: ready after {:.3} s",
+                    stats.recovery_seconds
+                );
+            }
+            Err(e) => tracing::error!("recovery failed, not ready: {e}"),
+        });
+        let report = server.run(shutdown_signal()).await?;
+        tracing::info!(
+            connections_cut = report.connections_cut,
+            "drained and flushed in {:.3} s",
+            report.elapsed.as_secs_f64()
+        );
+        anyhow::Ok(())
+    });
+    let closed = engine.close().context("final flush failed");
+    result.and(closed)?;
+    tracing::info!("closed cleanly");
+    Ok(())
+}
+
+/// Completes on SIGTERM or SIGINT.
+async fn shutdown_signal() {
+    let interrupt = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut terminate) => {
+                tokio::select! {
+                    _ = interrupt => {}
+                    _ = terminate.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = interrupt.await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = interrupt.await;
+    }
+    tracing::info!("shutdown signal received");
+}

@@ -1,0 +1,292 @@
+//! `/metrics`: Prometheus exposition of the server's counters and the engine's statistics.
+//!
+//! The hot path only bumps atomics; everything is encoded by `prometheus-client` at scrape
+//! time. No label carries an email, IP or petition id: labels are routes, status classes and
+//! outcome codes, all from fixed sets.
+
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use engine::{Engine, HistogramSnapshot, LatencyHistogram};
+use prometheus_client::collector::Collector;
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::metrics::counter::ConstCounter;
+use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::MetricType;
+use prometheus_client::registry::{Registry, Unit};
+
+use crate::routes::RouteId;
+
+/// Outcomes of one signature, as counted in `ingest_signatures_total{outcome}`.
+pub(crate) const OUTCOMES: [&str; 11] = [
+    "accepted",
+    "duplicate",
+    "invalid_signature",
+    "malformed_json",
+    "unknown_petition",
+    "petition_closed",
+    "rate_limited",
+    "overloaded",
+    "storage_unavailable",
+    "recovering",
+    "shutting_down",
+];
+
+const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+const BATCH_BOUNDS: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
+
+/// The server's own counters.
+#[derive(Debug)]
+pub(crate) struct Metrics {
+    requests: Vec<[AtomicU64; 5]>,
+    signatures: [AtomicU64; OUTCOMES.len()],
+    batch_lines: [AtomicU64; BATCH_BOUNDS.len() + 1],
+    batch_lines_sum: AtomicU64,
+    /// Time from a request's parsed body to its engine answers, per request.
+    pub ack_latency: LatencyHistogram,
+    pub connections_open: AtomicI64,
+    pub connections_refused: AtomicU64,
+    pub shed: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new() -> Metrics {
+        Metrics {
+            requests: (0..RouteId::LABELS.len())
+                .map(|_| Default::default())
+                .collect(),
+            signatures: Default::default(),
+            batch_lines: Default::default(),
+            batch_lines_sum: AtomicU64::new(0),
+            ack_latency: LatencyHistogram::default(),
+            connections_open: AtomicI64::new(0),
+            connections_refused: AtomicU64::new(0),
+            shed: AtomicU64::new(0),
+        }
+    }
+
+    pub fn request(&self, route: Option<RouteId>, status: u16) {
+        let route = route.map_or(RouteId::LABELS.len() - 1, |r| r as usize);
+        let class = usize::from(status / 100).clamp(1, 5) - 1;
+        self.requests[route][class].fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Counts one signature outcome by its code (see [`OUTCOMES`]).
+    pub fn signature(&self, outcome: &str) {
+        if let Some(at) = OUTCOMES.iter().position(|&o| o == outcome) {
+            self.signatures[at].fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    pub fn batch(&self, lines: usize) {
+        let lines = lines as u64;
+        let bucket = BATCH_BOUNDS.partition_point(|&bound| bound < lines);
+        self.batch_lines[bucket].fetch_add(1, Ordering::Relaxed);
+        self.batch_lines_sum.fetch_add(lines, Ordering::Relaxed);
+    }
+}
+
+/// Encodes [`Metrics`] and the engine's [`engine::Stats`] on each scrape.
+#[derive(Debug)]
+struct Scrape {
+    metrics: Arc<Metrics>,
+    engine: Engine,
+}
+
+/// A registry holding the scrape collector, with the `ingest` prefix.
+pub(crate) fn registry(metrics: Arc<Metrics>, engine: Engine) -> Registry {
+    let mut registry = Registry::with_prefix("ingest");
+    registry.register_collector(Box::new(Scrape { metrics, engine }));
+    registry
+}
+
+fn counter(encoder: &mut DescriptorEncoder, name: &str, help: &str, value: u64) -> Fmt {
+    let metric = ConstCounter::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, None, metric.metric_type())?)
+}
+
+fn gauge(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    unit: Option<&Unit>,
+    value: f64,
+) -> Fmt {
+    let metric = ConstGauge::new(value);
+    metric.encode(encoder.encode_descriptor(name, help, unit, metric.metric_type())?)
+}
+
+fn seconds_histogram(
+    encoder: &mut DescriptorEncoder,
+    name: &str,
+    help: &str,
+    snapshot: &HistogramSnapshot,
+) -> Fmt {
+    let mut buckets = Vec::with_capacity(snapshot.cumulative_counts.len());
+    let mut previous = 0;
+    for (at, &cumulative) in snapshot.cumulative_counts.iter().enumerate() {
+        let bound = snapshot
+            .bounds_seconds
+            .get(at)
+            .copied()
+            .unwrap_or(f64::INFINITY);
+        buckets.push((bound, cumulative - previous));
+        previous = cumulative;
+    }
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    metric.encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count(), &buckets, None)
+}
+
+type Fmt = Result<(), std::fmt::Error>;
+
+impl Collector for Scrape {
+    fn encode(&self, mut encoder: DescriptorEncoder) -> Fmt {
+        let m = &self.metrics;
+        {
+            let mut family = encoder.encode_descriptor(
+                "http_requests",
+                "HTTP requests answered, by route and status class",
+                None,
+                MetricType::Counter,
+            )?;
+            for (route, classes) in m.requests.iter().enumerate() {
+                for (class, value) in classes.iter().enumerate() {
+                    let value = value.load(Ordering::Relaxed);
+                    if value == 0 {
+                        continue;
+                    }
+                    let labels = [("route", RouteId::LABELS[route]), ("class", CLASSES[class])];
+                    ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
+                }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "signatures",
+                "Signatures answered, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for (at, value) in m.signatures.iter().enumerate() {
+                let labels = [("outcome", OUTCOMES[at])];
+                ConstCounter::new(value.load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut buckets = Vec::with_capacity(BATCH_BOUNDS.len() + 1);
+            let mut count = 0;
+            for (at, value) in m.batch_lines.iter().enumerate() {
+                let n = value.load(Ordering::Relaxed);
+                count += n;
+                let bound = BATCH_BOUNDS.get(at).map_or(f64::INFINITY, |&b| b as f64);
+                buckets.push((bound, n));
+            }
+            let sum = m.batch_lines_sum.load(Ordering::Relaxed) as f64;
+            let mut metric = encoder.encode_descriptor(
+                "batch_lines",
+                "Lines per batch request",
+                None,
+                MetricType::Histogram,
+            )?;
+            metric.encode_histogram::<NoLabelSet>(sum, count, &buckets, None)?;
+        }
+        seconds_histogram(
+            &mut encoder,
+            "ack_latency",
+            "Time from a parsed request to its engine answers (durable at the configured level)",
+            &m.ack_latency.snapshot(),
+        )?;
+        let stats = self.engine.stats();
+        seconds_histogram(
+            &mut encoder,
+            "store_write_latency",
+            "Time of each group-commit write including its fsync",
+            &stats.write_latency,
+        )?;
+        counter(
+            &mut encoder,
+            "store_batches",
+            "Group-commit writes since start",
+            stats.batches_total,
+        )?;
+        counter(
+            &mut encoder,
+            "store_errors",
+            "Failed store operations since start",
+            stats.storage_errors_total,
+        )?;
+        counter(
+            &mut encoder,
+            "connections_refused",
+            "Connections closed at once because the connection limit was reached",
+            m.connections_refused.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "requests_shed",
+            "Requests answered 503 at once because the in-flight limit was reached",
+            m.shed.load(Ordering::Relaxed),
+        )?;
+        let gauges: [(&str, &str, f64); 10] = [
+            (
+                "connections_open",
+                "Open HTTP connections",
+                m.connections_open.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "queue_signatures",
+                "Signatures admitted and waiting for their group commit",
+                stats.queue_signatures as f64,
+            ),
+            (
+                "batch_signatures_last",
+                "Signatures in the last group commit",
+                stats.batch_signatures_last as f64,
+            ),
+            (
+                "index_entries",
+                "Entries in the dedup index",
+                stats.index_entries as f64,
+            ),
+            (
+                "index_bytes",
+                "Bytes held by the dedup index",
+                stats.index_bytes as f64,
+            ),
+            ("petitions", "Registered petitions", stats.petitions as f64),
+            (
+                "stored_signatures",
+                "Sum of all petitions' counts",
+                stats.signatures as f64,
+            ),
+            (
+                "ready",
+                "1 when the index is rebuilt and signatures are taken",
+                f64::from(u8::from(stats.ready)),
+            ),
+            (
+                "storage_healthy",
+                "1 when the last store write succeeded",
+                f64::from(u8::from(stats.storage_healthy)),
+            ),
+            (
+                "recovery_loaded",
+                "Signatures loaded into the index by recovery",
+                stats.recovery_loaded as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            gauge(&mut encoder, name, help, None, value)?;
+        }
+        gauge(
+            &mut encoder,
+            "recovery",
+            "Time from open to ready (0 until ready)",
+            Some(&Unit::Seconds),
+            stats.recovery_seconds,
+        )?;
+        Ok(())
+    }
+}

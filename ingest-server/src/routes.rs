@@ -1,0 +1,173 @@
+//! The route table: the one list the router matches against and the OpenAPI test checks.
+
+use hyper::Method;
+
+/// What a matched request asks for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RouteId {
+    Sign,
+    Batch,
+    PetitionGet,
+    PetitionList,
+    PetitionPut,
+    PetitionClose,
+    Milestones,
+    Metrics,
+    Livez,
+    Readyz,
+    OpenApi,
+}
+
+impl RouteId {
+    /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
+    pub const LABELS: [&'static str; 12] = [
+        "sign",
+        "batch",
+        "petition_get",
+        "petition_list",
+        "petition_put",
+        "petition_close",
+        "milestones",
+        "metrics",
+        "livez",
+        "readyz",
+        "openapi",
+        "unmatched",
+    ];
+}
+
+/// Every route the server answers: method and path template (`{id}` is a petition id).
+pub const ROUTES: &[(&str, &str)] = &[
+    ("POST", "/v1/petitions/{id}/signatures"),
+    ("POST", "/v1/signatures:batch"),
+    ("GET", "/v1/petitions/{id}"),
+    ("GET", "/v1/petitions"),
+    ("PUT", "/v1/petitions/{id}"),
+    ("POST", "/v1/petitions/{id}/close"),
+    ("GET", "/v1/milestones"),
+    ("GET", "/metrics"),
+    ("GET", "/livez"),
+    ("GET", "/readyz"),
+    ("GET", "/openapi.json"),
+];
+
+const IDS: [RouteId; 11] = [
+    RouteId::Sign,
+    RouteId::Batch,
+    RouteId::PetitionGet,
+    RouteId::PetitionList,
+    RouteId::PetitionPut,
+    RouteId::PetitionClose,
+    RouteId::Milestones,
+    RouteId::Metrics,
+    RouteId::Livez,
+    RouteId::Readyz,
+    RouteId::OpenApi,
+];
+
+/// Why no route matched.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum NoRoute {
+    /// No template matches the path: 404.
+    NotFound,
+    /// The path matches, with other methods: 405 with `Allow`.
+    MethodNotAllowed(String),
+}
+
+/// Matches a request against [`ROUTES`]. Returns the route and the `{id}` segment, if any.
+pub(crate) fn route<'p>(method: &Method, path: &'p str) -> Result<(RouteId, &'p str), NoRoute> {
+    let mut allowed: Vec<&str> = Vec::new();
+    for (at, (route_method, template)) in ROUTES.iter().enumerate() {
+        let Some(id) = matches(template, path) else {
+            continue;
+        };
+        if method.as_str() == *route_method {
+            return Ok((IDS[at], id));
+        }
+        allowed.push(route_method);
+    }
+    if allowed.is_empty() {
+        Err(NoRoute::NotFound)
+    } else {
+        Err(NoRoute::MethodNotAllowed(allowed.join(", ")))
+    }
+}
+
+/// Whether `path` fits `template`; the `{id}` segment's value ("" if the template has none).
+fn matches<'p>(template: &str, path: &'p str) -> Option<&'p str> {
+    let mut id = "";
+    let mut path_segments = path.split('/');
+    for expected in template.split('/') {
+        let segment = path_segments.next()?;
+        if expected == "{id}" {
+            if segment.is_empty() {
+                return None;
+            }
+            id = segment;
+        } else if expected != segment {
+            return None;
+        }
+    }
+    path_segments.next().is_none().then_some(id)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn table_and_ids_agree() {
+        assert_eq!(ROUTES.len(), IDS.len());
+        assert_eq!(RouteId::LABELS.len(), IDS.len() + 1);
+        for (at, id) in IDS.iter().enumerate() {
+            assert_eq!(*id as usize, at, "IDS is in RouteId order");
+        }
+    }
+
+    #[test]
+    fn routes_match() {
+        let cases: &[(Method, &str, Result<(RouteId, &str), NoRoute>)] = &[
+            (
+                Method::POST,
+                "/v1/petitions/p-1/signatures",
+                Ok((RouteId::Sign, "p-1")),
+            ),
+            (
+                Method::GET,
+                "/v1/petitions/p-1",
+                Ok((RouteId::PetitionGet, "p-1")),
+            ),
+            (
+                Method::PUT,
+                "/v1/petitions/p-1",
+                Ok((RouteId::PetitionPut, "p-1")),
+            ),
+            (
+                Method::GET,
+                "/v1/petitions",
+                Ok((RouteId::PetitionList, "")),
+            ),
+            (
+                Method::POST,
+                "/v1/signatures:batch",
+                Ok((RouteId::Batch, "")),
+            ),
+            (
+                Method::DELETE,
+                "/v1/petitions/p-1",
+                Err(NoRoute::MethodNotAllowed("GET, PUT".into())),
+            ),
+            (Method::GET, "/v1/petitions/", Err(NoRoute::NotFound)),
+            (Method::GET, "/v1/petitions/a/b/c", Err(NoRoute::NotFound)),
+            (Method::GET, "/", Err(NoRoute::NotFound)),
+            (
+                Method::POST,
+                "/v1/petitions//signatures",
+                Err(NoRoute::NotFound),
+            ),
+        ];
+        for (method, path, expected) in cases {
+            assert_eq!(&route(method, path), expected, "{method} {path}");
+        }
+    }
+}

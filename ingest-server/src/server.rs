@@ -1,0 +1,182 @@
+//! The listener: accepts connections under a limit, serves HTTP/1.1 on each, drains on shutdown.
+
+use std::future::Future;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{Engine, FlushError};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::server::graceful::GracefulShutdown;
+use prometheus_client::registry::Registry;
+use tokio::io::AsyncWriteExt;
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::Semaphore;
+
+use crate::auth::Keys;
+use crate::config::ServerConfig;
+use crate::metrics::{self, Metrics};
+
+/// What every request handler shares.
+pub(crate) struct State {
+    pub engine: Engine,
+    pub config: ServerConfig,
+    pub keys: Keys,
+    pub inflight: Arc<Semaphore>,
+    pub batch_inflight: Arc<Semaphore>,
+    pub draining: AtomicBool,
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+}
+
+/// A bound server, ready to [`Server::run`].
+pub struct Server {
+    listener: TcpListener,
+    state: Arc<State>,
+}
+
+/// How a drain went.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DrainReport {
+    /// Connections still open when the drain deadline passed (0: all finished in time).
+    pub connections_cut: usize,
+    /// How long the drain and the final flush took.
+    pub elapsed: Duration,
+}
+
+impl Server {
+    /// Binds the listener. The engine may still be recovering: `/readyz` says so, and signature
+    /// requests get 503 `recovering` until it is ready.
+    pub async fn bind(config: ServerConfig, engine: Engine) -> std::io::Result<Server> {
+        let listener = TcpListener::bind(config.listen).await?;
+        let metrics = Arc::new(Metrics::new());
+        let state = State {
+            keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
+            inflight: Arc::new(Semaphore::new(config.inflight_max)),
+            batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
+            draining: AtomicBool::new(false),
+            registry: metrics::registry(metrics.clone(), engine.clone()),
+            metrics,
+            engine,
+            config,
+        };
+        Ok(Server {
+            listener,
+            state: Arc::new(state),
+        })
+    }
+
+    /// The address the listener is bound to (useful with port 0).
+    pub fn local_addr(&self) -> SocketAddr {
+        self.listener
+            .local_addr()
+            .unwrap_or(self.state.config.listen)
+    }
+
+    /// Whether no API key is configured (every caller is admin).
+    pub fn open_mode(&self) -> bool {
+        self.state.keys.open_mode()
+    }
+
+    /// Serves until `shutdown` completes, then drains: `/readyz` turns 503, the listener closes,
+    /// in-flight requests finish (up to the drain timeout), and the engine flushes and syncs
+    /// everything queued. The engine stays open; the caller closes it.
+    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<DrainReport, FlushError> {
+        let Server { listener, state } = self;
+        let connections = Arc::new(Semaphore::new(state.config.connections_max));
+        let graceful = GracefulShutdown::new();
+        let mut shutdown = std::pin::pin!(shutdown);
+        loop {
+            let (stream, _peer) = tokio::select! {
+                () = &mut shutdown => break,
+                accepted = listener.accept() => match accepted {
+                    Ok(accepted) => accepted,
+                    Err(e) => {
+                        // Out of file descriptors and the like: back off instead of spinning.
+                        tracing::warn!(error = %e, "accept failed");
+                        tokio::time::sleep(Duration::from_millis(20)).await;
+                        continue;
+                    }
+                },
+            };
+            let Ok(permit) = connections.clone().try_acquire_owned() else {
+                state
+                    .metrics
+                    .connections_refused
+                    .fetch_add(1, Ordering::Relaxed);
+                tokio::spawn(refuse(stream, state.config.retry_after_s));
+                continue;
+            };
+            let _ = stream.set_nodelay(true);
+            let service_state = state.clone();
+            let connection = http1::Builder::new()
+                .timer(TokioTimer::new())
+                .header_read_timeout(state.config.header_read_timeout)
+                .max_buf_size(64 * 1024)
+                .keep_alive(true)
+                .serve_connection(
+                    TokioIo::new(stream),
+                    service_fn(move |request| crate::http::handle(service_state.clone(), request)),
+                );
+            let connection = graceful.watch(connection);
+            let task_state = state.clone();
+            task_state
+                .metrics
+                .connections_open
+                .fetch_add(1, Ordering::Relaxed);
+            tokio::spawn(async move {
+                if let Err(e) = connection.await {
+                    tracing::debug!(error = %e, "connection ended with an error");
+                }
+                task_state
+                    .metrics
+                    .connections_open
+                    .fetch_sub(1, Ordering::Relaxed);
+                drop(permit);
+            });
+        }
+
+        let started = Instant::now();
+        state.draining.store(true, Ordering::Release);
+        drop(listener);
+        tracing::info!("draining: listener closed, finishing in-flight requests");
+        let connections_cut =
+            match tokio::time::timeout(state.config.drain_timeout, graceful.shutdown()).await {
+                Ok(()) => 0,
+                Err(_) => {
+                    let open = state.metrics.connections_open.load(Ordering::Relaxed);
+                    tracing::warn!(
+                        connections = open,
+                        "drain timeout passed, closing remaining connections"
+                    );
+                    usize::try_from(open).unwrap_or(0)
+                }
+            };
+        let engine = state.engine.clone();
+        let flushed = tokio::task::spawn_blocking(move || engine.flush())
+            .await
+            .unwrap_or(Err(FlushError::ShutDown));
+        flushed?;
+        Ok(DrainReport {
+            connections_cut,
+            elapsed: started.elapsed(),
+        })
+    }
+}
+
+/// Answers a connection over the limit with 503 and closes it, without reading the request.
+async fn refuse(mut stream: TcpStream, retry_after_s: u32) {
+    let body = r#"{"error":{"code":"too_many_connections","message":"connection limit reached, retry shortly"}}"#;
+    let response = format!(
+        "HTTP/1.1 503 Service Unavailable\r\ncontent-type: application/json\r\nretry-after: {retry_after_s}\r\nconnection: close\r\ncontent-length: {}\r\n\r\n{body}",
+        body.len()
+    );
+    let write = async {
+        stream.write_all(response.as_bytes()).await?;
+        stream.shutdown().await
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(1), write).await;
+}
