@@ -1,0 +1,312 @@
+//! Protection: slow clients, oversized and chunked bodies, hostile input, connection and
+//! in-flight limits, the per-key rate limit. Every refusal is a clean 4xx/503, never a 5xx
+//! crash, and the server keeps serving.
+
+use std::time::{Duration, Instant};
+
+use hyper::Method;
+
+use crate::support::{raw, raw_status, Conn, TestServer, INGEST};
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slowloris_headers_are_cut_off() {
+    let server = TestServer::start(|c| c.header_read_timeout = Duration::from_millis(300)).await;
+    let started = Instant::now();
+    // Headers that never finish.
+    let answer = raw(
+        server.addr,
+        b"POST /v1/petitions/p/signatures HTTP/1.1\r\nHost: x\r\nX-Slow: 1",
+    )
+    .await;
+    let waited = started.elapsed();
+    assert!(waited >= Duration::from_millis(250), "cut after {waited:?}");
+    assert!(
+        waited < Duration::from_secs(5),
+        "still open after {waited:?}: {answer:?}"
+    );
+    assert!(
+        answer.is_empty() || raw_status(&answer) == 408,
+        "{answer:?}"
+    );
+    let alive = server.send(Method::GET, "/livez", &[], "").await;
+    assert_eq!(alive.status, 200);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn slow_bodies_get_408() {
+    let server = TestServer::start(|c| c.body_read_timeout = Duration::from_millis(300)).await;
+    server.register("p", "{}").await;
+    let request = format!(
+        "POST /v1/petitions/p/signatures HTTP/1.1\r\nHost: x\r\nAuthorization: {INGEST}\r\nContent-Length: 100\r\n\r\n{{\"email\""
+    );
+    let answer = raw(server.addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&answer), 408, "{answer}");
+    assert!(answer.contains("body_timeout"), "{answer}");
+    assert_eq!(server.engine.count("p"), Some(0));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn oversized_bodies_get_413_announced_or_chunked() {
+    let server = TestServer::start(|c| {
+        c.body_bytes_max = 1024;
+        c.batch_bytes_max = 4096;
+        c.batch_lines_max = 3;
+    })
+    .await;
+    server.register("p", "{}").await;
+    let big_email = format!(r#"{{"email":"{}@x.org"}}"#, "a".repeat(2000));
+    let announced = server
+        .send(
+            Method::POST,
+            "/v1/petitions/p/signatures",
+            &[
+                ("authorization", INGEST),
+                ("content-type", "application/json"),
+            ],
+            &big_email,
+        )
+        .await;
+    assert_eq!(
+        (announced.status, announced.code().as_str()),
+        (413, "body_too_large")
+    );
+
+    // Chunked: no Content-Length, the limit trips while reading.
+    let chunk = "a".repeat(600);
+    let request = format!(
+        "POST /v1/petitions/p/signatures HTTP/1.1\r\nHost: x\r\nAuthorization: {INGEST}\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{chunk}\r\n{:x}\r\n{chunk}\r\n0\r\n\r\n",
+        chunk.len(),
+        chunk.len()
+    );
+    let answer = raw(server.addr, request.as_bytes()).await;
+    assert_eq!(raw_status(&answer), 413, "{answer}");
+    assert!(answer.contains("body_too_large"));
+
+    let batch: String = (0..4)
+        .map(|n| format!("{{\"petition\":\"p\",\"email\":\"b{n}@x.org\"}}\n"))
+        .collect();
+    let lines = server
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &[
+                ("authorization", INGEST),
+                ("content-type", "application/x-ndjson"),
+            ],
+            &batch,
+        )
+        .await;
+    assert_eq!(
+        (lines.status, lines.code().as_str()),
+        (413, "too_many_lines")
+    );
+    assert_eq!(
+        server.engine.count("p"),
+        Some(0),
+        "nothing of a refused request is counted"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn hostile_input_is_a_clean_4xx() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    let deep = "[".repeat(100_000);
+    let nested_email = format!(r#"{{"email":{}"#, "{\"a\":".repeat(5000));
+    let long_id = "p".repeat(5000);
+    let bodies: Vec<(String, Vec<u8>)> = vec![
+        (
+            "/v1/petitions/p/signatures".into(),
+            b"{\"email\":\"\xff\xfe@x.org\"}".to_vec(),
+        ),
+        (
+            "/v1/petitions/p/signatures".into(),
+            deep.clone().into_bytes(),
+        ),
+        (
+            "/v1/petitions/p/signatures".into(),
+            nested_email.into_bytes(),
+        ),
+        (
+            "/v1/petitions/p/signatures".into(),
+            b"\x00\x01\x02".to_vec(),
+        ),
+        (
+            "/v1/petitions/p/signatures".into(),
+            br#"{"email":"a@b.org","email":"c@d.org"}"#.to_vec(),
+        ),
+        (
+            "/v1/petitions/p/signatures".into(),
+            br#"{"email":"a@b.org","name":"\u0000"}"#.to_vec(),
+        ),
+        ("/v1/petitions/p/signatures".into(), Vec::new()),
+        (
+            format!("/v1/petitions/{long_id}/signatures"),
+            br#"{"email":"a@b.org"}"#.to_vec(),
+        ),
+        (
+            "/v1/petitions/%C3%A9/signatures".into(),
+            br#"{"email":"a@b.org"}"#.to_vec(),
+        ),
+        ("/v1/signatures:batch".into(), deep.into_bytes()),
+        ("/v1/signatures:batch".into(), b"\xff\n\xfe\n".to_vec()),
+    ];
+    for (path, body) in bodies {
+        let mut conn = server.conn().await;
+        let reply = conn
+            .send(
+                Method::POST,
+                &path,
+                &[("authorization", INGEST)],
+                body.clone(),
+            )
+            .await;
+        assert!(
+            (400..500).contains(&reply.status) || (path.contains("batch") && reply.status == 200),
+            "{path} {:?} → {reply:?}",
+            String::from_utf8_lossy(&body[..body.len().min(40)])
+        );
+        if reply.status != 200 {
+            assert!(!reply.code().is_empty());
+        } else {
+            for line in String::from_utf8_lossy(&reply.body).lines() {
+                let line: serde_json::Value = serde_json::from_str(line).unwrap();
+                assert_eq!(line["status"], "error", "{line}");
+            }
+        }
+    }
+    for path in [
+        "/v1/petitions/%00",
+        "/v1/petitions/..",
+        "/v1/petitions/a%2Fb",
+    ] {
+        let reply = server.send(Method::GET, path, &[], "").await;
+        assert_eq!(reply.status, 404, "{path}");
+    }
+    // Request line and headers the HTTP parser refuses.
+    let garbage = raw(server.addr, b"NOT HTTP AT ALL\r\n\r\n").await;
+    assert!(
+        garbage.is_empty() || raw_status(&garbage) == 400,
+        "{garbage:?}"
+    );
+    let huge_header = format!(
+        "GET /livez HTTP/1.1\r\nHost: x\r\nX-Big: {}\r\n\r\n",
+        "a".repeat(100_000)
+    );
+    let answer = raw(server.addr, huge_header.as_bytes()).await;
+    assert!(
+        answer.is_empty() || (400..500).contains(&raw_status(&answer)),
+        "{answer:?}"
+    );
+    assert_eq!(server.engine.count("p"), Some(0));
+    assert_eq!(
+        server.send(Method::GET, "/livez", &[], "").await.status,
+        200
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn connection_limit_refuses_with_503() {
+    let server = TestServer::start(|c| c.connections_max = 2).await;
+    let mut first = server.conn().await;
+    let mut second = server.conn().await;
+    assert_eq!(first.send(Method::GET, "/livez", &[], "").await.status, 200);
+    assert_eq!(
+        second.send(Method::GET, "/livez", &[], "").await.status,
+        200
+    );
+    let refused = raw(server.addr, b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n").await;
+    assert_eq!(raw_status(&refused), 503, "{refused}");
+    assert!(refused.to_ascii_lowercase().contains("retry-after: 1"));
+    assert!(refused.contains("too_many_connections"));
+    drop(first);
+    // Once a connection closes, a new one is served. The close is asynchronous on the server
+    // side, so poll until the slot is free (bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let answer = raw(
+            server.addr,
+            b"GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        )
+        .await;
+        if raw_status(&answer) == 200 {
+            break;
+        }
+        assert!(Instant::now() < deadline, "slot never freed: {answer}");
+        tokio::task::yield_now().await;
+    }
+    drop(second);
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn inflight_limit_sheds_with_503_and_retry_after() {
+    let server = TestServer::start(|c| {
+        c.inflight_max = 0;
+        c.batch_inflight_max = 0;
+    })
+    .await;
+    let reply = server.sign("p", "a@b.org").await;
+    assert_eq!((reply.status, reply.code().as_str()), (503, "overloaded"));
+    assert_eq!(reply.header("retry-after"), Some("1"));
+    let batch = server
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &[("authorization", INGEST)],
+            "{\"petition\":\"p\",\"email\":\"a@b.org\"}\n",
+        )
+        .await;
+    assert_eq!((batch.status, batch.code().as_str()), (503, "overloaded"));
+    assert_eq!(
+        server.send(Method::GET, "/livez", &[], "").await.status,
+        200,
+        "reads are not shed"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rate_limit_per_key_answers_429() {
+    let server = TestServer::start(|c| c.rate_limit_per_key = 5).await;
+    server.register("p", "{}").await;
+    let started = Instant::now();
+    let mut conn: Conn = server.conn().await;
+    let mut accepted = 0;
+    let mut limited = 0;
+    for n in 0..20 {
+        let reply = conn
+            .send(
+                Method::POST,
+                "/v1/petitions/p/signatures",
+                &[
+                    ("authorization", INGEST),
+                    ("content-type", "application/json"),
+                ],
+                format!(r#"{{"email":"s{n}@x.org"}}"#),
+            )
+            .await;
+        match reply.status {
+            201 => accepted += 1,
+            429 => {
+                assert_eq!(reply.code(), "rate_limited");
+                assert_eq!(reply.header("retry-after"), Some("1"));
+                limited += 1;
+            }
+            other => panic!("unexpected {other}: {reply:?}"),
+        }
+    }
+    // The bucket holds 5 and refills at 5/s.
+    let allowed = 5 + (started.elapsed().as_secs_f64() * 5.0).ceil() as u64;
+    assert!(
+        accepted <= allowed,
+        "{accepted} accepted, at most {allowed} allowed"
+    );
+    assert!(limited > 0);
+    assert_eq!(server.engine.count("p"), Some(accepted));
+    server.stop().await;
+}

@@ -1,0 +1,8 @@
+//! ingest-server integration tests: real sockets on 127.0.0.1:0, real RocksDB in temp dirs.
+#![allow(clippy::unwrap_used)]
+
+mod api;
+mod limits;
+mod openapi;
+mod sigterm;
+mod support;

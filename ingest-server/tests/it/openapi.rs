@@ -1,0 +1,209 @@
+//! The OpenAPI document and the running server must agree: the same routes, and every answer
+//! the server gives has a documented status and exactly the documented fields.
+
+use std::collections::BTreeSet;
+
+use hyper::Method;
+use ingest_server::{OPENAPI_JSON, ROUTES};
+use serde_json::Value;
+
+use crate::support::{Reply, TestServer, ADMIN, INGEST};
+
+fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
+    while let Some(reference) = node.get("$ref").and_then(Value::as_str) {
+        let path = reference.strip_prefix("#/").expect("local $ref");
+        node = path.split('/').fold(root, |at, key| &at[key]);
+        assert!(!node.is_null(), "dangling $ref {reference}");
+    }
+    node
+}
+
+/// Checks `value` against a (small subset of) JSON Schema: types, nullable, enum, required,
+/// and no properties beyond those listed when `additionalProperties` is false.
+fn validate(root: &Value, schema: &Value, value: &Value, at: &str) {
+    let schema = resolve(root, schema);
+    if value.is_null() {
+        assert_eq!(
+            schema["nullable"],
+            Value::Bool(true),
+            "{at}: null where not nullable"
+        );
+        return;
+    }
+    if let Some(options) = schema["enum"].as_array() {
+        assert!(options.contains(value), "{at}: {value} not in {options:?}");
+    }
+    match schema["type"].as_str() {
+        Some("object") => {
+            let object = value
+                .as_object()
+                .unwrap_or_else(|| panic!("{at}: not an object: {value}"));
+            let properties = schema["properties"]
+                .as_object()
+                .cloned()
+                .unwrap_or_default();
+            for required in schema["required"].as_array().into_iter().flatten() {
+                let name = required.as_str().unwrap();
+                assert!(
+                    object.contains_key(name),
+                    "{at}: documented field {name} missing in {value}"
+                );
+            }
+            for (name, field) in object {
+                match properties.get(name) {
+                    Some(field_schema) => {
+                        validate(root, field_schema, field, &format!("{at}.{name}"))
+                    }
+                    None => assert!(
+                        schema["additionalProperties"] != Value::Bool(false),
+                        "{at}: field {name} is not documented"
+                    ),
+                }
+            }
+        }
+        Some("array") => {
+            let items = value
+                .as_array()
+                .unwrap_or_else(|| panic!("{at}: not an array"));
+            for (n, item) in items.iter().enumerate() {
+                validate(root, &schema["items"], item, &format!("{at}[{n}]"));
+            }
+        }
+        Some("string") => assert!(value.is_string(), "{at}: not a string: {value}"),
+        Some("integer") => assert!(
+            value.is_u64() || value.is_i64(),
+            "{at}: not an integer: {value}"
+        ),
+        Some(other) => panic!("{at}: schema type {other} not handled by this test"),
+        None => {}
+    }
+}
+
+/// Checks one answer against the document: documented status, documented body.
+fn check(root: &Value, method: &str, template: &str, reply: &Reply) {
+    let operation = &root["paths"][template][method.to_ascii_lowercase()];
+    assert!(
+        !operation.is_null(),
+        "{method} {template} is not documented"
+    );
+    let documented = &operation["responses"][reply.status.to_string()];
+    assert!(
+        !documented.is_null(),
+        "{method} {template} answered undocumented {}",
+        reply.status
+    );
+    let documented = resolve(root, documented);
+    let Some(content) = documented["content"].as_object() else {
+        assert!(
+            reply.body.is_empty(),
+            "{method} {template} {}: undocumented body",
+            reply.status
+        );
+        return;
+    };
+    let content_type = reply.header("content-type").unwrap_or("");
+    let essence = content_type.split(';').next().unwrap().trim();
+    let media = content.get(essence).unwrap_or_else(|| {
+        panic!(
+            "{method} {template} {}: content type {essence} not documented",
+            reply.status
+        )
+    });
+    let schema = &media["schema"];
+    let at = format!("{method} {template} {}", reply.status);
+    match essence {
+        "application/json" => validate(root, schema, &reply.json(), &at),
+        "application/x-ndjson" => {
+            for line in String::from_utf8_lossy(&reply.body).lines() {
+                validate(root, schema, &serde_json::from_str(line).unwrap(), &at);
+            }
+        }
+        _ => assert!(!reply.body.is_empty()),
+    }
+}
+
+#[test]
+fn document_lists_exactly_the_server_routes() {
+    let root: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
+    assert!(root["openapi"].as_str().unwrap().starts_with("3."));
+    let mut documented = BTreeSet::new();
+    for (path, item) in root["paths"].as_object().unwrap() {
+        for method in item.as_object().unwrap().keys() {
+            documented.insert((method.to_ascii_uppercase(), path.clone()));
+        }
+    }
+    let served: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(
+        documented, served,
+        "routes in the document vs routes the server matches"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_answer_matches_the_document() {
+    let root: Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+    let server = TestServer::start(|_| {}).await;
+    let json = ("content-type", "application/json");
+    let ndjson = ("content-type", "application/x-ndjson");
+    type Call<'a> = (
+        Method,
+        &'a str,
+        &'a str,
+        Vec<(&'a str, &'a str)>,
+        &'a str,
+        u16,
+    );
+    let calls: Vec<Call> = vec![
+        (Method::PUT, "/v1/petitions/p", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"thresholds":[1]}"#, 201),
+        (Method::PUT, "/v1/petitions/p", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"deadline":"2099-01-01T00:00:00Z"}"#, 200),
+        (Method::PUT, "/v1/petitions/p", "/v1/petitions/{id}", vec![("authorization", INGEST), json], "{}", 403),
+        (Method::PUT, "/v1/petitions/q", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"thresholds":[0]}"#, 422),
+        (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"a@b.org","name":"A","postcode":"SW1A 1AA","country":"GB","ip":"192.0.2.1"}"#, 201),
+        (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"a@b.org"}"#, 200),
+        (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"bad"}"#, 422),
+        (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![json], r#"{"email":"c@b.org"}"#, 401),
+        (Method::POST, "/v1/petitions/x/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"c@b.org"}"#, 404),
+        (Method::POST, "/v1/signatures:batch", "/v1/signatures:batch", vec![("authorization", INGEST), ndjson], "{\"petition\":\"p\",\"email\":\"d@b.org\"}\n{\"petition\":\"p\",\"email\":\"d@b.org\"}\nnope\n", 200),
+        (Method::GET, "/v1/petitions/p", "/v1/petitions/{id}", vec![], "", 200),
+        (Method::GET, "/v1/petitions/x", "/v1/petitions/{id}", vec![], "", 404),
+        (Method::GET, "/v1/petitions?sort=count&limit=5", "/v1/petitions", vec![], "", 200),
+        (Method::GET, "/v1/petitions?limit=5000", "/v1/petitions", vec![], "", 400),
+        (Method::GET, "/v1/milestones?after=0", "/v1/milestones", vec![], "", 200),
+        (Method::POST, "/v1/petitions/p/close", "/v1/petitions/{id}/close", vec![("authorization", ADMIN)], "", 200),
+        (Method::POST, "/v1/petitions/x/close", "/v1/petitions/{id}/close", vec![("authorization", ADMIN)], "", 404),
+        (Method::GET, "/metrics", "/metrics", vec![], "", 200),
+        (Method::GET, "/livez", "/livez", vec![], "", 200),
+        (Method::GET, "/readyz", "/readyz", vec![], "", 200),
+        (Method::GET, "/openapi.json", "/openapi.json", vec![], "", 200),
+    ];
+    let mut exercised = BTreeSet::new();
+    for (method, path, template, headers, body, status) in calls {
+        let reply = server.send(method.clone(), path, &headers, body).await;
+        assert_eq!(reply.status, status, "{method} {path}: {reply:?}");
+        check(&root, method.as_str(), template, &reply);
+        exercised.insert((method.to_string(), template.to_string()));
+    }
+    let milestones = server
+        .send(Method::GET, "/v1/milestones", &[], "")
+        .await
+        .json();
+    assert_eq!(
+        milestones["milestones"].as_array().unwrap().len(),
+        1,
+        "the first signature crossed 1"
+    );
+    let all: BTreeSet<(String, String)> = ROUTES
+        .iter()
+        .map(|(m, p)| (m.to_string(), p.to_string()))
+        .collect();
+    assert_eq!(exercised, all, "every route is exercised");
+    let served: Value = server
+        .send(Method::GET, "/openapi.json", &[], "")
+        .await
+        .json();
+    assert_eq!(served, root);
+    server.stop().await;
+}

@@ -1,0 +1,224 @@
+//! A test server on 127.0.0.1:0 over a real engine in a temp dir, and a small HTTP client.
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use bytes::Bytes;
+use engine::{Config, Engine, FlushError};
+use http_body_util::{BodyExt, Full};
+use hyper::client::conn::http1;
+use hyper::header::HeaderMap;
+use hyper::{Method, Request};
+use hyper_util::rt::TokioIo;
+use ingest_server::{DrainReport, Server, ServerConfig};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+
+pub const ADMIN: &str = "Bearer admin-key-0001";
+pub const INGEST: &str = "Bearer ingest-key-0001";
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub engine: Engine,
+    shutdown: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<Result<DrainReport, FlushError>>>,
+    _dir: tempfile::TempDir,
+}
+
+impl TestServer {
+    /// A server with an admin and an ingest key, over a `sync` engine in a temp dir.
+    pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("engine opens");
+        engine.wait_ready().expect("ready");
+        let mut config = ServerConfig::default();
+        config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+        config.api_keys = vec![
+            "admin:admin-key-0001".parse().expect("key"),
+            "ingest:ingest-key-0001".parse().expect("key"),
+        ];
+        tweak(&mut config);
+        let server = Server::bind(config, engine.clone()).await.expect("binds");
+        let addr = server.local_addr();
+        let (shutdown, stop) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stop.await;
+        }));
+        TestServer {
+            addr,
+            engine,
+            shutdown: Some(shutdown),
+            task: Some(task),
+            _dir: dir,
+        }
+    }
+
+    pub async fn conn(&self) -> Conn {
+        Conn::open(self.addr).await
+    }
+
+    /// One request on a fresh connection.
+    pub async fn send(
+        &self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: &str,
+    ) -> Reply {
+        self.conn()
+            .await
+            .send(method, path, headers, body.to_string())
+            .await
+    }
+
+    pub async fn register(&self, id: &str, body: &str) -> Reply {
+        let reply = self
+            .send(
+                Method::PUT,
+                &format!("/v1/petitions/{id}"),
+                &[
+                    ("authorization", ADMIN),
+                    ("content-type", "application/json"),
+                ],
+                body,
+            )
+            .await;
+        assert!(
+            reply.status == 201 || reply.status == 200,
+            "register {id}: {reply:?}"
+        );
+        reply
+    }
+
+    pub async fn sign(&self, petition: &str, email: &str) -> Reply {
+        self.send(
+            Method::POST,
+            &format!("/v1/petitions/{petition}/signatures"),
+            &[
+                ("authorization", INGEST),
+                ("content-type", "application/json"),
+            ],
+            &format!(r#"{{"email":"{email}"}}"#),
+        )
+        .await
+    }
+
+    /// Stops and drains the server; the engine stays open.
+    pub async fn stop(mut self) -> DrainReport {
+        if let Some(shutdown) = self.shutdown.take() {
+            let _ = shutdown.send(());
+        }
+        let task = self.task.take().expect("running");
+        task.await.expect("server task").expect("drain flushes")
+    }
+}
+
+/// One keep-alive HTTP/1.1 connection.
+pub struct Conn {
+    sender: http1::SendRequest<Full<Bytes>>,
+}
+
+#[derive(Debug)]
+pub struct Reply {
+    pub status: u16,
+    pub headers: HeaderMap,
+    pub body: Bytes,
+}
+
+impl Reply {
+    pub fn json(&self) -> serde_json::Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "body is not JSON ({e}): {:?}",
+                String::from_utf8_lossy(&self.body)
+            )
+        })
+    }
+
+    /// The `code` of an error answer.
+    pub fn code(&self) -> String {
+        self.json()["error"]["code"]
+            .as_str()
+            .unwrap_or_else(|| panic!("not the error shape: {self:?}"))
+            .to_string()
+    }
+
+    pub fn header(&self, name: &str) -> Option<&str> {
+        self.headers.get(name).and_then(|v| v.to_str().ok())
+    }
+}
+
+impl Conn {
+    pub async fn open(addr: SocketAddr) -> Conn {
+        let stream = TcpStream::connect(addr).await.expect("connects");
+        let (sender, connection) = http1::handshake(TokioIo::new(stream))
+            .await
+            .expect("handshake");
+        tokio::spawn(async move {
+            let _ = connection.await;
+        });
+        Conn { sender }
+    }
+
+    pub async fn send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Reply {
+        self.try_send(method, path, headers, body)
+            .await
+            .expect("request answered")
+    }
+
+    pub async fn try_send(
+        &mut self,
+        method: Method,
+        path: &str,
+        headers: &[(&str, &str)],
+        body: impl Into<Bytes>,
+    ) -> Result<Reply, hyper::Error> {
+        let mut request = Request::builder()
+            .method(method)
+            .uri(path)
+            .header("host", "test");
+        for (name, value) in headers {
+            request = request.header(*name, *value);
+        }
+        let request = request.body(Full::new(body.into())).expect("request");
+        self.sender.ready().await?;
+        let response =
+            tokio::time::timeout(Duration::from_secs(30), self.sender.send_request(request))
+                .await
+                .expect("answer within 30 s")?;
+        let status = response.status().as_u16();
+        let headers = response.headers().clone();
+        let body = response.into_body().collect().await?.to_bytes();
+        Ok(Reply {
+            status,
+            headers,
+            body,
+        })
+    }
+}
+
+/// Sends raw bytes on a new TCP connection and reads until the server closes it (or 10 s).
+pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.expect("connects");
+    stream.write_all(request).await.expect("writes");
+    let mut answer = Vec::new();
+    let _ = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer)).await;
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status code of a raw HTTP answer.
+pub fn raw_status(answer: &str) -> u16 {
+    answer
+        .split(' ')
+        .nth(1)
+        .and_then(|code| code.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
+}
