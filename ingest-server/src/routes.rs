@@ -126,7 +126,8 @@ mod tests {
 
     #[test]
     fn routes_match() {
-        let cases: &[(Method, &str, Result<(RouteId, &str), NoRoute>)] = &[
+        type Case<'a> = (Method, &'a str, Result<(RouteId, &'a str), NoRoute>);
+        let cases: &[Case] = &[
             (
                 Method::POST,
                 "/v1/petitions/p-1/signatures",
