@@ -1,0 +1,95 @@
+#!/usr/bin/env bash
+# HTTP benchmarks (P3, P4, petition reads) with wrk, against ingest-server and the bare hyper
+# hello-world, alternating in one run so the ratios are fair on a noisy machine.
+#
+#   scripts/bench-http.sh [ROUNDS] [DURATION]     (defaults: 3 rounds, 10s each)
+#
+# Needs: wrk (apt-get install wrk) and a release build:
+#   cargo build --release --workspace --all-targets
+# Everything listens on 127.0.0.1 only. Data goes to a temp dir that is removed at the end.
+set -euo pipefail
+rounds=${1:-3}
+duration=${2:-10s}
+target=${CARGO_TARGET_DIR:-target}/release
+server=$target/ingest-server
+hello=$target/examples/hello
+key=bench-admin-key-0001
+here=$(cd "$(dirname "$0")/.." && pwd)
+work=$(mktemp -d)
+pids=()
+cleanup() {
+  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
+  wait 2>/dev/null || true
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+wait_http() {
+  for _ in $(seq 1 300); do
+    if curl -sf "$1" >/dev/null 2>&1; then return 0; fi
+    sleep 0.1
+  done
+  echo "no answer from $1" >&2
+  exit 1
+}
+
+start_server() { # durability port
+  "$server" --listen "127.0.0.1:$2" --data-dir "$work/data-$1-$2" --durability "$1" \
+    --api-key "admin:$key" --threads 2 >"$work/server-$1-$2.log" 2>&1 &
+  pids+=($!)
+  wait_http "http://127.0.0.1:$2/readyz"
+}
+
+register() { # port id...
+  local port=$1
+  shift
+  for id in "$@"; do
+    curl -sf -X PUT -H "Authorization: Bearer $key" -H 'content-type: application/json' \
+      -d '{}' "http://127.0.0.1:$port/v1/petitions/$id" >/dev/null
+  done
+}
+
+rate() { # wrk output → requests/s
+  awk '/^Requests\/sec:/ {print $2}'
+}
+
+echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), $(date -u +%FT%TZ)"
+"$hello" 127.0.0.1:18081 2 >"$work/hello.log" 2>&1 &
+pids+=($!)
+wait_http "http://127.0.0.1:18081/"
+start_server buffered 18082
+register 18082 bench
+start_server sync 18083
+register 18083 $(seq -f 'bench-%g' 0 99)
+
+echo
+echo "== P3: single-signature POST, 64 keep-alive connections, wrk -t2 -c64 -d$duration"
+for round in $(seq 1 "$rounds"); do
+  h=$(wrk -t2 -c64 -d"$duration" -s "$here/benches/wrk/sign.lua" http://127.0.0.1:18081 | rate)
+  s=$(API_KEY=$key wrk -t2 -c64 -d"$duration" -s "$here/benches/wrk/sign.lua" http://127.0.0.1:18082 | tee "$work/p3-$round.txt" | rate)
+  awk -v r="$round" -v h="$h" -v s="$s" 'BEGIN {printf "round %d: hello %.0f req/s, ingest-server (buffered) %.0f req/s, ratio %.3f\n", r, h, s, s/h}'
+  grep '^status' "$work/p3-$round.txt" | sed 's/^/    /'
+done
+curl -s http://127.0.0.1:18082/v1/petitions/bench | sed 's/^/  petition after P3: /'
+echo
+
+echo "== Petition read: GET /v1/petitions/bench, wrk -t2 -c64 -d$duration"
+for round in $(seq 1 "$rounds"); do
+  h=$(wrk -t2 -c64 -d"$duration" http://127.0.0.1:18081/ | rate)
+  s=$(wrk -t2 -c64 -d"$duration" http://127.0.0.1:18082/v1/petitions/bench | rate)
+  awk -v r="$round" -v h="$h" -v s="$s" 'BEGIN {printf "round %d: hello %.0f req/s, petition read %.0f req/s, ratio %.3f\n", r, h, s, s/h}'
+done
+echo
+
+echo "== P4: NDJSON batches of 1000 lines, sync, viral 0.9 over 100 petitions, wrk -t2 -c8 -d$duration"
+for round in $(seq 1 "$rounds"); do
+  before=$(curl -s http://127.0.0.1:18083/metrics | awk '/^ingest_stored_signatures / {print $2}')
+  start=$(date +%s.%N)
+  API_KEY=$key PETITION=bench LINES=1000 PETITIONS=100 wrk -t2 -c8 -d"$duration" -s "$here/benches/wrk/batch.lua" http://127.0.0.1:18083 >"$work/p4-$round.txt"
+  end=$(date +%s.%N)
+  after=$(curl -s http://127.0.0.1:18083/metrics | awk '/^ingest_stored_signatures / {print $2}')
+  awk -v r="$round" -v a="$after" -v b="$before" -v s="$start" -v e="$end" \
+    'BEGIN {printf "round %d: %.0f durable signatures in %.1f s = %.0f signatures/s (counted by the server)\n", r, a-b, e-s, (a-b)/(e-s)}'
+  grep -E '^status|Latency' "$work/p4-$round.txt" | sed 's/^/    /'
+done
+curl -s http://127.0.0.1:18083/metrics | grep -E '^ingest_store_write_latency_seconds_(sum|count) |^ingest_store_batches_total' | sed 's/^/  /'
