@@ -77,7 +77,7 @@ enum Mode {
         /// Durability of acknowledgements.
         #[arg(long, default_value = "sync")]
         durability: Durability,
-        /// Data directory (must be empty or absent unless --reuse).
+        /// Data directory (must be empty or absent).
         #[arg(long)]
         data_dir: PathBuf,
         /// Open loop: total signatures per second (0: closed loop, as fast as possible).

@@ -1,0 +1,65 @@
+#!/usr/bin/env bash
+# Re-runs every performance target of DESIGN.md §6 at a chosen scale and keeps the JSON reports.
+#
+#   scripts/bench-all.sh [SIGNATURES] [OUT_DIR]      (defaults: 20000000, ./bench-results)
+#
+#   P1, P5  engine-bench memory, 2 threads, viral 0.9                 → OUT/p1-p5.json
+#   P8      engine-bench memory --compare-rounds 3 (uniform vs viral)  → OUT/p8.json
+#   P2      engine-bench durable, sync, viral 0.9 over 100,000 petitions, 5% re-sends
+#                                                                      → OUT/p2.json
+#   P6      kill -9 of a second P2 run at ~90% of its time, then recover → OUT/p6.json
+#   P7      durable open loop at half the P2 rate                      → OUT/p7.json
+#   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
+#
+# Data dirs live under $BENCH_DATA (default /var/tmp/petition-bench) and are removed first.
+# Needs a release build (cargo build --release --workspace --all-targets) and wrk for HTTP.
+set -euo pipefail
+n=${1:-20000000}
+out=${2:-bench-results}
+target=${CARGO_TARGET_DIR:-target}/release
+bench=$target/engine-bench
+data=${BENCH_DATA:-/var/tmp/petition-bench}
+here=$(cd "$(dirname "$0")/.." && pwd)
+mkdir -p "$out"
+rm -rf "$data"
+mkdir -p "$data"
+
+echo "# bench-all: $n signatures, $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo), commit $(git -C "$here" rev-parse --short HEAD), $(date -u +%FT%TZ)"
+
+echo; echo "## P1, P5: memory, 2 threads, viral 0.9"
+"$bench" memory --threads 2 --signatures "$n" --petitions 10000 --shape viral --hot-share 0.9 \
+  --json "$out/p1-p5.json"
+
+echo; echo "## P8: uniform vs viral, 3 alternating rounds"
+small=$(( n < 20000000 ? n : 20000000 ))
+"$bench" memory --compare-rounds 3 --signatures "$small" --petitions 10000 --hot-share 0.9 \
+  --json "$out/p8.json"
+
+echo; echo "## P2: durable, sync, viral 0.9 over 100,000 petitions, 5% re-sends"
+"$bench" durable --signatures "$n" --petitions 100000 --shape viral --hot-share 0.9 --dup-ratio 0.05 \
+  --durability sync --data-dir "$data/p2" --threads 8 --batch 2048 --progress-s 10 --json "$out/p2.json"
+
+echo; echo "## P6: kill -9 of the same run at ~90% of its expected time, then recover"
+rate=$(grep -o '"signatures_per_sec": *[0-9.]*' "$out/p2.json" | grep -o '[0-9.]*$')
+kill_after=$(awk -v n="$n" -v r="$rate" 'BEGIN {printf "%d", 0.9 * n / r}')
+"$bench" durable --signatures "$n" --petitions 100000 --shape viral --hot-share 0.9 --dup-ratio 0.05 \
+  --durability sync --data-dir "$data/p6" --threads 8 --batch 2048 --no-disk-probe --progress-s 10 &
+victim=$!
+sleep "$kill_after"
+kill -9 "$victim"
+wait "$victim" 2>/dev/null || true
+"$bench" recover --data-dir "$data/p6" --json "$out/p6.json"
+rm -rf "$data/p6"
+
+echo; echo "## P7: open loop at half the P2 rate"
+half=$(awk -v r="$rate" 'BEGIN {printf "%d", r / 2}')
+"$bench" durable --signatures $(( half * 20 )) --petitions 10000 --shape viral --hot-share 0.9 \
+  --durability sync --data-dir "$data/p7" --threads 8 --batch 256 --rate "$half" --json "$out/p7.json"
+
+rm -rf "$data"
+if command -v wrk >/dev/null; then
+  echo; echo "## P3, P4, petition reads (HTTP)"
+  "$here/scripts/bench-http.sh" 3 10s | tee "$out/http.txt"
+else
+  echo; echo "wrk not installed: HTTP benchmarks skipped (apt-get install wrk)"
+fi
