@@ -332,6 +332,32 @@ const ERROR_LOCAL_CHARACTER: InvalidField =
     invalid("email", "local part contains a character not allowed here");
 const ERROR_DOMAIN: InvalidField = invalid("email", "domain is not a valid host name");
 
+/// Byte classes for [`ascii_layout`]: allowed in a local part (printable, no space, none of
+/// the RFC 5322 specials), allowed in a domain label (alphanumeric or '-'), upper-case.
+const LOCAL_OK: u8 = 1;
+const LABEL_OK: u8 = 2;
+const UPPER: u8 = 4;
+const ASCII_CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_graphic() && !local_special(byte as char) {
+            class |= LOCAL_OK;
+        }
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            class |= LABEL_OK;
+        }
+        if byte.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        classes[b] = class;
+        b += 1;
+    }
+    classes
+};
+
 /// Checks an email of any text: where its last '@' is and whether it has upper-case letters.
 fn general_layout(email: &str) -> Result<(usize, bool), InvalidField> {
     let Some((local, domain)) = email.rsplit_once('@') else {
@@ -359,13 +385,17 @@ fn ascii_layout(email: &[u8]) -> Result<(usize, bool), InvalidField> {
     if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
         return Err(ERROR_LOCAL_LENGTH);
     }
-    let mut upper = false;
+    // Branch-free over the local part: AND the "allowed" bits, OR the "upper-case" bits.
+    let (mut all, mut any) = (LOCAL_OK, 0u8);
     for &b in local {
-        if !b.is_ascii_graphic() || local_special(char::from(b)) {
-            return Err(ERROR_LOCAL_CHARACTER);
-        }
-        upper |= b.is_ascii_uppercase();
+        let class = ASCII_CLASSES[usize::from(b)];
+        all &= class;
+        any |= class;
     }
+    if all & LOCAL_OK == 0 {
+        return Err(ERROR_LOCAL_CHARACTER);
+    }
+    let mut upper = any & UPPER != 0;
     // Labels of 1-63 alphanumerics or '-', not starting or ending with '-', at least two.
     let (mut label, mut last, mut dots) = (0usize, 0u8, 0usize);
     for &b in domain {
@@ -375,7 +405,7 @@ fn ascii_layout(email: &[u8]) -> Result<(usize, bool), InvalidField> {
             }
             label = 0;
             dots += 1;
-        } else if b.is_ascii_alphanumeric() || b == b'-' {
+        } else if ASCII_CLASSES[usize::from(b)] & LABEL_OK != 0 {
             if label == 0 && b == b'-' {
                 return Err(ERROR_DOMAIN);
             }
