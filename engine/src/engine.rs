@@ -513,7 +513,7 @@ impl Engine {
     /// Three passes, so that per-signature work stays small and the index's cache misses overlap:
     /// (1) under one registry read lock, resolve each petition to a slot of this call (one
     /// reference count per distinct petition, not per signature), validate and fingerprint;
-    /// (2) insert the fingerprints, prefetching a few ahead; (3) memory mode: one atomic add per
+    /// (2) insert the fingerprints, prefetching the home bucket of the one 16 ahead; (3) memory mode: one atomic add per
     /// petition, then the ordinals in input order.
     fn admit<S: AsSignatureRef>(
         &self,
