@@ -3,7 +3,64 @@
 
 use std::ops::Range;
 
-use engine::NewSignature;
+use engine::{NewSignature, SignatureRef};
+
+/// How the benchmarks produce their input, for reports.
+pub const INPUT_DESCRIPTION: &str = "generated per call into reused buffers inside the timed loop \
+     (no allocation per signature) and submitted borrowed with Engine::submit_batch_ref";
+
+/// Signatures generated into reused buffers: once warm, filling it allocates nothing.
+#[derive(Debug, Default)]
+pub struct Batch {
+    text: String,
+    /// Per signature: where its petition id starts, where its email starts, where it ends.
+    spans: Vec<[usize; 3]>,
+}
+
+impl Batch {
+    /// The signatures, borrowed from the buffers.
+    pub fn signatures(&self) -> Vec<SignatureRef<'_>> {
+        self.spans
+            .iter()
+            .map(|&[petition, email, end]| SignatureRef {
+                petition: &self.text[petition..email],
+                email: &self.text[email..end],
+                ..SignatureRef::default()
+            })
+            .collect()
+    }
+}
+
+/// Appends `n` in lower-case hex without leading zeros (as `{:x}`).
+fn push_hex(text: &mut String, n: u64) {
+    let digits = (64 - n.leading_zeros()).div_ceil(4).max(1);
+    for d in (0..digits).rev() {
+        let nibble = ((n >> (d * 4)) & 0xf) as u8;
+        text.push(char::from(if nibble < 10 {
+            b'0' + nibble
+        } else {
+            b'a' + nibble - 10
+        }));
+    }
+}
+
+/// Appends `n` in decimal (as `{}`).
+fn push_decimal(text: &mut String, n: u32) {
+    let mut digits = [0u8; 10];
+    let mut len = 0;
+    let mut rest = n;
+    loop {
+        digits[len] = b'0' + (rest % 10) as u8;
+        len += 1;
+        rest /= 10;
+        if rest == 0 {
+            break;
+        }
+    }
+    for &digit in digits[..len].iter().rev() {
+        text.push(char::from(digit));
+    }
+}
 
 /// How signatures spread over petitions.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -130,11 +187,34 @@ impl Workload {
         }
     }
 
+    /// The signer id of the original signature `original`.
+    fn signer(&self, original: u64) -> u64 {
+        // Multiplying by an odd constant is a bijection on u64: signer ids are unique.
+        original.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.seed
+    }
+
+    /// Signatures `range` into `batch` (replacing what it held): the same signatures as
+    /// [`Workload::signatures`], without allocating once the buffers have grown.
+    pub fn fill(&self, range: Range<u64>, batch: &mut Batch) {
+        batch.text.clear();
+        batch.spans.clear();
+        for i in range {
+            let original = self.original(i);
+            let petition = batch.text.len();
+            batch.text.push('p');
+            push_decimal(&mut batch.text, self.petition_of(original));
+            let email = batch.text.len();
+            batch.text.push('s');
+            push_hex(&mut batch.text, self.signer(original));
+            batch.text.push_str("@example.org");
+            batch.spans.push([petition, email, batch.text.len()]);
+        }
+    }
+
     /// The signature `i`: a new signer, or a re-send of an earlier one.
     pub fn signature(&self, i: u64) -> NewSignature {
         let original = self.original(i);
-        // Multiplying by an odd constant is a bijection on u64: signer ids are unique.
-        let signer = original.wrapping_mul(0x9e37_79b9_7f4a_7c15) ^ self.seed;
+        let signer = self.signer(original);
         NewSignature {
             petition: Workload::petition_id(self.petition_of(original)),
             email: format!("s{signer:x}@example.org"),
@@ -169,6 +249,32 @@ mod tests {
             let o = w.original(i);
             assert!(o <= i);
             assert_eq!(w.signature(i), w.signature(o));
+        }
+    }
+
+    #[test]
+    fn filled_batches_hold_the_same_signatures() {
+        let w = Workload::with(5_000, 300, Shape::Viral, 0.9, 0.1, 11);
+        let mut batch = Batch::default();
+        for range in [0..1_000, 4_000..5_000, 0..0] {
+            w.fill(range.clone(), &mut batch);
+            let borrowed = batch.signatures();
+            let owned = w.signatures(range);
+            assert_eq!(borrowed.len(), owned.len());
+            for (b, o) in borrowed.iter().zip(&owned) {
+                assert_eq!(*b, o.as_signature_ref());
+            }
+        }
+        let mut text = String::new();
+        for n in [0u64, 1, 15, 16, 255, u64::MAX] {
+            text.clear();
+            push_hex(&mut text, n);
+            assert_eq!(text, format!("{n:x}"));
+        }
+        for n in [0u32, 9, 10, 12_345, u32::MAX] {
+            text.clear();
+            push_decimal(&mut text, n);
+            assert_eq!(text, n.to_string());
         }
     }
 

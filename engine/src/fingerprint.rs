@@ -63,10 +63,10 @@ impl Fingerprinter {
     /// The fingerprint of `signer` on the petition numbered `petition`.
     #[inline]
     pub fn fingerprint(&self, petition: u32, signer: &str) -> Fingerprint {
-        // Hash `petition (4 bytes LE) ++ signer` from a stack buffer: no allocation for any email
-        // within the validated bounds (254 bytes; lower-casing can grow non-ASCII text, hence the
-        // fallback).
-        let mut buffer = [0u8; 4 + 512];
+        // Hash `petition (4 bytes LE) ++ signer` from a small stack buffer: no allocation for
+        // the emails people have, and little to zero per call; longer ones (up to 254 bytes, or
+        // more once non-ASCII text is lower-cased) take the fallback.
+        let mut buffer = [0u8; 128];
         let total = 4 + signer.len();
         if total <= buffer.len() {
             buffer[..4].copy_from_slice(&petition.to_le_bytes());

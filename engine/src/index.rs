@@ -16,9 +16,17 @@
 //! ~24,000 entries a shard), so a resize stalls one shard for a fraction of a millisecond, and
 //! shards fill evenly, so the memory overhead stays near the load factor's.
 //!
+//! Prefetch. Admission fingerprints a whole batch first and then inserts it, asking the index to
+//! prefetch the home bucket of the fingerprint a few places ahead, so the cache
+//! misses of several inserts overlap instead of being paid one after another. The bucket address
+//! comes from a per-shard hint (base address and bucket count, 16 bytes a shard, read without the
+//! lock); a hint that is stale because the shard just grew only wastes that one prefetch.
+//!
 //! Pending. An entry is inserted *pending* when a signature is admitted and made *committed* once
 //! its write is durable (or removed if the write failed). A second submission that meets a pending
 //! entry must wait for that outcome before it may say "duplicate".
+
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use parking_lot::Mutex;
 
@@ -237,10 +245,43 @@ struct Shard {
     table: Mutex<Table>,
 }
 
+/// Where a shard's buckets are, for prefetching only: never dereferenced, and written under the
+/// shard lock whenever the table is (re)allocated.
+#[derive(Default)]
+struct Hint {
+    base: AtomicUsize,
+    buckets: AtomicUsize,
+}
+
+impl Hint {
+    fn publish(&self, table: &Table) {
+        self.base
+            .store(table.buckets.as_ptr() as usize, Ordering::Relaxed);
+        self.buckets.store(table.buckets.len(), Ordering::Relaxed);
+    }
+}
+
+/// Asks the CPU to bring the cache line at `address` into every cache level. A hint only.
+#[inline(always)]
+#[allow(unsafe_code)]
+fn prefetch_line(address: *const u8) {
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: a prefetch instruction only hints the cache: it never faults and never reads or
+    // writes memory as far as the program can tell, whatever the address (stale, freed or
+    // unmapped), so any pointer is fine. The intrinsic needs SSE, which every x86_64 CPU has
+    // (it is in the target's baseline features).
+    unsafe {
+        std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(address.cast());
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = address;
+}
+
 /// The sharded dedup index. Every method takes one shard lock for a few hundred nanoseconds at
 /// most and never holds it across I/O.
 pub(crate) struct Index {
     shards: Box<[Shard]>,
+    hints: Box<[Hint]>,
     shard_bits: u32,
 }
 
@@ -250,12 +291,21 @@ impl Index {
         assert!(shard_bits <= 20, "shard_bits {shard_bits} is out of range");
         let shards = 1usize << shard_bits;
         let buckets = Self::buckets_for(capacity, shards);
+        let hints: Box<[Hint]> = (0..shards).map(|_| Hint::default()).collect();
         let shards = (0..shards)
-            .map(|_| Shard {
-                table: Mutex::new(Table::with_buckets(buckets)),
+            .map(|s| {
+                let table = Table::with_buckets(buckets);
+                hints[s].publish(&table);
+                Shard {
+                    table: Mutex::new(table),
+                }
             })
             .collect();
-        Index { shards, shard_bits }
+        Index {
+            shards,
+            hints,
+            shard_bits,
+        }
     }
 
     fn buckets_for(capacity: u64, shards: usize) -> usize {
@@ -266,10 +316,11 @@ impl Index {
     /// Grows every shard so that `capacity` entries in all fit without a resize.
     pub fn reserve(&self, capacity: u64) {
         let buckets = Self::buckets_for(capacity, self.shards.len());
-        for shard in self.shards.iter() {
+        for (shard, hint) in self.shards.iter().zip(self.hints.iter()) {
             let mut table = shard.table.lock();
             if table.buckets.len() < buckets {
                 table.resize(buckets);
+                hint.publish(&table);
             }
         }
     }
@@ -280,11 +331,32 @@ impl Index {
         (&self.shards[shard].table, key, position)
     }
 
+    /// Starts bringing into cache the home bucket of `fp`, the cache line an insert misses on.
+    /// Call it a few inserts ahead; it changes nothing. (Prefetching the shard's lock line as
+    /// well measured no better: the 512 KiB of shard headers mostly stay in L2.)
+    #[inline]
+    pub fn prefetch(&self, fp: Fingerprint) {
+        let (shard, _, position) = split(fp, self.shard_bits);
+        let hint = &self.hints[shard];
+        let base = hint.base.load(Ordering::Relaxed);
+        let buckets = hint.buckets.load(Ordering::Relaxed);
+        let home = ((u128::from(position) * buckets as u128) >> 64) as usize;
+        prefetch_line(
+            base.wrapping_add(home.wrapping_mul(std::mem::size_of::<Bucket>())) as *const u8,
+        );
+    }
+
     /// Inserts `fp` unless present, as pending or committed.
     #[inline]
     pub fn insert(&self, fp: Fingerprint, pending: bool) -> Insert {
-        let (table, key, position) = self.locate(fp);
-        table.lock().insert(key, position, pending)
+        let (shard, key, position) = split(fp, self.shard_bits);
+        let mut table = self.shards[shard].table.lock();
+        let buckets = table.buckets.len();
+        let inserted = table.insert(key, position, pending);
+        if table.buckets.len() != buckets {
+            self.hints[shard].publish(&table);
+        }
+        inserted
     }
 
     /// The state of `fp`.
@@ -308,7 +380,9 @@ impl Index {
     /// Entries and bytes held, summed over the shards (takes each shard lock in turn).
     pub fn usage(&self) -> (u64, u64) {
         let mut entries = 0u64;
-        let mut bytes = (self.shards.len() * std::mem::size_of::<Shard>()) as u64;
+        let mut bytes = (self.shards.len()
+            * (std::mem::size_of::<Shard>() + std::mem::size_of::<Hint>()))
+            as u64;
         for shard in self.shards.iter() {
             let table = shard.table.lock();
             entries += table.len as u64;

@@ -51,8 +51,9 @@ pub use crate::petition::{
     Milestone, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS, THRESHOLDS_MAX,
 };
 pub use crate::signature::{
-    canonical_signer, validate_petition_id, InvalidField, NewSignature, SignerPolicy,
-    EMAIL_BYTES_MAX, NAME_BYTES_MAX, PETITION_ID_BYTES_MAX, POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
+    canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature,
+    SignatureRef, SignerPolicy, EMAIL_BYTES_MAX, NAME_BYTES_MAX, PETITION_ID_BYTES_MAX,
+    POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
 };
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
 pub use crate::store::StoreError;

@@ -233,6 +233,19 @@ pub(crate) struct Registry {
     pub registering: Mutex<()>,
 }
 
+/// The registry under its read lock; see [`Registry::read`].
+pub(crate) struct RegistryRead<'a> {
+    maps: parking_lot::RwLockReadGuard<'a, Maps>,
+}
+
+impl RegistryRead<'_> {
+    /// The petition `id`, borrowed: no reference count is touched.
+    #[inline]
+    pub fn get(&self, id: &str) -> Option<&Arc<Petition>> {
+        self.maps.by_id.get(id)
+    }
+}
+
 impl Registry {
     pub fn get(&self, id: &str) -> Option<Arc<Petition>> {
         self.maps.read().by_id.get(id).cloned()
@@ -242,10 +255,12 @@ impl Registry {
         self.maps.read().by_num.get(num as usize).cloned()
     }
 
-    /// Resolves many ids under one read lock (the batch path).
-    pub fn get_many<'a>(&self, ids: impl Iterator<Item = &'a str>) -> Vec<Option<Arc<Petition>>> {
-        let maps = self.maps.read();
-        ids.map(|id| maps.by_id.get(id).cloned()).collect()
+    /// A read view for resolving a whole batch under one read lock (the batch path). Hold it
+    /// only for CPU work: registrations wait for it.
+    pub fn read(&self) -> RegistryRead<'_> {
+        RegistryRead {
+            maps: self.maps.read(),
+        }
     }
 
     pub fn next_num(&self) -> u32 {

@@ -91,10 +91,93 @@ impl SignerPolicy {
     }
 }
 
-/// A signature that passed validation, with its canonical signer identity.
+/// A signature borrowed from the caller's buffers (for example a request body that was parsed in
+/// place): [`Engine::submit_batch_ref`](crate::Engine::submit_batch_ref) takes these without
+/// copying a field unless the signature has to be stored.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct SignatureRef<'a> {
+    /// Petition id, as in [`NewSignature::petition`].
+    pub petition: &'a str,
+    /// The signer's email address, as in [`NewSignature::email`].
+    pub email: &'a str,
+    /// Optional display name.
+    pub name: Option<&'a str>,
+    /// Optional postcode.
+    pub postcode: Option<&'a str>,
+    /// Optional ISO 3166-1 alpha-2 country code.
+    pub country: Option<&'a str>,
+    /// Optional IPv4 or IPv6 address, as text.
+    pub ip: Option<&'a str>,
+    /// Optional upstream tag.
+    pub source: Option<&'a str>,
+}
+
+impl NewSignature {
+    /// A borrowed view of this signature.
+    pub fn as_signature_ref(&self) -> SignatureRef<'_> {
+        SignatureRef {
+            petition: &self.petition,
+            email: &self.email,
+            name: self.name.as_deref(),
+            postcode: self.postcode.as_deref(),
+            country: self.country.as_deref(),
+            ip: self.ip.as_deref(),
+            source: self.source.as_deref(),
+        }
+    }
+}
+
+/// Something the engine can read a signature from: [`NewSignature`] (owned) or [`SignatureRef`]
+/// (borrowed).
+pub trait AsSignatureRef {
+    /// The borrowed view of the signature.
+    fn signature_ref(&self) -> SignatureRef<'_>;
+}
+
+impl AsSignatureRef for NewSignature {
+    #[inline]
+    fn signature_ref(&self) -> SignatureRef<'_> {
+        self.as_signature_ref()
+    }
+}
+
+impl AsSignatureRef for SignatureRef<'_> {
+    #[inline]
+    fn signature_ref(&self) -> SignatureRef<'_> {
+        *self
+    }
+}
+
+/// A signature that passed validation, still borrowing the caller's text: fields trimmed, empty
+/// optional fields mapped to `None`. Admission needs nothing more in memory mode; the persistent
+/// path copies it with [`ValidRef::to_owned`] for the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct ValidRef<'a> {
+    pub email: &'a str,
+    pub name: Option<&'a str>,
+    pub postcode: Option<&'a str>,
+    pub country: Option<&'a str>,
+    pub ip: Option<&'a str>,
+    pub source: Option<&'a str>,
+}
+
+impl ValidRef<'_> {
+    /// The owned record the writer stores; the country is stored upper-case.
+    pub fn to_owned(self) -> ValidSignature {
+        ValidSignature {
+            email: self.email.to_owned(),
+            name: self.name.map(str::to_owned),
+            postcode: self.postcode.map(str::to_owned),
+            country: self.country.map(str::to_ascii_uppercase),
+            ip: self.ip.map(str::to_owned),
+            source: self.source.map(str::to_owned),
+        }
+    }
+}
+
+/// A validated signature as the writer stores it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) struct ValidSignature {
-    pub petition: String,
     /// The email as submitted, trimmed. Kept for the record; the signer identity is derived
     /// from it with [`canonical_signer`].
     pub email: String,
@@ -125,19 +208,19 @@ pub fn validate_petition_id(id: &str) -> Result<(), InvalidField> {
     Ok(())
 }
 
-/// Validates every field and derives the signer identity. Takes ownership to avoid copies on the
-/// hot path: a field that needs no change is moved, not cloned.
+/// Validates every field and derives the signer identity without copying: the result borrows
+/// the caller's text.
 ///
 /// `signer` is called once with the canonical signer (the identity is derived once per signature
 /// on the hot path); its result is returned beside the signature.
-pub(crate) fn validate<T>(
-    signature: NewSignature,
+pub(crate) fn validate<'a, T>(
+    signature: &SignatureRef<'a>,
     policy: SignerPolicy,
     signer: impl FnOnce(&str) -> T,
-) -> Result<(ValidSignature, T), InvalidField> {
-    validate_petition_id(&signature.petition)?;
-    let email = trim_owned(signature.email);
-    let derived = signer(&canonical_signer(&email, policy)?);
+) -> Result<(ValidRef<'a>, T), InvalidField> {
+    validate_petition_id(signature.petition)?;
+    let email = signature.email.trim();
+    let derived = signer(&canonical_signer(email, policy)?);
     let name = optional(signature.name, "name", NAME_BYTES_MAX, |s| {
         if s.chars().any(char::is_control) {
             Err("must not contain control characters")
@@ -160,11 +243,7 @@ pub(crate) fn validate<T>(
         } else {
             Err("must be an ISO 3166-1 alpha-2 code such as \"GB\"")
         }
-    })?
-    .map(|mut s| {
-        s.make_ascii_uppercase();
-        s
-    });
+    })?;
     let ip = optional(signature.ip, "ip", 45, |s| {
         s.parse::<IpAddr>()
             .map(|_| ())
@@ -177,8 +256,7 @@ pub(crate) fn validate<T>(
             Err("must be printable ASCII without spaces")
         }
     })?;
-    let valid = ValidSignature {
-        petition: signature.petition,
+    let valid = ValidRef {
         email,
         name,
         postcode,
@@ -189,31 +267,22 @@ pub(crate) fn validate<T>(
     Ok((valid, derived))
 }
 
-fn trim_owned(s: String) -> String {
-    let trimmed = s.trim();
-    if trimmed.len() == s.len() {
-        s
-    } else {
-        trimmed.to_owned()
-    }
-}
-
 /// Trims an optional field, maps empty to `None`, and checks its length and content.
-fn optional(
-    value: Option<String>,
+fn optional<'a>(
+    value: Option<&'a str>,
     field: &'static str,
     bytes_max: usize,
     check: impl Fn(&str) -> Result<(), &'static str>,
-) -> Result<Option<String>, InvalidField> {
+) -> Result<Option<&'a str>, InvalidField> {
     let Some(value) = value else { return Ok(None) };
-    let value = trim_owned(value);
+    let value = value.trim();
     if value.is_empty() {
         return Ok(None);
     }
     if value.len() > bytes_max {
         return Err(invalid(field, "too long"));
     }
-    check(&value).map_err(|reason| invalid(field, reason))?;
+    check(value).map_err(|reason| invalid(field, reason))?;
     Ok(Some(value))
 }
 
@@ -257,6 +326,105 @@ fn domain_ok(domain: &str) -> bool {
     domain.contains('.') && domain.split('.').all(label_ok)
 }
 
+const ERROR_NO_AT: InvalidField = invalid("email", "must contain '@'");
+const ERROR_LOCAL_LENGTH: InvalidField = invalid("email", "local part must be 1-64 bytes");
+const ERROR_LOCAL_CHARACTER: InvalidField =
+    invalid("email", "local part contains a character not allowed here");
+const ERROR_DOMAIN: InvalidField = invalid("email", "domain is not a valid host name");
+
+/// Byte classes for [`ascii_layout`]: allowed in a local part (printable, no space, none of
+/// the RFC 5322 specials), allowed in a domain label (alphanumeric or '-'), upper-case.
+const LOCAL_OK: u8 = 1;
+const LABEL_OK: u8 = 2;
+const UPPER: u8 = 4;
+const ASCII_CLASSES: [u8; 256] = {
+    let mut classes = [0u8; 256];
+    let mut b = 0;
+    while b < 128 {
+        let byte = b as u8;
+        let mut class = 0;
+        if byte.is_ascii_graphic() && !local_special(byte as char) {
+            class |= LOCAL_OK;
+        }
+        if byte.is_ascii_alphanumeric() || byte == b'-' {
+            class |= LABEL_OK;
+        }
+        if byte.is_ascii_uppercase() {
+            class |= UPPER;
+        }
+        classes[b] = class;
+        b += 1;
+    }
+    classes
+};
+
+/// Checks an email of any text: where its last '@' is and whether it has upper-case letters.
+fn general_layout(email: &str) -> Result<(usize, bool), InvalidField> {
+    let Some((local, domain)) = email.rsplit_once('@') else {
+        return Err(ERROR_NO_AT);
+    };
+    if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
+        return Err(ERROR_LOCAL_LENGTH);
+    }
+    if !local_part_ok(local) {
+        return Err(ERROR_LOCAL_CHARACTER);
+    }
+    if !domain_ok(domain) {
+        return Err(ERROR_DOMAIN);
+    }
+    Ok((local.len(), email.chars().any(char::is_uppercase)))
+}
+
+/// [`general_layout`] for ASCII, the common case, in one pass over the bytes: the same checks in
+/// the same order, so the same answer and the same error.
+fn ascii_layout(email: &[u8]) -> Result<(usize, bool), InvalidField> {
+    let Some(at) = email.iter().rposition(|&b| b == b'@') else {
+        return Err(ERROR_NO_AT);
+    };
+    let (local, domain) = (&email[..at], &email[at + 1..]);
+    if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
+        return Err(ERROR_LOCAL_LENGTH);
+    }
+    // Branch-free over the local part: AND the "allowed" bits, OR the "upper-case" bits.
+    let (mut all, mut any) = (LOCAL_OK, 0u8);
+    for &b in local {
+        let class = ASCII_CLASSES[usize::from(b)];
+        all &= class;
+        any |= class;
+    }
+    if all & LOCAL_OK == 0 {
+        return Err(ERROR_LOCAL_CHARACTER);
+    }
+    let mut upper = any & UPPER != 0;
+    // Labels of 1-63 alphanumerics or '-', not starting or ending with '-', at least two.
+    let (mut label, mut last, mut dots) = (0usize, 0u8, 0usize);
+    for &b in domain {
+        if b == b'.' {
+            if label == 0 || last == b'-' {
+                return Err(ERROR_DOMAIN);
+            }
+            label = 0;
+            dots += 1;
+        } else if ASCII_CLASSES[usize::from(b)] & LABEL_OK != 0 {
+            if label == 0 && b == b'-' {
+                return Err(ERROR_DOMAIN);
+            }
+            label += 1;
+            if label > 63 {
+                return Err(ERROR_DOMAIN);
+            }
+            upper |= b.is_ascii_uppercase();
+        } else {
+            return Err(ERROR_DOMAIN);
+        }
+        last = b;
+    }
+    if label == 0 || last == b'-' || dots == 0 {
+        return Err(ERROR_DOMAIN);
+    }
+    Ok((at, upper))
+}
+
 /// Derives the signer identity from an email: trimmed, lower-cased, and with the opt-in provider
 /// rules of `policy` applied. Rejects what is not an email address.
 pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, InvalidField> {
@@ -267,30 +435,20 @@ pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str
     if email.len() > EMAIL_BYTES_MAX {
         return Err(invalid("email", "longer than 254 bytes"));
     }
-    let Some((local, domain)) = email.rsplit_once('@') else {
-        return Err(invalid("email", "must contain '@'"));
-    };
-    if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
-        return Err(invalid("email", "local part must be 1-64 bytes"));
-    }
-    if !local_part_ok(local) {
-        return Err(invalid(
-            "email",
-            "local part contains a character not allowed here",
-        ));
-    }
-    if !domain_ok(domain) {
-        return Err(invalid("email", "domain is not a valid host name"));
-    }
-
-    let needs_lowercase = if email.is_ascii() {
-        email.bytes().any(|b| b.is_ascii_uppercase())
+    let ascii = email.is_ascii();
+    let (at, needs_lowercase) = if ascii {
+        ascii_layout(email.as_bytes())?
     } else {
-        email.chars().any(char::is_uppercase)
+        general_layout(email)?
     };
+    let (local, domain) = (&email[..at], &email[at + 1..]);
     let mut local: Cow<'_, str> = Cow::Borrowed(local);
     let mut domain: Cow<'_, str> = Cow::Borrowed(domain);
     if needs_lowercase {
+        if ascii && !policy.strip_plus_tags && !policy.gmail_dots {
+            // Nothing else to change: one allocation for the whole address.
+            return Ok(Cow::Owned(email.to_ascii_lowercase()));
+        }
         local = Cow::Owned(local.to_lowercase());
         domain = Cow::Owned(domain.to_lowercase());
     }
@@ -392,6 +550,46 @@ mod tests {
         );
     }
 
+    #[test]
+    fn ascii_fast_path_agrees_with_the_general_checks() {
+        // Every string over a small alphabet of the characters the checks care about, up to
+        // five bytes, plus some longer shapes: the one-pass ASCII check must give the same
+        // layout or the same error as the general one.
+        let alphabet = [b'a', b'Z', b'0', b'-', b'.', b'@', b' ', b'+', b'(', b'_'];
+        let mut cases: Vec<String> = vec![
+            "a@example.org".into(),
+            "A.B@Sub.Example-1.ORG".into(),
+            "x@a-.org".into(),
+            "x@a.-org".into(),
+            "x@a.org-".into(),
+            "x@a..org".into(),
+            "x@.a.org".into(),
+            "x@a.org.".into(),
+            format!("x@{}.org", "l".repeat(63)),
+            format!("x@{}.org", "l".repeat(64)),
+            format!("{}@x.org", "a".repeat(64)),
+            format!("{}@x.org", "a".repeat(65)),
+        ];
+        let mut stack = vec![Vec::new()];
+        while let Some(prefix) = stack.pop() {
+            cases.push(String::from_utf8(prefix.clone()).expect("ascii"));
+            if prefix.len() < 5 {
+                for &b in &alphabet {
+                    let mut next = prefix.clone();
+                    next.push(b);
+                    stack.push(next);
+                }
+            }
+        }
+        for email in &cases {
+            assert_eq!(
+                ascii_layout(email.as_bytes()),
+                general_layout(email),
+                "email {email:?}"
+            );
+        }
+    }
+
     fn check_petition(id: &str, ok: bool) {
         assert_eq!(validate_petition_id(id).is_ok(), ok, "petition id {id:?}");
     }
@@ -411,7 +609,7 @@ mod tests {
     fn check_field(mutate: impl FnOnce(&mut NewSignature), expected: Result<(), &str>) {
         let mut signature = NewSignature::new("p1", "a@example.org");
         mutate(&mut signature);
-        let got = validate(signature, OFF, |_| ())
+        let got = validate(&signature.as_signature_ref(), OFF, |_| ())
             .map(|_| ())
             .map_err(|e| e.field);
         assert_eq!(got, expected);
@@ -442,7 +640,9 @@ mod tests {
     fn country_is_stored_upper_case() {
         let mut signature = NewSignature::new("p1", " A@Example.org ");
         signature.country = Some("gb".into());
-        let (valid, signer) = validate(signature, OFF, str::to_owned).expect("valid");
+        let (valid, signer) =
+            validate(&signature.as_signature_ref(), OFF, str::to_owned).expect("valid");
+        let valid = valid.to_owned();
         assert_eq!(valid.country.as_deref(), Some("GB"));
         assert_eq!(valid.email, "A@Example.org");
         assert_eq!(signer, "a@example.org");

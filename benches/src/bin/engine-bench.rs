@@ -12,7 +12,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use benches::{disk, process, workload::Shape, workload::Workload};
+use benches::workload::{Batch, Shape, Workload, INPUT_DESCRIPTION};
+use benches::{disk, process};
 use clap::{Parser, Subcommand};
 use engine::{Config, Durability, Engine, Outcome, PetitionSpec};
 use hdrhistogram::Histogram;
@@ -187,9 +188,11 @@ fn drive(
                     let begin = Instant::now();
                     let mut k = 0u32;
                     let mut i = share.start;
+                    let mut buffer = Batch::default();
                     while i < share.end {
                         let end = (i + traffic.batch as u64).min(share.end);
-                        let batch = workload.signatures(i..end);
+                        workload.fill(i..end, &mut buffer);
+                        let batch = buffer.signatures();
                         let intended = if rate > 0 {
                             let at = begin + interval * k;
                             let now = Instant::now();
@@ -201,7 +204,7 @@ fn drive(
                             Instant::now()
                         };
                         k += 1;
-                        for outcome in engine.submit_batch(batch) {
+                        for outcome in engine.submit_batch_ref(&batch) {
                             match outcome {
                                 Ok(Outcome::Accepted { .. }) => accepted += 1,
                                 Ok(Outcome::Duplicate { .. }) => duplicates += 1,
@@ -287,6 +290,7 @@ fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
         traffic.batch,
         process::machine()
     );
+    println!("input: {INPUT_DESCRIPTION}");
     if compare_rounds == 0 {
         let (run, stats, rss) = memory_run(&traffic, traffic.shape)?;
         let per_sec = traffic.signatures as f64 / run.elapsed.as_secs_f64();
@@ -323,6 +327,7 @@ fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
             "index_bytes": stats.index_bytes,
             "counts_bytes": stats.counts_bytes,
             "index_bytes_per_signature": index_per_sig,
+            "input": INPUT_DESCRIPTION,
             "rss_bytes": rss,
             "rss_bytes_per_signature": rss as f64 / stats.signatures.max(1) as f64,
             "machine": process::machine(),
@@ -367,6 +372,7 @@ fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
         "uniform_median_signatures_per_sec": uniform_median,
         "viral_median_signatures_per_sec": viral_median,
         "viral_to_uniform_ratio": ratio,
+        "input": INPUT_DESCRIPTION,
         "machine": process::machine(),
     });
     write_json(traffic.json.as_ref(), &report)
@@ -484,6 +490,7 @@ fn durable(
         "refused": run.errors,
         "elapsed_s": run.elapsed.as_secs_f64(),
         "signatures_per_sec": per_sec,
+        "input": INPUT_DESCRIPTION,
         "ack_latency_us_p50": p50,
         "ack_latency_us_p90": run.latency_us.value_at_quantile(0.90),
         "ack_latency_us_p99": p99,
