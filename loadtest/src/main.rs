@@ -9,16 +9,11 @@ use loadtest::cli::{Cli, Command};
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    let threads = match &cli.command {
-        Command::Run(args) => args.threads,
-        Command::Verify(_) => None,
-    };
-    let mut builder = tokio::runtime::Builder::new_multi_thread();
-    builder.enable_all();
-    if let Some(threads) = threads {
-        builder.worker_threads(threads as usize);
-    }
-    let runtime = match builder.build() {
+    // Orchestration only (registration, progress, verify); the load runs on its own threads.
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(runtime) => runtime,
         Err(error) => {
             eprintln!("error: cannot start the tokio runtime: {error}");

@@ -130,7 +130,7 @@ impl Counts {
     }
 }
 
-/// Latencies and counts of one connection (or of all, once merged).
+/// Latencies and counts of all connections, once merged.
 #[derive(Debug, Clone)]
 pub struct Stats {
     /// Per request, from the intended send time (open loop) or the send time (closed loop).
@@ -152,27 +152,22 @@ impl Default for Stats {
     }
 }
 
-impl Stats {
+/// What one connection recorded since it last merged into [`Live`]: raw latency samples (cheaper
+/// to merge than a histogram of 22,000 buckets) and counts.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    /// (corrected, uncorrected) latency of each answered request, in microseconds.
+    pub samples: Vec<(u32, u32)>,
+    /// Counts by outcome.
+    pub counts: Counts,
+}
+
+impl Recent {
     /// Records the latency of one answered request.
     pub fn record_latency(&mut self, corrected: Duration, uncorrected: Duration) {
-        self.corrected.saturating_record(micros(corrected));
-        self.uncorrected.saturating_record(micros(uncorrected));
-    }
-
-    /// Adds `other` into `self`.
-    pub fn merge(&mut self, other: &Stats) {
-        // Same bounds on both sides, and the values were clamped into range, so adding cannot
-        // fail; saturate rather than panic all the same.
-        let _ = self.corrected.add(&other.corrected);
-        let _ = self.uncorrected.add(&other.uncorrected);
-        self.counts.merge(&other.counts);
-    }
-
-    /// Empties the histograms and counts.
-    pub fn reset(&mut self) {
-        self.corrected.reset();
-        self.uncorrected.reset();
-        self.counts = Counts::default();
+        // The histogram's range ends at one hour, which fits in a u32 of microseconds.
+        let clamp = |d: Duration| micros(d).min(u64::from(u32::MAX)) as u32;
+        self.samples.push((clamp(corrected), clamp(uncorrected)));
     }
 }
 
@@ -196,17 +191,27 @@ impl Live {
         self.inner.lock().unwrap_or_else(PoisonError::into_inner)
     }
 
-    /// Merges a connection's recent stats into the totals and empties them. The lock is held for
-    /// a few histogram additions only, never across an await.
-    pub fn absorb(&self, recent: &mut Stats) {
-        let mut inner = self.lock();
-        inner.total.merge(recent);
-        let _ = inner
-            .interval
-            .get_or_insert_with(new_histogram)
-            .add(&recent.corrected);
-        drop(inner);
-        recent.reset();
+    /// Merges a connection's recent samples and counts into the totals and empties them. The lock
+    /// is held for a few hundred histogram records only, never across an await.
+    pub fn absorb(&self, recent: &mut Recent) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let interval = inner.interval.get_or_insert_with(new_histogram);
+        for &(corrected, uncorrected) in &recent.samples {
+            inner
+                .total
+                .corrected
+                .saturating_record(u64::from(corrected));
+            inner
+                .total
+                .uncorrected
+                .saturating_record(u64::from(uncorrected));
+            interval.saturating_record(u64::from(corrected));
+        }
+        inner.total.counts.merge(&recent.counts);
+        drop(guard);
+        recent.samples.clear();
+        recent.counts = Counts::default();
     }
 
     /// The counts so far and the corrected p99 since the last call (None if nothing was answered).
@@ -256,11 +261,11 @@ mod tests {
     #[test]
     fn live_interval_resets() {
         let live = Live::default();
-        let mut recent = Stats::default();
+        let mut recent = Recent::default();
         recent.record_latency(Duration::from_millis(100), Duration::from_millis(1));
         recent.counts.add(&Outcome::Accepted);
         live.absorb(&mut recent);
-        assert!(recent.counts.accepted == 0 && recent.corrected.is_empty());
+        assert!(recent.counts.accepted == 0 && recent.samples.is_empty());
         let (counts, p99) = live.snapshot();
         assert_eq!(counts.accepted, 1);
         let p99 = p99.expect("one sample");
