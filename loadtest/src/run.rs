@@ -144,6 +144,17 @@ struct Signature {
     resend: bool,
 }
 
+/// A copy of `uri` that shares no buffer (and so no reference count) with it.
+fn deep_copy_uri(uri: &Uri) -> Uri {
+    // Re-parsing a URI that parsed once cannot fail; fall back to sharing if it somehow does.
+    Uri::try_from(uri.to_string()).unwrap_or_else(|_| uri.clone())
+}
+
+/// A copy of `value` that shares no buffer with it.
+fn deep_copy_header(value: &HeaderValue) -> HeaderValue {
+    HeaderValue::from_bytes(value.as_bytes()).unwrap_or_else(|_| value.clone())
+}
+
 /// The state of one connection task that outlives its TCP connections.
 struct Worker {
     id: u32,
@@ -158,6 +169,11 @@ struct Worker {
     pending: bool,
     outcomes: Vec<Outcome>,
     response_body: Vec<u8>,
+    /// This task's own copies of the shared request parts: cloning them per request then only
+    /// touches reference counts in this thread's cache, not a line bounced between cores.
+    fixed_uri: Uri,
+    host: HeaderValue,
+    auth: Option<HeaderValue>,
     body: Vec<u8>,
     text: String,
 }
@@ -176,6 +192,9 @@ impl Worker {
             pending: false,
             outcomes: Vec::new(),
             response_body: Vec::with_capacity(1024),
+            fixed_uri: deep_copy_uri(&plan.fixed_uri),
+            host: deep_copy_header(&plan.target.host),
+            auth: plan.auth.as_ref().map(deep_copy_header),
             body: Vec::with_capacity(256),
             text: String::with_capacity(128),
         }
@@ -224,11 +243,10 @@ impl Worker {
     fn build_request(&mut self, plan: &Plan) -> Result<Request<Body>> {
         self.in_flight.clear();
         self.body.clear();
-        let elapsed = plan.start.elapsed();
         let (uri, content_type) = match plan.endpoint {
-            Endpoint::Get => (plan.fixed_uri.clone(), None),
+            Endpoint::Get => (self.fixed_uri.clone(), None),
             Endpoint::Single => {
-                let signature = self.next_signature(plan, elapsed);
+                let signature = self.next_signature(plan, plan.start.elapsed());
                 self.in_flight.push(signature);
                 self.write_signature(plan, signature, false);
                 let path = format!(
@@ -242,13 +260,14 @@ impl Worker {
                 )
             }
             Endpoint::Batch(lines) => {
+                let elapsed = plan.start.elapsed();
                 for _ in 0..lines {
                     let signature = self.next_signature(plan, elapsed);
                     self.in_flight.push(signature);
                     self.write_signature(plan, signature, true);
                     self.body.push(b'\n');
                 }
-                (plan.fixed_uri.clone(), Some("application/x-ndjson"))
+                (self.fixed_uri.clone(), Some("application/x-ndjson"))
             }
         };
         let body = if self.body.is_empty() {
@@ -263,8 +282,8 @@ impl Worker {
         }
         let headers = request.headers_mut();
         headers.reserve(3);
-        headers.insert(header::HOST, plan.target.host.clone());
-        if let Some(auth) = &plan.auth {
+        headers.insert(header::HOST, self.host.clone());
+        if let Some(auth) = &self.auth {
             headers.insert(header::AUTHORIZATION, auth.clone());
         }
         if let Some(content_type) = content_type {
@@ -325,13 +344,13 @@ impl Worker {
     }
 
     /// Sends requests over one connection until the run is over (returns false) or the
-    /// connection must be replaced (returns true). While a request is out, `sent_ns` holds its
-    /// send time (nanoseconds since the start, never 0) for the watchdog; 0 when idle.
+    /// connection must be replaced (returns true). While a request is out, `watch.sent_ns` holds
+    /// its send time for the watchdog.
     async fn drive(
         &mut self,
         plan: &Plan,
         mut sender: http1::SendRequest<Body>,
-        sent_ns: &AtomicU64,
+        watch: &Watch,
     ) -> bool {
         if Instant::now() < plan.start {
             tokio::time::sleep_until(plan.start.into()).await;
@@ -355,7 +374,7 @@ impl Worker {
             };
             let sent_at = Instant::now();
             self.pending = true;
-            sent_ns.store(
+            watch.sent_ns.store(
                 (sent_at.duration_since(plan.start).as_nanos() as u64).max(1),
                 Ordering::Relaxed,
             );
@@ -373,7 +392,7 @@ impl Worker {
                 hyper::Result::Ok(status)
             };
             let result = exchange.await;
-            sent_ns.store(0, Ordering::Relaxed);
+            watch.sent_ns.store(0, Ordering::Relaxed);
             let answered_at = Instant::now();
             let replace = match result {
                 Ok(status) => {
@@ -387,6 +406,10 @@ impl Worker {
                     self.response_body = body;
                     self.settle(plan, None);
                     false
+                }
+                Err(_) if watch.timed_out.load(Ordering::Relaxed) => {
+                    self.settle(plan, Some(Outcome::Timeout));
+                    true
                 }
                 Err(_) => {
                     self.settle(plan, Some(Outcome::ConnectionError));
@@ -417,21 +440,56 @@ impl Worker {
     }
 }
 
-/// Returns once the request out on this connection has waited longer than `--timeout` (checked
-/// a few times per timeout, so one timer per connection rather than one per request).
-async fn watchdog(plan: &Plan, sent_ns: &AtomicU64) {
+/// Shared by a connection's request loop and its watchdog.
+#[derive(Debug, Default)]
+struct Watch {
+    /// Send time of the request out (nanoseconds since the start, never 0); 0 when idle.
+    sent_ns: AtomicU64,
+    /// Set by the watchdog before it shuts the socket down.
+    timed_out: AtomicBool,
+    /// Set when the connection is finished with; the watchdog then exits.
+    closed: AtomicBool,
+}
+
+/// Shuts down the socket of a connection whose request has waited longer than `--timeout`
+/// (checked a few times per timeout). The request loop then sees its request fail and, finding
+/// `timed_out` set, counts a timeout. Working from a separate task through a duplicate of the
+/// socket costs the request path nothing: no timer is armed or polled per request.
+async fn watchdog(plan: Arc<Plan>, watch: Arc<Watch>, socket: std::net::TcpStream) {
     let period = (plan.timeout / 8).clamp(Duration::from_millis(1), Duration::from_millis(250));
     let mut ticker = tokio::time::interval(period);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         ticker.tick().await;
-        let sent = sent_ns.load(Ordering::Relaxed);
-        if sent != 0
-            && plan.start.elapsed().as_nanos() as u64 - sent >= plan.timeout.as_nanos() as u64
-        {
+        if watch.closed.load(Ordering::Relaxed) {
+            return;
+        }
+        let sent = watch.sent_ns.load(Ordering::Relaxed);
+        let now = plan.start.elapsed().as_nanos() as u64;
+        if sent != 0 && now.saturating_sub(sent) >= plan.timeout.as_nanos() as u64 {
+            watch.timed_out.store(true, Ordering::Relaxed);
+            let _ = socket.shutdown(std::net::Shutdown::Both);
             return;
         }
     }
+}
+
+/// Connects, keeps a duplicate of the socket for the watchdog, and does the HTTP handshake.
+async fn open_connection(
+    plan: &Plan,
+) -> Option<(
+    http1::SendRequest<Body>,
+    http1::Connection<TokioIo<tokio::net::TcpStream>, Body>,
+    std::net::TcpStream,
+)> {
+    let stream = client::connect(&plan.target).await.ok()?;
+    let std_stream = stream.into_std().ok()?;
+    let duplicate = std_stream.try_clone().ok()?;
+    let stream = tokio::net::TcpStream::from_std(std_stream).ok()?;
+    let (sender, connection) = http1::handshake::<_, Body>(TokioIo::new(stream))
+        .await
+        .ok()?;
+    Some((sender, connection, duplicate))
 }
 
 /// The body of one connection task: connect, drive, reconnect, until the run is over.
@@ -442,11 +500,7 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) {
         if plan.stop.load(Ordering::Relaxed) || plan.start.elapsed() >= plan.duration {
             break;
         }
-        let connected = match client::connect(&plan.target).await {
-            Ok(stream) => http1::handshake::<_, Body>(TokioIo::new(stream)).await.ok(),
-            Err(_) => None,
-        };
-        let Some((sender, connection)) = connected else {
+        let Some((sender, connection, duplicate)) = open_connection(&plan).await else {
             worker.recent.counts.connect_failures += 1;
             worker.maybe_flush(&plan, Instant::now()).await;
             tokio::time::sleep(backoff).await;
@@ -454,26 +508,32 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) {
             continue;
         };
         backoff = Duration::from_millis(10);
-        // The connection future and the request loop run in this one task: no hop between
-        // threads per request. Whichever ends first decides; dropping the connection closes it.
-        let sent_ns = AtomicU64::new(0);
+        let watch = Arc::new(Watch::default());
+        tokio::spawn(watchdog(Arc::clone(&plan), Arc::clone(&watch), duplicate));
+        // The connection future and the request loop are polled by this one task: no hop
+        // between tasks or threads per request. Whichever ends first decides; dropping the
+        // connection closes it.
         let keep_going = {
             let mut connection = std::pin::pin!(connection);
-            let mut drive = std::pin::pin!(worker.drive(&plan, sender, &sent_ns));
+            let mut drive = std::pin::pin!(worker.drive(&plan, sender, &watch));
+            // The connection first: when an answer arrives, the request loop then sees it (and
+            // queues the next request) in the same poll, two task polls per request instead of
+            // three.
             tokio::select! {
                 biased;
-                keep_going = &mut drive => keep_going,
                 _ = &mut connection => {
                     // The connection failed or closed: the request loop sees an error at once
                     // (or is idle) and settles what was in flight.
                     drive.await
                 }
-                () = watchdog(&plan, &sent_ns) => true,
+                keep_going = &mut drive => keep_going,
             }
         };
+        watch.closed.store(true, Ordering::Relaxed);
         if worker.pending {
-            // Only the watchdog leaves a request unsettled.
-            worker.settle(&plan, Some(Outcome::Timeout));
+            // The request loop settles every request it sends before it returns; this is a
+            // guard, so that nothing sent is ever left out of the counts or the ledger.
+            worker.settle(&plan, Some(Outcome::ConnectionError));
         }
         if !keep_going {
             break;

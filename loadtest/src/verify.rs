@@ -2,7 +2,8 @@
 //!
 //! For each petition in the ledger, with A = signers the server acknowledged (accepted or
 //! duplicate) and I = signers with only indeterminate answers (timeout, reset, 5xx):
-//! `|A| <= count <= |A| + |I|`. Besides, no signer may have been accepted twice (counted twice),
+//! `|A| <= count <= |A| + |I|`. Besides, no signer may have been accepted twice (its first
+//! acceptance was lost, or it was counted twice),
 //! and no signer may have been told duplicate without ever being accepted or possibly accepted
 //! (a false duplicate). Then a sample of acknowledged signers is re-sent: each must come back
 //! duplicate; an `accepted` means the server had lost it.
@@ -362,8 +363,8 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
             .count();
         if let Some(example) = &petition.accepted_twice_example {
             verdict.problems.push(format!(
-                "counted twice: petition {id}: {twice} signers were accepted more than once \
-                 (e.g. {example})"
+                "accepted twice: petition {id}: {twice} signers were accepted more than once, \
+                 so an acknowledged signature was lost or counted twice (e.g. {example})"
             ));
         }
         // A duplicate answer is only honest if the signer was accepted (or may have been) at

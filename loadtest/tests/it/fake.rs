@@ -32,6 +32,8 @@ pub enum Fault {
     DoubleCount { nth: u64 },
     /// When the `nth` request (from 1) arrives, the whole server stops answering for `pause`.
     Stall { nth: u64, pause: Duration },
+    /// The `nth` request (from 1) is never answered (and never processed).
+    Hang { nth: u64 },
 }
 
 #[derive(Default)]
@@ -184,6 +186,11 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
         if let Some(until) = until {
             // Every request that arrives while the server is stalled waits for the stall's end.
             tokio::time::sleep_until(until).await;
+        }
+    }
+    if let Fault::Hang { nth } = state.fault {
+        if n == nth {
+            std::future::pending::<()>().await;
         }
     }
     let method = request.method().clone();
