@@ -758,6 +758,13 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
                 plan.stop.store(true, Ordering::Relaxed);
+                eprintln!(
+                    "\nloadtest: stopping; waiting for the answers outstanding \
+                     (Ctrl-C again to quit at once, leaving the ledger incomplete)"
+                );
+                if tokio::signal::ctrl_c().await.is_ok() {
+                    std::process::exit(130);
+                }
             }
         })
     };
