@@ -1,0 +1,341 @@
+//! Command-line flags, in the vocabulary of wrk2 and oha (`-c`, `-z`, `-R`, `--json`).
+//!
+//! Everything a flag can get wrong is rejected here, with a sentence that says what is wrong, so
+//! that `run` and `verify` only ever see values they can use.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use hyper::header::HeaderValue;
+
+/// `loadtest`: load generator and ack-ledger verifier for ingest-server.
+#[derive(Debug, Parser)]
+#[command(name = "loadtest", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The two jobs of the binary.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Send signatures (or plain GETs) at a target and report rate, latency and outcomes.
+    Run(RunArgs),
+    /// Check a ledger written by `run --ledger` against the server's counts.
+    Verify(VerifyArgs),
+}
+
+/// How signatures are spread over the petitions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, ValueEnum)]
+pub enum ShapeKind {
+    /// Every petition equally likely.
+    Uniform,
+    /// Zipf-distributed over all petitions (petition 0 the most popular).
+    Zipf,
+    /// Petition 0 goes viral: its share ramps from 1/petitions to `--hot-share` over `--ramp`.
+    Viral,
+}
+
+/// Flags of `loadtest run`.
+#[derive(Debug, Clone, Args)]
+pub struct RunArgs {
+    /// Base URL of the server, e.g. http://127.0.0.1:8080 (with --get: the URL to GET).
+    #[arg(long, env = "LOADTEST_TARGET", value_parser = parse_target)]
+    pub target: Target,
+
+    /// Key sent as `Authorization: Bearer KEY` with every signature (role ingest or admin).
+    #[arg(long, env = "LOADTEST_API_KEY", required_unless_present = "get")]
+    pub api_key: Option<String>,
+
+    /// Key used to register the petitions (role admin); defaults to --api-key.
+    #[arg(long, env = "LOADTEST_ADMIN_KEY")]
+    pub admin_key: Option<String>,
+
+    /// Connections kept open (keep-alive), one task each.
+    #[arg(short = 'c', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub connections: u32,
+
+    /// How long to send, e.g. 30s, 2m, 1m30s.
+    #[arg(short = 'z', long, default_value = "10s", value_parser = parse_duration_positive)]
+    pub duration: Duration,
+
+    /// Open loop: total signatures per second, sent on a fixed schedule; latency counts from the
+    /// intended send time. Without it: closed loop, each connection sends as fast as answered.
+    #[arg(short = 'R', long, value_parser = parse_rate)]
+    pub rate: Option<f64>,
+
+    /// Number of petitions to register and sign (ids `lt-<seed>-<i>`).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
+    pub petitions: u32,
+
+    /// How signatures are spread over the petitions.
+    #[arg(long, value_enum, default_value_t = ShapeKind::Uniform)]
+    pub shape: ShapeKind,
+
+    /// Viral shape: the share of signatures the hot petition reaches at the peak.
+    #[arg(long, default_value_t = 0.9, value_parser = parse_fraction)]
+    pub hot_share: f64,
+
+    /// Viral shape: how long the hot petition takes to ramp from its base share to the peak
+    /// [default: a quarter of --duration].
+    #[arg(long, value_parser = parse_duration)]
+    pub ramp: Option<Duration>,
+
+    /// Zipf shape: the exponent s (weight of petition i is 1/(i+1)^s).
+    #[arg(long, default_value_t = 1.0, value_parser = parse_zipf_exponent)]
+    pub zipf_exponent: f64,
+
+    /// Share of signatures that re-send an already acknowledged signer (the server should answer
+    /// duplicate).
+    #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
+    pub dup_ratio: f64,
+
+    /// Use the NDJSON batch endpoint with this many signatures per request (-R stays in
+    /// signatures per second).
+    #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
+    pub batch: Option<u32>,
+
+    /// After the run, verify the ledger against the server (as `loadtest verify` does) and exit 1
+    /// if anything acknowledged is not counted. Uses --ledger, or a temporary ledger.
+    #[arg(long)]
+    pub durability_check: bool,
+
+    /// Write every signature sent and its outcome to FILE (TSV; see README).
+    #[arg(long, value_name = "FILE")]
+    pub ledger: Option<PathBuf>,
+
+    /// Write the final report as JSON to FILE (`-` for stdout; schema in README).
+    #[arg(long, value_name = "FILE")]
+    pub json: Option<PathBuf>,
+
+    /// Seed of the petition ids, signer emails and random choices [default: random, printed].
+    #[arg(long)]
+    pub seed: Option<u64>,
+
+    /// A request not answered within this time counts as a timeout (indeterminate).
+    #[arg(long, default_value = "10s", value_parser = parse_duration_positive)]
+    pub timeout: Duration,
+
+    /// Skip registering the petitions (they must exist already, e.g. from a run with the same
+    /// --seed and --petitions).
+    #[arg(long)]
+    pub no_register: bool,
+
+    /// Send plain `GET <target URL>` requests instead of signatures: no registration, no ledger,
+    /// no key needed. For measuring the load generator itself against a hello-world (compare
+    /// with `wrk`).
+    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register"])]
+    pub get: bool,
+
+    /// Worker threads of the runtime [default: number of CPUs].
+    #[arg(short = 't', long, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub threads: Option<u32>,
+
+    /// No live progress bar.
+    #[arg(long)]
+    pub no_progress: bool,
+}
+
+/// Flags of `loadtest verify`.
+#[derive(Debug, Clone, Args)]
+pub struct VerifyArgs {
+    /// Base URL of the server, e.g. http://127.0.0.1:8080.
+    #[arg(long, env = "LOADTEST_TARGET", value_parser = parse_target)]
+    pub target: Target,
+
+    /// Ledger written by `loadtest run --ledger`.
+    #[arg(long, value_name = "FILE")]
+    pub ledger: PathBuf,
+
+    /// Key used to re-send the sampled signers (needed unless --sample 0).
+    #[arg(long, env = "LOADTEST_API_KEY", required_unless_present = "no_resend")]
+    pub api_key: Option<String>,
+
+    /// How many acknowledged signers to re-send (each must come back duplicate).
+    #[arg(long, default_value_t = 1000)]
+    pub sample: usize,
+
+    /// Do not re-send anything (only compare counts); no key needed.
+    #[arg(long)]
+    pub no_resend: bool,
+
+    /// Connections used to read counts and re-send.
+    #[arg(short = 'c', long, default_value_t = 8, value_parser = clap::value_parser!(u32).range(1..=1024))]
+    pub connections: u32,
+
+    /// Seed of the sample of signers to re-send.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+
+    /// A request not answered within this time is retried, then reported.
+    #[arg(long, default_value = "10s", value_parser = parse_duration_positive)]
+    pub timeout: Duration,
+}
+
+/// Where to send: a resolved socket address plus what goes in the request line and `Host`.
+#[derive(Debug, Clone)]
+pub struct Target {
+    /// The URL as given.
+    pub url: String,
+    /// The address connected to (the first one the host name resolves to).
+    pub addr: SocketAddr,
+    /// The `Host` header value.
+    pub host: HeaderValue,
+    /// The path of the URL without a trailing `/` (empty for the root): the API paths go below it.
+    pub base_path: String,
+    /// The path and query of the URL as given (`/` if none): what `--get` requests.
+    pub path_and_query: String,
+}
+
+/// Parses `http://host[:port][/path]`; https is refused (the load generator speaks plain HTTP/1.1).
+pub fn parse_target(text: &str) -> Result<Target, String> {
+    let uri: hyper::Uri = text
+        .parse()
+        .map_err(|e| format!("not a URL ({e}); expected e.g. http://127.0.0.1:8080"))?;
+    match uri.scheme_str() {
+        Some("http") => {}
+        Some("https") => return Err("https is not supported; use http://".to_owned()),
+        Some(other) => return Err(format!("unsupported scheme {other:?}; use http://")),
+        None => return Err("missing scheme; expected e.g. http://127.0.0.1:8080".to_owned()),
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| "missing host; expected e.g. http://127.0.0.1:8080".to_owned())?;
+    let port = authority.port_u16().unwrap_or(80);
+    let host_name = authority.host();
+    // Brackets of an IPv6 literal are part of the authority but not of the address.
+    let bare = host_name.trim_start_matches('[').trim_end_matches(']');
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(bare, port))
+        .map_err(|e| format!("cannot resolve {host_name}: {e}"))?
+        .next()
+        .ok_or_else(|| format!("{host_name} resolves to no address"))?;
+    let host = HeaderValue::from_str(authority.as_str())
+        .map_err(|e| format!("bad host {authority}: {e}"))?;
+    let path = uri.path();
+    let base_path = path.trim_end_matches('/').to_owned();
+    let path_and_query = uri
+        .path_and_query()
+        .map_or_else(|| "/".to_owned(), |p| p.as_str().to_owned());
+    Ok(Target {
+        url: text.to_owned(),
+        addr,
+        host,
+        base_path,
+        path_and_query,
+    })
+}
+
+/// Parses a duration such as `30s`, `2m`, `1m30s`, `500ms` (humantime syntax; a bare number is
+/// seconds).
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let text = text.trim();
+    if let Ok(seconds) = text.parse::<f64>() {
+        if seconds.is_finite() && seconds >= 0.0 {
+            return Ok(Duration::from_secs_f64(seconds));
+        }
+        return Err(format!("{text:?} is not a duration"));
+    }
+    humantime::parse_duration(text)
+        .map_err(|e| format!("{text:?} is not a duration ({e}); expected e.g. 30s, 2m, 500ms"))
+}
+
+fn parse_duration_positive(text: &str) -> Result<Duration, String> {
+    let duration = parse_duration(text)?;
+    if duration.is_zero() {
+        return Err("must be more than zero".to_owned());
+    }
+    Ok(duration)
+}
+
+/// Parses a rate in signatures per second: a positive finite number (`5000`, `2.5e4`).
+pub fn parse_rate(text: &str) -> Result<f64, String> {
+    let rate: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number of signatures per second"))?;
+    if !rate.is_finite() || rate <= 0.0 {
+        return Err(format!("rate must be a positive number, not {text}"));
+    }
+    Ok(rate)
+}
+
+/// Parses a share: a number from 0 to 1.
+pub fn parse_fraction(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number between 0 and 1"))?;
+    if !(0.0..=1.0).contains(&value) {
+        return Err(format!("must be between 0 and 1, not {text}"));
+    }
+    Ok(value)
+}
+
+fn parse_zipf_exponent(text: &str) -> Result<f64, String> {
+    let value: f64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a number"))?;
+    if !value.is_finite() || value <= 0.0 || value > 10.0 {
+        return Err(format!("must be more than 0 and at most 10, not {text}"));
+    }
+    Ok(value)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+
+    #[test]
+    fn durations() {
+        let check = |text: &str, expected: Option<Duration>| {
+            assert_eq!(parse_duration(text).ok(), expected, "{text}");
+        };
+        check("30s", Some(Duration::from_secs(30)));
+        check("2m", Some(Duration::from_secs(120)));
+        check("1m30s", Some(Duration::from_secs(90)));
+        check("500ms", Some(Duration::from_millis(500)));
+        check("1.5", Some(Duration::from_millis(1500)));
+        check("0", Some(Duration::ZERO));
+        check("abc", None);
+        check("-3", None);
+        check("", None);
+        assert!(parse_duration_positive("0s").is_err());
+    }
+
+    #[test]
+    fn targets() {
+        let t = parse_target("http://127.0.0.1:8080").unwrap();
+        assert_eq!(t.addr.port(), 8080);
+        assert_eq!(t.base_path, "");
+        assert_eq!(t.path_and_query, "/");
+        assert_eq!(t.host, "127.0.0.1:8080");
+        let t = parse_target("http://127.0.0.1:9/api/?x=1").unwrap();
+        assert_eq!(t.base_path, "/api");
+        assert_eq!(t.path_and_query, "/api/?x=1");
+        let t = parse_target("http://[::1]:7").unwrap();
+        assert!(t.addr.is_ipv6());
+        assert!(parse_target("https://127.0.0.1")
+            .unwrap_err()
+            .contains("https"));
+        assert!(parse_target("127.0.0.1:80").is_err());
+        assert!(parse_target("ftp://x").is_err());
+    }
+
+    #[test]
+    fn numbers() {
+        assert_eq!(parse_rate("2.5e3"), Ok(2500.0));
+        assert!(parse_rate("0").is_err());
+        assert!(parse_rate("inf").is_err());
+        assert!(parse_rate("-5").is_err());
+        assert_eq!(parse_fraction("0.9"), Ok(0.9));
+        assert!(parse_fraction("1.5").is_err());
+        assert!(parse_fraction("nan").is_err());
+        assert!(parse_zipf_exponent("0").is_err());
+    }
+}

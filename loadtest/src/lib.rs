@@ -1,0 +1,116 @@
+//! `loadtest`: the load generator and ack-ledger verifier for ingest-server.
+//!
+//! It speaks HTTP only (never links the engine), in the vocabulary of wrk2 and oha. Layout:
+//!
+//! - `cli`: flags and their checks;
+//! - `shape`: which petition each signature goes to (uniform, zipf, viral) and who signs it;
+//! - `run`: petition registration, the connection tasks, open- and closed-loop pacing, progress;
+//! - `outcome`: reading the server's answers into outcomes and ledger classes;
+//! - `stats`: per-connection HdrHistograms and counters, merged into live totals;
+//! - `report`: the final table and JSON;
+//! - `ledger`: the ack ledger file (writer thread, reader);
+//! - `verify`: checks a ledger against the server's counts and re-sends a sample;
+//! - `client`: a plain keep-alive client for registration and verification.
+//!
+//! The binary's `main` only parses flags, builds the runtime and calls [`run_command`] or
+//! [`verify_command`].
+
+pub mod cli;
+pub mod client;
+pub mod ledger;
+pub mod outcome;
+pub mod report;
+pub mod run;
+pub mod shape;
+pub mod stats;
+pub mod verify;
+
+use std::path::PathBuf;
+
+use anyhow::{Context, Result};
+
+use crate::cli::{RunArgs, VerifyArgs};
+
+/// Connections `--durability-check` uses to verify.
+const DURABILITY_CHECK_CONNECTIONS_MAX: u32 = 8;
+
+/// Acknowledged signers `--durability-check` re-sends.
+const DURABILITY_CHECK_SAMPLE: usize = 1000;
+
+/// `loadtest run`: runs the load, prints the table (and JSON), and with `--durability-check`
+/// verifies the ledger. Returns whether the run passed (false only when the durability check
+/// failed).
+pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
+    let seed = args.seed.unwrap_or_else(run::default_seed);
+    let temporary_ledger = if args.durability_check && args.ledger.is_none() {
+        let path =
+            std::env::temp_dir().join(format!("loadtest-{seed}-{}.ledger", std::process::id()));
+        args.ledger = Some(path.clone());
+        Some(path)
+    } else {
+        None
+    };
+    eprintln!(
+        "loadtest: {} for {} with {} connections, {}, seed {seed}",
+        args.target.url,
+        humantime::format_duration(args.duration),
+        args.connections,
+        match args.rate {
+            Some(rate) => format!("open loop at {rate}/s"),
+            None => "closed loop".to_owned(),
+        },
+    );
+    if !args.get {
+        eprintln!("loadtest: {}", run::describe_shape(&args, seed));
+    }
+    let report = run::execute(&args, seed, progress).await?;
+    print!("{}", report.table());
+    if let Some(path) = &args.json {
+        let json = serde_json::to_string_pretty(&report).context("encoding the JSON report")?;
+        if path.as_os_str() == "-" {
+            println!("{json}");
+        } else {
+            std::fs::write(path, json + "\n")
+                .with_context(|| format!("writing {}", path.display()))?;
+        }
+    }
+    if let Some(path) = &args.ledger {
+        if temporary_ledger.is_none() {
+            eprintln!("loadtest: ledger written to {}", path.display());
+        }
+    }
+    if !args.durability_check {
+        return Ok(true);
+    }
+    let ledger: PathBuf = args
+        .ledger
+        .clone()
+        .context("the durability check needs a ledger")?;
+    let verify_args = VerifyArgs {
+        target: args.target.clone(),
+        ledger,
+        api_key: args.api_key.clone(),
+        sample: DURABILITY_CHECK_SAMPLE,
+        no_resend: args.api_key.is_none(),
+        connections: args.connections.min(DURABILITY_CHECK_CONNECTIONS_MAX),
+        seed,
+        timeout: args.timeout,
+    };
+    let verdict = verify::verify(&verify_args).await?;
+    print!("{}", verdict.render());
+    if let Some(path) = temporary_ledger {
+        if verdict.passed() {
+            let _ = std::fs::remove_file(&path);
+        } else {
+            eprintln!("loadtest: ledger kept at {}", path.display());
+        }
+    }
+    Ok(verdict.passed())
+}
+
+/// `loadtest verify`: prints the verdict; returns whether it passed.
+pub async fn verify_command(args: VerifyArgs) -> Result<bool> {
+    let verdict = verify::verify(&args).await?;
+    print!("{}", verdict.render());
+    Ok(verdict.passed())
+}

@@ -1,0 +1,369 @@
+//! The final report: one struct, rendered as a table for people and as JSON (`--json`) for
+//! scripts. The JSON schema is documented in `loadtest/README.md`; its `schema` field names the
+//! version and changes whenever a field changes meaning.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+use serde::Serialize;
+
+use crate::cli::{RunArgs, ShapeKind};
+use crate::run::{self, Endpoint};
+use crate::stats::{Counts, Stats};
+
+/// Version of the JSON report.
+pub const SCHEMA: &str = "loadtest.report.v1";
+
+/// Everything a run measured.
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    /// Always [`SCHEMA`].
+    pub schema: &'static str,
+    /// `--target`.
+    pub target: String,
+    /// `open` (with `-R`) or `closed`.
+    pub mode: &'static str,
+    /// `single`, `batch` or `get`.
+    pub endpoint: &'static str,
+    /// Signatures per request (1 unless `--batch`).
+    pub batch_size: u32,
+    /// `-c`.
+    pub connections: u32,
+    /// The seed used (given or drawn).
+    pub seed: u64,
+    /// The traffic shape.
+    pub shape: ShapeReport,
+    /// `--dup-ratio`.
+    pub dup_ratio: f64,
+    /// `-z` in seconds.
+    pub duration_s: f64,
+    /// Seconds from the first send to the last answer.
+    pub elapsed_s: f64,
+    /// Target and achieved rates.
+    pub rate: RateReport,
+    /// Latency per request in milliseconds.
+    pub latency_ms: LatencyReport,
+    /// Counts by outcome.
+    pub outcomes: OutcomesReport,
+}
+
+/// The traffic shape as run.
+#[derive(Debug, Clone, Serialize)]
+pub struct ShapeReport {
+    /// `uniform`, `zipf` or `viral`.
+    pub kind: &'static str,
+    /// `--petitions`.
+    pub petitions: u32,
+    /// Viral: id of the hot petition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_petition: Option<String>,
+    /// Viral: its share at the peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub hot_share: Option<f64>,
+    /// Viral: seconds to reach the peak.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ramp_s: Option<f64>,
+    /// Zipf: the exponent.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub zipf_exponent: Option<f64>,
+}
+
+/// Rates per second.
+#[derive(Debug, Clone, Serialize)]
+pub struct RateReport {
+    /// `-R` (signatures per second), null in closed loop.
+    pub target_per_s: Option<f64>,
+    /// Signatures (or GETs) answered with any HTTP status, per second of `elapsed_s`.
+    pub achieved_per_s: f64,
+    /// HTTP requests answered per second of `elapsed_s`.
+    pub requests_per_s: f64,
+}
+
+/// Two views of the same requests.
+#[derive(Debug, Clone, Serialize)]
+pub struct LatencyReport {
+    /// From the intended send time (open loop) or the send time (closed loop): the truth.
+    pub corrected: Percentiles,
+    /// From the actual send time: what a tool with coordinated omission shows.
+    pub uncorrected: Percentiles,
+}
+
+/// Percentiles in milliseconds of requests answered (timeouts and connection errors are counted
+/// in `outcomes`, not here).
+#[derive(Debug, Clone, Serialize, PartialEq)]
+pub struct Percentiles {
+    /// Requests measured.
+    pub count: u64,
+    /// Mean.
+    pub mean: f64,
+    /// Median.
+    pub p50: f64,
+    /// 90th percentile.
+    pub p90: f64,
+    /// 99th percentile.
+    pub p99: f64,
+    /// 99.9th percentile.
+    pub p99_9: f64,
+    /// Highest.
+    pub max: f64,
+}
+
+impl Percentiles {
+    fn of(histogram: &Histogram<u64>) -> Percentiles {
+        let ms = |us: u64| us as f64 / 1000.0;
+        if histogram.is_empty() {
+            return Percentiles {
+                count: 0,
+                mean: 0.0,
+                p50: 0.0,
+                p90: 0.0,
+                p99: 0.0,
+                p99_9: 0.0,
+                max: 0.0,
+            };
+        }
+        Percentiles {
+            count: histogram.len(),
+            mean: histogram.mean() / 1000.0,
+            p50: ms(histogram.value_at_quantile(0.50)),
+            p90: ms(histogram.value_at_quantile(0.90)),
+            p99: ms(histogram.value_at_quantile(0.99)),
+            p99_9: ms(histogram.value_at_quantile(0.999)),
+            max: ms(histogram.max()),
+        }
+    }
+}
+
+/// Counts by outcome; signature outcomes count signatures, not requests.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct OutcomesReport {
+    /// HTTP requests answered.
+    pub requests: u64,
+    /// Signatures (or GETs) answered with any status.
+    pub answered: u64,
+    /// 201 accepted.
+    pub accepted: u64,
+    /// 200 duplicate.
+    pub duplicate: u64,
+    /// `--get`: 2xx.
+    pub ok: u64,
+    /// 4xx other than 429, by error code (`http_<status>` if the body had none).
+    pub rejected: BTreeMap<String, u64>,
+    /// 429.
+    pub rate_limited: u64,
+    /// 503 (and retryable batch-line errors), by error code.
+    pub unavailable: BTreeMap<String, u64>,
+    /// Other 5xx, by status.
+    pub server_errors: BTreeMap<String, u64>,
+    /// Answers outside the HTTP contract.
+    pub bad_responses: u64,
+    /// Signatures whose request got no answer within `--timeout`.
+    pub timeouts: u64,
+    /// Signatures whose request's connection failed.
+    pub connection_errors: u64,
+    /// Failed attempts to connect (no request sent).
+    pub connect_failures: u64,
+    /// Signatures that re-sent an acknowledged signer (`--dup-ratio`).
+    pub resends: u64,
+}
+
+impl OutcomesReport {
+    fn of(counts: &Counts) -> OutcomesReport {
+        OutcomesReport {
+            requests: counts.requests,
+            answered: counts.answered,
+            accepted: counts.accepted,
+            duplicate: counts.duplicate,
+            ok: counts.ok,
+            rejected: counts.rejected.clone(),
+            rate_limited: counts.rate_limited,
+            unavailable: counts.unavailable.clone(),
+            server_errors: counts
+                .server_errors
+                .iter()
+                .map(|(status, n)| (status.to_string(), *n))
+                .collect(),
+            bad_responses: counts.bad_responses,
+            timeouts: counts.timeouts,
+            connection_errors: counts.connection_errors,
+            connect_failures: counts.connect_failures,
+            resends: counts.resends,
+        }
+    }
+}
+
+impl Report {
+    /// Builds the report of a finished run.
+    pub fn new(
+        args: &RunArgs,
+        seed: u64,
+        endpoint: Endpoint,
+        elapsed: Duration,
+        stats: &Stats,
+    ) -> Report {
+        let seconds = elapsed.as_secs_f64().max(1e-9);
+        let viral = args.shape == ShapeKind::Viral;
+        Report {
+            schema: SCHEMA,
+            target: args.target.url.clone(),
+            mode: if args.rate.is_some() {
+                "open"
+            } else {
+                "closed"
+            },
+            endpoint: match endpoint {
+                Endpoint::Get => "get",
+                Endpoint::Single => "single",
+                Endpoint::Batch(_) => "batch",
+            },
+            batch_size: endpoint.size(),
+            connections: args.connections,
+            seed,
+            shape: ShapeReport {
+                kind: match args.shape {
+                    ShapeKind::Uniform => "uniform",
+                    ShapeKind::Zipf => "zipf",
+                    ShapeKind::Viral => "viral",
+                },
+                petitions: args.petitions,
+                hot_petition: viral.then(|| crate::shape::petition_id(seed, 0)),
+                hot_share: viral.then_some(args.hot_share),
+                ramp_s: viral.then(|| run::ramp_of(args).as_secs_f64()),
+                zipf_exponent: (args.shape == ShapeKind::Zipf).then_some(args.zipf_exponent),
+            },
+            dup_ratio: args.dup_ratio,
+            duration_s: args.duration.as_secs_f64(),
+            elapsed_s: seconds,
+            rate: RateReport {
+                target_per_s: args.rate,
+                achieved_per_s: stats.counts.answered as f64 / seconds,
+                requests_per_s: stats.counts.requests as f64 / seconds,
+            },
+            latency_ms: LatencyReport {
+                corrected: Percentiles::of(&stats.corrected),
+                uncorrected: Percentiles::of(&stats.uncorrected),
+            },
+            outcomes: OutcomesReport::of(&stats.counts),
+        }
+    }
+
+    /// The report as a table for a terminal.
+    pub fn table(&self) -> String {
+        let mut out = String::new();
+        // Writing into a String cannot fail; the results are ignored below for that reason.
+        let _ = writeln!(
+            out,
+            "target     {}  ({} loop, {} endpoint{}, {} connections, seed {})",
+            self.target,
+            self.mode,
+            self.endpoint,
+            if self.batch_size > 1 {
+                format!(" x{}", self.batch_size)
+            } else {
+                String::new()
+            },
+            self.connections,
+            self.seed
+        );
+        let unit = if self.endpoint == "get" {
+            "requests"
+        } else {
+            "signatures"
+        };
+        let target = self
+            .rate
+            .target_per_s
+            .map_or_else(|| "max (closed loop)".to_owned(), |r| format!("{r:.1}/s"));
+        let _ = writeln!(
+            out,
+            "rate       target {target}   achieved {:.1} {unit}/s ({:.1} requests/s) over {:.2}s",
+            self.rate.achieved_per_s, self.rate.requests_per_s, self.elapsed_s
+        );
+        let _ = writeln!(
+            out,
+            "\nlatency            p50       p90       p99     p99.9       max      mean     count"
+        );
+        let corrected_label = if self.mode == "open" {
+            "corrected"
+        } else {
+            "measured"
+        };
+        for (label, p) in [
+            (corrected_label, &self.latency_ms.corrected),
+            ("uncorrected", &self.latency_ms.uncorrected),
+        ] {
+            if label == "uncorrected" && self.mode != "open" {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{label:<13}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                ms(p.p50),
+                ms(p.p90),
+                ms(p.p99),
+                ms(p.p99_9),
+                ms(p.max),
+                ms(p.mean),
+                p.count
+            );
+        }
+        if self.mode == "open" {
+            let _ = writeln!(
+                out,
+                "             (corrected: from the intended send time; uncorrected: from the actual send)"
+            );
+        }
+        let o = &self.outcomes;
+        let _ = writeln!(out, "\noutcomes ({unit})");
+        let mut row = |name: &str, n: u64| {
+            let _ = writeln!(out, "  {name:<34}{n:>12}");
+        };
+        if self.endpoint == "get" {
+            row("ok (2xx)", o.ok);
+        } else {
+            row("accepted (201)", o.accepted);
+            row("duplicate (200)", o.duplicate);
+        }
+        for (code, n) in &o.rejected {
+            row(&format!("rejected {code}"), *n);
+        }
+        row("rate limited (429)", o.rate_limited);
+        if o.unavailable.is_empty() {
+            row("unavailable (503)", 0);
+        }
+        for (code, n) in &o.unavailable {
+            row(&format!("unavailable (503) {code}"), *n);
+        }
+        for (status, n) in &o.server_errors {
+            row(&format!("server error {status}"), *n);
+        }
+        if o.bad_responses > 0 {
+            row("bad responses", o.bad_responses);
+        }
+        row("timeouts", o.timeouts);
+        row("connection errors", o.connection_errors);
+        if o.connect_failures > 0 {
+            row("failed connects (nothing sent)", o.connect_failures);
+        }
+        if o.resends > 0 {
+            row("of which re-sent signers", o.resends);
+        }
+        out
+    }
+}
+
+fn ms(value: f64) -> String {
+    format!("{value:.2}ms")
+}
+
+/// A latency for the progress line, e.g. `1.23ms` or `1.50s`.
+pub fn format_latency(latency: Duration) -> String {
+    let ms = latency.as_secs_f64() * 1000.0;
+    if ms >= 1000.0 {
+        format!("{:.2}s", ms / 1000.0)
+    } else {
+        format!("{ms:.2}ms")
+    }
+}

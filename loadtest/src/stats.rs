@@ -1,0 +1,276 @@
+//! Latency histograms and outcome counters.
+//!
+//! Each connection task records into its own [`Stats`] (no sharing on the hot path) and merges it
+//! into the shared [`Live`] every [`FLUSH_INTERVAL`], which the progress line and the final
+//! report read.
+
+use std::collections::BTreeMap;
+use std::sync::{Mutex, MutexGuard, PoisonError};
+use std::time::Duration;
+
+use hdrhistogram::Histogram;
+
+use crate::outcome::Outcome;
+
+/// Highest latency the histograms hold, in microseconds (one hour); longer ones are clamped.
+pub const LATENCY_MAX_US: u64 = 3_600_000_000;
+
+/// How often a connection task merges its counts into the shared totals.
+pub const FLUSH_INTERVAL: Duration = Duration::from_millis(250);
+
+/// A latency histogram in microseconds, 1 µs to one hour, three significant digits.
+pub fn new_histogram() -> Histogram<u64> {
+    // The bounds are constants that satisfy the library's rules (low >= 1, high >= 2 * low,
+    // sigfig <= 5), so this cannot fail.
+    #[allow(clippy::expect_used)]
+    Histogram::new_with_bounds(1, LATENCY_MAX_US, 3).expect("constant histogram bounds are valid")
+}
+
+/// Microseconds in a duration, clamped into the histogram's range.
+pub fn micros(duration: Duration) -> u64 {
+    u64::try_from(duration.as_micros())
+        .unwrap_or(u64::MAX)
+        .clamp(1, LATENCY_MAX_US)
+}
+
+/// Counts by outcome. Signature outcomes are counted per signature (a batch of 100 adds 100).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// HTTP requests that got an answer (any status).
+    pub requests: u64,
+    /// Signatures (or GETs) that got an HTTP answer (any status): what "achieved rate" counts.
+    pub answered: u64,
+    /// `201 accepted`.
+    pub accepted: u64,
+    /// `200 duplicate`.
+    pub duplicate: u64,
+    /// `--get`: 2xx.
+    pub ok: u64,
+    /// 4xx other than 429, by error code.
+    pub rejected: BTreeMap<String, u64>,
+    /// 429.
+    pub rate_limited: u64,
+    /// 503 by error code.
+    pub unavailable: BTreeMap<String, u64>,
+    /// Other 5xx by status.
+    pub server_errors: BTreeMap<u16, u64>,
+    /// Answers outside the contract.
+    pub bad_responses: u64,
+    /// No answer within `--timeout`.
+    pub timeouts: u64,
+    /// The connection failed with the request outstanding.
+    pub connection_errors: u64,
+    /// Failed attempts to open a connection (no request was sent).
+    pub connect_failures: u64,
+    /// Signatures that re-sent an acknowledged signer (`--dup-ratio`).
+    pub resends: u64,
+}
+
+impl Counts {
+    /// Counts one outcome.
+    pub fn add(&mut self, outcome: &Outcome) {
+        match outcome {
+            Outcome::Timeout => self.timeouts += 1,
+            Outcome::ConnectionError => self.connection_errors += 1,
+            answered => {
+                self.answered += 1;
+                match answered {
+                    Outcome::Accepted => self.accepted += 1,
+                    Outcome::Duplicate => self.duplicate += 1,
+                    Outcome::Ok => self.ok += 1,
+                    Outcome::Rejected(code) => *self.rejected.entry(code.clone()).or_default() += 1,
+                    Outcome::RateLimited => self.rate_limited += 1,
+                    Outcome::Unavailable(code) => {
+                        *self.unavailable.entry(code.clone()).or_default() += 1;
+                    }
+                    Outcome::ServerError(status) => {
+                        *self.server_errors.entry(*status).or_default() += 1
+                    }
+                    Outcome::BadResponse => self.bad_responses += 1,
+                    Outcome::Timeout | Outcome::ConnectionError => unreachable!("matched above"),
+                }
+            }
+        }
+    }
+
+    /// Everything that is not accepted, duplicate or ok (connect failures included).
+    pub fn errors(&self) -> u64 {
+        self.rejected.values().sum::<u64>()
+            + self.rate_limited
+            + self.unavailable.values().sum::<u64>()
+            + self.server_errors.values().sum::<u64>()
+            + self.bad_responses
+            + self.timeouts
+            + self.connection_errors
+            + self.connect_failures
+    }
+
+    /// Adds `other` into `self`.
+    pub fn merge(&mut self, other: &Counts) {
+        self.requests += other.requests;
+        self.answered += other.answered;
+        self.accepted += other.accepted;
+        self.duplicate += other.duplicate;
+        self.ok += other.ok;
+        for (code, n) in &other.rejected {
+            *self.rejected.entry(code.clone()).or_default() += n;
+        }
+        self.rate_limited += other.rate_limited;
+        for (code, n) in &other.unavailable {
+            *self.unavailable.entry(code.clone()).or_default() += n;
+        }
+        for (status, n) in &other.server_errors {
+            *self.server_errors.entry(*status).or_default() += n;
+        }
+        self.bad_responses += other.bad_responses;
+        self.timeouts += other.timeouts;
+        self.connection_errors += other.connection_errors;
+        self.connect_failures += other.connect_failures;
+        self.resends += other.resends;
+    }
+}
+
+/// Latencies and counts of all connections, once merged.
+#[derive(Debug, Clone)]
+pub struct Stats {
+    /// Per request, from the intended send time (open loop) or the send time (closed loop).
+    pub corrected: Histogram<u64>,
+    /// Per request, from the moment it was actually sent: what a coordinated-omission-prone
+    /// tool reports.
+    pub uncorrected: Histogram<u64>,
+    /// Counts by outcome.
+    pub counts: Counts,
+}
+
+impl Default for Stats {
+    fn default() -> Stats {
+        Stats {
+            corrected: new_histogram(),
+            uncorrected: new_histogram(),
+            counts: Counts::default(),
+        }
+    }
+}
+
+/// What one connection recorded since it last merged into [`Live`]: raw latency samples (cheaper
+/// to merge than a histogram of 22,000 buckets) and counts.
+#[derive(Debug, Clone, Default)]
+pub struct Recent {
+    /// (corrected, uncorrected) latency of each answered request, in microseconds.
+    pub samples: Vec<(u32, u32)>,
+    /// Counts by outcome.
+    pub counts: Counts,
+}
+
+impl Recent {
+    /// Records the latency of one answered request.
+    pub fn record_latency(&mut self, corrected: Duration, uncorrected: Duration) {
+        // The histogram's range ends at one hour, which fits in a u32 of microseconds.
+        let clamp = |d: Duration| micros(d).min(u64::from(u32::MAX)) as u32;
+        self.samples.push((clamp(corrected), clamp(uncorrected)));
+    }
+}
+
+/// Totals shared by the connection tasks and read by the progress line.
+#[derive(Debug, Default)]
+pub struct Live {
+    inner: Mutex<LiveInner>,
+}
+
+#[derive(Debug, Default)]
+struct LiveInner {
+    total: Stats,
+    /// Corrected latencies since the progress line last looked.
+    interval: Option<Histogram<u64>>,
+}
+
+impl Live {
+    fn lock(&self) -> MutexGuard<'_, LiveInner> {
+        // A panic in another task while holding the lock leaves plain numbers behind, still
+        // worth reporting.
+        self.inner.lock().unwrap_or_else(PoisonError::into_inner)
+    }
+
+    /// Merges a connection's recent samples and counts into the totals and empties them. The lock
+    /// is held for a few hundred histogram records only, never across an await.
+    pub fn absorb(&self, recent: &mut Recent) {
+        let mut guard = self.lock();
+        let inner = &mut *guard;
+        let interval = inner.interval.get_or_insert_with(new_histogram);
+        for &(corrected, uncorrected) in &recent.samples {
+            inner
+                .total
+                .corrected
+                .saturating_record(u64::from(corrected));
+            inner
+                .total
+                .uncorrected
+                .saturating_record(u64::from(uncorrected));
+            interval.saturating_record(u64::from(corrected));
+        }
+        inner.total.counts.merge(&recent.counts);
+        drop(guard);
+        recent.samples.clear();
+        recent.counts = Counts::default();
+    }
+
+    /// The counts so far and the corrected p99 since the last call (None if nothing was answered).
+    pub fn snapshot(&self) -> (Counts, Option<Duration>) {
+        let mut inner = self.lock();
+        let p99 = inner.interval.as_mut().and_then(|h| {
+            let p99 = (!h.is_empty()).then(|| Duration::from_micros(h.value_at_quantile(0.99)));
+            h.reset();
+            p99
+        });
+        (inner.total.counts.clone(), p99)
+    }
+
+    /// The final totals.
+    pub fn total(&self) -> Stats {
+        self.lock().total.clone()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_merge() {
+        let mut a = Counts::default();
+        for outcome in [
+            Outcome::Accepted,
+            Outcome::Duplicate,
+            Outcome::Rejected("invalid_signature".into()),
+            Outcome::Unavailable("overloaded".into()),
+            Outcome::Timeout,
+            Outcome::ConnectionError,
+            Outcome::ServerError(500),
+        ] {
+            a.add(&outcome);
+        }
+        assert_eq!(a.answered, 5);
+        assert_eq!(a.errors(), 5);
+        let mut b = a.clone();
+        b.merge(&a);
+        assert_eq!(b.answered, 10);
+        assert_eq!(b.rejected["invalid_signature"], 2);
+        assert_eq!(b.server_errors[&500], 2);
+    }
+
+    #[test]
+    fn live_interval_resets() {
+        let live = Live::default();
+        let mut recent = Recent::default();
+        recent.record_latency(Duration::from_millis(100), Duration::from_millis(1));
+        recent.counts.add(&Outcome::Accepted);
+        live.absorb(&mut recent);
+        assert!(recent.counts.accepted == 0 && recent.samples.is_empty());
+        let (counts, p99) = live.snapshot();
+        assert_eq!(counts.accepted, 1);
+        let p99 = p99.expect("one sample");
+        assert!(p99 >= Duration::from_millis(99) && p99 <= Duration::from_millis(101));
+        assert_eq!(live.snapshot().1, None);
+        assert_eq!(live.total().corrected.len(), 1);
+    }
+}

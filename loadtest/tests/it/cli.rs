@@ -1,0 +1,214 @@
+//! The binary's flags: bad input gets a clear error and a non-zero exit.
+
+use std::process::{Command, Output};
+
+fn loadtest(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_loadtest"))
+        .args(args)
+        .env_remove("LOADTEST_TARGET")
+        .env_remove("LOADTEST_API_KEY")
+        .env_remove("LOADTEST_ADMIN_KEY")
+        .output()
+        .unwrap()
+}
+
+/// Runs with `args`, expects exit code `code` and `needle` in stderr.
+fn check(args: &[&str], code: i32, needle: &str) {
+    let output = loadtest(args);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(code), "{args:?}: {stderr}");
+    assert!(
+        stderr.contains(needle),
+        "{args:?}: expected {needle:?} in:\n{stderr}"
+    );
+}
+
+/// A port with nothing listening: bind, note the port, close.
+fn closed_port() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    drop(listener);
+    format!("http://127.0.0.1:{port}")
+}
+
+#[test]
+fn bad_flags_are_refused_with_a_reason() {
+    let t = "http://127.0.0.1:9";
+    check(&[], 2, "Usage");
+    check(&["run", "--api-key", "k"], 2, "--target");
+    check(&["run", "--target", t], 2, "--api-key");
+    check(
+        &["run", "--target", "https://127.0.0.1", "--api-key", "k"],
+        2,
+        "https is not supported",
+    );
+    check(
+        &["run", "--target", "127.0.0.1:80", "--api-key", "k"],
+        2,
+        "missing scheme",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "-z", "abc"],
+        2,
+        "not a duration",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "-z", "0s"],
+        2,
+        "more than zero",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "-R", "0"],
+        2,
+        "positive",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "--hot-share", "1.5"],
+        2,
+        "between 0 and 1",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "--dup-ratio=-0.1"],
+        2,
+        "between 0 and 1",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "-c", "0"],
+        2,
+        "0 is not in 1..=100000",
+    );
+    check(
+        &["run", "--target", t, "--api-key", "k", "--shape", "spiky"],
+        2,
+        "possible values: uniform, zipf, viral",
+    );
+    check(
+        &["run", "--target", t, "--get", "--batch", "5"],
+        2,
+        "cannot be used with",
+    );
+    check(&["verify", "--target", t, "--ledger", "x"], 2, "--api-key");
+}
+
+#[test]
+fn operating_errors_exit_1_with_a_reason() {
+    let dir = crate::scratch("cli");
+    let missing = dir.join("missing.tsv");
+    check(
+        &[
+            "verify",
+            "--target",
+            "http://127.0.0.1:9",
+            "--ledger",
+            missing.to_str().unwrap(),
+            "--no-resend",
+        ],
+        1,
+        "opening ledger",
+    );
+    let garbled = dir.join("garbled.tsv");
+    std::fs::write(&garbled, "# ok\np\te\taccepted\t-\np\te\tmaybe\t-\n").unwrap();
+    check(
+        &[
+            "verify",
+            "--target",
+            "http://127.0.0.1:9",
+            "--ledger",
+            garbled.to_str().unwrap(),
+            "--no-resend",
+        ],
+        1,
+        "garbled.tsv:3: not a ledger line",
+    );
+    // Nothing listening: registration fails and says where it tried.
+    check(
+        &[
+            "run",
+            "--target",
+            &closed_port(),
+            "--api-key",
+            "k",
+            "-z",
+            "1s",
+            "--no-progress",
+        ],
+        1,
+        "registering petition",
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn registration_with_an_ingest_key_says_to_pass_an_admin_key() {
+    let server = crate::fake::FakeServer::start(crate::fake::Fault::None).await;
+    let url = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        loadtest(&[
+            "run",
+            "--target",
+            &url,
+            "--api-key",
+            crate::fake::INGEST_KEY,
+            "-z",
+            "1s",
+            "--no-progress",
+        ])
+    })
+    .await
+    .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(stderr.contains("403 forbidden"), "{stderr}");
+    assert!(stderr.contains("--admin-key"), "{stderr}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_runs_and_writes_json() {
+    let server = crate::fake::FakeServer::start(crate::fake::Fault::None).await;
+    let dir = crate::scratch("json");
+    let json = dir.join("report.json");
+    let (url, json_path) = (server.url(), json.to_str().unwrap().to_owned());
+    let output = tokio::task::spawn_blocking(move || {
+        loadtest(&[
+            "run",
+            "--target",
+            &url,
+            "--api-key",
+            crate::fake::ADMIN_KEY,
+            "-z",
+            "300ms",
+            "-R",
+            "200",
+            "-c",
+            "2",
+            "--petitions",
+            "2",
+            "--seed",
+            "3",
+            "--json",
+            &json_path,
+            "--no-progress",
+        ])
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let table = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        table.contains("achieved") && table.contains("p99.9"),
+        "{table}"
+    );
+    let report: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+    assert_eq!(report["schema"], "loadtest.report.v1");
+    assert_eq!(report["mode"], "open");
+    assert_eq!(report["rate"]["target_per_s"], 200.0);
+    assert_eq!(report["outcomes"]["accepted"], 60);
+    assert!(report["latency_ms"]["corrected"]["p99_9"].is_number());
+    assert_eq!(server.petition_ids(), vec!["lt-3-0", "lt-3-1"]);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
