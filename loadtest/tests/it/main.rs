@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod crash_e2e;
 mod fake;
 mod latency;
 mod ledger;
