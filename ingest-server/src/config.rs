@@ -21,6 +21,8 @@ pub struct ServerConfig {
     pub batch_lines_max: usize,
     /// A request's headers must arrive within this time (slowloris protection).
     pub header_read_timeout: Duration,
+    /// A keep-alive connection with no request for this long is closed.
+    pub idle_timeout: Duration,
     /// A request's body must arrive within this time, else 408.
     pub body_read_timeout: Duration,
     /// Most open connections; past it new connections get 503 and are closed.
@@ -46,6 +48,7 @@ impl Default for ServerConfig {
             batch_bytes_max: 8 * 1024 * 1024,
             batch_lines_max: 10_000,
             header_read_timeout: Duration::from_secs(10),
+            idle_timeout: Duration::from_secs(60),
             body_read_timeout: Duration::from_secs(10),
             connections_max: 10_000,
             inflight_max: 4_096,

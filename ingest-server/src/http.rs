@@ -6,8 +6,10 @@
 
 use std::convert::Infallible;
 use std::fmt::Display;
+use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::Poll;
 use std::time::{Duration, Instant, UNIX_EPOCH};
 
 use bytes::Bytes;
@@ -24,6 +26,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::auth::{Caller, Denied, Role};
 use crate::routes::{route, NoRoute, RouteId};
 use crate::server::State;
+use crate::watchdog::Clock;
 
 pub(crate) type Response = hyper::Response<Full<Bytes>>;
 
@@ -33,10 +36,13 @@ const NDJSON: &str = "application/x-ndjson";
 /// The service function: routes, answers, counts.
 pub(crate) async fn handle(
     state: Arc<State>,
+    clock: Arc<Clock>,
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
+    clock.request_started();
     let (route_id, response) = dispatch(&state, request).await;
     state.metrics.request(route_id, response.status().as_u16());
+    clock.request_done();
     Ok(response)
 }
 
@@ -795,8 +801,14 @@ async fn read_body(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let body = Limited::new(request.into_body(), limit);
-    match tokio::time::timeout(state.config.body_read_timeout, body.collect()).await {
+    let mut collect = std::pin::pin!(Limited::new(request.into_body(), limit).collect());
+    // Most bodies arrived with their headers: only arm the timer when one has to be waited for.
+    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
+    let collected = match first {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(state.config.body_read_timeout, collect).await,
+    };
+    match collected {
         Ok(Ok(collected)) => Ok(collected.to_bytes()),
         Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
         Ok(Err(e)) => Err(close_connection(error(

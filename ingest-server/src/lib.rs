@@ -23,6 +23,7 @@ mod http;
 mod metrics;
 mod routes;
 mod server;
+mod watchdog;
 
 pub use auth::{ApiKey, Role};
 pub use config::ServerConfig;

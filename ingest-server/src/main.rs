@@ -53,6 +53,9 @@ struct Args {
     /// Time allowed for a request's headers (slowloris protection), e.g. 10s.
     #[arg(long, env = "INGEST_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     header_timeout: Duration,
+    /// A keep-alive connection without a request for this long is closed, e.g. 60s.
+    #[arg(long, env = "INGEST_IDLE_TIMEOUT", default_value = "60s", value_parser = duration)]
+    idle_timeout: Duration,
     /// Time allowed for a request's body, else 408, e.g. 10s.
     #[arg(long, env = "INGEST_BODY_TIMEOUT", default_value = "10s", value_parser = duration)]
     body_timeout: Duration,
@@ -156,6 +159,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     server_config.batch_lines_max = args.batch_lines_max;
     server_config.header_read_timeout = args.header_timeout;
     server_config.body_read_timeout = args.body_timeout;
+    server_config.idle_timeout = args.idle_timeout;
     server_config.connections_max = args.connections_max;
     server_config.inflight_max = args.inflight_max;
     server_config.batch_inflight_max = args.batch_inflight_max;

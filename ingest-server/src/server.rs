@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use engine::{Engine, FlushError};
 use hyper::server::conn::http1;
 use hyper::service::service_fn;
-use hyper_util::rt::{TokioIo, TokioTimer};
+use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
 use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -19,6 +19,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Keys;
 use crate::config::ServerConfig;
 use crate::metrics::{self, Metrics};
+use crate::watchdog::{Clock, Watched};
 
 /// What every request handler shares.
 pub(crate) struct State {
@@ -111,16 +112,18 @@ impl Server {
                 continue;
             };
             let _ = stream.set_nodelay(true);
+            let clock = Clock::new();
+            let service_clock = clock.clone();
             let service_state = state.clone();
             let connection = http1::Builder::new()
-                .timer(TokioTimer::new())
-                .header_read_timeout(state.config.header_read_timeout)
                 .max_buf_size(64 * 1024)
                 .max_header_size(32 * 1024)
                 .keep_alive(true)
                 .serve_connection(
-                    TokioIo::new(stream),
-                    service_fn(move |request| crate::http::handle(service_state.clone(), request)),
+                    TokioIo::new(Watched::new(stream, clock.clone())),
+                    service_fn(move |request| {
+                        crate::http::handle(service_state.clone(), service_clock.clone(), request)
+                    }),
                 );
             let connection = graceful.watch(connection);
             let task_state = state.clone();
@@ -129,8 +132,27 @@ impl Server {
                 .connections_open
                 .fetch_add(1, Ordering::Relaxed);
             tokio::spawn(async move {
-                if let Err(e) = connection.await {
-                    tracing::debug!(error = %e, "connection ended with an error");
+                let config = &task_state.config;
+                let (headers, idle) = (config.header_read_timeout, config.idle_timeout);
+                let mut tick = tokio::time::interval(Clock::period(headers, idle));
+                tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+                let mut connection = std::pin::pin!(connection);
+                loop {
+                    tokio::select! {
+                        ended = &mut connection => {
+                            if let Err(e) = ended {
+                                tracing::debug!(error = %e, "connection ended with an error");
+                            }
+                            break;
+                        }
+                        _ = tick.tick() => {
+                            if let Some(why) = clock.expired(headers, idle) {
+                                // Dropping the connection closes the socket.
+                                tracing::debug!(?why, "closing a slow or idle connection");
+                                break;
+                            }
+                        }
+                    }
                 }
                 task_state
                     .metrics

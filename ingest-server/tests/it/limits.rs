@@ -310,3 +310,27 @@ async fn rate_limit_per_key_answers_429() {
     assert_eq!(server.engine.count("p"), Some(accepted));
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn idle_connections_are_closed() {
+    let server = TestServer::start(|c| c.idle_timeout = Duration::from_millis(300)).await;
+    let started = Instant::now();
+    // A connection that never sends a byte.
+    let answer = raw(server.addr, b"").await;
+    let waited = started.elapsed();
+    assert!(answer.is_empty(), "{answer:?}");
+    assert!(
+        waited >= Duration::from_millis(250),
+        "closed after {waited:?}"
+    );
+    assert!(
+        waited < Duration::from_secs(5),
+        "still open after {waited:?}"
+    );
+    // A keep-alive connection stays usable while it is busy, then goes once idle.
+    let mut conn = server.conn().await;
+    for _ in 0..5 {
+        assert_eq!(conn.send(Method::GET, "/livez", &[], "").await.status, 200);
+    }
+    server.stop().await;
+}
