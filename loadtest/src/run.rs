@@ -524,7 +524,8 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) {
         // between tasks or threads per request. Whichever ends first decides; dropping the
         // connection closes it.
         let keep_going = {
-            let mut connection = std::pin::pin!(connection);
+            // Boxed so that it can be dropped while the request loop finishes (below).
+            let mut connection = Box::pin(connection);
             let mut drive = std::pin::pin!(worker.drive(&plan, sender, &watch));
             // The connection first: when an answer arrives, the request loop then sees it (and
             // queues the next request) in the same poll, two task polls per request instead of
@@ -532,8 +533,11 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) {
             tokio::select! {
                 biased;
                 _ = &mut connection => {
-                    // The connection failed or closed: the request loop sees an error at once
-                    // (or is idle) and settles what was in flight.
+                    // The connection failed or closed. Dropping it closes hyper's request
+                    // channel: a request loop waiting for the connection to be ready, or for an
+                    // answer, sees an error at once and settles what was in flight. (A finished
+                    // but undropped connection leaves `SendRequest::ready` pending forever.)
+                    drop(connection);
                     drive.await
                 }
                 keep_going = &mut drive => keep_going,

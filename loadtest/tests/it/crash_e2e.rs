@@ -140,7 +140,18 @@ fn kill_9_mid_run_then_verify_passes() {
     }
     server.kill().expect("SIGKILL");
     server.wait().unwrap();
-    let load_status = load.wait().unwrap();
+    // The run lasts 8 s; it must end by itself soon after, dead server or not.
+    let deadline = Instant::now() + Duration::from_secs(60);
+    let load_status = loop {
+        if let Some(status) = load.try_wait().unwrap() {
+            break status;
+        }
+        if Instant::now() > deadline {
+            let _ = load.kill();
+            panic!("loadtest did not finish within 60 s of a run of 8 s after the server died");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
     assert!(
         load_status.success(),
         "loadtest run failed: {load_status:?}"
