@@ -10,11 +10,12 @@ use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::task::Poll;
-use std::time::{Duration, Instant, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use engine::{
-    NewSignature, Outcome, PetitionError, PetitionInfo, PetitionSpec, Registered, SubmitError,
+    NewSignature, Outcome, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered,
+    SubmitError,
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -356,28 +357,76 @@ fn petition_json(info: &PetitionInfo) -> String {
     serde_json::to_string(&PetitionJson::new(info)).unwrap_or_default()
 }
 
+/// A rendered `GET /v1/petitions/{id}` answer, reused while nothing in it can have changed: the
+/// same count, no admin change since (see [`State::admin_generation`]), and, for an open
+/// petition with a deadline, the deadline not yet passed. Under a refresh storm on a viral
+/// petition this skips the JSON, timestamps and ETag of every request but the first after a
+/// new signature.
+pub(crate) struct Rendered {
+    count: u64,
+    generation: u64,
+    open_until_ms: Option<u64>,
+    body: Bytes,
+    etag: String,
+}
+
+fn rendered_petition(state: &State, id: &str) -> Option<Arc<Rendered>> {
+    let generation = state.admin_generation.load(Ordering::Acquire);
+    let count = state.engine.count(id)?;
+    let now = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as u64);
+    let cached = lock(&state.petition_cache).get(id).cloned();
+    if let Some(rendered) = cached.filter(|r| {
+        r.count == count
+            && r.generation == generation
+            && r.open_until_ms.is_none_or(|deadline| now < deadline)
+    }) {
+        return Some(rendered);
+    }
+    let info = state.engine.petition(id)?;
+    let body = petition_json(&info);
+    let rendered = Arc::new(Rendered {
+        count: info.count,
+        generation,
+        open_until_ms: match info.state {
+            PetitionState::Open => info.deadline_ms,
+            _ => None,
+        },
+        etag: format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(body.as_bytes())),
+        body: Bytes::from(body),
+    });
+    lock(&state.petition_cache).insert(id.to_string(), rendered.clone());
+    Some(rendered)
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
 fn petition_get(state: &State, id: &str, headers: &HeaderMap) -> Response {
-    let Some(info) = state.engine.petition(id) else {
+    let Some(rendered) = rendered_petition(state, id) else {
         return unknown_petition();
     };
-    let body = petition_json(&info);
-    let etag = format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(body.as_bytes()));
+    let etag = &rendered.etag;
     let fresh = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag || tag == "*");
+        .any(|tag| tag == etag.as_str() || tag == "*");
     let mut response = if fresh {
         let mut response = hyper::Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
         response
     } else {
-        json(StatusCode::OK, body)
+        json(StatusCode::OK, rendered.body.clone())
     };
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(&etag) {
+    if let Ok(etag) = HeaderValue::from_str(etag) {
         headers.insert(header::ETAG, etag);
     }
     headers.insert(
@@ -476,6 +525,7 @@ async fn petition_put(state: &State, id: String, request: Request<Incoming>) -> 
     };
     let engine = state.engine.clone();
     let result = blocking(move || engine.register(spec)).await;
+    state.admin_generation.fetch_add(1, Ordering::AcqRel);
     match result {
         Ok(Ok(registered)) => {
             let status = match registered {
@@ -511,7 +561,9 @@ async fn petition_close(state: &State, id: String, request: Request<Incoming>) -
         return shed(state);
     };
     let engine = state.engine.clone();
-    match blocking(move || engine.close_petition(&id)).await {
+    let result = blocking(move || engine.close_petition(&id)).await;
+    state.admin_generation.fetch_add(1, Ordering::AcqRel);
+    match result {
         Ok(Ok(info)) => json(StatusCode::OK, petition_json(&info)),
         Ok(Err(e)) => petition_error(state, &e),
         Err(response) => response,

@@ -1,9 +1,10 @@
 //! The listener: accepts connections under a limit, serves HTTP/1.1 on each, drains on shutdown.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use engine::{Engine, FlushError};
@@ -18,6 +19,7 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Keys;
 use crate::config::ServerConfig;
+use crate::http::Rendered;
 use crate::metrics::{self, Metrics};
 use crate::watchdog::{Clock, Watched};
 
@@ -29,6 +31,10 @@ pub(crate) struct State {
     pub inflight: Arc<Semaphore>,
     pub batch_inflight: Arc<Semaphore>,
     pub draining: AtomicBool,
+    /// Bumped after every petition registration, update or close: invalidates
+    /// `petition_cache`.
+    pub admin_generation: AtomicU64,
+    pub petition_cache: Mutex<HashMap<String, Arc<Rendered>>>,
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
 }
@@ -59,6 +65,8 @@ impl Server {
             inflight: Arc::new(Semaphore::new(config.inflight_max)),
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
             draining: AtomicBool::new(false),
+            admin_generation: AtomicU64::new(0),
+            petition_cache: Mutex::new(HashMap::new()),
             registry: metrics::registry(metrics.clone(), engine.clone()),
             metrics,
             engine,

@@ -605,3 +605,54 @@ async fn metrics_parse_and_count() {
     assert_eq!(samples["ingest_ready"], 1.0);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn petition_reads_follow_admin_changes_and_deadlines() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    let read = || async {
+        server
+            .send(Method::GET, "/v1/petitions/p", &[], "")
+            .await
+            .json()
+    };
+    assert_eq!(
+        read().await["thresholds"],
+        serde_json::json!([10000, 100000])
+    );
+    server.register("p", r#"{"thresholds":[7]}"#).await;
+    assert_eq!(
+        read().await["thresholds"],
+        serde_json::json!([7]),
+        "an update shows at once"
+    );
+    // A deadline passing changes the state without any signature or admin call.
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_millis(300);
+    let deadline = humantime::format_rfc3339_millis(deadline).to_string();
+    server
+        .register("p", &format!(r#"{{"deadline":"{deadline}"}}"#))
+        .await;
+    assert_eq!(read().await["state"], "open");
+    let started = std::time::Instant::now();
+    while read().await["state"] == "open" {
+        assert!(
+            started.elapsed() < std::time::Duration::from_secs(5),
+            "never expired"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    assert!(started.elapsed() >= std::time::Duration::from_millis(200));
+    assert_eq!(read().await["state"], "expired");
+    server.register("p", "{}").await;
+    assert_eq!(read().await["state"], "open", "the deadline was removed");
+    server
+        .send(
+            Method::POST,
+            "/v1/petitions/p/close",
+            &[("authorization", ADMIN)],
+            "",
+        )
+        .await;
+    assert_eq!(read().await["state"], "closed", "a close shows at once");
+    server.stop().await;
+}
