@@ -146,7 +146,9 @@ impl Server {
                 tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
                 let mut connection = std::pin::pin!(connection);
                 loop {
+                    // The connection first: it is what wakes this task almost every time.
                     tokio::select! {
+                        biased;
                         ended = &mut connection => {
                             if let Err(e) = ended {
                                 tracing::debug!(error = %e, "connection ended with an error");
