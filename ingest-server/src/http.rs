@@ -116,6 +116,7 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
         Err(response) => return response,
     };
     let Some(_permit) = admit(state, &state.inflight) else {
+        state.metrics.signature("overloaded");
         return shed(state);
     };
     if let Err(response) = content_type(request.headers(), &[JSON]) {
@@ -182,6 +183,7 @@ async fn batch(state: &State, request: Request<Incoming>) -> Response {
         Err(response) => return response,
     };
     let Some(_permit) = admit(state, &state.batch_inflight) else {
+        // Its lines are unread, so they are not counted as signatures; `requests_shed` counts it.
         return shed(state);
     };
     if let Err(response) = content_type(request.headers(), &[NDJSON, "application/jsonl"]) {
@@ -788,7 +790,6 @@ fn admit(state: &State, limit: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> 
 }
 
 fn shed(state: &State) -> Response {
-    state.metrics.signature("overloaded");
     let mut response = error(
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
