@@ -557,7 +557,7 @@ impl Engine {
         let mut slots: Vec<Slot> = Vec::new();
         let mut slot_of: HashMap<u32, u32, BuildHasherDefault<NumberHasher>> = HashMap::default();
         let mut claims: Vec<Claim> = Vec::with_capacity(n);
-        // Persistent mode: the validated fields of each claim, copied for the writer.
+        // Persistent mode: the validated fields of each claim, encoded for the writer.
         let mut valid = Vec::new();
         let mut rejected = 0u64;
 
@@ -644,8 +644,7 @@ impl Engine {
                         awaiting: matches!(inserted, Insert::Present(_)),
                         petition: Arc::clone(&slots[claim.slot as usize].petition),
                         fp: claim.fp,
-                        signature: valid[at].to_owned(),
-                        received_at_ms: now,
+                        record: valid[at].record(slots[claim.slot as usize].petition.num, now),
                     })
                 }
                 _ => {

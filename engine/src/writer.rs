@@ -30,8 +30,7 @@ use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::petition::{Milestone, Petition, PetitionMeta};
-use crate::signature::ValidSignature;
-use crate::store::{self, Record, Store, StoreError, CF_COUNTS, CF_FINGERPRINTS, CF_META};
+use crate::store::{self, Store, StoreError, CF_COUNTS, CF_FINGERPRINTS, CF_META};
 use crate::store::{CF_MILESTONES, CF_PETITIONS, CF_SIGNATURES};
 use crate::Outcome;
 
@@ -46,8 +45,8 @@ pub(crate) struct Item {
     pub index: usize,
     pub petition: Arc<Petition>,
     pub fp: Fingerprint,
-    pub signature: ValidSignature,
-    pub received_at_ms: u64,
+    /// The encoded signature record ([`store::encode_record`]), built at admission.
+    pub record: Vec<u8>,
     /// True: the index already held this fingerprint as pending when it was admitted, so its
     /// answer waits for the original's write (duplicate if it lands, retry if it fails).
     pub awaiting: bool,
@@ -99,7 +98,6 @@ pub(crate) struct Writer {
     next_seq: u64,
     next_milestone_seq: u64,
     deferred: Vec<OpenJob>,
-    record_buffer: Vec<u8>,
 }
 
 impl Writer {
@@ -122,7 +120,6 @@ impl Writer {
             next_seq,
             next_milestone_seq,
             deferred: Vec::new(),
-            record_buffer: Vec::with_capacity(512),
         }
     }
 
@@ -387,21 +384,7 @@ impl Writer {
             });
             entry.2 += 1;
             ordinals.push(entry.2);
-            let signature = &item.signature;
-            store::encode_record(
-                &Record {
-                    petition: item.petition.num,
-                    received_at_ms: item.received_at_ms,
-                    email: &signature.email,
-                    name: signature.name.as_deref(),
-                    postcode: signature.postcode.as_deref(),
-                    country: signature.country.as_deref(),
-                    ip: signature.ip.as_deref(),
-                    source: signature.source.as_deref(),
-                },
-                &mut self.record_buffer,
-            );
-            batch.put_cf(signatures_cf, seq.to_be_bytes(), &self.record_buffer);
+            batch.put_cf(signatures_cf, seq.to_be_bytes(), &item.record);
             fingerprints.extend_from_slice(&item.fp.to_bytes());
         }
         batch.put_cf(

@@ -70,17 +70,8 @@ impl FromStr for ApiKey {
 /// Who made a request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller {
-    pub role: Role,
     /// Index of the key in the configuration; `None` in open mode.
     pub key: Option<usize>,
-}
-
-impl Caller {
-    /// The engine's `source` tag for this caller: the key's role and position, never the key.
-    pub fn source(self) -> Option<String> {
-        self.key
-            .map(|index| format!("{}-key-{}", self.role.as_str(), index + 1))
-    }
 }
 
 /// Why a request is not authorized.
@@ -96,6 +87,8 @@ pub(crate) enum Denied {
 pub(crate) struct Keys {
     seed: u64,
     digests: Vec<([u8; 16], Role)>,
+    /// The engine's `source` tag per key: its role and position, never the key.
+    sources: Vec<String>,
     limiters: Vec<Mutex<Bucket>>,
     rate_per_s: u32,
 }
@@ -108,6 +101,11 @@ impl Keys {
             digests: keys
                 .iter()
                 .map(|k| (digest(seed, k.key.as_bytes()), k.role))
+                .collect(),
+            sources: keys
+                .iter()
+                .enumerate()
+                .map(|(index, k)| format!("{}-key-{}", k.role.as_str(), index + 1))
                 .collect(),
             limiters: keys
                 .iter()
@@ -125,10 +123,7 @@ impl Keys {
     /// Checks the `Authorization` header value against every key (no early exit).
     pub fn authorize(&self, header: Option<&[u8]>, needed: Role) -> Result<Caller, Denied> {
         if self.open_mode() {
-            return Ok(Caller {
-                role: Role::Admin,
-                key: None,
-            });
+            return Ok(Caller { key: None });
         }
         let presented = header
             .and_then(|h| h.strip_prefix(b"Bearer "))
@@ -144,10 +139,12 @@ impl Keys {
         if role < needed {
             return Err(Denied::Forbidden);
         }
-        Ok(Caller {
-            role,
-            key: Some(index),
-        })
+        Ok(Caller { key: Some(index) })
+    }
+
+    /// The engine's `source` tag for this caller (`None` in open mode).
+    pub fn source(&self, caller: Caller) -> Option<String> {
+        caller.key.map(|index| self.sources[index].clone())
     }
 
     /// Takes `n` signatures from the caller's rate budget. `false`: over the limit.
@@ -245,7 +242,7 @@ mod tests {
             .authorize(Some(b"Bearer admin-key-12"), Role::Admin)
             .ok()
             .expect("admin may");
-        assert_eq!(admin.source().as_deref(), Some("admin-key-2"));
+        assert_eq!(keys.source(admin).as_deref(), Some("admin-key-2"));
         for header in [
             None,
             Some(&b"Bearer nope-nope-nope"[..]),

@@ -146,7 +146,7 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
         postcode: parsed.postcode,
         country: parsed.country,
         ip: parsed.ip,
-        source: caller.source(),
+        source: state.keys.source(caller),
     };
     let started = Instant::now();
     let result = state.engine.submit_async(signature).await;
@@ -168,11 +168,11 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
         }
         Err(e) => {
             state.metrics.signature(e.code());
-            let mut response = error(submit_status(&e), e.code(), &e);
             if e.is_retryable() {
-                set_retry_after(state, &mut response);
+                retry_later(state, submit_status(&e), e.code(), &e)
+            } else {
+                error(submit_status(&e), e.code(), &e)
             }
-            response
         }
     }
 }
@@ -219,7 +219,7 @@ async fn batch(state: &State, request: Request<Incoming>) -> Response {
     // Each line is a signature to submit or an answer already known.
     let mut answers: Vec<Option<(&'static str, String)>> = Vec::with_capacity(lines.len());
     let mut signatures = Vec::with_capacity(lines.len());
-    let source = caller.source();
+    let source = state.keys.source(caller);
     for line in &lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         match serde_json::from_slice::<BatchLine>(line) {
@@ -577,16 +577,13 @@ fn petition_error(state: &State, e: &PetitionError) -> Response {
         PetitionError::Invalid(_) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_petition", e),
         PetitionError::UnknownPetition => unknown_petition(),
         PetitionError::TooMany => error(StatusCode::CONFLICT, "too_many_petitions", e),
-        PetitionError::StorageUnavailable => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "storage_unavailable", e);
-            set_retry_after(state, &mut response);
-            response
-        }
-        _ => {
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e);
-            set_retry_after(state, &mut response);
-            response
-        }
+        PetitionError::StorageUnavailable => retry_later(
+            state,
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            e,
+        ),
+        _ => retry_later(state, StatusCode::SERVICE_UNAVAILABLE, "shutting_down", e),
     }
 }
 
@@ -739,11 +736,14 @@ fn bad_parameter(name: &str, message: &str) -> Response {
     )
 }
 
-fn set_retry_after(state: &State, response: &mut Response) {
+/// An error the caller should retry (503, 429): the error shape plus `Retry-After`.
+fn retry_later(state: &State, status: StatusCode, code: &str, message: impl Display) -> Response {
+    let mut response = error(status, code, message);
     response.headers_mut().insert(
         header::RETRY_AFTER,
         HeaderValue::from(state.config.retry_after_s),
     );
+    response
 }
 
 fn close_connection(mut response: Response) -> Response {
@@ -790,23 +790,21 @@ fn admit(state: &State, limit: &Arc<Semaphore>) -> Option<OwnedSemaphorePermit> 
 }
 
 fn shed(state: &State) -> Response {
-    let mut response = error(
+    retry_later(
+        state,
         StatusCode::SERVICE_UNAVAILABLE,
         "overloaded",
         "too many requests in flight, retry shortly",
-    );
-    set_retry_after(state, &mut response);
-    response
+    )
 }
 
 fn rate_limited(state: &State) -> Response {
-    let mut response = error(
+    retry_later(
+        state,
         StatusCode::TOO_MANY_REQUESTS,
         "rate_limited",
         "this API key is over its signature rate, retry shortly",
-    );
-    set_retry_after(state, &mut response);
-    response
+    )
 }
 
 /// Accepts a missing `Content-Type` or one of `allowed` (parameters such as charset ignored).

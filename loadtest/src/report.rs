@@ -2,7 +2,6 @@
 //! scripts. The JSON schema is documented in `loadtest/README.md`; its `schema` field names the
 //! version and changes whenever a field changes meaning.
 
-use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -46,7 +45,7 @@ pub struct Report {
     /// Latency per request in milliseconds.
     pub latency_ms: LatencyReport,
     /// Counts by outcome.
-    pub outcomes: OutcomesReport,
+    pub outcomes: Counts,
 }
 
 /// The traffic shape as run.
@@ -136,64 +135,6 @@ impl Percentiles {
     }
 }
 
-/// Counts by outcome; signature outcomes count signatures, not requests.
-#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
-pub struct OutcomesReport {
-    /// HTTP requests answered.
-    pub requests: u64,
-    /// Signatures (or GETs) answered with any status.
-    pub answered: u64,
-    /// 201 accepted.
-    pub accepted: u64,
-    /// 200 duplicate.
-    pub duplicate: u64,
-    /// `--get`: 2xx.
-    pub ok: u64,
-    /// 4xx other than 429, by error code (`http_<status>` if the body had none).
-    pub rejected: BTreeMap<String, u64>,
-    /// 429.
-    pub rate_limited: u64,
-    /// 503 (and retryable batch-line errors), by error code.
-    pub unavailable: BTreeMap<String, u64>,
-    /// Other 5xx, by status.
-    pub server_errors: BTreeMap<String, u64>,
-    /// Answers outside the HTTP contract.
-    pub bad_responses: u64,
-    /// Signatures whose request got no answer within `--timeout`.
-    pub timeouts: u64,
-    /// Signatures whose request's connection failed.
-    pub connection_errors: u64,
-    /// Failed attempts to connect (no request sent).
-    pub connect_failures: u64,
-    /// Signatures that re-sent an acknowledged signer (`--dup-ratio`).
-    pub resends: u64,
-}
-
-impl OutcomesReport {
-    fn of(counts: &Counts) -> OutcomesReport {
-        OutcomesReport {
-            requests: counts.requests,
-            answered: counts.answered,
-            accepted: counts.accepted,
-            duplicate: counts.duplicate,
-            ok: counts.ok,
-            rejected: counts.rejected.clone(),
-            rate_limited: counts.rate_limited,
-            unavailable: counts.unavailable.clone(),
-            server_errors: counts
-                .server_errors
-                .iter()
-                .map(|(status, n)| (status.to_string(), *n))
-                .collect(),
-            bad_responses: counts.bad_responses,
-            timeouts: counts.timeouts,
-            connection_errors: counts.connection_errors,
-            connect_failures: counts.connect_failures,
-            resends: counts.resends,
-        }
-    }
-}
-
 impl Report {
     /// Builds the report of a finished run.
     pub fn new(
@@ -245,7 +186,7 @@ impl Report {
                 corrected: Percentiles::of(&stats.corrected),
                 uncorrected: Percentiles::of(&stats.uncorrected),
             },
-            outcomes: OutcomesReport::of(&stats.counts),
+            outcomes: stats.counts.clone(),
         }
     }
 

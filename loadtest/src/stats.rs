@@ -34,7 +34,8 @@ pub fn micros(duration: Duration) -> u64 {
 }
 
 /// Counts by outcome. Signature outcomes are counted per signature (a batch of 100 adds 100).
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
+/// The JSON report's `outcomes` is this struct as it stands (map keys become strings).
+#[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// HTTP requests that got an answer (any status).
     pub requests: u64,
