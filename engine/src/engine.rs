@@ -87,7 +87,7 @@ impl Reply {
 
 /// How many inserts ahead admission prefetches the index: enough to overlap several DRAM misses,
 /// few enough that the prefetched lines are still in L1 when their insert comes.
-const PREFETCH_DISTANCE: usize = 16;
+pub(crate) const PREFETCH_DISTANCE: usize = 16;
 
 /// One petition named in a call to `admit`.
 struct Slot {

@@ -25,7 +25,7 @@ use crossbeam_channel::{Receiver, RecvTimeoutError};
 use rocksdb::WriteBatch;
 
 use crate::config::Durability;
-use crate::engine::{now_ms, Reply, Shared};
+use crate::engine::{now_ms, Reply, Shared, PREFETCH_DISTANCE};
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
@@ -415,6 +415,12 @@ impl Writer {
             }
         }
 
+        // The commit below finds every entry again; their buckets are long out of this core's
+        // cache. Start the first few loads now so they land during the write.
+        let index = &self.shared.index;
+        for (_, item) in fresh.iter().take(PREFETCH_DISTANCE) {
+            index.prefetch(item.fp);
+        }
         let started = Instant::now();
         let result = store.write(batch, self.durability);
         self.shared.write_latency.record(started.elapsed());
@@ -423,8 +429,11 @@ impl Writer {
             Ok(()) => {
                 self.next_seq = first_seq + fresh.len() as u64;
                 self.next_milestone_seq = milestone_seq;
-                for (_, item) in &fresh {
-                    let was_pending = self.shared.index.commit(item.fp);
+                for (at, (_, item)) in fresh.iter().enumerate() {
+                    if let Some((_, ahead)) = fresh.get(at + PREFETCH_DISTANCE) {
+                        index.prefetch(ahead.fp);
+                    }
+                    let was_pending = index.commit(item.fp);
                     debug_assert!(was_pending, "an accepted fingerprint was committed twice");
                 }
                 for (petition, _, after) in touched.values() {

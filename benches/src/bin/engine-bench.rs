@@ -133,6 +133,22 @@ struct RunResult {
     duplicates: u64,
     errors: u64,
     latency_us: Histogram<u64>,
+    /// How late a thread that sleeps 1 ms at a time woke up, in µs, sampled during the run: the
+    /// scheduling delay any thread of this process (the writer, a caller) can meet.
+    wake_late_us: Histogram<u64>,
+}
+
+/// Sleeps 1 ms at a time until `finished` and records how late each wake-up was.
+fn measure_wake_lateness(finished: &std::sync::atomic::AtomicBool) -> Histogram<u64> {
+    let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let nap = Duration::from_millis(1);
+    while !finished.load(Ordering::Acquire) {
+        let before = Instant::now();
+        std::thread::sleep(nap);
+        let over = before.elapsed().saturating_sub(nap).as_micros() as u64;
+        late.saturating_record(over.max(1));
+    }
+    late
 }
 
 /// Submits the workload from `traffic.threads` threads. With `rate > 0` each thread paces its
@@ -147,7 +163,7 @@ fn drive(
     let threads = traffic.threads.max(1);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let results: Vec<(u64, u64, u64, Histogram<u64>)> = std::thread::scope(|scope| {
+    let (results, wake_late_us) = std::thread::scope(|scope| {
         let reporter_done = Arc::clone(&done);
         let total = traffic.signatures;
         let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -172,6 +188,9 @@ fn drive(
                 }
             });
         }
+        let wake_finished = Arc::clone(&finished);
+        let wake = scope.spawn(move || measure_wake_lateness(&wake_finished));
+        let epoch = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let done = Arc::clone(&done);
@@ -185,7 +204,9 @@ fn drive(
                     } else {
                         Duration::ZERO
                     };
-                    let begin = Instant::now();
+                    // Threads are spread evenly over one interval, so that the total rate is
+                    // constant rather than `threads` calls arriving at once every interval.
+                    let begin = epoch + interval * t as u32 / threads as u32;
                     let mut k = 0u32;
                     let mut i = share.start;
                     let mut buffer = Batch::default();
@@ -220,12 +241,12 @@ fn drive(
                 })
             })
             .collect();
-        let results = handles
+        let results: Vec<(u64, u64, u64, Histogram<u64>)> = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread panicked"))
             .collect();
         finished.store(true, Ordering::Release);
-        results
+        (results, wake.join().expect("wake-lateness thread panicked"))
     });
     let elapsed = started.elapsed();
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -242,6 +263,7 @@ fn drive(
         duplicates,
         errors,
         latency_us,
+        wake_late_us,
     }
 }
 
@@ -472,6 +494,15 @@ fn durable(
         run.latency_us.max(),
         bytes_per_sig
     );
+    let write_p99_ms = quantile_bound(&stats.write_latency, 0.99) * 1e3;
+    let write_max_ms = quantile_bound(&stats.write_latency, 1.0) * 1e3;
+    let late = &run.wake_late_us;
+    println!(
+        "store write + sync per batch: p99 ≤ {write_p99_ms} ms, max ≤ {write_max_ms} ms; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs (scheduling delay on this machine during the run)",
+        late.value_at_quantile(0.50),
+        late.value_at_quantile(0.99),
+        late.max()
+    );
     let rss = process::rss_bytes();
     engine.close()?;
     let report = json!({
@@ -496,6 +527,11 @@ fn durable(
         "ack_latency_us_p99": p99,
         "ack_latency_us_max": run.latency_us.max(),
         "batches": stats.batches_total,
+        "store_write_ms_p99_at_most": write_p99_ms,
+        "store_write_ms_max_at_most": write_max_ms,
+        "wake_late_us_p50": late.value_at_quantile(0.50),
+        "wake_late_us_p99": late.value_at_quantile(0.99),
+        "wake_late_us_max": late.max(),
         "bytes_written": written,
         "bytes_written_per_signature": bytes_per_sig,
         "index_bytes": stats.index_bytes,
@@ -506,6 +542,18 @@ fn durable(
         "machine": process::machine(),
     });
     write_json(traffic.json.as_ref(), &report)
+}
+
+/// The upper bound of the histogram bucket holding quantile `q` (infinity past the last bound).
+fn quantile_bound(histogram: &engine::HistogramSnapshot, q: f64) -> f64 {
+    let total = histogram.count();
+    let rank = (total as f64 * q).ceil() as u64;
+    histogram
+        .cumulative_counts
+        .iter()
+        .position(|&c| c >= rank.max(1))
+        .and_then(|i| histogram.bounds_seconds.get(i).copied())
+        .unwrap_or(f64::INFINITY)
 }
 
 fn recover(data_dir: PathBuf, json: Option<PathBuf>) -> Result<()> {
