@@ -12,6 +12,12 @@ use engine::{Config, Durability, Engine};
 use ingest_server::{ApiKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
+/// mimalloc instead of the system allocator: a request allocates and frees a few dozen small
+/// buffers across two threads (hyper, the handler, the engine's writer), and glibc's malloc and
+/// free were ~12% of the server's CPU under single-signature load (BENCHMARKS.md, P3).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 /// Petition signature ingestion server: exact, durable, fast.
 ///
 /// Every flag has an environment variable of the same name in upper case with an `INGEST_`
