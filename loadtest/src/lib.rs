@@ -24,6 +24,7 @@ pub mod run;
 pub mod shape;
 pub mod stats;
 pub mod verify;
+pub mod wire;
 
 use std::path::PathBuf;
 
