@@ -2,6 +2,7 @@
 //! state every part shares.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::hash::{BuildHasherDefault, Hasher};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -491,6 +492,35 @@ impl Engine {
     /// Async [`Engine::submit`].
     pub async fn submit_async(&self, signature: NewSignature) -> Result<Outcome, SubmitError> {
         single(self.submit_batch_async(vec![signature]).await)
+    }
+
+    /// Async [`Engine::submit_batch_ref`]: the signatures are validated and claimed before this
+    /// returns, so the future borrows nothing from them and can be awaited anywhere.
+    ///
+    /// ```
+    /// # use engine::{Config, Engine, Outcome, PetitionSpec, SignatureRef};
+    /// # let engine = Engine::open(Config::in_memory()).unwrap();
+    /// # engine.register(PetitionSpec::new("p1")).unwrap();
+    /// let body = String::from("ada@example.org"); // a request body, say
+    /// let signature = SignatureRef { petition: "p1", email: &body, ..SignatureRef::default() };
+    /// let answer = engine.submit_batch_ref_async(&[signature]);
+    /// drop(body);
+    /// # let runtime = tokio::runtime::Builder::new_current_thread().build().unwrap();
+    /// let results = runtime.block_on(answer);
+    /// assert!(matches!(results[0], Ok(Outcome::Accepted { count: 1 })));
+    /// ```
+    pub fn submit_batch_ref_async<S: AsSignatureRef>(
+        &self,
+        signatures: &[S],
+    ) -> impl Future<Output = Vec<Result<Outcome, SubmitError>>> + Send + 'static {
+        let (results, waiting) = self.admit(signatures, true);
+        async move {
+            match waiting {
+                None => finish(results, None),
+                Some(Waiting::Async(receiver)) => finish(results, receiver.await.ok()),
+                Some(Waiting::Blocking(_)) => unreachable!("async admission waits on a oneshot"),
+            }
+        }
     }
 
     /// Async [`Engine::submit_batch`].

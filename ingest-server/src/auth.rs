@@ -144,7 +144,12 @@ impl Keys {
 
     /// The engine's `source` tag for this caller (`None` in open mode).
     pub fn source(&self, caller: Caller) -> Option<String> {
-        caller.key.map(|index| self.sources[index].clone())
+        self.source_ref(caller).map(str::to_owned)
+    }
+
+    /// [`Keys::source`], borrowed.
+    pub fn source_ref(&self, caller: Caller) -> Option<&str> {
+        caller.key.map(|index| self.sources[index].as_str())
     }
 
     /// Takes `n` signatures from the caller's rate budget. `false`: over the limit.

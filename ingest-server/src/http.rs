@@ -4,6 +4,7 @@
 // built once per refused request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
+use std::borrow::Cow;
 use std::convert::Infallible;
 use std::fmt::Display;
 use std::future::Future;
@@ -15,7 +16,7 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use engine::{
     NewSignature, Outcome, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered,
-    SubmitError,
+    SignatureRef, SubmitError,
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -48,8 +49,9 @@ pub(crate) async fn handle(
 }
 
 async fn dispatch(state: &State, request: Request<Incoming>) -> (Option<RouteId>, Response) {
+    // `id` borrows the request; the routes that take the request copy it first.
     let (route_id, id) = match route(request.method(), request.uri().path()) {
-        Ok((route_id, id)) => (route_id, id.to_string()),
+        Ok(found) => found,
         Err(NoRoute::NotFound) => {
             return (
                 None,
@@ -69,12 +71,21 @@ async fn dispatch(state: &State, request: Request<Incoming>) -> (Option<RouteId>
         }
     };
     let response = match route_id {
-        RouteId::Sign => sign(state, id, request).await,
+        RouteId::Sign => {
+            let id = id.to_string();
+            sign(state, id, request).await
+        }
         RouteId::Batch => batch(state, request).await,
-        RouteId::PetitionGet => petition_get(state, &id, request.headers()),
+        RouteId::PetitionGet => petition_get(state, id, request.headers()),
         RouteId::PetitionList => petition_list(state, request.uri().query()),
-        RouteId::PetitionPut => petition_put(state, id, request).await,
-        RouteId::PetitionClose => petition_close(state, id, request).await,
+        RouteId::PetitionPut => {
+            let id = id.to_string();
+            petition_put(state, id, request).await
+        }
+        RouteId::PetitionClose => {
+            let id = id.to_string();
+            petition_close(state, id, request).await
+        }
         RouteId::Milestones => milestones(state, request.uri().query()),
         RouteId::Metrics => metrics(state),
         RouteId::Livez => json(StatusCode::OK, r#"{"status":"live"}"#),
@@ -87,15 +98,21 @@ async fn dispatch(state: &State, request: Request<Incoming>) -> (Option<RouteId>
 // ---------------------------------------------------------------------------------------------
 // Signatures
 
-/// The body of `POST /v1/petitions/{id}/signatures`.
+/// The body of `POST /v1/petitions/{id}/signatures`, borrowed from the request body where no
+/// JSON escape had to be decoded.
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct SignatureBody {
-    email: String,
-    name: Option<String>,
-    postcode: Option<String>,
-    country: Option<String>,
-    ip: Option<String>,
+struct SignatureBody<'a> {
+    #[serde(borrow)]
+    email: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    postcode: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    country: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
 }
 
 /// One line of `POST /v1/signatures:batch`.
@@ -127,7 +144,7 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
         Ok(body) => body,
         Err(response) => return response,
     };
-    let parsed: SignatureBody = match serde_json::from_slice(&body) {
+    let parsed: SignatureBody<'_> = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
         Err(e) => {
             let (status, code) = json_error_kind(&e);
@@ -139,17 +156,22 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
         state.metrics.signature("rate_limited");
         return rate_limited(state);
     }
-    let signature = NewSignature {
-        petition,
-        email: parsed.email,
-        name: parsed.name,
-        postcode: parsed.postcode,
-        country: parsed.country,
-        ip: parsed.ip,
-        source: state.keys.source(caller),
+    let signature = SignatureRef {
+        petition: &petition,
+        email: &parsed.email,
+        name: parsed.name.as_deref(),
+        postcode: parsed.postcode.as_deref(),
+        country: parsed.country.as_deref(),
+        ip: parsed.ip.as_deref(),
+        source: state.keys.source_ref(caller),
     };
     let started = Instant::now();
-    let result = state.engine.submit_async(signature).await;
+    // Admission happens here, synchronously; only the wait for the write is awaited, and the
+    // body is no longer borrowed by then.
+    let answer = state.engine.submit_batch_ref_async(&[signature]);
+    drop(parsed);
+    drop(body);
+    let result = answer.await.pop().unwrap_or(Err(SubmitError::ShuttingDown));
     state.metrics.ack_latency.record(started.elapsed());
     match result {
         Ok(Outcome::Accepted { count }) => {
@@ -369,20 +391,23 @@ pub(crate) struct Rendered {
     generation: u64,
     open_until_ms: Option<u64>,
     body: Bytes,
-    etag: String,
+    /// The quoted ETag, ready to send.
+    etag: HeaderValue,
 }
 
 fn rendered_petition(state: &State, id: &str) -> Option<Arc<Rendered>> {
     let generation = state.admin_generation.load(Ordering::Acquire);
     let count = state.engine.count(id)?;
-    let now = SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as u64);
+    let now_ms = || {
+        SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64)
+    };
     let cached = lock(&state.petition_cache).get(id).cloned();
     if let Some(rendered) = cached.filter(|r| {
         r.count == count
             && r.generation == generation
-            && r.open_until_ms.is_none_or(|deadline| now < deadline)
+            && r.open_until_ms.is_none_or(|deadline| now_ms() < deadline)
     }) {
         return Some(rendered);
     }
@@ -395,7 +420,11 @@ fn rendered_petition(state: &State, id: &str) -> Option<Arc<Rendered>> {
             PetitionState::Open => info.deadline_ms,
             _ => None,
         },
-        etag: format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(body.as_bytes())),
+        etag: HeaderValue::from_str(&format!(
+            "\"{:016x}\"",
+            xxhash_rust::xxh3::xxh3_64(body.as_bytes())
+        ))
+        .unwrap_or_else(|_| unreachable!("hex digits in quotes are a valid header value")),
         body: Bytes::from(body),
     });
     lock(&state.petition_cache).insert(id.to_string(), rendered.clone());
@@ -412,14 +441,14 @@ fn petition_get(state: &State, id: &str, headers: &HeaderMap) -> Response {
     let Some(rendered) = rendered_petition(state, id) else {
         return unknown_petition();
     };
-    let etag = &rendered.etag;
+    let etag = rendered.etag.as_bytes();
     let fresh = headers
         .get_all(header::IF_NONE_MATCH)
         .iter()
         .filter_map(|v| v.to_str().ok())
         .flat_map(|v| v.split(','))
         .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|tag| tag == etag.as_str() || tag == "*");
+        .any(|tag| tag.as_bytes() == etag || tag == "*");
     let mut response = if fresh {
         let mut response = hyper::Response::new(Full::new(Bytes::new()));
         *response.status_mut() = StatusCode::NOT_MODIFIED;
@@ -428,9 +457,7 @@ fn petition_get(state: &State, id: &str, headers: &HeaderMap) -> Response {
         json(StatusCode::OK, rendered.body.clone())
     };
     let headers = response.headers_mut();
-    if let Ok(etag) = HeaderValue::from_str(etag) {
-        headers.insert(header::ETAG, etag);
-    }
+    headers.insert(header::ETAG, rendered.etag.clone());
     headers.insert(
         header::CACHE_CONTROL,
         HeaderValue::from_static("public, max-age=1"),

@@ -94,21 +94,16 @@ pub(crate) fn route<'p>(method: &Method, path: &'p str) -> Result<(RouteId, &'p 
 }
 
 /// Whether `path` fits `template`; the `{id}` segment's value ("" if the template has none).
+/// A template holds at most one `{id}`, as a whole segment: the path must then be the text
+/// before it, a non-empty segment without `/`, and the text after it.
 fn matches<'p>(template: &str, path: &'p str) -> Option<&'p str> {
-    let mut id = "";
-    let mut path_segments = path.split('/');
-    for expected in template.split('/') {
-        let segment = path_segments.next()?;
-        if expected == "{id}" {
-            if segment.is_empty() {
-                return None;
-            }
-            id = segment;
-        } else if expected != segment {
-            return None;
+    match template.split_once("{id}") {
+        None => (template == path).then_some(""),
+        Some((before, after)) => {
+            let id = path.strip_prefix(before)?.strip_suffix(after)?;
+            (!id.is_empty() && !id.contains('/')).then_some(id)
         }
     }
-    path_segments.next().is_none().then_some(id)
 }
 
 #[cfg(test)]

@@ -25,6 +25,12 @@ async fn signature_answers_by_status() {
         again.json(),
         serde_json::json!({"status": "duplicate", "count": 1})
     );
+    // JSON escapes are decoded before the signer is derived (the body is read without copying
+    // only where there is nothing to decode).
+    let escaped = server.sign("p1", r"\u0061lice@example.org").await;
+    assert_eq!(escaped.status, 200, "\\u0061 is 'a': {escaped:?}");
+    let escaped = server.sign("p1", r"b\u00f6b@example.org").await;
+    assert_eq!(escaped.status, 201, "{escaped:?}");
 
     let cases: &[(&str, &str, u16, &str)] = &[
         ("p1", r#"{"email":"#, 400, "malformed_json"),
@@ -107,8 +113,8 @@ async fn signature_answers_by_status() {
 
     assert_eq!(
         server.engine.count("p1"),
-        Some(1),
-        "nothing refused was counted"
+        Some(2),
+        "alice and böb; nothing refused was counted"
     );
     server.stop().await;
 }
