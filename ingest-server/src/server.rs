@@ -1,10 +1,9 @@
 //! The listener: accepts connections under a limit, serves HTTP/1.1 on each, drains on shutdown.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{Engine, FlushError};
@@ -19,7 +18,6 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Keys;
 use crate::config::ServerConfig;
-use crate::http::Rendered;
 use crate::metrics::{self, Metrics};
 use crate::watchdog::{Clock, Watched};
 
@@ -31,13 +29,17 @@ pub(crate) struct State {
     pub inflight: Arc<Semaphore>,
     pub batch_inflight: Arc<Semaphore>,
     pub draining: AtomicBool,
-    /// Bumped after every petition registration, update or close: invalidates
-    /// `petition_cache`.
+    /// Bumped after every petition registration, update or close: invalidates the rendered
+    /// petition reads.
     pub admin_generation: AtomicU64,
-    pub petition_cache: Mutex<HashMap<String, Arc<Rendered>>>,
+    /// Unique to this server in the process: the key of its rendered petition reads in each
+    /// worker thread's cache (tests run several servers on shared threads).
+    pub instance: u64,
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
 }
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
@@ -66,7 +68,7 @@ impl Server {
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
             draining: AtomicBool::new(false),
             admin_generation: AtomicU64::new(0),
-            petition_cache: Mutex::new(HashMap::new()),
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             registry: metrics::registry(metrics.clone(), engine.clone()),
             metrics,
             engine,
