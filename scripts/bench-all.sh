@@ -8,7 +8,7 @@
 #   P2      engine-bench durable, sync, viral 0.9 over 100,000 petitions, 5% re-sends
 #                                                                      → OUT/p2.json
 #   P6      kill -9 of a second P2 run at ~90% of its time, then recover → OUT/p6.json
-#   P7      durable open loop at half the P2 rate                      → OUT/p7.json
+#   P7      durable open loop at half the P2 rate, calls of 64          → OUT/p7.json
 #   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
 #
 # Data dirs live under $BENCH_DATA (default /var/tmp/petition-bench) and are removed first.
@@ -51,10 +51,12 @@ wait "$victim" 2>/dev/null || true
 "$bench" recover --data-dir "$data/p6" --json "$out/p6.json"
 rm -rf "$data/p6"
 
-echo; echo "## P7: open loop at half the P2 rate"
+echo; echo "## P7: open loop at half the P2 rate (calls of 64 signatures), after the disk settles"
 half=$(awk -v r="$rate" 'BEGIN {printf "%d", r / 2}')
+sync
+sleep 5
 "$bench" durable --signatures $(( half * 20 )) --petitions 10000 --shape viral --hot-share 0.9 \
-  --durability sync --data-dir "$data/p7" --threads 8 --batch 256 --rate "$half" --json "$out/p7.json"
+  --durability sync --data-dir "$data/p7" --threads 8 --batch 64 --rate "$half" --json "$out/p7.json"
 
 rm -rf "$data"
 if command -v wrk >/dev/null; then

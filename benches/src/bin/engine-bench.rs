@@ -163,12 +163,12 @@ fn drive(
     let threads = traffic.threads.max(1);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let (results, wake_late_us) = std::thread::scope(|scope| {
+    let (results, wake_late_us, elapsed) = std::thread::scope(|scope| {
         let reporter_done = Arc::clone(&done);
         let total = traffic.signatures;
         let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let reporter_finished = Arc::clone(&finished);
-        if progress_s > 0 {
+        let reporter = (progress_s > 0).then(|| {
             scope.spawn(move || {
                 let mut last = 0;
                 let mut last_at = Instant::now();
@@ -186,8 +186,8 @@ fn drive(
                     last = now;
                     last_at = Instant::now();
                 }
-            });
-        }
+            })
+        });
         let wake_finished = Arc::clone(&finished);
         let wake = scope.spawn(move || measure_wake_lateness(&wake_finished));
         let epoch = Instant::now();
@@ -245,10 +245,15 @@ fn drive(
             .into_iter()
             .map(|h| h.join().expect("bench thread panicked"))
             .collect();
+        // The run ends when the last load thread does, not when the helpers notice.
+        let elapsed = started.elapsed();
         finished.store(true, Ordering::Release);
-        (results, wake.join().expect("wake-lateness thread panicked"))
+        if let Some(reporter) = &reporter {
+            reporter.thread().unpark();
+        }
+        let late = wake.join().expect("wake-lateness thread panicked");
+        (results, late, elapsed)
     });
-    let elapsed = started.elapsed();
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
     for (a, d, e, h) in results {
