@@ -10,7 +10,9 @@
 //! - `report`: the final table and JSON;
 //! - `ledger`: the ack ledger file (writer thread, reader);
 //! - `verify`: checks a ledger against the server's counts and re-sends a sample;
-//! - `client`: a plain keep-alive client for registration and verification.
+//! - `wire`: the load path's HTTP/1.1 client: requests written as bytes, answers parsed with
+//!   `httparse` (hyper's client cost 2–3 µs of CPU per request; see README "Keeping up");
+//! - `client`: a plain keep-alive hyper client for registration and verification.
 //!
 //! The binary's `main` only parses flags, builds the runtime and calls [`run_command`] or
 //! [`verify_command`].
