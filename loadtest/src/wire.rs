@@ -25,6 +25,8 @@ const HEADERS_MAX: usize = 64;
 const HEAD_BYTES_MAX: usize = 64 << 10;
 /// Bytes asked of the socket per read.
 const READ_CHUNK: usize = 16 << 10;
+/// A response larger than this (head and body) is refused rather than buffered.
+const RESPONSE_BYTES_MAX: usize = 64 << 20;
 
 /// A complete response found at the start of a buffer.
 #[derive(Debug, PartialEq, Eq)]
@@ -176,6 +178,8 @@ pub struct Wire {
     /// Bytes of `buf` that hold data read from the socket.
     filled: usize,
     closed: bool,
+    /// [`RESPONSE_BYTES_MAX`], smaller in tests.
+    limit: usize,
 }
 
 impl Wire {
@@ -186,6 +190,7 @@ impl Wire {
             buf: vec![0; READ_CHUNK],
             filled: 0,
             closed: false,
+            limit: RESPONSE_BYTES_MAX,
         }
     }
 
@@ -220,6 +225,10 @@ impl Wire {
                     io::ErrorKind::UnexpectedEof,
                     "the connection closed before the response was complete",
                 ));
+            }
+            if self.filled >= self.limit {
+                self.closed = true;
+                return Err(malformed(format_args!("larger than {} bytes", self.limit)));
             }
             if self.buf.len() - self.filled < READ_CHUNK / 2 {
                 self.buf.resize(self.buf.len() * 2, 0);
@@ -385,5 +394,37 @@ mod tests {
         server.await.expect("server task");
         // The server has gone: the next exchange fails rather than hangs.
         assert!(wire.exchange(request, &mut body).await.is_err());
+    }
+
+    #[tokio::test]
+    async fn an_endless_response_is_refused_at_the_limit() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind");
+        let addr = listener.local_addr().expect("addr");
+        let server = tokio::spawn(async move {
+            let (mut socket, _) = listener.accept().await.expect("accept");
+            let mut buf = [0u8; 1024];
+            let _ = socket.read(&mut buf).await.expect("read");
+            // A close-delimited body that never ends (until the client gives up).
+            socket
+                .write_all(b"HTTP/1.1 200 OK\r\n\r\n")
+                .await
+                .expect("head");
+            let chunk = [b'x'; 4096];
+            while socket.write_all(&chunk).await.is_ok() {}
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        let mut wire = Wire::new(stream);
+        wire.limit = 256 << 10;
+        let mut body = Vec::new();
+        let error = wire
+            .exchange(b"GET / HTTP/1.1\r\nhost: x\r\n\r\n", &mut body)
+            .await
+            .expect_err("refused");
+        assert!(error.to_string().contains("larger than"), "{error}");
+        assert!(wire.is_closed());
+        drop(wire);
+        server.await.expect("server task");
     }
 }
