@@ -491,7 +491,16 @@ impl Engine {
 
     /// Async [`Engine::submit`].
     pub async fn submit_async(&self, signature: NewSignature) -> Result<Outcome, SubmitError> {
-        single(self.submit_batch_async(vec![signature]).await)
+        self.submit_ref_async(&signature).await
+    }
+
+    /// One signature of [`Engine::submit_batch_ref_async`].
+    pub fn submit_ref_async<S: AsSignatureRef>(
+        &self,
+        signature: &S,
+    ) -> impl Future<Output = Result<Outcome, SubmitError>> + Send + 'static {
+        let answer = self.submit_batch_ref_async(std::slice::from_ref(signature));
+        async move { single(answer.await) }
     }
 
     /// Async [`Engine::submit_batch_ref`]: the signatures are validated and claimed before this
@@ -528,13 +537,9 @@ impl Engine {
         &self,
         signatures: Vec<NewSignature>,
     ) -> Vec<Result<Outcome, SubmitError>> {
-        let (results, waiting) = self.admit(&signatures, true);
+        let answer = self.submit_batch_ref_async(&signatures);
         drop(signatures);
-        match waiting {
-            None => finish(results, None),
-            Some(Waiting::Async(receiver)) => finish(results, receiver.await.ok()),
-            Some(Waiting::Blocking(_)) => unreachable!("async admission waits on a oneshot"),
-        }
+        answer.await
     }
 
     /// Validates, resolves and fingerprints each signature and claims it in the index. In memory

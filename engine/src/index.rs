@@ -111,7 +111,9 @@ impl Buckets {
         }
         let Ok(map) = memmap2::MmapMut::map_anon(bytes) else {
             // Out of address space or memory: fail as a `Vec` would.
-            std::alloc::handle_alloc_error(std::alloc::Layout::new::<Bucket>());
+            let layout = std::alloc::Layout::array::<Bucket>(buckets)
+                .unwrap_or(std::alloc::Layout::new::<Bucket>());
+            std::alloc::handle_alloc_error(layout);
         };
         // Only advice: without huge pages the table works the same, a little slower.
         #[cfg(target_os = "linux")]

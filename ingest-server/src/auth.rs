@@ -143,12 +143,7 @@ impl Keys {
     }
 
     /// The engine's `source` tag for this caller (`None` in open mode).
-    pub fn source(&self, caller: Caller) -> Option<String> {
-        self.source_ref(caller).map(str::to_owned)
-    }
-
-    /// [`Keys::source`], borrowed.
-    pub fn source_ref(&self, caller: Caller) -> Option<&str> {
+    pub fn source(&self, caller: Caller) -> Option<&str> {
         caller.key.map(|index| self.sources[index].as_str())
     }
 
@@ -247,7 +242,7 @@ mod tests {
             .authorize(Some(b"Bearer admin-key-12"), Role::Admin)
             .ok()
             .expect("admin may");
-        assert_eq!(keys.source(admin).as_deref(), Some("admin-key-2"));
+        assert_eq!(keys.source(admin), Some("admin-key-2"));
         for header in [
             None,
             Some(&b"Bearer nope-nope-nope"[..]),

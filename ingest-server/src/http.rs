@@ -17,8 +17,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use engine::{
-    NewSignature, Outcome, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered,
-    SignatureRef, SubmitError,
+    Outcome, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered, SignatureRef,
+    SubmitError,
 };
 use http_body_util::{BodyExt, Full, LengthLimitError, Limited};
 use hyper::body::Incoming;
@@ -117,16 +117,22 @@ struct SignatureBody<'a> {
     ip: Option<Cow<'a, str>>,
 }
 
-/// One line of `POST /v1/signatures:batch`.
+/// One line of `POST /v1/signatures:batch`, borrowed like [`SignatureBody`].
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct BatchLine {
-    petition: String,
-    email: String,
-    name: Option<String>,
-    postcode: Option<String>,
-    country: Option<String>,
-    ip: Option<String>,
+struct BatchLine<'a> {
+    #[serde(borrow)]
+    petition: Cow<'a, str>,
+    #[serde(borrow)]
+    email: Cow<'a, str>,
+    #[serde(borrow)]
+    name: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    postcode: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    country: Option<Cow<'a, str>>,
+    #[serde(borrow)]
+    ip: Option<Cow<'a, str>>,
 }
 
 async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Response {
@@ -165,15 +171,11 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
         postcode: parsed.postcode.as_deref(),
         country: parsed.country.as_deref(),
         ip: parsed.ip.as_deref(),
-        source: state.keys.source_ref(caller),
+        source: state.keys.source(caller),
     };
     let started = Instant::now();
-    // Admission happens here, synchronously; only the wait for the write is awaited, and the
-    // body is no longer borrowed by then.
-    let answer = state.engine.submit_batch_ref_async(&[signature]);
-    drop(parsed);
-    drop(body);
-    let result = answer.await.pop().unwrap_or(Err(SubmitError::ShuttingDown));
+    // Admission happens in this call; only the wait for the write is awaited.
+    let result = state.engine.submit_ref_async(&signature).await;
     state.metrics.ack_latency.record(started.elapsed());
     match result {
         Ok(Outcome::Accepted { count }) => {
@@ -242,21 +244,12 @@ async fn batch(state: &State, request: Request<Incoming>) -> Response {
     }
     // Each line is a signature to submit or an answer already known.
     let mut answers: Vec<Option<(&'static str, String)>> = Vec::with_capacity(lines.len());
-    let mut signatures = Vec::with_capacity(lines.len());
-    let source = state.keys.source(caller);
+    let mut parsed_lines = Vec::with_capacity(lines.len());
     for line in &lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
-        match serde_json::from_slice::<BatchLine>(line) {
+        match serde_json::from_slice::<BatchLine<'_>>(line) {
             Ok(parsed) => {
-                signatures.push(NewSignature {
-                    petition: parsed.petition,
-                    email: parsed.email,
-                    name: parsed.name,
-                    postcode: parsed.postcode,
-                    country: parsed.country,
-                    ip: parsed.ip,
-                    source: source.clone(),
-                });
+                parsed_lines.push(parsed);
                 answers.push(None);
             }
             Err(e) => {
@@ -266,6 +259,19 @@ async fn batch(state: &State, request: Request<Incoming>) -> Response {
             }
         }
     }
+    let source = state.keys.source(caller);
+    let signatures: Vec<SignatureRef<'_>> = parsed_lines
+        .iter()
+        .map(|line| SignatureRef {
+            petition: &line.petition,
+            email: &line.email,
+            name: line.name.as_deref(),
+            postcode: line.postcode.as_deref(),
+            country: line.country.as_deref(),
+            ip: line.ip.as_deref(),
+            source,
+        })
+        .collect();
     if !state.keys.take(caller, signatures.len() as u64) {
         for _ in 0..signatures.len() {
             state.metrics.signature("rate_limited");
@@ -276,7 +282,7 @@ async fn batch(state: &State, request: Request<Incoming>) -> Response {
     let started = Instant::now();
     let mut results = state
         .engine
-        .submit_batch_async(signatures)
+        .submit_batch_ref_async(&signatures)
         .await
         .into_iter();
     state.metrics.ack_latency.record(started.elapsed());

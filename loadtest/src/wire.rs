@@ -349,14 +349,28 @@ mod tests {
         }
     }
 
-    #[tokio::test]
-    async fn exchanges_over_a_real_socket_keep_the_connection() {
+    /// A server on 127.0.0.1:0 that accepts one connection and hands it to `serve`, and a
+    /// [`Wire`] connected to it.
+    async fn one_connection<F, Fut>(serve: F) -> (Wire, tokio::task::JoinHandle<()>)
+    where
+        F: FnOnce(TcpStream) -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + Send,
+    {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind");
         let addr = listener.local_addr().expect("addr");
         let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("accept");
+            let (socket, _) = listener.accept().await.expect("accept");
+            serve(socket).await;
+        });
+        let stream = TcpStream::connect(addr).await.expect("connect");
+        (Wire::new(stream), server)
+    }
+
+    #[tokio::test]
+    async fn exchanges_over_a_real_socket_keep_the_connection() {
+        let (mut wire, server) = one_connection(|mut socket| async move {
             let mut seen = Vec::new();
             let mut buf = [0u8; 1024];
             // Two requests on one connection; answer each, the second in two pieces.
@@ -381,9 +395,8 @@ mod tests {
                     tokio::task::yield_now().await;
                 }
             }
-        });
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut wire = Wire::new(stream);
+        })
+        .await;
         let mut body = Vec::new();
         let request = b"GET / HTTP/1.1\r\nhost: x\r\n\r\n";
         let status = wire.exchange(request, &mut body).await.expect("first");
@@ -398,12 +411,7 @@ mod tests {
 
     #[tokio::test]
     async fn an_endless_response_is_refused_at_the_limit() {
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
-            .await
-            .expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let server = tokio::spawn(async move {
-            let (mut socket, _) = listener.accept().await.expect("accept");
+        let (mut wire, server) = one_connection(|mut socket| async move {
             let mut buf = [0u8; 1024];
             let _ = socket.read(&mut buf).await.expect("read");
             // A close-delimited body that never ends (until the client gives up).
@@ -413,9 +421,8 @@ mod tests {
                 .expect("head");
             let chunk = [b'x'; 4096];
             while socket.write_all(&chunk).await.is_ok() {}
-        });
-        let stream = TcpStream::connect(addr).await.expect("connect");
-        let mut wire = Wire::new(stream);
+        })
+        .await;
         wire.limit = 256 << 10;
         let mut body = Vec::new();
         let error = wire

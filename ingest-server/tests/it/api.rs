@@ -71,14 +71,7 @@ async fn signature_answers_by_status() {
         assert_eq!(reply.code(), *code, "{petition} {body}");
     }
 
-    let closed = server
-        .send(
-            Method::POST,
-            "/v1/petitions/p1/close",
-            &[("authorization", ADMIN)],
-            "",
-        )
-        .await;
+    let closed = server.close("p1").await;
     assert_eq!(closed.status, 200);
     assert_eq!(closed.json()["state"], "closed");
     let late = server.sign("p1", "bob@example.org").await;
@@ -249,14 +242,7 @@ async fn petition_registration_fields() {
         1,
         "refused PUTs register nothing"
     );
-    let unknown = server
-        .send(
-            Method::POST,
-            "/v1/petitions/ghost/close",
-            &[("authorization", ADMIN)],
-            "",
-        )
-        .await;
+    let unknown = server.close("ghost").await;
     assert_eq!(
         (unknown.status, unknown.code().as_str()),
         (404, "unknown_petition")
@@ -269,14 +255,7 @@ async fn batch_answers_each_line_in_order() {
     let server = TestServer::start(|_| {}).await;
     server.register("a", "{}").await;
     server.register("b", "{}").await;
-    server
-        .send(
-            Method::POST,
-            "/v1/petitions/b/close",
-            &[("authorization", ADMIN)],
-            "",
-        )
-        .await;
+    server.close("b").await;
     let body = [
         r#"{"petition":"a","email":"one@x.org"}"#,
         r#"{"petition":"a","email":"ONE@x.org"}"#,
@@ -651,14 +630,7 @@ async fn petition_reads_follow_admin_changes_and_deadlines() {
     assert_eq!(read().await["state"], "expired");
     server.register("p", "{}").await;
     assert_eq!(read().await["state"], "open", "the deadline was removed");
-    server
-        .send(
-            Method::POST,
-            "/v1/petitions/p/close",
-            &[("authorization", ADMIN)],
-            "",
-        )
-        .await;
+    server.close("p").await;
     assert_eq!(read().await["state"], "closed", "a close shows at once");
     server.stop().await;
 }

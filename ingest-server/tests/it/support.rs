@@ -104,6 +104,17 @@ impl TestServer {
         .await
     }
 
+    /// `POST /v1/petitions/{id}/close` with the admin key.
+    pub async fn close(&self, id: &str) -> Reply {
+        self.send(
+            Method::POST,
+            &format!("/v1/petitions/{id}/close"),
+            &[("authorization", ADMIN)],
+            "",
+        )
+        .await
+    }
+
     /// Stops and drains the server; the engine stays open.
     pub async fn stop(mut self) -> DrainReport {
         if let Some(shutdown) = self.shutdown.take() {
