@@ -175,8 +175,8 @@ async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Re
     };
     let started = Instant::now();
     // Admission happens in this call; only the wait for the write is awaited. The request body
-    // is released before that wait: held across it, it pins hyper's read buffer, which then
-    // cannot be reused for the connection's next read (measured: ~1.4 µs more CPU a request).
+    // is released before that wait: a version that held it across cost ~1.4 µs more CPU a
+    // request (BENCHMARKS.md), most likely because the body shares hyper's read buffer.
     let answer = state.engine.submit_ref_async(&signature);
     drop(parsed);
     drop(body);
