@@ -229,7 +229,7 @@ pub(crate) fn validate<'a, T>(
     signer: impl FnOnce(&str) -> T,
 ) -> Result<(ValidRef<'a>, T), InvalidField> {
     validate_petition_id(signature.petition)?;
-    let email = signature.email.trim();
+    let email = trim(signature.email);
     let derived = signer(&canonical_signer(email, policy)?);
     let name = optional(signature.name, "name", NAME_BYTES_MAX, |s| {
         if s.chars().any(char::is_control) {
@@ -285,7 +285,7 @@ fn optional<'a>(
     check: impl Fn(&str) -> Result<(), &'static str>,
 ) -> Result<Option<&'a str>, InvalidField> {
     let Some(value) = value else { return Ok(None) };
-    let value = value.trim();
+    let value = trim(value);
     if value.is_empty() {
         return Ok(None);
     }
@@ -343,10 +343,15 @@ const ERROR_LOCAL_CHARACTER: InvalidField =
 const ERROR_DOMAIN: InvalidField = invalid("email", "domain is not a valid host name");
 
 /// Byte classes for [`ascii_layout`]: allowed in a local part (printable, no space, none of
-/// the RFC 5322 specials), allowed in a domain label (alphanumeric or '-'), upper-case.
+/// the RFC 5322 specials), allowed in a domain label (alphanumeric or '-'), upper-case, '.',
+/// '-', and allowed anywhere in a domain (a label byte or '.').
 const LOCAL_OK: u8 = 1;
 const LABEL_OK: u8 = 2;
 const UPPER: u8 = 4;
+const DOT: u8 = 8;
+/// `DOT << 1`: [`ascii_layout`] relies on it.
+const HYPHEN: u8 = 16;
+const DOMAIN_OK: u8 = 32;
 const ASCII_CLASSES: [u8; 256] = {
     let mut classes = [0u8; 256];
     let mut b = 0;
@@ -357,16 +362,23 @@ const ASCII_CLASSES: [u8; 256] = {
             class |= LOCAL_OK;
         }
         if byte.is_ascii_alphanumeric() || byte == b'-' {
-            class |= LABEL_OK;
+            class |= LABEL_OK | DOMAIN_OK;
         }
         if byte.is_ascii_uppercase() {
             class |= UPPER;
+        }
+        if byte == b'.' {
+            class |= DOT | DOMAIN_OK;
+        }
+        if byte == b'-' {
+            class |= HYPHEN;
         }
         classes[b] = class;
         b += 1;
     }
     classes
 };
+const _: () = assert!(HYPHEN == DOT << 1);
 
 /// Checks an email of any text: where its last '@' is and whether it has upper-case letters.
 fn general_layout(email: &str) -> Result<(usize, bool), InvalidField> {
@@ -385,17 +397,17 @@ fn general_layout(email: &str) -> Result<(usize, bool), InvalidField> {
     Ok((local.len(), email.chars().any(char::is_uppercase)))
 }
 
-/// [`general_layout`] for ASCII, the common case, in one pass over the bytes: the same checks in
-/// the same order, so the same answer and the same error.
+/// [`general_layout`] for ASCII, the common case, without branching per byte: the same checks
+/// in the same order, so the same answer and the same error.
 fn ascii_layout(email: &[u8]) -> Result<(usize, bool), InvalidField> {
-    let Some(at) = email.iter().rposition(|&b| b == b'@') else {
+    let Some(at) = memchr::memrchr(b'@', email) else {
         return Err(ERROR_NO_AT);
     };
     let (local, domain) = (&email[..at], &email[at + 1..]);
     if local.is_empty() || local.len() > EMAIL_LOCAL_BYTES_MAX {
         return Err(ERROR_LOCAL_LENGTH);
     }
-    // Branch-free over the local part: AND the "allowed" bits, OR the "upper-case" bits.
+    // The local part: AND the "allowed" bits, OR the "upper-case" bits.
     let (mut all, mut any) = (LOCAL_OK, 0u8);
     for &b in local {
         let class = ASCII_CLASSES[usize::from(b)];
@@ -405,40 +417,42 @@ fn ascii_layout(email: &[u8]) -> Result<(usize, bool), InvalidField> {
     if all & LOCAL_OK == 0 {
         return Err(ERROR_LOCAL_CHARACTER);
     }
-    let mut upper = any & UPPER != 0;
-    // Labels of 1-63 alphanumerics or '-', not starting or ending with '-', at least two.
-    let (mut label, mut last, mut dots) = (0usize, 0u8, 0usize);
+    // The domain: every byte a label byte or '.'; no '.' after '.' or '-', no '-' after '.',
+    // neither first nor last (the start counts as a '.'); at least one '.'.
+    let (mut all, mut seen, mut bad, mut previous) = (DOMAIN_OK, 0u8, 0u8, DOT);
     for &b in domain {
-        if b == b'.' {
-            if label == 0 || last == b'-' {
-                return Err(ERROR_DOMAIN);
-            }
-            label = 0;
-            dots += 1;
-        } else if ASCII_CLASSES[usize::from(b)] & LABEL_OK != 0 {
-            if label == 0 && b == b'-' {
-                return Err(ERROR_DOMAIN);
-            }
-            label += 1;
-            if label > 63 {
-                return Err(ERROR_DOMAIN);
-            }
-            upper |= b.is_ascii_uppercase();
-        } else {
-            return Err(ERROR_DOMAIN);
-        }
-        last = b;
+        let class = ASCII_CLASSES[usize::from(b)];
+        all &= class;
+        seen |= class;
+        // What may not come just before this byte: '.' or '-' before a '.', '.' before a '-'.
+        let forbidden = (class & DOT) | ((class & DOT) << 1) | ((class & HYPHEN) >> 1);
+        bad |= forbidden & previous;
+        previous = class & (DOT | HYPHEN);
     }
-    if label == 0 || last == b'-' || dots == 0 {
+    if all & DOMAIN_OK == 0 || bad != 0 || previous != 0 || seen & DOT == 0 {
         return Err(ERROR_DOMAIN);
     }
-    Ok((at, upper))
+    // Labels of at most 63 bytes: only a longer domain can hold a longer one.
+    if domain.len() > 63 && domain.split(|&b| b == b'.').any(|label| label.len() > 63) {
+        return Err(ERROR_DOMAIN);
+    }
+    Ok((at, (any | seen) & UPPER != 0))
+}
+
+/// `text.trim()`, without decoding characters when both ends are printable ASCII (as they
+/// almost always are).
+#[inline]
+fn trim(text: &str) -> &str {
+    match (text.as_bytes().first(), text.as_bytes().last()) {
+        (Some(first), Some(last)) if first.is_ascii_graphic() && last.is_ascii_graphic() => text,
+        _ => text.trim(),
+    }
 }
 
 /// Derives the signer identity from an email: trimmed, lower-cased, and with the opt-in provider
 /// rules of `policy` applied. Rejects what is not an email address.
 pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, InvalidField> {
-    let email = email.trim();
+    let email = trim(email);
     if email.is_empty() {
         return Err(invalid("email", "is required"));
     }
@@ -577,6 +591,17 @@ mod tests {
             "x@a.org.".into(),
             format!("x@{}.org", "l".repeat(63)),
             format!("x@{}.org", "l".repeat(64)),
+            format!("x@org.{}", "l".repeat(63)),
+            format!("x@org.{}", "l".repeat(64)),
+            format!("x@a.{}.org", "l-".repeat(32)),
+            "x@a-b.c--d.org".into(),
+            "x@a.b-.org".into(),
+            "x@a.-b.org".into(),
+            "x@-a.org".into(),
+            "x@a.org-".into(),
+            "x@A.ORG".into(),
+            "x@ab".into(),
+            "x@".into(),
             format!("{}@x.org", "a".repeat(64)),
             format!("{}@x.org", "a".repeat(65)),
         ];
@@ -597,6 +622,25 @@ mod tests {
                 general_layout(email),
                 "email {email:?}"
             );
+        }
+    }
+
+    #[test]
+    fn trim_is_str_trim() {
+        for text in [
+            "",
+            " ",
+            "a",
+            " a",
+            "a ",
+            "\ta\n",
+            "a b",
+            "\u{a0}a",
+            "a\u{2003}",
+            "é",
+            " é ",
+        ] {
+            assert_eq!(trim(text), text.trim(), "{text:?}");
         }
     }
 
