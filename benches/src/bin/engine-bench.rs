@@ -12,7 +12,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use benches::workload::{Batch, Shape, Workload, INPUT_DESCRIPTION};
+use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
 use engine::{Config, Durability, Engine, Outcome, PetitionSpec};
@@ -55,6 +55,10 @@ struct Traffic {
     /// Seed of the workload.
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// How signatures are produced: all before the clock starts (memory mode's default), or
+    /// per call inside the timed loop (durable mode's default: no input held in memory).
+    #[arg(long)]
+    input: Option<Input>,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -151,16 +155,44 @@ fn measure_wake_lateness(finished: &std::sync::atomic::AtomicBool) -> Histogram<
     late
 }
 
+/// Each thread's signatures, generated before the clock starts (`Input::Pregenerated`), or
+/// `None`s (`Input::Inline`).
+fn pregenerate(workload: &Workload, threads: usize, input: Input) -> Vec<Option<Batch>> {
+    if input == Input::Inline {
+        return (0..threads).map(|_| None).collect();
+    }
+    std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..threads)
+            .map(|t| {
+                scope.spawn(move || {
+                    let share = workload.thread_range(t, threads);
+                    let mut batch = Batch::with_capacity((share.end - share.start) as usize);
+                    workload.fill(share, &mut batch);
+                    Some(batch)
+                })
+            })
+            .collect();
+        handles
+            .into_iter()
+            .map(|h| h.join().expect("generating thread panicked"))
+            .collect()
+    })
+}
+
 /// Submits the workload from `traffic.threads` threads. With `rate > 0` each thread paces its
-/// batches to its share of the rate and latency counts from the intended send time.
+/// batches to its share of the rate and latency counts from the intended send time. With
+/// `measure_wake`, a helper thread measures how late a 1 ms sleep wakes meanwhile.
 fn drive(
     engine: &Engine,
     traffic: &Traffic,
     workload: &Workload,
+    input: Input,
     rate: u64,
     progress_s: u64,
+    measure_wake: bool,
 ) -> RunResult {
     let threads = traffic.threads.max(1);
+    let inputs = pregenerate(workload, threads, input);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
     let (results, wake_late_us, elapsed) = std::thread::scope(|scope| {
@@ -189,11 +221,12 @@ fn drive(
             })
         });
         let wake_finished = Arc::clone(&finished);
-        let wake = scope.spawn(move || measure_wake_lateness(&wake_finished));
+        let wake = measure_wake.then(|| scope.spawn(move || measure_wake_lateness(&wake_finished)));
         let epoch = Instant::now();
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let done = Arc::clone(&done);
+                let input = inputs[t].as_ref();
                 scope.spawn(move || {
                     let mut histogram =
                         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
@@ -212,8 +245,15 @@ fn drive(
                     let mut buffer = Batch::default();
                     while i < share.end {
                         let end = (i + traffic.batch as u64).min(share.end);
-                        workload.fill(i..end, &mut buffer);
-                        let batch = buffer.signatures();
+                        let batch = match input {
+                            Some(all) => all.signatures_in(
+                                (i - share.start) as usize..(end - share.start) as usize,
+                            ),
+                            None => {
+                                workload.fill(i..end, &mut buffer);
+                                buffer.signatures()
+                            }
+                        };
                         let intended = if rate > 0 {
                             let at = begin + interval * k;
                             let now = Instant::now();
@@ -251,9 +291,14 @@ fn drive(
         if let Some(reporter) = &reporter {
             reporter.thread().unpark();
         }
-        let late = wake.join().expect("wake-lateness thread panicked");
+        let late = match wake {
+            Some(wake) => wake.join().expect("wake-lateness thread panicked"),
+            None => Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+        };
         (results, late, elapsed)
     });
+    // Free the input before the caller measures memory.
+    drop(inputs);
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
     for (a, d, e, h) in results {
@@ -299,7 +344,8 @@ fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Sta
         traffic.dup_ratio,
         traffic.seed,
     );
-    let run = drive(&engine, traffic, &workload, 0, 0);
+    let input = traffic.input.unwrap_or(Input::Pregenerated);
+    let run = drive(&engine, traffic, &workload, input, 0, 0, false);
     if run.errors > 0 {
         bail!("{} signatures were refused", run.errors);
     }
@@ -308,7 +354,8 @@ fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Sta
     Ok((run, stats, rss))
 }
 
-fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
+fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
+    let input = *traffic.input.get_or_insert(Input::Pregenerated);
     println!(
         "engine-bench memory: {} signatures, {} petitions, {} threads, batch {}, {}",
         traffic.signatures,
@@ -317,7 +364,7 @@ fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
         traffic.batch,
         process::machine()
     );
-    println!("input: {INPUT_DESCRIPTION}");
+    println!("input: {}", input.describe());
     if compare_rounds == 0 {
         let (run, stats, rss) = memory_run(&traffic, traffic.shape)?;
         let per_sec = traffic.signatures as f64 / run.elapsed.as_secs_f64();
@@ -354,7 +401,7 @@ fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
             "index_bytes": stats.index_bytes,
             "counts_bytes": stats.counts_bytes,
             "index_bytes_per_signature": index_per_sig,
-            "input": INPUT_DESCRIPTION,
+            "input": input.describe(),
             "rss_bytes": rss,
             "rss_bytes_per_signature": rss as f64 / stats.signatures.max(1) as f64,
             "machine": process::machine(),
@@ -399,7 +446,7 @@ fn memory(traffic: Traffic, compare_rounds: usize) -> Result<()> {
         "uniform_median_signatures_per_sec": uniform_median,
         "viral_median_signatures_per_sec": viral_median,
         "viral_to_uniform_ratio": ratio,
-        "input": INPUT_DESCRIPTION,
+        "input": input.describe(),
         "machine": process::machine(),
     });
     write_json(traffic.json.as_ref(), &report)
@@ -418,13 +465,14 @@ fn median(values: &mut [f64]) -> f64 {
 }
 
 fn durable(
-    traffic: Traffic,
+    mut traffic: Traffic,
     durability: Durability,
     data_dir: PathBuf,
     rate: u64,
     disk_probe: bool,
     progress_s: u64,
 ) -> Result<()> {
+    let input = *traffic.input.get_or_insert(Input::Inline);
     if durability == Durability::None {
         eprintln!(
             "WARNING: durability none: acknowledged signatures are NOT crash-safe; benchmark only"
@@ -474,7 +522,7 @@ fn durable(
         traffic.dup_ratio,
         traffic.seed,
     );
-    let run = drive(&engine, &traffic, &workload, rate, progress_s);
+    let run = drive(&engine, &traffic, &workload, input, rate, progress_s, true);
     engine.flush()?;
     let stats = engine.stats();
     let written = process::bytes_written().saturating_sub(written_before);
@@ -526,7 +574,7 @@ fn durable(
         "refused": run.errors,
         "elapsed_s": run.elapsed.as_secs_f64(),
         "signatures_per_sec": per_sec,
-        "input": INPUT_DESCRIPTION,
+        "input": input.describe(),
         "ack_latency_us_p50": p50,
         "ack_latency_us_p90": run.latency_us.value_at_quantile(0.90),
         "ack_latency_us_p99": p99,
