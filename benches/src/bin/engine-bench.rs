@@ -137,6 +137,9 @@ struct RunResult {
     duplicates: u64,
     errors: u64,
     latency_us: Histogram<u64>,
+    /// Per call, µs from the call to `submit_batch_ref` to its return: the engine's own part of
+    /// `latency_us`, without the load thread's late wake-ups or earlier calls' delays.
+    call_us: Histogram<u64>,
     /// How late a thread that sleeps 1 ms at a time woke up, in µs, sampled during the run: the
     /// scheduling delay any thread of this process (the writer, a caller) can meet.
     wake_late_us: Histogram<u64>,
@@ -230,6 +233,7 @@ fn drive(
                 scope.spawn(move || {
                     let mut histogram =
                         Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                    let mut calls = histogram.clone();
                     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
                     let share = workload.thread_range(t, threads);
                     let interval = if rate > 0 {
@@ -265,7 +269,10 @@ fn drive(
                             Instant::now()
                         };
                         k += 1;
-                        for outcome in engine.submit_batch_ref(&batch) {
+                        let called = Instant::now();
+                        let outcomes = engine.submit_batch_ref(&batch);
+                        calls.saturating_record((called.elapsed().as_micros() as u64).max(1));
+                        for outcome in outcomes {
                             match outcome {
                                 Ok(Outcome::Accepted { .. }) => accepted += 1,
                                 Ok(Outcome::Duplicate { .. }) => duplicates += 1,
@@ -277,11 +284,11 @@ fn drive(
                         done.fetch_add(end - i, Ordering::Relaxed);
                         i = end;
                     }
-                    (accepted, duplicates, errors, histogram)
+                    (accepted, duplicates, errors, histogram, calls)
                 })
             })
             .collect();
-        let results: Vec<(u64, u64, u64, Histogram<u64>)> = handles
+        let results: Vec<_> = handles
             .into_iter()
             .map(|h| h.join().expect("bench thread panicked"))
             .collect();
@@ -300,12 +307,14 @@ fn drive(
     // Free the input before the caller measures memory.
     drop(inputs);
     let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut call_us = latency_us.clone();
     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
-    for (a, d, e, h) in results {
+    for (a, d, e, h, c) in results {
         accepted += a;
         duplicates += d;
         errors += e;
         latency_us.add(h).expect("same bounds");
+        call_us.add(c).expect("same bounds");
     }
     RunResult {
         elapsed,
@@ -313,6 +322,7 @@ fn drive(
         duplicates,
         errors,
         latency_us,
+        call_us,
         wake_late_us,
     }
 }
@@ -547,11 +557,20 @@ fn durable(
         run.latency_us.max(),
         bytes_per_sig
     );
+    if rate > 0 {
+        println!(
+            "  of which inside the engine call (submit to return): p50 {} µs, p99 {} µs, max {} µs; the rest is the load thread waking late or still busy with its previous call",
+            run.call_us.value_at_quantile(0.50),
+            run.call_us.value_at_quantile(0.99),
+            run.call_us.max()
+        );
+    }
+    let write_p50_ms = quantile_bound(&stats.write_latency, 0.50) * 1e3;
     let write_p99_ms = quantile_bound(&stats.write_latency, 0.99) * 1e3;
     let write_max_ms = quantile_bound(&stats.write_latency, 1.0) * 1e3;
     let late = &run.wake_late_us;
     println!(
-        "store write + sync per batch: p99 ≤ {write_p99_ms} ms, max ≤ {write_max_ms} ms; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs (scheduling delay on this machine during the run)",
+        "store write + sync per batch: p50 ≤ {write_p50_ms} ms, p99 ≤ {write_p99_ms} ms, max ≤ {write_max_ms} ms; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs (scheduling delay on this machine during the run)",
         late.value_at_quantile(0.50),
         late.value_at_quantile(0.99),
         late.max()
@@ -579,7 +598,11 @@ fn durable(
         "ack_latency_us_p90": run.latency_us.value_at_quantile(0.90),
         "ack_latency_us_p99": p99,
         "ack_latency_us_max": run.latency_us.max(),
+        "call_latency_us_p50": run.call_us.value_at_quantile(0.50),
+        "call_latency_us_p99": run.call_us.value_at_quantile(0.99),
+        "call_latency_us_max": run.call_us.max(),
         "batches": stats.batches_total,
+        "store_write_ms_p50_at_most": write_p50_ms,
         "store_write_ms_p99_at_most": write_p99_ms,
         "store_write_ms_max_at_most": write_max_ms,
         "wake_late_us_p50": late.value_at_quantile(0.50),
