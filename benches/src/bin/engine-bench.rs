@@ -4,14 +4,17 @@
 //! Modes:
 //! - `memory`: the in-memory dedup and counting path from T threads (P1, P5, P8);
 //! - `durable`: signatures through the group-commit writer into RocksDB (P2, P7);
-//! - `recover`: open an existing data dir and time it to ready (P6).
+//! - `recover`: open an existing data dir and time it to ready (P6);
+//! - `floor`: the durable-ack floor of this machine under `durable --rate` (P7): pacing, hand-off,
+//!   append and `fdatasync` only.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use benches::floor::{Floor, Pacer};
 use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
@@ -104,6 +107,36 @@ enum Mode {
         #[arg(long)]
         json: Option<PathBuf>,
     },
+    /// The floor under `durable --rate`: the same pacing, with one writer thread that only
+    /// appends the bytes and `fdatasync`s per group (no engine, no RocksDB). What a durable
+    /// acknowledgement costs on this machine before any engine work.
+    Floor {
+        /// Directory on the disk to measure (a scratch file is written and removed).
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// Signatures in all.
+        #[arg(long, default_value_t = 5_000_000)]
+        signatures: u64,
+        /// Calling threads.
+        #[arg(long, default_value_t = 8)]
+        threads: usize,
+        /// Signatures per call.
+        #[arg(long, default_value_t = 64)]
+        batch: usize,
+        /// Total signatures per second.
+        #[arg(long, default_value_t = 250_000)]
+        rate: u64,
+        /// Bytes appended per signature (the engine writes ~180 per accepted signature at this
+        /// load, WAL and flushes together).
+        #[arg(long, default_value_t = 180)]
+        bytes_per_signature: usize,
+        /// Skip the disk probe.
+        #[arg(long)]
+        no_disk_probe: bool,
+        /// Write the JSON report here.
+        #[arg(long)]
+        json: Option<PathBuf>,
+    },
 }
 
 fn main() -> Result<()> {
@@ -128,7 +161,104 @@ fn main() -> Result<()> {
             progress_s,
         ),
         Mode::Recover { data_dir, json } => recover(data_dir, json),
+        Mode::Floor {
+            data_dir,
+            signatures,
+            threads,
+            batch,
+            rate,
+            bytes_per_signature,
+            no_disk_probe,
+            json,
+        } => floor(
+            &Floor {
+                threads,
+                batch,
+                rate,
+                signatures,
+                bytes_per_signature,
+            },
+            &data_dir,
+            !no_disk_probe,
+            json,
+        ),
     }
+}
+
+fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    let probe = if disk_probe {
+        let probe = disk::probe(dir).context("probing the disk")?;
+        println!(
+            "disk: fsync of 4 KiB p50 {} µs, p99 {} µs; sequential write {:.0} MB/s",
+            probe.fsync_us_p50, probe.fsync_us_p99, probe.sequential_mb_per_s
+        );
+        Some(probe)
+    } else {
+        None
+    };
+    println!(
+        "engine-bench floor: {} signatures, {} threads × batch {}, rate {}/s, {} bytes appended per signature, {}",
+        floor.signatures,
+        floor.threads,
+        floor.batch,
+        floor.rate,
+        floor.bytes_per_signature,
+        process::machine()
+    );
+    let result = benches::floor::run(floor, dir).context("floor run")?;
+    let (latency, call, sync) = (&result.latency_us, &result.call_us, &result.sync_us);
+    println!(
+        "{} calls in {:.2} s, {} groups ({:.1} calls per fdatasync)",
+        result.calls,
+        result.elapsed.as_secs_f64(),
+        result.groups,
+        result.calls as f64 / result.groups.max(1) as f64
+    );
+    println!(
+        "ack latency per call of {} signatures: p50 {} µs, p99 {} µs, max {} µs",
+        floor.batch,
+        latency.value_at_quantile(0.50),
+        latency.value_at_quantile(0.99),
+        latency.max()
+    );
+    println!(
+        "  of which after the hand-off to the writer: p50 {} µs, p99 {} µs, max {} µs",
+        call.value_at_quantile(0.50),
+        call.value_at_quantile(0.99),
+        call.max()
+    );
+    println!(
+        "append + fdatasync per group: p50 {} µs, p99 {} µs, max {} µs",
+        sync.value_at_quantile(0.50),
+        sync.value_at_quantile(0.99),
+        sync.max()
+    );
+    let report = json!({
+        "mode": "floor",
+        "threads": floor.threads,
+        "batch": floor.batch,
+        "rate": floor.rate,
+        "signatures": floor.signatures,
+        "bytes_per_signature": floor.bytes_per_signature,
+        "calls": result.calls,
+        "groups": result.groups,
+        "elapsed_s": result.elapsed.as_secs_f64(),
+        "ack_latency_us_p50": latency.value_at_quantile(0.50),
+        "ack_latency_us_p99": latency.value_at_quantile(0.99),
+        "ack_latency_us_max": latency.max(),
+        "call_latency_us_p50": call.value_at_quantile(0.50),
+        "call_latency_us_p99": call.value_at_quantile(0.99),
+        "call_latency_us_max": call.max(),
+        "sync_us_p50": sync.value_at_quantile(0.50),
+        "sync_us_p99": sync.value_at_quantile(0.99),
+        "sync_us_max": sync.max(),
+        "disk_fsync_us_p50": probe.as_ref().map(|p| p.fsync_us_p50),
+        "disk_fsync_us_p99": probe.as_ref().map(|p| p.fsync_us_p99),
+        "disk_sequential_mb_per_s": probe.as_ref().map(|p| p.sequential_mb_per_s),
+        "machine": process::machine(),
+    });
+    write_json(json.as_ref(), &report)
 }
 
 struct RunResult {
@@ -236,15 +366,14 @@ fn drive(
                     let mut calls = histogram.clone();
                     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
                     let share = workload.thread_range(t, threads);
-                    let interval = if rate > 0 {
-                        Duration::from_secs_f64(traffic.batch as f64 * threads as f64 / rate as f64)
-                    } else {
-                        Duration::ZERO
-                    };
                     // Threads are spread evenly over one interval, so that the total rate is
                     // constant rather than `threads` calls arriving at once every interval.
-                    let begin = epoch + interval * t as u32 / threads as u32;
-                    let mut k = 0u32;
+                    let mut pacer = Pacer::new(
+                        epoch,
+                        Pacer::interval(rate, traffic.batch, threads),
+                        t,
+                        threads,
+                    );
                     let mut i = share.start;
                     let mut buffer = Batch::default();
                     while i < share.end {
@@ -258,17 +387,7 @@ fn drive(
                                 buffer.signatures()
                             }
                         };
-                        let intended = if rate > 0 {
-                            let at = begin + interval * k;
-                            let now = Instant::now();
-                            if at > now {
-                                std::thread::sleep(at - now);
-                            }
-                            at
-                        } else {
-                            Instant::now()
-                        };
-                        k += 1;
+                        let intended = pacer.wait_turn();
                         let called = Instant::now();
                         let outcomes = engine.submit_batch_ref(&batch);
                         calls.saturating_record((called.elapsed().as_micros() as u64).max(1));

@@ -1,0 +1,229 @@
+//! The floor under P7: the least that a durable acknowledgement costs on this machine.
+//!
+//! Callers paced exactly as `engine-bench durable --rate` paces them hand requests to one writer
+//! thread, which does what any group commit must: take everything queued, append it to a file
+//! (as many bytes as the engine writes per signature), `fdatasync`, and wake every caller. No
+//! index, no RocksDB, no encoding. Its ack latency is what the engine's would be if the engine
+//! itself cost nothing, so it separates what the machine (disk, thread wake-ups) costs from what
+//! the engine adds.
+
+use std::fs::OpenOptions;
+use std::io::Write;
+use std::path::Path;
+use std::sync::mpsc::{sync_channel, SyncSender};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// One floor run.
+#[derive(Debug, Clone)]
+pub struct Floor {
+    /// Calling threads.
+    pub threads: usize,
+    /// Signatures per call.
+    pub batch: usize,
+    /// Signatures per second over all threads.
+    pub rate: u64,
+    /// Signatures in all.
+    pub signatures: u64,
+    /// Bytes appended per signature.
+    pub bytes_per_signature: usize,
+}
+
+/// What a floor run measured, in microseconds.
+#[derive(Debug)]
+pub struct FloorResult {
+    /// Per call, from its intended send time to its acknowledgement.
+    pub latency_us: Histogram<u64>,
+    /// Per call, from the hand-off to the writer to the acknowledgement.
+    pub call_us: Histogram<u64>,
+    /// Per group, the append and `fdatasync`.
+    pub sync_us: Histogram<u64>,
+    /// Calls made.
+    pub calls: u64,
+    /// Groups written (one `fdatasync` each).
+    pub groups: u64,
+    /// Wall time of the run.
+    pub elapsed: Duration,
+}
+
+/// Paces one of `threads` threads that together send a call every `interval / threads`: thread
+/// `t` starts `t / threads` of an interval after `epoch`, so the total rate is even.
+#[derive(Debug)]
+pub struct Pacer {
+    begin: Instant,
+    interval: Duration,
+    sent: u32,
+}
+
+impl Pacer {
+    /// The pacer of thread `t` of `threads`, each sending every `interval` (zero: as fast as
+    /// possible).
+    pub fn new(epoch: Instant, interval: Duration, t: usize, threads: usize) -> Pacer {
+        Pacer {
+            begin: epoch + interval * t as u32 / threads.max(1) as u32,
+            interval,
+            sent: 0,
+        }
+    }
+
+    /// The interval that makes `threads` threads of `batch`-signature calls send `rate`
+    /// signatures per second (zero for `rate == 0`).
+    pub fn interval(rate: u64, batch: usize, threads: usize) -> Duration {
+        if rate == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(batch as f64 * threads as f64 / rate as f64)
+        }
+    }
+
+    /// Sleeps until the next call is due, unless it is already late, and returns when it was
+    /// due: latency counts from then, so a late call's wait is counted (open loop).
+    pub fn wait_turn(&mut self) -> Instant {
+        if self.interval.is_zero() {
+            return Instant::now();
+        }
+        let at = self.begin + self.interval * self.sent;
+        self.sent += 1;
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        at
+    }
+}
+
+type Request = (usize, SyncSender<()>);
+
+fn new_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Runs `floor` against a scratch file in `dir`, removed afterwards.
+pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
+    let path = dir.join(".ack-floor");
+    let mut file = OpenOptions::new()
+        .create(true)
+        .truncate(true)
+        .write(true)
+        .open(&path)?;
+    let threads = floor.threads.max(1);
+    let batch = floor.batch.max(1);
+    let calls_per_thread = floor.signatures.div_ceil((threads * batch) as u64);
+    let interval = Pacer::interval(floor.rate, batch, threads);
+    let (sender, receiver) = crossbeam_channel::unbounded::<Request>();
+    let started = Instant::now();
+    let outcome = std::thread::scope(|scope| {
+        let writer = scope.spawn(move || -> std::io::Result<(Histogram<u64>, u64)> {
+            let mut sync_us = new_histogram();
+            let mut groups = 0u64;
+            let mut buffer = Vec::new();
+            let mut waiting = Vec::new();
+            while let Ok(first) = receiver.recv() {
+                waiting.push(first);
+                waiting.extend(receiver.try_iter());
+                let signatures: usize = waiting.iter().map(|(signatures, _)| signatures).sum();
+                buffer.clear();
+                buffer.resize(signatures * floor.bytes_per_signature, 0x5a);
+                let synced = Instant::now();
+                file.write_all(&buffer)?;
+                file.sync_data()?;
+                sync_us.saturating_record((synced.elapsed().as_micros() as u64).max(1));
+                groups += 1;
+                for (_, reply) in waiting.drain(..) {
+                    let _ = reply.send(());
+                }
+            }
+            Ok((sync_us, groups))
+        });
+        let epoch = Instant::now();
+        let callers: Vec<_> = (0..threads)
+            .map(|t| {
+                let sender = sender.clone();
+                scope.spawn(move || {
+                    let mut latency_us = new_histogram();
+                    let mut call_us = new_histogram();
+                    let mut pacer = Pacer::new(epoch, interval, t, threads);
+                    let (reply, acknowledged) = sync_channel(1);
+                    for _ in 0..calls_per_thread {
+                        let intended = pacer.wait_turn();
+                        let called = Instant::now();
+                        if sender.send((batch, reply.clone())).is_err() {
+                            break;
+                        }
+                        if acknowledged.recv().is_err() {
+                            break;
+                        }
+                        call_us.saturating_record((called.elapsed().as_micros() as u64).max(1));
+                        latency_us
+                            .saturating_record((intended.elapsed().as_micros() as u64).max(1));
+                    }
+                    (latency_us, call_us)
+                })
+            })
+            .collect();
+        drop(sender);
+        let mut latency_us = new_histogram();
+        let mut call_us = new_histogram();
+        for caller in callers {
+            let (latency, call) = caller.join().expect("floor caller panicked");
+            latency_us.add(latency).expect("same bounds");
+            call_us.add(call).expect("same bounds");
+        }
+        let elapsed = started.elapsed();
+        let (sync_us, groups) = writer.join().expect("floor writer panicked")?;
+        Ok(FloorResult {
+            calls: latency_us.len(),
+            latency_us,
+            call_us,
+            sync_us,
+            groups,
+            elapsed,
+        })
+    });
+    std::fs::remove_file(&path)?;
+    outcome
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_call_is_acknowledged_after_a_sync() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let floor = Floor {
+            threads: 3,
+            batch: 10,
+            rate: 30_000,
+            signatures: 3_000,
+            bytes_per_signature: 100,
+        };
+        let result = run(&floor, dir.path()).expect("floor run");
+        assert_eq!(result.calls, 300);
+        assert_eq!(result.call_us.len(), 300);
+        // Every call waited for one group's sync; groups never outnumber calls.
+        assert!((1..=300).contains(&result.groups), "{}", result.groups);
+        assert_eq!(result.sync_us.len(), result.groups);
+        assert!(result.latency_us.min() >= result.sync_us.min());
+        // 100 calls a thread, one every millisecond: about 0.1 s.
+        assert!(
+            result.elapsed >= Duration::from_millis(90),
+            "{:?}",
+            result.elapsed
+        );
+        assert!(!dir.path().join(".ack-floor").exists());
+    }
+
+    #[test]
+    fn pacer_staggers_threads_and_counts_from_the_due_time() {
+        let epoch = Instant::now();
+        let interval = Pacer::interval(1_000, 10, 2);
+        assert_eq!(interval, Duration::from_millis(20));
+        let mut second = Pacer::new(epoch, interval, 1, 2);
+        assert_eq!(second.wait_turn(), epoch + Duration::from_millis(10));
+        assert_eq!(second.wait_turn(), epoch + Duration::from_millis(30));
+        assert!(Instant::now() >= epoch + Duration::from_millis(30));
+        assert_eq!(Pacer::interval(0, 10, 2), Duration::ZERO);
+    }
+}
