@@ -664,6 +664,8 @@ impl Engine {
 
         // Pass 2: claim each fingerprint in the index.
         let mut items = Vec::new();
+        // Records run to ~50-100 bytes; most calls then need no second allocation.
+        let mut records = Vec::with_capacity(if memory { 0 } else { claims.len() * 96 });
         let mut duplicates = 0u64;
         for &claim in claims.iter().take(PREFETCH_DISTANCE) {
             shared.index.prefetch(claim.fp);
@@ -685,9 +687,13 @@ impl Engine {
                         // Met pending: another submission of this signer is on its way to the
                         // writer; this one's answer waits for that one's write.
                         awaiting: matches!(inserted, Insert::Present(_)),
-                        petition: Arc::clone(&slots[claim.slot as usize].petition),
+                        petition: claim.slot,
                         fp: claim.fp,
-                        record: valid[at].record(slots[claim.slot as usize].petition.num, now),
+                        record: valid[at].encode(
+                            slots[claim.slot as usize].petition.num,
+                            now,
+                            &mut records,
+                        ),
                     })
                 }
                 _ => {
@@ -727,6 +733,8 @@ impl Engine {
         };
         let job = SignJob {
             items,
+            petitions: slots.into_iter().map(|slot| slot.petition).collect(),
+            records,
             reply,
             generation,
             reserved,

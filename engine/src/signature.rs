@@ -6,6 +6,7 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+use std::ops::Range;
 
 /// Longest petition id, in bytes (ids are ASCII).
 pub const PETITION_ID_BYTES_MAX: usize = 64;
@@ -150,7 +151,7 @@ impl AsSignatureRef for SignatureRef<'_> {
 
 /// A signature that passed validation, still borrowing the caller's text: fields trimmed, empty
 /// optional fields mapped to `None`. Admission needs nothing more in memory mode; the persistent
-/// path encodes it with [`ValidRef::record`] for the writer.
+/// path encodes it with [`ValidRef::encode`] for the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ValidRef<'a> {
     pub email: &'a str,
@@ -162,10 +163,11 @@ pub(crate) struct ValidRef<'a> {
 }
 
 impl ValidRef<'_> {
-    /// The stored record of this signature (see [`crate::store::encode_record`]), encoded here
-    /// at admission so that the writer, the one serial stage, only copies bytes into its batch:
-    /// one allocation per signature instead of one per field. The country is stored upper-case.
-    pub fn record(self, petition: u32, received_at_ms: u64) -> Vec<u8> {
+    /// Appends the stored record of this signature (see [`crate::store::encode_record`]) to
+    /// `out`, and returns where it lies there. Encoded at admission, all of a call's records in
+    /// one buffer, so that the writer, the one serial stage, only copies bytes into its batch,
+    /// and no signature costs an allocation. The country is stored upper-case.
+    pub fn encode(self, petition: u32, received_at_ms: u64, out: &mut Vec<u8>) -> Range<usize> {
         let mut country = [0u8; 2];
         let country = self.country.map(|code| {
             // Validated: two ASCII letters.
@@ -174,13 +176,7 @@ impl ValidRef<'_> {
             }
             std::str::from_utf8(&country[..code.len()]).unwrap_or(code)
         });
-        let mut out = Vec::with_capacity(
-            32 + self.email.len()
-                + [self.name, self.postcode, country, self.ip, self.source]
-                    .iter()
-                    .map(|field| field.map_or(1, |f| f.len() + 2))
-                    .sum::<usize>(),
-        );
+        let start = out.len();
         crate::store::encode_record(
             &crate::store::Record {
                 petition,
@@ -192,9 +188,9 @@ impl ValidRef<'_> {
                 ip: self.ip,
                 source: self.source,
             },
-            &mut out,
+            out,
         );
-        out
+        start..out.len()
     }
 }
 
@@ -696,8 +692,11 @@ mod tests {
         signature.country = Some("gb".into());
         let (valid, signer) =
             validate(&signature.as_signature_ref(), OFF, str::to_owned).expect("valid");
-        let bytes = valid.record(1, 0);
-        let valid = crate::store::decode_record(&bytes).expect("decodes");
+        let mut bytes = vec![7; 3];
+        let at = valid.encode(1, 0, &mut bytes);
+        assert_eq!(at.start, 3);
+        assert_eq!(bytes[..3], [7; 3], "appends");
+        let valid = crate::store::decode_record(&bytes[at]).expect("decodes");
         assert_eq!(valid.country, Some("GB"));
         assert_eq!(valid.email, "A@Example.org");
         assert_eq!(signer, "a@example.org");

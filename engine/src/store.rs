@@ -495,8 +495,8 @@ fn push_optional(out: &mut Vec<u8>, value: Option<&str>) {
     }
 }
 
+/// Appends the encoding of `record` to `out`.
 pub(crate) fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) {
-    out.clear();
     out.push(RECORD_VERSION);
     out.extend_from_slice(&record.petition.to_be_bytes());
     out.extend_from_slice(&record.received_at_ms.to_be_bytes());

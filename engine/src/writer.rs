@@ -16,6 +16,7 @@
 //! The writer is also where the index is rebuilt on open, since it owns the store.
 
 use std::collections::HashMap;
+use std::ops::Range;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -43,10 +44,12 @@ const DEFERRED_POLL: Duration = Duration::from_millis(1);
 pub(crate) struct Item {
     /// Position in the caller's batch.
     pub index: usize,
-    pub petition: Arc<Petition>,
+    /// Which of its job's `petitions` it signs.
+    pub petition: u32,
     pub fp: Fingerprint,
-    /// The encoded signature record ([`store::encode_record`]), built at admission.
-    pub record: Vec<u8>,
+    /// Where its encoded signature record ([`store::encode_record`]), built at admission, lies
+    /// in its job's `records`.
+    pub record: Range<usize>,
     /// True: the index already held this fingerprint as pending when it was admitted, so its
     /// answer waits for the original's write (duplicate if it lands, retry if it fails).
     pub awaiting: bool,
@@ -72,6 +75,11 @@ pub(crate) enum Job {
 
 pub(crate) struct SignJob {
     pub items: Vec<Item>,
+    /// The petitions the items sign, each once: a hot petition's reference count is touched
+    /// once per call, not once per signature on every core.
+    pub petitions: Vec<Arc<Petition>>,
+    /// The items' encoded records, back to back: one allocation per call.
+    pub records: Vec<u8>,
     pub reply: Reply,
     /// The engine's reconcile generation when the items were admitted.
     pub generation: u64,
@@ -82,6 +90,8 @@ pub(crate) struct SignJob {
 /// A job being worked on: answers so far, items still open.
 struct OpenJob {
     items: Vec<Item>,
+    petitions: Vec<Arc<Petition>>,
+    records: Vec<u8>,
     answers: Answers,
     reply: Option<Reply>,
     generation: u64,
@@ -265,6 +275,8 @@ impl Writer {
         let mut open: Vec<OpenJob> = std::mem::take(&mut self.deferred);
         open.extend(jobs.into_iter().map(|job| OpenJob {
             items: job.items,
+            petitions: job.petitions,
+            records: job.records,
             answers: Vec::new(),
             reply: Some(job.reply),
             generation: job.generation,
@@ -288,7 +300,9 @@ impl Writer {
                 {
                     // A reconcile found this signer in the store after the item was admitted:
                     // the write that "failed" had reached the log. It is a duplicate now.
-                    let count = item.petition.count.load(Ordering::Acquire);
+                    let count = job.petitions[item.petition as usize]
+                        .count
+                        .load(Ordering::Acquire);
                     job.answers
                         .push((item.index, Ok(Outcome::Duplicate { count })));
                 } else {
@@ -320,9 +334,10 @@ impl Writer {
                         .push((item.index, Err(SubmitError::StorageUnavailable)));
                     continue;
                 }
+                let petition = &job.petitions[item.petition as usize];
                 match self.shared.index.presence(item.fp) {
                     Presence::Committed => {
-                        let count = item.petition.count.load(Ordering::Acquire);
+                        let count = petition.count.load(Ordering::Acquire);
                         self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
                         job.answers
                             .push((item.index, Ok(Outcome::Duplicate { count })));
@@ -336,7 +351,7 @@ impl Writer {
                                 still.push(item);
                             }
                             Insert::Present(Presence::Committed) => {
-                                let count = item.petition.count.load(Ordering::Acquire);
+                                let count = petition.count.load(Ordering::Acquire);
                                 self.shared.duplicates.fetch_add(1, Ordering::Relaxed);
                                 job.answers
                                     .push((item.index, Ok(Outcome::Duplicate { count })));
@@ -377,14 +392,20 @@ impl Writer {
         let mut touched: HashMap<u32, (Arc<Petition>, u64, u64)> = HashMap::new();
         let mut ordinals = Vec::with_capacity(fresh.len());
         let signatures_cf = store.cf(CF_SIGNATURES);
-        for (seq, (_, item)) in (first_seq..).zip(fresh.iter()) {
-            let entry = touched.entry(item.petition.num).or_insert_with(|| {
-                let count = item.petition.count.load(Ordering::Acquire);
-                (Arc::clone(&item.petition), count, count)
+        for (seq, (j, item)) in (first_seq..).zip(fresh.iter()) {
+            let job = &open[*j];
+            let petition = &job.petitions[item.petition as usize];
+            let entry = touched.entry(petition.num).or_insert_with(|| {
+                let count = petition.count.load(Ordering::Acquire);
+                (Arc::clone(petition), count, count)
             });
             entry.2 += 1;
             ordinals.push(entry.2);
-            batch.put_cf(signatures_cf, seq.to_be_bytes(), &item.record);
+            batch.put_cf(
+                signatures_cf,
+                seq.to_be_bytes(),
+                &job.records[item.record.clone()],
+            );
             fingerprints.extend_from_slice(&item.fp.to_bytes());
         }
         batch.put_cf(
