@@ -9,6 +9,7 @@
 #                                                                      → OUT/p2.json
 #   P6      kill -9 of a second P2 run at ~90% of its time, then recover → OUT/p6.json
 #   P7      durable open loop at half the P2 rate, calls of 64          → OUT/p7.json
+#           and the machine's floor under the same load (engine-bench floor) → OUT/p7-floor.json
 #   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
 #
 # Data dirs live under $BENCH_DATA (default /var/tmp/petition-bench) and are removed first.
@@ -57,6 +58,12 @@ sync
 sleep 5
 "$bench" durable --signatures $(( half * 20 )) --petitions 10000 --shape viral --hot-share 0.9 \
   --durability sync --data-dir "$data/p7" --threads 8 --batch 64 --rate "$half" --json "$out/p7.json"
+rm -rf "$data/p7"
+sync
+sleep 5
+echo; echo "## P7 floor: the same load with only an append + fdatasync per group (no engine)"
+"$bench" floor --data-dir "$data/p7-floor" --signatures $(( half * 20 )) --threads 8 --batch 64 \
+  --rate "$half" --json "$out/p7-floor.json"
 
 rm -rf "$data"
 if command -v wrk >/dev/null; then
