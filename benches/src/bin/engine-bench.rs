@@ -185,18 +185,22 @@ fn main() -> Result<()> {
     }
 }
 
+/// Probes the disk under `dir` and prints what it found, if `enabled`.
+fn probe_disk(dir: &Path, enabled: bool) -> Result<Option<disk::DiskProbe>> {
+    if !enabled {
+        return Ok(None);
+    }
+    let probe = disk::probe(dir).context("probing the disk")?;
+    println!(
+        "disk: fsync of 4 KiB p50 {} µs, p99 {} µs; sequential write {:.0} MB/s",
+        probe.fsync_us_p50, probe.fsync_us_p99, probe.sequential_mb_per_s
+    );
+    Ok(Some(probe))
+}
+
 fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    let probe = if disk_probe {
-        let probe = disk::probe(dir).context("probing the disk")?;
-        println!(
-            "disk: fsync of 4 KiB p50 {} µs, p99 {} µs; sequential write {:.0} MB/s",
-            probe.fsync_us_p50, probe.fsync_us_p99, probe.sequential_mb_per_s
-        );
-        Some(probe)
-    } else {
-        None
-    };
+    let probe = probe_disk(dir, disk_probe)?;
     println!(
         "engine-bench floor: {} signatures, {} threads × batch {}, rate {}/s, {} bytes appended per signature, {}",
         floor.signatures,
@@ -614,16 +618,7 @@ fn durable(
         );
     }
     std::fs::create_dir_all(&data_dir)?;
-    let probe = if disk_probe {
-        let probe = disk::probe(&data_dir).context("probing the disk")?;
-        println!(
-            "disk: fsync of 4 KiB p50 {} µs, p99 {} µs; sequential write {:.0} MB/s",
-            probe.fsync_us_p50, probe.fsync_us_p99, probe.sequential_mb_per_s
-        );
-        Some(probe)
-    } else {
-        None
-    };
+    let probe = probe_disk(&data_dir, disk_probe)?;
     println!(
         "engine-bench durable: {} signatures, {} petitions, {} (hot share {}), {} threads × batch {}, durability {}, rate {}, {}",
         traffic.signatures,
