@@ -664,8 +664,9 @@ impl Engine {
 
         // Pass 2: claim each fingerprint in the index.
         let mut items = Vec::new();
-        // Records run to ~50-100 bytes; most calls then need no second allocation.
-        let mut records = Vec::with_capacity(if memory { 0 } else { claims.len() * 96 });
+        // Room for every valid signature's record: one allocation per call.
+        let mut records =
+            Vec::with_capacity(valid.iter().map(|fields| fields.encoded_len_max()).sum());
         let mut duplicates = 0u64;
         for &claim in claims.iter().take(PREFETCH_DISTANCE) {
             shared.index.prefetch(claim.fp);
@@ -1062,8 +1063,8 @@ fn finish(
 }
 
 /// `a == b` for petition ids (at most 64 bytes, usually a few) without a call into the C
-/// library's `bcmp`: admission compares every signature's petition with the one before, and
-/// that call was 6% of in-memory admission's time.
+/// library's `bcmp`: admission compares every signature's petition with the latest two of its
+/// call, and that call was 6% of in-memory admission's time.
 #[inline]
 fn same_id(a: &str, b: &str) -> bool {
     a.len() == b.len()

@@ -75,8 +75,9 @@ pub(crate) enum Job {
 
 pub(crate) struct SignJob {
     pub items: Vec<Item>,
-    /// The petitions the items sign, each once: a hot petition's reference count is touched
-    /// once per call, not once per signature on every core.
+    /// Every petition the call resolved (items refer to them by position), each once: a hot
+    /// petition's reference count is touched once per call, not once per signature on every
+    /// core.
     pub petitions: Vec<Arc<Petition>>,
     /// The items' encoded records, back to back: one allocation per call.
     pub records: Vec<u8>,
