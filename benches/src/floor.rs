@@ -1,19 +1,24 @@
 //! The floor under P7: the least that a durable acknowledgement costs on this machine.
 //!
-//! Callers paced exactly as `engine-bench durable --rate` paces them hand requests to one writer
-//! thread, which does what any group commit must: take everything queued, append it to a file
-//! (as many bytes as the engine writes per signature), `fdatasync`, and wake every caller. No
-//! index, no RocksDB, no encoding. Its ack latency is what the engine's would be if the engine
-//! itself cost nothing, so it separates what the machine (disk, thread wake-ups) costs from what
-//! the engine adds.
+//! Callers paced exactly as `engine-bench durable --rate` paces them (the same [`Pacer`], latency
+//! from each call's due time, a fresh reply channel per call, the same wake-lateness sampler
+//! beside them) hand requests to one writer thread, which does what any group commit must: take
+//! everything queued, append it to a file (as many bytes per signature as the engine's WAL
+//! takes), `fdatasync`, and wake every caller. No index, no RocksDB, no encoding. Its ack latency
+//! is what the engine's would be if the engine itself cost nothing, so it separates what the
+//! machine (disk, thread wake-ups) costs from what the engine adds. One difference favours the
+//! engine: RocksDB preallocates its WAL, while the floor's file grows with every append.
 
 use std::fs::OpenOptions;
 use std::io::Write;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::mpsc::{sync_channel, SyncSender};
 use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
+
+use crate::open_loop::{latency_histogram, measure_wake_lateness, Pacer};
 
 /// One floor run.
 #[derive(Debug, Clone)]
@@ -39,6 +44,8 @@ pub struct FloorResult {
     pub call_us: Histogram<u64>,
     /// Per group, the append and `fdatasync`.
     pub sync_us: Histogram<u64>,
+    /// How late a 1 ms sleep woke during the run.
+    pub wake_late_us: Histogram<u64>,
     /// Calls made.
     pub calls: u64,
     /// Groups written (one `fdatasync` each).
@@ -47,57 +54,7 @@ pub struct FloorResult {
     pub elapsed: Duration,
 }
 
-/// Paces one of `threads` threads that together send a call every `interval / threads`: thread
-/// `t` starts `t / threads` of an interval after `epoch`, so the total rate is even.
-#[derive(Debug)]
-pub struct Pacer {
-    begin: Instant,
-    interval: Duration,
-    sent: u32,
-}
-
-impl Pacer {
-    /// The pacer of thread `t` of `threads`, each sending every `interval` (zero: as fast as
-    /// possible).
-    pub fn new(epoch: Instant, interval: Duration, t: usize, threads: usize) -> Pacer {
-        Pacer {
-            begin: epoch + interval * t as u32 / threads.max(1) as u32,
-            interval,
-            sent: 0,
-        }
-    }
-
-    /// The interval that makes `threads` threads of `batch`-signature calls send `rate`
-    /// signatures per second (zero for `rate == 0`).
-    pub fn interval(rate: u64, batch: usize, threads: usize) -> Duration {
-        if rate == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_secs_f64(batch as f64 * threads as f64 / rate as f64)
-        }
-    }
-
-    /// Sleeps until the next call is due, unless it is already late, and returns when it was
-    /// due: latency counts from then, so a late call's wait is counted (open loop).
-    pub fn wait_turn(&mut self) -> Instant {
-        if self.interval.is_zero() {
-            return Instant::now();
-        }
-        let at = self.begin + self.interval * self.sent;
-        self.sent += 1;
-        let now = Instant::now();
-        if at > now {
-            std::thread::sleep(at - now);
-        }
-        at
-    }
-}
-
 type Request = (usize, SyncSender<()>);
-
-fn new_histogram() -> Histogram<u64> {
-    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
-}
 
 /// Runs `floor` against a scratch file in `dir`, removed afterwards.
 pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
@@ -112,10 +69,12 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
     let calls_per_thread = floor.signatures.div_ceil((threads * batch) as u64);
     let interval = Pacer::interval(floor.rate, batch, threads);
     let (sender, receiver) = crossbeam_channel::unbounded::<Request>();
+    let finished = AtomicBool::new(false);
     let started = Instant::now();
     let outcome = std::thread::scope(|scope| {
+        let wake = scope.spawn(|| measure_wake_lateness(&finished));
         let writer = scope.spawn(move || -> std::io::Result<(Histogram<u64>, u64)> {
-            let mut sync_us = new_histogram();
+            let mut sync_us = latency_histogram();
             let mut groups = 0u64;
             let mut buffer = Vec::new();
             let mut waiting = Vec::new();
@@ -141,14 +100,16 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
             .map(|t| {
                 let sender = sender.clone();
                 scope.spawn(move || {
-                    let mut latency_us = new_histogram();
-                    let mut call_us = new_histogram();
+                    let mut latency_us = latency_histogram();
+                    let mut call_us = latency_histogram();
                     let mut pacer = Pacer::new(epoch, interval, t, threads);
-                    let (reply, acknowledged) = sync_channel(1);
                     for _ in 0..calls_per_thread {
                         let intended = pacer.wait_turn();
                         let called = Instant::now();
-                        if sender.send((batch, reply.clone())).is_err() {
+                        // A channel per call, as the engine's blocking calls have: if the
+                        // writer stops (an I/O error), the sender goes with it and `recv` ends.
+                        let (reply, acknowledged) = sync_channel(1);
+                        if sender.send((batch, reply)).is_err() {
                             break;
                         }
                         if acknowledged.recv().is_err() {
@@ -163,20 +124,23 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
             })
             .collect();
         drop(sender);
-        let mut latency_us = new_histogram();
-        let mut call_us = new_histogram();
+        let mut latency_us = latency_histogram();
+        let mut call_us = latency_histogram();
         for caller in callers {
             let (latency, call) = caller.join().expect("floor caller panicked");
             latency_us.add(latency).expect("same bounds");
             call_us.add(call).expect("same bounds");
         }
         let elapsed = started.elapsed();
+        finished.store(true, Ordering::Release);
+        let wake_late_us = wake.join().expect("wake-lateness thread panicked");
         let (sync_us, groups) = writer.join().expect("floor writer panicked")?;
         Ok(FloorResult {
             calls: latency_us.len(),
             latency_us,
             call_us,
             sync_us,
+            wake_late_us,
             groups,
             elapsed,
         })
@@ -213,17 +177,5 @@ mod tests {
             result.elapsed
         );
         assert!(!dir.path().join(".ack-floor").exists());
-    }
-
-    #[test]
-    fn pacer_staggers_threads_and_counts_from_the_due_time() {
-        let epoch = Instant::now();
-        let interval = Pacer::interval(1_000, 10, 2);
-        assert_eq!(interval, Duration::from_millis(20));
-        let mut second = Pacer::new(epoch, interval, 1, 2);
-        assert_eq!(second.wait_turn(), epoch + Duration::from_millis(10));
-        assert_eq!(second.wait_turn(), epoch + Duration::from_millis(30));
-        assert!(Instant::now() >= epoch + Duration::from_millis(30));
-        assert_eq!(Pacer::interval(0, 10, 2), Duration::ZERO);
     }
 }

@@ -1,7 +1,8 @@
-//! Support for the benchmarks: deterministic workloads, a disk probe, the durable-ack floor, and
-//! process facts.
+//! Support for the benchmarks: deterministic workloads, open-loop pacing, a disk probe, the
+//! durable-ack floor, and process facts.
 
 pub mod disk;
 pub mod floor;
+pub mod open_loop;
 pub mod process;
 pub mod workload;

@@ -14,7 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
-use benches::floor::{Floor, Pacer};
+use benches::floor::Floor;
+use benches::open_loop::{latency_histogram, measure_wake_lateness, Pacer};
 use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
@@ -126,9 +127,9 @@ enum Mode {
         /// Total signatures per second.
         #[arg(long, default_value_t = 250_000)]
         rate: u64,
-        /// Bytes appended per signature (the engine writes ~180 per accepted signature at this
-        /// load, WAL and flushes together).
-        #[arg(long, default_value_t = 180)]
+        /// Bytes appended per signature: what the engine's WAL takes per signature at this load
+        /// (78.9: a run killed after 982,272 signatures left 77.5 MB of WAL files).
+        #[arg(long, default_value_t = 79)]
         bytes_per_signature: usize,
         /// Skip the disk probe.
         #[arg(long)]
@@ -232,11 +233,15 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         call.value_at_quantile(0.99),
         call.max()
     );
+    let late = &result.wake_late_us;
     println!(
-        "append + fdatasync per group: p50 {} µs, p99 {} µs, max {} µs",
+        "append + fdatasync per group: p50 {} µs, p99 {} µs, max {} µs; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs",
         sync.value_at_quantile(0.50),
         sync.value_at_quantile(0.99),
-        sync.max()
+        sync.max(),
+        late.value_at_quantile(0.50),
+        late.value_at_quantile(0.99),
+        late.max()
     );
     let report = json!({
         "mode": "floor",
@@ -257,6 +262,9 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         "sync_us_p50": sync.value_at_quantile(0.50),
         "sync_us_p99": sync.value_at_quantile(0.99),
         "sync_us_max": sync.max(),
+        "wake_late_us_p50": late.value_at_quantile(0.50),
+        "wake_late_us_p99": late.value_at_quantile(0.99),
+        "wake_late_us_max": late.max(),
         "disk_fsync_us_p50": probe.as_ref().map(|p| p.fsync_us_p50),
         "disk_fsync_us_p99": probe.as_ref().map(|p| p.fsync_us_p99),
         "disk_sequential_mb_per_s": probe.as_ref().map(|p| p.sequential_mb_per_s),
@@ -277,19 +285,6 @@ struct RunResult {
     /// How late a thread that sleeps 1 ms at a time woke up, in µs, sampled during the run: the
     /// scheduling delay any thread of this process (the writer, a caller) can meet.
     wake_late_us: Histogram<u64>,
-}
-
-/// Sleeps 1 ms at a time until `finished` and records how late each wake-up was.
-fn measure_wake_lateness(finished: &std::sync::atomic::AtomicBool) -> Histogram<u64> {
-    let mut late = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
-    let nap = Duration::from_millis(1);
-    while !finished.load(Ordering::Acquire) {
-        let before = Instant::now();
-        std::thread::sleep(nap);
-        let over = before.elapsed().saturating_sub(nap).as_micros() as u64;
-        late.saturating_record(over.max(1));
-    }
-    late
 }
 
 /// Each thread's signatures, generated before the clock starts (`Input::Pregenerated`), or
@@ -365,8 +360,7 @@ fn drive(
                 let done = Arc::clone(&done);
                 let input = inputs[t].as_ref();
                 scope.spawn(move || {
-                    let mut histogram =
-                        Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+                    let mut histogram = latency_histogram();
                     let mut calls = histogram.clone();
                     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
                     let share = workload.thread_range(t, threads);
@@ -423,13 +417,13 @@ fn drive(
         }
         let late = match wake {
             Some(wake) => wake.join().expect("wake-lateness thread panicked"),
-            None => Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds"),
+            None => latency_histogram(),
         };
         (results, late, elapsed)
     });
     // Free the input before the caller measures memory.
     drop(inputs);
-    let mut latency_us = Histogram::<u64>::new_with_bounds(1, 60_000_000, 3).expect("valid bounds");
+    let mut latency_us = latency_histogram();
     let mut call_us = latency_us.clone();
     let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
     for (a, d, e, h, c) in results {

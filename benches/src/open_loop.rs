@@ -1,0 +1,90 @@
+//! Open-loop load: calls paced to a schedule, latency counted from when each call was due, and
+//! how late this machine wakes a sleeping thread meanwhile. Shared by `engine-bench durable
+//! --rate` and `engine-bench floor`, so that the two are measured the same way.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::{Duration, Instant};
+
+use hdrhistogram::Histogram;
+
+/// An empty histogram of microseconds, 1 µs to 60 s at three significant digits.
+pub fn latency_histogram() -> Histogram<u64> {
+    Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
+}
+
+/// Sleeps 1 ms at a time until `finished` and records how late each wake-up was, in µs: the
+/// scheduling delay any thread of this process can meet.
+pub fn measure_wake_lateness(finished: &AtomicBool) -> Histogram<u64> {
+    let mut late = latency_histogram();
+    let nap = Duration::from_millis(1);
+    while !finished.load(Ordering::Acquire) {
+        let before = Instant::now();
+        std::thread::sleep(nap);
+        let over = before.elapsed().saturating_sub(nap).as_micros() as u64;
+        late.saturating_record(over.max(1));
+    }
+    late
+}
+
+/// Paces one of `threads` threads that together send a call every `interval / threads`: thread
+/// `t` starts `t / threads` of an interval after `epoch`, so the total rate is even.
+#[derive(Debug)]
+pub struct Pacer {
+    begin: Instant,
+    interval: Duration,
+    sent: u32,
+}
+
+impl Pacer {
+    /// The pacer of thread `t` of `threads`, each sending every `interval` (zero: as fast as
+    /// possible).
+    pub fn new(epoch: Instant, interval: Duration, t: usize, threads: usize) -> Pacer {
+        Pacer {
+            begin: epoch + interval * t as u32 / threads.max(1) as u32,
+            interval,
+            sent: 0,
+        }
+    }
+
+    /// The interval that makes `threads` threads of `batch`-signature calls send `rate`
+    /// signatures per second (zero for `rate == 0`).
+    pub fn interval(rate: u64, batch: usize, threads: usize) -> Duration {
+        if rate == 0 {
+            Duration::ZERO
+        } else {
+            Duration::from_secs_f64(batch as f64 * threads as f64 / rate as f64)
+        }
+    }
+
+    /// Sleeps until the next call is due, unless it is already late, and returns when it was
+    /// due: latency counts from then, so a late call's wait is counted (open loop).
+    pub fn wait_turn(&mut self) -> Instant {
+        if self.interval.is_zero() {
+            return Instant::now();
+        }
+        let at = self.begin + self.interval * self.sent;
+        self.sent += 1;
+        let now = Instant::now();
+        if at > now {
+            std::thread::sleep(at - now);
+        }
+        at
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pacer_staggers_threads_and_counts_from_the_due_time() {
+        let epoch = Instant::now();
+        let interval = Pacer::interval(1_000, 10, 2);
+        assert_eq!(interval, Duration::from_millis(20));
+        let mut second = Pacer::new(epoch, interval, 1, 2);
+        assert_eq!(second.wait_turn(), epoch + Duration::from_millis(10));
+        assert_eq!(second.wait_turn(), epoch + Duration::from_millis(30));
+        assert!(Instant::now() >= epoch + Duration::from_millis(30));
+        assert_eq!(Pacer::interval(0, 10, 2), Duration::ZERO);
+    }
+}
