@@ -234,10 +234,13 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         call.max()
     );
     let late = &result.wake_late_us;
+    let syncs_over_1ms = sync.len() - sync.count_between(0, 1_000);
     println!(
-        "append + fdatasync per group: p50 {} µs, p99 {} µs, max {} µs; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs",
+        "append + fdatasync per group: p50 {} µs, p99 {} µs, {} of {} over 1 ms, max {} µs; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs",
         sync.value_at_quantile(0.50),
         sync.value_at_quantile(0.99),
+        syncs_over_1ms,
+        sync.len(),
         sync.max(),
         late.value_at_quantile(0.50),
         late.value_at_quantile(0.99),
@@ -262,6 +265,7 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         "sync_us_p50": sync.value_at_quantile(0.50),
         "sync_us_p99": sync.value_at_quantile(0.99),
         "sync_us_max": sync.max(),
+        "syncs_over_1ms": syncs_over_1ms,
         "wake_late_us_p50": late.value_at_quantile(0.50),
         "wake_late_us_p99": late.value_at_quantile(0.99),
         "wake_late_us_max": late.max(),
@@ -673,12 +677,14 @@ fn durable(
             run.call_us.max()
         );
     }
+    let writes_over_1ms = count_above(&stats.write_latency, 0.001);
     let write_p50_ms = quantile_bound(&stats.write_latency, 0.50) * 1e3;
     let write_p99_ms = quantile_bound(&stats.write_latency, 0.99) * 1e3;
     let write_max_ms = quantile_bound(&stats.write_latency, 1.0) * 1e3;
     let late = &run.wake_late_us;
     println!(
-        "store write + sync per batch: p50 ≤ {write_p50_ms} ms, p99 ≤ {write_p99_ms} ms, max ≤ {write_max_ms} ms; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs (scheduling delay on this machine during the run)",
+        "store write + sync per batch: p50 ≤ {write_p50_ms} ms, p99 ≤ {write_p99_ms} ms, {writes_over_1ms} of {} over 1 ms, max ≤ {write_max_ms} ms; a 1 ms sleep woke late by p50 {} µs, p99 {} µs, max {} µs (scheduling delay on this machine during the run)",
+        stats.write_latency.count(),
         late.value_at_quantile(0.50),
         late.value_at_quantile(0.99),
         late.max()
@@ -711,6 +717,8 @@ fn durable(
         "call_latency_us_max": run.call_us.max(),
         "batches": stats.batches_total,
         "store_write_ms_p50_at_most": write_p50_ms,
+        "store_writes": stats.write_latency.count(),
+        "store_writes_over_1ms": writes_over_1ms,
         "store_write_ms_p99_at_most": write_p99_ms,
         "store_write_ms_max_at_most": write_max_ms,
         "wake_late_us_p50": late.value_at_quantile(0.50),
@@ -726,6 +734,16 @@ fn durable(
         "machine": process::machine(),
     });
     write_json(traffic.json.as_ref(), &report)
+}
+
+/// How many observations exceeded `seconds`, which must be one of the histogram's bucket bounds.
+fn count_above(histogram: &engine::HistogramSnapshot, seconds: f64) -> u64 {
+    let at_most = histogram
+        .bounds_seconds
+        .iter()
+        .position(|&bound| bound >= seconds)
+        .map_or(histogram.count(), |i| histogram.cumulative_counts[i]);
+    histogram.count() - at_most
 }
 
 /// The upper bound of the histogram bucket holding quantile `q` (infinity past the last bound).
@@ -781,4 +799,24 @@ fn write_json(path: Option<&PathBuf>, report: &serde_json::Value) -> Result<()> 
         println!("wrote {}", path.display());
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counts_and_quantiles_read_the_buckets() {
+        // Observations: one ≤ 1 ms, two in (1, 2] ms, one above 2 ms.
+        let histogram = engine::HistogramSnapshot {
+            bounds_seconds: vec![0.001, 0.002],
+            cumulative_counts: vec![1, 3, 4],
+            sum_seconds: 0.0,
+        };
+        assert_eq!(count_above(&histogram, 0.001), 3);
+        assert_eq!(count_above(&histogram, 0.002), 1);
+        assert_eq!(quantile_bound(&histogram, 0.25), 0.001);
+        assert_eq!(quantile_bound(&histogram, 0.5), 0.002);
+        assert_eq!(quantile_bound(&histogram, 1.0), f64::INFINITY);
+    }
 }
