@@ -227,8 +227,7 @@ impl Worker {
         self.body.extend_from_slice(b"{");
         if with_petition {
             self.text.clear();
-            self.text
-                .push_str(&shape::petition_id(plan.seed, signature.petition));
+            shape::write_petition_id(&mut self.text, plan.seed, signature.petition);
             self.body.extend_from_slice(b"\"petition\":\"");
             self.body.extend_from_slice(self.text.as_bytes());
             self.body.extend_from_slice(b"\",");
@@ -262,8 +261,7 @@ impl Worker {
                     .extend_from_slice(plan.target.base_path.as_bytes());
                 self.request.extend_from_slice(b"/v1/petitions/");
                 self.text.clear();
-                self.text
-                    .push_str(&shape::petition_id(plan.seed, signature.petition));
+                shape::write_petition_id(&mut self.text, plan.seed, signature.petition);
                 self.request.extend_from_slice(self.text.as_bytes());
                 self.request.extend_from_slice(b"/signatures");
                 Some(&b"application/json"[..])

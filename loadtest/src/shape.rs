@@ -14,7 +14,15 @@ use crate::cli::ShapeKind;
 /// The id of petition `index` in a run with `seed`: `lt-<seed>-<index>` (at most 34 characters of
 /// `[A-Za-z0-9-]`, inside the server's 64).
 pub fn petition_id(seed: u64, index: u32) -> String {
-    format!("lt-{seed}-{index}")
+    let mut id = String::new();
+    write_petition_id(&mut id, seed, index);
+    id
+}
+
+/// Appends [`petition_id`] to `out`, without allocating once `out` has grown.
+pub fn write_petition_id(out: &mut String, seed: u64, index: u32) {
+    // Writing into a String cannot fail.
+    let _ = write!(out, "lt-{seed}-{index}");
 }
 
 /// Appends the email of signer `number` of `connection` in a run with `seed`.
