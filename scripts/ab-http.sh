@@ -10,17 +10,9 @@
 set -euo pipefail
 rounds=$1 duration=$2 mode=$3
 shift 3
-key=bench-admin-key-0001
-here=$(cd "$(dirname "$0")/.." && pwd)
+# shellcheck source=scripts/http-common.sh
+. "$(dirname "$0")/http-common.sh"
 target=${CARGO_TARGET_DIR:-$here/target}/release
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
 
 "$target/examples/hello" 127.0.0.1:18081 2 >/dev/null 2>&1 &
 pids+=($!)
@@ -35,10 +27,10 @@ for binary in "$@"; do
   ports+=("$port")
   port=$((port + 1))
 done
-sleep 2
+wait_http "http://127.0.0.1:18081/"
 for p in "${ports[@]}"; do
-  curl -sf -X PUT -H "Authorization: Bearer $key" -H 'content-type: application/json' \
-    -d '{}' "http://127.0.0.1:$p/v1/petitions/bench" >/dev/null
+  wait_http "http://127.0.0.1:$p/readyz"
+  register "$p" bench
 done
 
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }

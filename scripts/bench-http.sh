@@ -13,40 +13,14 @@ duration=${2:-10s}
 target=${CARGO_TARGET_DIR:-target}/release
 server=$target/ingest-server
 hello=$target/examples/hello
-key=bench-admin-key-0001
-here=$(cd "$(dirname "$0")/.." && pwd)
-work=$(mktemp -d)
-pids=()
-cleanup() {
-  for pid in "${pids[@]}"; do kill "$pid" 2>/dev/null || true; done
-  wait 2>/dev/null || true
-  rm -rf "$work"
-}
-trap cleanup EXIT
-
-wait_http() {
-  for _ in $(seq 1 300); do
-    if curl -sf "$1" >/dev/null 2>&1; then return 0; fi
-    sleep 0.1
-  done
-  echo "no answer from $1" >&2
-  exit 1
-}
+# shellcheck source=scripts/http-common.sh
+. "$(dirname "$0")/http-common.sh"
 
 start_server() { # durability port
   "$server" --listen "127.0.0.1:$2" --data-dir "$work/data-$1-$2" --durability "$1" \
     --api-key "admin:$key" --threads 2 >"$work/server-$1-$2.log" 2>&1 &
   pids+=($!)
   wait_http "http://127.0.0.1:$2/readyz"
-}
-
-register() { # port id...
-  local port=$1
-  shift
-  for id in "$@"; do
-    curl -sf -X PUT -H "Authorization: Bearer $key" -H 'content-type: application/json' \
-      -d '{}' "http://127.0.0.1:$port/v1/petitions/$id" >/dev/null
-  done
 }
 
 rate() { # wrk output → requests/s
