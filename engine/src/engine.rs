@@ -426,7 +426,8 @@ impl Engine {
             receiver,
             next_seq,
             next_milestone_seq,
-        );
+        )
+        .map_err(|e| OpenError::Store(StoreError::Rocks(e.to_string())))?;
         let thread = std::thread::Builder::new()
             .name("engine-writer".into())
             .spawn(move || writer.run())

@@ -40,6 +40,7 @@ mod petition;
 mod signature;
 mod stats;
 mod store;
+mod syncer;
 mod verify;
 mod writer;
 

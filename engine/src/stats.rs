@@ -94,7 +94,7 @@ pub struct Stats {
     pub batches_total: u64,
     /// Signatures in the last write batch.
     pub batch_signatures_last: u64,
-    /// Time of each batch write including its sync.
+    /// Time of each batch from the start of its write until it is durable (its sync included).
     pub write_latency: HistogramSnapshot,
     /// Entries in the dedup index.
     pub index_entries: u64,

@@ -263,6 +263,13 @@ impl Store {
         Ok(())
     }
 
+    /// Syncs the log: every write that returned before this call is durable when it returns.
+    /// Safe to call while another thread writes.
+    pub fn sync_wal(&self) -> Result<(), StoreError> {
+        self.db.flush_wal(true)?;
+        Ok(())
+    }
+
     /// Makes everything written so far durable: WAL synced, and memtables flushed (the latter
     /// matters for `Durability::None`, which writes no WAL).
     pub fn flush(&self, memtables: bool) -> Result<(), StoreError> {

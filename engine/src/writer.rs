@@ -3,10 +3,14 @@
 //! Callers admit signatures into the index as *pending* and send a [`Job`] down an unbounded
 //! channel (the bound is the engine's in-flight signature count, checked before admission). The
 //! writer blocks for the first job, takes every job already queued up to
-//! `batch_signatures_max` signatures, writes them with their count updates and any milestones in
-//! one `WriteBatch`, syncs once, and only then commits the index entries, publishes counts and
-//! answers every caller. There is no timer: at low load a batch is one job, under load batches grow
-//! by themselves because jobs queue while the previous batch syncs.
+//! `batch_signatures_max` signatures, and writes them with their count updates and any milestones
+//! in one `WriteBatch`. Only once that is durable are the index entries committed, counts
+//! published and callers answered. In `sync` durability the writer writes without a sync and
+//! hands the batch to the [`Syncer`](crate::syncer), which syncs the log for every batch handed
+//! over so far and then commits and answers, while the writer goes on with the next batch. In
+//! the other durabilities the writer commits by itself. There is no timer: at low load a batch is
+//! one job, under load batches grow by themselves because jobs queue while earlier ones are
+//! written and synced.
 //!
 //! On a failed write nothing in the batch is acknowledged: its index entries are removed, every
 //! caller gets `StorageUnavailable`, and the engine refuses new signatures until the writer has
@@ -33,6 +37,7 @@ use crate::index::{Insert, Presence};
 use crate::petition::{Milestone, Petition, PetitionMeta};
 use crate::store::{self, Store, StoreError, CF_COUNTS, CF_FINGERPRINTS, CF_META};
 use crate::store::{CF_MILESTONES, CF_PETITIONS, CF_SIGNATURES};
+use crate::syncer::{self, Caller, Syncer, Written};
 use crate::Outcome;
 
 /// How long the writer waits between attempts to bring a failed store back.
@@ -88,6 +93,17 @@ pub(crate) struct SignJob {
     pub reserved: usize,
 }
 
+/// One group commit's `WriteBatch` and what the commit publishes.
+struct Prepared {
+    batch: WriteBatch,
+    /// Each touched petition and its count after the batch.
+    counts: Vec<(Arc<Petition>, u64)>,
+    /// Per fresh item, its petition's count once it is in.
+    ordinals: Vec<u64>,
+    milestones: Vec<Milestone>,
+    next_milestone_seq: u64,
+}
+
 /// A job being worked on: answers so far, items still open.
 struct OpenJob {
     items: Vec<Item>,
@@ -101,8 +117,12 @@ struct OpenJob {
 
 pub(crate) struct Writer {
     shared: Arc<Shared>,
-    store: Option<Store>,
+    store: Option<Arc<Store>>,
     path: PathBuf,
+    /// In `sync` durability, the thread that syncs written batches and answers their callers.
+    syncer: Option<Syncer>,
+    /// Petitions' counts as written, for those whose batches the syncer has not published yet.
+    written_counts: HashMap<u32, u64>,
     receiver: Receiver<Job>,
     durability: Durability,
     batch_signatures_max: usize,
@@ -118,20 +138,26 @@ impl Writer {
         receiver: Receiver<Job>,
         next_seq: u64,
         next_milestone_seq: u64,
-    ) -> Writer {
+    ) -> std::io::Result<Writer> {
         let durability = shared.config.durability;
         let batch_signatures_max = shared.config.batch_signatures_max;
-        Writer {
+        let syncer = match durability {
+            Durability::Sync => Some(Syncer::start(Arc::clone(&shared))?),
+            Durability::Buffered | Durability::None => None,
+        };
+        Ok(Writer {
             path: store.path().to_owned(),
             shared,
-            store: Some(store),
+            store: Some(Arc::new(store)),
+            syncer,
+            written_counts: HashMap::new(),
             receiver,
             durability,
             batch_signatures_max,
             next_seq,
             next_milestone_seq,
             deferred: Vec::new(),
-        }
+        })
     }
 
     /// Rebuilds the index from the store, then serves jobs until shut down.
@@ -164,10 +190,18 @@ impl Writer {
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-            } else if self.deferred.is_empty() {
+            } else if self.deferred.is_empty() && self.syncer.as_ref().is_none_or(Syncer::idle) {
                 match self.receiver.recv() {
                     Ok(job) => job,
                     Err(_) => break,
+                }
+            } else if self.deferred.is_empty() {
+                // A batch with the syncer may yet fail, and nobody else would wake this thread
+                // to recover (admission refuses while the engine is failing): look again soon.
+                match self.receiver.recv_timeout(RECOVERY_BACKOFF) {
+                    Ok(job) => job,
+                    Err(RecvTimeoutError::Timeout) => continue,
+                    Err(RecvTimeoutError::Disconnected) => break,
                 }
             } else {
                 match self.receiver.recv_timeout(DEFERRED_POLL) {
@@ -205,6 +239,8 @@ impl Writer {
                 self.round(sign_jobs);
             }
         }
+        self.drain_syncer();
+        self.syncer = None;
         let result = match &self.store {
             Some(store) => store.flush(true),
             None => Ok(()),
@@ -218,6 +254,8 @@ impl Writer {
 
     /// Handles a control job; returns the reply channel if it was `Shutdown`.
     fn control(&mut self, job: Job) -> Option<std::sync::mpsc::SyncSender<Result<(), StoreError>>> {
+        // Control jobs see the store and memory with every earlier batch finished.
+        self.drain_syncer();
         match job {
             Job::Sign(_) => unreachable!("sign jobs are batched by the caller"),
             Job::Petitions(petitions, reply) => {
@@ -273,6 +311,15 @@ impl Writer {
 
     /// Writes one group commit: every fresh item of `jobs` and of the deferred jobs.
     fn round(&mut self, jobs: Vec<SignJob>) {
+        // Duplicates awaiting their original are resolved against the index, so the batches the
+        // syncer still holds must be finished (committed or failed) first.
+        let awaiting = !self.deferred.is_empty()
+            || jobs
+                .iter()
+                .any(|job| job.items.iter().any(|item| item.awaiting));
+        if awaiting {
+            self.drain_syncer();
+        }
         let mut open: Vec<OpenJob> = std::mem::take(&mut self.deferred);
         open.extend(jobs.into_iter().map(|job| OpenJob {
             items: job.items,
@@ -314,20 +361,28 @@ impl Writer {
         }
 
         if !fresh.is_empty() {
-            if healthy {
-                self.write_fresh(&mut open, fresh);
-            } else {
+            if !healthy {
                 for (j, item) in fresh {
                     self.shared.index.remove(item.fp);
                     open[j]
                         .answers
                         .push((item.index, Err(SubmitError::StorageUnavailable)));
                 }
+            } else if !awaiting && self.syncer.is_some() {
+                // Every job is whole once its fresh items are durable: the syncer answers them.
+                self.write_for_syncer(open, fresh);
+                return;
+            } else {
+                self.write_fresh(&mut open, fresh);
             }
         }
+        self.settle(open, healthy);
+    }
 
-        // Resolve duplicates that waited for their original.
-        for job in open.iter_mut() {
+    /// Resolves duplicates that waited for their original, then answers every job that has
+    /// nothing left open and defers the others.
+    fn settle(&mut self, open: Vec<OpenJob>, healthy: bool) {
+        for mut job in open {
             let mut still = Vec::new();
             for mut item in std::mem::take(&mut job.items) {
                 if !healthy {
@@ -363,9 +418,6 @@ impl Writer {
                 }
             }
             job.items = still;
-        }
-
-        for mut job in open {
             if job.items.is_empty() {
                 // Release the reservation before answering: a caller that got its answer must
                 // see the queue without its signatures.
@@ -381,10 +433,9 @@ impl Writer {
         }
     }
 
-    fn write_fresh(&mut self, open: &mut [OpenJob], fresh: Vec<(usize, Item)>) {
-        let Some(store) = &self.store else {
-            unreachable!("write_fresh is only called with a healthy store")
-        };
+    /// Encodes one `WriteBatch` of `fresh`: the signature records, their fingerprints, the
+    /// touched petitions' counts and the milestones those cross.
+    fn prepare(&self, store: &Store, open: &[OpenJob], fresh: &[(usize, Item)]) -> Prepared {
         let now = now_ms();
         let first_seq = self.next_seq;
         let mut batch = WriteBatch::default();
@@ -397,7 +448,11 @@ impl Writer {
             let job = &open[*j];
             let petition = &job.petitions[item.petition as usize];
             let entry = touched.entry(petition.num).or_insert_with(|| {
-                let count = petition.count.load(Ordering::Acquire);
+                // Batches still with the syncer have counted past the published count.
+                let count = match self.written_counts.get(&petition.num) {
+                    Some(&count) => count,
+                    None => petition.count.load(Ordering::Acquire),
+                };
                 (Arc::clone(petition), count, count)
             });
             entry.2 += 1;
@@ -436,6 +491,81 @@ impl Writer {
                 milestone_seq += 1;
             }
         }
+        Prepared {
+            batch,
+            counts: touched
+                .into_values()
+                .map(|(petition, _, after)| (petition, after))
+                .collect(),
+            ordinals,
+            milestones,
+            next_milestone_seq: milestone_seq,
+        }
+    }
+
+    /// Writes `fresh` without a sync and hands the batch, with every job of the round, to the
+    /// syncer, which makes it durable and answers.
+    fn write_for_syncer(&mut self, mut open: Vec<OpenJob>, fresh: Vec<(usize, Item)>) {
+        let Some(store) = self.store.clone() else {
+            unreachable!("write_for_syncer is only called with a healthy store")
+        };
+        if self.syncer.as_ref().is_some_and(Syncer::idle) {
+            // Everything written is published: the counts are current again.
+            self.written_counts.clear();
+        }
+        let prepared = self.prepare(&store, &open, &fresh);
+        let started = Instant::now();
+        if let Err(e) = store.write(prepared.batch, Durability::Buffered) {
+            self.fail_fresh(&mut open, fresh, &e);
+            self.settle(open, true);
+            return;
+        }
+        let first_seq = self.next_seq;
+        let first_milestone_seq = self.next_milestone_seq;
+        self.next_seq += fresh.len() as u64;
+        self.next_milestone_seq = prepared.next_milestone_seq;
+        for (petition, count) in &prepared.counts {
+            self.written_counts.insert(petition.num, *count);
+        }
+        let mut fingerprints = Vec::with_capacity(fresh.len());
+        for ((j, item), count) in fresh.into_iter().zip(prepared.ordinals) {
+            fingerprints.push(item.fp);
+            open[j]
+                .answers
+                .push((item.index, Ok(Outcome::Accepted { count })));
+        }
+        let callers = open
+            .into_iter()
+            .filter_map(|mut job| {
+                let reply = job.reply.take()?;
+                Some(Caller {
+                    reply,
+                    answers: job.answers,
+                    reserved: job.reserved,
+                })
+            })
+            .collect();
+        let written = Written {
+            store,
+            first_seq,
+            first_milestone_seq,
+            fingerprints,
+            counts: prepared.counts,
+            milestones: prepared.milestones,
+            callers,
+            started,
+        };
+        if let Some(syncer) = &mut self.syncer {
+            syncer.send(written);
+        }
+    }
+
+    /// Writes `fresh` in one batch, synced as the durability says, and commits it.
+    fn write_fresh(&mut self, open: &mut [OpenJob], fresh: Vec<(usize, Item)>) {
+        let Some(store) = self.store.clone() else {
+            unreachable!("write_fresh is only called with a healthy store")
+        };
+        let prepared = self.prepare(&store, open, &fresh);
 
         // The commit below finds every entry again; their buckets are long out of this core's
         // cache. Start the first few loads now so they land during the write.
@@ -444,54 +574,65 @@ impl Writer {
             index.prefetch(item.fp);
         }
         let started = Instant::now();
-        let result = store.write(batch, self.durability);
+        let result = store.write(prepared.batch, self.durability);
         self.shared.write_latency.record(started.elapsed());
 
         match result {
             Ok(()) => {
-                self.next_seq = first_seq + fresh.len() as u64;
-                self.next_milestone_seq = milestone_seq;
-                for (at, (_, item)) in fresh.iter().enumerate() {
-                    if let Some((_, ahead)) = fresh.get(at + PREFETCH_DISTANCE) {
-                        index.prefetch(ahead.fp);
-                    }
-                    let was_pending = index.commit(item.fp);
-                    debug_assert!(was_pending, "an accepted fingerprint was committed twice");
-                }
-                for (petition, _, after) in touched.values() {
-                    petition.count.store(*after, Ordering::Release);
-                }
-                self.shared.publish_milestones(milestones);
-                self.shared
-                    .accepted
-                    .fetch_add(fresh.len() as u64, Ordering::Relaxed);
-                self.shared.batches.fetch_add(1, Ordering::Relaxed);
-                self.shared
-                    .batch_signatures_last
-                    .store(fresh.len() as u64, Ordering::Relaxed);
-                for ((j, item), count) in fresh.into_iter().zip(ordinals) {
+                self.next_seq += fresh.len() as u64;
+                self.next_milestone_seq = prepared.next_milestone_seq;
+                let fingerprints: Vec<Fingerprint> =
+                    fresh.iter().map(|(_, item)| item.fp).collect();
+                syncer::publish(
+                    &self.shared,
+                    &fingerprints,
+                    &prepared.counts,
+                    prepared.milestones,
+                );
+                for ((j, item), count) in fresh.into_iter().zip(prepared.ordinals) {
                     open[j]
                         .answers
                         .push((item.index, Ok(Outcome::Accepted { count })));
                 }
             }
-            Err(e) => {
-                self.shared.record_storage_error(&e);
-                self.shared.healthy.store(false, Ordering::Release);
-                for (j, item) in fresh {
-                    self.shared.index.remove(item.fp);
-                    open[j]
-                        .answers
-                        .push((item.index, Err(SubmitError::StorageUnavailable)));
-                }
-            }
+            Err(e) => self.fail_fresh(open, fresh, &e),
         }
+    }
+
+    /// A failed write: nothing in it is acknowledged, and the engine stops taking signatures
+    /// until the store is recovered.
+    fn fail_fresh(&self, open: &mut [OpenJob], fresh: Vec<(usize, Item)>, e: &StoreError) {
+        self.shared.record_storage_error(e);
+        self.shared.healthy.store(false, Ordering::Release);
+        for (j, item) in fresh {
+            self.shared.index.remove(item.fp);
+            open[j]
+                .answers
+                .push((item.index, Err(SubmitError::StorageUnavailable)));
+        }
+    }
+
+    /// Waits until the syncer has finished every batch handed to it: then every count written
+    /// is published (or, after a failure, about to be reloaded by the recovery).
+    fn drain_syncer(&mut self) {
+        if let Some(syncer) = &mut self.syncer {
+            syncer.drain();
+        }
+        self.written_counts.clear();
     }
 
     /// Reopens the store, reconciles memory with it, and marks the engine healthy if a probe
     /// write succeeds.
     fn try_recover(&mut self) {
-        // RocksDB refuses writes after a failed one until it is reopened.
+        if let Some(failure) = self.syncer.as_mut().and_then(Syncer::take_failure) {
+            // The failed batches and every one after them were answered with an error; the
+            // reconcile below finds whichever of them reached the log anyway.
+            self.next_seq = self.next_seq.min(failure.first_seq);
+            self.next_milestone_seq = self.next_milestone_seq.min(failure.first_milestone_seq);
+        }
+        self.written_counts.clear();
+        // RocksDB refuses writes after a failed one until it is reopened (and the drained
+        // syncer holds no handle on it).
         self.store = None;
         let store = match Store::open(&self.path) {
             Ok(store) => store,
@@ -502,13 +643,13 @@ impl Writer {
         };
         if let Err(e) = self.reconcile(&store) {
             self.shared.record_storage_error(&e);
-            self.store = Some(store);
+            self.store = Some(Arc::new(store));
             return;
         }
         let mut probe = WriteBatch::default();
         probe.put_cf(store.cf(CF_META), b"probe", now_ms().to_be_bytes());
         let result = store.write(probe, Durability::Sync);
-        self.store = Some(store);
+        self.store = Some(Arc::new(store));
         match result {
             Ok(()) => self.shared.healthy.store(true, Ordering::Release),
             Err(e) => self.shared.record_storage_error(&e),

@@ -1,0 +1,397 @@
+//! The second stage of the group commit in `sync` durability: making written batches durable.
+//!
+//! The writer writes each batch to RocksDB without a sync (the log appended, the memtables
+//! updated) and hands it here as a [`Written`]. This thread takes every batch handed over so far,
+//! makes them all durable with one sync of the log (RocksDB's `SyncWAL`, an `fdatasync`), and
+//! only then commits their index entries, publishes their counts and milestones and answers their
+//! callers. While it waits for the disk, the writer is already encoding and writing the next
+//! batch: one group's CPU work overlaps the previous group's sync instead of adding to it on one
+//! thread. Nothing is acknowledged before the sync that covers it has returned.
+//!
+//! A failed sync acknowledges nothing in its group, and the syncer then refuses every batch that
+//! follows until the writer has drained it and recovered the store ([`Syncer::take_failure`]): a
+//! log that lost a batch must not be trusted with the ones after it.
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crossbeam_channel::{Receiver, Sender};
+use parking_lot::{Condvar, Mutex};
+
+use crate::engine::{Reply, Shared, PREFETCH_DISTANCE};
+use crate::error::SubmitError;
+use crate::fingerprint::Fingerprint;
+use crate::petition::{Milestone, Petition};
+use crate::store::{Store, StoreError};
+use crate::writer::Answers;
+use crate::Outcome;
+
+/// A batch the writer wrote without syncing, with everything needed to finish it.
+pub(crate) struct Written {
+    pub store: Arc<Store>,
+    /// Sequence number of its first signature record.
+    pub first_seq: u64,
+    /// Sequence number its first milestone took (the next one, if it has none).
+    pub first_milestone_seq: u64,
+    /// Its signers, pending in the index until the sync.
+    pub fingerprints: Vec<Fingerprint>,
+    /// Each petition it touched and that petition's count once it is durable.
+    pub counts: Vec<(Arc<Petition>, u64)>,
+    pub milestones: Vec<Milestone>,
+    /// Its callers, each whole: every answer already decided, `Accepted` ones valid once synced.
+    pub callers: Vec<Caller>,
+    /// When the writer began writing it.
+    pub started: Instant,
+}
+
+/// A caller to answer once its batch is durable.
+pub(crate) struct Caller {
+    pub reply: Reply,
+    pub answers: Answers,
+    /// In-flight signatures it holds, released before it is answered.
+    pub reserved: usize,
+}
+
+/// Where the first failed batch began, for the writer's reconcile.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Failure {
+    pub first_seq: u64,
+    pub first_milestone_seq: u64,
+}
+
+#[derive(Default)]
+struct Progress {
+    /// Batches finished (made durable and answered, or failed and answered).
+    done: u64,
+    /// Set by the first failed sync; cleared by the writer when it recovers.
+    failure: Option<Failure>,
+}
+
+struct SyncState {
+    progress: Mutex<Progress>,
+    changed: Condvar,
+}
+
+/// The writer's handle on the syncer thread.
+pub(crate) struct Syncer {
+    sender: Option<Sender<Written>>,
+    state: Arc<SyncState>,
+    /// Batches handed over.
+    sent: u64,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Syncer {
+    pub fn start(shared: Arc<Shared>) -> std::io::Result<Syncer> {
+        let (sender, receiver) = crossbeam_channel::unbounded();
+        let state = Arc::new(SyncState {
+            progress: Mutex::new(Progress::default()),
+            changed: Condvar::new(),
+        });
+        let thread_state = Arc::clone(&state);
+        let thread = std::thread::Builder::new()
+            .name("engine-syncer".into())
+            .spawn(move || run(&shared, &thread_state, receiver))?;
+        Ok(Syncer {
+            sender: Some(sender),
+            state,
+            sent: 0,
+            thread: Some(thread),
+        })
+    }
+
+    /// Hands a written batch over.
+    pub fn send(&mut self, written: Written) {
+        let sender = self.sender.as_ref().expect("the syncer runs until dropped");
+        if sender.send(written).is_err() {
+            panic!("the syncer thread stopped (it panicked)");
+        }
+        self.sent += 1;
+    }
+
+    /// True when every batch handed over has been finished.
+    pub fn idle(&self) -> bool {
+        self.state.progress.lock().done == self.sent
+    }
+
+    /// Waits until every batch handed over has been finished (synced and answered, or failed).
+    pub fn drain(&mut self) {
+        let mut progress = self.state.progress.lock();
+        while progress.done < self.sent {
+            let timed_out = self
+                .state
+                .changed
+                .wait_for(&mut progress, Duration::from_millis(100))
+                .timed_out();
+            if timed_out && self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+                panic!("the syncer thread stopped (it panicked) with batches unfinished");
+            }
+        }
+    }
+
+    /// After [`drain`](Syncer::drain): the first failed batch since the last call, if any. The
+    /// syncer accepts batches again after this.
+    pub fn take_failure(&mut self) -> Option<Failure> {
+        self.drain();
+        self.state.progress.lock().failure.take()
+    }
+}
+
+impl Drop for Syncer {
+    fn drop(&mut self) {
+        self.sender = None;
+        if let Some(thread) = self.thread.take() {
+            // A panic there has already been reported; the writer is stopping anyway.
+            let _ = thread.join();
+        }
+    }
+}
+
+fn run(shared: &Shared, state: &SyncState, receiver: Receiver<Written>) {
+    let mut group = Vec::new();
+    while let Ok(first) = receiver.recv() {
+        group.push(first);
+        // Everything handed over by now was written before this sync starts, so it covers all.
+        group.extend(receiver.try_iter());
+        let failed = state.progress.lock().failure.is_some();
+        let result = if failed {
+            Err(StoreError::Rocks("an earlier sync failed".into()))
+        } else {
+            for fp in group
+                .iter()
+                .flat_map(|w| w.fingerprints.iter())
+                .take(PREFETCH_DISTANCE)
+            {
+                shared.index.prefetch(*fp);
+            }
+            sync(&group[0].store)
+        };
+        let finished = group.len() as u64;
+        match result {
+            Ok(()) => group.drain(..).for_each(|written| commit(shared, written)),
+            Err(e) => {
+                if !failed {
+                    shared.record_storage_error(&e);
+                    shared.healthy.store(false, Ordering::Release);
+                    state.progress.lock().failure = Some(Failure {
+                        first_seq: group[0].first_seq,
+                        first_milestone_seq: group[0].first_milestone_seq,
+                    });
+                }
+                group.drain(..).for_each(|written| fail(shared, written));
+            }
+        }
+        // The group's store handles are dropped by now: a drained syncer holds none, so the
+        // writer can close and reopen the store.
+        state.progress.lock().done += finished;
+        state.changed.notify_all();
+    }
+}
+
+fn sync(store: &Store) -> Result<(), StoreError> {
+    #[cfg(test)]
+    if fault::take(store.path()) {
+        return Err(StoreError::Rocks("injected sync failure".into()));
+    }
+    store.sync_wal()
+}
+
+fn commit(shared: &Shared, written: Written) {
+    publish(
+        shared,
+        &written.fingerprints,
+        &written.counts,
+        written.milestones,
+    );
+    shared.write_latency.record(written.started.elapsed());
+    answer(shared, written.callers);
+}
+
+/// Publishes a durable batch: its index entries committed, its petitions' counts and its
+/// milestones published, the engine's counters advanced.
+pub(crate) fn publish(
+    shared: &Shared,
+    fingerprints: &[Fingerprint],
+    counts: &[(Arc<Petition>, u64)],
+    milestones: Vec<Milestone>,
+) {
+    let index = &shared.index;
+    for (at, fp) in fingerprints.iter().enumerate() {
+        if let Some(ahead) = fingerprints.get(at + PREFETCH_DISTANCE) {
+            index.prefetch(*ahead);
+        }
+        let was_pending = index.commit(*fp);
+        debug_assert!(was_pending, "an accepted fingerprint was committed twice");
+    }
+    for (petition, count) in counts {
+        petition.count.store(*count, Ordering::Release);
+    }
+    shared.publish_milestones(milestones);
+    let signatures = fingerprints.len() as u64;
+    shared.accepted.fetch_add(signatures, Ordering::Relaxed);
+    shared.batches.fetch_add(1, Ordering::Relaxed);
+    shared
+        .batch_signatures_last
+        .store(signatures, Ordering::Relaxed);
+}
+
+fn fail(shared: &Shared, mut written: Written) {
+    for fp in &written.fingerprints {
+        shared.index.remove(*fp);
+    }
+    for caller in &mut written.callers {
+        for (_, answer) in &mut caller.answers {
+            if let Ok(Outcome::Accepted { .. }) = answer {
+                *answer = Err(SubmitError::StorageUnavailable);
+            }
+        }
+    }
+    answer(shared, written.callers);
+}
+
+fn answer(shared: &Shared, callers: Vec<Caller>) {
+    for caller in callers {
+        // Release the reservation before answering: a caller that got its answer must see the
+        // queue without its signatures.
+        shared.inflight.fetch_sub(caller.reserved, Ordering::AcqRel);
+        caller.reply.send(caller.answers);
+    }
+}
+
+/// A test hook: make the syncs of one store fail, as a disk whose `fdatasync` reports an error.
+#[cfg(test)]
+pub(crate) mod fault {
+    use std::path::{Path, PathBuf};
+
+    use parking_lot::Mutex;
+
+    static FAILURES: Mutex<Vec<(PathBuf, u32)>> = Mutex::new(Vec::new());
+
+    /// The next `n` syncs of the store at `path` fail.
+    pub fn fail_syncs(path: &Path, n: u32) {
+        FAILURES.lock().push((path.to_owned(), n));
+    }
+
+    /// Whether this sync of the store at `path` is to fail.
+    pub(super) fn take(path: &Path) -> bool {
+        let mut failures = FAILURES.lock();
+        let Some(at) = failures.iter().position(|(p, _)| p == path) else {
+            return false;
+        };
+        failures[at].1 -= 1;
+        if failures[at].1 == 0 {
+            failures.swap_remove(at);
+        }
+        true
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashSet;
+    use std::time::{Duration, Instant};
+
+    use crate::{Config, Durability, Engine, NewSignature, Outcome, PetitionSpec};
+
+    /// A failed sync while other batches are written behind it: nothing it covers, nor any batch
+    /// after it, is acknowledged; the engine recovers by itself; the refused signatures that
+    /// reached the log anyway are found (resent, they are duplicates), and counts match the
+    /// store, also after a reopen.
+    #[test]
+    fn a_failed_sync_acknowledges_nothing_and_the_engine_recovers() {
+        const THREADS: usize = 4;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("data");
+        let mut config = Config::persistent(&path);
+        config.durability = Durability::Sync;
+        let engine = Engine::open(config.clone()).expect("opens");
+        engine.wait_ready().expect("ready");
+        engine.register(PetitionSpec::new("p")).expect("registers");
+
+        let submit = |thread: usize, round: usize| {
+            let emails: Vec<String> = (0..50)
+                .map(|i| format!("t{thread}.r{round}.{i}@example.org"))
+                .collect();
+            let batch = emails.iter().map(|e| NewSignature::new("p", e)).collect();
+            emails.into_iter().zip(engine.submit_batch(batch))
+        };
+        let (mut acked, mut refused) = (HashSet::new(), HashSet::new());
+        let mut fail_at = Some(20);
+        for round in 0..200 {
+            if fail_at == Some(round) {
+                super::fault::fail_syncs(&path, 1);
+                fail_at = None;
+            }
+            let answers: Vec<Vec<_>> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|t| scope.spawn(move || submit(t, round).collect()))
+                    .collect();
+                handles
+                    .into_iter()
+                    .map(|h| h.join().expect("submitter"))
+                    .collect()
+            });
+            for (email, outcome) in answers.into_iter().flatten() {
+                match outcome {
+                    Ok(Outcome::Accepted { .. }) => assert!(acked.insert(email)),
+                    Err(e) => {
+                        assert!(e.is_retryable(), "a failed sync must be retryable: {e:?}");
+                        assert!(refused.insert(email));
+                    }
+                    Ok(other) => panic!("unexpected {other:?}"),
+                }
+            }
+            if !refused.is_empty() && round > 40 {
+                break;
+            }
+        }
+        assert!(!refused.is_empty(), "the injected failure refused nothing");
+
+        // Recovery retries by itself; poll for it with a bound.
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while !engine.stats().storage_healthy {
+            let stats = engine.stats();
+            assert!(
+                Instant::now() < deadline,
+                "the engine did not recover: {} storage errors, the last {:?}",
+                stats.storage_errors_total,
+                stats.last_storage_error
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let resend = acked.iter().map(|e| NewSignature::new("p", e)).collect();
+        for outcome in engine.submit_batch(resend) {
+            assert!(
+                matches!(outcome, Ok(Outcome::Duplicate { .. })),
+                "lost: {outcome:?}"
+            );
+        }
+        // The batches whose sync failed were written first: they are in the store, and the
+        // recovery found them. Signatures refused at admission while the engine was failing
+        // never reached it.
+        let resend = refused.iter().map(|e| NewSignature::new("p", e)).collect();
+        let mut found = 0;
+        for outcome in engine.submit_batch(resend) {
+            match outcome {
+                Ok(Outcome::Duplicate { .. }) => found += 1,
+                Ok(Outcome::Accepted { .. }) => {}
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert!(
+            found > 0,
+            "the failed sync's own batch was not found in the store"
+        );
+        let total = (acked.len() + refused.len()) as u64;
+        assert_eq!(engine.count("p"), Some(total));
+        engine.verify_store().expect("consistent");
+        engine.close().expect("closes");
+
+        let engine = Engine::open(config).expect("reopens");
+        engine.wait_ready().expect("ready");
+        assert_eq!(engine.count("p"), Some(total));
+        engine.verify_store().expect("consistent after reopen");
+    }
+}
