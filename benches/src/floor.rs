@@ -46,6 +46,8 @@ pub struct FloorResult {
     pub sync_us: Histogram<u64>,
     /// How late a 1 ms sleep woke during the run.
     pub wake_late_us: Histogram<u64>,
+    /// Calls already due when their thread came for them ([`Pacer::late`]).
+    pub late_calls: u64,
     /// Calls made.
     pub calls: u64,
     /// Groups written (one `fdatasync` each).
@@ -119,17 +121,19 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
                         latency_us
                             .saturating_record((intended.elapsed().as_micros() as u64).max(1));
                     }
-                    (latency_us, call_us)
+                    (latency_us, call_us, pacer.late())
                 })
             })
             .collect();
         drop(sender);
         let mut latency_us = latency_histogram();
         let mut call_us = latency_histogram();
+        let mut late_calls = 0;
         for caller in callers {
-            let (latency, call) = caller.join().expect("floor caller panicked");
+            let (latency, call, late) = caller.join().expect("floor caller panicked");
             latency_us.add(latency).expect("same bounds");
             call_us.add(call).expect("same bounds");
+            late_calls += late;
         }
         let elapsed = started.elapsed();
         finished.store(true, Ordering::Release);
@@ -141,6 +145,7 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
             call_us,
             sync_us,
             wake_late_us,
+            late_calls,
             groups,
             elapsed,
         })

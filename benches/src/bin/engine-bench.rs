@@ -228,10 +228,12 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         latency.max()
     );
     println!(
-        "  of which after the hand-off to the writer: p50 {} µs, p99 {} µs, max {} µs",
+        "  of which after the hand-off to the writer: p50 {} µs, p99 {} µs, max {} µs ({} of {} calls were due before their thread was free)",
         call.value_at_quantile(0.50),
         call.value_at_quantile(0.99),
-        call.max()
+        call.max(),
+        result.late_calls,
+        result.calls
     );
     let late = &result.wake_late_us;
     let syncs_over_1ms = sync.len() - sync.count_between(0, 1_000);
@@ -262,6 +264,7 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         "call_latency_us_p50": call.value_at_quantile(0.50),
         "call_latency_us_p99": call.value_at_quantile(0.99),
         "call_latency_us_max": call.max(),
+        "calls_due_before_thread_free": result.late_calls,
         "sync_us_p50": sync.value_at_quantile(0.50),
         "sync_us_p99": sync.value_at_quantile(0.99),
         "sync_us_max": sync.max(),
@@ -289,6 +292,8 @@ struct RunResult {
     /// How late a thread that sleeps 1 ms at a time woke up, in µs, sampled during the run: the
     /// scheduling delay any thread of this process (the writer, a caller) can meet.
     wake_late_us: Histogram<u64>,
+    /// Calls already due when their thread came for them ([`Pacer::late`]).
+    late_calls: u64,
 }
 
 /// Each thread's signatures, generated before the clock starts (`Input::Pregenerated`), or
@@ -405,7 +410,7 @@ fn drive(
                         done.fetch_add(end - i, Ordering::Relaxed);
                         i = end;
                     }
-                    (accepted, duplicates, errors, histogram, calls)
+                    (accepted, duplicates, errors, histogram, calls, pacer.late())
                 })
             })
             .collect();
@@ -429,13 +434,14 @@ fn drive(
     drop(inputs);
     let mut latency_us = latency_histogram();
     let mut call_us = latency_us.clone();
-    let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
-    for (a, d, e, h, c) in results {
+    let (mut accepted, mut duplicates, mut errors, mut late_calls) = (0, 0, 0, 0);
+    for (a, d, e, h, c, l) in results {
         accepted += a;
         duplicates += d;
         errors += e;
         latency_us.add(h).expect("same bounds");
         call_us.add(c).expect("same bounds");
+        late_calls += l;
     }
     RunResult {
         elapsed,
@@ -445,6 +451,7 @@ fn drive(
         latency_us,
         call_us,
         wake_late_us,
+        late_calls,
     }
 }
 
@@ -671,10 +678,12 @@ fn durable(
     );
     if rate > 0 {
         println!(
-            "  of which inside the engine call (submit to return): p50 {} µs, p99 {} µs, max {} µs; the rest is the load thread waking late or still busy with its previous call",
+            "  of which inside the engine call (submit to return): p50 {} µs, p99 {} µs, max {} µs; the rest is the load thread waking late or still busy with its previous call ({} of {} calls were due before their thread was free)",
             run.call_us.value_at_quantile(0.50),
             run.call_us.value_at_quantile(0.99),
-            run.call_us.max()
+            run.call_us.max(),
+            run.late_calls,
+            run.latency_us.len()
         );
     }
     let writes_over_1ms = count_above(&stats.write_latency, 0.001);
@@ -715,6 +724,7 @@ fn durable(
         "call_latency_us_p50": run.call_us.value_at_quantile(0.50),
         "call_latency_us_p99": run.call_us.value_at_quantile(0.99),
         "call_latency_us_max": run.call_us.max(),
+        "calls_due_before_thread_free": run.late_calls,
         "batches": stats.batches_total,
         "store_write_ms_p50_at_most": write_p50_ms,
         "store_writes": stats.write_latency.count(),
