@@ -94,7 +94,9 @@ pub struct Stats {
     pub batches_total: u64,
     /// Signatures in the last write batch.
     pub batch_signatures_last: u64,
-    /// Time of each batch from the start of its write until it is durable (its sync included).
+    /// Time of each batch from the start of its write until it is published: with `sync` its
+    /// sync and any wait for the syncer included (failed batches are not recorded there); with
+    /// `buffered` and `none` just the write.
     pub write_latency: HistogramSnapshot,
     /// Entries in the dedup index.
     pub index_entries: u64,

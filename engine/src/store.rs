@@ -263,15 +263,9 @@ impl Store {
         Ok(())
     }
 
-    /// Syncs the log: every write that returned before this call is durable when it returns.
-    /// Safe to call while another thread writes.
-    pub fn sync_wal(&self) -> Result<(), StoreError> {
-        self.db.flush_wal(true)?;
-        Ok(())
-    }
-
     /// Makes everything written so far durable: WAL synced, and memtables flushed (the latter
-    /// matters for `Durability::None`, which writes no WAL).
+    /// matters for `Durability::None`, which writes no WAL). Safe to call while another thread
+    /// writes: every write that returned before the call is covered.
     pub fn flush(&self, memtables: bool) -> Result<(), StoreError> {
         self.db.flush_wal(true)?;
         if memtables {

@@ -8,9 +8,10 @@
 //! batch: one group's CPU work overlaps the previous group's sync instead of adding to it on one
 //! thread. Nothing is acknowledged before the sync that covers it has returned.
 //!
-//! A failed sync acknowledges nothing in its group, and the syncer then refuses every batch that
-//! follows until the writer has drained it and recovered the store ([`Syncer::take_failure`]): a
-//! log that lost a batch must not be trusted with the ones after it.
+//! A failed sync acknowledges nothing in its group, and the syncer then fails every batch that
+//! follows until the writer has drained it and taken the failure at the start of its recovery
+//! ([`Syncer::take_failure`]; the writer sends nothing more until the store is back): a log that
+//! lost a batch must not be trusted with the ones after it.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -111,9 +112,11 @@ impl Syncer {
         self.sent += 1;
     }
 
-    /// True when every batch handed over has been finished.
-    pub fn idle(&self) -> bool {
-        self.state.progress.lock().done == self.sent
+    /// True when every batch handed over has been made durable and published: all finished,
+    /// and no failure since the last [`take_failure`](Syncer::take_failure).
+    pub fn published(&self) -> bool {
+        let progress = self.state.progress.lock();
+        progress.done == self.sent && progress.failure.is_none()
     }
 
     /// Waits until every batch handed over has been finished (synced and answered, or failed).
@@ -125,7 +128,7 @@ impl Syncer {
                 .changed
                 .wait_for(&mut progress, Duration::from_millis(100))
                 .timed_out();
-            if timed_out && self.thread.as_ref().is_none_or(|t| t.is_finished()) {
+            if timed_out && self.thread.as_ref().is_some_and(|t| t.is_finished()) {
                 panic!("the syncer thread stopped (it panicked) with batches unfinished");
             }
         }
@@ -193,9 +196,11 @@ fn run(shared: &Shared, state: &SyncState, receiver: Receiver<Written>) {
 fn sync(store: &Store) -> Result<(), StoreError> {
     #[cfg(test)]
     if fault::take(store.path()) {
+        fault::pause(store.path(), fault::Point::FailingSync);
         return Err(StoreError::Rocks("injected sync failure".into()));
     }
-    store.sync_wal()
+    // Syncs the log only: every write that returned before this call is durable after it.
+    store.flush(false)
 }
 
 fn commit(shared: &Shared, written: Written) {
@@ -206,7 +211,10 @@ fn commit(shared: &Shared, written: Written) {
         written.milestones,
     );
     shared.write_latency.record(written.started.elapsed());
-    answer(shared, written.callers);
+    written
+        .callers
+        .into_iter()
+        .for_each(|caller| answer(shared, caller));
 }
 
 /// Publishes a durable batch: its index entries committed, its petitions' counts and its
@@ -248,26 +256,58 @@ fn fail(shared: &Shared, mut written: Written) {
             }
         }
     }
-    answer(shared, written.callers);
+    written
+        .callers
+        .into_iter()
+        .for_each(|caller| answer(shared, caller));
 }
 
-fn answer(shared: &Shared, callers: Vec<Caller>) {
-    for caller in callers {
-        // Release the reservation before answering: a caller that got its answer must see the
-        // queue without its signatures.
-        shared.inflight.fetch_sub(caller.reserved, Ordering::AcqRel);
-        caller.reply.send(caller.answers);
-    }
+/// Answers one caller whose signatures are all decided.
+pub(crate) fn answer(shared: &Shared, caller: Caller) {
+    // Release the reservation before answering: a caller that got its answer must see the queue
+    // without its signatures.
+    shared.inflight.fetch_sub(caller.reserved, Ordering::AcqRel);
+    caller.reply.send(caller.answers);
 }
 
 /// A test hook: make the syncs of one store fail, as a disk whose `fdatasync` reports an error.
 #[cfg(test)]
 pub(crate) mod fault {
     use std::path::{Path, PathBuf};
+    use std::time::Duration;
 
     use parking_lot::Mutex;
 
     static FAILURES: Mutex<Vec<(PathBuf, u32)>> = Mutex::new(Vec::new());
+    static PAUSES: Mutex<Vec<(PathBuf, Point, Duration)>> = Mutex::new(Vec::new());
+
+    /// Where a test can hold a thread once, to force an interleaving.
+    #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+    pub enum Point {
+        /// An injected sync failure, before it is reported.
+        FailingSync,
+        /// The writer's loop, after its health check and before it decides to block.
+        WriterLoop,
+        /// A writer round, after its health check and before it writes.
+        WriterRound,
+    }
+
+    /// The next time a thread of the store at `path` reaches `point`, it sleeps `pause`.
+    pub fn pause_once(path: &Path, point: Point, pause: Duration) {
+        PAUSES.lock().push((path.to_owned(), point, pause));
+    }
+
+    /// Sleeps here if a test asked for it.
+    pub fn pause(path: &Path, point: Point) {
+        let pause = {
+            let mut pauses = PAUSES.lock();
+            let Some(at) = pauses.iter().position(|(p, q, _)| p == path && *q == point) else {
+                return;
+            };
+            pauses.swap_remove(at).2
+        };
+        std::thread::sleep(pause);
+    }
 
     /// The next `n` syncs of the store at `path` fail.
     pub fn fail_syncs(path: &Path, n: u32) {
@@ -393,5 +433,91 @@ mod tests {
         engine.wait_ready().expect("ready");
         assert_eq!(engine.count("p"), Some(total));
         engine.verify_store().expect("consistent after reopen");
+    }
+
+    fn sync_engine(
+        thresholds: Vec<u64>,
+    ) -> (tempfile::TempDir, std::path::PathBuf, Config, Engine) {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let path = dir.path().join("data");
+        let mut config = Config::persistent(&path);
+        config.durability = Durability::Sync;
+        let engine = Engine::open(config.clone()).expect("opens");
+        engine.wait_ready().expect("ready");
+        let mut spec = PetitionSpec::new("p");
+        spec.thresholds = Some(thresholds);
+        engine.register(spec).expect("registers");
+        (dir, path, config, engine)
+    }
+
+    fn wait_healthy(engine: &Engine) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while !engine.stats().storage_healthy {
+            assert!(Instant::now() < deadline, "the engine did not recover");
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    fn three(prefix: &str) -> Vec<NewSignature> {
+        (0..3)
+            .map(|i| NewSignature::new("p", format!("{prefix}{i}@example.org")))
+            .collect()
+    }
+
+    /// A's sync fails while the writer is already in B's round, past its health check: B must
+    /// count on from A's written count (A's records and count are in the log), or the store
+    /// holds a count below its signers and a milestone twice. Forced interleaving: A's failing
+    /// sync is held 100 ms, B's round 300 ms.
+    #[test]
+    fn a_sync_failure_during_the_next_round_keeps_counts_and_milestones_exact() {
+        use super::fault::{fail_syncs, pause_once, Point};
+        let (_dir, path, config, engine) = sync_engine(vec![3]);
+        fail_syncs(&path, 1);
+        pause_once(&path, Point::FailingSync, Duration::from_millis(100));
+        let (a, b) = std::thread::scope(|scope| {
+            let a = scope.spawn(|| engine.submit_batch(three("a")));
+            std::thread::sleep(Duration::from_millis(30));
+            pause_once(&path, Point::WriterRound, Duration::from_millis(300));
+            let b = scope.spawn(|| engine.submit_batch(three("b")));
+            (a.join().expect("a"), b.join().expect("b"))
+        });
+        for outcome in a.iter().chain(&b) {
+            assert!(matches!(outcome, Err(e) if e.is_retryable()), "{outcome:?}");
+        }
+        wait_healthy(&engine);
+        // Both batches were written before their syncs failed, so the recovery found both.
+        assert_eq!(engine.count("p"), Some(6));
+        let milestones = engine.milestones_after(0, 10);
+        assert_eq!(milestones.len(), 1, "{milestones:?}");
+        engine.verify_store().expect("consistent");
+        engine.close().expect("closes");
+        let engine = Engine::open(config).expect("reopens");
+        engine.wait_ready().expect("ready after reopen");
+        assert_eq!(engine.count("p"), Some(6));
+        engine.verify_store().expect("consistent after reopen");
+    }
+
+    /// The last batch's sync fails just after the writer's health check: the writer must not
+    /// then block waiting for a job, since admission refuses every signature while the engine
+    /// is failing and no job would come to wake it.
+    #[test]
+    fn a_sync_failure_as_the_writer_goes_idle_is_still_recovered() {
+        use super::fault::{fail_syncs, pause_once, Point};
+        let (_dir, path, _config, engine) = sync_engine(vec![1_000]);
+        fail_syncs(&path, 1);
+        pause_once(&path, Point::FailingSync, Duration::from_millis(100));
+        pause_once(&path, Point::WriterLoop, Duration::from_millis(300));
+        let outcome = engine.submit(NewSignature::new("p", "a@example.org"));
+        assert!(
+            matches!(&outcome, Err(e) if e.is_retryable()),
+            "{outcome:?}"
+        );
+        wait_healthy(&engine);
+        let outcome = engine.submit(NewSignature::new("p", "b@example.org"));
+        assert!(
+            matches!(outcome, Ok(Outcome::Accepted { .. })),
+            "{outcome:?}"
+        );
+        engine.verify_store().expect("consistent");
     }
 }

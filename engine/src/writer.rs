@@ -190,14 +190,13 @@ impl Writer {
                     }
                     Err(RecvTimeoutError::Disconnected) => break,
                 }
-            } else if self.deferred.is_empty() && self.syncer.as_ref().is_none_or(Syncer::idle) {
+            } else if self.may_block() {
                 match self.receiver.recv() {
                     Ok(job) => job,
                     Err(_) => break,
                 }
             } else if self.deferred.is_empty() {
-                // A batch with the syncer may yet fail, and nobody else would wake this thread
-                // to recover (admission refuses while the engine is failing): look again soon.
+                // A batch with the syncer may yet fail (or has just failed): look again soon.
                 match self.receiver.recv_timeout(RECOVERY_BACKOFF) {
                     Ok(job) => job,
                     Err(RecvTimeoutError::Timeout) => continue,
@@ -250,6 +249,16 @@ impl Writer {
             // The closer may have given up waiting; nothing to do then.
             let _ = reply.send(result);
         }
+    }
+
+    /// Whether the writer may block until the next job: nothing is deferred, and nothing is
+    /// with the syncer that could still fail or has failed. After a failed sync no job would
+    /// wake the writer to recover (admission refuses while the engine is failing), so it must
+    /// not block then. Asked after the health check: a failure between the two shows here.
+    fn may_block(&self) -> bool {
+        #[cfg(test)]
+        crate::syncer::fault::pause(&self.path, crate::syncer::fault::Point::WriterLoop);
+        self.deferred.is_empty() && self.syncer.as_ref().is_none_or(Syncer::published)
     }
 
     /// Handles a control job; returns the reply channel if it was `Shutdown`.
@@ -335,6 +344,8 @@ impl Writer {
         }
         let healthy = self.shared.healthy.load(Ordering::Acquire) && self.store.is_some();
         let generation = self.shared.generation.load(Ordering::Acquire);
+        #[cfg(test)]
+        crate::syncer::fault::pause(&self.path, crate::syncer::fault::Point::WriterRound);
 
         // Split items into fresh ones to write now and duplicates awaiting their original.
         let mut fresh: Vec<(usize, Item)> = Vec::new();
@@ -419,14 +430,15 @@ impl Writer {
             }
             job.items = still;
             if job.items.is_empty() {
-                // Release the reservation before answering: a caller that got its answer must
-                // see the queue without its signatures.
-                self.shared
-                    .inflight
-                    .fetch_sub(job.reserved, Ordering::AcqRel);
-                if let Some(reply) = job.reply.take() {
-                    reply.send(std::mem::take(&mut job.answers));
-                }
+                let reply = job.reply.take().expect("a job is answered once");
+                syncer::answer(
+                    &self.shared,
+                    Caller {
+                        reply,
+                        answers: std::mem::take(&mut job.answers),
+                        reserved: job.reserved,
+                    },
+                );
             } else {
                 self.deferred.push(job);
             }
@@ -509,31 +521,31 @@ impl Writer {
         let Some(store) = self.store.clone() else {
             unreachable!("write_for_syncer is only called with a healthy store")
         };
-        if self.syncer.as_ref().is_some_and(Syncer::idle) {
-            // Everything written is published: the counts are current again.
+        if self.syncer.as_ref().is_some_and(Syncer::published) {
+            // Everything written is published: the counts are current again. (Not after a
+            // failed sync: then the failed batches' counts are in the log, and this batch
+            // must count on from them; the recovery reloads them all.)
             self.written_counts.clear();
         }
         let prepared = self.prepare(&store, &open, &fresh);
         let started = Instant::now();
         if let Err(e) = store.write(prepared.batch, Durability::Buffered) {
             self.fail_fresh(&mut open, fresh, &e);
+            // Nothing here awaits an original (that takes the synced path): this only answers.
             self.settle(open, true);
             return;
         }
         let first_seq = self.next_seq;
         let first_milestone_seq = self.next_milestone_seq;
-        self.next_seq += fresh.len() as u64;
-        self.next_milestone_seq = prepared.next_milestone_seq;
         for (petition, count) in &prepared.counts {
             self.written_counts.insert(petition.num, *count);
         }
-        let mut fingerprints = Vec::with_capacity(fresh.len());
-        for ((j, item), count) in fresh.into_iter().zip(prepared.ordinals) {
-            fingerprints.push(item.fp);
-            open[j]
-                .answers
-                .push((item.index, Ok(Outcome::Accepted { count })));
-        }
+        let fingerprints = self.accept(
+            &mut open,
+            fresh,
+            prepared.ordinals,
+            prepared.next_milestone_seq,
+        );
         let callers = open
             .into_iter()
             .filter_map(|mut job| {
@@ -555,9 +567,10 @@ impl Writer {
             callers,
             started,
         };
-        if let Some(syncer) = &mut self.syncer {
-            syncer.send(written);
-        }
+        self.syncer
+            .as_mut()
+            .expect("write_for_syncer is only called with a syncer")
+            .send(written);
     }
 
     /// Writes `fresh` in one batch, synced as the durability says, and commits it.
@@ -579,24 +592,38 @@ impl Writer {
 
         match result {
             Ok(()) => {
-                self.next_seq += fresh.len() as u64;
-                self.next_milestone_seq = prepared.next_milestone_seq;
-                let fingerprints: Vec<Fingerprint> =
-                    fresh.iter().map(|(_, item)| item.fp).collect();
+                let fingerprints =
+                    self.accept(open, fresh, prepared.ordinals, prepared.next_milestone_seq);
                 syncer::publish(
                     &self.shared,
                     &fingerprints,
                     &prepared.counts,
                     prepared.milestones,
                 );
-                for ((j, item), count) in fresh.into_iter().zip(prepared.ordinals) {
-                    open[j]
-                        .answers
-                        .push((item.index, Ok(Outcome::Accepted { count })));
-                }
             }
             Err(e) => self.fail_fresh(open, fresh, &e),
         }
+    }
+
+    /// After a successful write of `fresh`: moves the sequences past it and gives each item its
+    /// `Accepted` answer (sent once the batch is durable). Returns the items' fingerprints.
+    fn accept(
+        &mut self,
+        open: &mut [OpenJob],
+        fresh: Vec<(usize, Item)>,
+        ordinals: Vec<u64>,
+        next_milestone_seq: u64,
+    ) -> Vec<Fingerprint> {
+        self.next_seq += fresh.len() as u64;
+        self.next_milestone_seq = next_milestone_seq;
+        let mut fingerprints = Vec::with_capacity(fresh.len());
+        for ((j, item), count) in fresh.into_iter().zip(ordinals) {
+            fingerprints.push(item.fp);
+            open[j]
+                .answers
+                .push((item.index, Ok(Outcome::Accepted { count })));
+        }
+        fingerprints
     }
 
     /// A failed write: nothing in it is acknowledged, and the engine stops taking signatures
