@@ -8,7 +8,8 @@
 #   P2      engine-bench durable, sync, viral 0.9 over 100,000 petitions, 5% re-sends
 #                                                                      → OUT/p2.json
 #   P6      kill -9 of a second P2 run at ~90% of its time, then recover → OUT/p6.json
-#   P7      durable open loop at half the P2 rate, calls of 64          → OUT/p7.json
+#   P7      the closed-loop capacity for calls of 64 (8 threads, sync)  → OUT/p7-capacity.json,
+#           then durable open loop at half that rate, calls of 64       → OUT/p7.json
 #           and the machine's floor under the same load (engine-bench floor) → OUT/p7-floor.json
 #   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
 #
@@ -52,8 +53,18 @@ wait "$victim" 2>/dev/null || true
 "$bench" recover --data-dir "$data/p6" --json "$out/p6.json"
 rm -rf "$data/p6"
 
-echo; echo "## P7: open loop at half the P2 rate (calls of 64 signatures), after the disk settles"
-half=$(awk -v r="$rate" 'BEGIN {printf "%d", r / 2}')
+echo; echo "## P7 capacity: closed loop with P7's own call shape (8 threads, calls of 64, sync)"
+# Half load is half of what this call shape reaches, not half of P2's rate with calls of 2,048.
+sync
+sleep 5
+"$bench" durable --signatures "$(( n < 6000000 ? n : 6000000 ))" --petitions 10000 --shape viral \
+  --hot-share 0.9 --durability sync --data-dir "$data/p7-capacity" --threads 8 --batch 64 \
+  --no-disk-probe --progress-s 0 --json "$out/p7-capacity.json"
+rm -rf "$data/p7-capacity"
+capacity=$(grep -o '"signatures_per_sec": *[0-9.]*' "$out/p7-capacity.json" | grep -o '[0-9.]*$')
+half=$(awk -v r="$capacity" 'BEGIN {printf "%d", r / 2}')
+
+echo; echo "## P7: open loop at half that rate ($half signatures/s in calls of 64), after the disk settles"
 sync
 sleep 5
 "$bench" durable --signatures $(( half * 20 )) --petitions 10000 --shape viral --hot-share 0.9 \
