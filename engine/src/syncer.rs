@@ -342,13 +342,7 @@ mod tests {
     #[test]
     fn a_failed_sync_acknowledges_nothing_and_the_engine_recovers() {
         const THREADS: usize = 4;
-        let dir = tempfile::tempdir().expect("temp dir");
-        let path = dir.path().join("data");
-        let mut config = Config::persistent(&path);
-        config.durability = Durability::Sync;
-        let engine = Engine::open(config.clone()).expect("opens");
-        engine.wait_ready().expect("ready");
-        engine.register(PetitionSpec::new("p")).expect("registers");
+        let (_dir, path, config, engine) = sync_engine(vec![10_000, 100_000]);
 
         let submit = |thread: usize, round: usize| {
             let emails: Vec<String> = (0..50)
@@ -389,18 +383,7 @@ mod tests {
         }
         assert!(!refused.is_empty(), "the injected failure refused nothing");
 
-        // Recovery retries by itself; poll for it with a bound.
-        let deadline = Instant::now() + Duration::from_secs(20);
-        while !engine.stats().storage_healthy {
-            let stats = engine.stats();
-            assert!(
-                Instant::now() < deadline,
-                "the engine did not recover: {} storage errors, the last {:?}",
-                stats.storage_errors_total,
-                stats.last_storage_error
-            );
-            std::thread::sleep(Duration::from_millis(20));
-        }
+        wait_healthy(&engine);
         let resend = acked.iter().map(|e| NewSignature::new("p", e)).collect();
         for outcome in engine.submit_batch(resend) {
             assert!(
@@ -450,10 +433,17 @@ mod tests {
         (dir, path, config, engine)
     }
 
+    /// Recovery retries by itself; poll for it with a bound.
     fn wait_healthy(engine: &Engine) {
-        let deadline = Instant::now() + Duration::from_secs(10);
+        let deadline = Instant::now() + Duration::from_secs(20);
         while !engine.stats().storage_healthy {
-            assert!(Instant::now() < deadline, "the engine did not recover");
+            let stats = engine.stats();
+            assert!(
+                Instant::now() < deadline,
+                "the engine did not recover: {} storage errors, the last {:?}",
+                stats.storage_errors_total,
+                stats.last_storage_error
+            );
             std::thread::sleep(Duration::from_millis(20));
         }
     }
