@@ -66,7 +66,7 @@ pub(crate) struct Failure {
 struct Progress {
     /// Batches finished (made durable and answered, or failed and answered).
     done: u64,
-    /// Set by the first failed sync; cleared by the writer when it recovers.
+    /// Set by the first failed sync; taken by the writer as it starts to recover.
     failure: Option<Failure>,
 }
 
