@@ -1,7 +1,7 @@
 //! A quick probe of the disk under a directory: fsync latency of small appends and sequential
 //! write bandwidth, measured in the same run as the benchmark they put in context.
 
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::time::Instant;
@@ -23,11 +23,7 @@ const SEQUENTIAL_BYTES: usize = 256 << 20;
 /// Measures the disk holding `dir`. Writes and then removes two scratch files there.
 pub fn probe(dir: &Path) -> std::io::Result<DiskProbe> {
     let path = dir.join(".disk-probe");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)?;
+    let mut file = File::create(&path)?;
     let block = vec![0x5au8; 4096];
     let mut latencies = Vec::with_capacity(FSYNC_ROUNDS);
     for _ in 0..FSYNC_ROUNDS {
@@ -41,11 +37,7 @@ pub fn probe(dir: &Path) -> std::io::Result<DiskProbe> {
     latencies.sort_unstable();
     let at = |q: f64| latencies[((latencies.len() - 1) as f64 * q).round() as usize];
 
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)?;
+    let mut file = File::create(&path)?;
     let chunk = vec![0xa5u8; 1 << 20];
     let started = Instant::now();
     for _ in 0..SEQUENTIAL_BYTES / chunk.len() {

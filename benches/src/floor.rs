@@ -9,7 +9,7 @@
 //! machine (disk, thread wake-ups) costs from what the engine adds. One difference favours the
 //! engine: RocksDB preallocates its WAL, while the floor's file grows with every append.
 
-use std::fs::OpenOptions;
+use std::fs::File;
 use std::io::Write;
 use std::path::Path;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -61,11 +61,7 @@ type Request = (usize, SyncSender<()>);
 /// Runs `floor` against a scratch file in `dir`, removed afterwards.
 pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
     let path = dir.join(".ack-floor");
-    let mut file = OpenOptions::new()
-        .create(true)
-        .truncate(true)
-        .write(true)
-        .open(&path)?;
+    let mut file = File::create(&path)?;
     let threads = floor.threads.max(1);
     let batch = floor.batch.max(1);
     let calls_per_thread = floor.signatures.div_ceil((threads * batch) as u64);

@@ -548,13 +548,10 @@ impl Writer {
         );
         let callers = open
             .into_iter()
-            .filter_map(|mut job| {
-                let reply = job.reply.take()?;
-                Some(Caller {
-                    reply,
-                    answers: job.answers,
-                    reserved: job.reserved,
-                })
+            .map(|mut job| Caller {
+                reply: job.reply.take().expect("a job is answered once"),
+                answers: job.answers,
+                reserved: job.reserved,
             })
             .collect();
         let written = Written {
