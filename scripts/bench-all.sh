@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Re-runs every performance target of DESIGN.md §6 at a chosen scale and keeps the JSON reports.
+# Re-runs every performance target listed in BENCHMARKS.md at a chosen scale and keeps the JSON reports.
 #
 #   scripts/bench-all.sh [SIGNATURES] [OUT_DIR]      (defaults: 20000000, ./bench-results)
 #
