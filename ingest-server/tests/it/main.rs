@@ -4,5 +4,6 @@
 mod api;
 mod limits;
 mod openapi;
+mod quick_start;
 mod sigterm;
 mod support;
