@@ -107,7 +107,8 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
 
-    /// Write the final report as JSON to FILE (`-` for stdout; schema in README).
+    /// Write the final report as JSON to FILE (`-` for stdout, the table then goes to stderr;
+    /// schema in README).
     #[arg(long, value_name = "FILE")]
     pub json: Option<PathBuf>,
 

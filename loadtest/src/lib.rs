@@ -41,8 +41,9 @@ const DURABILITY_CHECK_CONNECTIONS_MAX: u32 = 8;
 const DURABILITY_CHECK_SAMPLE: usize = 1000;
 
 /// `loadtest run`: runs the load, prints the table (and JSON), and with `--durability-check`
-/// verifies the ledger. Returns whether the run passed (false only when the durability check
-/// failed).
+/// verifies the ledger. With `--json -` the JSON alone goes to stdout, so that it can be piped,
+/// and the table and the verdict go to stderr. Returns whether the run passed (false only when
+/// the durability check failed).
 pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
     let seed = args.seed.unwrap_or_else(run::default_seed);
     let temporary_ledger = if args.durability_check && args.ledger.is_none() {
@@ -67,10 +68,21 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
         eprintln!("loadtest: {}", run::describe_shape(&args, seed));
     }
     let report = run::execute(&args, seed, progress).await?;
-    print!("{}", report.table());
+    let json_to_stdout = args
+        .json
+        .as_ref()
+        .is_some_and(|path| path.as_os_str() == "-");
+    let show = |text: &str| {
+        if json_to_stdout {
+            eprint!("{text}");
+        } else {
+            print!("{text}");
+        }
+    };
+    show(&report.table());
     if let Some(path) = &args.json {
         let json = serde_json::to_string_pretty(&report).context("encoding the JSON report")?;
-        if path.as_os_str() == "-" {
+        if json_to_stdout {
             println!("{json}");
         } else {
             std::fs::write(path, json + "\n")
@@ -100,7 +112,7 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
         timeout: args.timeout,
     };
     let verdict = verify::verify(&verify_args).await?;
-    print!("{}", verdict.render());
+    show(&verdict.render());
     if let Some(path) = temporary_ledger {
         if verdict.passed() {
             let _ = std::fs::remove_file(&path);

@@ -212,3 +212,45 @@ async fn the_binary_runs_and_writes_json() {
     assert_eq!(server.petition_ids(), vec!["lt-3-0", "lt-3-1"]);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_to_stdout_leaves_stdout_pure_json() {
+    let server = crate::fake::FakeServer::start(crate::fake::Fault::None).await;
+    let url = server.url();
+    let output = tokio::task::spawn_blocking(move || {
+        loadtest(&[
+            "run",
+            "--target",
+            &url,
+            "--api-key",
+            crate::fake::ADMIN_KEY,
+            "-z",
+            "300ms",
+            "-R",
+            "200",
+            "-c",
+            "2",
+            "--petitions",
+            "2",
+            "--seed",
+            "4",
+            "--durability-check",
+            "--json",
+            "-",
+            "--no-progress",
+        ])
+    })
+    .await
+    .unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let report: serde_json::Value = serde_json::from_str(&stdout)
+        .unwrap_or_else(|e| panic!("stdout is not one JSON document ({e}):\n{stdout}"));
+    assert_eq!(report["schema"], "loadtest.report.v1");
+    assert_eq!(report["outcomes"]["accepted"], 60);
+    assert!(
+        stderr.contains("achieved") && stderr.contains("p99.9"),
+        "the table goes to stderr instead:\n{stderr}"
+    );
+}
