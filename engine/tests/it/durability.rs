@@ -262,9 +262,17 @@ fn invalid_input_changes_nothing() {
 
 /// Disk full: the data dir on a small tmpfs (needs root, as CI runs). Writes fail → retryable
 /// errors and no false acknowledgement; freeing space → ingestion resumes; nothing acknowledged is
-/// lost.
+/// lost. Another user cannot mount: the test says it is skipped and why, and passes (as root a
+/// failed mount still fails it).
 #[test]
 fn disk_full_refuses_then_recovers_without_losing_acknowledged() {
+    if let Some(uid) = effective_uid().filter(|&uid| uid != 0) {
+        eprintln!(
+            "skipped: disk_full_refuses_then_recovers_without_losing_acknowledged needs root to \
+             mount a tmpfs and runs as uid {uid} (CI runs it as root)"
+        );
+        return;
+    }
     let dir = tempfile::tempdir().expect("temp dir");
     let mount = dir.path().join("tmpfs");
     std::fs::create_dir(&mount).expect("mount point");
@@ -348,4 +356,92 @@ fn disk_full_refuses_then_recovers_without_losing_acknowledged() {
     assert_eq!(engine.count("p"), Some(acked.len() as u64 + 1));
     engine.verify_store().expect("consistent");
     engine.close().expect("closes");
+}
+
+/// The disk-full test's name as libtest knows it, to re-run it alone.
+const DISK_FULL_TEST: &str =
+    "durability::disk_full_refuses_then_recovers_without_losing_acknowledged";
+/// Set in the child that re-runs the disk-full test without root.
+const UNPRIVILEGED_CHILD_ENV: &str = "ENGINE_DISK_FULL_UNPRIVILEGED_CHILD";
+/// The user and group the child runs as when this test runs as root: nobody and nogroup.
+const NOBODY: u32 = 65534;
+
+/// `cargo test --workspace` passes for a user who is not root: the disk-full test then says it
+/// is skipped and why instead of failing on its mount. Run as root (as CI does), this re-runs
+/// the test binary as nobody with only the disk-full test selected; run as another user, it
+/// re-runs it as that user.
+#[test]
+fn disk_full_test_is_skipped_with_a_reason_without_root() {
+    use std::os::unix::fs::PermissionsExt;
+    use std::os::unix::process::CommandExt;
+
+    if std::env::var_os(UNPRIVILEGED_CHILD_ENV).is_some() {
+        // Never recurse (the `--exact` filter below already keeps this test out of the child).
+        return;
+    }
+    // Nobody must reach the binary and a temp dir whatever the permissions of the target dir
+    // and of `TMPDIR`: a link to (or a copy of) this binary in a directory anyone may enter,
+    // under a parent anyone may pass through.
+    let parent = [std::env::temp_dir(), "/tmp".into(), "/var/tmp".into()]
+        .into_iter()
+        .find(|dir| traversable_by_anyone(dir))
+        .expect("a temp dir anyone may enter");
+    let scratch = tempfile::tempdir_in(parent).expect("scratch dir");
+    let open = |path: &std::path::Path, mode: u32| {
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).expect("chmod");
+    };
+    open(scratch.path(), 0o755);
+    let exe = std::env::current_exe().expect("test binary path");
+    let linked = scratch.path().join("engine-it");
+    if std::fs::hard_link(&exe, &linked).is_err() {
+        std::fs::copy(&exe, &linked).expect("copy of the test binary");
+    }
+    open(&linked, 0o755);
+    let tmp = scratch.path().join("tmp");
+    std::fs::create_dir(&tmp).expect("child temp dir");
+    open(&tmp, 0o1777);
+
+    let mut command = std::process::Command::new(&linked);
+    command
+        .args([DISK_FULL_TEST, "--exact", "--nocapture", "--test-threads=1"])
+        .env(UNPRIVILEGED_CHILD_ENV, "1")
+        .env("TMPDIR", &tmp)
+        .current_dir(scratch.path());
+    let uid = effective_uid();
+    if uid == Some(0) {
+        // std drops the supplementary groups too when root sets another uid.
+        command.uid(NOBODY).gid(NOBODY);
+    }
+    let output = command.output().expect("the test binary runs unprivileged");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(
+        output.status.success(),
+        "without root (parent uid {uid:?}) the disk-full test must be skipped, not fail:\n\
+         {stdout}\n{stderr}"
+    );
+    assert!(
+        stdout.contains("test result: ok. 1 passed"),
+        "the child ran exactly the disk-full test:\n{stdout}"
+    );
+    assert!(
+        stderr.contains("skipped") && stderr.contains("needs root"),
+        "the disk-full test says it is skipped and why:\n{stderr}"
+    );
+}
+
+/// The effective user id, from `/proc/self/status` (`None` where that cannot be read).
+fn effective_uid() -> Option<u32> {
+    let status = std::fs::read_to_string("/proc/self/status").ok()?;
+    let uids = status.lines().find_map(|line| line.strip_prefix("Uid:"))?;
+    uids.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// Whether every directory from the root down to `dir` lets others pass through (`o+x`).
+fn traversable_by_anyone(dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::PermissionsExt;
+    dir.is_absolute()
+        && dir.ancestors().all(|at| {
+            std::fs::metadata(at).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
+        })
 }
