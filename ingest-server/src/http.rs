@@ -29,7 +29,7 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, Denied, Role};
 use crate::routes::{route, NoRoute, RouteId};
-use crate::server::State;
+use crate::state::State;
 use crate::watchdog::Clock;
 
 pub(crate) type Response = hyper::Response<Full<Bytes>>;

@@ -23,6 +23,7 @@ mod http;
 mod metrics;
 mod routes;
 mod server;
+mod state;
 mod watchdog;
 
 pub use auth::{ApiKey, Role};

@@ -2,7 +2,7 @@
 
 use std::future::Future;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -11,35 +11,13 @@ use hyper::server::conn::http1;
 use hyper::service::service_fn;
 use hyper_util::rt::TokioIo;
 use hyper_util::server::graceful::GracefulShutdown;
-use prometheus_client::registry::Registry;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
-use crate::auth::Keys;
 use crate::config::ServerConfig;
-use crate::metrics::{self, Metrics};
+use crate::state::State;
 use crate::watchdog::{Clock, Watched};
-
-/// What every request handler shares.
-pub(crate) struct State {
-    pub engine: Engine,
-    pub config: ServerConfig,
-    pub keys: Keys,
-    pub inflight: Arc<Semaphore>,
-    pub batch_inflight: Arc<Semaphore>,
-    pub draining: AtomicBool,
-    /// Bumped after every petition registration, update or close: invalidates the rendered
-    /// petition reads.
-    pub admin_generation: AtomicU64,
-    /// Unique to this server in the process: the key of its rendered petition reads in each
-    /// worker thread's cache (tests run several servers on shared threads).
-    pub instance: u64,
-    pub metrics: Arc<Metrics>,
-    pub registry: Registry,
-}
-
-static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
 
 /// A bound server, ready to [`Server::run`].
 pub struct Server {
@@ -61,19 +39,7 @@ impl Server {
     /// requests get 503 `recovering` until it is ready.
     pub async fn bind(config: ServerConfig, engine: Engine) -> std::io::Result<Server> {
         let listener = TcpListener::bind(config.listen).await?;
-        let metrics = Arc::new(Metrics::new());
-        let state = State {
-            keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
-            inflight: Arc::new(Semaphore::new(config.inflight_max)),
-            batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
-            draining: AtomicBool::new(false),
-            admin_generation: AtomicU64::new(0),
-            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
-            registry: metrics::registry(metrics.clone(), engine.clone()),
-            metrics,
-            engine,
-            config,
-        };
+        let state = State::new(config, engine);
         Ok(Server {
             listener,
             state: Arc::new(state),

@@ -1,0 +1,52 @@
+//! What every request handler shares: the engine, the settings, the keys, the in-flight limits,
+//! the drain flag and the metrics. Built once by `Server::bind`, then shared behind an `Arc`.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+
+use engine::Engine;
+use prometheus_client::registry::Registry;
+use tokio::sync::Semaphore;
+
+use crate::auth::Keys;
+use crate::config::ServerConfig;
+use crate::metrics::{self, Metrics};
+
+/// What every request handler shares.
+pub(crate) struct State {
+    pub engine: Engine,
+    pub config: ServerConfig,
+    pub keys: Keys,
+    pub inflight: Arc<Semaphore>,
+    pub batch_inflight: Arc<Semaphore>,
+    pub draining: AtomicBool,
+    /// Bumped after every petition registration, update or close: invalidates the rendered
+    /// petition reads.
+    pub admin_generation: AtomicU64,
+    /// Unique to this server in the process: the key of its rendered petition reads in each
+    /// worker thread's cache (tests run several servers on shared threads).
+    pub instance: u64,
+    pub metrics: Arc<Metrics>,
+    pub registry: Registry,
+}
+
+static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
+
+impl State {
+    /// The shared state of a new server over `engine`.
+    pub fn new(config: ServerConfig, engine: Engine) -> State {
+        let metrics = Arc::new(Metrics::new());
+        State {
+            keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
+            inflight: Arc::new(Semaphore::new(config.inflight_max)),
+            batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
+            draining: AtomicBool::new(false),
+            admin_generation: AtomicU64::new(0),
+            instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
+            registry: metrics::registry(metrics.clone(), engine.clone()),
+            metrics,
+            engine,
+            config,
+        }
+    }
+}
