@@ -4,6 +4,17 @@
 //! is the only source of truth. What the server adds is HTTP: routing, JSON and NDJSON, API keys,
 //! request limits and load shedding, Prometheus metrics, readiness and a graceful drain.
 //!
+//! Layout:
+//! - `server`: the listener, the connection limit, the graceful drain;
+//! - `watchdog`: header-read and idle timeouts of each connection;
+//! - `routes`: the route table, the one list the router and the OpenAPI test use;
+//! - `handlers`: the service function and one module per resource (`signatures`,
+//!   `petitions`, `milestones`, `operations`);
+//! - `request`: what handlers check of a request (key, in-flight slot, content type, body);
+//! - `response`: answers, the error shape, `Retry-After`;
+//! - `state`: what every handler shares;
+//! - `auth`, `config`, `metrics`: API keys and rate limits, settings, Prometheus counters.
+//!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
 //! use ingest_server::{Server, ServerConfig};
@@ -19,8 +30,10 @@
 
 mod auth;
 mod config;
-mod http;
+mod handlers;
 mod metrics;
+mod request;
+mod response;
 mod routes;
 mod server;
 mod state;

@@ -7,7 +7,7 @@
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
 
-use engine::{Engine, HistogramSnapshot, LatencyHistogram};
+use engine::{Engine, HistogramSnapshot, LatencyHistogram, SubmitError};
 use prometheus_client::collector::Collector;
 use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
@@ -17,20 +17,75 @@ use prometheus_client::registry::{Registry, Unit};
 
 use crate::routes::RouteId;
 
-/// Outcomes of one signature, as counted in `ingest_signatures_total{outcome}`.
-pub(crate) const OUTCOMES: [&str; 11] = [
-    "accepted",
-    "duplicate",
-    "invalid_signature",
-    "malformed_json",
-    "unknown_petition",
-    "petition_closed",
-    "rate_limited",
-    "overloaded",
-    "storage_unavailable",
-    "recovering",
-    "shutting_down",
-];
+/// The outcome of one signature, as counted in `ingest_signatures_total{outcome}`. The labels
+/// are the codes of the answers (`accepted`, `duplicate`, or the error code).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum SignatureOutcome {
+    Accepted,
+    Duplicate,
+    InvalidSignature,
+    MalformedJson,
+    UnknownPetition,
+    PetitionClosed,
+    RateLimited,
+    Overloaded,
+    StorageUnavailable,
+    Recovering,
+    ShuttingDown,
+    /// An engine error this server does not know yet (`SubmitError` is non-exhaustive).
+    Other,
+}
+
+impl SignatureOutcome {
+    /// Every outcome, in the order of the variants (`outcome as usize` indexes this).
+    pub const ALL: [SignatureOutcome; 12] = [
+        SignatureOutcome::Accepted,
+        SignatureOutcome::Duplicate,
+        SignatureOutcome::InvalidSignature,
+        SignatureOutcome::MalformedJson,
+        SignatureOutcome::UnknownPetition,
+        SignatureOutcome::PetitionClosed,
+        SignatureOutcome::RateLimited,
+        SignatureOutcome::Overloaded,
+        SignatureOutcome::StorageUnavailable,
+        SignatureOutcome::Recovering,
+        SignatureOutcome::ShuttingDown,
+        SignatureOutcome::Other,
+    ];
+
+    /// The metric label, which is also the answer's status or error code.
+    pub fn label(self) -> &'static str {
+        match self {
+            SignatureOutcome::Accepted => "accepted",
+            SignatureOutcome::Duplicate => "duplicate",
+            SignatureOutcome::InvalidSignature => "invalid_signature",
+            SignatureOutcome::MalformedJson => "malformed_json",
+            SignatureOutcome::UnknownPetition => "unknown_petition",
+            SignatureOutcome::PetitionClosed => "petition_closed",
+            SignatureOutcome::RateLimited => "rate_limited",
+            SignatureOutcome::Overloaded => "overloaded",
+            SignatureOutcome::StorageUnavailable => "storage_unavailable",
+            SignatureOutcome::Recovering => "recovering",
+            SignatureOutcome::ShuttingDown => "shutting_down",
+            SignatureOutcome::Other => "other",
+        }
+    }
+}
+
+impl From<&SubmitError> for SignatureOutcome {
+    fn from(e: &SubmitError) -> SignatureOutcome {
+        match e {
+            SubmitError::Invalid(_) => SignatureOutcome::InvalidSignature,
+            SubmitError::UnknownPetition => SignatureOutcome::UnknownPetition,
+            SubmitError::PetitionClosed => SignatureOutcome::PetitionClosed,
+            SubmitError::Overloaded => SignatureOutcome::Overloaded,
+            SubmitError::StorageUnavailable => SignatureOutcome::StorageUnavailable,
+            SubmitError::Recovering => SignatureOutcome::Recovering,
+            SubmitError::ShuttingDown => SignatureOutcome::ShuttingDown,
+            _ => SignatureOutcome::Other,
+        }
+    }
+}
 
 const CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
 const BATCH_BOUNDS: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
@@ -39,7 +94,7 @@ const BATCH_BOUNDS: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
 #[derive(Debug)]
 pub(crate) struct Metrics {
     requests: Vec<[AtomicU64; 5]>,
-    signatures: [AtomicU64; OUTCOMES.len()],
+    signatures: [AtomicU64; SignatureOutcome::ALL.len()],
     batch_lines: [AtomicU64; BATCH_BOUNDS.len() + 1],
     batch_lines_sum: AtomicU64,
     /// Time from a request's parsed body to its engine answers, per request.
@@ -71,11 +126,9 @@ impl Metrics {
         self.requests[route][class].fetch_add(1, Ordering::Relaxed);
     }
 
-    /// Counts one signature outcome by its code (see [`OUTCOMES`]).
-    pub fn signature(&self, outcome: &str) {
-        if let Some(at) = OUTCOMES.iter().position(|&o| o == outcome) {
-            self.signatures[at].fetch_add(1, Ordering::Relaxed);
-        }
+    /// Counts one signature's outcome.
+    pub fn signature(&self, outcome: SignatureOutcome) {
+        self.signatures[outcome as usize].fetch_add(1, Ordering::Relaxed);
     }
 
     pub fn batch(&self, lines: usize) {
@@ -169,7 +222,7 @@ impl Collector for Scrape {
                 MetricType::Counter,
             )?;
             for (at, value) in m.signatures.iter().enumerate() {
-                let labels = [("outcome", OUTCOMES[at])];
+                let labels = [("outcome", SignatureOutcome::ALL[at].label())];
                 ConstCounter::new(value.load(Ordering::Relaxed))
                     .encode(family.encode_family(&labels)?)?;
             }
@@ -288,5 +341,31 @@ impl Collector for Scrape {
             stats.recovery_seconds,
         )?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn outcomes_index_their_counters() {
+        for (at, outcome) in SignatureOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, at, "ALL is in variant order");
+        }
+    }
+
+    #[test]
+    fn engine_errors_count_under_their_code() {
+        for e in [
+            SubmitError::UnknownPetition,
+            SubmitError::PetitionClosed,
+            SubmitError::Overloaded,
+            SubmitError::StorageUnavailable,
+            SubmitError::Recovering,
+            SubmitError::ShuttingDown,
+        ] {
+            assert_eq!(SignatureOutcome::from(&e).label(), e.code());
+        }
     }
 }

@@ -16,6 +16,7 @@ use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::Semaphore;
 
 use crate::config::ServerConfig;
+use crate::handlers;
 use crate::state::State;
 use crate::watchdog::{Clock, Watched};
 
@@ -98,7 +99,7 @@ impl Server {
                 .serve_connection(
                     TokioIo::new(Watched::new(stream, clock.clone())),
                     service_fn(move |request| {
-                        crate::http::handle(service_state.clone(), service_clock.clone(), request)
+                        handlers::handle(service_state.clone(), service_clock.clone(), request)
                     }),
                 );
             let connection = graceful.watch(connection);

@@ -1,0 +1,57 @@
+//! Milestones: `GET /v1/milestones`, the feed of thresholds crossed by petitions, in order;
+//! a client resumes with `after` set to the `next_after` it was given.
+
+use hyper::StatusCode;
+use serde::Serialize;
+
+use crate::request::query_pairs;
+use crate::response::{bad_parameter, json, rfc3339, Response};
+use crate::state::State;
+
+/// `GET /v1/milestones?after=SEQ&limit=N`.
+pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
+    let mut after = 0;
+    let mut limit = 100;
+    for (key, value) in query_pairs(query) {
+        match key {
+            "after" => match value.parse::<u64>() {
+                Ok(n) => after = n,
+                Err(_) => return bad_parameter("after", "after is a milestone sequence number"),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => limit = n,
+                _ => return bad_parameter("limit", "limit is 1 to 1000"),
+            },
+            _ => return bad_parameter(key, "known parameters: after, limit"),
+        }
+    }
+    #[derive(Serialize)]
+    struct Item<'a> {
+        seq: u64,
+        petition: &'a str,
+        threshold: u64,
+        reached_at: String,
+    }
+    #[derive(Serialize)]
+    struct Feed<'a> {
+        milestones: Vec<Item<'a>>,
+        next_after: u64,
+    }
+    let list = state.engine.milestones_after(after, limit);
+    let feed = Feed {
+        next_after: list.last().map_or(after, |m| m.seq),
+        milestones: list
+            .iter()
+            .map(|m| Item {
+                seq: m.seq,
+                petition: &m.petition,
+                threshold: m.threshold,
+                reached_at: rfc3339(m.reached_at_ms),
+            })
+            .collect(),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&feed).unwrap_or_default(),
+    )
+}

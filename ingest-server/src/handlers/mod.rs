@@ -1,0 +1,81 @@
+//! Request handlers, one module per resource: `signatures`, `petitions`, `milestones` and
+//! `operations` (metrics, health, the OpenAPI document). This module is the service function
+//! hyper calls for every request: it matches the request against [`crate::routes::ROUTES`],
+//! calls the route's handler and counts the answer.
+
+mod milestones;
+mod operations;
+mod petitions;
+mod signatures;
+
+use std::convert::Infallible;
+use std::sync::Arc;
+
+use hyper::body::Incoming;
+use hyper::header::{self, HeaderValue};
+use hyper::{Request, StatusCode};
+
+use crate::response::{error, Response};
+use crate::routes::{route, NoRoute, RouteId};
+use crate::state::State;
+use crate::watchdog::Clock;
+
+/// The service function: routes, answers, counts.
+pub(crate) async fn handle(
+    state: Arc<State>,
+    clock: Arc<Clock>,
+    request: Request<Incoming>,
+) -> Result<Response, Infallible> {
+    clock.request_started();
+    let (route_id, response) = dispatch(&state, request).await;
+    state.metrics.request(route_id, response.status().as_u16());
+    clock.request_done();
+    Ok(response)
+}
+
+async fn dispatch(state: &State, request: Request<Incoming>) -> (Option<RouteId>, Response) {
+    // `id` borrows the request; the routes that take the request copy it first.
+    let (route_id, id) = match route(request.method(), request.uri().path()) {
+        Ok(found) => found,
+        Err(NoRoute::NotFound) => {
+            return (
+                None,
+                error(StatusCode::NOT_FOUND, "not_found", "no such route"),
+            )
+        }
+        Err(NoRoute::MethodNotAllowed(allow)) => {
+            let mut response = error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "method_not_allowed",
+                format_args!("this route takes {allow}"),
+            );
+            if let Ok(allow) = HeaderValue::from_str(&allow) {
+                response.headers_mut().insert(header::ALLOW, allow);
+            }
+            return (None, response);
+        }
+    };
+    let response = match route_id {
+        RouteId::Sign => {
+            let id = id.to_string();
+            signatures::sign(state, id, request).await
+        }
+        RouteId::Batch => signatures::batch(state, request).await,
+        RouteId::PetitionGet => petitions::get(state, id, request.headers()),
+        RouteId::PetitionList => petitions::list(state, request.uri().query()),
+        RouteId::PetitionPut => {
+            let id = id.to_string();
+            petitions::put(state, id, request).await
+        }
+        RouteId::PetitionClose => {
+            let id = id.to_string();
+            petitions::close(state, id, request).await
+        }
+        RouteId::Milestones => milestones::list(state, request.uri().query()),
+        RouteId::Metrics => operations::metrics(state),
+        RouteId::Livez => operations::livez(),
+        RouteId::Readyz => operations::readyz(state),
+        RouteId::OpenApi => operations::openapi(),
+    };
+    (Some(route_id), response)
+}

@@ -1,0 +1,76 @@
+//! Operations: `GET /metrics`, `GET /livez`, `GET /readyz` and `GET /openapi.json`, for
+//! monitoring, orchestrators and clients; public, no key needed.
+
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::StatusCode;
+
+use crate::response::{error, json, Response};
+use crate::state::State;
+
+/// `GET /livez`: the process answers; no dependency is checked.
+pub(crate) fn livez() -> Response {
+    json(StatusCode::OK, r#"{"status":"live"}"#)
+}
+
+/// `GET /openapi.json`: the OpenAPI 3 description of API v1.
+pub(crate) fn openapi() -> Response {
+    json(StatusCode::OK, crate::OPENAPI_JSON)
+}
+
+/// `GET /metrics`: the Prometheus exposition (OpenMetrics text).
+pub(crate) fn metrics(state: &State) -> Response {
+    let mut text = String::with_capacity(8 * 1024);
+    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+        return error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "metrics encoding failed",
+        );
+    }
+    let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+    );
+    response
+}
+
+/// `GET /readyz`: 503 while recovering, draining or the store is failing.
+pub(crate) fn readyz(state: &State) -> Response {
+    if state.draining.load(Ordering::Acquire) {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "the server is shutting down",
+        );
+    }
+    if !state.engine.is_ready() {
+        let stats = state.engine.stats();
+        if let Some(reason) = stats.recovery_error {
+            return error(StatusCode::SERVICE_UNAVAILABLE, "recovery_failed", reason);
+        }
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "recovering",
+            format_args!(
+                "rebuilding the dedup index: {} of {} signatures loaded",
+                stats.recovery_loaded, stats.recovery_expected
+            ),
+        );
+    }
+    let stats = state.engine.stats();
+    if !stats.storage_healthy {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "storage_unavailable",
+            stats
+                .last_storage_error
+                .unwrap_or_else(|| "the store is failing".to_string()),
+        );
+    }
+    json(StatusCode::OK, r#"{"status":"ready"}"#)
+}

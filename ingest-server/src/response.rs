@@ -1,0 +1,101 @@
+//! Building answers: the JSON and NDJSON content types, the error shape every non-2xx answer
+//! shares, `Retry-After` on what the caller should retry, and timestamps as the API writes them.
+
+use std::fmt::Display;
+use std::time::{Duration, UNIX_EPOCH};
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderValue};
+use hyper::StatusCode;
+
+use crate::state::State;
+
+/// Every answer the handlers give.
+pub(crate) type Response = hyper::Response<Full<Bytes>>;
+
+pub(crate) const JSON: &str = "application/json";
+pub(crate) const NDJSON: &str = "application/x-ndjson";
+
+/// A JSON answer with this status and body.
+pub(crate) fn json(status: StatusCode, body: impl Into<Bytes>) -> Response {
+    let mut response = hyper::Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(JSON));
+    response
+}
+
+/// A 200 NDJSON answer with this body.
+pub(crate) fn ndjson(body: impl Into<Bytes>) -> Response {
+    let mut response = hyper::Response::new(Full::new(body.into()));
+    response
+        .headers_mut()
+        .insert(header::CONTENT_TYPE, HeaderValue::from_static(NDJSON));
+    response
+}
+
+/// The error shape of every non-2xx answer: `{"error":{"code":...,"message":...}}`.
+pub(crate) fn error(status: StatusCode, code: &str, message: impl Display) -> Response {
+    let body = serde_json::json!({"error": {"code": code, "message": message.to_string()}});
+    json(status, body.to_string())
+}
+
+/// 400 `invalid_parameter` for a query parameter.
+pub(crate) fn bad_parameter(name: &str, message: &str) -> Response {
+    error(
+        StatusCode::BAD_REQUEST,
+        "invalid_parameter",
+        format_args!("{name}: {message}"),
+    )
+}
+
+/// An error the caller should retry (503, 429): the error shape plus `Retry-After`.
+pub(crate) fn retry_later(
+    state: &State,
+    status: StatusCode,
+    code: &str,
+    message: impl Display,
+) -> Response {
+    let mut response = error(status, code, message);
+    response.headers_mut().insert(
+        header::RETRY_AFTER,
+        HeaderValue::from(state.config.retry_after_s),
+    );
+    response
+}
+
+/// The answer with `Connection: close`.
+pub(crate) fn close_connection(mut response: Response) -> Response {
+    response
+        .headers_mut()
+        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response
+}
+
+/// 503 `overloaded`: the in-flight limit is reached.
+pub(crate) fn shed(state: &State) -> Response {
+    retry_later(
+        state,
+        StatusCode::SERVICE_UNAVAILABLE,
+        "overloaded",
+        "too many requests in flight, retry shortly",
+    )
+}
+
+/// 429 `rate_limited`: the API key is over its signature rate.
+pub(crate) fn rate_limited(state: &State) -> Response {
+    retry_later(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        "rate_limited",
+        "this API key is over its signature rate, retry shortly",
+    )
+}
+
+/// A time in milliseconds since the Unix epoch as the API writes it: RFC 3339 in UTC, to the
+/// millisecond.
+pub(crate) fn rfc3339(ms: u64) -> String {
+    humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
+}
