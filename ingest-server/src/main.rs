@@ -7,7 +7,7 @@ use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
-use clap::{Parser, ValueEnum};
+use clap::Parser;
 use engine::{Config, Durability, Engine};
 use ingest_server::{ApiKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
@@ -36,8 +36,8 @@ struct Args {
     in_memory: bool,
     /// When a signature is acknowledged: sync (fsync'd, survives power loss), buffered (written
     /// to the OS, survives a process crash), none (benchmarks only).
-    #[arg(long, env = "INGEST_DURABILITY", value_enum, default_value_t = DurabilityArg::Sync)]
-    durability: DurabilityArg,
+    #[arg(long, env = "INGEST_DURABILITY", default_value_t = Durability::Sync)]
+    durability: Durability,
     /// API key as ROLE:KEY with ROLE ingest or admin; repeat for more. Env: comma-separated.
     /// With none, the server runs in open mode (anyone may write) and warns loudly.
     #[arg(
@@ -88,13 +88,6 @@ struct Args {
     threads: Option<usize>,
 }
 
-#[derive(Debug, Clone, Copy, ValueEnum)]
-enum DurabilityArg {
-    Sync,
-    Buffered,
-    None,
-}
-
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
 }
@@ -129,11 +122,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     } else {
         Config::persistent(&args.data_dir)
     };
-    config.durability = match args.durability {
-        DurabilityArg::Sync => Durability::Sync,
-        DurabilityArg::Buffered => Durability::Buffered,
-        DurabilityArg::None => Durability::None,
-    };
+    config.durability = args.durability;
     config.signatures_expected = args.signatures_expected;
     let opening = Instant::now();
     let engine = Engine::open(config)
@@ -151,7 +140,7 @@ fn run(args: Args) -> anyhow::Result<()> {
             opening.elapsed().as_secs_f64()
         );
     }
-    if matches!(args.durability, DurabilityArg::None) && !args.in_memory {
+    if args.durability == Durability::None && !args.in_memory {
         tracing::warn!(
             "DURABILITY NONE: acknowledged signatures can be lost on a crash; benchmarks only"
         );
