@@ -42,23 +42,39 @@ impl fmt::Debug for ApiKey {
     }
 }
 
-impl FromStr for ApiKey {
-    type Err = String;
+/// Why a `ROLE:KEY` text is not an API key.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum ApiKeyError {
+    /// No `:` between role and key.
+    #[error("an API key is ROLE:KEY, e.g. ingest:s3cret")]
+    NotRoleAndKey,
+    /// The role is neither `ingest` nor `admin`.
+    #[error("unknown role {0:?}: use ingest or admin")]
+    UnknownRole(String),
+    /// The key is shorter than 8 or longer than 256 characters.
+    #[error("an API key is 8 to 256 characters")]
+    Length,
+    /// The key holds a space or a character that is not printable ASCII.
+    #[error("an API key is printable ASCII without spaces")]
+    NotPrintable,
+}
 
-    fn from_str(s: &str) -> Result<ApiKey, String> {
-        let (role, key) = s
-            .split_once(':')
-            .ok_or_else(|| "an API key is ROLE:KEY, e.g. ingest:s3cret".to_string())?;
+impl FromStr for ApiKey {
+    type Err = ApiKeyError;
+
+    fn from_str(s: &str) -> Result<ApiKey, ApiKeyError> {
+        let (role, key) = s.split_once(':').ok_or(ApiKeyError::NotRoleAndKey)?;
         let role = match role {
             "ingest" => Role::Ingest,
             "admin" => Role::Admin,
-            other => return Err(format!("unknown role {other:?}: use ingest or admin")),
+            other => return Err(ApiKeyError::UnknownRole(other.to_string())),
         };
         if key.len() < 8 || key.len() > 256 {
-            return Err("an API key is 8 to 256 characters".to_string());
+            return Err(ApiKeyError::Length);
         }
         if !key.bytes().all(|b| b.is_ascii_graphic()) {
-            return Err("an API key is printable ASCII without spaces".to_string());
+            return Err(ApiKeyError::NotPrintable);
         }
         Ok(ApiKey {
             role,

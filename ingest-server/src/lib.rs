@@ -39,7 +39,7 @@ mod server;
 mod state;
 mod watchdog;
 
-pub use auth::{ApiKey, Role};
+pub use auth::{ApiKey, ApiKeyError, Role};
 pub use config::ServerConfig;
 pub use routes::ROUTES;
 pub use server::{DrainReport, Server};
