@@ -19,6 +19,7 @@ use std::time::{Duration, Instant};
 use hdrhistogram::Histogram;
 
 use crate::open_loop::{latency_histogram, measure_wake_lateness, Pacer};
+use crate::stalls::{SlowCall, SlowCalls};
 
 /// One floor run.
 #[derive(Debug, Clone)]
@@ -33,6 +34,9 @@ pub struct Floor {
     pub signatures: u64,
     /// Bytes appended per signature.
     pub bytes_per_signature: usize,
+    /// Calls at least this slow are kept with their times ([`FloorResult::slow_calls`]); zero
+    /// keeps none.
+    pub stall_threshold: Duration,
 }
 
 /// What a floor run measured, in microseconds.
@@ -46,6 +50,14 @@ pub struct FloorResult {
     pub sync_us: Histogram<u64>,
     /// How late a 1 ms sleep woke during the run.
     pub wake_late_us: Histogram<u64>,
+    /// Wake-ups at least [`crate::open_loop::LATE_WAKE_US`] late: (µs after the epoch, µs late).
+    pub late_wakes: Vec<(u64, u64)>,
+    /// Calls at least [`Floor::stall_threshold`] slow, timed from the epoch.
+    pub slow_calls: Vec<SlowCall>,
+    /// Slow calls past the bound of [`SlowCalls`], counted only.
+    pub slow_calls_dropped: u64,
+    /// The epoch (when the first call was due) on the Unix clock, µs.
+    pub epoch_unix_us: u64,
     /// Calls already due when their thread came for them ([`Pacer::late`]).
     pub late_calls: u64,
     /// Calls made.
@@ -69,8 +81,9 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
     let (sender, receiver) = crossbeam_channel::unbounded::<Request>();
     let finished = AtomicBool::new(false);
     let started = Instant::now();
+    let epoch = Instant::now();
     let outcome = std::thread::scope(|scope| {
-        let wake = scope.spawn(|| measure_wake_lateness(&finished));
+        let wake = scope.spawn(|| measure_wake_lateness(epoch, &finished));
         let writer = scope.spawn(move || -> std::io::Result<(Histogram<u64>, u64)> {
             let mut sync_us = latency_histogram();
             let mut groups = 0u64;
@@ -93,7 +106,6 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
             }
             Ok((sync_us, groups))
         });
-        let epoch = Instant::now();
         let callers: Vec<_> = (0..threads)
             .map(|t| {
                 let sender = sender.clone();
@@ -101,6 +113,7 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
                     let mut latency_us = latency_histogram();
                     let mut call_us = latency_histogram();
                     let mut pacer = Pacer::new(epoch, interval, t, threads);
+                    let mut slow = SlowCalls::new(epoch, floor.stall_threshold);
                     for _ in 0..calls_per_thread {
                         let intended = pacer.wait_turn();
                         let called = Instant::now();
@@ -113,11 +126,13 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
                         if acknowledged.recv().is_err() {
                             break;
                         }
-                        call_us.saturating_record((called.elapsed().as_micros() as u64).max(1));
-                        latency_us
-                            .saturating_record((intended.elapsed().as_micros() as u64).max(1));
+                        let inside = (called.elapsed().as_micros() as u64).max(1);
+                        let latency = (intended.elapsed().as_micros() as u64).max(1);
+                        call_us.saturating_record(inside);
+                        latency_us.saturating_record(latency);
+                        slow.note(intended, latency, inside);
                     }
-                    (latency_us, call_us, pacer.late())
+                    (latency_us, call_us, pacer.late(), slow)
                 })
             })
             .collect();
@@ -125,22 +140,29 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
         let mut latency_us = latency_histogram();
         let mut call_us = latency_histogram();
         let mut late_calls = 0;
+        let (mut slow_calls, mut slow_calls_dropped) = (Vec::new(), 0);
         for caller in callers {
-            let (latency, call, late) = caller.join().expect("floor caller panicked");
+            let (latency, call, late, slow) = caller.join().expect("floor caller panicked");
             latency_us.add(latency).expect("same bounds");
             call_us.add(call).expect("same bounds");
             late_calls += late;
+            slow_calls_dropped += slow.dropped();
+            slow_calls.extend(slow.into_calls());
         }
         let elapsed = started.elapsed();
         finished.store(true, Ordering::Release);
-        let wake_late_us = wake.join().expect("wake-lateness thread panicked");
+        let wake = wake.join().expect("wake-lateness thread panicked");
         let (sync_us, groups) = writer.join().expect("floor writer panicked")?;
         Ok(FloorResult {
             calls: latency_us.len(),
             latency_us,
             call_us,
             sync_us,
-            wake_late_us,
+            wake_late_us: wake.histogram,
+            late_wakes: wake.late_wakes,
+            slow_calls,
+            slow_calls_dropped,
+            epoch_unix_us: crate::stalls::unix_us_of(epoch),
             late_calls,
             groups,
             elapsed,
@@ -163,6 +185,8 @@ mod tests {
             rate: 30_000,
             signatures: 3_000,
             bytes_per_signature: 100,
+            // Every call is at least 1 µs: all are kept.
+            stall_threshold: Duration::from_micros(1),
         };
         let result = run(&floor, dir.path()).expect("floor run");
         assert_eq!(result.calls, 300);
@@ -177,6 +201,12 @@ mod tests {
             "{:?}",
             result.elapsed
         );
+        assert_eq!(result.slow_calls.len(), 300);
+        assert_eq!(result.slow_calls_dropped, 0);
+        assert!(result
+            .slow_calls
+            .iter()
+            .all(|c| c.latency_us >= c.call_us && c.due_us < 1_000_000));
         assert!(!dir.path().join(".ack-floor").exists());
     }
 }

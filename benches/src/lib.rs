@@ -1,8 +1,9 @@
 //! Support for the benchmarks: deterministic workloads, open-loop pacing, a disk probe, the
-//! durable-ack floor, and process facts.
+//! durable-ack floor, stalls beside the background work that overlapped them, and process facts.
 
 pub mod disk;
 pub mod floor;
 pub mod open_loop;
 pub mod process;
+pub mod stalls;
 pub mod workload;

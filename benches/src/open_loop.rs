@@ -12,18 +12,40 @@ pub fn latency_histogram() -> Histogram<u64> {
     Histogram::new_with_bounds(1, 60_000_000, 3).expect("valid bounds")
 }
 
+/// A wake-up at least this late is kept with its time ([`WakeLateness::late_wakes`]), so that a
+/// stall can be put beside it.
+pub const LATE_WAKE_US: u64 = 1_000;
+
+/// How late a sleeping thread woke during a run.
+#[derive(Debug)]
+pub struct WakeLateness {
+    /// Every wake-up, µs late.
+    pub histogram: Histogram<u64>,
+    /// Wake-ups at least [`LATE_WAKE_US`] late: (µs after the epoch, µs late), at most
+    /// [`crate::stalls::SLOW_CALLS_MAX`].
+    pub late_wakes: Vec<(u64, u64)>,
+}
+
 /// Sleeps 1 ms at a time until `finished` and records how late each wake-up was, in µs: the
-/// scheduling delay any thread of this process can meet.
-pub fn measure_wake_lateness(finished: &AtomicBool) -> Histogram<u64> {
-    let mut late = latency_histogram();
+/// scheduling delay any thread of this process can meet. Times are kept from `epoch`.
+pub fn measure_wake_lateness(epoch: Instant, finished: &AtomicBool) -> WakeLateness {
+    let mut histogram = latency_histogram();
+    let mut late_wakes = Vec::new();
     let nap = Duration::from_millis(1);
     while !finished.load(Ordering::Acquire) {
         let before = Instant::now();
         std::thread::sleep(nap);
         let over = before.elapsed().saturating_sub(nap).as_micros() as u64;
-        late.saturating_record(over.max(1));
+        histogram.saturating_record(over.max(1));
+        if over >= LATE_WAKE_US && late_wakes.len() < crate::stalls::SLOW_CALLS_MAX {
+            let at = before.saturating_duration_since(epoch).as_micros() as u64;
+            late_wakes.push((at, over));
+        }
     }
-    late
+    WakeLateness {
+        histogram,
+        late_wakes,
+    }
 }
 
 /// Paces one of `threads` threads that together send a call every `interval / threads`: thread

@@ -8,6 +8,9 @@
 //! - `floor`: the durable-ack floor of this machine under `durable --rate` (P7): pacing, hand-off,
 //!   append and `fdatasync` only.
 
+// The durable report is one `json!` literal with over sixty fields.
+#![recursion_limit = "256"]
+
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -15,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
 use benches::floor::Floor;
-use benches::open_loop::{latency_histogram, measure_wake_lateness, Pacer};
+use benches::open_loop::{latency_histogram, measure_wake_lateness, Pacer, WakeLateness};
+use benches::stalls::{self, SlowCall, SlowCalls};
 use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
@@ -98,6 +102,10 @@ enum Mode {
         /// Print progress every this many seconds (0: never).
         #[arg(long, default_value_t = 10)]
         progress_s: u64,
+        /// With --rate: calls at least this slow (ms) are kept with their times, grouped into
+        /// stalls and put beside what RocksDB's LOG shows running then (0: none kept).
+        #[arg(long, default_value_t = 10)]
+        stall_ms: u64,
     },
     /// Opens an existing data dir and measures the time until the engine is ready.
     Recover {
@@ -134,6 +142,10 @@ enum Mode {
         /// Skip the disk probe.
         #[arg(long)]
         no_disk_probe: bool,
+        /// Calls at least this slow (ms) are kept with their times and grouped into stalls (0:
+        /// none kept).
+        #[arg(long, default_value_t = 10)]
+        stall_ms: u64,
         /// Write the JSON report here.
         #[arg(long)]
         json: Option<PathBuf>,
@@ -153,13 +165,17 @@ fn main() -> Result<()> {
             rate,
             no_disk_probe,
             progress_s,
+            stall_ms,
         } => durable(
             traffic,
             durability,
             data_dir,
-            rate,
+            Pacing {
+                rate,
+                progress_s,
+                stall_threshold: Duration::from_millis(stall_ms),
+            },
             !no_disk_probe,
-            progress_s,
         ),
         Mode::Recover { data_dir, json } => recover(data_dir, json),
         Mode::Floor {
@@ -170,6 +186,7 @@ fn main() -> Result<()> {
             rate,
             bytes_per_signature,
             no_disk_probe,
+            stall_ms,
             json,
         } => floor(
             &Floor {
@@ -178,6 +195,7 @@ fn main() -> Result<()> {
                 rate,
                 signatures,
                 bytes_per_signature,
+                stall_threshold: Duration::from_millis(stall_ms),
             },
             &data_dir,
             !no_disk_probe,
@@ -221,10 +239,11 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         result.calls as f64 / result.groups.max(1) as f64
     );
     println!(
-        "ack latency per call of {} signatures: p50 {} µs, p99 {} µs, max {} µs",
+        "ack latency per call of {} signatures: p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs",
         floor.batch,
         latency.value_at_quantile(0.50),
         latency.value_at_quantile(0.99),
+        latency.value_at_quantile(0.999),
         latency.max()
     );
     println!(
@@ -248,6 +267,14 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         late.value_at_quantile(0.99),
         late.max()
     );
+    let stalls = report_stalls(
+        result.slow_calls.clone(),
+        result.slow_calls_dropped,
+        &[],
+        &result.late_wakes,
+        result.epoch_unix_us,
+        floor.stall_threshold,
+    );
     let report = json!({
         "mode": "floor",
         "threads": floor.threads,
@@ -260,6 +287,7 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         "elapsed_s": result.elapsed.as_secs_f64(),
         "ack_latency_us_p50": latency.value_at_quantile(0.50),
         "ack_latency_us_p99": latency.value_at_quantile(0.99),
+        "ack_latency_us_p999": latency.value_at_quantile(0.999),
         "ack_latency_us_max": latency.max(),
         "call_latency_us_p50": call.value_at_quantile(0.50),
         "call_latency_us_p99": call.value_at_quantile(0.99),
@@ -272,12 +300,84 @@ fn floor(floor: &Floor, dir: &Path, disk_probe: bool, json: Option<PathBuf>) -> 
         "wake_late_us_p50": late.value_at_quantile(0.50),
         "wake_late_us_p99": late.value_at_quantile(0.99),
         "wake_late_us_max": late.max(),
+        "stalls": stalls,
         "disk_fsync_us_p50": probe.as_ref().map(|p| p.fsync_us_p50),
         "disk_fsync_us_p99": probe.as_ref().map(|p| p.fsync_us_p99),
         "disk_sequential_mb_per_s": probe.as_ref().map(|p| p.sequential_mb_per_s),
         "machine": process::machine(),
     });
     write_json(json.as_ref(), &report)
+}
+
+/// How many stalls a run prints, worst first (the JSON report has them all by cause).
+const STALLS_PRINTED: usize = 20;
+
+/// Groups a paced run's slow calls into stalls, puts each beside the background `jobs` and
+/// late wake-ups that overlapped it, prints the worst, and returns the summary for the JSON
+/// report (`null` when no threshold was set).
+fn report_stalls(
+    slow_calls: Vec<SlowCall>,
+    dropped: u64,
+    jobs: &[stalls::Job],
+    late_wakes: &[(u64, u64)],
+    epoch_unix_us: u64,
+    threshold: Duration,
+) -> serde_json::Value {
+    if threshold.is_zero() {
+        return serde_json::Value::Null;
+    }
+    let slow = slow_calls.len() as u64 + dropped;
+    let found = stalls::explain(&stalls::stalls(slow_calls), jobs, late_wakes, epoch_unix_us);
+    let mut causes = std::collections::BTreeMap::<&str, u64>::new();
+    for stall in &found {
+        *causes.entry(stall.cause()).or_default() += 1;
+    }
+    let by_cause: Vec<String> = causes.iter().map(|(c, n)| format!("{n} {c}")).collect();
+    println!(
+        "stalls: {} calls took ≥ {} ms, in {} stalls (slow calls within {} ms joined){}{}",
+        slow,
+        threshold.as_millis(),
+        found.len(),
+        stalls::STALL_GAP.as_millis(),
+        if found.is_empty() {
+            ""
+        } else {
+            "; by what overlapped them: "
+        },
+        by_cause.join(", ")
+    );
+    let mut worst: Vec<&stalls::Explained> = found.iter().collect();
+    worst.sort_by_key(|e| std::cmp::Reverse(e.stall.worst_latency_us));
+    worst.truncate(STALLS_PRINTED);
+    for e in &worst {
+        let running: Vec<&str> = e.overlapping.iter().map(|k| k.as_str()).collect();
+        println!(
+            "  at {:.3} s, {} ms long: {} calls, worst {:.1} ms ({:.1} ms inside the call); running: {}; latest wake-up {:.1} ms late",
+            e.stall.start_us as f64 / 1e6,
+            (e.stall.end_us - e.stall.start_us) / 1_000,
+            e.stall.calls,
+            e.stall.worst_latency_us as f64 / 1e3,
+            e.stall.worst_call_us as f64 / 1e3,
+            if running.is_empty() { "nothing seen".to_string() } else { running.join(", ") },
+            e.wake_late_us as f64 / 1e3
+        );
+    }
+    json!({
+        "threshold_ms": threshold.as_millis() as u64,
+        "slow_calls": slow,
+        "stalls": found.len(),
+        "causes": causes,
+        "worst": worst.iter().map(|e| json!({
+            "start_s": e.stall.start_us as f64 / 1e6,
+            "duration_ms": (e.stall.end_us - e.stall.start_us) as f64 / 1e3,
+            "calls": e.stall.calls,
+            "worst_latency_ms": e.stall.worst_latency_us as f64 / 1e3,
+            "worst_call_ms": e.stall.worst_call_us as f64 / 1e3,
+            "overlapping": e.overlapping.iter().map(|k| k.as_str()).collect::<Vec<_>>(),
+            "wake_late_ms": e.wake_late_us as f64 / 1e3,
+            "cause": e.cause(),
+        })).collect::<Vec<_>>(),
+    })
 }
 
 struct RunResult {
@@ -294,6 +394,32 @@ struct RunResult {
     wake_late_us: Histogram<u64>,
     /// Calls already due when their thread came for them ([`Pacer::late`]).
     late_calls: u64,
+    /// Calls at least [`Pacing::stall_threshold`] slow, timed from the epoch.
+    slow_calls: Vec<SlowCall>,
+    /// Slow calls past the bound of [`SlowCalls`], counted only.
+    slow_calls_dropped: u64,
+    /// Wake-ups at least [`benches::open_loop::LATE_WAKE_US`] late: (µs after the epoch, µs
+    /// late).
+    late_wakes: Vec<(u64, u64)>,
+    /// The epoch (when the first call was due) on the Unix clock, µs.
+    epoch_unix_us: u64,
+}
+
+/// How `drive` sends: the rate (0: closed loop), progress lines, and which calls count as slow.
+#[derive(Debug, Clone, Copy)]
+struct Pacing {
+    rate: u64,
+    progress_s: u64,
+    stall_threshold: Duration,
+}
+
+impl Pacing {
+    /// As fast as possible, silent, keeping no slow calls.
+    const CLOSED_LOOP: Pacing = Pacing {
+        rate: 0,
+        progress_s: 0,
+        stall_threshold: Duration::ZERO,
+    };
 }
 
 /// Each thread's signatures, generated before the clock starts (`Input::Pregenerated`), or
@@ -320,23 +446,25 @@ fn pregenerate(workload: &Workload, threads: usize, input: Input) -> Vec<Option<
     })
 }
 
-/// Submits the workload from `traffic.threads` threads. With `rate > 0` each thread paces its
-/// batches to its share of the rate and latency counts from the intended send time. With
-/// `measure_wake`, a helper thread measures how late a 1 ms sleep wakes meanwhile.
+/// Submits the workload from `traffic.threads` threads. With `pacing.rate > 0` each thread
+/// paces its batches to its share of the rate and latency counts from the intended send time.
+/// With `measure_wake`, a helper thread measures how late a 1 ms sleep wakes meanwhile.
 fn drive(
     engine: &Engine,
     traffic: &Traffic,
     workload: &Workload,
     input: Input,
-    rate: u64,
-    progress_s: u64,
+    pacing: Pacing,
     measure_wake: bool,
 ) -> RunResult {
+    let Pacing {
+        rate, progress_s, ..
+    } = pacing;
     let threads = traffic.threads.max(1);
     let inputs = pregenerate(workload, threads, input);
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
-    let (results, wake_late_us, elapsed) = std::thread::scope(|scope| {
+    let (results, wake, elapsed, epoch_unix_us) = std::thread::scope(|scope| {
         let reporter_done = Arc::clone(&done);
         let total = traffic.signatures;
         let finished = Arc::new(std::sync::atomic::AtomicBool::new(false));
@@ -362,8 +490,9 @@ fn drive(
             })
         });
         let wake_finished = Arc::clone(&finished);
-        let wake = measure_wake.then(|| scope.spawn(move || measure_wake_lateness(&wake_finished)));
         let epoch = Instant::now();
+        let wake =
+            measure_wake.then(|| scope.spawn(move || measure_wake_lateness(epoch, &wake_finished)));
         let handles: Vec<_> = (0..threads)
             .map(|t| {
                 let done = Arc::clone(&done);
@@ -381,6 +510,7 @@ fn drive(
                         t,
                         threads,
                     );
+                    let mut slow = SlowCalls::new(epoch, pacing.stall_threshold);
                     let mut i = share.start;
                     let mut buffer = Batch::default();
                     while i < share.end {
@@ -397,7 +527,8 @@ fn drive(
                         let intended = pacer.wait_turn();
                         let called = Instant::now();
                         let outcomes = engine.submit_batch_ref(&batch);
-                        calls.saturating_record((called.elapsed().as_micros() as u64).max(1));
+                        let inside = (called.elapsed().as_micros() as u64).max(1);
+                        calls.saturating_record(inside);
                         for outcome in outcomes {
                             match outcome {
                                 Ok(Outcome::Accepted { .. }) => accepted += 1,
@@ -405,12 +536,21 @@ fn drive(
                                 Err(_) => errors += 1,
                             }
                         }
-                        let latency = intended.elapsed().as_micros() as u64;
-                        histogram.saturating_record(latency.max(1));
+                        let latency = (intended.elapsed().as_micros() as u64).max(1);
+                        histogram.saturating_record(latency);
+                        slow.note(intended, latency, inside);
                         done.fetch_add(end - i, Ordering::Relaxed);
                         i = end;
                     }
-                    (accepted, duplicates, errors, histogram, calls, pacer.late())
+                    (
+                        accepted,
+                        duplicates,
+                        errors,
+                        histogram,
+                        calls,
+                        pacer.late(),
+                        slow,
+                    )
                 })
             })
             .collect();
@@ -426,22 +566,28 @@ fn drive(
         }
         let late = match wake {
             Some(wake) => wake.join().expect("wake-lateness thread panicked"),
-            None => latency_histogram(),
+            None => WakeLateness {
+                histogram: latency_histogram(),
+                late_wakes: Vec::new(),
+            },
         };
-        (results, late, elapsed)
+        (results, late, elapsed, stalls::unix_us_of(epoch))
     });
     // Free the input before the caller measures memory.
     drop(inputs);
     let mut latency_us = latency_histogram();
     let mut call_us = latency_us.clone();
     let (mut accepted, mut duplicates, mut errors, mut late_calls) = (0, 0, 0, 0);
-    for (a, d, e, h, c, l) in results {
+    let (mut slow_calls, mut slow_calls_dropped) = (Vec::new(), 0);
+    for (a, d, e, h, c, l, slow) in results {
         accepted += a;
         duplicates += d;
         errors += e;
         latency_us.add(h).expect("same bounds");
         call_us.add(c).expect("same bounds");
         late_calls += l;
+        slow_calls_dropped += slow.dropped();
+        slow_calls.extend(slow.into_calls());
     }
     RunResult {
         elapsed,
@@ -450,8 +596,12 @@ fn drive(
         errors,
         latency_us,
         call_us,
-        wake_late_us,
+        wake_late_us: wake.histogram,
         late_calls,
+        slow_calls,
+        slow_calls_dropped,
+        late_wakes: wake.late_wakes,
+        epoch_unix_us,
     }
 }
 
@@ -483,7 +633,14 @@ fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Sta
         traffic.seed,
     );
     let input = traffic.input.unwrap_or(Input::Pregenerated);
-    let run = drive(&engine, traffic, &workload, input, 0, 0, false);
+    let run = drive(
+        &engine,
+        traffic,
+        &workload,
+        input,
+        Pacing::CLOSED_LOOP,
+        false,
+    );
     if run.errors > 0 {
         bail!("{} signatures were refused", run.errors);
     }
@@ -606,10 +763,10 @@ fn durable(
     mut traffic: Traffic,
     durability: Durability,
     data_dir: PathBuf,
-    rate: u64,
+    pacing: Pacing,
     disk_probe: bool,
-    progress_s: u64,
 ) -> Result<()> {
+    let rate = pacing.rate;
     let input = *traffic.input.get_or_insert(Input::Inline);
     if durability == Durability::None {
         eprintln!(
@@ -651,7 +808,7 @@ fn durable(
         traffic.dup_ratio,
         traffic.seed,
     );
-    let run = drive(&engine, &traffic, &workload, input, rate, progress_s, true);
+    let run = drive(&engine, &traffic, &workload, input, pacing, true);
     engine.flush()?;
     let stats = engine.stats();
     let written = process::bytes_written().saturating_sub(written_before);
@@ -669,10 +826,11 @@ fn durable(
         stats.batches_total
     );
     println!(
-        "ack latency per call of {} signatures: p50 {} µs, p99 {} µs, max {} µs; {:.0} bytes written per accepted signature",
+        "ack latency per call of {} signatures: p50 {} µs, p99 {} µs, p99.9 {} µs, max {} µs; {:.0} bytes written per accepted signature",
         traffic.batch,
         p50,
         p99,
+        run.latency_us.value_at_quantile(0.999),
         run.latency_us.max(),
         bytes_per_sig
     );
@@ -700,6 +858,20 @@ fn durable(
     );
     let rss = process::rss_bytes();
     engine.close()?;
+    let stalls = if rate > 0 {
+        // RocksDB's LOG is complete once the engine has closed.
+        let jobs = stalls::rocksdb_jobs(&data_dir).context("reading RocksDB's LOG")?;
+        report_stalls(
+            run.slow_calls,
+            run.slow_calls_dropped,
+            &jobs,
+            &run.late_wakes,
+            run.epoch_unix_us,
+            pacing.stall_threshold,
+        )
+    } else {
+        serde_json::Value::Null
+    };
     let report = json!({
         "mode": "durable",
         "durability": durability.as_str(),
@@ -720,6 +892,7 @@ fn durable(
         "ack_latency_us_p50": p50,
         "ack_latency_us_p90": run.latency_us.value_at_quantile(0.90),
         "ack_latency_us_p99": p99,
+        "ack_latency_us_p999": run.latency_us.value_at_quantile(0.999),
         "ack_latency_us_max": run.latency_us.max(),
         "call_latency_us_p50": run.call_us.value_at_quantile(0.50),
         "call_latency_us_p99": run.call_us.value_at_quantile(0.99),
@@ -734,6 +907,7 @@ fn durable(
         "wake_late_us_p50": late.value_at_quantile(0.50),
         "wake_late_us_p99": late.value_at_quantile(0.99),
         "wake_late_us_max": late.max(),
+        "stalls": stalls,
         "bytes_written": written,
         "bytes_written_per_signature": bytes_per_sig,
         "index_bytes": stats.index_bytes,
