@@ -14,7 +14,8 @@ use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: a request allocates and frees a few dozen small
 /// buffers across two threads (hyper, the handler, the engine's writer), and glibc's malloc and
-/// free were ~12% of the server's CPU under single-signature load (BENCHMARKS.md, P3).
+/// free were ~12% of the server's CPU under single-signature load (measured with commit 8d10b3d,
+/// 2026-11-29; ARCHITECTURE.md has the A/B).
 #[global_allocator]
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 

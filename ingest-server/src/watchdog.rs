@@ -1,12 +1,12 @@
 //! Slow and idle connection protection without a timer per request.
 //!
 //! hyper's own `header_read_timeout` arms a fresh timer for every request, which cost about 2 µs
-//! of CPU per request here (a fifth of a bare hello-world's whole budget). Instead, each
-//! connection keeps a [`Clock`]: its I/O wrapper notes when the first byte of a request's
-//! headers arrives, the service notes when the headers are complete and when the answer is
-//! ready, and the connection task checks the clock on a coarse tick (a quarter of the timeout).
-//! A request whose headers take longer than the header timeout, or a connection idle for longer
-//! than the idle timeout, is closed.
+//! of CPU per request (measured with commit 7919ad5, 2026-11-29: a fifth of a bare hello-world's
+//! whole budget). Instead, each connection keeps a [`Clock`]: its I/O wrapper notes when the
+//! first byte of a request's headers arrives, the service notes when the headers are complete
+//! and when the answer is ready, and the connection task checks the clock on a coarse tick (a
+//! quarter of the timeout). A request whose headers take longer than the header timeout, or a
+//! connection idle for longer than the idle timeout, is closed.
 
 use std::io;
 use std::pin::Pin;

@@ -114,7 +114,8 @@ pub(crate) async fn sign(state: &State, petition: String, request: Request<Incom
     let started = Instant::now();
     // Admission happens in this call; only the wait for the write is awaited. The request body
     // is released before that wait: a version that held it across cost ~1.4 µs more CPU a
-    // request (BENCHMARKS.md), most likely because the body shares hyper's read buffer.
+    // request (measured with commit 8b0df24, 2026-11-29), most likely because the body shares
+    // hyper's read buffer.
     let answer = state.engine.submit_ref_async(&signature);
     drop(parsed);
     drop(body);
