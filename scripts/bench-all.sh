@@ -8,9 +8,9 @@
 #   P2      engine-bench durable, sync, viral 0.9 over 100,000 petitions, 5% re-sends
 #                                                                      → OUT/p2.json
 #   P6      kill -9 of a second P2 run at ~90% of its time, then recover → OUT/p6.json
-#   P7      the closed-loop capacity for calls of 64 (8 threads, sync)  → OUT/p7-capacity.json,
-#           then durable open loop at half that rate, calls of 64       → OUT/p7.json
-#           and the machine's floor under the same load (engine-bench floor) → OUT/p7-floor.json
+#   P7      scripts/p7.sh: the closed-loop capacity for calls of 64 (8 threads, sync), then
+#           3 pairs of the floor and the engine at half that rate, alternately, then a
+#           P7_LONG_S-second engine run (default 300; 0 skips it)     → OUT/p7-*.json
 #   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
 #
 # Data dirs live under $BENCH_DATA (default /var/tmp/petition-bench) and are removed first.
@@ -53,28 +53,9 @@ wait "$victim" 2>/dev/null || true
 "$bench" recover --data-dir "$data/p6" --json "$out/p6.json"
 rm -rf "$data/p6"
 
-echo; echo "## P7 capacity: closed loop with P7's own call shape (8 threads, calls of 64, sync)"
-# Half load is half of what this call shape reaches, not half of P2's rate with calls of 2,048.
-sync
-sleep 5
-"$bench" durable --signatures "$(( n < 6000000 ? n : 6000000 ))" --petitions 10000 --shape viral \
-  --hot-share 0.9 --durability sync --data-dir "$data/p7-capacity" --threads 8 --batch 64 \
-  --no-disk-probe --progress-s 0 --json "$out/p7-capacity.json"
-rm -rf "$data/p7-capacity"
-capacity=$(grep -o '"signatures_per_sec": *[0-9.]*' "$out/p7-capacity.json" | grep -o '[0-9.]*$')
-half=$(awk -v r="$capacity" 'BEGIN {printf "%d", r / 2}')
-
-echo; echo "## P7: open loop at half that rate ($half signatures/s in calls of 64), after the disk settles"
-sync
-sleep 5
-"$bench" durable --signatures $(( half * 20 )) --petitions 10000 --shape viral --hot-share 0.9 \
-  --durability sync --data-dir "$data/p7" --threads 8 --batch 64 --rate "$half" --json "$out/p7.json"
-rm -rf "$data/p7"
-sync
-sleep 5
-echo; echo "## P7 floor: the same load with only an append + fdatasync per group (no engine)"
-"$bench" floor --data-dir "$data/p7-floor" --signatures $(( half * 20 )) --threads 8 --batch 64 \
-  --rate "$half" --json "$out/p7-floor.json"
+echo; echo "## P7: the floor and the engine alternately at half load, then a long run"
+OUT="$out" BENCH_DATA="$data/p7" ENGINE_BENCH="$bench" \
+  "$here/scripts/p7.sh" 3 20 "" "${P7_LONG_S:-300}"
 
 rm -rf "$data"
 if command -v wrk >/dev/null; then
