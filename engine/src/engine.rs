@@ -12,7 +12,7 @@ use crossbeam_channel::Sender;
 use parking_lot::{Condvar, Mutex};
 
 use crate::config::{Config, Storage};
-use crate::error::{FlushError, OpenError, PetitionError, SubmitError};
+use crate::error::{FlushError, OpenError, PetitionError, StoreError, SubmitError};
 use crate::fingerprint::{Fingerprint, Fingerprinter, SECRET_BYTES};
 use crate::index::{Index, Insert, Presence};
 use crate::petition::{
@@ -20,7 +20,7 @@ use crate::petition::{
 };
 use crate::signature::{self, AsSignatureRef, NewSignature};
 use crate::stats::{LatencyHistogram, Stats};
-use crate::store::{Meta, Store, StoreError};
+use crate::store::{Meta, Store};
 use crate::verify::VerifyReport;
 use crate::writer::{Answers, Item, Job, SignJob, Writer};
 

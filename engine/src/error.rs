@@ -1,7 +1,6 @@
 //! Error types of the public API.
 
 use crate::signature::InvalidField;
-use crate::store::StoreError;
 
 /// Why [`crate::Engine::open`] failed.
 #[derive(Debug, thiserror::Error)]
@@ -109,4 +108,25 @@ pub enum FlushError {
     /// The engine is already closed.
     #[error("engine is shut down")]
     ShutDown,
+}
+
+/// The store's error: RocksDB's message, or a corrupt record.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum StoreError {
+    /// RocksDB failed (I/O error, disk full, ...).
+    #[error("rocksdb: {0}")]
+    Rocks(String),
+    /// A stored value did not decode.
+    #[error("corrupt {what} in the store")]
+    Corrupt {
+        /// What failed to decode.
+        what: &'static str,
+    },
+}
+
+impl From<rocksdb::Error> for StoreError {
+    fn from(e: rocksdb::Error) -> StoreError {
+        StoreError::Rocks(e.into_string())
+    }
 }

@@ -16,13 +16,17 @@ pub const SECRET_BYTES: usize = 192;
 pub struct Fingerprint(pub u128);
 
 impl Fingerprint {
+    /// Width of a fingerprint, in bytes: what the `fingerprints` column family stores per
+    /// signature.
+    pub const BYTES: usize = 16;
+
     /// Big-endian bytes, as stored in the `fingerprints` column family.
-    pub fn to_bytes(self) -> [u8; 16] {
+    pub fn to_bytes(self) -> [u8; Fingerprint::BYTES] {
         self.0.to_be_bytes()
     }
 
     /// Inverse of [`Fingerprint::to_bytes`].
-    pub fn from_bytes(bytes: [u8; 16]) -> Fingerprint {
+    pub fn from_bytes(bytes: [u8; Fingerprint::BYTES]) -> Fingerprint {
         Fingerprint(u128::from_be_bytes(bytes))
     }
 }

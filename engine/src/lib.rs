@@ -9,7 +9,8 @@
 //! - `fingerprint`: keyed 128-bit XXH3 fingerprints of `(petition, signer)`;
 //! - `index`: the sharded dedup index of fingerprints (pending / committed);
 //! - `petition`: the registry, counts, deadlines, thresholds and milestones;
-//! - `store`: RocksDB layout, encodings and options;
+//! - `record`: the stored layouts of a signature record and of a fingerprint batch;
+//! - `store`: RocksDB column families, keys, options and the reads recovery needs;
 //! - `writer`: the group-commit writer thread, failure handling and index rebuild;
 //! - `engine`: the public handle and admission;
 //! - `stats`, `verify`, `config`, `error`.
@@ -37,6 +38,7 @@ mod error;
 mod fingerprint;
 mod index;
 mod petition;
+mod record;
 mod signature;
 mod stats;
 mod store;
@@ -46,7 +48,7 @@ mod writer;
 
 pub use crate::config::{Config, Durability, Storage};
 pub use crate::engine::{Engine, Outcome, Registered};
-pub use crate::error::{FlushError, OpenError, PetitionError, SubmitError};
+pub use crate::error::{FlushError, OpenError, PetitionError, StoreError, SubmitError};
 pub use crate::fingerprint::{Fingerprint, Fingerprinter, SECRET_BYTES};
 pub use crate::petition::{
     Milestone, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS, THRESHOLDS_MAX,
@@ -57,5 +59,4 @@ pub use crate::signature::{
     POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
 };
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
-pub use crate::store::StoreError;
 pub use crate::verify::VerifyReport;

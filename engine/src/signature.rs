@@ -6,7 +6,6 @@
 
 use std::borrow::Cow;
 use std::net::IpAddr;
-use std::ops::Range;
 
 /// Longest petition id, in bytes (ids are ASCII).
 pub const PETITION_ID_BYTES_MAX: usize = 64;
@@ -151,7 +150,7 @@ impl AsSignatureRef for SignatureRef<'_> {
 
 /// A signature that passed validation, still borrowing the caller's text: fields trimmed, empty
 /// optional fields mapped to `None`. Admission needs nothing more in memory mode; the persistent
-/// path encodes it with [`ValidRef::encode`] for the writer.
+/// path encodes it with [`ValidRef::encode`] (in `record.rs`, beside the layout) for the writer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct ValidRef<'a> {
     pub email: &'a str,
@@ -160,47 +159,6 @@ pub(crate) struct ValidRef<'a> {
     pub country: Option<&'a str>,
     pub ip: Option<&'a str>,
     pub source: Option<&'a str>,
-}
-
-impl ValidRef<'_> {
-    /// The most bytes [`ValidRef::encode`] appends for this signature.
-    pub fn encoded_len_max(&self) -> usize {
-        32 + self.email.len()
-            + [self.name, self.postcode, self.country, self.ip, self.source]
-                .iter()
-                .map(|field| field.map_or(1, |f| f.len() + 2))
-                .sum::<usize>()
-    }
-
-    /// Appends the stored record of this signature (see [`crate::store::encode_record`]) to
-    /// `out`, and returns where it lies there. Encoded at admission, all of a call's records in
-    /// one buffer, so that the writer, the one serial stage, only copies bytes into its batch,
-    /// and no signature costs an allocation. The country is stored upper-case.
-    pub fn encode(self, petition: u32, received_at_ms: u64, out: &mut Vec<u8>) -> Range<usize> {
-        let mut country = [0u8; 2];
-        let country = self.country.map(|code| {
-            // Validated: two ASCII letters.
-            for (to, from) in country.iter_mut().zip(code.bytes()) {
-                *to = from.to_ascii_uppercase();
-            }
-            std::str::from_utf8(&country[..code.len()]).unwrap_or(code)
-        });
-        let start = out.len();
-        crate::store::encode_record(
-            &crate::store::Record {
-                petition,
-                received_at_ms,
-                email: self.email,
-                name: self.name,
-                postcode: self.postcode,
-                country,
-                ip: self.ip,
-                source: self.source,
-            },
-            out,
-        );
-        start..out.len()
-    }
 }
 
 /// Checks a petition id: 1–64 characters of `[A-Za-z0-9._-]`.
@@ -693,23 +651,6 @@ mod tests {
         check_field(|s| s.source = Some("tier a".into()), Err("source"));
         check_field(|s| s.petition = "bad id".into(), Err("petition"));
         check_field(|s| s.email = "bad".into(), Err("email"));
-    }
-
-    #[test]
-    fn country_is_stored_upper_case() {
-        let mut signature = NewSignature::new("p1", " A@Example.org ");
-        signature.country = Some("gb".into());
-        let (valid, signer) =
-            validate(&signature.as_signature_ref(), OFF, str::to_owned).expect("valid");
-        let mut bytes = vec![7; 3];
-        let at = valid.encode(1, 0, &mut bytes);
-        assert_eq!(at.start, 3);
-        assert!(at.len() <= valid.encoded_len_max());
-        assert_eq!(bytes[..3], [7; 3], "appends");
-        let valid = crate::store::decode_record(&bytes[at]).expect("decodes");
-        assert_eq!(valid.country, Some("GB"));
-        assert_eq!(valid.email, "A@Example.org");
-        assert_eq!(signer, "a@example.org");
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The RocksDB store: key layout, record encoding, options, and the reads recovery needs.
+//! The RocksDB store: key layout, options, and the reads recovery needs. The values of the
+//! `signatures` and `fingerprints` column families are laid out in `record.rs`.
 //!
 //! Column families and keys (all integers big-endian, so key order is numeric order):
 //!
@@ -8,7 +9,7 @@
 //! | `petitions`    | petition number (u32)   | [`PetitionMeta`], versioned                      |
 //! | `counts`       | petition number (u32)   | count (u64)                                     |
 //! | `signatures`   | signature sequence (u64)| the signature record, versioned                 |
-//! | `fingerprints` | first sequence of batch | the batch's 16-byte fingerprints, in order      |
+//! | `fingerprints` | first sequence of batch | the batch's fingerprints, in order (`record.rs`) |
 //! | `milestones`   | milestone sequence (u64)| petition number, threshold, time                |
 //!
 //! Signatures are keyed by a global sequence the single writer hands out, so every write is an
@@ -17,8 +18,9 @@
 //! stay near WAL + one flush. A key of (petition, signer) would be random within each petition and
 //! make every flush overlap every level (see ARCHITECTURE.md).
 //!
-//! The `fingerprints` column family duplicates 16 bytes of every signature so that recovery
-//! rebuilds the index by reading ~16 bytes per signature instead of whole records.
+//! The `fingerprints` column family duplicates the fingerprint of every signature
+//! ([`Fingerprint::BYTES`](crate::Fingerprint::BYTES), 16 bytes) so that recovery rebuilds the index by reading ~16 bytes per
+//! signature instead of whole records.
 
 use std::path::{Path, PathBuf};
 
@@ -28,13 +30,14 @@ use rocksdb::{
 };
 
 use crate::config::Durability;
-use crate::fingerprint::{Fingerprint, SECRET_BYTES};
+use crate::error::StoreError;
+use crate::fingerprint::SECRET_BYTES;
 use crate::petition::PetitionMeta;
+use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
 
 /// On-disk format version, stored in `meta`; a store with another version is refused.
 pub const FORMAT_VERSION: u8 = 1;
-const RECORD_VERSION: u8 = 1;
 const PETITION_VERSION: u8 = 1;
 
 pub(crate) const CF_META: &str = "meta";
@@ -63,44 +66,10 @@ const FINGERPRINTS_MEMTABLE_BYTES: usize = 32 << 20;
 /// Cap on live WAL bytes: past it RocksDB flushes the small column families so old WAL files can go.
 const WAL_BYTES_MAX: u64 = 1 << 30;
 
-/// The store's error: RocksDB's message, or a corrupt record.
-#[derive(Debug, Clone, thiserror::Error)]
-#[non_exhaustive]
-pub enum StoreError {
-    /// RocksDB failed (I/O error, disk full, ...).
-    #[error("rocksdb: {0}")]
-    Rocks(String),
-    /// A stored value did not decode.
-    #[error("corrupt {what} in the store")]
-    Corrupt {
-        /// What failed to decode.
-        what: &'static str,
-    },
-}
-
-impl From<rocksdb::Error> for StoreError {
-    fn from(e: rocksdb::Error) -> StoreError {
-        StoreError::Rocks(e.into_string())
-    }
-}
-
 /// What `meta` holds.
 pub(crate) struct Meta {
     pub secret: [u8; SECRET_BYTES],
     pub policy: SignerPolicy,
-}
-
-/// One signature as stored.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub(crate) struct Record<'a> {
-    pub petition: u32,
-    pub received_at_ms: u64,
-    pub email: &'a str,
-    pub name: Option<&'a str>,
-    pub postcode: Option<&'a str>,
-    pub country: Option<&'a str>,
-    pub ip: Option<&'a str>,
-    pub source: Option<&'a str>,
 }
 
 /// Whether files in `dir` (created if missing) can be opened for direct I/O. Some filesystems
@@ -326,12 +295,7 @@ impl Store {
             Some(entry) => {
                 let (key, value) = entry?;
                 let first = decode_u64(&key, "fingerprint key")?;
-                if value.len() % 16 != 0 {
-                    return Err(StoreError::Corrupt {
-                        what: "fingerprint batch",
-                    });
-                }
-                Ok(first + (value.len() / 16) as u64)
+                Ok(first + record::fingerprints_in(&value)?)
             }
         }
     }
@@ -346,11 +310,7 @@ impl Store {
         let mode = IteratorMode::From(&start, Direction::Forward);
         for entry in self.db.iterator_cf(self.cf(CF_FINGERPRINTS), mode) {
             let (key, value) = entry?;
-            if value.len() % 16 != 0 {
-                return Err(StoreError::Corrupt {
-                    what: "fingerprint batch",
-                });
-            }
+            record::fingerprints_in(&value)?;
             each(decode_u64(&key, "fingerprint key")?, &value);
         }
         Ok(())
@@ -364,22 +324,10 @@ impl Store {
         {
             let (key, value) = entry?;
             let seq = decode_u64(&key, "signature key")?;
-            each(seq, decode_record(&value)?);
+            each(seq, record::decode(&value)?);
         }
         Ok(())
     }
-}
-
-fn decode_u32(bytes: &[u8], what: &'static str) -> Result<u32, StoreError> {
-    <[u8; 4]>::try_from(bytes)
-        .map(u32::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt { what })
-}
-
-fn decode_u64(bytes: &[u8], what: &'static str) -> Result<u64, StoreError> {
-    <[u8; 8]>::try_from(bytes)
-        .map(u64::from_be_bytes)
-        .map_err(|_| StoreError::Corrupt { what })
 }
 
 pub(crate) fn milestone_value(petition: u32, threshold: u64, at_ms: u64) -> [u8; 20] {
@@ -408,62 +356,12 @@ pub(crate) fn encode_petition(meta: &PetitionMeta) -> Vec<u8> {
     out
 }
 
-struct Reader<'a> {
-    bytes: &'a [u8],
-    what: &'static str,
-}
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Result<&'a [u8], StoreError> {
-        if self.bytes.len() < n {
-            return Err(StoreError::Corrupt { what: self.what });
-        }
-        let (head, tail) = self.bytes.split_at(n);
-        self.bytes = tail;
-        Ok(head)
-    }
-
-    fn u8(&mut self) -> Result<u8, StoreError> {
-        Ok(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Result<u32, StoreError> {
-        decode_u32(self.take(4)?, self.what)
-    }
-
-    fn u64(&mut self) -> Result<u64, StoreError> {
-        decode_u64(self.take(8)?, self.what)
-    }
-
-    fn str(&mut self, len: usize) -> Result<&'a str, StoreError> {
-        std::str::from_utf8(self.take(len)?).map_err(|_| StoreError::Corrupt { what: self.what })
-    }
-
-    fn optional_str(&mut self) -> Result<Option<&'a str>, StoreError> {
-        match self.u8()? {
-            0 => Ok(None),
-            n => Ok(Some(self.str(usize::from(n) - 1)?)),
-        }
-    }
-
-    fn finish(self) -> Result<(), StoreError> {
-        if self.bytes.is_empty() {
-            Ok(())
-        } else {
-            Err(StoreError::Corrupt { what: self.what })
-        }
-    }
-}
-
 fn optional_ms(ms: u64) -> Option<u64> {
     (ms != NONE_MS).then_some(ms)
 }
 
 pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> {
-    let mut r = Reader {
-        bytes,
-        what: "petition",
-    };
+    let mut r = Reader::new(bytes, "petition");
     if r.u8()? != PETITION_VERSION {
         return Err(StoreError::Corrupt { what: "petition" });
     }
@@ -484,68 +382,6 @@ pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> 
     })
 }
 
-fn push_optional(out: &mut Vec<u8>, value: Option<&str>) {
-    match value {
-        // Validated fields are at most 200 bytes, so `len + 1` fits a byte.
-        Some(s) => {
-            debug_assert!(s.len() < 255);
-            out.push(s.len() as u8 + 1);
-            out.extend_from_slice(s.as_bytes());
-        }
-        None => out.push(0),
-    }
-}
-
-/// Appends the encoding of `record` to `out`.
-pub(crate) fn encode_record(record: &Record<'_>, out: &mut Vec<u8>) {
-    out.push(RECORD_VERSION);
-    out.extend_from_slice(&record.petition.to_be_bytes());
-    out.extend_from_slice(&record.received_at_ms.to_be_bytes());
-    // Validated emails are at most 254 bytes.
-    debug_assert!(record.email.len() <= 254);
-    out.push(record.email.len() as u8);
-    out.extend_from_slice(record.email.as_bytes());
-    push_optional(out, record.name);
-    push_optional(out, record.postcode);
-    push_optional(out, record.country);
-    push_optional(out, record.ip);
-    push_optional(out, record.source);
-}
-
-pub(crate) fn decode_record(bytes: &[u8]) -> Result<Record<'_>, StoreError> {
-    let mut r = Reader {
-        bytes,
-        what: "signature record",
-    };
-    if r.u8()? != RECORD_VERSION {
-        return Err(StoreError::Corrupt {
-            what: "signature record",
-        });
-    }
-    let petition = r.u32()?;
-    let received_at_ms = r.u64()?;
-    let email_len = usize::from(r.u8()?);
-    let email = r.str(email_len)?;
-    let record = Record {
-        petition,
-        received_at_ms,
-        email,
-        name: r.optional_str()?,
-        postcode: r.optional_str()?,
-        country: r.optional_str()?,
-        ip: r.optional_str()?,
-        source: r.optional_str()?,
-    };
-    r.finish()?;
-    Ok(record)
-}
-
-pub(crate) fn fingerprint_at(batch: &[u8], i: usize) -> Fingerprint {
-    let mut bytes = [0u8; 16];
-    bytes.copy_from_slice(&batch[i * 16..i * 16 + 16]);
-    Fingerprint::from_bytes(bytes)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -560,31 +396,6 @@ mod tests {
         let file = dir.path().join("plain-file");
         std::fs::write(&file, b"x").expect("write");
         assert!(!direct_io_works(&file.join("data")), "a path under a file");
-    }
-
-    #[test]
-    fn records_round_trip_and_truncations_are_corrupt() {
-        let record = Record {
-            petition: 7,
-            received_at_ms: 1_700_000_000_000,
-            email: "Jo@Example.org",
-            name: Some("Jo Smith"),
-            postcode: None,
-            country: Some("GB"),
-            ip: Some("2001:db8::1"),
-            source: Some(""),
-        };
-        let mut bytes = Vec::new();
-        encode_record(&record, &mut bytes);
-        assert_eq!(decode_record(&bytes).expect("decodes"), record);
-        for len in 0..bytes.len() {
-            assert!(
-                decode_record(&bytes[..len]).is_err(),
-                "prefix of {len} bytes"
-            );
-        }
-        bytes.push(0);
-        assert!(decode_record(&bytes).is_err(), "trailing byte");
     }
 
     #[test]

@@ -22,10 +22,11 @@ use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
 use crate::engine::{Reply, Shared, PREFETCH_DISTANCE};
+use crate::error::StoreError;
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::petition::{Milestone, Petition};
-use crate::store::{Store, StoreError};
+use crate::store::Store;
 use crate::writer::Answers;
 use crate::Outcome;
 

@@ -5,8 +5,9 @@ use std::sync::atomic::Ordering;
 
 use crate::engine::Shared;
 use crate::index::Presence;
+use crate::record;
 use crate::signature::canonical_signer;
-use crate::store::{self, Store};
+use crate::store::Store;
 
 /// What [`crate::Engine::verify_store`] found consistent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -50,8 +51,8 @@ pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, Str
     let mut from_fingerprints: Vec<(u64, u128)> = Vec::new();
     store
         .scan_fingerprints(0, |first, batch| {
-            for i in 0..batch.len() / 16 {
-                from_fingerprints.push((first + i as u64, store::fingerprint_at(batch, i).0));
+            for (seq, fp) in (first..).zip(record::fingerprints(batch)) {
+                from_fingerprints.push((seq, fp.0));
             }
         })
         .map_err(|e| e.to_string())?;

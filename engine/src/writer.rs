@@ -31,11 +31,13 @@ use rocksdb::WriteBatch;
 
 use crate::config::Durability;
 use crate::engine::{now_ms, Reply, Shared, PREFETCH_DISTANCE};
+use crate::error::StoreError;
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::petition::{Milestone, Petition, PetitionMeta};
-use crate::store::{self, Store, StoreError, CF_COUNTS, CF_FINGERPRINTS, CF_META};
+use crate::record;
+use crate::store::{self, Store, CF_COUNTS, CF_FINGERPRINTS, CF_META};
 use crate::store::{CF_MILESTONES, CF_PETITIONS, CF_SIGNATURES};
 use crate::syncer::{self, Caller, Syncer, Written};
 use crate::Outcome;
@@ -52,7 +54,7 @@ pub(crate) struct Item {
     /// Which of its job's `petitions` it signs.
     pub petition: u32,
     pub fp: Fingerprint,
-    /// Where its encoded signature record ([`store::encode_record`]), built at admission, lies
+    /// Where its encoded signature record ([`record::encode`]), built at admission, lies
     /// in its job's `records`.
     pub record: Range<usize>,
     /// True: the index already held this fingerprint as pending when it was admitted, so its
@@ -451,7 +453,7 @@ impl Writer {
         let now = now_ms();
         let first_seq = self.next_seq;
         let mut batch = WriteBatch::default();
-        let mut fingerprints = Vec::with_capacity(fresh.len() * 16);
+        let mut fingerprints = Vec::with_capacity(fresh.len() * Fingerprint::BYTES);
         // Per petition: (petition, count before, count after).
         let mut touched: HashMap<u32, (Arc<Petition>, u64, u64)> = HashMap::new();
         let mut ordinals = Vec::with_capacity(fresh.len());
@@ -474,7 +476,7 @@ impl Writer {
                 seq.to_be_bytes(),
                 &job.records[item.record.clone()],
             );
-            fingerprints.extend_from_slice(&item.fp.to_bytes());
+            record::push_fingerprint(&mut fingerprints, item.fp);
         }
         batch.put_cf(
             store.cf(CF_FINGERPRINTS),
@@ -688,8 +690,7 @@ impl Writer {
         if stored_next > self.next_seq {
             let index = &self.shared.index;
             store.scan_fingerprints(self.next_seq, |_, batch| {
-                for i in 0..batch.len() / 16 {
-                    let fp = store::fingerprint_at(batch, i);
+                for fp in record::fingerprints(batch) {
                     if let Insert::Present(Presence::Pending) = index.insert(fp, false) {
                         index.commit(fp);
                     }
@@ -775,9 +776,10 @@ impl Writer {
 /// Inserts one stored fingerprint batch; returns how many were already present.
 fn insert_batch(shared: &Shared, batch: &[u8]) -> u64 {
     let mut duplicates = 0;
-    let n = batch.len() / 16;
-    for i in 0..n {
-        if shared.index.insert(store::fingerprint_at(batch, i), false) != Insert::Inserted {
+    let fingerprints = record::fingerprints(batch);
+    let n = fingerprints.len();
+    for fp in fingerprints {
+        if shared.index.insert(fp, false) != Insert::Inserted {
             duplicates += 1;
         }
     }
