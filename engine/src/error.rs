@@ -20,6 +20,41 @@ pub enum OpenError {
     /// A configuration field is out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),
+    /// The data directory could not be created, or a thread could not be started.
+    #[error("cannot {what}: {error}")]
+    Io {
+        /// What failed, as "cannot ...".
+        what: &'static str,
+        /// The operating system's error.
+        error: std::io::Error,
+    },
+}
+
+/// Why the engine never became ready (see [`crate::Engine::wait_ready`]).
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum RecoveryError {
+    /// Rebuilding the dedup index from the store failed.
+    #[error("rebuilding the index failed: {0}")]
+    Rebuild(StoreError),
+}
+
+/// Why [`crate::Engine::verify_store`] found no consistent store.
+#[derive(Debug, Clone, thiserror::Error)]
+#[non_exhaustive]
+pub enum VerifyError {
+    /// The store disagrees with itself or with memory: one line per problem, at most 20.
+    #[error("{}", .problems.join("\n"))]
+    Inconsistent {
+        /// What is wrong, one problem each.
+        problems: Vec<String>,
+    },
+    /// The store could not be read.
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    /// The engine is shut down.
+    #[error("the engine is shut down")]
+    ShutDown,
 }
 
 /// Why one signature was not accepted or found duplicate.
@@ -110,7 +145,7 @@ pub enum FlushError {
     ShutDown,
 }
 
-/// The store's error: RocksDB's message, or a corrupt record.
+/// The store's error: RocksDB's message, a corrupt record, or a store still failing.
 #[derive(Debug, Clone, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
@@ -123,6 +158,9 @@ pub enum StoreError {
         /// What failed to decode.
         what: &'static str,
     },
+    /// An earlier write or sync failed and the store is not recovered yet: nothing is tried.
+    #[error("the store is failing")]
+    Failing,
 }
 
 impl From<rocksdb::Error> for StoreError {

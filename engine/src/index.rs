@@ -32,6 +32,11 @@ use parking_lot::Mutex;
 
 use crate::fingerprint::Fingerprint;
 
+/// How many inserts ahead admission (and the commit) prefetches the index: enough to overlap
+/// several DRAM misses, few enough that the prefetched lines are still in L1 when their insert
+/// comes.
+pub(crate) const PREFETCH_DISTANCE: usize = 16;
+
 const SLOTS_PER_BUCKET: usize = 5;
 /// Grow a shard when its entries exceed this share of its slots.
 const LOAD_MAX_PERCENT: usize = 90;

@@ -4,16 +4,29 @@
 //! petition, counts it, persists it to RocksDB in group-committed batches, and answers
 //! [`Outcome::Accepted`] only once the signature is durable at the configured [`Durability`].
 //!
-//! Layout, one noun per module:
+//! Layout, one noun per module. The ingest path:
 //! - `signature`: the input model, validation, the canonical signer identity;
 //! - `fingerprint`: keyed 128-bit XXH3 fingerprints of `(petition, signer)`;
 //! - `index`: the sharded dedup index of fingerprints (pending / committed);
-//! - `petition`: the registry, counts, deadlines, thresholds and milestones;
+//! - `admission`: one call's three passes: resolve and validate, claim in the index, count or
+//!   hand over to the writer;
+//! - `job`: what goes to the writer and comes back: jobs, items, callers, answers, [`Outcome`].
+//!
+//! The durable path:
 //! - `record`: the stored layouts of a signature record and of a fingerprint batch;
 //! - `store`: RocksDB column families, keys, options and the reads recovery needs;
-//! - `writer`: the group-commit writer thread, failure handling and index rebuild;
-//! - `engine`: the public handle and admission;
-//! - `stats`, `verify`, `config`, `error`.
+//! - `writer`: the group-commit writer thread (`writer/commit`: one group's batch, write and
+//!   publish; `writer/syncer`: the sync stage; `writer/recovery`: index rebuild and failed-store
+//!   recovery);
+//! - `health`: the health flag, storage error count and last storage error;
+//! - `verify`: the full consistency check of the store.
+//!
+//! The domain, the handle and its state:
+//! - `petition`: the registry, counts, deadlines, thresholds and milestones;
+//! - `engine`: the public [`Engine`] handle: open, submit, register, flush, close;
+//! - `shared`: the state the handle, admission, the writer and recovery share, changed through
+//!   its methods;
+//! - `config`, `error`, `stats`, `clock`.
 //!
 //! The engine installs no logger and no global state; it never panics on input.
 //!
@@ -32,24 +45,31 @@
 //! assert_eq!(outcomes[2], Err(engine::SubmitError::UnknownPetition));
 //! ```
 
+mod admission;
+mod clock;
 mod config;
 mod engine;
 mod error;
 mod fingerprint;
+mod health;
 mod index;
+mod job;
 mod petition;
 mod record;
+mod shared;
 mod signature;
 mod stats;
 mod store;
-mod syncer;
 mod verify;
 mod writer;
 
 pub use crate::config::{Config, Durability, Storage};
-pub use crate::engine::{Engine, Outcome, Registered};
-pub use crate::error::{FlushError, OpenError, PetitionError, StoreError, SubmitError};
+pub use crate::engine::{Engine, Registered};
+pub use crate::error::{
+    FlushError, OpenError, PetitionError, RecoveryError, StoreError, SubmitError, VerifyError,
+};
 pub use crate::fingerprint::{Fingerprint, Fingerprinter, SECRET_BYTES};
+pub use crate::job::Outcome;
 pub use crate::petition::{
     Milestone, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS, THRESHOLDS_MAX,
 };

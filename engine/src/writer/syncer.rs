@@ -21,14 +21,14 @@ use std::time::{Duration, Instant};
 use crossbeam_channel::{Receiver, Sender};
 use parking_lot::{Condvar, Mutex};
 
-use crate::engine::{Reply, Shared, PREFETCH_DISTANCE};
 use crate::error::StoreError;
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
+use crate::index::PREFETCH_DISTANCE;
+use crate::job::{Caller, Outcome};
 use crate::petition::{Milestone, Petition};
+use crate::shared::Shared;
 use crate::store::Store;
-use crate::writer::Answers;
-use crate::Outcome;
 
 /// A batch the writer wrote without syncing, with everything needed to finish it.
 pub(crate) struct Written {
@@ -46,14 +46,6 @@ pub(crate) struct Written {
     pub callers: Vec<Caller>,
     /// When the writer began writing it.
     pub started: Instant,
-}
-
-/// A caller to answer once its batch is durable.
-pub(crate) struct Caller {
-    pub reply: Reply,
-    pub answers: Answers,
-    /// In-flight signatures it holds, released before it is answered.
-    pub reserved: usize,
 }
 
 /// Where the first failed batch began, for the writer's reconcile.
@@ -161,14 +153,14 @@ fn run(shared: &Shared, state: &SyncState, receiver: Receiver<Written>) {
         group.extend(receiver.try_iter());
         let failed = state.progress.lock().failure.is_some();
         let result = if failed {
-            Err(StoreError::Rocks("an earlier sync failed".into()))
+            Err(StoreError::Failing)
         } else {
             for fp in group
                 .iter()
                 .flat_map(|w| w.fingerprints.iter())
                 .take(PREFETCH_DISTANCE)
             {
-                shared.index.prefetch(*fp);
+                shared.index().prefetch(*fp);
             }
             sync(&group[0].store)
         };
@@ -177,8 +169,7 @@ fn run(shared: &Shared, state: &SyncState, receiver: Receiver<Written>) {
             Ok(()) => group.drain(..).for_each(|written| commit(shared, written)),
             Err(e) => {
                 if !failed {
-                    shared.record_storage_error(&e);
-                    shared.healthy.store(false, Ordering::Release);
+                    shared.health().fail(&e);
                     state.progress.lock().failure = Some(Failure {
                         first_seq: group[0].first_seq,
                         first_milestone_seq: group[0].first_milestone_seq,
@@ -211,7 +202,7 @@ fn commit(shared: &Shared, written: Written) {
         &written.counts,
         written.milestones,
     );
-    shared.write_latency.record(written.started.elapsed());
+    shared.record_write_latency(written.started.elapsed());
     written
         .callers
         .into_iter()
@@ -226,7 +217,7 @@ pub(crate) fn publish(
     counts: &[(Arc<Petition>, u64)],
     milestones: Vec<Milestone>,
 ) {
-    let index = &shared.index;
+    let index = shared.index();
     for (at, fp) in fingerprints.iter().enumerate() {
         if let Some(ahead) = fingerprints.get(at + PREFETCH_DISTANCE) {
             index.prefetch(*ahead);
@@ -238,17 +229,12 @@ pub(crate) fn publish(
         petition.count.store(*count, Ordering::Release);
     }
     shared.publish_milestones(milestones);
-    let signatures = fingerprints.len() as u64;
-    shared.accepted.fetch_add(signatures, Ordering::Relaxed);
-    shared.batches.fetch_add(1, Ordering::Relaxed);
-    shared
-        .batch_signatures_last
-        .store(signatures, Ordering::Relaxed);
+    shared.count_batch(fingerprints.len() as u64);
 }
 
 fn fail(shared: &Shared, mut written: Written) {
     for fp in &written.fingerprints {
-        shared.index.remove(*fp);
+        shared.index().remove(*fp);
     }
     for caller in &mut written.callers {
         for (_, answer) in &mut caller.answers {
@@ -267,7 +253,7 @@ fn fail(shared: &Shared, mut written: Written) {
 pub(crate) fn answer(shared: &Shared, caller: Caller) {
     // Release the reservation before answering: a caller that got its answer must see the queue
     // without its signatures.
-    shared.inflight.fetch_sub(caller.reserved, Ordering::AcqRel);
+    shared.release_inflight(caller.reserved);
     caller.reply.send(caller.answers);
 }
 

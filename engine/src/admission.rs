@@ -1,0 +1,417 @@
+//! Admission: validate → petition → fingerprint → index, for one call of many signatures.
+//!
+//! Three passes, so that per-signature work stays small and the index's cache misses overlap:
+//! (1) [`Call::resolve`]: under one registry read lock, resolve each petition to a slot of this
+//! call (one reference count per distinct petition, not per signature), validate and fingerprint;
+//! (2) [`Call::claim`]: insert the fingerprints, prefetching the home bucket of the one
+//! [`PREFETCH_DISTANCE`] ahead; (3) in memory mode [`Call::count_in_memory`]: one atomic add per
+//! petition, then the ordinals in input order; otherwise [`Call::hand_over`]: new signers go to
+//! the writer as one job.
+
+use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use crossbeam_channel::Sender;
+
+use crate::clock::now_ms;
+use crate::error::SubmitError;
+use crate::fingerprint::Fingerprint;
+use crate::index::{Insert, Presence, PREFETCH_DISTANCE};
+use crate::job::{reply_channel, Caller, Item, Job, Outcome, SignJob, Waiting};
+use crate::petition::{Petition, RegistryRead};
+use crate::shared::Shared;
+use crate::signature::{self, AsSignatureRef, ValidRef};
+
+/// One answer per signature of a call, in input order.
+pub(crate) type Results = Vec<Result<Outcome, SubmitError>>;
+
+/// Validates, resolves and fingerprints each signature and claims it in the index. In memory
+/// mode (`sender` is `None`) that is the whole job; otherwise new signers go to the writer, and
+/// the caller waits for their answers on the returned [`Waiting`].
+#[inline]
+pub(crate) fn admit<S: AsSignatureRef>(
+    shared: &Shared,
+    sender: Option<&Sender<Job>>,
+    signatures: &[S],
+    async_reply: bool,
+) -> (Results, Option<Waiting>) {
+    let n = signatures.len();
+    if n == 0 {
+        return (Vec::new(), None);
+    }
+    if let Err(error) = check_taking(shared, sender.is_none(), n) {
+        return (vec![Err(error); n], None);
+    }
+    let now = now_ms();
+    let generation = shared.generation();
+    let mut call = Call {
+        shared,
+        memory: sender.is_none(),
+        now,
+        // Every position is overwritten below or by the writer's answers; one that is not (the
+        // writer went away) reads as shut down.
+        results: vec![Err(SubmitError::ShuttingDown); n],
+        slots: Vec::new(),
+        claims: Vec::with_capacity(n),
+    };
+    let valid = call.resolve(signatures);
+    let (items, records) = call.claim(&valid);
+    match sender {
+        None => {
+            call.count_in_memory();
+            (call.results, None)
+        }
+        Some(sender) => call.hand_over(sender, items, records, generation, async_reply),
+    }
+}
+
+/// Whether the engine takes signatures now; a persistent engine also reserves room for `n` in
+/// its queue.
+#[inline]
+fn check_taking(shared: &Shared, memory: bool, n: usize) -> Result<(), SubmitError> {
+    if shared.is_closing() {
+        return Err(SubmitError::ShuttingDown);
+    }
+    if !shared.is_ready() {
+        return Err(SubmitError::Recovering);
+    }
+    if !shared.health().is_healthy() {
+        return Err(SubmitError::StorageUnavailable);
+    }
+    if !memory && !shared.reserve_inflight(n) {
+        return Err(SubmitError::Overloaded);
+    }
+    Ok(())
+}
+
+/// One petition named in a call.
+struct Slot {
+    petition: Arc<Petition>,
+    /// Whether it took signatures when the call began.
+    open: bool,
+    /// Signers accepted in this call (memory mode).
+    accepted: u64,
+}
+
+/// One signature of a call that passed validation: where it goes in the index and the answers.
+#[derive(Clone, Copy)]
+struct Claim {
+    index: usize,
+    slot: u32,
+    fp: Fingerprint,
+    inserted: bool,
+}
+
+/// Hashes the engine's own dense petition numbers (not caller input) for the per-call slot map.
+#[derive(Default)]
+struct NumberHasher(u64);
+
+impl Hasher for NumberHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for &b in bytes {
+            self.write_u64(u64::from(b));
+        }
+    }
+
+    fn write_u32(&mut self, n: u32) {
+        self.write_u64(u64::from(n));
+    }
+
+    fn write_u64(&mut self, n: u64) {
+        self.0 = (self.0 ^ n).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+    }
+}
+
+/// Pass 1's memory of the petitions seen: each one's slot, and the two most recent.
+///
+/// Consecutive signatures mostly name the same petition, or go back to the one before (a viral
+/// petition's run broken by one signature for another): the two most recent petitions are
+/// remembered.
+#[derive(Default)]
+struct Recent<'s> {
+    slot_of: HashMap<u32, u32, BuildHasherDefault<NumberHasher>>,
+    last: Option<(&'s str, u32)>,
+    before: Option<(&'s str, u32)>,
+}
+
+impl<'s> Recent<'s> {
+    /// The slot of the petition `id`, added to `slots` on first sight; `None` if it is unknown.
+    #[inline]
+    fn slot(
+        &mut self,
+        slots: &mut Vec<Slot>,
+        registry: &RegistryRead<'_>,
+        id: &'s str,
+        now: u64,
+    ) -> Option<u32> {
+        match (self.last, self.before) {
+            (Some((last, slot)), _) if same_id(last, id) => Some(slot),
+            (_, Some((before, slot))) if same_id(before, id) => {
+                std::mem::swap(&mut self.last, &mut self.before);
+                Some(slot)
+            }
+            _ => registry.get(id).map(|petition| {
+                let slot = *self.slot_of.entry(petition.num).or_insert_with(|| {
+                    slots.push(Slot {
+                        open: petition.is_open(now),
+                        petition: Arc::clone(petition),
+                        accepted: 0,
+                    });
+                    (slots.len() - 1) as u32
+                });
+                self.before = self.last;
+                self.last = Some((id, slot));
+                slot
+            }),
+        }
+    }
+}
+
+/// One call's state through the passes.
+struct Call<'a> {
+    shared: &'a Shared,
+    memory: bool,
+    now: u64,
+    results: Results,
+    slots: Vec<Slot>,
+    claims: Vec<Claim>,
+}
+
+impl Call<'_> {
+    /// Pass 1: resolve, validate, fingerprint. Returns the validated fields of each claim
+    /// (persistent mode only: they are encoded for the writer in pass 2).
+    #[inline]
+    fn resolve<'s, S: AsSignatureRef>(&mut self, signatures: &'s [S]) -> Vec<ValidRef<'s>> {
+        let shared = self.shared;
+        let policy = shared.config().signer_policy;
+        let fingerprinter = shared.fingerprinter();
+        let mut valid = Vec::new();
+        let mut rejected = 0u64;
+        let registry = shared.registry().read();
+        let mut recent = Recent::default();
+        for (index, signature) in signatures.iter().enumerate() {
+            let signature = signature.signature_ref();
+            let slot = recent.slot(&mut self.slots, &registry, signature.petition, self.now);
+            let target = slot.map(|slot| &self.slots[slot as usize]);
+            // Fingerprint only for an open petition: a refused signature costs no hash.
+            let checked = signature::validate(&signature, policy, |signer| {
+                target
+                    .filter(|slot| slot.open)
+                    .map(|slot| fingerprinter.fingerprint(slot.petition.num, signer))
+            })
+            .map_err(SubmitError::from)
+            .and_then(|(fields, fp)| match (slot, fp) {
+                (Some(slot), Some(fp)) => Ok((fields, slot, fp)),
+                (Some(_), None) => Err(SubmitError::PetitionClosed),
+                (None, _) => Err(SubmitError::UnknownPetition),
+            });
+            match checked {
+                Ok((fields, slot, fp)) => {
+                    self.claims.push(Claim {
+                        index,
+                        slot,
+                        fp,
+                        inserted: false,
+                    });
+                    if !self.memory {
+                        valid.push(fields);
+                    }
+                }
+                Err(error) => {
+                    rejected += 1;
+                    self.results[index] = Err(error);
+                }
+            }
+        }
+        drop(registry);
+        if rejected > 0 {
+            shared.count_rejected(rejected);
+        }
+        valid
+    }
+
+    /// Pass 2: claims each fingerprint in the index. Persistent mode: returns the items for the
+    /// writer and their records, encoded back to back.
+    #[inline]
+    fn claim(&mut self, valid: &[ValidRef<'_>]) -> (Vec<Item>, Vec<u8>) {
+        let shared = self.shared;
+        let index = shared.index();
+        let memory = self.memory;
+        let mut items = Vec::new();
+        // Room for every valid signature's record: one allocation per call.
+        let mut records =
+            Vec::with_capacity(valid.iter().map(|fields| fields.encoded_len_max()).sum());
+        let mut duplicates = 0u64;
+        for &claim in self.claims.iter().take(PREFETCH_DISTANCE) {
+            index.prefetch(claim.fp);
+        }
+        // By position: the loop reads the claim `PREFETCH_DISTANCE` ahead as well as its own.
+        #[allow(clippy::needless_range_loop)]
+        for at in 0..self.claims.len() {
+            if let Some(ahead) = self.claims.get(at + PREFETCH_DISTANCE) {
+                index.prefetch(ahead.fp);
+            }
+            let claim = &mut self.claims[at];
+            let inserted = index.insert(claim.fp, !memory);
+            match inserted {
+                Insert::Inserted if memory => {
+                    claim.inserted = true;
+                    self.slots[claim.slot as usize].accepted += 1;
+                }
+                Insert::Inserted | Insert::Present(Presence::Pending) if !memory => {
+                    items.push(Item {
+                        index: claim.index,
+                        // Met pending: another submission of this signer is on its way to the
+                        // writer; this one's answer waits for that one's write.
+                        awaiting: matches!(inserted, Insert::Present(_)),
+                        petition: claim.slot,
+                        fp: claim.fp,
+                        record: valid[at].encode(
+                            self.slots[claim.slot as usize].petition.num,
+                            self.now,
+                            &mut records,
+                        ),
+                    })
+                }
+                _ => {
+                    duplicates += 1;
+                    if !memory {
+                        let count = self.slots[claim.slot as usize]
+                            .petition
+                            .count
+                            .load(Ordering::Acquire);
+                        self.results[claim.index] = Ok(Outcome::Duplicate { count });
+                    }
+                }
+            }
+        }
+        if duplicates > 0 {
+            shared.count_duplicates(duplicates);
+        }
+        (items, records)
+    }
+
+    /// Pass 3, memory mode: counts the accepted signers with one atomic add per petition per
+    /// call (a hot petition is touched once per batch), then answers in input order. Duplicates
+    /// are answered after the counting, so a re-send within one batch sees the count including
+    /// its original.
+    #[inline]
+    fn count_in_memory(&mut self) {
+        let mut total = 0u64;
+        for slot in self.slots.iter_mut().filter(|slot| slot.accepted > 0) {
+            let k = slot.accepted;
+            total += k;
+            let before = slot.petition.count.fetch_add(k, Ordering::AcqRel);
+            let crossed = slot.petition.crossed(before, before + k);
+            if !crossed.is_empty() {
+                self.shared
+                    .publish_memory_milestones(&slot.petition, crossed);
+            }
+            // From here on `accepted` is the last ordinal handed out.
+            slot.accepted = before;
+        }
+        for claim in &self.claims {
+            let slot = &mut self.slots[claim.slot as usize];
+            self.results[claim.index] = if claim.inserted {
+                slot.accepted += 1;
+                Ok(Outcome::Accepted {
+                    count: slot.accepted,
+                })
+            } else {
+                Ok(Outcome::Duplicate {
+                    count: slot.petition.count.load(Ordering::Acquire),
+                })
+            };
+        }
+        self.shared.count_accepted(total);
+    }
+
+    /// Pass 3, persistent mode: releases the reservation of the signatures answered already and
+    /// sends the rest to the writer as one job.
+    #[inline]
+    fn hand_over(
+        mut self,
+        sender: &Sender<Job>,
+        items: Vec<Item>,
+        records: Vec<u8>,
+        generation: u64,
+        async_reply: bool,
+    ) -> (Results, Option<Waiting>) {
+        let shared = self.shared;
+        let n = self.results.len();
+        let answered = n - items.len();
+        if items.is_empty() {
+            shared.release_inflight(n);
+            return (self.results, None);
+        }
+        shared.release_inflight(answered);
+        let reserved = items.len();
+        let (reply, waiting) = reply_channel(async_reply);
+        let job = SignJob {
+            items,
+            petitions: self.slots.into_iter().map(|slot| slot.petition).collect(),
+            records,
+            generation,
+            caller: Caller {
+                reply,
+                answers: Vec::new(),
+                reserved,
+            },
+        };
+        if let Err(crossbeam_channel::SendError(Job::Sign(job))) = sender.send(Job::Sign(job)) {
+            // The writer has stopped: undo the claims and refuse.
+            for item in job.items {
+                if !item.awaiting {
+                    shared.index().remove(item.fp);
+                }
+                self.results[item.index] = Err(SubmitError::ShuttingDown);
+            }
+            shared.release_inflight(reserved);
+            return (self.results, None);
+        }
+        (self.results, Some(waiting))
+    }
+}
+
+/// `a == b` for petition ids (at most 64 bytes, usually a few) without a call into the C
+/// library's `bcmp`: admission compares every signature's petition with the latest two of its
+/// call, and that call was 6% of in-memory admission's time.
+#[inline]
+fn same_id(a: &str, b: &str) -> bool {
+    a.len() == b.len()
+        && a.bytes()
+            .zip(b.bytes())
+            .fold(0u8, |differ, (x, y)| differ | (x ^ y))
+            == 0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::same_id;
+
+    #[test]
+    fn same_id_is_string_equality() {
+        let ids = [
+            "",
+            "p",
+            "p0",
+            "p1",
+            "p01",
+            "P0",
+            "p0 ",
+            &"x".repeat(64),
+            &"x".repeat(63),
+        ];
+        for a in ids {
+            for b in ids {
+                assert_eq!(same_id(a, b), a == b, "{a:?} vs {b:?}");
+            }
+        }
+    }
+}

@@ -1,0 +1,132 @@
+//! What travels between admission, the writer and the syncer: the job, its items, the caller
+//! to answer, the answers and the channel they go back on.
+
+use std::ops::Range;
+use std::sync::Arc;
+
+use crate::error::{StoreError, SubmitError, VerifyError};
+use crate::fingerprint::Fingerprint;
+use crate::petition::{Petition, PetitionMeta};
+use crate::verify::VerifyReport;
+
+/// The answer to one signature that the engine took.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// A new signer: counted and durable. `count` is the petition's count including this one
+    /// (this signer's ordinal).
+    Accepted {
+        /// The petition's count with this signature.
+        count: u64,
+    },
+    /// This signer had already signed this petition. `count` is the petition's current count.
+    Duplicate {
+        /// The petition's count now.
+        count: u64,
+    },
+}
+
+impl Outcome {
+    /// The petition's count carried by the outcome.
+    pub fn count(self) -> u64 {
+        match self {
+            Outcome::Accepted { count } | Outcome::Duplicate { count } => count,
+        }
+    }
+}
+
+/// One signature on its way to the writer.
+pub(crate) struct Item {
+    /// Position in the caller's batch.
+    pub index: usize,
+    /// Which of its job's `petitions` it signs.
+    pub petition: u32,
+    pub fp: Fingerprint,
+    /// Where its encoded signature record ([`crate::record::encode`]), built at admission, lies
+    /// in its job's `records`.
+    pub record: Range<usize>,
+    /// True: the index already held this fingerprint as pending when it was admitted, so its
+    /// answer waits for the original's write (duplicate if it lands, retry if it fails).
+    pub awaiting: bool,
+}
+
+/// Answers by position in the caller's batch.
+pub(crate) type Answers = Vec<(usize, Result<Outcome, SubmitError>)>;
+
+/// Work for the writer.
+pub(crate) enum Job {
+    Sign(SignJob),
+    /// Persist new or changed petitions (number, meta) in one synced batch, then answer.
+    Petitions(
+        Vec<(u32, PetitionMeta)>,
+        std::sync::mpsc::SyncSender<Result<(), StoreError>>,
+    ),
+    /// Sync everything written so far.
+    Flush(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
+    /// Check the whole store (see `verify.rs`).
+    Verify(std::sync::mpsc::SyncSender<Result<VerifyReport, VerifyError>>),
+    /// Finish every queued job, flush memtables, and stop.
+    Shutdown(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
+}
+
+/// Signatures of one call, admitted as pending, for the writer to write.
+pub(crate) struct SignJob {
+    pub items: Vec<Item>,
+    /// Every petition the call resolved (items refer to them by position), each once: a hot
+    /// petition's reference count is touched once per call, not once per signature on every
+    /// core.
+    pub petitions: Vec<Arc<Petition>>,
+    /// The items' encoded records, back to back: one allocation per call.
+    pub records: Vec<u8>,
+    /// The engine's reconcile generation when the items were admitted.
+    pub generation: u64,
+    /// Who waits for the items, and the answers decided so far (the writer adds them as it
+    /// resolves items; the job is answered once `items` is empty).
+    pub caller: Caller,
+}
+
+/// A caller to answer once all its signatures are decided (and the accepted ones durable).
+pub(crate) struct Caller {
+    pub reply: Reply,
+    pub answers: Answers,
+    /// In-flight signatures it holds, released before it is answered.
+    pub reserved: usize,
+}
+
+/// Where the answers of a submission go: a blocking caller waits on a std channel, an async
+/// caller awaits a tokio oneshot (which needs no runtime to send).
+pub(crate) enum Reply {
+    Blocking(std::sync::mpsc::SyncSender<Answers>),
+    Async(tokio::sync::oneshot::Sender<Answers>),
+}
+
+impl Reply {
+    pub fn send(self, answers: Answers) {
+        // A caller that gave up (dropped its future) no longer needs the answers.
+        match self {
+            Reply::Blocking(sender) => {
+                let _ = sender.send(answers);
+            }
+            Reply::Async(sender) => {
+                let _ = sender.send(answers);
+            }
+        }
+    }
+}
+
+/// The receiving end of a [`Reply`], kept by the submitting call.
+pub(crate) enum Waiting {
+    Blocking(std::sync::mpsc::Receiver<Answers>),
+    Async(tokio::sync::oneshot::Receiver<Answers>),
+}
+
+/// A reply channel and its receiving end: a tokio oneshot for an async caller, a std channel for
+/// a blocking one.
+pub(crate) fn reply_channel(async_reply: bool) -> (Reply, Waiting) {
+    if async_reply {
+        let (sender, receiver) = tokio::sync::oneshot::channel();
+        (Reply::Async(sender), Waiting::Async(receiver))
+    } else {
+        let (sender, receiver) = std::sync::mpsc::sync_channel(1);
+        (Reply::Blocking(sender), Waiting::Blocking(receiver))
+    }
+}

@@ -1,0 +1,322 @@
+//! [`Shared`]: the state the handles, admission, the writer, the syncer and recovery share.
+//!
+//! Its fields are private; every change goes through a method named for what it means (reserve
+//! in-flight signatures, count a batch, fail recovery), so the counters' invariants are kept in
+//! one place.
+
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+use parking_lot::{Condvar, Mutex, MutexGuard};
+
+use crate::clock::now_ms;
+use crate::config::Config;
+use crate::error::RecoveryError;
+use crate::fingerprint::Fingerprinter;
+use crate::health::Health;
+use crate::index::Index;
+use crate::petition::{Milestone, Petition, Registry};
+use crate::stats::{LatencyHistogram, Stats};
+
+#[derive(Default)]
+struct Readiness {
+    ready: bool,
+    error: Option<RecoveryError>,
+}
+
+/// State shared by the handles, the writer and recovery.
+pub(crate) struct Shared {
+    config: Config,
+    fingerprinter: Fingerprinter,
+    index: Index,
+    registry: Registry,
+    milestones: Mutex<Vec<Milestone>>,
+    /// Signatures admitted and not yet answered.
+    inflight: AtomicUsize,
+    health: Health,
+    closing: AtomicBool,
+    readiness: Mutex<Readiness>,
+    ready_changed: Condvar,
+    ready_fast: AtomicBool,
+    /// Bumped by every reconcile; see `writer.rs`.
+    generation: AtomicU64,
+    accepted: AtomicU64,
+    duplicates: AtomicU64,
+    rejected: AtomicU64,
+    overloaded: AtomicU64,
+    batches: AtomicU64,
+    batch_signatures_last: AtomicU64,
+    write_latency: LatencyHistogram,
+    recovery_loaded: AtomicU64,
+    recovery_expected: AtomicU64,
+    recovery_started: Instant,
+    recovery_elapsed_us: AtomicU64,
+}
+
+impl Shared {
+    /// Fresh state: no petitions, an empty index sized from `config`, not ready.
+    pub fn new(config: Config, fingerprinter: Fingerprinter, recovery_started: Instant) -> Shared {
+        Shared {
+            index: Index::new(config.index_shard_bits, config.signatures_expected),
+            config,
+            fingerprinter,
+            registry: Registry::default(),
+            milestones: Mutex::new(Vec::new()),
+            inflight: AtomicUsize::new(0),
+            health: Health::default(),
+            closing: AtomicBool::new(false),
+            readiness: Mutex::new(Readiness::default()),
+            ready_changed: Condvar::new(),
+            ready_fast: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            accepted: AtomicU64::new(0),
+            duplicates: AtomicU64::new(0),
+            rejected: AtomicU64::new(0),
+            overloaded: AtomicU64::new(0),
+            batches: AtomicU64::new(0),
+            batch_signatures_last: AtomicU64::new(0),
+            write_latency: LatencyHistogram::default(),
+            recovery_loaded: AtomicU64::new(0),
+            recovery_expected: AtomicU64::new(0),
+            recovery_started,
+            recovery_elapsed_us: AtomicU64::new(0),
+        }
+    }
+
+    #[inline]
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    #[inline]
+    pub fn fingerprinter(&self) -> &Fingerprinter {
+        &self.fingerprinter
+    }
+
+    #[inline]
+    pub fn index(&self) -> &Index {
+        &self.index
+    }
+
+    #[inline]
+    pub fn registry(&self) -> &Registry {
+        &self.registry
+    }
+
+    #[inline]
+    pub fn health(&self) -> &Health {
+        &self.health
+    }
+
+    /// Whether `close` has begun.
+    #[inline]
+    pub fn is_closing(&self) -> bool {
+        self.closing.load(Ordering::Acquire)
+    }
+
+    pub fn start_closing(&self) {
+        self.closing.store(true, Ordering::Release);
+    }
+
+    /// The lock that serialises registrations and closes of petitions.
+    pub fn registering_lock(&self) -> MutexGuard<'_, ()> {
+        self.registry.registering.lock()
+    }
+
+    /// Whether the index is rebuilt and signatures are taken.
+    #[inline]
+    pub fn is_ready(&self) -> bool {
+        self.ready_fast.load(Ordering::Acquire)
+    }
+
+    pub fn set_ready(&self) {
+        self.recovery_elapsed_us.store(
+            self.recovery_started.elapsed().as_micros() as u64,
+            Ordering::Release,
+        );
+        self.readiness.lock().ready = true;
+        self.ready_fast.store(true, Ordering::Release);
+        self.ready_changed.notify_all();
+    }
+
+    /// Rebuilding the index failed: the engine never becomes ready, and the store is failing.
+    pub fn fail_recovery(&self, error: RecoveryError) {
+        match &error {
+            RecoveryError::Rebuild(store) => self.health.fail(store),
+        }
+        self.readiness.lock().error = Some(error);
+        self.ready_changed.notify_all();
+    }
+
+    /// Blocks until the engine is ready, or returns why it never will be.
+    pub fn wait_ready(&self) -> Result<(), RecoveryError> {
+        let mut readiness = self.readiness.lock();
+        loop {
+            if readiness.ready {
+                return Ok(());
+            }
+            if let Some(error) = &readiness.error {
+                return Err(error.clone());
+            }
+            self.ready_changed.wait(&mut readiness);
+        }
+    }
+
+    /// The reconcile generation admission stamps on its jobs.
+    #[inline]
+    pub fn generation(&self) -> u64 {
+        self.generation.load(Ordering::Acquire)
+    }
+
+    /// A reconcile changed the index: jobs admitted before must re-check their items.
+    pub fn bump_generation(&self) {
+        self.generation.fetch_add(1, Ordering::AcqRel);
+    }
+
+    /// Reserves room for `n` signatures in the queue, or counts them overloaded and returns
+    /// false. One batch larger than the whole bound is let through when nothing else is queued.
+    #[inline]
+    pub fn reserve_inflight(&self, n: usize) -> bool {
+        let before = self.inflight.fetch_add(n, Ordering::AcqRel);
+        debug_assert!(
+            before.checked_add(n).is_some(),
+            "the in-flight count wrapped"
+        );
+        if before > 0 && before + n > self.config.queue_signatures_max {
+            self.inflight.fetch_sub(n, Ordering::AcqRel);
+            self.overloaded.fetch_add(n as u64, Ordering::Relaxed);
+            return false;
+        }
+        true
+    }
+
+    /// Releases `n` reserved signatures: they are answered (or about to be).
+    #[inline]
+    pub fn release_inflight(&self, n: usize) {
+        let before = self.inflight.fetch_sub(n, Ordering::AcqRel);
+        debug_assert!(before >= n, "released {n} in-flight signatures of {before}");
+    }
+
+    #[inline]
+    pub fn count_accepted(&self, n: u64) {
+        self.accepted.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn count_duplicates(&self, n: u64) {
+        self.duplicates.fetch_add(n, Ordering::Relaxed);
+    }
+
+    #[inline]
+    pub fn count_rejected(&self, n: u64) {
+        self.rejected.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// A durable batch of `signatures` new signers was published.
+    pub fn count_batch(&self, signatures: u64) {
+        self.accepted.fetch_add(signatures, Ordering::Relaxed);
+        self.batches.fetch_add(1, Ordering::Relaxed);
+        self.batch_signatures_last
+            .store(signatures, Ordering::Relaxed);
+    }
+
+    /// How long a batch took from its write to its durability.
+    pub fn record_write_latency(&self, elapsed: Duration) {
+        self.write_latency.record(elapsed);
+    }
+
+    /// Recovery will load `n` stored signatures into the index.
+    pub fn expect_recovered(&self, n: u64) {
+        self.recovery_expected.store(n, Ordering::Release);
+    }
+
+    /// Recovery loaded `n` more stored signatures.
+    pub fn count_recovered(&self, n: u64) {
+        self.recovery_loaded.fetch_add(n, Ordering::Relaxed);
+    }
+
+    /// Memory mode: numbers and records milestones under the list lock, so that sequences rise
+    /// in list order whichever thread crossed first.
+    pub fn publish_memory_milestones(&self, petition: &Petition, thresholds: Vec<u64>) {
+        let now = now_ms();
+        let mut all = self.milestones.lock();
+        for threshold in thresholds {
+            let seq = all.last().map_or(1, |last| last.seq + 1);
+            petition.record_reached(threshold);
+            all.push(Milestone {
+                seq,
+                petition: petition.id.to_string(),
+                threshold,
+                reached_at_ms: now,
+            });
+        }
+    }
+
+    pub fn publish_milestones(&self, new: Vec<Milestone>) {
+        if new.is_empty() {
+            return;
+        }
+        let mut all = self.milestones.lock();
+        for milestone in new {
+            assert!(
+                all.last().is_none_or(|last| last.seq < milestone.seq),
+                "milestone sequences must rise"
+            );
+            if let Some(petition) = self.registry.get(&milestone.petition) {
+                petition.record_reached(milestone.threshold);
+            }
+            all.push(milestone);
+        }
+    }
+
+    /// Milestones with sequence greater than `after`, oldest first, at most `limit`.
+    pub fn milestones_after(&self, after: u64, limit: usize) -> Vec<Milestone> {
+        let all = self.milestones.lock();
+        let start = all.partition_point(|m| m.seq <= after);
+        all[start..].iter().take(limit).cloned().collect()
+    }
+
+    /// Counters, sizes and the recovery state.
+    pub fn stats(&self, persistent: bool) -> Stats {
+        let (index_entries, index_bytes) = self.index.usage();
+        let petitions = self.registry.all();
+        let signatures = petitions
+            .iter()
+            .map(|p| p.count.load(Ordering::Acquire))
+            .sum();
+        let counts_bytes = (petitions.len() * std::mem::size_of::<Petition>()) as u64;
+        Stats {
+            ready: self.is_ready(),
+            storage_healthy: self.health.is_healthy(),
+            persistent,
+            durability: self.config.durability,
+            petitions: petitions.len() as u64,
+            signatures,
+            accepted_total: self.accepted.load(Ordering::Relaxed),
+            duplicates_total: self.duplicates.load(Ordering::Relaxed),
+            rejected_total: self.rejected.load(Ordering::Relaxed),
+            overloaded_total: self.overloaded.load(Ordering::Relaxed),
+            queue_signatures: self.inflight.load(Ordering::Relaxed) as u64,
+            batches_total: self.batches.load(Ordering::Relaxed),
+            batch_signatures_last: self.batch_signatures_last.load(Ordering::Relaxed),
+            write_latency: self.write_latency.snapshot(),
+            index_entries,
+            index_bytes,
+            counts_bytes,
+            storage_errors_total: self.health.errors_total(),
+            last_storage_error: self.health.last_error(),
+            recovery_loaded: self.recovery_loaded.load(Ordering::Relaxed),
+            recovery_expected: self.recovery_expected.load(Ordering::Relaxed),
+            recovery_seconds: Duration::from_micros(
+                self.recovery_elapsed_us.load(Ordering::Acquire),
+            )
+            .as_secs_f64(),
+            recovery_error: self
+                .readiness
+                .lock()
+                .error
+                .as_ref()
+                .map(ToString::to_string),
+        }
+    }
+}

@@ -1,0 +1,424 @@
+//! The group-commit writer: one thread that owns the store.
+//!
+//! Callers admit signatures into the index as *pending* and send a [`Job`] down an unbounded
+//! channel (the bound is the engine's in-flight signature count, checked before admission). The
+//! writer blocks for the first job, takes every job already queued up to
+//! `batch_signatures_max` signatures, and writes them with their count updates and any milestones
+//! in one `WriteBatch`. Only once that is durable are the index entries committed, counts
+//! published and callers answered. In `sync` durability the writer writes without a sync and
+//! hands the batch to the [`Syncer`], which syncs the log for every batch handed
+//! over so far and then commits and answers, while the writer goes on with the next batch. In
+//! the other durabilities the writer commits by itself. There is no timer: at low load a batch is
+//! one job, under load batches grow by themselves because jobs queue while earlier ones are
+//! written and synced.
+//!
+//! On a failed write nothing in the batch is acknowledged: its index entries are removed, every
+//! caller gets `StorageUnavailable`, and the engine refuses new signatures until the writer has
+//! reopened the store, reconciled memory with what the store really holds (a failed write may
+//! still have reached the log), and seen a probe write succeed.
+//!
+//! The writer is also where the index is rebuilt on open, since it owns the store.
+//!
+//! Layout: this file holds the [`Writer`] thread's loop, its rounds and the deferred duplicates;
+//! `commit` encodes, writes and publishes (or fails) one group; `syncer` is the second stage in
+//! `sync` durability; `recovery` rebuilds the index and brings a failed store back.
+
+mod commit;
+mod recovery;
+pub(crate) mod syncer;
+
+use std::collections::HashMap;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crossbeam_channel::{Receiver, RecvTimeoutError};
+use rocksdb::WriteBatch;
+
+use crate::config::Durability;
+use crate::error::{RecoveryError, StoreError, SubmitError, VerifyError};
+use crate::index::{Insert, Presence};
+use crate::job::{Item, Job, Outcome, SignJob};
+use crate::petition::{Milestone, Petition, PetitionMeta};
+use crate::shared::Shared;
+use crate::store::{self, Store, CF_PETITIONS};
+use syncer::Syncer;
+
+/// How long the writer waits between attempts to bring a failed store back.
+const RECOVERY_BACKOFF: Duration = Duration::from_millis(200);
+/// How long the writer waits for the original of a pending duplicate to arrive in the queue.
+const DEFERRED_POLL: Duration = Duration::from_millis(1);
+
+/// What the writer does when no job came.
+enum Idle {
+    /// The channel is closed, or the engine is shutting down with nothing left: stop.
+    Stop,
+    /// The store is failing: try to bring it back.
+    Recover,
+    /// Duplicates are deferred: see whether their originals have landed.
+    Settle,
+    /// Nothing to do but look at the syncer's progress again.
+    Look,
+}
+
+/// Where the answer to `Shutdown` goes.
+type ShutdownReply = std::sync::mpsc::SyncSender<Result<(), StoreError>>;
+
+/// One group commit's `WriteBatch` and what the commit publishes.
+/// (Built by `commit.rs`; declared here, beside the writer's other state.)
+struct Prepared {
+    batch: WriteBatch,
+    /// Each touched petition and its count after the batch.
+    counts: Vec<(Arc<Petition>, u64)>,
+    /// Per fresh item, its petition's count once it is in.
+    ordinals: Vec<u64>,
+    milestones: Vec<Milestone>,
+    next_milestone_seq: u64,
+}
+
+pub(crate) struct Writer {
+    shared: Arc<Shared>,
+    store: Option<Arc<Store>>,
+    path: PathBuf,
+    /// In `sync` durability, the thread that syncs written batches and answers their callers.
+    syncer: Option<Syncer>,
+    /// Petitions' counts as written, for those whose batches the syncer has not published yet.
+    written_counts: HashMap<u32, u64>,
+    receiver: Receiver<Job>,
+    durability: Durability,
+    batch_signatures_max: usize,
+    next_seq: u64,
+    next_milestone_seq: u64,
+    deferred: Vec<SignJob>,
+}
+
+impl Writer {
+    pub fn new(
+        shared: Arc<Shared>,
+        store: Store,
+        receiver: Receiver<Job>,
+        next_seq: u64,
+        next_milestone_seq: u64,
+    ) -> std::io::Result<Writer> {
+        let durability = shared.config().durability;
+        let batch_signatures_max = shared.config().batch_signatures_max;
+        let syncer = match durability {
+            Durability::Sync => Some(Syncer::start(Arc::clone(&shared))?),
+            Durability::Buffered | Durability::None => None,
+        };
+        Ok(Writer {
+            path: store.path().to_owned(),
+            shared,
+            store: Some(Arc::new(store)),
+            syncer,
+            written_counts: HashMap::new(),
+            receiver,
+            durability,
+            batch_signatures_max,
+            next_seq,
+            next_milestone_seq,
+            deferred: Vec::new(),
+        })
+    }
+
+    /// Rebuilds the index from the store, then serves jobs until shut down.
+    pub fn run(mut self) {
+        if let Err(e) = self.rebuild_index() {
+            self.shared.fail_recovery(RecoveryError::Rebuild(e));
+        } else {
+            self.shared.set_ready();
+        }
+        let mut shutdown = None;
+        loop {
+            let first = match self.next_job(shutdown.is_some()) {
+                Ok(job) => job,
+                Err(Idle::Stop) => break,
+                Err(Idle::Recover) => {
+                    self.try_recover();
+                    continue;
+                }
+                Err(Idle::Settle) => {
+                    self.round(Vec::new());
+                    continue;
+                }
+                Err(Idle::Look) => continue,
+            };
+            if let Some(reply) = self.gather(first) {
+                shutdown = Some(reply);
+            }
+        }
+        self.drain_syncer();
+        self.syncer = None;
+        let result = match &self.store {
+            Some(store) => store.flush(true),
+            None => Ok(()),
+        };
+        self.store = None;
+        if let Some(reply) = shutdown {
+            // The closer may have given up waiting; nothing to do then.
+            let _ = reply.send(result);
+        }
+    }
+
+    /// Waits for the next job as long as the writer's state allows, or says what to do instead.
+    fn next_job(&mut self, shutting_down: bool) -> Result<Job, Idle> {
+        if shutting_down {
+            return match self.receiver.try_recv() {
+                Ok(job) => Ok(job),
+                Err(_) if self.deferred.is_empty() => Err(Idle::Stop),
+                Err(_) => {
+                    // Only deferred duplicates remain; their originals are in flight.
+                    std::thread::sleep(DEFERRED_POLL);
+                    Err(Idle::Settle)
+                }
+            };
+        }
+        let (patience, idle) = if !self.shared.health().is_healthy() {
+            (Some(RECOVERY_BACKOFF), Idle::Recover)
+        } else if self.may_block() {
+            (None, Idle::Stop)
+        } else if self.deferred.is_empty() {
+            // A batch with the syncer may yet fail (or has just failed): look again soon.
+            (Some(RECOVERY_BACKOFF), Idle::Look)
+        } else {
+            (Some(DEFERRED_POLL), Idle::Settle)
+        };
+        let received = match patience {
+            None => self
+                .receiver
+                .recv()
+                .map_err(|_| RecvTimeoutError::Disconnected),
+            Some(timeout) => self.receiver.recv_timeout(timeout),
+        };
+        received.map_err(|error| match error {
+            RecvTimeoutError::Timeout => idle,
+            RecvTimeoutError::Disconnected => Idle::Stop,
+        })
+    }
+
+    /// Takes `first` and every job already queued, up to `batch_signatures_max` signatures, and
+    /// writes the sign jobs as one round; control jobs are handled in queue order. Returns the
+    /// reply channel of a `Shutdown` among them.
+    fn gather(&mut self, first: Job) -> Option<ShutdownReply> {
+        let mut shutdown = None;
+        let mut sign_jobs = Vec::new();
+        let mut signatures = 0usize;
+        let mut next = Some(first);
+        while let Some(job) = next.take() {
+            match job {
+                Job::Sign(job) => {
+                    signatures += job.items.len();
+                    sign_jobs.push(job);
+                }
+                other => {
+                    // Keep order: everything queued before a control job is written first.
+                    self.round(std::mem::take(&mut sign_jobs));
+                    signatures = 0;
+                    if let Some(reply) = self.control(other) {
+                        shutdown = Some(reply);
+                    }
+                }
+            }
+            if signatures < self.batch_signatures_max {
+                next = self.receiver.try_recv().ok();
+            }
+        }
+        if !sign_jobs.is_empty() || !self.deferred.is_empty() {
+            self.round(sign_jobs);
+        }
+        shutdown
+    }
+
+    /// Whether the writer may block until the next job: nothing is deferred, and nothing is
+    /// with the syncer that could still fail or has failed. After a failed sync no job would
+    /// wake the writer to recover (admission refuses while the engine is failing), so it must
+    /// not block then. Asked after the health check: a failure between the two shows here.
+    fn may_block(&self) -> bool {
+        #[cfg(test)]
+        syncer::fault::pause(&self.path, syncer::fault::Point::WriterLoop);
+        self.deferred.is_empty() && self.syncer.as_ref().is_none_or(Syncer::published)
+    }
+
+    /// Handles a control job; returns the reply channel if it was `Shutdown`.
+    fn control(&mut self, job: Job) -> Option<ShutdownReply> {
+        // Control jobs see the store and memory with every earlier batch finished.
+        self.drain_syncer();
+        match job {
+            Job::Sign(_) => unreachable!("sign jobs are batched by the caller"),
+            Job::Petitions(petitions, reply) => {
+                let result = self.write_petitions(&petitions);
+                let _ = reply.send(result);
+                None
+            }
+            Job::Flush(reply) => {
+                let result = match &self.store {
+                    Some(store) if self.shared.health().is_healthy() => {
+                        store.flush(self.durability == Durability::None)
+                    }
+                    _ => Err(StoreError::Failing),
+                };
+                let _ = reply.send(result);
+                None
+            }
+            Job::Verify(reply) => {
+                let result = match &self.store {
+                    Some(store) => crate::verify::verify(&self.shared, store),
+                    None => Err(VerifyError::Store(StoreError::Failing)),
+                };
+                let _ = reply.send(result);
+                None
+            }
+            Job::Shutdown(reply) => Some(reply),
+        }
+    }
+
+    fn write_petitions(&mut self, petitions: &[(u32, PetitionMeta)]) -> Result<(), StoreError> {
+        if !self.shared.health().is_healthy() {
+            self.try_recover();
+        }
+        let Some(store) = &self.store else {
+            return Err(StoreError::Failing);
+        };
+        let mut batch = WriteBatch::default();
+        for (num, meta) in petitions {
+            batch.put_cf(
+                store.cf(CF_PETITIONS),
+                num.to_be_bytes(),
+                store::encode_petition(meta),
+            );
+        }
+        // Petition changes are rare and must survive power loss whatever the signature
+        // durability: always sync.
+        let result = store.write(batch, Durability::Sync);
+        if let Err(e) = &result {
+            self.shared.health().fail(e);
+        }
+        result
+    }
+
+    /// Writes one group commit: every fresh item of `jobs` and of the deferred jobs.
+    fn round(&mut self, jobs: Vec<SignJob>) {
+        // Duplicates awaiting their original are resolved against the index, so the batches the
+        // syncer still holds must be finished (committed or failed) first.
+        let awaiting = !self.deferred.is_empty()
+            || jobs
+                .iter()
+                .any(|job| job.items.iter().any(|item| item.awaiting));
+        if awaiting {
+            self.drain_syncer();
+        }
+        let mut open: Vec<SignJob> = std::mem::take(&mut self.deferred);
+        open.extend(jobs);
+        if !self.shared.health().is_healthy() {
+            self.try_recover();
+        }
+        let healthy = self.shared.health().is_healthy() && self.store.is_some();
+        let generation = self.shared.generation();
+        #[cfg(test)]
+        syncer::fault::pause(&self.path, syncer::fault::Point::WriterRound);
+
+        // Split items into fresh ones to write now and duplicates awaiting their original.
+        let mut fresh: Vec<(usize, Item)> = Vec::new();
+        for (j, job) in open.iter_mut().enumerate() {
+            let mut waiting = Vec::new();
+            for item in std::mem::take(&mut job.items) {
+                if item.awaiting {
+                    waiting.push(item);
+                } else if job.generation != generation
+                    && self.shared.index().presence(item.fp) == Presence::Committed
+                {
+                    // A reconcile found this signer in the store after the item was admitted:
+                    // the write that "failed" had reached the log. It is a duplicate now.
+                    let count = job.petitions[item.petition as usize]
+                        .count
+                        .load(Ordering::Acquire);
+                    job.caller
+                        .answers
+                        .push((item.index, Ok(Outcome::Duplicate { count })));
+                } else {
+                    fresh.push((j, item));
+                }
+            }
+            job.items = waiting;
+        }
+
+        if !fresh.is_empty() {
+            if !healthy {
+                for (j, item) in fresh {
+                    self.shared.index().remove(item.fp);
+                    open[j]
+                        .caller
+                        .answers
+                        .push((item.index, Err(SubmitError::StorageUnavailable)));
+                }
+            } else if !awaiting && self.syncer.is_some() {
+                // Every job is whole once its fresh items are durable: the syncer answers them.
+                self.write_for_syncer(open, fresh);
+                return;
+            } else {
+                self.write_fresh(&mut open, fresh);
+            }
+        }
+        self.settle(open, healthy);
+    }
+
+    /// Resolves duplicates that waited for their original, then answers every job that has
+    /// nothing left open and defers the others.
+    fn settle(&mut self, open: Vec<SignJob>, healthy: bool) {
+        for mut job in open {
+            let mut still = Vec::new();
+            for mut item in std::mem::take(&mut job.items) {
+                if !healthy {
+                    job.caller
+                        .answers
+                        .push((item.index, Err(SubmitError::StorageUnavailable)));
+                    continue;
+                }
+                let petition = &job.petitions[item.petition as usize];
+                match self.shared.index().presence(item.fp) {
+                    Presence::Committed => {
+                        let count = petition.count.load(Ordering::Acquire);
+                        self.shared.count_duplicates(1);
+                        job.caller
+                            .answers
+                            .push((item.index, Ok(Outcome::Duplicate { count })));
+                    }
+                    Presence::Pending => still.push(item),
+                    Presence::Absent => {
+                        // The original failed or was refused: this one becomes the original.
+                        match self.shared.index().insert(item.fp, true) {
+                            Insert::Inserted => {
+                                item.awaiting = false;
+                                still.push(item);
+                            }
+                            Insert::Present(Presence::Committed) => {
+                                let count = petition.count.load(Ordering::Acquire);
+                                self.shared.count_duplicates(1);
+                                job.caller
+                                    .answers
+                                    .push((item.index, Ok(Outcome::Duplicate { count })));
+                            }
+                            Insert::Present(_) => still.push(item),
+                        }
+                    }
+                }
+            }
+            job.items = still;
+            if job.items.is_empty() {
+                syncer::answer(&self.shared, job.caller);
+            } else {
+                self.deferred.push(job);
+            }
+        }
+    }
+
+    /// Waits until the syncer has finished every batch handed to it: then every count written
+    /// is published (or, after a failure, about to be reloaded by the recovery).
+    fn drain_syncer(&mut self) {
+        if let Some(syncer) = &mut self.syncer {
+            syncer.drain();
+        }
+        self.written_counts.clear();
+    }
+}

@@ -1,0 +1,159 @@
+//! Recovery, which the writer runs since it owns the store: rebuilding the index on open, and
+//! bringing a failed store back ([`Writer::try_recover`]).
+
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use rocksdb::WriteBatch;
+
+use super::syncer::Syncer;
+use super::Writer;
+use crate::clock::now_ms;
+use crate::config::Durability;
+use crate::error::StoreError;
+use crate::index::{Insert, Presence};
+use crate::petition::Milestone;
+use crate::record;
+use crate::shared::Shared;
+use crate::store::{Store, CF_META};
+
+impl Writer {
+    /// Reopens the store, reconciles memory with it, and marks the engine healthy if a probe
+    /// write succeeds.
+    pub(super) fn try_recover(&mut self) {
+        if let Some(failure) = self.syncer.as_mut().and_then(Syncer::take_failure) {
+            // The failed batches and every one after them were answered with an error; the
+            // reconcile below finds whichever of them reached the log anyway.
+            self.next_seq = self.next_seq.min(failure.first_seq);
+            self.next_milestone_seq = self.next_milestone_seq.min(failure.first_milestone_seq);
+        }
+        self.written_counts.clear();
+        // RocksDB refuses writes after a failed one until it is reopened (and the drained
+        // syncer holds no handle on it).
+        self.store = None;
+        let store = match Store::open(&self.path) {
+            Ok(store) => store,
+            Err(e) => {
+                self.shared.health().record(&e);
+                return;
+            }
+        };
+        if let Err(e) = self.reconcile(&store) {
+            self.shared.health().record(&e);
+            self.store = Some(Arc::new(store));
+            return;
+        }
+        let mut probe = WriteBatch::default();
+        probe.put_cf(store.cf(CF_META), b"probe", now_ms().to_be_bytes());
+        let result = store.write(probe, Durability::Sync);
+        self.store = Some(Arc::new(store));
+        match result {
+            Ok(()) => self.shared.health().recovered(),
+            Err(e) => self.shared.health().record(&e),
+        }
+    }
+
+    /// Brings memory in line with the store after a failed write: batches that reached the log
+    /// although their write reported failure are committed in the index, and counts and
+    /// milestones are reloaded.
+    fn reconcile(&mut self, store: &Store) -> Result<(), StoreError> {
+        let stored_next = store.next_signature_seq()?;
+        if stored_next > self.next_seq {
+            let index = self.shared.index();
+            store.scan_fingerprints(self.next_seq, |_, batch| {
+                for fp in record::fingerprints(batch) {
+                    if let Insert::Present(Presence::Pending) = index.insert(fp, false) {
+                        index.commit(fp);
+                    }
+                }
+            })?;
+            // Jobs admitted before this point must re-check their items before writing them.
+            self.shared.bump_generation();
+            self.next_seq = stored_next;
+        }
+        for (num, count) in store.load_counts()? {
+            if let Some(petition) = self.shared.registry().by_num(num) {
+                petition.count.store(count, Ordering::Release);
+            }
+        }
+        let mut milestones = Vec::new();
+        for (seq, num, threshold, at) in store.load_milestones(self.next_milestone_seq)? {
+            if let Some(petition) = self.shared.registry().by_num(num) {
+                milestones.push(Milestone {
+                    seq,
+                    petition: petition.id.to_string(),
+                    threshold,
+                    reached_at_ms: at,
+                });
+            }
+            self.next_milestone_seq = seq + 1;
+        }
+        self.shared.publish_milestones(milestones);
+        Ok(())
+    }
+
+    /// Reads every fingerprint batch and inserts it, committed. Two threads: this one reads and
+    /// inserts every other batch, a helper inserts the rest.
+    pub(super) fn rebuild_index(&mut self) -> Result<(), StoreError> {
+        let Some(store) = &self.store else {
+            return Ok(());
+        };
+        let shared = &self.shared;
+        let (sender, receiver) = crossbeam_channel::bounded::<Box<[u8]>>(64);
+        let duplicates = std::thread::scope(|scope| {
+            let helper = scope.spawn(|| {
+                let mut duplicates = 0u64;
+                for batch in receiver {
+                    duplicates += insert_batch(shared, &batch);
+                }
+                duplicates
+            });
+            let mut duplicates = 0u64;
+            let mut alternate = false;
+            let scanned = store.scan_fingerprints(0, |_, batch| {
+                alternate = !alternate;
+                if alternate {
+                    // The helper only stops early if it panicked; then the join below reports it.
+                    let _ = sender.send(batch.into());
+                } else {
+                    duplicates += insert_batch(shared, batch);
+                }
+            });
+            drop(sender);
+            let helper = helper.join().expect("index rebuild helper panicked");
+            scanned.map(|()| duplicates + helper)
+        })?;
+        if duplicates > 0 {
+            return Err(StoreError::Corrupt {
+                what: "fingerprints (a signer is stored twice)",
+            });
+        }
+        let (entries, _) = shared.index().usage();
+        let counted: u64 = shared
+            .registry()
+            .all()
+            .iter()
+            .map(|p| p.count.load(Ordering::Acquire))
+            .sum();
+        if entries != counted {
+            return Err(StoreError::Corrupt {
+                what: "counts (they differ from the stored fingerprints)",
+            });
+        }
+        Ok(())
+    }
+}
+
+/// Inserts one stored fingerprint batch; returns how many were already present.
+fn insert_batch(shared: &Shared, batch: &[u8]) -> u64 {
+    let mut duplicates = 0;
+    let fingerprints = record::fingerprints(batch);
+    let n = fingerprints.len();
+    for fp in fingerprints {
+        if shared.index().insert(fp, false) != Insert::Inserted {
+            duplicates += 1;
+        }
+    }
+    shared.count_recovered(n as u64);
+    duplicates
+}
