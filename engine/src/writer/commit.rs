@@ -1,5 +1,8 @@
 //! The commit of one group: encoding its `WriteBatch` ([`Writer::prepare`]), writing it, and
 //! then either publishing it (or handing it to the syncer) or failing it.
+//!
+//! Where the batch is built its invariants are checked: at least one signature, each fingerprint
+//! once, one fingerprint per record, and counts that grow by exactly the signers written.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
@@ -24,6 +27,14 @@ impl Writer {
     /// Encodes one `WriteBatch` of `fresh`: the signature records, their fingerprints, the
     /// touched petitions' counts and the milestones those cross.
     fn prepare(&self, store: &Store, open: &[SignJob], fresh: &[(usize, Item)]) -> Prepared {
+        assert!(!fresh.is_empty(), "a batch writes at least one signature");
+        debug_assert!(
+            {
+                let mut seen = std::collections::HashSet::with_capacity(fresh.len());
+                fresh.iter().all(|(_, item)| seen.insert(item.fp))
+            },
+            "a fingerprint is written once per batch"
+        );
         let first_seq = self.next_seq;
         let mut batch = WriteBatch::default();
         let mut fingerprints = Vec::with_capacity(fresh.len() * Fingerprint::BYTES);
@@ -44,17 +55,28 @@ impl Writer {
             });
             entry.2 += 1;
             ordinals.push(entry.2);
-            batch.put_cf(
-                signatures_cf,
-                seq.to_be_bytes(),
-                &job.records[item.record.clone()],
+            let record = &job.records[item.record.clone()];
+            debug_assert!(
+                record::decode(record).is_ok_and(|r| r.petition == petition.num),
+                "a record decodes and names its item's petition"
             );
+            batch.put_cf(signatures_cf, seq.to_be_bytes(), record);
             record::push_fingerprint(&mut fingerprints, item.fp);
         }
+        assert_eq!(fingerprints.len(), fresh.len() * Fingerprint::BYTES);
         batch.put_cf(
             store.cf(CF_FINGERPRINTS),
             first_seq.to_be_bytes(),
             &fingerprints,
+        );
+        let grown: u64 = touched
+            .values()
+            .map(|(_, before, after)| after - before)
+            .sum();
+        assert_eq!(
+            grown,
+            fresh.len() as u64,
+            "counts grow by the signers written"
         );
         let (milestones, next_milestone_seq) = self.put_counts(store, &mut batch, &touched);
         Prepared {

@@ -1,5 +1,9 @@
 //! Recovery, which the writer runs since it owns the store: rebuilding the index on open, and
 //! bringing a failed store back ([`Writer::try_recover`]).
+//!
+//! Where recovery reads fingerprint batches back they are checked: each a whole number of
+//! fingerprints (`record.rs`), none overlapping the one before, no signer stored twice, and the
+//! counts equal to the signers stored.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
@@ -11,6 +15,7 @@ use super::Writer;
 use crate::clock::now_ms;
 use crate::config::Durability;
 use crate::error::StoreError;
+use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::petition::Milestone;
 use crate::record;
@@ -60,13 +65,16 @@ impl Writer {
         let stored_next = store.next_signature_seq()?;
         if stored_next > self.next_seq {
             let index = self.shared.index();
-            store.scan_fingerprints(self.next_seq, |_, batch| {
+            let mut sequence = Sequence::starting_at(self.next_seq);
+            store.scan_fingerprints(self.next_seq, |first, batch| {
+                sequence.follow(first, batch);
                 for fp in record::fingerprints(batch) {
                     if let Insert::Present(Presence::Pending) = index.insert(fp, false) {
                         index.commit(fp);
                     }
                 }
             })?;
+            sequence.check()?;
             // Jobs admitted before this point must re-check their items before writing them.
             self.shared.bump_generation();
             self.next_seq = stored_next;
@@ -110,7 +118,9 @@ impl Writer {
             });
             let mut duplicates = 0u64;
             let mut alternate = false;
-            let scanned = store.scan_fingerprints(0, |_, batch| {
+            let mut sequence = Sequence::starting_at(0);
+            let scanned = store.scan_fingerprints(0, |first, batch| {
+                sequence.follow(first, batch);
                 alternate = !alternate;
                 if alternate {
                     // The helper only stops early if it panicked; then the join below reports it.
@@ -121,7 +131,9 @@ impl Writer {
             });
             drop(sender);
             let helper = helper.join().expect("index rebuild helper panicked");
-            scanned.map(|()| duplicates + helper)
+            scanned
+                .and_then(|()| sequence.check())
+                .map(|()| duplicates + helper)
         })?;
         if duplicates > 0 {
             return Err(StoreError::Corrupt {
@@ -156,4 +168,36 @@ fn insert_batch(shared: &Shared, batch: &[u8]) -> u64 {
     }
     shared.count_recovered(n as u64);
     duplicates
+}
+
+/// Follows fingerprint batches as recovery reads them back in key order: each holds at least one
+/// fingerprint and starts at or past the end of the one before (the writer hands out sequences
+/// in order and never writes an empty batch).
+struct Sequence {
+    next: u64,
+    broken: bool,
+}
+
+impl Sequence {
+    /// Batches from sequence `from` on.
+    fn starting_at(from: u64) -> Sequence {
+        Sequence {
+            next: from,
+            broken: false,
+        }
+    }
+
+    fn follow(&mut self, first: u64, batch: &[u8]) {
+        self.broken |= batch.is_empty() || first < self.next;
+        self.next = first + (batch.len() / Fingerprint::BYTES) as u64;
+    }
+
+    fn check(&self) -> Result<(), StoreError> {
+        if self.broken {
+            return Err(StoreError::Corrupt {
+                what: "fingerprint batches (empty or overlapping)",
+            });
+        }
+        Ok(())
+    }
 }
