@@ -130,6 +130,8 @@ impl Writer {
                 }
             });
             drop(sender);
+            // The helper panics only on a broken invariant of the index; re-raise it here rather
+            // than report a half-built index as ready.
             let helper = helper.join().expect("index rebuild helper panicked");
             scanned
                 .and_then(|()| sequence.check())
