@@ -381,7 +381,7 @@ impl Call<'_> {
 
 /// `a == b` for petition ids (at most 64 bytes, usually a few) without a call into the C
 /// library's `bcmp`: admission compares every signature's petition with the latest two of its
-/// call, and that call was 6% of in-memory admission's time.
+/// call, and that call was 6% of in-memory admission's time (commit 51ed48e, 2026-11-29).
 #[inline]
 fn same_id(a: &str, b: &str) -> bool {
     a.len() == b.len()

@@ -117,7 +117,7 @@ fn db_options(direct_io: bool) -> Options {
     // Flushes and compactions write past the page cache. Buffered, a 128 MiB flush left dirty
     // pages whose writeback the WAL's fdatasync then waited behind (ext4 orders data before
     // its journal commit): with it, p99 ack latency at half load fell from ~10.5 ms to ~3.3 ms
-    // in 3 of 3 alternating pairs (BENCHMARKS.md, P7).
+    // in 3 of 3 alternating pairs (commit 69bfb18, 2026-11-29).
     options.set_use_direct_io_for_flush_and_compaction(direct_io);
     options
 }
@@ -157,7 +157,8 @@ impl Store {
         // Flushes and compactions run at a lower CPU priority (RocksDB's process-wide default
         // thread pools), so on two cores they take the CPU the writer and callers leave rather
         // than delay an acknowledgement: p99 ack latency at half load was lower in 3 of 3
-        // alternating pairs, and sustained throughput did not change (BENCHMARKS.md, P7).
+        // alternating pairs, and sustained throughput did not change (commit 5943730,
+        // 2026-11-29).
         let mut env = rocksdb::Env::new()?;
         env.lower_thread_pool_cpu_priority();
         env.lower_high_priority_thread_pool_cpu_priority();
