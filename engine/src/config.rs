@@ -19,6 +19,9 @@ pub enum Durability {
 }
 
 impl Durability {
+    /// Every durability, strongest first.
+    pub const ALL: [Durability; 3] = [Durability::Sync, Durability::Buffered, Durability::None];
+
     /// Lower-case name, as flags and logs spell it.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -30,19 +33,21 @@ impl Durability {
 }
 
 impl std::str::FromStr for Durability {
-    type Err = String;
+    type Err = ParseDurabilityError;
 
-    fn from_str(s: &str) -> Result<Durability, String> {
-        match s {
-            "sync" => Ok(Durability::Sync),
-            "buffered" => Ok(Durability::Buffered),
-            "none" => Ok(Durability::None),
-            other => Err(format!(
-                "unknown durability {other:?}: expected sync, buffered or none"
-            )),
-        }
+    /// Parses a name as [`Durability::as_str`] spells it.
+    fn from_str(s: &str) -> Result<Durability, ParseDurabilityError> {
+        Durability::ALL
+            .into_iter()
+            .find(|durability| durability.as_str() == s)
+            .ok_or_else(|| ParseDurabilityError(s.to_owned()))
     }
 }
+
+/// A durability name that is not one of [`Durability::ALL`]'s.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("unknown durability {0:?}: expected sync, buffered or none")]
+pub struct ParseDurabilityError(pub String);
 
 impl std::fmt::Display for Durability {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -104,5 +109,23 @@ impl Config {
             durability: Durability::Sync,
             ..Config::in_memory()
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durability_names_round_trip_and_others_are_refused() {
+        for durability in Durability::ALL {
+            assert_eq!(durability.as_str().parse(), Ok(durability));
+        }
+        let refused = "Sync".parse::<Durability>();
+        assert_eq!(refused, Err(ParseDurabilityError("Sync".to_owned())));
+        assert_eq!(
+            refused.expect_err("refused").to_string(),
+            "unknown durability \"Sync\": expected sync, buffered or none"
+        );
     }
 }

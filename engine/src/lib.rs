@@ -63,7 +63,7 @@ mod store;
 mod verify;
 mod writer;
 
-pub use crate::config::{Config, Durability, Storage};
+pub use crate::config::{Config, Durability, ParseDurabilityError, Storage};
 pub use crate::engine::{Engine, Registered};
 pub use crate::error::{
     FlushError, OpenError, PetitionError, RecoveryError, StoreError, SubmitError, VerifyError,

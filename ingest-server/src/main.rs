@@ -37,7 +37,12 @@ struct Args {
     in_memory: bool,
     /// When a signature is acknowledged: sync (fsync'd, survives power loss), buffered (written
     /// to the OS, survives a process crash), none (benchmarks only).
-    #[arg(long, env = "INGEST_DURABILITY", default_value_t = Durability::Sync)]
+    #[arg(
+        long,
+        env = "INGEST_DURABILITY",
+        default_value_t = Durability::Sync,
+        value_parser = durability_parser()
+    )]
     durability: Durability,
     /// API key as ROLE:KEY with ROLE ingest or admin; repeat for more. Env: comma-separated.
     /// With none, the server runs in open mode (anyone may write) and warns loudly.
@@ -91,6 +96,15 @@ struct Args {
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+}
+
+/// `--durability`: the engine's own names and parser, listed in `--help` and in errors.
+fn durability_parser() -> impl clap::builder::TypedValueParser<Value = Durability> {
+    use clap::builder::TypedValueParser;
+    clap::builder::PossibleValuesParser::new(Durability::ALL.map(Durability::as_str)).map(|name| {
+        name.parse::<Durability>()
+            .expect("each possible value is a durability's own name")
+    })
 }
 
 fn main() -> ExitCode {
