@@ -6,9 +6,10 @@
 #
 #   1. capacity: engine-bench durable, closed loop, the P7 call shape (8 threads, calls of 64,
 #      sync), unless RATE is given; half of it is the load from then on;
-#   2. PAIRS × (engine-bench floor, then engine-bench durable --rate), each SECONDS long, with
-#      `sync` and 4 s of rest before each run; prints each pair's p99s and their ratio, then
-#      the medians (target: engine p99 ≤ 2× the floor's p99);
+#   2. PAIRS × (engine-bench floor and engine-bench durable --rate, floor first in odd pairs,
+#      engine first in even ones), each SECONDS long, with `sync` and 4 s of rest before each
+#      run; prints each pair's p99s and their ratio, then the medians (target: engine p99 ≤ 2×
+#      the floor's p99);
 #   3. one engine run of LONG_SECONDS at the same rate: its p99.9 (target ≤ 25 ms) and its
 #      stalls beside what RocksDB was doing then.
 #
@@ -41,6 +42,10 @@ rest() {
 }
 
 echo "# p7: $pairs pairs of $seconds s, commit $(git -C "$here" rev-parse --short HEAD), $(date -u +%FT%TZ)"
+# The disk, probed once here rather than by every run (the probe writes 256 MiB just before it).
+"$bench" floor --data-dir "$data/probe" --signatures 6400 --threads 1 --batch 64 --rate 64000 |
+  grep '^disk:'
+rm -rf "$data/probe"
 if [ -z "$rate" ]; then
   rest
   "$bench" durable --signatures 6000000 --petitions 10000 --shape viral --hot-share 0.9 \
@@ -52,17 +57,29 @@ fi
 signatures=$((rate * seconds))
 echo "# half load: $rate signatures/s in calls of 64 from 8 threads"
 
-ratios=()
-for i in $(seq 1 "$pairs"); do
+floor() { # pair
   rest
   "$bench" floor --data-dir "$data/floor" --signatures "$signatures" --threads 8 --batch 64 \
-    --rate "$rate" --json "$out/p7-floor-$i.json"
+    --rate "$rate" --no-disk-probe --json "$out/p7-floor-$1.json"
   rm -rf "$data/floor"
+}
+engine() { # pair
   rest
   "$bench" durable --signatures "$signatures" --petitions 10000 --shape viral --hot-share 0.9 \
     --durability sync --data-dir "$data/engine" --threads 8 --batch 64 --rate "$rate" \
-    --progress-s 0 --json "$out/p7-engine-$i.json"
+    --no-disk-probe --progress-s 0 --json "$out/p7-engine-$1.json"
   rm -rf "$data/engine"
+}
+
+ratios=()
+for i in $(seq 1 "$pairs"); do
+  if [ $((i % 2)) -eq 1 ]; then
+    floor "$i"
+    engine "$i"
+  else
+    engine "$i"
+    floor "$i"
+  fi
   floor_p99=$(field "$out/p7-floor-$i.json" ack_latency_us_p99)
   engine_p99=$(field "$out/p7-engine-$i.json" ack_latency_us_p99)
   ratio=$(awk -v e="$engine_p99" -v f="$floor_p99" 'BEGIN {printf "%.2f", e / f}')
@@ -79,7 +96,7 @@ if [ "$long" -gt 0 ]; then
   echo "## long run: $long s at $rate signatures/s"
   "$bench" durable --signatures $((rate * long)) --petitions 10000 --shape viral --hot-share 0.9 \
     --durability sync --data-dir "$data/long" --threads 8 --batch 64 --rate "$rate" \
-    --progress-s 60 --json "$out/p7-long.json"
+    --no-disk-probe --progress-s 60 --json "$out/p7-long.json"
   rm -rf "$data/long"
   echo "## long run: p99.9 $(field "$out/p7-long.json" ack_latency_us_p999) µs (target ≤ 25,000 µs)"
 fi

@@ -81,9 +81,7 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
     let (sender, receiver) = crossbeam_channel::unbounded::<Request>();
     let finished = AtomicBool::new(false);
     let started = Instant::now();
-    let epoch = Instant::now();
     let outcome = std::thread::scope(|scope| {
-        let wake = scope.spawn(|| measure_wake_lateness(epoch, &finished));
         let writer = scope.spawn(move || -> std::io::Result<(Histogram<u64>, u64)> {
             let mut sync_us = latency_histogram();
             let mut groups = 0u64;
@@ -106,6 +104,10 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
             }
             Ok((sync_us, groups))
         });
+        let epoch = Instant::now();
+        let epoch_unix_us = crate::stalls::unix_us_of(epoch);
+        let finished = &finished;
+        let wake = scope.spawn(move || measure_wake_lateness(epoch, finished));
         let callers: Vec<_> = (0..threads)
             .map(|t| {
                 let sender = sender.clone();
@@ -162,7 +164,7 @@ pub fn run(floor: &Floor, dir: &Path) -> std::io::Result<FloorResult> {
             late_wakes: wake.late_wakes,
             slow_calls,
             slow_calls_dropped,
-            epoch_unix_us: crate::stalls::unix_us_of(epoch),
+            epoch_unix_us,
             late_calls,
             groups,
             elapsed,

@@ -304,9 +304,9 @@ impl Explained {
     }
 }
 
-/// Puts each stall beside the jobs that overlapped it and the late wake-ups within it.
-/// `epoch_unix_us` is the run's epoch on the Unix clock; `late_wakes` are `(µs after the epoch,
-/// µs late)`. A job counts if it ran within the stall or ended at most [`STALL_GAP`] before it.
+/// Puts each stall beside the jobs that overlapped it and the late wake-ups that overran into it.
+/// `epoch_unix_us` is the run's epoch on the Unix clock; `late_wakes` are `(µs after the epoch
+/// when the 1 ms sleep began, µs late)`. A job counts if it ran within the stall or ended at most [`STALL_GAP`] before it.
 pub fn explain(
     stalls: &[Stall],
     jobs: &[Job],
@@ -318,7 +318,7 @@ pub fn explain(
         .iter()
         .map(|stall| {
             let (start, end) = (epoch_unix_us + stall.start_us, epoch_unix_us + stall.end_us);
-            let mut overlapping: Vec<JobKind> = [
+            let overlapping: Vec<JobKind> = [
                 JobKind::WalSwitch,
                 JobKind::Flush,
                 JobKind::Compaction,
@@ -331,10 +331,11 @@ pub fn explain(
                 })
             })
             .collect();
-            overlapping.dedup();
+            // A wake-up counts if its sleep overran into the stall: it began before the stall
+            // ended and woke (1 ms + late after it began) after the stall began.
             let wake_late_us = late_wakes
                 .iter()
-                .filter(|&&(at, _)| at >= stall.start_us && at <= stall.end_us)
+                .filter(|&&(at, late)| at <= stall.end_us && at + 1_000 + late >= stall.start_us)
                 .map(|&(_, late)| late)
                 .max()
                 .unwrap_or(0);
@@ -347,7 +348,8 @@ pub fn explain(
         .collect()
 }
 
-/// The Unix time of `epoch`, in µs, read as close to it as this thread can.
+/// The Unix time of `epoch`, in µs; read it right after taking `epoch`, so that a later step of the
+/// wall clock does not move it.
 pub fn unix_us_of(epoch: Instant) -> u64 {
     let now_unix = SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -474,7 +476,8 @@ not a log line
                 stall(30.0, 20),
             ],
             &jobs,
-            &[(20_010_000, 8_000)],
+            // The first sleep began 6 ms before the 20 s stall and woke 8 ms late, inside it.
+            &[(19_994_000, 8_000), (29_000_000, 500)],
             epoch_unix_us,
         );
         let causes: Vec<_> = found.iter().map(Explained::cause).collect();

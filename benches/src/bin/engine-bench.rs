@@ -491,6 +491,7 @@ fn drive(
         });
         let wake_finished = Arc::clone(&finished);
         let epoch = Instant::now();
+        let epoch_unix_us = stalls::unix_us_of(epoch);
         let wake =
             measure_wake.then(|| scope.spawn(move || measure_wake_lateness(epoch, &wake_finished)));
         let handles: Vec<_> = (0..threads)
@@ -571,7 +572,7 @@ fn drive(
                 late_wakes: Vec::new(),
             },
         };
-        (results, late, elapsed, stalls::unix_us_of(epoch))
+        (results, late, elapsed, epoch_unix_us)
     });
     // Free the input before the caller measures memory.
     drop(inputs);
