@@ -38,7 +38,7 @@ pub(crate) struct Shared {
     readiness: Mutex<Readiness>,
     ready_changed: Condvar,
     ready_fast: AtomicBool,
-    /// Bumped by every reconcile; see `writer.rs`.
+    /// Bumped by every reconcile; see `writer/mod.rs` (rounds) and `writer/recovery.rs`.
     generation: AtomicU64,
     accepted: AtomicU64,
     duplicates: AtomicU64,

@@ -1,8 +1,9 @@
 //! The commit of one group: encoding its `WriteBatch` ([`Writer::prepare`]), writing it, and
 //! then either publishing it (or handing it to the syncer) or failing it.
 //!
-//! Where the batch is built its invariants are checked: at least one signature, each fingerprint
-//! once, one fingerprint per record, and counts that grow by exactly the signers written.
+//! Where the batch is built its invariants are checked: at least one signature, one fingerprint
+//! per record, and counts that grow by exactly the signers written; in debug builds also each
+//! fingerprint once and every record decoding to its petition.
 
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
