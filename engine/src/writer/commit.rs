@@ -232,6 +232,12 @@ impl Writer {
     /// until the store is recovered.
     fn fail_fresh(&self, open: &mut [SignJob], fresh: Vec<(usize, Item)>, e: &StoreError) {
         self.shared.health().fail(e);
+        self.refuse_fresh(open, fresh);
+    }
+
+    /// Answers `fresh` with `StorageUnavailable` and takes its fingerprints back out of the
+    /// index: nothing of it was written.
+    pub(super) fn refuse_fresh(&self, open: &mut [SignJob], fresh: Vec<(usize, Item)>) {
         for (j, item) in fresh {
             self.shared.index().remove(item.fp);
             open[j]

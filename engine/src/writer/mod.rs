@@ -345,13 +345,7 @@ impl Writer {
 
         if !fresh.is_empty() {
             if !healthy {
-                for (j, item) in fresh {
-                    self.shared.index().remove(item.fp);
-                    open[j]
-                        .caller
-                        .answers
-                        .push((item.index, Err(SubmitError::StorageUnavailable)));
-                }
+                self.refuse_fresh(&mut open, fresh);
             } else if !awaiting && self.syncer.is_some() {
                 // Every job is whole once its fresh items are durable: the syncer answers them.
                 self.write_for_syncer(open, fresh);
