@@ -90,6 +90,17 @@ pub(crate) struct Caller {
     pub key: Option<usize>,
 }
 
+/// What the rate limit says to a request of `n` signatures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Take {
+    /// Taken from the bucket: go ahead.
+    Taken,
+    /// The bucket is short now; it refills, so retry later (429).
+    Short,
+    /// More than a full bucket holds: no retry can succeed; split the request (422).
+    Never,
+}
+
 /// Why a request is not authorized.
 pub(crate) enum Denied {
     /// No key, or a key that is not configured: 401.
@@ -142,7 +153,7 @@ impl Keys {
             return Ok(Caller { key: None });
         }
         let presented = header
-            .and_then(|h| h.strip_prefix(b"Bearer "))
+            .and_then(bearer_token)
             .ok_or(Denied::Unauthenticated)?;
         let presented = digest(self.seed, presented);
         let mut found: Option<(usize, Role)> = None;
@@ -163,20 +174,44 @@ impl Keys {
         caller.key.map(|index| self.sources[index].as_str())
     }
 
-    /// Takes `n` signatures from the caller's rate budget. `false`: over the limit.
-    pub fn take(&self, caller: Caller, n: u64) -> bool {
+    /// Takes `n` signatures from the caller's rate budget.
+    pub fn take(&self, caller: Caller, n: u64) -> Take {
         if self.rate_per_s == 0 {
-            return true;
+            return Take::Taken;
         }
         let Some(index) = caller.key else {
-            return true;
+            return Take::Taken;
         };
+        if n > u64::from(self.rate_per_s) {
+            return Take::Never;
+        }
         let mut bucket = match self.limiters[index].lock() {
             Ok(bucket) => bucket,
             Err(poisoned) => poisoned.into_inner(),
         };
-        bucket.take(self.rate_per_s, n)
+        if bucket.take(self.rate_per_s, n) {
+            Take::Taken
+        } else {
+            Take::Short
+        }
     }
+
+    /// The most signatures one request may carry under the rate limit (`None`: no limit).
+    pub fn burst(&self) -> Option<u32> {
+        (self.rate_per_s > 0).then_some(self.rate_per_s)
+    }
+}
+
+/// The token of an `Authorization: Bearer <token>` value. The scheme is case-insensitive and
+/// one or more spaces separate it from the token (RFC 9110 §11.1, §11.4).
+fn bearer_token(value: &[u8]) -> Option<&[u8]> {
+    const SCHEME: &[u8] = b"bearer";
+    if value.len() <= SCHEME.len() || !value[..SCHEME.len()].eq_ignore_ascii_case(SCHEME) {
+        return None;
+    }
+    let rest = &value[SCHEME.len()..];
+    let token = rest.trim_ascii_start();
+    (token.len() < rest.len() && rest[0] == b' ' && !token.is_empty()).then_some(token)
 }
 
 fn digest(seed: u64, key: &[u8]) -> [u8; 16] {
@@ -269,6 +304,58 @@ mod tests {
                 Err(Denied::Unauthenticated)
             ));
         }
+    }
+
+    #[test]
+    fn bearer_scheme_is_case_insensitive_with_one_or_more_spaces() {
+        let keys = Keys::new(&["ingest:ingest-key-1".parse().expect("key")], 0);
+        for header in [
+            &b"Bearer ingest-key-1"[..],
+            b"bearer ingest-key-1",
+            b"BEARER ingest-key-1",
+            b"bEaReR   ingest-key-1",
+        ] {
+            assert!(
+                keys.authorize(Some(header), Role::Ingest).is_ok(),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+        for header in [
+            &b"Bearer"[..],
+            b"Bearer ",
+            b"Bearer   ",
+            b"Bearer\tingest-key-1",
+            b"Bearer:ingest-key-1",
+            b"Bearerx ingest-key-1",
+            b"Basic ingest-key-1",
+            b" Bearer ingest-key-1",
+        ] {
+            assert!(
+                matches!(
+                    keys.authorize(Some(header), Role::Ingest),
+                    Err(Denied::Unauthenticated)
+                ),
+                "{}",
+                String::from_utf8_lossy(header)
+            );
+        }
+    }
+
+    #[test]
+    fn a_request_larger_than_a_full_bucket_is_never_taken() {
+        let keys = Keys::new(&["ingest:ingest-key-1".parse().expect("key")], 5);
+        let caller = keys
+            .authorize(Some(b"Bearer ingest-key-1"), Role::Ingest)
+            .ok()
+            .expect("authorized");
+        assert_eq!(keys.burst(), Some(5));
+        assert_eq!(keys.take(caller, 6), Take::Never);
+        assert_eq!(keys.take(caller, 5), Take::Taken, "Never took nothing");
+        assert_eq!(keys.take(caller, 5), Take::Short);
+        let open = Keys::new(&["ingest:ingest-key-1".parse().expect("key")], 0);
+        assert_eq!(open.burst(), None);
+        assert_eq!(open.take(caller, 1_000_000), Take::Taken);
     }
 
     #[test]

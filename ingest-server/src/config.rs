@@ -17,9 +17,16 @@ pub struct ServerConfig {
     pub body_bytes_max: usize,
     /// Largest body of a batch request, in bytes.
     pub batch_bytes_max: usize,
+    /// Most bytes of request bodies held at once, across all connections: bodies being read
+    /// and bodies read but not yet handed to the engine. Charged as bytes arrive, so a body
+    /// that stalls holds only what it sent; past it, 503 `overloaded`. Never less than
+    /// `batch_bytes_max` (it is raised to that if set lower).
+    pub body_buffer_bytes_max: usize,
     /// Most lines in one batch request.
     pub batch_lines_max: usize,
-    /// A request's headers must arrive within this time (slowloris protection).
+    /// A request's headers must arrive within this time (slowloris protection). The clock
+    /// starts when the connection is accepted, and again at the first byte of each later
+    /// request.
     pub header_read_timeout: Duration,
     /// A keep-alive connection with no request for this long is closed.
     pub idle_timeout: Duration,
@@ -27,9 +34,11 @@ pub struct ServerConfig {
     pub body_read_timeout: Duration,
     /// Most open connections; past it new connections get 503 and are closed.
     pub connections_max: usize,
-    /// Most single-signature and admin requests in flight; past it, 503 at once.
+    /// Most single-signature and admin requests in flight; past it, 503 at once. A request
+    /// takes its slot once its body is read, so slow bodies never hold one.
     pub inflight_max: usize,
-    /// Most batch requests in flight (each may hold `batch_bytes_max`); past it, 503 at once.
+    /// Most batch requests in flight; past it, 503 at once. Taken once the body is read, as
+    /// for `inflight_max`.
     pub batch_inflight_max: usize,
     /// Signatures per second each API key may submit (0: no limit); past it, 429.
     pub rate_limit_per_key: u32,
@@ -46,6 +55,7 @@ impl Default for ServerConfig {
             api_keys: Vec::new(),
             body_bytes_max: 16 * 1024,
             batch_bytes_max: 8 * 1024 * 1024,
+            body_buffer_bytes_max: 256 * 1024 * 1024,
             batch_lines_max: 10_000,
             header_read_timeout: Duration::from_secs(10),
             idle_timeout: Duration::from_secs(60),

@@ -59,10 +59,15 @@ struct Args {
     /// Largest batch request body, in bytes.
     #[arg(long, env = "INGEST_BATCH_BYTES_MAX", default_value_t = 8 * 1024 * 1024)]
     batch_bytes_max: usize,
+    /// Most bytes of request bodies held at once across all connections (bodies being read and
+    /// read ones not yet handed to the engine); past it, 503. At least --batch-bytes-max.
+    #[arg(long, env = "INGEST_BODY_BUFFER_BYTES_MAX", default_value_t = 256 * 1024 * 1024)]
+    body_buffer_bytes_max: usize,
     /// Most lines in one batch request.
     #[arg(long, env = "INGEST_BATCH_LINES_MAX", default_value_t = 10_000)]
     batch_lines_max: usize,
-    /// Time allowed for a request's headers (slowloris protection), e.g. 10s.
+    /// Time allowed for a request's headers (slowloris protection), counted from the accept
+    /// for a connection's first request, e.g. 10s.
     #[arg(long, env = "INGEST_HEADER_TIMEOUT", default_value = "10s", value_parser = duration)]
     header_timeout: Duration,
     /// A keep-alive connection without a request for this long is closed, e.g. 60s.
@@ -166,6 +171,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     server_config.api_keys = args.api_keys;
     server_config.body_bytes_max = args.body_bytes_max;
     server_config.batch_bytes_max = args.batch_bytes_max;
+    server_config.body_buffer_bytes_max = args.body_buffer_bytes_max;
     server_config.batch_lines_max = args.batch_lines_max;
     server_config.header_read_timeout = args.header_timeout;
     server_config.body_read_timeout = args.body_timeout;

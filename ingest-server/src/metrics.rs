@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::request::BodyBudget;
 use crate::routes::RouteId;
 
 /// The outcome of one signature, as counted in `ingest_signatures_total{outcome}`. The labels
@@ -28,6 +29,8 @@ pub(crate) enum SignatureOutcome {
     UnknownPetition,
     PetitionClosed,
     RateLimited,
+    /// A batch with more signatures than the per-key rate's full bucket: never taken.
+    BatchExceedsRate,
     Overloaded,
     StorageUnavailable,
     Recovering,
@@ -38,7 +41,7 @@ pub(crate) enum SignatureOutcome {
 
 impl SignatureOutcome {
     /// Every outcome, in the order of the variants (`outcome as usize` indexes this).
-    pub const ALL: [SignatureOutcome; 12] = [
+    pub const ALL: [SignatureOutcome; 13] = [
         SignatureOutcome::Accepted,
         SignatureOutcome::Duplicate,
         SignatureOutcome::InvalidSignature,
@@ -46,6 +49,7 @@ impl SignatureOutcome {
         SignatureOutcome::UnknownPetition,
         SignatureOutcome::PetitionClosed,
         SignatureOutcome::RateLimited,
+        SignatureOutcome::BatchExceedsRate,
         SignatureOutcome::Overloaded,
         SignatureOutcome::StorageUnavailable,
         SignatureOutcome::Recovering,
@@ -63,6 +67,7 @@ impl SignatureOutcome {
             SignatureOutcome::UnknownPetition => "unknown_petition",
             SignatureOutcome::PetitionClosed => "petition_closed",
             SignatureOutcome::RateLimited => "rate_limited",
+            SignatureOutcome::BatchExceedsRate => "batch_exceeds_rate",
             SignatureOutcome::Overloaded => "overloaded",
             SignatureOutcome::StorageUnavailable => "storage_unavailable",
             SignatureOutcome::Recovering => "recovering",
@@ -144,12 +149,21 @@ impl Metrics {
 struct Scrape {
     metrics: Arc<Metrics>,
     engine: Engine,
+    body_budget: Arc<BodyBudget>,
 }
 
 /// A registry holding the scrape collector, with the `ingest` prefix.
-pub(crate) fn registry(metrics: Arc<Metrics>, engine: Engine) -> Registry {
+pub(crate) fn registry(
+    metrics: Arc<Metrics>,
+    engine: Engine,
+    body_budget: Arc<BodyBudget>,
+) -> Registry {
     let mut registry = Registry::with_prefix("ingest");
-    registry.register_collector(Box::new(Scrape { metrics, engine }));
+    registry.register_collector(Box::new(Scrape {
+        metrics,
+        engine,
+        body_budget,
+    }));
     registry
 }
 
@@ -279,14 +293,19 @@ impl Collector for Scrape {
         counter(
             &mut encoder,
             "requests_shed",
-            "Requests answered 503 at once because the in-flight limit was reached",
+            "Requests answered 503 at once because an in-flight limit or the body budget was reached",
             m.shed.load(Ordering::Relaxed),
         )?;
-        let gauges: [(&str, &str, f64); 10] = [
+        let gauges: [(&str, &str, f64); 11] = [
             (
                 "connections_open",
                 "Open HTTP connections",
                 m.connections_open.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "body_buffer_bytes",
+                "Bytes of request bodies held now (read or being read), against the body budget",
+                self.body_budget.held() as f64,
             ),
             (
                 "queue_signatures",

@@ -1,25 +1,25 @@
-//! What handlers check of a request before their work: the API key and its role, a free
-//! in-flight slot, the content type, a body within its byte limit and time; and the query
-//! string's pairs.
+//! What handlers check of a request before their work: the API key and its role, the content
+//! type, a body within its byte limit, its time and the body budget, then a free in-flight
+//! slot; what is done with a body a handler left unread; and the query string's pairs.
 
 // Checks return `Result<_, Response>` where the error is the finished answer to send; it is
 // built once per refused request, so its size does not matter.
 #![allow(clippy::result_large_err)]
 
 use std::future::Future;
-use std::sync::atomic::Ordering;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::Poll;
 
-use bytes::Bytes;
-use http_body_util::{BodyExt, LengthLimitError, Limited};
-use hyper::body::Incoming;
+use bytes::{Bytes, BytesMut};
+use http_body_util::BodyExt;
+use hyper::body::{Body as _, Incoming};
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, Denied, Role};
-use crate::response::{close_connection, error, Response};
+use crate::response::{close_connection, error, shed, Response};
 use crate::state::State;
 
 /// The caller, if its API key may act as `needed`; else 401 or 403.
@@ -86,13 +86,141 @@ pub(crate) fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), 
     }
 }
 
+/// A request's body, lent to its handler. `handle` looks at it after the handler answered: a
+/// body the handler did not read is drained if it has already arrived, else the answer says
+/// `Connection: close` (see [`finish_unread`]).
+pub(crate) struct Body {
+    incoming: Incoming,
+    /// Read to its end by [`read_body`].
+    read: bool,
+}
+
+impl Body {
+    pub fn new(incoming: Incoming) -> Body {
+        Body {
+            incoming,
+            read: false,
+        }
+    }
+}
+
+/// The most bytes of an unread body drained to keep its connection open; a larger one, or one
+/// that has not arrived, closes the connection instead.
+const DRAIN_BYTES_MAX: usize = 64 * 1024;
+
+/// Called with every answer: if the handler left the body unread, reads what has already
+/// arrived of it (without waiting, up to [`DRAIN_BYTES_MAX`]); if that is not all of it, the
+/// answer gets `Connection: close`, which hyper honours by closing after it. Without this,
+/// hyper would close such a connection unannounced and the client's next request on it would
+/// fail.
+pub(crate) async fn finish_unread(body: &mut Body, response: &mut Response) {
+    if body.read || body.incoming.is_end_stream() {
+        return;
+    }
+    if response.headers().get(header::CONNECTION) == Some(&CLOSE) {
+        return;
+    }
+    let mut drained = 0;
+    let ended = std::future::poll_fn(|cx| loop {
+        match std::pin::Pin::new(&mut body.incoming).poll_frame(cx) {
+            Poll::Ready(None) => return Poll::Ready(true),
+            Poll::Ready(Some(Ok(frame))) => {
+                drained += frame.data_ref().map_or(0, Bytes::len);
+                if drained > DRAIN_BYTES_MAX {
+                    return Poll::Ready(false);
+                }
+            }
+            Poll::Ready(Some(Err(_))) | Poll::Pending => return Poll::Ready(false),
+        }
+    })
+    .await;
+    if ended {
+        body.read = true;
+    } else {
+        response.headers_mut().insert(header::CONNECTION, CLOSE);
+    }
+}
+
+const CLOSE: HeaderValue = HeaderValue::from_static("close");
+
+/// The bytes of request bodies held at once, across all connections (see
+/// `ServerConfig::body_buffer_bytes_max`).
+#[derive(Debug)]
+pub(crate) struct BodyBudget {
+    held: AtomicUsize,
+    max: usize,
+}
+
+impl BodyBudget {
+    pub fn new(max: usize) -> BodyBudget {
+        BodyBudget {
+            held: AtomicUsize::new(0),
+            max,
+        }
+    }
+
+    /// Bytes held now (for metrics and tests).
+    pub fn held(&self) -> usize {
+        self.held.load(Ordering::Relaxed)
+    }
+}
+
+/// A share of the [`BodyBudget`], given back when dropped.
+pub(crate) struct Held<'a> {
+    budget: &'a BodyBudget,
+    bytes: usize,
+}
+
+impl Held<'_> {
+    /// Takes `n` more bytes; `false` (taking nothing) if the budget has not got them.
+    fn grow(&mut self, n: usize) -> bool {
+        let before = self.budget.held.fetch_add(n, Ordering::Relaxed);
+        if before + n > self.budget.max {
+            self.budget.held.fetch_sub(n, Ordering::Relaxed);
+            return false;
+        }
+        self.bytes += n;
+        true
+    }
+}
+
+impl Drop for Held<'_> {
+    fn drop(&mut self) {
+        self.budget.held.fetch_sub(self.bytes, Ordering::Relaxed);
+    }
+}
+
+/// A body read in full, holding its share of the body budget until dropped.
+pub(crate) struct ReadBody<'a> {
+    bytes: Bytes,
+    _held: Held<'a>,
+}
+
+impl std::ops::Deref for ReadBody<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.bytes
+    }
+}
+
+/// Why a body could not be read.
+enum Unread {
+    TooLarge,
+    Budget,
+    Broken(hyper::Error),
+}
+
 /// Reads a body of at most `limit` bytes within the body timeout: 413 past the limit (whether
-/// announced by `Content-Length` or found while reading a chunked body), 408 on timeout.
-pub(crate) async fn read_body(
-    state: &State,
-    request: Request<Incoming>,
+/// announced by `Content-Length` or found while reading a chunked body), 408 on timeout, 503
+/// `overloaded` when the bodies held by all requests reach the body budget. Call it before
+/// taking an in-flight slot: a slow body then holds only the bytes it sent.
+pub(crate) async fn read_body<'s>(
+    state: &'s State,
+    headers: &HeaderMap,
+    body: &mut Body,
     limit: usize,
-) -> Result<Bytes, Response> {
+) -> Result<ReadBody<'s>, Response> {
     let too_large = || {
         close_connection(error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -100,25 +228,35 @@ pub(crate) async fn read_body(
             format_args!("the body is larger than {limit} bytes"),
         ))
     };
-    let announced = request
-        .headers()
+    let announced = headers
         .get(header::CONTENT_LENGTH)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.parse::<u64>().ok());
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let mut collect = std::pin::pin!(Limited::new(request.into_body(), limit).collect());
-    // Most bodies arrived with their headers: only arm the timer when one has to be waited for.
-    let first = std::future::poll_fn(|cx| Poll::Ready(collect.as_mut().poll(cx))).await;
-    let collected = match first {
-        Poll::Ready(done) => Ok(done),
-        Poll::Pending => tokio::time::timeout(state.config.body_read_timeout, collect).await,
+    let held = Held {
+        budget: &state.body_budget,
+        bytes: 0,
     };
-    match collected {
-        Ok(Ok(collected)) => Ok(collected.to_bytes()),
-        Ok(Err(e)) if e.is::<LengthLimitError>() => Err(too_large()),
-        Ok(Err(e)) => Err(close_connection(error(
+    let mut read = std::pin::pin!(read_frames(&mut body.incoming, limit, held));
+    // Most bodies arrived with their headers: only arm the timer when one has to be waited for.
+    let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
+    let read = match first {
+        Poll::Ready(done) => Ok(done),
+        Poll::Pending => tokio::time::timeout(state.config.body_read_timeout, read).await,
+    };
+    match read {
+        Ok(Ok(read)) => {
+            body.read = true;
+            Ok(read)
+        }
+        Ok(Err(Unread::TooLarge)) => Err(too_large()),
+        Ok(Err(Unread::Budget)) => {
+            state.metrics.shed.fetch_add(1, Ordering::Relaxed);
+            Err(close_connection(shed(state)))
+        }
+        Ok(Err(Unread::Broken(e))) => Err(close_connection(error(
             StatusCode::BAD_REQUEST,
             "bad_body",
             format_args!("could not read the request body: {e}"),
@@ -132,6 +270,46 @@ pub(crate) async fn read_body(
             ),
         ))),
     }
+}
+
+/// Reads frames to the end of the body, charging each to the budget as it arrives. A body that
+/// came as one frame (the common case) is returned without a copy.
+async fn read_frames<'s>(
+    incoming: &mut Incoming,
+    limit: usize,
+    mut held: Held<'s>,
+) -> Result<ReadBody<'s>, Unread> {
+    let mut first: Option<Bytes> = None;
+    let mut joined = BytesMut::new();
+    let mut total = 0usize;
+    while let Some(frame) = incoming.frame().await {
+        let Ok(data) = frame.map_err(Unread::Broken)?.into_data() else {
+            continue; // trailers
+        };
+        total += data.len();
+        if total > limit {
+            return Err(Unread::TooLarge);
+        }
+        if !held.grow(data.len()) {
+            return Err(Unread::Budget);
+        }
+        match &first {
+            None => first = Some(data),
+            Some(first) => {
+                if joined.is_empty() {
+                    joined.reserve(total);
+                    joined.extend_from_slice(first);
+                }
+                joined.extend_from_slice(&data);
+            }
+        }
+    }
+    let bytes = if joined.is_empty() {
+        first.unwrap_or_default()
+    } else {
+        joined.freeze()
+    };
+    Ok(ReadBody { bytes, _held: held })
 }
 
 /// 400 for a body that is not JSON; 422 for JSON of the wrong shape (missing or unknown field,

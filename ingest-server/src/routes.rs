@@ -75,16 +75,25 @@ pub(crate) enum NoRoute {
 }
 
 /// Matches a request against [`ROUTES`]. Returns the route and the `{id}` segment, if any.
+/// `HEAD` matches every `GET` route (hyper sends the answer's headers without its body).
 pub(crate) fn route<'p>(method: &Method, path: &'p str) -> Result<(RouteId, &'p str), NoRoute> {
     let mut allowed: Vec<&str> = Vec::new();
+    let method = if method == Method::HEAD {
+        "GET"
+    } else {
+        method.as_str()
+    };
     for (at, (route_method, template)) in ROUTES.iter().enumerate() {
         let Some(id) = matches(template, path) else {
             continue;
         };
-        if method.as_str() == *route_method {
+        if method == *route_method {
             return Ok((IDS[at], id));
         }
         allowed.push(route_method);
+        if *route_method == "GET" {
+            allowed.push("HEAD");
+        }
     }
     if allowed.is_empty() {
         Err(NoRoute::NotFound)
@@ -151,7 +160,17 @@ mod tests {
             (
                 Method::DELETE,
                 "/v1/petitions/p-1",
-                Err(NoRoute::MethodNotAllowed("GET, PUT".into())),
+                Err(NoRoute::MethodNotAllowed("GET, HEAD, PUT".into())),
+            ),
+            (
+                Method::HEAD,
+                "/v1/petitions/p-1",
+                Ok((RouteId::PetitionGet, "p-1")),
+            ),
+            (
+                Method::HEAD,
+                "/v1/signatures:batch",
+                Err(NoRoute::MethodNotAllowed("POST".into())),
             ),
             (Method::GET, "/v1/petitions/", Err(NoRoute::NotFound)),
             (Method::GET, "/v1/petitions/a/b/c", Err(NoRoute::NotFound)),

@@ -1,5 +1,5 @@
 //! What every request handler shares: the engine, the settings, the keys, the in-flight limits,
-//! the drain flag and the metrics. Built once by `Server::bind`, then shared behind an `Arc`.
+//! the body budget, the drain flag and the metrics. Built once by `Server::bind`, then shared behind an `Arc`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,6 +11,7 @@ use tokio::sync::Semaphore;
 use crate::auth::Keys;
 use crate::config::ServerConfig;
 use crate::metrics::{self, Metrics};
+use crate::request::BodyBudget;
 
 /// What every request handler shares.
 pub(crate) struct State {
@@ -19,6 +20,7 @@ pub(crate) struct State {
     pub keys: Keys,
     pub inflight: Arc<Semaphore>,
     pub batch_inflight: Arc<Semaphore>,
+    pub body_budget: Arc<BodyBudget>,
     pub draining: AtomicBool,
     /// Bumped after every petition registration, update or close: invalidates the rendered
     /// petition reads.
@@ -36,14 +38,22 @@ impl State {
     /// The shared state of a new server over `engine`.
     pub fn new(config: ServerConfig, engine: Engine) -> State {
         let metrics = Arc::new(Metrics::new());
+        // At least one body of each kind must fit, or it could never be read.
+        let body_budget = Arc::new(BodyBudget::new(
+            config
+                .body_buffer_bytes_max
+                .max(config.batch_bytes_max)
+                .max(config.body_bytes_max),
+        ));
         State {
             keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
             inflight: Arc::new(Semaphore::new(config.inflight_max)),
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
+            registry: metrics::registry(metrics.clone(), engine.clone(), body_budget.clone()),
+            body_budget,
             draining: AtomicBool::new(false),
             admin_generation: AtomicU64::new(0),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
-            registry: metrics::registry(metrics.clone(), engine.clone()),
             metrics,
             engine,
             config,

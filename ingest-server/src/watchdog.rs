@@ -5,9 +5,12 @@
 //! whole budget). Instead, each connection keeps a [`Clock`]: its I/O wrapper notes when the
 //! first byte of a request's headers arrives, the service notes when the headers are complete
 //! and when the answer is ready, and the connection task checks the clock on a coarse tick (a
-//! quarter of the timeout). A request whose headers take longer than the header timeout, or a
-//! connection idle for longer than the idle timeout, is closed.
+//! quarter of the timeout). The first request's header clock starts when the connection is
+//! accepted, so a connection that never sends a byte is closed at the header timeout, not the
+//! idle timeout. A request whose headers take longer than the header timeout, or a connection
+//! idle between requests for longer than the idle timeout, is closed.
 
+use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,7 +32,7 @@ pub(crate) struct Clock {
     headers_since: AtomicU64,
     /// Requests handed to the service and not yet answered.
     in_service: AtomicU64,
-    /// The last time a request was answered (or the connection opened).
+    /// The last time a request was answered.
     idle_since: AtomicU64,
 }
 
@@ -44,7 +47,8 @@ impl Clock {
     pub fn new() -> Arc<Clock> {
         Arc::new(Clock {
             epoch: Instant::now(),
-            headers_since: AtomicU64::new(NONE),
+            // Accepted: the first request's headers are awaited from now.
+            headers_since: AtomicU64::new(0),
             in_service: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
         })
@@ -97,15 +101,29 @@ impl Clock {
     }
 }
 
-/// A TCP stream that reports reads to its connection's [`Clock`].
+/// How long a closing connection keeps reading (and dropping) what the client still sends.
+const LINGER: Duration = Duration::from_secs(1);
+
+/// A TCP stream that reports reads to its connection's [`Clock`], and closes lingering.
+///
+/// Closing a socket with unread input makes the kernel reset the connection, which can destroy
+/// the last answer before the client reads it: a 413 or a 401 sent while the client is still
+/// sending its body. So when hyper shuts the connection down, the stream sends its FIN and then
+/// reads and drops input until the client closes too, for at most [`LINGER`].
 pub(crate) struct Watched {
     stream: TcpStream,
     clock: Arc<Clock>,
+    /// Set once the write side is shut: until when to read the client's leftovers.
+    linger: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Watched {
     pub fn new(stream: TcpStream, clock: Arc<Clock>) -> Watched {
-        Watched { stream, clock }
+        Watched {
+            stream,
+            clock,
+            linger: None,
+        }
     }
 }
 
@@ -150,7 +168,26 @@ impl AsyncWrite for Watched {
     }
 
     fn poll_shutdown(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        Pin::new(&mut self.stream).poll_shutdown(cx)
+        let this = &mut *self;
+        if this.linger.is_none() {
+            std::task::ready!(Pin::new(&mut this.stream).poll_shutdown(cx))?;
+            this.linger = Some(Box::pin(tokio::time::sleep(LINGER)));
+        }
+        let mut sink = [0u8; 8192];
+        loop {
+            let mut buf = ReadBuf::new(&mut sink);
+            match Pin::new(&mut this.stream).poll_read(cx, &mut buf) {
+                // The client closed too (or the connection broke): done.
+                Poll::Ready(Ok(())) if buf.filled().is_empty() => return Poll::Ready(Ok(())),
+                Poll::Ready(Err(_)) => return Poll::Ready(Ok(())),
+                Poll::Ready(Ok(())) => continue,
+                Poll::Pending => break,
+            }
+        }
+        match this.linger.as_mut().map(|sleep| sleep.as_mut().poll(cx)) {
+            Some(Poll::Pending) => Poll::Pending,
+            _ => Poll::Ready(Ok(())),
+        }
     }
 }
 
@@ -165,7 +202,12 @@ mod tests {
         let long = Duration::from_secs(3600);
         assert_eq!(clock.expired(long, long), None);
         std::thread::sleep(Duration::from_millis(3));
-        assert_eq!(clock.expired(long, short), Some(Expired::Idle));
+        assert_eq!(
+            clock.expired(short, long),
+            Some(Expired::Headers),
+            "a connection that sends nothing is on the header clock from its accept"
+        );
+        assert_eq!(clock.expired(long, short), None, "not idle: no request yet");
         clock.bytes_read();
         std::thread::sleep(Duration::from_millis(3));
         assert_eq!(clock.expired(short, long), Some(Expired::Headers));
@@ -178,6 +220,8 @@ mod tests {
         );
         clock.request_done();
         assert_eq!(clock.expired(short, long), None);
+        std::thread::sleep(Duration::from_millis(3));
+        assert_eq!(clock.expired(long, short), Some(Expired::Idle));
         assert_eq!(
             Clock::period(Duration::from_secs(10), Duration::from_secs(60)),
             Duration::from_secs(1)

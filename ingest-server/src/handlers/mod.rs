@@ -13,8 +13,10 @@ use std::sync::Arc;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
-use hyper::{Request, StatusCode};
+use hyper::http::request::Parts;
+use hyper::{Request, StatusCode, Version};
 
+use crate::request::{finish_unread, Body};
 use crate::response::{error, Response};
 use crate::routes::{route, NoRoute, RouteId};
 use crate::state::State;
@@ -27,15 +29,28 @@ pub(crate) async fn handle(
     request: Request<Incoming>,
 ) -> Result<Response, Infallible> {
     clock.request_started();
-    let (route_id, response) = dispatch(&state, request).await;
+    let (parts, body) = request.into_parts();
+    let mut body = Body::new(body);
+    let (route_id, mut response) = dispatch(&state, &parts, &mut body).await;
+    finish_unread(&mut body, &mut response).await;
     state.metrics.request(route_id, response.status().as_u16());
     clock.request_done();
     Ok(response)
 }
 
-async fn dispatch(state: &State, request: Request<Incoming>) -> (Option<RouteId>, Response) {
-    // `id` borrows the request; the routes that take the request copy it first.
-    let (route_id, id) = match route(request.method(), request.uri().path()) {
+async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<RouteId>, Response) {
+    if request.version == Version::HTTP_11 && !request.headers.contains_key(header::HOST) {
+        // RFC 9112 §3.2: a server must answer 400 to an HTTP/1.1 request without Host.
+        return (
+            None,
+            error(
+                StatusCode::BAD_REQUEST,
+                "missing_host",
+                "an HTTP/1.1 request must have a Host header",
+            ),
+        );
+    }
+    let (route_id, id) = match route(&request.method, request.uri.path()) {
         Ok(found) => found,
         Err(NoRoute::NotFound) => {
             return (
@@ -56,22 +71,13 @@ async fn dispatch(state: &State, request: Request<Incoming>) -> (Option<RouteId>
         }
     };
     let response = match route_id {
-        RouteId::Sign => {
-            let id = id.to_string();
-            signatures::sign(state, id, request).await
-        }
-        RouteId::Batch => signatures::batch(state, request).await,
-        RouteId::PetitionGet => petitions::get(state, id, request.headers()),
-        RouteId::PetitionList => petitions::list(state, request.uri().query()),
-        RouteId::PetitionPut => {
-            let id = id.to_string();
-            petitions::put(state, id, request).await
-        }
-        RouteId::PetitionClose => {
-            let id = id.to_string();
-            petitions::close(state, id, request).await
-        }
-        RouteId::Milestones => milestones::list(state, request.uri().query()),
+        RouteId::Sign => signatures::sign(state, id, &request.headers, body).await,
+        RouteId::Batch => signatures::batch(state, &request.headers, body).await,
+        RouteId::PetitionGet => petitions::get(state, id, &request.headers),
+        RouteId::PetitionList => petitions::list(state, request.uri.query()),
+        RouteId::PetitionPut => petitions::put(state, id, &request.headers, body).await,
+        RouteId::PetitionClose => petitions::close(state, id, &request.headers).await,
+        RouteId::Milestones => milestones::list(state, request.uri.query()),
         RouteId::Metrics => operations::metrics(state),
         RouteId::Livez => operations::livez(),
         RouteId::Readyz => operations::readyz(state),

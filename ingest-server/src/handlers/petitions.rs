@@ -14,13 +14,14 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use bytes::Bytes;
 use engine::{PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered};
 use http_body_util::Full;
-use hyper::body::Incoming;
 use hyper::header::{self, HeaderMap, HeaderValue};
-use hyper::{Request, StatusCode};
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
-use crate::request::{admit, authorize, content_type, json_error_status, query_pairs, read_body};
+use crate::request::{
+    admit, authorize, content_type, json_error_status, query_pairs, read_body, Body,
+};
 use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response, JSON};
 use crate::state::State;
 
@@ -199,20 +200,20 @@ struct PetitionBody {
 }
 
 /// `PUT /v1/petitions/{id}` (admin).
-pub(crate) async fn put(state: &State, id: String, request: Request<Incoming>) -> Response {
-    if let Err(response) = authorize(state, request.headers(), Role::Admin) {
+pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut Body) -> Response {
+    if let Err(response) = authorize(state, headers, Role::Admin) {
         return response;
     }
-    let Some(_permit) = admit(state, &state.inflight) else {
-        return shed(state);
-    };
-    if let Err(response) = content_type(request.headers(), &[JSON]) {
+    if let Err(response) = content_type(headers, &[JSON]) {
         return response;
     }
     let limit = state.config.body_bytes_max;
-    let body = match read_body(state, request, limit).await {
+    let body = match read_body(state, headers, body, limit).await {
         Ok(body) => body,
         Err(response) => return response,
+    };
+    let Some(_permit) = admit(state, &state.inflight) else {
+        return shed(state);
     };
     let parsed: PetitionBody = if body.iter().all(u8::is_ascii_whitespace) {
         PetitionBody::default()
@@ -240,8 +241,9 @@ pub(crate) async fn put(state: &State, id: String, request: Request<Incoming>) -
             )
         }
     };
+    drop(body);
     let spec = PetitionSpec {
-        id: id.clone(),
+        id: id.to_string(),
         deadline_ms,
         thresholds: parsed.thresholds,
     };
@@ -254,7 +256,7 @@ pub(crate) async fn put(state: &State, id: String, request: Request<Incoming>) -
                 Registered::Created => StatusCode::CREATED,
                 Registered::Updated => StatusCode::OK,
             };
-            match state.engine.petition(&id) {
+            match state.engine.petition(id) {
                 Some(info) => json(status, petition_json(&info)),
                 None => unknown_petition(),
             }
@@ -277,13 +279,14 @@ fn parse_deadline(text: &str) -> Result<u64, String> {
 }
 
 /// `POST /v1/petitions/{id}/close` (admin).
-pub(crate) async fn close(state: &State, id: String, request: Request<Incoming>) -> Response {
-    if let Err(response) = authorize(state, request.headers(), Role::Admin) {
+pub(crate) async fn close(state: &State, id: &str, headers: &HeaderMap) -> Response {
+    if let Err(response) = authorize(state, headers, Role::Admin) {
         return response;
     }
     let Some(_permit) = admit(state, &state.inflight) else {
         return shed(state);
     };
+    let id = id.to_string();
     let engine = state.engine.clone();
     let result = blocking(move || engine.close_petition(&id)).await;
     state.admin_generation.fetch_add(1, Ordering::AcqRel);

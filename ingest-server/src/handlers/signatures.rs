@@ -8,13 +8,13 @@ use std::fmt::Write;
 use std::time::Instant;
 
 use engine::{Outcome, SignatureRef, SubmitError};
-use hyper::body::Incoming;
-use hyper::{Request, StatusCode};
+use hyper::header::HeaderMap;
+use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
-use crate::auth::Role;
+use crate::auth::{Role, Take};
 use crate::metrics::SignatureOutcome;
-use crate::request::{admit, authorize, content_type, json_error_status, read_body};
+use crate::request::{admit, authorize, content_type, json_error_status, read_body, Body};
 use crate::response::{
     close_connection, error, json, ndjson, rate_limited, retry_later, shed, Response, JSON, NDJSON,
 };
@@ -81,22 +81,28 @@ signature_json! {
 const OUTCOME_BYTES_MAX: usize = 64;
 
 /// `POST /v1/petitions/{id}/signatures`.
-pub(crate) async fn sign(state: &State, petition: String, request: Request<Incoming>) -> Response {
-    let caller = match authorize(state, request.headers(), Role::Ingest) {
+pub(crate) async fn sign(
+    state: &State,
+    petition: &str,
+    headers: &HeaderMap,
+    body: &mut Body,
+) -> Response {
+    let caller = match authorize(state, headers, Role::Ingest) {
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let Some(_permit) = admit(state, &state.inflight) else {
-        state.metrics.signature(SignatureOutcome::Overloaded);
-        return shed(state);
-    };
-    if let Err(response) = content_type(request.headers(), &[JSON]) {
+    if let Err(response) = content_type(headers, &[JSON]) {
         return response;
     }
     let limit = state.config.body_bytes_max;
-    let body = match read_body(state, request, limit).await {
+    let body = match read_body(state, headers, body, limit).await {
         Ok(body) => body,
         Err(response) => return response,
+    };
+    // The slot is taken once the body is in: a slow body holds no slot.
+    let Some(_permit) = admit(state, &state.inflight) else {
+        state.metrics.signature(SignatureOutcome::Overloaded);
+        return shed(state);
     };
     let parsed: SignatureBody<'_> = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
@@ -106,11 +112,11 @@ pub(crate) async fn sign(state: &State, petition: String, request: Request<Incom
             return error(status, outcome.label(), e);
         }
     };
-    if !state.keys.take(caller, 1) {
+    if state.keys.take(caller, 1) != Take::Taken {
         state.metrics.signature(SignatureOutcome::RateLimited);
         return rate_limited(state);
     }
-    let signature = parsed.signature(&petition, state.keys.source(caller));
+    let signature = parsed.signature(petition, state.keys.source(caller));
     let started = Instant::now();
     // Admission happens in this call; only the wait for the write is awaited. The request body
     // is released before that wait: a version that held it across cost ~1.4 µs more CPU a
@@ -139,22 +145,24 @@ pub(crate) async fn sign(state: &State, petition: String, request: Request<Incom
 }
 
 /// `POST /v1/signatures:batch`.
-pub(crate) async fn batch(state: &State, request: Request<Incoming>) -> Response {
-    let caller = match authorize(state, request.headers(), Role::Ingest) {
+pub(crate) async fn batch(state: &State, headers: &HeaderMap, body: &mut Body) -> Response {
+    let caller = match authorize(state, headers, Role::Ingest) {
         Ok(caller) => caller,
         Err(response) => return response,
     };
-    let Some(_permit) = admit(state, &state.batch_inflight) else {
-        // Its lines are unread, so they are not counted as signatures; `requests_shed` counts it.
-        return shed(state);
-    };
-    if let Err(response) = content_type(request.headers(), &[NDJSON, "application/jsonl"]) {
+    if let Err(response) = content_type(headers, &[NDJSON, "application/jsonl"]) {
         return response;
     }
     let limit = state.config.batch_bytes_max;
-    let body = match read_body(state, request, limit).await {
+    let body = match read_body(state, headers, body, limit).await {
         Ok(body) => body,
         Err(response) => return response,
+    };
+    // As in `sign`, the slot is taken once the body is in.
+    let Some(_permit) = admit(state, &state.batch_inflight) else {
+        // Its lines are not parsed, so they are not counted as signatures; `requests_shed`
+        // counts it.
+        return shed(state);
     };
     let mut lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
     if lines.last().is_some_and(|line| line.is_empty()) {
@@ -200,11 +208,29 @@ pub(crate) async fn batch(state: &State, request: Request<Incoming>) -> Response
         .iter()
         .map(|line| line.signature(&line.petition, source))
         .collect();
-    if !state.keys.take(caller, signatures.len() as u64) {
-        for _ in 0..signatures.len() {
-            state.metrics.signature(SignatureOutcome::RateLimited);
+    match state.keys.take(caller, signatures.len() as u64) {
+        Take::Taken => {}
+        Take::Short => {
+            for _ in 0..signatures.len() {
+                state.metrics.signature(SignatureOutcome::RateLimited);
+            }
+            return rate_limited(state);
         }
-        return rate_limited(state);
+        Take::Never => {
+            for _ in 0..signatures.len() {
+                state.metrics.signature(SignatureOutcome::BatchExceedsRate);
+            }
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                SignatureOutcome::BatchExceedsRate.label(),
+                format_args!(
+                    "this batch has {} signatures and this API key may send at most {} a \
+                     second: split it into batches of at most that many",
+                    signatures.len(),
+                    state.keys.burst().unwrap_or(0)
+                ),
+            );
+        }
     }
     let line_count = lines.len();
     state.metrics.batch(line_count);

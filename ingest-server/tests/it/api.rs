@@ -100,7 +100,7 @@ async fn signature_answers_by_status() {
         (method.status, method.code().as_str()),
         (405, "method_not_allowed")
     );
-    assert_eq!(method.header("allow"), Some("GET, PUT"));
+    assert_eq!(method.header("allow"), Some("GET, HEAD, PUT"));
     let route = server.send(Method::GET, "/v2/nothing", &[], "").await;
     assert_eq!((route.status, route.code().as_str()), (404, "not_found"));
 

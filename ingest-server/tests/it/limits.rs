@@ -313,12 +313,25 @@ async fn rate_limit_per_key_answers_429() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn idle_connections_are_closed() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let server = TestServer::start(|c| c.idle_timeout = Duration::from_millis(300)).await;
-    let started = Instant::now();
-    // A connection that never sends a byte.
-    let answer = raw(server.addr, b"").await;
-    let waited = started.elapsed();
-    assert!(answer.is_empty(), "{answer:?}");
+    // A connection that was answered once and then sends nothing more.
+    let mut stream = tokio::net::TcpStream::connect(server.addr)
+        .await
+        .expect("connects");
+    stream
+        .write_all(b"GET /livez HTTP/1.1\r\nHost: x\r\n\r\n")
+        .await
+        .expect("writes");
+    let mut answer = [0u8; 1024];
+    let n = stream.read(&mut answer).await.expect("answer");
+    assert_eq!(raw_status(&String::from_utf8_lossy(&answer[..n])), 200);
+    let answered = Instant::now();
+    let mut rest = Vec::new();
+    let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut rest));
+    let _ = read.await.expect("closed within 10 s");
+    let waited = answered.elapsed();
+    assert!(rest.is_empty(), "{rest:?}");
     assert!(
         waited >= Duration::from_millis(250),
         "closed after {waited:?}"
@@ -332,5 +345,157 @@ async fn idle_connections_are_closed() {
     for _ in 0..5 {
         assert_eq!(conn.send(Method::GET, "/livez", &[], "").await.status, 200);
     }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_larger_than_a_full_bucket_gets_422_not_429() {
+    let server = TestServer::start(|c| c.rate_limit_per_key = 5).await;
+    server.register("p", "{}").await;
+    let batch = |lines: std::ops::Range<usize>| -> String {
+        lines
+            .map(|n| format!("{{\"petition\":\"p\",\"email\":\"r{n}@x.org\"}}\n"))
+            .collect()
+    };
+    let mut conn = server.conn().await;
+    for _ in 0..3 {
+        // Never retryable, however long the client waits: 422, no Retry-After.
+        let reply = conn
+            .send(
+                Method::POST,
+                "/v1/signatures:batch",
+                &[("authorization", INGEST)],
+                batch(0..10),
+            )
+            .await;
+        assert_eq!(
+            (reply.status, reply.code().as_str()),
+            (422, "batch_exceeds_rate"),
+            "{reply:?}"
+        );
+        assert_eq!(reply.header("retry-after"), None);
+        assert!(reply.json()["error"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("at most 5"));
+    }
+    // A full bucket's worth goes through; the next is merely early: 429 with Retry-After.
+    let full = conn
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &[("authorization", INGEST)],
+            batch(0..5),
+        )
+        .await;
+    assert_eq!(full.status, 200, "{full:?}");
+    let early = conn
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &[("authorization", INGEST)],
+            batch(5..10),
+        )
+        .await;
+    assert_eq!((early.status, early.code().as_str()), (429, "rate_limited"));
+    assert_eq!(early.header("retry-after"), Some("1"));
+    assert_eq!(server.engine.count("p"), Some(5));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_bearer_scheme_is_case_insensitive() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    for (n, authorization) in [
+        "bearer ingest-key-0001",
+        "BEARER ingest-key-0001",
+        "Bearer    ingest-key-0001",
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        let reply = server
+            .send(
+                Method::POST,
+                "/v1/petitions/p/signatures",
+                &[("authorization", authorization)],
+                &format!(r#"{{"email":"b{n}@x.org"}}"#),
+            )
+            .await;
+        assert_eq!(reply.status, 201, "{authorization}: {reply:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn host_is_required_in_http_1_1_and_head_answers_get_routes() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    let answer = raw(
+        server.addr,
+        b"GET /livez HTTP/1.1\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 400, "{answer}");
+    assert!(answer.contains("missing_host"), "{answer}");
+    let answer = raw(server.addr, b"GET /livez HTTP/1.0\r\n\r\n").await;
+    assert_eq!(
+        raw_status(&answer),
+        200,
+        "HTTP/1.0 has no Host rule: {answer}"
+    );
+    // HEAD: the GET answer's status and headers, no body.
+    let get = server.send(Method::GET, "/v1/petitions/p", &[], "").await;
+    let head = server.send(Method::HEAD, "/v1/petitions/p", &[], "").await;
+    assert_eq!(head.status, 200, "{head:?}");
+    assert!(head.body.is_empty());
+    assert_eq!(head.header("etag"), get.header("etag"));
+    assert_eq!(head.header("content-type"), Some("application/json"));
+    let answer = raw(
+        server.addr,
+        b"HEAD /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+    )
+    .await;
+    assert_eq!(raw_status(&answer), 200, "{answer}");
+    assert!(
+        answer.ends_with("\r\n\r\n"),
+        "no body after the headers: {answer:?}"
+    );
+    let post = server
+        .send(Method::HEAD, "/v1/signatures:batch", &[], "")
+        .await;
+    assert_eq!(post.status, 405);
+    assert_eq!(post.header("allow"), Some("POST"));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn answers_hyper_writes_itself_are_the_documented_exception() {
+    // The OpenAPI document and the README say which answers lack the error shape: these.
+    let server = TestServer::start(|_| {}).await;
+    let bad_line = raw(server.addr, b"GET /livez HTTP/1.1 extra\r\nHost: x\r\n\r\n").await;
+    let flood = format!(
+        "GET /livez HTTP/1.1\r\nHost: x\r\n{}\r\n",
+        "X-Flood: 0123456789abcdef0123456789abcdef\r\n".repeat(2000)
+    );
+    let flood = raw(server.addr, flood.as_bytes()).await;
+    for (answer, status) in [(bad_line, 400), (flood, 431)] {
+        assert_eq!(raw_status(&answer), status, "{answer}");
+        let (_, body) = answer.split_once("\r\n\r\n").expect("a head");
+        assert!(body.is_empty(), "{answer}");
+    }
+    let document = ingest_server::OPENAPI_JSON;
+    for mentioned in ["400 for a request line", "431 for headers", "empty body"] {
+        assert!(
+            document.contains(mentioned),
+            "the document says {mentioned:?}"
+        );
+    }
+    let readme = include_str!("../../../README.md");
+    assert!(
+        readme.contains("431") && readme.contains("empty body"),
+        "the README's limits section documents them"
+    );
     server.stop().await;
 }

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod exhaustion;
 mod limits;
 mod openapi;
 mod quick_start;
