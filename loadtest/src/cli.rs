@@ -58,7 +58,9 @@ pub struct RunArgs {
     #[arg(short = 'c', long, default_value_t = 64, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub connections: u32,
 
-    /// How long to send, e.g. 30s, 2m, 1m30s.
+    /// How long to send, e.g. 30s, 2m, 1m30s. It bounds the run: after it, only the answers
+    /// outstanding are awaited (up to --timeout); with -R, requests still unsent are reported
+    /// as not sent.
     #[arg(short = 'z', long, default_value = "10s", value_parser = parse_duration_positive)]
     pub duration: Duration,
 

@@ -291,6 +291,9 @@ impl Report {
         if o.resends > 0 {
             row("of which re-sent signers", o.resends);
         }
+        if self.mode == "open" {
+            row("not sent (due, no free connection)", o.not_sent);
+        }
         out
     }
 }

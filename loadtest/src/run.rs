@@ -122,9 +122,12 @@ impl Plan {
             return Slot::Done;
         }
         match self.interval_ns {
+            // `-z` bounds the run: a slot still untaken at the end is never sent, however far
+            // behind the connections are (`not_sent` counts it).
+            Some(_) if self.start.elapsed() >= self.duration => Slot::Done,
             Some(interval_ns) => {
                 let k = self.next_slot.fetch_add(1, Ordering::Relaxed);
-                let offset = Duration::from_nanos((k as f64 * interval_ns) as u64);
+                let offset = slot_offset(k, interval_ns);
                 if offset >= self.duration {
                     Slot::Done
                 } else {
@@ -135,6 +138,23 @@ impl Plan {
             None => Slot::Now,
         }
     }
+}
+
+/// When open-loop slot `k` is due, from the start.
+fn slot_offset(k: u64, interval_ns: f64) -> Duration {
+    Duration::from_nanos((k as f64 * interval_ns) as u64)
+}
+
+/// Open loop: the slots due within `duration`, and of them how many no connection took.
+fn slots_not_taken(taken: u64, interval_ns: f64, duration: Duration) -> u64 {
+    let mut due = (duration.as_nanos() as f64 / interval_ns).ceil() as u64;
+    while due > 0 && slot_offset(due - 1, interval_ns) >= duration {
+        due -= 1;
+    }
+    while slot_offset(due, interval_ns) < duration {
+        due += 1;
+    }
+    due.saturating_sub(taken)
 }
 
 /// One signature in a request: petition index, signer number (of this connection), re-send?
@@ -761,7 +781,12 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
     if panicked > 0 {
         bail!("{panicked} connection tasks panicked; the figures would be incomplete");
     }
-    let stats = plan.live.total();
+    let mut stats = plan.live.total();
+    if let Some(interval_ns) = plan.interval_ns {
+        let taken = plan.next_slot.load(Ordering::Relaxed);
+        stats.counts.not_sent =
+            slots_not_taken(taken, interval_ns, plan.duration) * u64::from(endpoint.size());
+    }
     Ok(Report::new(args, seed, endpoint, elapsed, &stats))
 }
 
@@ -781,5 +806,23 @@ pub fn describe_shape(args: &RunArgs, seed: u64) -> String {
             args.hot_share * 100.0,
             humantime::format_duration(ramp_of(args))
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn slots_not_taken_counts_the_slots_due_within_the_duration() {
+        let second = Duration::from_secs(1);
+        // 4 per second for 1 s: slots at 0, 250, 500 and 750 ms.
+        assert_eq!(slots_not_taken(0, 250e6, second), 4);
+        assert_eq!(slots_not_taken(3, 250e6, second), 1);
+        // Taking past the end (the calls that found the run over) is not negative.
+        assert_eq!(slots_not_taken(9, 250e6, second), 0);
+        // 3 per second: 0, 333 and 666 ms; a fourth at 999.99 ms would also be due.
+        assert_eq!(slots_not_taken(0, 1e9 / 3.0, second), 3);
+        assert_eq!(slots_not_taken(0, 333_333_333.0, second), 4);
     }
 }

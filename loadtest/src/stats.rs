@@ -65,6 +65,10 @@ pub struct Counts {
     pub connect_failures: u64,
     /// Signatures that re-sent an acknowledged signer (`--dup-ratio`).
     pub resends: u64,
+    /// Open loop: signatures (or GETs) planned within `-z` that no connection took, because
+    /// the connections were behind schedule at the end (or the run was stopped). `-z` ends the
+    /// run: they are never sent, and are not in `answered`.
+    pub not_sent: u64,
 }
 
 impl Counts {
@@ -126,6 +130,7 @@ impl Counts {
         self.bad_responses += other.bad_responses;
         self.timeouts += other.timeouts;
         self.connection_errors += other.connection_errors;
+        self.not_sent += other.not_sent;
         self.connect_failures += other.connect_failures;
         self.resends += other.resends;
     }

@@ -34,6 +34,8 @@ pub enum Fault {
     Stall { nth: u64, pause: Duration },
     /// The `nth` request (from 1) is never answered (and never processed).
     Hang { nth: u64 },
+    /// Every signature request waits this long before it is processed: a slow server.
+    Slow { each: Duration },
 }
 
 #[derive(Default)]
@@ -191,6 +193,11 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     if let Fault::Hang { nth } = state.fault {
         if n == nth {
             std::future::pending::<()>().await;
+        }
+    }
+    if let Fault::Slow { each } = state.fault {
+        if request.method() == Method::POST && request.uri().path().contains("signatures") {
+            tokio::time::sleep(each).await;
         }
     }
     let method = request.method().clone();

@@ -98,3 +98,50 @@ async fn closed_loop_without_a_stall_is_fast_and_counts_everything() {
     // Closed loop: both views are the same measurement.
     assert_eq!(report.latency_ms.corrected, report.latency_ms.uncorrected);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_duration_bounds_an_open_loop_run_far_above_capacity() {
+    // 2 connections against 50 ms per request: about 40/s, asked for 400/s over 1 s.
+    let server = FakeServer::start(Fault::Slow {
+        each: Duration::from_millis(50),
+    })
+    .await;
+    let args = crate::run_args(&[
+        "--target",
+        &server.url(),
+        "--api-key",
+        INGEST_KEY,
+        "--admin-key",
+        ADMIN_KEY,
+        "-R",
+        "400",
+        "-c",
+        "2",
+        "-z",
+        "1s",
+        "--petitions",
+        "4",
+        "--seed",
+        "12",
+        "-t",
+        "1",
+    ]);
+    let started = std::time::Instant::now();
+    let report = loadtest::run::execute(&args, 12, false).await.unwrap();
+    let took = started.elapsed();
+    print!("{}", report.table());
+    // Sending the backlog would take 400 / 40 = 10 s; the run ends at -z plus the answers
+    // outstanding.
+    assert!(took < Duration::from_secs(3), "the run took {took:?}");
+    let o = &report.outcomes;
+    assert_eq!(
+        o.answered + o.timeouts + o.connection_errors + o.not_sent,
+        400,
+        "every planned signature is answered, failed or reported as not sent"
+    );
+    assert!(o.not_sent >= 300, "not sent: {}", o.not_sent);
+    assert!(o.accepted >= 10, "accepted: {}", o.accepted);
+    assert!(report.table().contains("not sent"));
+    let json = serde_json::to_value(&report).unwrap();
+    assert_eq!(json["outcomes"]["not_sent"], o.not_sent);
+}
