@@ -3,9 +3,19 @@
 //!
 //! Validation is total: every input either yields a [`ValidRef`] or an [`InvalidField`]
 //! naming the field and the reason. Nothing here panics, whatever the bytes.
+//!
+//! An all-ASCII email, the common case, takes a table-driven path that none of the Unicode
+//! rules below touch. Any other email goes through [`unicode_signer`]: invisible characters are
+//! refused, the local part is lower-cased and put in NFC, and a non-ASCII domain is brought to
+//! its A-label (punycode) form by UTS 46, so the spellings of one mailbox give one signer.
 
 use std::borrow::Cow;
 use std::net::IpAddr;
+
+use icu_normalizer::ComposingNormalizerBorrowed;
+use icu_properties::props::{DefaultIgnorableCodePoint, GeneralCategory};
+use icu_properties::{CodePointMapData, CodePointSetData};
+use idna::uts46::{AsciiDenyList, DnsLength, Hyphens, Uts46};
 
 /// Longest petition id, in bytes (ids are ASCII).
 pub const PETITION_ID_BYTES_MAX: usize = 64;
@@ -280,30 +290,30 @@ fn local_part_ok(local: &str) -> bool {
     }
 }
 
-/// Whether an email's domain is a host name: two or more dot-separated labels of 1-63
-/// alphanumerics or '-', not starting or ending with '-'.
+/// Whether an email's domain is an ASCII host name: two or more dot-separated labels of 1-63
+/// ASCII alphanumerics or '-', not starting or ending with '-'. (A non-ASCII domain is checked
+/// by UTS 46 in [`idn_domain`], and its A-label form here.)
 fn domain_ok(domain: &str) -> bool {
     let label_ok = |label: &str| {
         !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
             && !label.ends_with('-')
-            && if label.is_ascii() {
-                label
-                    .bytes()
-                    .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-            } else {
-                label.chars().all(|c| c.is_alphanumeric() || c == '-')
-            }
+            && label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-')
     };
     domain.contains('.') && domain.split('.').all(label_ok)
 }
 
+const ERROR_LENGTH: InvalidField = invalid("email", "longer than 254 bytes");
 const ERROR_NO_AT: InvalidField = invalid("email", "must contain '@'");
 const ERROR_LOCAL_LENGTH: InvalidField = invalid("email", "local part must be 1-64 bytes");
 const ERROR_LOCAL_CHARACTER: InvalidField =
     invalid("email", "local part contains a character not allowed here");
 const ERROR_DOMAIN: InvalidField = invalid("email", "domain is not a valid host name");
+const ERROR_INVISIBLE: InvalidField =
+    invalid("email", "contains an invisible or formatting character");
 
 /// Byte classes for [`ascii_layout`]: allowed in a local part (printable, no space, none of
 /// the RFC 5322 specials), allowed in a domain label (alphanumeric or '-'), upper-case, '.',
@@ -344,6 +354,7 @@ const ASCII_CLASSES: [u8; 256] = {
 const _: () = assert!(HYPHEN == DOT << 1);
 
 /// Checks an email of any text: where its last '@' is and whether it has upper-case letters.
+/// A domain that is not ASCII is left to [`idn_domain`].
 fn general_layout(email: &str) -> Result<(usize, bool), InvalidField> {
     let Some((local, domain)) = email.rsplit_once('@') else {
         return Err(ERROR_NO_AT);
@@ -354,7 +365,7 @@ fn general_layout(email: &str) -> Result<(usize, bool), InvalidField> {
     if !local_part_ok(local) {
         return Err(ERROR_LOCAL_CHARACTER);
     }
-    if !domain_ok(domain) {
+    if domain.is_ascii() && !domain_ok(domain) {
         return Err(ERROR_DOMAIN);
     }
     Ok((local.len(), email.chars().any(char::is_uppercase)))
@@ -414,32 +425,137 @@ fn trim(text: &str) -> &str {
 
 /// Derives the signer identity from an email: trimmed, lower-cased, and with the opt-in provider
 /// rules of `policy` applied. Rejects what is not an email address.
+///
+/// An email that is not all ASCII must also hold no invisible or formatting character (see
+/// [`invisible`]); its local part is then lower-cased and put in NFC, and a non-ASCII domain is
+/// replaced by its A-label form (UTS 46 ToASCII: `bücher.de` → `xn--bcher-kva.de`). Nothing
+/// else is merged: a domain or local part in another script that merely looks the same (a
+/// Cyrillic `а` in `exаmple.org`) is another mailbox, hence another signer. The result is its
+/// own canonical form.
 pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, InvalidField> {
     let email = trim(email);
     if email.is_empty() {
         return Err(invalid("email", "is required"));
     }
     if email.len() > EMAIL_BYTES_MAX {
-        return Err(invalid("email", "longer than 254 bytes"));
+        return Err(ERROR_LENGTH);
     }
-    let ascii = email.is_ascii();
-    let (at, needs_lowercase) = if ascii {
-        ascii_layout(email.as_bytes())?
-    } else {
-        general_layout(email)?
-    };
+    if !email.is_ascii() {
+        return unicode_signer(email, policy);
+    }
+    let (at, needs_lowercase) = ascii_layout(email.as_bytes())?;
     let (local, domain) = (&email[..at], &email[at + 1..]);
-    let mut local: Cow<'_, str> = Cow::Borrowed(local);
-    let mut domain: Cow<'_, str> = Cow::Borrowed(domain);
     if needs_lowercase {
-        if ascii && !policy.strip_plus_tags && !policy.gmail_dots {
+        if !policy.strip_plus_tags && !policy.gmail_dots {
             // Nothing else to change: one allocation for the whole address.
             return Ok(Cow::Owned(email.to_ascii_lowercase()));
         }
-        local = Cow::Owned(local.to_lowercase());
-        domain = Cow::Owned(domain.to_lowercase());
+        let local = Cow::Owned(local.to_ascii_lowercase());
+        let domain = Cow::Owned(domain.to_ascii_lowercase());
+        return Ok(with_policy(email, local, domain, true, policy));
     }
-    let mut changed = needs_lowercase;
+    Ok(with_policy(
+        email,
+        Cow::Borrowed(local),
+        Cow::Borrowed(domain),
+        false,
+        policy,
+    ))
+}
+
+/// [`canonical_signer`] for an email that is not all ASCII. Kept out of line: the ASCII path
+/// never runs any of it.
+#[cold]
+fn unicode_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, InvalidField> {
+    // First, so that the error names the character class rather than a symptom of it.
+    if email.chars().any(invisible) {
+        return Err(ERROR_INVISIBLE);
+    }
+    // Lower-casing is decided character by character below (a title-case letter such as U+01C5
+    // is not upper-case, yet lower-cases), so the layout's upper-case flag is not needed.
+    let (at, _) = general_layout(email)?;
+    let (local, domain) = (&email[..at], &email[at + 1..]);
+    let local = local_identity(local);
+    // Normalising can change the local part's length and, through singleton decompositions
+    // such as U+037E GREEK QUESTION MARK → ';', its characters: check what is kept.
+    if local.len() > EMAIL_LOCAL_BYTES_MAX {
+        return Err(ERROR_LOCAL_LENGTH);
+    }
+    if !local_part_ok(&local) {
+        return Err(ERROR_LOCAL_CHARACTER);
+    }
+    let domain = if domain.is_ascii() {
+        if domain.bytes().any(|b| b.is_ascii_uppercase()) {
+            Cow::Owned(domain.to_ascii_lowercase())
+        } else {
+            Cow::Borrowed(domain)
+        }
+    } else {
+        Cow::Owned(idn_domain(domain)?)
+    };
+    if local.len() + 1 + domain.len() > EMAIL_BYTES_MAX {
+        return Err(ERROR_LENGTH);
+    }
+    let changed = matches!(local, Cow::Owned(_)) || matches!(domain, Cow::Owned(_));
+    Ok(with_policy(email, local, domain, changed, policy))
+}
+
+/// Whether a character is invisible or formats text rather than being part of it: General
+/// Category Cf (U+00AD soft hyphen, U+200B..U+200F zero-width characters and marks, U+202A..U+202E
+/// bidirectional controls, U+2060 word joiner, U+FEFF, ...) or Default_Ignorable_Code_Point
+/// (which adds U+034F, the variation selectors, the Hangul fillers U+115F, U+1160, U+3164 and
+/// U+FFA0, ...). Such a character renders as nothing, so `z\u{200b}w@example.org` looks like
+/// `zw@example.org`, and mail systems may drop it and deliver both to one mailbox.
+fn invisible(c: char) -> bool {
+    CodePointSetData::new::<DefaultIgnorableCodePoint>().contains(c)
+        || CodePointMapData::<GeneralCategory>::new().get(c) == GeneralCategory::Format
+}
+
+/// A local part lower-cased and then put in NFC (Unicode normalisation form C), so that a
+/// decomposed `rene\u{301}` and a composed `ren\u{e9}` are one signer. Borrowed when unchanged.
+fn local_identity(local: &str) -> Cow<'_, str> {
+    let lower = local.to_lowercase();
+    let normalised = match ComposingNormalizerBorrowed::new_nfc().normalize(&lower) {
+        Cow::Owned(normalised) => Some(normalised),
+        Cow::Borrowed(_) => None,
+    };
+    let normalised = normalised.unwrap_or(lower);
+    if normalised == local {
+        Cow::Borrowed(local)
+    } else {
+        Cow::Owned(normalised)
+    }
+}
+
+/// A non-ASCII domain in its A-label form, by UTS 46 ToASCII (case folding, NFC and the other
+/// UTS 46 mappings, then punycode) with the STD3 rules (letters, digits and '-' only), no '-'
+/// first or last in a label, and DNS lengths. What UTS 46 refuses is not a host name.
+fn idn_domain(domain: &str) -> Result<String, InvalidField> {
+    let ascii = Uts46::new()
+        .to_ascii(
+            domain.as_bytes(),
+            AsciiDenyList::STD3,
+            Hyphens::CheckFirstLast,
+            DnsLength::Verify,
+        )
+        .map_err(|_| ERROR_DOMAIN)?;
+    // UTS 46 accepts a single label ("bücher"); an email's domain needs two.
+    if !domain_ok(&ascii) {
+        return Err(ERROR_DOMAIN);
+    }
+    Ok(ascii.into_owned())
+}
+
+/// Applies the opt-in provider rules of `policy` to a lower-cased local part and domain, and
+/// joins them; `changed` says whether they already differ from `email`.
+#[inline]
+fn with_policy<'a>(
+    email: &'a str,
+    mut local: Cow<'a, str>,
+    mut domain: Cow<'a, str>,
+    mut changed: bool,
+    policy: SignerPolicy,
+) -> Cow<'a, str> {
     if policy.strip_plus_tags {
         if let Some(at) = local.find('+') {
             if at > 0 {
@@ -457,9 +573,9 @@ pub fn canonical_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str
         }
     }
     if !changed {
-        return Ok(Cow::Borrowed(email));
+        return Cow::Borrowed(email);
     }
-    Ok(Cow::Owned(format!("{local}@{domain}")))
+    Cow::Owned(format!("{local}@{domain}"))
 }
 
 #[cfg(test)]
@@ -537,11 +653,9 @@ mod tests {
         );
     }
 
-    #[test]
-    fn ascii_fast_path_agrees_with_the_general_checks() {
-        // Every string over a small alphabet of the characters the checks care about, up to
-        // five bytes, plus some longer shapes: the table-driven ASCII check must give the same
-        // layout or the same error as the general one.
+    /// Every string over a small alphabet of the characters the email checks care about, up to
+    /// five bytes, plus some longer shapes.
+    fn ascii_cases() -> Vec<String> {
         let alphabet = [b'a', b'Z', b'0', b'-', b'.', b'@', b' ', b'+', b'(', b'_'];
         let mut cases: Vec<String> = vec![
             "a@example.org".into(),
@@ -579,12 +693,214 @@ mod tests {
                 }
             }
         }
-        for email in &cases {
+        cases
+    }
+
+    #[test]
+    fn ascii_fast_path_agrees_with_the_general_checks() {
+        // The table-driven ASCII check must give the same layout or the same error as the
+        // general one.
+        for email in &ascii_cases() {
             assert_eq!(
                 ascii_layout(email.as_bytes()),
                 general_layout(email),
                 "email {email:?}"
             );
+        }
+    }
+
+    #[test]
+    fn unicode_rules_agree_with_the_ascii_path_on_ascii() {
+        // The Unicode path, run on ASCII (which `canonical_signer` never lets it see), gives
+        // the ASCII path's answers: its rules only add to them for other text.
+        for email in &ascii_cases() {
+            if email.is_empty() || email.trim() != email {
+                continue;
+            }
+            for policy in [OFF, ALL] {
+                assert_eq!(
+                    unicode_signer(email, policy),
+                    canonical_signer(email, policy),
+                    "email {email:?}"
+                );
+            }
+        }
+    }
+
+    const INVISIBLE: &str = "contains an invisible or formatting character";
+
+    #[test]
+    fn unicode_signers() {
+        // One mailbox, one signer: NFC in the local part, A-labels for the domain.
+        let rene = Ok("ren\u{e9}@example.org");
+        check_signer("ren\u{e9}@example.org", OFF, rene);
+        check_signer("rene\u{301}@example.org", OFF, rene);
+        check_signer("RENE\u{301}@Example.org", OFF, rene);
+        check_signer("REN\u{c9}@example.org", OFF, rene);
+        let bucher = Ok("pu@xn--bcher-kva.de");
+        check_signer("pu@b\u{fc}cher.de", OFF, bucher);
+        check_signer("pu@B\u{dc}CHER.de", OFF, bucher);
+        check_signer("pu@bu\u{308}cher.de", OFF, bucher);
+        check_signer("pu@b\u{fc}cher\u{3002}de", OFF, bucher);
+        check_signer("pu@xn--bcher-kva.de", OFF, bucher);
+        check_signer("PU@XN--BCHER-KVA.DE", OFF, bucher);
+        check_signer(
+            "r\u{e9}ne@b\u{fc}cher.de",
+            OFF,
+            Ok("r\u{e9}ne@xn--bcher-kva.de"),
+        );
+        check_signer("zw@\u{ff45}xample.org", OFF, Ok("zw@example.org"));
+        // Lower-casing is per character: title case and the Kelvin sign too.
+        check_signer("\u{1c5}@example.org", OFF, Ok("\u{1c6}@example.org"));
+        check_signer("\u{212a}@example.org", OFF, Ok("k@example.org"));
+        // Policies apply after normalising.
+        check_signer("J.O\u{301}+x@GoogleMail.com", ALL, Ok("j\u{f3}@gmail.com"));
+        check_signer(
+            "r\u{e9}.ne+x@gm\u{e0}il.com",
+            ALL,
+            Ok("r\u{e9}.ne@xn--gmil-1na.com"),
+        );
+        // Look-alikes in another script are other mailboxes, kept as they are.
+        check_signer("a@ex\u{430}mple.org", OFF, Ok("a@xn--exmple-4nf.org"));
+        check_signer("p\u{430}ul@example.org", OFF, Ok("p\u{430}ul@example.org"));
+        // Invisible and formatting characters, in the local part or the domain.
+        for c in [
+            '\u{ad}',
+            '\u{34f}',
+            '\u{61c}',
+            '\u{115f}',
+            '\u{1160}',
+            '\u{180b}',
+            '\u{180e}',
+            '\u{200b}',
+            '\u{200c}',
+            '\u{200d}',
+            '\u{200e}',
+            '\u{202a}',
+            '\u{202e}',
+            '\u{2060}',
+            '\u{2066}',
+            '\u{3164}',
+            '\u{fe00}',
+            '\u{fe0f}',
+            '\u{feff}',
+            '\u{ffa0}',
+            '\u{1d173}',
+            '\u{e0001}',
+            '\u{e0100}',
+        ] {
+            check_signer(&format!("z{c}w@example.org"), OFF, Err(INVISIBLE));
+            check_signer(&format!("{c}zw@example.org"), OFF, Err(INVISIBLE));
+            check_signer(&format!("zw@exa{c}mple.org"), OFF, Err(INVISIBLE));
+            check_signer(&format!("zw@b\u{fc}{c}cher.de"), OFF, Err(INVISIBLE));
+        }
+        // What normalising makes of a local part is checked again.
+        check_signer(
+            "a\u{37e}b@example.org",
+            OFF,
+            Err("local part contains a character not allowed here"),
+        );
+        check_signer(
+            &format!("{}@example.org", "\u{958}".repeat(21)),
+            OFF,
+            Err("local part must be 1-64 bytes"),
+        );
+        // 239 bytes as sent, 263 with its domain's A-labels.
+        let label = format!("{}\u{fc}", "a".repeat(40));
+        let long = format!("{}@{}.de", "a".repeat(64), vec![label; 4].join("."));
+        assert!(long.len() <= EMAIL_BYTES_MAX);
+        check_signer(&long, OFF, Err("longer than 254 bytes"));
+        // Domains UTS 46 refuses, or that are not host names.
+        for domain in [
+            "b\u{fc}cher",
+            "-b\u{fc}cher.de",
+            "b\u{fc}cher-.de",
+            "b\u{fc}_cher.de",
+            "b\u{fc}cher..de",
+            "b\u{fc}cher.de.",
+            "xn--zz\u{fc}.de",
+            "xn--a.b\u{fc}cher.de",
+            "b\u{fc}cher.d\u{2f}e",
+        ] {
+            check_signer(
+                &format!("a@{domain}"),
+                OFF,
+                Err("domain is not a valid host name"),
+            );
+        }
+    }
+
+    #[test]
+    fn one_mailbox_one_signer() {
+        // Each variant is the plain address's signer or refused; never a signer of its own.
+        let variants = [
+            ("zw@example.org", "z\u{200b}w@example.org"),
+            ("zw@example.org", "z\u{200d}w@example.org"),
+            ("zw@example.org", "\u{feff}zw@example.org"),
+            ("zw@example.org", "z\u{ad}w@example.org"),
+            ("zw@example.org", "z\u{202e}w@example.org"),
+            ("zw@example.org", "z\u{34f}w@example.org"),
+            ("zw@example.org", "zw\u{fe0f}@example.org"),
+            ("zw@example.org", "zw\u{3164}@example.org"),
+            ("zw@example.org", "zw@exa\u{200b}mple.org"),
+            ("ren\u{e9}@example.org", "rene\u{301}@example.org"),
+            ("pu@bücher.de", "pu@xn--bcher-kva.de"),
+            ("pu@bücher.de", "pu@BÜCHER.de"),
+            ("pu@bücher.de", "pu@bu\u{308}cher.de"),
+        ];
+        for policy in [OFF, ALL] {
+            for (plain, variant) in variants {
+                let plain_signer = canonical_signer(plain, policy).expect("plain is valid");
+                match canonical_signer(variant, policy) {
+                    Ok(signer) => assert_eq!(signer, plain_signer, "{variant:?}"),
+                    Err(e) => assert_eq!(e.reason, INVISIBLE, "{variant:?}"),
+                }
+            }
+        }
+        assert_eq!(
+            canonical_signer("z\u{200b}w@example.org", OFF),
+            Err(ERROR_INVISIBLE)
+        );
+        assert_eq!(
+            canonical_signer("pu@bücher.de", OFF),
+            canonical_signer("pu@xn--bcher-kva.de", OFF)
+        );
+    }
+
+    #[test]
+    fn canonical_signers_are_their_own_canonical_form() {
+        let emails = [
+            "a@example.org",
+            "  Jo.Smith+x@Example.ORG ",
+            "J.O.Smith+x@GoogleMail.com",
+            "\u{c9}LODIE@exemple.fr",
+            "RENE\u{301}@Example.org",
+            "pu@B\u{dc}CHER.de",
+            "pu@bu\u{308}cher\u{3002}de",
+            "\u{130}stanbul@\u{130}stanbul.tr",
+            "\u{39f}\u{394}\u{39f}\u{3a3}@\u{3a3}\u{3a3}.gr",
+            "\u{1c5}\u{1c4}@example.org",
+            "\u{212a}\u{212b}\u{2126}@example.org",
+            "\u{1f88}\u{345}@example.org",
+            "a\u{301}\u{327}\u{300}@example.org",
+            "\u{fb01}@\u{fb01}.org",
+            "\u{ff21}@\u{ff21}.org",
+            "\u{d55c}\u{1100}\u{1161}@\u{d55c}\u{ad6d}.kr",
+            "\u{5d0}\u{5b8}@example.org",
+            "p\u{430}ul@ex\u{430}mple.org",
+            "x@xn--bcher-kva.XN--P1AI",
+            "st\u{df}@stra\u{df}e.de",
+            "\u{3c2}\u{3a3}@example.org",
+            "r\u{e9}.ne+x@GM\u{c0}IL.com",
+        ];
+        for policy in [OFF, ALL] {
+            for email in emails {
+                let once =
+                    canonical_signer(email, policy).unwrap_or_else(|e| panic!("{email:?}: {e}"));
+                let twice = canonical_signer(&once, policy)
+                    .unwrap_or_else(|e| panic!("{email:?} → {once:?}: {e}"));
+                assert_eq!(twice, once, "{email:?}");
+            }
         }
     }
 

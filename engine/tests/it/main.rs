@@ -4,4 +4,5 @@ mod concurrency;
 mod crash;
 mod durability;
 mod model;
+mod signers;
 mod support;
