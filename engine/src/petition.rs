@@ -22,7 +22,7 @@ pub const THRESHOLDS_MAX: usize = 32;
 /// What to register (or update): a petition id, an optional deadline and thresholds.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct PetitionSpec {
-    /// Petition id: 1–64 characters of `[A-Za-z0-9._-]`.
+    /// Petition id: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
     pub id: String,
     /// Signatures are refused from this moment (Unix milliseconds) on.
     pub deadline_ms: Option<u64>,

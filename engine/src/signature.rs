@@ -35,7 +35,7 @@ pub const SOURCE_BYTES_MAX: usize = 64;
 /// `received_at` is stamped by the engine, not taken from the caller.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct NewSignature {
-    /// Petition id: 1–64 characters of `[A-Za-z0-9._-]`.
+    /// Petition id: 1–64 characters of `[A-Za-z0-9._-]`, not `.` or `..`.
     pub petition: String,
     /// The signer's email address; its canonical form is the signer identity.
     pub email: String,
@@ -171,7 +171,8 @@ pub(crate) struct ValidRef<'a> {
     pub source: Option<&'a str>,
 }
 
-/// Checks a petition id: 1–64 characters of `[A-Za-z0-9._-]`.
+/// Checks a petition id: 1–64 characters of `[A-Za-z0-9._-]`, and not `.` or `..` (which
+/// clients and proxies that normalise URL paths would resolve away).
 pub fn validate_petition_id(id: &str) -> Result<(), InvalidField> {
     if id.is_empty() {
         return Err(invalid("petition", "must not be empty"));
@@ -187,6 +188,9 @@ pub fn validate_petition_id(id: &str) -> Result<(), InvalidField> {
             "petition",
             "may only contain A-Z, a-z, 0-9, '.', '_' and '-'",
         ));
+    }
+    if id == "." || id == ".." {
+        return Err(invalid("petition", "must not be '.' or '..'"));
     }
     Ok(())
 }
@@ -937,6 +941,15 @@ mod tests {
         check_petition("has space", false);
         check_petition("slash/", false);
         check_petition("émoji", false);
+        check_petition(".", false);
+        check_petition("..", false);
+        check_petition("...", true);
+        check_petition(".a", true);
+        check_petition("a..b", true);
+        assert_eq!(
+            validate_petition_id(".."),
+            Err(invalid("petition", "must not be '.' or '..'"))
+        );
     }
 
     fn check_field(mutate: impl FnOnce(&mut NewSignature), expected: Result<(), &str>) {
