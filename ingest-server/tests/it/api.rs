@@ -4,7 +4,7 @@ use std::collections::HashSet;
 
 use hyper::Method;
 
-use crate::support::{TestServer, ADMIN, INGEST};
+use crate::support::{raw, raw_status, TestServer, ADMIN, INGEST};
 
 const JSON: (&str, &str) = ("content-type", "application/json");
 
@@ -632,5 +632,24 @@ async fn petition_reads_follow_admin_changes_and_deadlines() {
     assert_eq!(read().await["state"], "open", "the deadline was removed");
     server.close("p").await;
     assert_eq!(read().await["state"], "closed", "a close shows at once");
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dot_segments_are_not_petition_ids() {
+    let server = TestServer::start(|_| {}).await;
+    for id in [".", ".."] {
+        let request = format!(
+            "PUT /v1/petitions/{id} HTTP/1.1\r\nHost: x\r\nAuthorization: {ADMIN}\r\n\
+             Content-Type: application/json\r\nContent-Length: 2\r\nConnection: close\r\n\r\n{{}}"
+        );
+        let answer = raw(server.addr, request.as_bytes()).await;
+        assert_eq!(raw_status(&answer), 422, "{id}: {answer}");
+        assert!(answer.contains("invalid_petition"), "{answer}");
+        assert!(server.engine.petition(id).is_none());
+    }
+    // Dots inside an id are still fine.
+    server.register("...", "{}").await;
+    server.register("a..b", "{}").await;
     server.stop().await;
 }
