@@ -24,7 +24,7 @@ use crate::petition::{
 use crate::shared::Shared;
 use crate::signature::{AsSignatureRef, NewSignature};
 use crate::stats::Stats;
-use crate::store::{Meta, Store};
+use crate::store::{Meta, Store, SIGNER_RULES};
 use crate::verify::VerifyReport;
 use crate::writer::Writer;
 
@@ -456,6 +456,7 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
     let fresh = Meta {
         secret: *Fingerprinter::random().secret(),
         policy: config.signer_policy,
+        rules: SIGNER_RULES,
     };
     let meta = store.load_or_init_meta(&fresh)?;
     if meta.policy != config.signer_policy {
@@ -464,7 +465,36 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
             configured: config.signer_policy,
         });
     }
+    if meta.rules != SIGNER_RULES {
+        upgrade_signer_rules(&store, meta.rules)?;
+    }
     Ok(Some((store, meta)))
+}
+
+/// Brings a store written under older signer rules to the current ones, once. The rules changed
+/// only for emails that are not all ASCII, so a store without any is upgraded as it is (after
+/// one scan of its records). One with some is refused: their stored fingerprints may differ
+/// from what this build derives, which would let such a signer sign twice.
+fn upgrade_signer_rules(store: &Store, stored: u8) -> Result<(), OpenError> {
+    let refused = |non_ascii| OpenError::SignerRules {
+        stored,
+        current: SIGNER_RULES,
+        non_ascii,
+    };
+    if stored > SIGNER_RULES {
+        return Err(refused(0));
+    }
+    let mut non_ascii = 0u64;
+    store.scan_signatures(|_, record| {
+        if !record.email.is_ascii() {
+            non_ascii += 1;
+        }
+    })?;
+    if non_ascii > 0 {
+        return Err(refused(non_ascii));
+    }
+    store.set_signer_rules()?;
+    Ok(())
 }
 
 /// Loads petitions, counts and milestones, and sizes the index for the signers stored. They are
@@ -571,4 +601,67 @@ fn plan_registrations(
         }
     }
     (results, planned)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{NewSignature, PetitionSpec, SignerPolicy};
+
+    /// A persistent engine in `dir` with one petition and these signers, closed again; then
+    /// its store made to look written before the signer rules were recorded.
+    fn old_store(dir: &std::path::Path, emails: &[&str]) {
+        let engine = Engine::open(Config::persistent(dir)).expect("opens");
+        engine.wait_ready().expect("ready");
+        engine.register(PetitionSpec::new("p")).expect("registers");
+        for email in emails {
+            let outcome = engine.submit(NewSignature::new("p", *email));
+            assert!(
+                matches!(outcome, Ok(Outcome::Accepted { .. })),
+                "{outcome:?}"
+            );
+        }
+        engine.close().expect("closes");
+        drop(engine);
+        let store = Store::open(dir).expect("store opens");
+        store.forget_signer_rules().expect("forgets");
+    }
+
+    #[test]
+    fn an_old_store_of_ascii_signers_is_upgraded_once() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        old_store(dir.path(), &["ada@example.org", "bob@example.org"]);
+        let engine = Engine::open(Config::persistent(dir.path())).expect("upgraded");
+        engine.wait_ready().expect("ready");
+        assert_eq!(engine.count("p"), Some(2));
+        let again = engine.submit(NewSignature::new("p", "ADA@example.org"));
+        assert!(
+            matches!(again, Ok(Outcome::Duplicate { count: 2 })),
+            "{again:?}"
+        );
+        engine.close().expect("closes");
+        drop(engine);
+        let store = Store::open(dir.path()).expect("store opens");
+        let fresh = Meta {
+            secret: [0; SECRET_BYTES],
+            policy: SignerPolicy::default(),
+            rules: SIGNER_RULES,
+        };
+        let meta = store.load_or_init_meta(&fresh).expect("meta");
+        assert_eq!(meta.rules, SIGNER_RULES, "the upgrade is recorded");
+    }
+
+    #[test]
+    fn an_old_store_with_non_ascii_signers_is_refused() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        old_store(dir.path(), &["ada@example.org", "rené@example.org"]);
+        match Engine::open(Config::persistent(dir.path())) {
+            Err(OpenError::SignerRules {
+                stored: 1,
+                current: SIGNER_RULES,
+                non_ascii: 1,
+            }) => {}
+            other => panic!("expected SignerRules, got {:?}", other.map(|_| ())),
+        }
+    }
 }

@@ -17,6 +17,21 @@ pub enum OpenError {
         /// Policy in the configuration.
         configured: crate::SignerPolicy,
     },
+    /// The store's signers were derived by other signer rules than this build's, and it holds
+    /// signers the change may affect (or it comes from a newer build).
+    #[error(
+        "the store's signers were derived by signer rules {stored}, this build uses {current}, \
+         and {non_ascii} stored emails are not ASCII, whose signers the change may alter: open \
+         it with the build that wrote it, or re-ingest its signatures into a new store"
+    )]
+    SignerRules {
+        /// The rules in the store.
+        stored: u8,
+        /// This build's rules.
+        current: u8,
+        /// Stored emails that are not all ASCII (0 when the store is from a newer build).
+        non_ascii: u64,
+    },
     /// A configuration field is out of range.
     #[error("invalid configuration: {0}")]
     Config(&'static str),

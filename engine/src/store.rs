@@ -5,7 +5,7 @@
 //!
 //! | column family  | key                     | value                                           |
 //! |----------------|-------------------------|-------------------------------------------------|
-//! | `meta`         | name                    | format version, fingerprint secret, signer policy |
+//! | `meta`         | name                    | format version, fingerprint secret, signer policy, signer rules |
 //! | `petitions`    | petition number (u32)   | [`PetitionMeta`], versioned                      |
 //! | `counts`       | petition number (u32)   | count (u64)                                     |
 //! | `signatures`   | signature sequence (u64)| the signature record, versioned                 |
@@ -58,6 +58,13 @@ const COLUMN_FAMILIES: [&str; 6] = [
 const META_FORMAT: &[u8] = b"format";
 const META_SECRET: &[u8] = b"secret";
 const META_POLICY: &[u8] = b"signer_policy";
+const META_RULES: &[u8] = b"signer_rules";
+
+/// The version of the rules that derive a signer from an email (`canonical_signer`), kept in
+/// `meta`: 1 (a store without the key) lower-cased only; 2 added the Unicode rules (invisible
+/// characters refused, NFC local parts, `xn--` domains), which change the signer, hence the
+/// fingerprint, of some non-ASCII emails.
+pub(crate) const SIGNER_RULES: u8 = 2;
 
 /// Memtable size of the `signatures` column family. Large memtables mean fewer, larger L0 files.
 const SIGNATURES_MEMTABLE_BYTES: usize = 128 << 20;
@@ -70,6 +77,9 @@ const WAL_BYTES_MAX: u64 = 1 << 30;
 pub(crate) struct Meta {
     pub secret: [u8; SECRET_BYTES],
     pub policy: SignerPolicy,
+    /// The signer rules the stored fingerprints were derived by ([`SIGNER_RULES`] on a new
+    /// store).
+    pub rules: u8,
 }
 
 /// Whether files in `dir` (created if missing) can be opened for direct I/O. Some filesystems
@@ -190,10 +200,12 @@ impl Store {
                 batch.put_cf(cf, META_FORMAT, [FORMAT_VERSION]);
                 batch.put_cf(cf, META_SECRET, fresh.secret);
                 batch.put_cf(cf, META_POLICY, [fresh.policy.to_byte()]);
+                batch.put_cf(cf, META_RULES, [SIGNER_RULES]);
                 self.write(batch, Durability::Sync)?;
                 Ok(Meta {
                     secret: fresh.secret,
                     policy: fresh.policy,
+                    rules: SIGNER_RULES,
                 })
             }
             Some(format) => {
@@ -217,9 +229,37 @@ impl Store {
                         })
                     }
                 };
-                Ok(Meta { secret, policy })
+                let rules = match self.db.get_cf(cf, META_RULES)?.as_deref() {
+                    None => 1,
+                    Some([rules]) => *rules,
+                    Some(_) => {
+                        return Err(StoreError::Corrupt {
+                            what: "signer rules",
+                        })
+                    }
+                };
+                Ok(Meta {
+                    secret,
+                    policy,
+                    rules,
+                })
             }
         }
+    }
+
+    /// Records that the stored fingerprints follow the current [`SIGNER_RULES`] (synced).
+    pub fn set_signer_rules(&self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), META_RULES, [SIGNER_RULES]);
+        self.write(batch, Durability::Sync)
+    }
+
+    /// Forgets the signer rules, as a store written before they were recorded (tests only).
+    #[cfg(test)]
+    pub fn forget_signer_rules(&self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.delete_cf(self.cf(CF_META), META_RULES);
+        self.write(batch, Durability::Sync)
     }
 
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StoreError> {
