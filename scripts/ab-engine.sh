@@ -2,6 +2,7 @@
 # Compares two engine-bench builds on P1 (in memory) and P2 (durable, sync), round by round.
 #
 #   scripts/ab-engine.sh A_BIN B_BIN [ROUNDS] [SIGNATURES]     (defaults: 3 rounds, 20000000)
+#   AB_TARGETS=p1 scripts/ab-engine.sh ...                      (P1 only; default "p1 p2")
 #
 # Each round runs both builds, in the order A B, then B A in the next round, and so on, so that a
 # drift of the machine's speed over the run weighs on both alike. P2 runs start from an empty
@@ -36,7 +37,7 @@ p2() { # bin json
 }
 
 echo "# ab-engine: A=$a B=$b, $rounds rounds of $n signatures, $(nproc) cores, $(date -u +%FT%TZ)"
-for target in p1 p2; do
+for target in ${AB_TARGETS:-p1 p2}; do
   for round in $(seq 1 "$rounds"); do
     if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
     for build in $order; do
