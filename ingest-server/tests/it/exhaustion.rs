@@ -66,8 +66,9 @@ async fn one_line_batch(conn: &mut Conn, n: usize) -> Duration {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn stalled_batch_bodies_hold_no_batch_slot() {
-    let body_timeout = Duration::from_secs(3);
-    let server = TestServer::start(|c| c.body_read_timeout = body_timeout).await;
+    // The default body timeout, 10 s: the stalled bodies hold on for all of the measurement.
+    let body_timeout = ServerConfig::default().body_read_timeout;
+    let server = TestServer::start(|_| {}).await;
     server.register("p", "{}").await;
     let slots = ServerConfig::default().batch_inflight_max;
     // As many connections as there are batch slots announce 100,000 bytes, send 11 and stall.
@@ -94,15 +95,18 @@ async fn stalled_batch_bodies_hold_no_batch_slot() {
         attack_on.elapsed() < body_timeout,
         "the stalled bodies must still be stalled while the client measures"
     );
+    eprintln!("one-line batches while {slots} bodies stall: median {median:?}, max {max:?}");
+    // Each answer is a group commit with an fsync: the bound is loose for a loaded machine; what
+    // matters is that every batch was answered 200 while the bodies stalled.
     assert!(
-        max < Duration::from_secs(1),
+        max < Duration::from_secs(5),
         "one-line batches while {slots} bodies stall: median {median:?}, max {max:?}"
     );
     // The stalled bodies get 408 at the body timeout and give their bytes back.
     for mut stream in stalled {
         let mut answer = Vec::new();
-        let read = tokio::time::timeout(Duration::from_secs(10), stream.read_to_end(&mut answer));
-        let _ = read.await.expect("closed within 10 s");
+        let read = tokio::time::timeout(Duration::from_secs(20), stream.read_to_end(&mut answer));
+        let _ = read.await.expect("closed within 20 s");
         let answer = String::from_utf8_lossy(&answer).into_owned();
         assert_eq!(raw_status(&answer), 408, "{answer}");
     }
@@ -169,7 +173,7 @@ async fn silent_connections_are_closed_at_the_header_timeout() {
     let opened = Instant::now();
     let mut streams = silent(server.addr, 300).await;
     // Every slot is held: a new client is refused until the silent ones are closed.
-    let deadline = Instant::now() + Duration::from_secs(5);
+    let deadline = Instant::now() + Duration::from_secs(10);
     let mut refused = 0;
     let served_after = loop {
         let answer = raw(
@@ -191,8 +195,10 @@ async fn silent_connections_are_closed_at_the_header_timeout() {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     };
+    // The header timeout (500 ms) plus the watchdog's tick (125 ms) and scheduling; the idle
+    // timeout that used to close them is 60 s.
     assert!(
-        served_after < Duration::from_secs(3),
+        served_after < Duration::from_secs(5),
         "served {served_after:?} after the silent connections opened"
     );
     // The server closed every silent connection, none before the header timeout.
@@ -214,8 +220,12 @@ async fn silent_connections_are_closed_at_the_header_timeout() {
         times.push(started.elapsed());
     }
     let (median, max) = median_and_max(times);
+    eprintln!(
+        "served {served_after:?} after 300 silent connections opened ({refused} refused before); \
+         then /livez median {median:?}, max {max:?}"
+    );
     assert!(
-        max < Duration::from_secs(1),
+        max < Duration::from_secs(5),
         "median {median:?}, max {max:?}"
     );
     server.stop().await;
