@@ -17,10 +17,11 @@ pub struct ServerConfig {
     pub body_bytes_max: usize,
     /// Largest body of a batch request, in bytes.
     pub batch_bytes_max: usize,
-    /// Most bytes of request bodies held at once, across all connections: bodies being read
-    /// and bodies read but not yet handed to the engine. Charged as bytes arrive, so a body
-    /// that stalls holds only what it sent; past it, 503 `overloaded`. Never less than
-    /// `batch_bytes_max` (it is raised to that if set lower).
+    /// Most bytes of batch bodies held at once, across all connections: bodies being read and
+    /// bodies read but not yet handed to the engine. Charged as bytes arrive, so a body that
+    /// stalls holds only what it sent; past it, 503 `overloaded`. Never less than
+    /// `batch_bytes_max`. Single-signature and admin bodies have their own budget,
+    /// `inflight_max` × `body_bytes_max`, so stalled batches cannot starve them.
     pub body_buffer_bytes_max: usize,
     /// Most lines in one batch request.
     pub batch_lines_max: usize,

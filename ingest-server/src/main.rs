@@ -59,8 +59,9 @@ struct Args {
     /// Largest batch request body, in bytes.
     #[arg(long, env = "INGEST_BATCH_BYTES_MAX", default_value_t = 8 * 1024 * 1024)]
     batch_bytes_max: usize,
-    /// Most bytes of request bodies held at once across all connections (bodies being read and
-    /// read ones not yet handed to the engine); past it, 503. At least --batch-bytes-max.
+    /// Most bytes of batch bodies held at once across all connections (being read, or read and
+    /// not yet handed to the engine); past it, 503. At least --batch-bytes-max. Single and admin
+    /// bodies have their own budget: --inflight-max × --body-bytes-max.
     #[arg(long, env = "INGEST_BODY_BUFFER_BYTES_MAX", default_value_t = 256 * 1024 * 1024)]
     body_buffer_bytes_max: usize,
     /// Most lines in one batch request.

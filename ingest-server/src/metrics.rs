@@ -149,20 +149,21 @@ impl Metrics {
 struct Scrape {
     metrics: Arc<Metrics>,
     engine: Engine,
-    body_budget: Arc<BodyBudget>,
+    /// The small-body and batch budgets.
+    body_budgets: [Arc<BodyBudget>; 2],
 }
 
 /// A registry holding the scrape collector, with the `ingest` prefix.
 pub(crate) fn registry(
     metrics: Arc<Metrics>,
     engine: Engine,
-    body_budget: Arc<BodyBudget>,
+    body_budgets: [Arc<BodyBudget>; 2],
 ) -> Registry {
     let mut registry = Registry::with_prefix("ingest");
     registry.register_collector(Box::new(Scrape {
         metrics,
         engine,
-        body_budget,
+        body_budgets,
     }));
     registry
 }
@@ -304,8 +305,8 @@ impl Collector for Scrape {
             ),
             (
                 "body_buffer_bytes",
-                "Bytes of request bodies held now (read or being read), against the body budget",
-                self.body_budget.held() as f64,
+                "Bytes of request bodies held now (read or being read), single and batch",
+                self.body_budgets.iter().map(|b| b.held()).sum::<usize>() as f64,
             ),
             (
                 "queue_signatures",

@@ -19,7 +19,7 @@ use hyper::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, Denied, Role};
-use crate::response::{close_connection, error, shed, Response};
+use crate::response::{close_connection, error, retry_later, Response};
 use crate::state::State;
 
 /// The caller, if its API key may act as `needed`; else 401 or 403.
@@ -120,7 +120,11 @@ pub(crate) async fn finish_unread(body: &mut Body, response: &mut Response) {
     if response.headers().get(header::CONNECTION) == Some(&CLOSE) {
         return;
     }
+    // Read what has arrived: hyper feeds the body from the same task, so after each round that
+    // brought bytes this yields once to let it read more; the first round that brings nothing
+    // ends the drain. No timer, and no wait for bytes still on their way.
     let mut drained = 0;
+    let mut progressed = true;
     let ended = std::future::poll_fn(|cx| loop {
         match std::pin::Pin::new(&mut body.incoming).poll_frame(cx) {
             Poll::Ready(None) => return Poll::Ready(true),
@@ -129,8 +133,15 @@ pub(crate) async fn finish_unread(body: &mut Body, response: &mut Response) {
                 if drained > DRAIN_BYTES_MAX {
                     return Poll::Ready(false);
                 }
+                progressed = true;
             }
-            Poll::Ready(Some(Err(_))) | Poll::Pending => return Poll::Ready(false),
+            Poll::Ready(Some(Err(_))) => return Poll::Ready(false),
+            Poll::Pending if progressed => {
+                progressed = false;
+                cx.waker().wake_by_ref();
+                return Poll::Pending;
+            }
+            Poll::Pending => return Poll::Ready(false),
         }
     })
     .await;
@@ -143,7 +154,17 @@ pub(crate) async fn finish_unread(body: &mut Body, response: &mut Response) {
 
 const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
-/// The bytes of request bodies held at once, across all connections (see
+/// Which body a route reads: its byte limit and the budget it is charged to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum BodyKind {
+    /// A single signature or an admin request: `body_bytes_max`, the small-body budget.
+    Small,
+    /// An NDJSON batch: `batch_bytes_max`, the batch budget. Batches stalled by one client
+    /// cannot take what single signatures need.
+    Batch,
+}
+
+/// The bytes of request bodies of one kind held at once, across all connections (see
 /// `ServerConfig::body_buffer_bytes_max`).
 #[derive(Debug)]
 pub(crate) struct BodyBudget {
@@ -172,15 +193,20 @@ pub(crate) struct Held<'a> {
 }
 
 impl Held<'_> {
-    /// Takes `n` more bytes; `false` (taking nothing) if the budget has not got them.
+    /// Takes `n` more bytes; `false` (taking nothing) if the budget has not got them. A refusal
+    /// never counts against another request meanwhile (no add-then-take-back).
     fn grow(&mut self, n: usize) -> bool {
-        let before = self.budget.held.fetch_add(n, Ordering::Relaxed);
-        if before + n > self.budget.max {
-            self.budget.held.fetch_sub(n, Ordering::Relaxed);
-            return false;
+        let max = self.budget.max;
+        let taken = self
+            .budget
+            .held
+            .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |held| {
+                held.checked_add(n).filter(|&after| after <= max)
+            });
+        if taken.is_ok() {
+            self.bytes += n;
         }
-        self.bytes += n;
-        true
+        taken.is_ok()
     }
 }
 
@@ -211,16 +237,20 @@ enum Unread {
     Broken(hyper::Error),
 }
 
-/// Reads a body of at most `limit` bytes within the body timeout: 413 past the limit (whether
+/// Reads a body of at most its kind's limit within the body timeout: 413 past the limit (whether
 /// announced by `Content-Length` or found while reading a chunked body), 408 on timeout, 503
-/// `overloaded` when the bodies held by all requests reach the body budget. Call it before
-/// taking an in-flight slot: a slow body then holds only the bytes it sent.
+/// `overloaded` when the bodies of its kind held by all requests reach their budget. Call it
+/// before taking an in-flight slot: a slow body then holds only the bytes it sent.
 pub(crate) async fn read_body<'s>(
     state: &'s State,
     headers: &HeaderMap,
     body: &mut Body,
-    limit: usize,
+    kind: BodyKind,
 ) -> Result<ReadBody<'s>, Response> {
+    let (limit, budget) = match kind {
+        BodyKind::Small => (state.config.body_bytes_max, &state.small_body_budget),
+        BodyKind::Batch => (state.config.batch_bytes_max, &state.batch_body_budget),
+    };
     let too_large = || {
         close_connection(error(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -235,10 +265,7 @@ pub(crate) async fn read_body<'s>(
     if announced.is_some_and(|n| n > limit as u64) {
         return Err(too_large());
     }
-    let held = Held {
-        budget: &state.body_budget,
-        bytes: 0,
-    };
+    let held = Held { budget, bytes: 0 };
     let mut read = std::pin::pin!(read_frames(&mut body.incoming, limit, held));
     // Most bodies arrived with their headers: only arm the timer when one has to be waited for.
     let first = std::future::poll_fn(|cx| Poll::Ready(read.as_mut().poll(cx))).await;
@@ -254,7 +281,12 @@ pub(crate) async fn read_body<'s>(
         Ok(Err(Unread::TooLarge)) => Err(too_large()),
         Ok(Err(Unread::Budget)) => {
             state.metrics.shed.fetch_add(1, Ordering::Relaxed);
-            Err(close_connection(shed(state)))
+            Err(close_connection(retry_later(
+                state,
+                StatusCode::SERVICE_UNAVAILABLE,
+                "overloaded",
+                "too many request bodies are being read, retry shortly",
+            )))
         }
         Ok(Err(Unread::Broken(e))) => Err(close_connection(error(
             StatusCode::BAD_REQUEST,
@@ -328,4 +360,47 @@ pub(crate) fn query_pairs(query: Option<&str>) -> impl Iterator<Item = (&str, &s
         .split('&')
         .filter(|pair| !pair.is_empty())
         .map(|pair| pair.split_once('=').unwrap_or((pair, "")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_refused_grow_takes_nothing_even_for_a_moment() {
+        // One thread keeps asking for more than is left; the other's small requests always fit
+        // and must never be refused because of it.
+        let budget = BodyBudget::new(100);
+        let mut resident = Held {
+            budget: &budget,
+            bytes: 0,
+        };
+        assert!(resident.grow(50));
+        let stop = std::sync::atomic::AtomicBool::new(false);
+        let refused = std::thread::scope(|scope| {
+            scope.spawn(|| {
+                while !stop.load(Ordering::Relaxed) {
+                    let mut big = Held {
+                        budget: &budget,
+                        bytes: 0,
+                    };
+                    assert!(!big.grow(60), "50 + 60 is over 100");
+                }
+            });
+            let refused = (0..500_000)
+                .filter(|_| {
+                    let mut small = Held {
+                        budget: &budget,
+                        bytes: 0,
+                    };
+                    !small.grow(10)
+                })
+                .count();
+            stop.store(true, Ordering::Relaxed);
+            refused
+        });
+        assert_eq!(refused, 0, "small grows refused though 50 + 10 fits in 100");
+        drop(resident);
+        assert_eq!(budget.held(), 0, "every grow given back");
+    }
 }

@@ -20,7 +20,11 @@ pub(crate) struct State {
     pub keys: Keys,
     pub inflight: Arc<Semaphore>,
     pub batch_inflight: Arc<Semaphore>,
-    pub body_budget: Arc<BodyBudget>,
+    /// What single-signature and admin bodies may hold: `inflight_max` bodies of
+    /// `body_bytes_max`.
+    pub small_body_budget: Arc<BodyBudget>,
+    /// What batch bodies may hold: `body_buffer_bytes_max`.
+    pub batch_body_budget: Arc<BodyBudget>,
     pub draining: AtomicBool,
     /// Bumped after every petition registration, update or close: invalidates the rendered
     /// petition reads.
@@ -39,18 +43,26 @@ impl State {
     pub fn new(config: ServerConfig, engine: Engine) -> State {
         let metrics = Arc::new(Metrics::new());
         // At least one body of each kind must fit, or it could never be read.
-        let body_budget = Arc::new(BodyBudget::new(
+        let small_body_budget = Arc::new(BodyBudget::new(
             config
-                .body_buffer_bytes_max
-                .max(config.batch_bytes_max)
-                .max(config.body_bytes_max),
+                .inflight_max
+                .max(1)
+                .saturating_mul(config.body_bytes_max),
+        ));
+        let batch_body_budget = Arc::new(BodyBudget::new(
+            config.body_buffer_bytes_max.max(config.batch_bytes_max),
         ));
         State {
             keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
             inflight: Arc::new(Semaphore::new(config.inflight_max)),
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
-            registry: metrics::registry(metrics.clone(), engine.clone(), body_budget.clone()),
-            body_budget,
+            registry: metrics::registry(
+                metrics.clone(),
+                engine.clone(),
+                [small_body_budget.clone(), batch_body_budget.clone()],
+            ),
+            small_body_budget,
+            batch_body_budget,
             draining: AtomicBool::new(false),
             admin_generation: AtomicU64::new(0),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::Role;
 use crate::request::{
-    admit, authorize, content_type, json_error_status, query_pairs, read_body, Body,
+    admit, authorize, content_type, json_error_status, query_pairs, read_body, Body, BodyKind,
 };
 use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response, JSON};
 use crate::state::State;
@@ -207,8 +207,7 @@ pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut
     if let Err(response) = content_type(headers, &[JSON]) {
         return response;
     }
-    let limit = state.config.body_bytes_max;
-    let body = match read_body(state, headers, body, limit).await {
+    let body = match read_body(state, headers, body, BodyKind::Small).await {
         Ok(body) => body,
         Err(response) => return response,
     };

@@ -14,7 +14,9 @@ use serde::{Deserialize, Serialize};
 
 use crate::auth::{Role, Take};
 use crate::metrics::SignatureOutcome;
-use crate::request::{admit, authorize, content_type, json_error_status, read_body, Body};
+use crate::request::{
+    admit, authorize, content_type, json_error_status, read_body, Body, BodyKind,
+};
 use crate::response::{
     close_connection, error, json, ndjson, rate_limited, retry_later, shed, Response, JSON, NDJSON,
 };
@@ -94,10 +96,14 @@ pub(crate) async fn sign(
     if let Err(response) = content_type(headers, &[JSON]) {
         return response;
     }
-    let limit = state.config.body_bytes_max;
-    let body = match read_body(state, headers, body, limit).await {
+    let body = match read_body(state, headers, body, BodyKind::Small).await {
         Ok(body) => body,
-        Err(response) => return response,
+        Err(response) => {
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                state.metrics.signature(SignatureOutcome::Overloaded);
+            }
+            return response;
+        }
     };
     // The slot is taken once the body is in: a slow body holds no slot.
     let Some(_permit) = admit(state, &state.inflight) else {
@@ -153,8 +159,7 @@ pub(crate) async fn batch(state: &State, headers: &HeaderMap, body: &mut Body) -
     if let Err(response) = content_type(headers, &[NDJSON, "application/jsonl"]) {
         return response;
     }
-    let limit = state.config.batch_bytes_max;
-    let body = match read_body(state, headers, body, limit).await {
+    let body = match read_body(state, headers, body, BodyKind::Batch).await {
         Ok(body) => body,
         Err(response) => return response,
     };

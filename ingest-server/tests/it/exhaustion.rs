@@ -116,31 +116,83 @@ async fn stalled_batch_bodies_hold_no_batch_slot() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_body_budget_sheds_and_closes_when_full() {
+async fn stalled_full_size_batches_fill_only_the_batch_budget() {
+    // Scaled down: batches of at most 64 KiB and a batch budget of 32 of them.
+    let batch_bytes_max = 64 * 1024;
+    let slots = ServerConfig::default().batch_inflight_max;
     let server = TestServer::start(|c| {
-        c.body_bytes_max = 1024;
-        c.batch_bytes_max = 1024;
-        c.body_buffer_bytes_max = 1500;
+        c.batch_bytes_max = batch_bytes_max;
+        c.body_buffer_bytes_max = slots * batch_bytes_max;
     })
     .await;
     server.register("p", "{}").await;
-    // One stalled body holds 1,000 bytes of the 1,500.
-    let mut stalled = TcpStream::connect(server.addr).await.expect("connects");
+    // Each sends all of a full-size batch body but its last byte, and stalls.
     let head = format!(
         "POST /v1/signatures:batch HTTP/1.1\r\nHost: x\r\nAuthorization: {INGEST}\r\n\
-         Content-Length: 1024\r\n\r\n{}",
-        " ".repeat(1000)
+         Content-Length: {batch_bytes_max}\r\n\r\n"
     );
-    stalled.write_all(head.as_bytes()).await.expect("writes");
-    wait_metric(&server, "body_buffer_bytes", 1000.0).await;
-    // A body of 600 bytes does not fit: 503, and the connection is closed (its body is unread).
-    // (Its email is too long to be valid: what matters is whether the body is read at all.)
-    let email = format!("{}@example.org", "a".repeat(570));
+    let mut stalled = Vec::new();
+    for _ in 0..slots {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+        stream.write_all(head.as_bytes()).await.expect("writes");
+        let body = vec![b' '; batch_bytes_max - 1];
+        stream.write_all(&body).await.expect("writes");
+        stalled.push(stream);
+    }
+    let held = slots * (batch_bytes_max - 1);
+    wait_metric(&server, "body_buffer_bytes", held as f64).await;
+    // Another batch does not fit: 503, and the connection is closed (its body is unread).
+    let mut conn = server.conn().await;
+    let batch = conn
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &[("authorization", INGEST)],
+            "{\"petition\":\"p\",\"email\":\"late@example.org\"}\n",
+        )
+        .await;
+    assert_eq!((batch.status, batch.code().as_str()), (503, "overloaded"));
+    assert_eq!(batch.header("connection"), Some("close"));
+    assert_eq!(batch.header("retry-after"), Some("1"));
+    // Single signatures have their own budget: served.
+    for n in 0..5 {
+        let reply = server.sign("p", &format!("single{n}@example.org")).await;
+        assert_eq!(reply.status, 201, "{reply:?}");
+    }
+    drop(stalled);
+    wait_metric(&server, "body_buffer_bytes", 0.0).await;
+    assert_eq!(server.engine.count("p"), Some(5));
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_small_body_budget_sheds_and_closes_when_full() {
+    let server = TestServer::start(|c| {
+        c.body_bytes_max = 1024;
+        c.inflight_max = 2; // a small-body budget of 2 KiB
+    })
+    .await;
+    server.register("p", "{}").await;
+    // Two stalled single signatures hold 2,000 bytes of the 2,048.
+    let mut stalled = Vec::new();
+    for _ in 0..2 {
+        let mut stream = TcpStream::connect(server.addr).await.expect("connects");
+        let head = format!(
+            "POST /v1/petitions/p/signatures HTTP/1.1\r\nHost: x\r\nAuthorization: {INGEST}\r\n\
+             Content-Length: 1024\r\n\r\n{}",
+            " ".repeat(1000)
+        );
+        stream.write_all(head.as_bytes()).await.expect("writes");
+        stalled.push(stream);
+    }
+    wait_metric(&server, "body_buffer_bytes", 2000.0).await;
+    // A body of 100 bytes does not fit in what is left: 503 and close. (Its email is too long
+    // to be valid: what matters is whether the body is read at all.)
+    let email = format!("{}@example.org", "a".repeat(75));
     let big = server.sign("p", &email).await;
     assert_eq!((big.status, big.code().as_str()), (503, "overloaded"));
     assert_eq!(big.header("connection"), Some("close"));
-    assert_eq!(big.header("retry-after"), Some("1"));
-    // A small one fits.
+    // A small one (29 bytes) fits.
     assert_eq!(server.sign("p", "small@example.org").await.status, 201);
     drop(stalled);
     wait_metric(&server, "body_buffer_bytes", 0.0).await;
@@ -305,5 +357,23 @@ async fn an_unread_body_is_drained_or_the_close_announced() {
     );
     assert!(answer.ends_with("}}"), "the whole body arrived: {answer}");
     assert_eq!(server.engine.count("p"), Some(0));
+    // A 30 KB body that arrived with its head, and a second request behind it, in one write:
+    // the body is drained, and the second request answered on the same connection.
+    let body = " ".repeat(30_000);
+    let two = format!(
+        "POST /v1/signatures:batch HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer wrong-key-0000\r\n\
+         Content-Length: {}\r\n\r\n{body}GET /livez HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    let answers = raw(server.addr, two.as_bytes()).await;
+    let (first_head, _) = answers.split_once("\r\n\r\n").expect("a head");
+    assert_eq!(raw_status(&answers), 401, "{answers}");
+    assert!(
+        !first_head
+            .to_ascii_lowercase()
+            .contains("connection: close"),
+        "the arrived body was drained: {first_head}"
+    );
+    assert_eq!(answers.matches("HTTP/1.1 ").count(), 2, "{answers}");
     server.stop().await;
 }

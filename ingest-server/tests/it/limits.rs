@@ -480,13 +480,19 @@ async fn answers_hyper_writes_itself_are_the_documented_exception() {
         "X-Flood: 0123456789abcdef0123456789abcdef\r\n".repeat(2000)
     );
     let flood = raw(server.addr, flood.as_bytes()).await;
-    for (answer, status) in [(bad_line, 400), (flood, 431)] {
+    let long_uri = format!("GET /{} HTTP/1.1\r\nHost: x\r\n\r\n", "u".repeat(70_000));
+    let long_uri = raw(server.addr, long_uri.as_bytes()).await;
+    for (answer, status) in [(bad_line, 400), (flood, 431), (long_uri, 431)] {
         assert_eq!(raw_status(&answer), status, "{answer}");
         let (_, body) = answer.split_once("\r\n\r\n").expect("a head");
         assert!(body.is_empty(), "{answer}");
     }
     let document = ingest_server::OPENAPI_JSON;
-    for mentioned in ["400 for a request line", "431 for headers", "empty body"] {
+    for mentioned in [
+        "400 for a request line",
+        "431 for a request head",
+        "empty body",
+    ] {
         assert!(
             document.contains(mentioned),
             "the document says {mentioned:?}"
