@@ -649,6 +649,22 @@ mod tests {
         };
         let meta = store.load_or_init_meta(&fresh).expect("meta");
         assert_eq!(meta.rules, SIGNER_RULES, "the upgrade is recorded");
+        assert_eq!(
+            store.format_version().expect("reads"),
+            Some(vec![crate::store::FORMAT_VERSION]),
+            "with the format version older builds refuse"
+        );
+    }
+
+    #[test]
+    fn a_new_store_has_the_format_version_older_builds_refuse() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
+        engine.close().expect("closes");
+        drop(engine);
+        let store = Store::open(dir.path()).expect("store opens");
+        // Builds from before the signer rules accept only format version 1.
+        assert_eq!(store.format_version().expect("reads"), Some(vec![2]));
     }
 
     #[test]

@@ -501,7 +501,15 @@ fn unicode_signer(email: &str, policy: SignerPolicy) -> Result<Cow<'_, str>, Inv
         return Err(ERROR_LENGTH);
     }
     let changed = matches!(local, Cow::Owned(_)) || matches!(domain, Cow::Owned(_));
-    Ok(with_policy(email, local, domain, changed, policy))
+    let signer = with_policy(email, local, domain, changed, policy);
+    // Dropping Gmail dots can bring a combining mark next to the letter it composes with
+    // (`a.\u{301}b` → `a\u{301}b`): put the result in NFC again. Composing only shortens it.
+    let nfc = ComposingNormalizerBorrowed::new_nfc();
+    if nfc.is_normalized(&signer) {
+        Ok(signer)
+    } else {
+        Ok(Cow::Owned(nfc.normalize(&signer).into_owned()))
+    }
 }
 
 /// Whether a character is invisible or formats text rather than being part of it: General
@@ -832,6 +840,26 @@ mod tests {
                 Err("domain is not a valid host name"),
             );
         }
+    }
+
+    #[test]
+    fn policies_keep_unicode_signers_in_nfc() {
+        let gmail = SignerPolicy {
+            strip_plus_tags: false,
+            gmail_dots: true,
+        };
+        let dotted = canonical_signer("a.\u{301}b@gmail.com", gmail).expect("valid");
+        assert_eq!(dotted, "\u{e1}b@gmail.com", "the dot removed, then NFC");
+        assert_eq!(
+            canonical_signer(&dotted, gmail).expect("valid"),
+            dotted,
+            "its own canonical form"
+        );
+        assert_eq!(
+            canonical_signer("\u{e1}b@gmail.com", gmail).expect("valid"),
+            dotted,
+            "one mailbox under the dot rule, one signer"
+        );
     }
 
     #[test]

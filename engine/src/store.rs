@@ -36,8 +36,13 @@ use crate::petition::PetitionMeta;
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
 
-/// On-disk format version, stored in `meta`; a store with another version is refused.
-pub const FORMAT_VERSION: u8 = 1;
+/// On-disk format version, stored in `meta`; a store with another version is refused, except
+/// version 1, which differs only in its signer rules (see [`SIGNER_RULES`]) and is upgraded.
+/// Version 2 came with signer rules 2, so that a build from before them, which accepts only
+/// version 1, refuses a store written under the new rules instead of adding signers by the old.
+pub const FORMAT_VERSION: u8 = 2;
+/// The format version before signer rules were recorded.
+const FORMAT_VERSION_1: u8 = 1;
 const PETITION_VERSION: u8 = 1;
 
 pub(crate) const CF_META: &str = "meta";
@@ -209,11 +214,15 @@ impl Store {
                 })
             }
             Some(format) => {
-                if format.as_slice() != [FORMAT_VERSION] {
-                    return Err(StoreError::Corrupt {
-                        what: "format version",
-                    });
-                }
+                let format = match format.as_slice() {
+                    [FORMAT_VERSION] => FORMAT_VERSION,
+                    [FORMAT_VERSION_1] => FORMAT_VERSION_1,
+                    _ => {
+                        return Err(StoreError::Corrupt {
+                            what: "format version",
+                        })
+                    }
+                };
                 let secret = self
                     .db
                     .get_cf(cf, META_SECRET)?
@@ -229,10 +238,12 @@ impl Store {
                         })
                     }
                 };
-                let rules = match self.db.get_cf(cf, META_RULES)?.as_deref() {
-                    None => 1,
-                    Some([rules]) => *rules,
-                    Some(_) => {
+                // A version 1 store may have been written by a build that knew no signer rules,
+                // whatever its `signer_rules` key says: its rules are 1.
+                let rules = match (format, self.db.get_cf(cf, META_RULES)?.as_deref()) {
+                    (FORMAT_VERSION_1, _) => 1,
+                    (_, Some([rules])) => *rules,
+                    _ => {
                         return Err(StoreError::Corrupt {
                             what: "signer rules",
                         })
@@ -247,19 +258,31 @@ impl Store {
         }
     }
 
-    /// Records that the stored fingerprints follow the current [`SIGNER_RULES`] (synced).
+    /// Records that the stored fingerprints follow the current [`SIGNER_RULES`], with the format
+    /// version that builds from before the rules refuse (synced).
     pub fn set_signer_rules(&self) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.put_cf(self.cf(CF_META), META_RULES, [SIGNER_RULES]);
+        let cf = self.cf(CF_META);
+        batch.put_cf(cf, META_RULES, [SIGNER_RULES]);
+        batch.put_cf(cf, META_FORMAT, [FORMAT_VERSION]);
         self.write(batch, Durability::Sync)
     }
 
-    /// Forgets the signer rules, as a store written before they were recorded (tests only).
+    /// Makes the store look as a build from before the signer rules left it: format version 1,
+    /// no `signer_rules` key (tests only).
     #[cfg(test)]
     pub fn forget_signer_rules(&self) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
-        batch.delete_cf(self.cf(CF_META), META_RULES);
+        let cf = self.cf(CF_META);
+        batch.delete_cf(cf, META_RULES);
+        batch.put_cf(cf, META_FORMAT, [FORMAT_VERSION_1]);
         self.write(batch, Durability::Sync)
+    }
+
+    /// The format version in `meta` (tests only).
+    #[cfg(test)]
+    pub fn format_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
+        Ok(self.db.get_cf(self.cf(CF_META), META_FORMAT)?)
     }
 
     pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StoreError> {
