@@ -104,6 +104,8 @@ struct Plan {
     interval_ns: Option<f64>,
     next_slot: AtomicU64,
     stop: AtomicBool,
+    /// When `stop` was set (Ctrl-C), in nanoseconds since `start`; `u64::MAX` if it was not.
+    stopped_at_ns: AtomicU64,
     live: Live,
 }
 
@@ -145,13 +147,14 @@ fn slot_offset(k: u64, interval_ns: f64) -> Duration {
     Duration::from_nanos((k as f64 * interval_ns) as u64)
 }
 
-/// Open loop: the slots due within `duration`, and of them how many no connection took.
-fn slots_not_taken(taken: u64, interval_ns: f64, duration: Duration) -> u64 {
-    let mut due = (duration.as_nanos() as f64 / interval_ns).ceil() as u64;
-    while due > 0 && slot_offset(due - 1, interval_ns) >= duration {
+/// Open loop: the slots due before `end` (the duration, or the moment the run was stopped),
+/// and of them how many no connection took.
+fn slots_not_taken(taken: u64, interval_ns: f64, end: Duration) -> u64 {
+    let mut due = (end.as_nanos() as f64 / interval_ns).ceil() as u64;
+    while due > 0 && slot_offset(due - 1, interval_ns) >= end {
         due -= 1;
     }
-    while slot_offset(due, interval_ns) < duration {
+    while due < u64::MAX && slot_offset(due, interval_ns) < end {
         due += 1;
     }
     due.saturating_sub(taken)
@@ -718,6 +721,7 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
             .map(|rate| 1e9 * f64::from(endpoint.size()) / rate),
         next_slot: AtomicU64::new(0),
         stop: AtomicBool::new(false),
+        stopped_at_ns: AtomicU64::new(u64::MAX),
         live: Live::default(),
     });
 
@@ -727,6 +731,9 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
         let plan = Arc::clone(&plan);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
+                let at = plan.start.elapsed().as_nanos();
+                plan.stopped_at_ns
+                    .store(u64::try_from(at).unwrap_or(u64::MAX - 1), Ordering::Relaxed);
                 plan.stop.store(true, Ordering::Relaxed);
                 eprintln!(
                     "\nloadtest: stopping; waiting for the answers outstanding \
@@ -824,5 +831,10 @@ mod tests {
         // 3 per second: 0, 333 and 666 ms; a fourth at 999.99 ms would also be due.
         assert_eq!(slots_not_taken(0, 1e9 / 3.0, second), 3);
         assert_eq!(slots_not_taken(0, 333_333_333.0, second), 4);
+        // Stopped at 600 ms with 2 taken: the slot at 500 ms was due and not sent; the one at
+        // 750 ms never came due.
+        assert_eq!(slots_not_taken(2, 250e6, Duration::from_millis(600)), 1);
+        // An absurd rate does not overflow.
+        assert_eq!(slots_not_taken(0, 1e-30, second), u64::MAX);
     }
 }

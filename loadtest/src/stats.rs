@@ -65,9 +65,9 @@ pub struct Counts {
     pub connect_failures: u64,
     /// Signatures that re-sent an acknowledged signer (`--dup-ratio`).
     pub resends: u64,
-    /// Open loop: signatures (or GETs) planned within `-z` that no connection took, because
-    /// the connections were behind schedule at the end (or the run was stopped). `-z` ends the
-    /// run: they are never sent, and are not in `answered`.
+    /// Open loop: signatures (or GETs) due before the end of the run (`-z`, or the moment
+    /// Ctrl-C stopped it) that no connection took, the connections being behind schedule. They
+    /// are never sent, and are not in `answered`.
     pub not_sent: u64,
 }
 
