@@ -164,8 +164,9 @@ pub(crate) enum BodyKind {
     Batch,
 }
 
-/// The bytes of request bodies of one kind held at once, across all connections (see
-/// `ServerConfig::body_buffer_bytes_max`).
+/// The bytes of request bodies of one kind held at once, across all connections: batches up to
+/// `ServerConfig::body_buffer_bytes_max`, single and admin bodies up to `inflight_max` ×
+/// `body_bytes_max`.
 #[derive(Debug)]
 pub(crate) struct BodyBudget {
     held: AtomicUsize,
