@@ -133,7 +133,12 @@ impl Metrics {
 
     /// Counts one signature's outcome.
     pub fn signature(&self, outcome: SignatureOutcome) {
-        self.signatures[outcome as usize].fetch_add(1, Ordering::Relaxed);
+        self.signature_n(outcome, 1);
+    }
+
+    /// Counts `n` signatures with one outcome (a batch refused whole).
+    pub fn signature_n(&self, outcome: SignatureOutcome, n: usize) {
+        self.signatures[outcome as usize].fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn batch(&self, lines: usize) {

@@ -19,7 +19,7 @@ use hyper::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, Denied, Role};
-use crate::response::{close_connection, error, retry_later, Response};
+use crate::response::{close_connection, error, retry_later, Response, CLOSE};
 use crate::state::State;
 
 /// The caller, if its API key may act as `needed`; else 401 or 403.
@@ -151,8 +151,6 @@ pub(crate) async fn finish_unread(body: &mut Body, response: &mut Response) {
         response.headers_mut().insert(header::CONNECTION, CLOSE);
     }
 }
-
-const CLOSE: HeaderValue = HeaderValue::from_static("close");
 
 /// Which body a route reads: its byte limit and the budget it is charged to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

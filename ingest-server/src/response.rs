@@ -66,11 +66,12 @@ pub(crate) fn retry_later(
     response
 }
 
+/// The `Connection` value of an answer after which the server closes.
+pub(crate) const CLOSE: HeaderValue = HeaderValue::from_static("close");
+
 /// The answer with `Connection: close`.
 pub(crate) fn close_connection(mut response: Response) -> Response {
-    response
-        .headers_mut()
-        .insert(header::CONNECTION, HeaderValue::from_static("close"));
+    response.headers_mut().insert(header::CONNECTION, CLOSE);
     response
 }
 

@@ -216,15 +216,15 @@ pub(crate) async fn batch(state: &State, headers: &HeaderMap, body: &mut Body) -
     match state.keys.take(caller, signatures.len() as u64) {
         Take::Taken => {}
         Take::Short => {
-            for _ in 0..signatures.len() {
-                state.metrics.signature(SignatureOutcome::RateLimited);
-            }
+            state
+                .metrics
+                .signature_n(SignatureOutcome::RateLimited, signatures.len());
             return rate_limited(state);
         }
         Take::Never => {
-            for _ in 0..signatures.len() {
-                state.metrics.signature(SignatureOutcome::BatchExceedsRate);
-            }
+            state
+                .metrics
+                .signature_n(SignatureOutcome::BatchExceedsRate, signatures.len());
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 SignatureOutcome::BatchExceedsRate.label(),

@@ -4,7 +4,40 @@
 
 use std::time::Duration;
 
+use loadtest::cli::RunArgs;
+
 use crate::fake::{FakeServer, Fault, ADMIN_KEY, INGEST_KEY};
+
+/// An open-loop run against `server`: `-R rate -c connections -z duration` over 4 petitions,
+/// one load thread.
+fn open_loop(
+    server: &FakeServer,
+    rate: &str,
+    connections: &str,
+    duration: &str,
+    seed: &str,
+) -> RunArgs {
+    crate::run_args(&[
+        "--target",
+        &server.url(),
+        "--api-key",
+        INGEST_KEY,
+        "--admin-key",
+        ADMIN_KEY,
+        "-R",
+        rate,
+        "-c",
+        connections,
+        "-z",
+        duration,
+        "--petitions",
+        "4",
+        "--seed",
+        seed,
+        "-t",
+        "1",
+    ])
+}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_stall_shows_in_corrected_latency_only() {
@@ -14,26 +47,7 @@ async fn a_stall_shows_in_corrected_latency_only() {
         pause: Duration::from_secs(1),
     })
     .await;
-    let args = crate::run_args(&[
-        "--target",
-        &server.url(),
-        "--api-key",
-        INGEST_KEY,
-        "--admin-key",
-        ADMIN_KEY,
-        "-R",
-        "400",
-        "-c",
-        "4",
-        "-z",
-        "3s",
-        "--petitions",
-        "4",
-        "--seed",
-        "11",
-        "-t",
-        "1",
-    ]);
+    let args = open_loop(&server, "400", "4", "3s", "11");
     let report = loadtest::run::execute(&args, 11, false).await.unwrap();
     print!("{}", report.table());
 
@@ -106,26 +120,7 @@ async fn the_duration_bounds_an_open_loop_run_far_above_capacity() {
         each: Duration::from_millis(50),
     })
     .await;
-    let args = crate::run_args(&[
-        "--target",
-        &server.url(),
-        "--api-key",
-        INGEST_KEY,
-        "--admin-key",
-        ADMIN_KEY,
-        "-R",
-        "400",
-        "-c",
-        "2",
-        "-z",
-        "1s",
-        "--petitions",
-        "4",
-        "--seed",
-        "12",
-        "-t",
-        "1",
-    ]);
+    let args = open_loop(&server, "400", "2", "1s", "12");
     let started = std::time::Instant::now();
     let report = loadtest::run::execute(&args, 12, false).await.unwrap();
     let took = started.elapsed();
