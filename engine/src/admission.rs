@@ -15,14 +15,34 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::clock::now_ms;
+use crate::engine::Op;
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence, PREFETCH_DISTANCE};
-use crate::job::{reply_channel, Caller, Item, Job, Outcome, SignJob, Waiting};
+use crate::job::{reply_channel, Caller, Item, ItemKind, Job, Outcome, SignJob, Waiting};
 use crate::petition::{Petition, RegistryRead};
 use crate::shared::Shared;
 use crate::signature::{self, AsSignatureRef, ValidRef};
+use crate::token::TokenError;
+
+/// What admission takes: signatures, or a mix of signatures and validations ([`Op`]).
+pub(crate) trait AsOp {
+    fn op(&self) -> Op<'_>;
+}
+
+impl<S: AsSignatureRef> AsOp for S {
+    #[inline]
+    fn op(&self) -> Op<'_> {
+        Op::Sign(self.signature_ref())
+    }
+}
+
+impl AsOp for Op<'_> {
+    #[inline]
+    fn op(&self) -> Op<'_> {
+        *self
+    }
+}
 
 /// One answer per signature of a call, in input order.
 pub(crate) type Results = Vec<Result<Outcome, SubmitError>>;
@@ -31,7 +51,7 @@ pub(crate) type Results = Vec<Result<Outcome, SubmitError>>;
 /// mode (`sender` is `None`) that is the whole job; otherwise new signers go to the writer, and
 /// the caller waits for their answers on the returned [`Waiting`].
 #[inline]
-pub(crate) fn admit<S: AsSignatureRef>(
+pub(crate) fn admit<S: AsOp>(
     shared: &Shared,
     sender: Option<&Sender<Job>>,
     signatures: &[S],
@@ -44,7 +64,7 @@ pub(crate) fn admit<S: AsSignatureRef>(
     if let Err(error) = check_taking(shared, sender.is_none(), n) {
         return (vec![Err(error); n], None);
     }
-    let now = now_ms();
+    let now = shared.now_ms();
     let generation = shared.generation();
     let mut call = Call {
         shared,
@@ -55,9 +75,11 @@ pub(crate) fn admit<S: AsSignatureRef>(
         results: vec![Err(SubmitError::ShuttingDown); n],
         slots: Vec::new(),
         claims: Vec::with_capacity(n),
+        validations: Vec::new(),
     };
     let valid = call.resolve(signatures);
-    let (items, records) = call.claim(&valid);
+    let (mut items, records) = call.claim(&valid);
+    items.append(&mut call.validations);
     match sender {
         None => {
             call.count_in_memory();
@@ -91,6 +113,8 @@ struct Slot {
     petition: Arc<Petition>,
     /// Whether it took signatures when the call began.
     open: bool,
+    /// Whether its new signatures are stored pending (validation by email).
+    by_email: bool,
     /// Signers accepted in this call (memory mode).
     accepted: u64,
 }
@@ -160,6 +184,7 @@ impl<'s> Recent<'s> {
                 let slot = *self.slot_of.entry(petition.num).or_insert_with(|| {
                     slots.push(Slot {
                         open: petition.is_open(now),
+                        by_email: petition.validates_by_email(),
                         petition: Arc::clone(petition),
                         accepted: 0,
                     });
@@ -171,6 +196,29 @@ impl<'s> Recent<'s> {
             }),
         }
     }
+
+    /// The slot of the petition numbered `num`, added to `slots` on first sight.
+    fn slot_by_num(
+        &mut self,
+        slots: &mut Vec<Slot>,
+        registry: &RegistryRead<'_>,
+        num: u32,
+        now: u64,
+    ) -> Option<u32> {
+        if let Some(&slot) = self.slot_of.get(&num) {
+            return Some(slot);
+        }
+        let petition = registry.by_num(num)?;
+        slots.push(Slot {
+            open: petition.is_open(now),
+            by_email: petition.validates_by_email(),
+            petition: Arc::clone(petition),
+            accepted: 0,
+        });
+        let slot = (slots.len() - 1) as u32;
+        self.slot_of.insert(num, slot);
+        Some(slot)
+    }
 }
 
 /// One call's state through the passes.
@@ -181,13 +229,15 @@ struct Call<'a> {
     results: Results,
     slots: Vec<Slot>,
     claims: Vec<Claim>,
+    /// Validations with a genuine token, for the writer.
+    validations: Vec<Item>,
 }
 
 impl Call<'_> {
     /// Pass 1: resolve, validate, fingerprint. Returns the validated fields of each claim
     /// (persistent mode only: they are encoded for the writer in pass 2).
     #[inline]
-    fn resolve<'s, S: AsSignatureRef>(&mut self, signatures: &'s [S]) -> Vec<ValidRef<'s>> {
+    fn resolve<'s, S: AsOp>(&mut self, signatures: &'s [S]) -> Vec<ValidRef<'s>> {
         let shared = self.shared;
         let policy = shared.config().signer_policy;
         let fingerprinter = shared.fingerprinter();
@@ -195,9 +245,23 @@ impl Call<'_> {
         let mut rejected = 0u64;
         let registry = shared.registry().read();
         let mut recent = Recent::default();
-        for (index, signature) in signatures.iter().enumerate() {
-            let signature = signature.signature_ref();
+        for (index, op) in signatures.iter().enumerate() {
+            let signature = match op.op() {
+                Op::Sign(signature) => signature,
+                Op::Validate(token) => {
+                    if let Err(error) = self.validation(&mut recent, &registry, index, token) {
+                        rejected += 1;
+                        self.results[index] = Err(error);
+                    }
+                    continue;
+                }
+            };
             let slot = recent.slot(&mut self.slots, &registry, signature.petition, self.now);
+            if self.memory && slot.is_some_and(|slot| self.slots[slot as usize].by_email) {
+                rejected += 1;
+                self.results[index] = Err(SubmitError::Unsupported);
+                continue;
+            }
             let target = slot.map(|slot| &self.slots[slot as usize]);
             // Fingerprint only for an open petition: a refused signature costs no hash.
             let checked = signature::validate(&signature, policy, |signer| {
@@ -236,6 +300,41 @@ impl Call<'_> {
         valid
     }
 
+    /// A validation: checks the token (its tag, in constant time) and queues it for the writer,
+    /// which reads and changes the state of the signature it names.
+    fn validation<'s>(
+        &mut self,
+        recent: &mut Recent<'s>,
+        registry: &RegistryRead<'_>,
+        index: usize,
+        token: &str,
+    ) -> Result<(), SubmitError> {
+        if self.memory {
+            return Err(SubmitError::Unsupported);
+        }
+        let named = self
+            .shared
+            .tokens()
+            .check(token)
+            .map_err(|error| match error {
+                TokenError::Malformed => SubmitError::MalformedToken,
+                TokenError::Unknown => SubmitError::UnknownToken,
+            })?;
+        let slot = recent
+            .slot_by_num(&mut self.slots, registry, named.petition, self.now)
+            .ok_or(SubmitError::UnknownToken)?;
+        self.validations.push(Item {
+            index,
+            petition: slot,
+            fp: Fingerprint(0),
+            record: 0..0,
+            awaiting: false,
+            kind: ItemKind::Validate { seq: named.seq },
+            by_email: true,
+        });
+        Ok(())
+    }
+
     /// Pass 2: claims each fingerprint in the index. Persistent mode: returns the items for the
     /// writer and their records, encoded back to back.
     #[inline]
@@ -265,6 +364,7 @@ impl Call<'_> {
                     self.slots[claim.slot as usize].accepted += 1;
                 }
                 Insert::Inserted | Insert::Present(Presence::Pending) if !memory => {
+                    let slot = &self.slots[claim.slot as usize];
                     items.push(Item {
                         index: claim.index,
                         // Met pending: another submission of this signer is on its way to the
@@ -272,11 +372,26 @@ impl Call<'_> {
                         awaiting: matches!(inserted, Insert::Present(_)),
                         petition: claim.slot,
                         fp: claim.fp,
-                        record: valid[at].encode(
-                            self.slots[claim.slot as usize].petition.num,
-                            self.now,
-                            &mut records,
-                        ),
+                        record: valid[at].encode(slot.petition.num, self.now, &mut records),
+                        kind: ItemKind::Sign,
+                        by_email: slot.by_email,
+                    })
+                }
+                Insert::Present(Presence::Committed)
+                    if !memory && self.slots[claim.slot as usize].by_email =>
+                {
+                    // A signer the index holds, on a petition that validates by email: the
+                    // writer tells a pending signature (same token back) from a counted one.
+                    // The record comes along in case the pending one has expired unswept.
+                    let slot = &self.slots[claim.slot as usize];
+                    items.push(Item {
+                        index: claim.index,
+                        awaiting: false,
+                        petition: claim.slot,
+                        fp: claim.fp,
+                        record: valid[at].encode(slot.petition.num, self.now, &mut records),
+                        kind: ItemKind::Resubmit,
+                        by_email: true,
                     })
                 }
                 _ => {
@@ -367,7 +482,7 @@ impl Call<'_> {
         if let Err(crossbeam_channel::SendError(Job::Sign(job))) = sender.send(Job::Sign(job)) {
             // The writer has stopped: undo the claims and refuse.
             for item in job.items {
-                if !item.awaiting {
+                if !item.awaiting && item.kind == ItemKind::Sign {
                     shared.index().remove(item.fp);
                 }
                 self.results[item.index] = Err(SubmitError::ShuttingDown);

@@ -1,7 +1,10 @@
 //! Engine configuration.
 
 use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
 
+use crate::clock::{Clock, SystemClock};
 use crate::index::SHARD_BITS_DEFAULT;
 use crate::signature::SignerPolicy;
 
@@ -86,7 +89,22 @@ pub struct Config {
     pub queue_signatures_max: usize,
     /// Most signatures the writer puts in one write batch (one fsync).
     pub batch_signatures_max: usize,
+    /// Where the engine reads the time: deadlines and the expiry of pending signatures.
+    pub clock: Arc<dyn Clock>,
+    /// How long a pending signature waits for its validation before it expires (7 days).
+    pub pending_grace: Duration,
+    /// How often the background sweep drops expired pending signatures; `None` runs none (call
+    /// [`crate::Engine::sweep_expired`]).
+    pub sweep_interval: Option<Duration>,
+    /// Most pending signatures one sweep step reads, and most signatures one step of an
+    /// invalidation job reads: the bound on the writer's time per step.
+    pub lifecycle_step: usize,
+    /// Most invalidation jobs running at once.
+    pub invalidation_jobs_max: usize,
 }
+
+/// The default grace period of a pending signature.
+pub const PENDING_GRACE_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
 
 impl Config {
     /// A memory-only engine: nothing is persisted.
@@ -99,6 +117,11 @@ impl Config {
             index_shard_bits: SHARD_BITS_DEFAULT,
             queue_signatures_max: 262_144,
             batch_signatures_max: 16_384,
+            clock: Arc::new(SystemClock),
+            pending_grace: PENDING_GRACE_DEFAULT,
+            sweep_interval: Some(Duration::from_secs(1)),
+            lifecycle_step: 4_096,
+            invalidation_jobs_max: 4,
         }
     }
 

@@ -5,26 +5,47 @@ use std::collections::HashMap;
 use std::future::Future;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crossbeam_channel::Sender;
-use parking_lot::Mutex;
+use parking_lot::{Condvar, Mutex};
 
 use crate::admission;
-use crate::clock::now_ms;
 use crate::config::{Config, Storage};
 use crate::error::{
-    FlushError, OpenError, PetitionError, RecoveryError, StoreError, SubmitError, VerifyError,
+    FlushError, InvalidationError, OpenError, PetitionError, RecoveryError, StoreError,
+    SubmitError, VerifyError,
 };
 use crate::fingerprint::{Fingerprinter, SECRET_BYTES};
+use crate::invalidation::{
+    self, InvalidationJob, InvalidationRequest, JobChange, JobRecord, JobState, Scope,
+};
 use crate::job::{Answers, Job, Outcome, Waiting};
+use crate::lifecycle::Validation;
 use crate::petition::{
     Milestone, Petition, PetitionInfo, PetitionMeta, PetitionSpec, DEFAULT_THRESHOLDS,
 };
 use crate::shared::Shared;
-use crate::signature::{AsSignatureRef, NewSignature};
+use crate::signature::{AsSignatureRef, NewSignature, SignatureRef};
 use crate::stats::Stats;
-use crate::store::{Meta, Store, SIGNER_RULES};
+use crate::store::{Counts, Meta, Store, FORMAT_VERSION, SIGNER_RULES};
+
+/// One operation of a mixed batch ([`Engine::submit_ops_ref_async`]): a signature, or the
+/// validation of a pending one by its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Sign.
+    Sign(SignatureRef<'a>),
+    /// Validate the pending signature this token names.
+    Validate(&'a str),
+}
+
+/// The background thread's stop flag and wake-up.
+#[derive(Default)]
+struct Background {
+    stop: Mutex<bool>,
+    wake: Condvar,
+}
 use crate::verify::VerifyReport;
 use crate::writer::Writer;
 
@@ -42,6 +63,9 @@ struct Handle {
     shared: Arc<Shared>,
     sender: Option<Sender<Job>>,
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread that sweeps expired pending signatures and runs invalidation jobs.
+    background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    wake: Arc<Background>,
 }
 
 impl Drop for Handle {
@@ -54,6 +78,13 @@ impl Drop for Handle {
 
 fn close(handle: &Handle) -> Result<(), FlushError> {
     handle.shared.start_closing();
+    // The background thread goes first: it holds a sender and, during a step, the store.
+    *handle.wake.stop.lock() = true;
+    handle.wake.wake.notify_all();
+    if let Some(background) = handle.background.lock().take() {
+        // It panics only on a broken invariant, which its own report has shown.
+        let _ = background.join();
+    }
     let Some(writer) = handle.writer.lock().take() else {
         return Ok(());
     };
@@ -130,6 +161,7 @@ impl Engine {
         };
         let next_milestone_seq = load_registry(&shared, &store)?;
         let next_seq = store.next_signature_seq()?;
+        let sweep_cursor = store.sweep_cursor()?;
         let (sender, receiver) = crossbeam_channel::unbounded();
         let writer = Writer::new(
             Arc::clone(&shared),
@@ -137,6 +169,7 @@ impl Engine {
             receiver,
             next_seq,
             next_milestone_seq,
+            sweep_cursor,
         )
         .map_err(|error| OpenError::Io {
             what: "start the syncer thread",
@@ -149,7 +182,21 @@ impl Engine {
                 what: "start the writer thread",
                 error,
             })?;
-        Ok(Engine::new(shared, Some(sender), Some(thread)))
+        let engine = Engine::new(shared, Some(sender), Some(thread));
+        let (shared, sender, wake) = (
+            Arc::clone(&engine.handle.shared),
+            engine.handle.sender.clone().expect("persistent"),
+            Arc::clone(&engine.handle.wake),
+        );
+        let background = std::thread::Builder::new()
+            .name("engine-lifecycle".into())
+            .spawn(move || run_background(&shared, &sender, &wake))
+            .map_err(|error| OpenError::Io {
+                what: "start the lifecycle thread",
+                error,
+            })?;
+        *engine.handle.background.lock() = Some(background);
+        Ok(engine)
     }
 
     fn new(
@@ -162,6 +209,8 @@ impl Engine {
                 shared,
                 sender,
                 writer: Mutex::new(writer),
+                background: Mutex::new(None),
+                wake: Arc::new(Background::default()),
             }),
         }
     }
@@ -196,6 +245,13 @@ impl Engine {
     pub fn submit_batch_ref<S: AsSignatureRef>(
         &self,
         signatures: &[S],
+    ) -> Vec<Result<Outcome, SubmitError>> {
+        self.admit_blocking(signatures)
+    }
+
+    fn admit_blocking<O: admission::AsOp>(
+        &self,
+        signatures: &[O],
     ) -> Vec<Result<Outcome, SubmitError>> {
         let (results, waiting) = admission::admit(
             self.shared(),
@@ -297,9 +353,11 @@ impl Engine {
         for (num, meta, existing) in planned {
             match existing {
                 Some(petition) => petition.set_meta(meta),
-                None => shared
-                    .registry()
-                    .insert(Arc::new(Petition::new(num, meta, 0))),
+                None => {
+                    shared
+                        .registry()
+                        .insert(Arc::new(Petition::new(num, meta, Counts::default())))
+                }
             }
         }
         results
@@ -315,11 +373,11 @@ impl Engine {
             .ok_or(PetitionError::UnknownPetition)?;
         let mut meta = petition.meta();
         if meta.closed_at_ms.is_none() {
-            meta.closed_at_ms = Some(now_ms());
+            meta.closed_at_ms = Some(shared.now_ms());
             self.persist_petitions(vec![(petition.num, meta.clone())])?;
             petition.set_meta(meta);
         }
-        Ok(petition.info(now_ms()))
+        Ok(petition.info(shared.now_ms()))
     }
 
     fn persist_petitions(&self, petitions: Vec<(u32, PetitionMeta)>) -> Result<(), PetitionError> {
@@ -337,7 +395,191 @@ impl Engine {
         }
     }
 
-    /// The petition's count of distinct accepted signers, or `None` if it is unknown.
+    /// Validates the pending signature `token` names: counted from now on, exactly once. Waits
+    /// until that is durable. A second validation answers [`Outcome::AlreadyValidated`].
+    pub fn validate(&self, token: &str) -> Result<Outcome, SubmitError> {
+        single(self.admit_blocking(&[Op::Validate(token)]))
+    }
+
+    /// Async [`Engine::validate`].
+    pub fn validate_async(
+        &self,
+        token: &str,
+    ) -> impl Future<Output = Result<Outcome, SubmitError>> + Send + 'static {
+        let answer = self.submit_ops_ref_async(&[Op::Validate(token)]);
+        async move { single(answer.await) }
+    }
+
+    /// Submits signatures and validations together: they share one group commit where
+    /// possible. Answers come back in input order, one per operation.
+    pub fn submit_ops_ref(&self, ops: &[Op<'_>]) -> Vec<Result<Outcome, SubmitError>> {
+        self.admit_blocking(ops)
+    }
+
+    /// Async [`Engine::submit_ops_ref`]: admitted before this returns, so the future borrows
+    /// nothing from `ops`.
+    pub fn submit_ops_ref_async(
+        &self,
+        ops: &[Op<'_>],
+    ) -> impl Future<Output = Vec<Result<Outcome, SubmitError>>> + Send + 'static {
+        let (results, waiting) =
+            admission::admit(self.shared(), self.handle.sender.as_ref(), ops, true);
+        async move {
+            match waiting {
+                None => finish(results, None),
+                Some(Waiting::Async(receiver)) => finish(results, receiver.await.ok()),
+                Some(Waiting::Blocking(_)) => unreachable!("async admission waits on a oneshot"),
+            }
+        }
+    }
+
+    /// Drops every pending signature whose grace period has passed (by the engine's clock) and
+    /// frees its signer's slot, in bounded steps; returns how many expired. The background
+    /// sweep does this every `sweep_interval`; this runs it now.
+    pub fn sweep_expired(&self) -> Result<u64, SubmitError> {
+        let Some(sender) = &self.handle.sender else {
+            return Ok(0);
+        };
+        let mut expired = 0;
+        loop {
+            let (reply, answer) = std::sync::mpsc::sync_channel(1);
+            sender
+                .send(Job::Sweep(reply))
+                .map_err(|_| SubmitError::ShuttingDown)?;
+            match answer.recv() {
+                Ok(Ok((n, more))) => {
+                    expired += n;
+                    if !more {
+                        return Ok(expired);
+                    }
+                }
+                Ok(Err(_)) => return Err(SubmitError::StorageUnavailable),
+                Err(_) => return Err(SubmitError::ShuttingDown),
+            }
+        }
+    }
+
+    /// The petition number and compiled criteria of an invalidation request.
+    fn resolve_invalidation(
+        &self,
+        request: &InvalidationRequest,
+    ) -> Result<(Option<u32>, crate::lifecycle::Matcher), InvalidationError> {
+        if self.handle.sender.is_none() {
+            return Err(InvalidationError::Unsupported);
+        }
+        if self.shared().is_closing() {
+            return Err(InvalidationError::ShuttingDown);
+        }
+        let matcher = request.criteria.compile()?;
+        let petition = match &request.petition {
+            None => None,
+            Some(id) => Some(
+                self.shared()
+                    .registry()
+                    .get(id)
+                    .ok_or(InvalidationError::UnknownPetition)?
+                    .num,
+            ),
+        };
+        Ok((petition, matcher))
+    }
+
+    /// How many signatures an invalidation would invalidate now: those in scope that match and
+    /// are pending or validated. Reads them all (a petition's through its own index), changes
+    /// nothing.
+    pub fn preview_invalidation(
+        &self,
+        request: &InvalidationRequest,
+    ) -> Result<u64, InvalidationError> {
+        let (petition, matcher) = self.resolve_invalidation(request)?;
+        let store = self
+            .shared()
+            .store()
+            .ok_or(InvalidationError::StorageUnavailable)?;
+        let scope = Scope {
+            petition,
+            matcher: &matcher,
+            upto: u64::MAX,
+        };
+        let mut matching = 0u64;
+        let mut cursor = 0;
+        loop {
+            let step = invalidation::scan(&store, &scope, cursor, PREVIEW_STEP)
+                .map_err(|_| InvalidationError::StorageUnavailable)?;
+            matching += step.matching.len() as u64;
+            if step.done {
+                return Ok(matching);
+            }
+            cursor = step.cursor;
+        }
+    }
+
+    /// Starts an invalidation job: it runs in the background, in steps of `lifecycle_step`
+    /// signatures, while ingestion goes on; [`Engine::invalidation`] shows its progress. It
+    /// covers the signatures stored when it starts.
+    pub fn start_invalidation(
+        &self,
+        request: InvalidationRequest,
+    ) -> Result<InvalidationJob, InvalidationError> {
+        let (petition_num, _) = self.resolve_invalidation(&request)?;
+        let record = JobRecord {
+            job: InvalidationJob {
+                id: 0,
+                petition: request.petition,
+                criteria: request.criteria,
+                state: JobState::Running,
+                scanned: 0,
+                matched: 0,
+                invalidated: 0,
+                total: 0,
+                created_at_ms: self.shared().now_ms(),
+                finished_at_ms: None,
+                error: None,
+            },
+            petition_num,
+            cursor: 0,
+            upto: 0,
+        };
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Job::JobChange(JobChange::Create(Box::new(record), reply)))
+            .map_err(|()| InvalidationError::ShuttingDown)?;
+        let job = answer
+            .recv()
+            .map_err(|_| InvalidationError::ShuttingDown)??;
+        self.handle.wake.wake.notify_all();
+        Ok(job)
+    }
+
+    /// One invalidation job, if it exists.
+    pub fn invalidation(&self, id: u64) -> Option<InvalidationJob> {
+        self.shared().jobs().get(id).map(|record| record.job)
+    }
+
+    /// Every invalidation job, oldest first.
+    pub fn invalidations(&self) -> Vec<InvalidationJob> {
+        self.shared().jobs().all()
+    }
+
+    /// Cancels a running invalidation job: it stops after its current step; what it
+    /// invalidated stays invalidated. A finished job answers [`InvalidationError::Finished`].
+    pub fn cancel_invalidation(&self, id: u64) -> Result<InvalidationJob, InvalidationError> {
+        if self.handle.sender.is_none() {
+            return Err(InvalidationError::Unsupported);
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        self.send(Job::JobChange(JobChange::Cancel(id, reply)))
+            .map_err(|()| InvalidationError::ShuttingDown)?;
+        answer.recv().map_err(|_| InvalidationError::ShuttingDown)?
+    }
+
+    fn send(&self, job: Job) -> Result<(), ()> {
+        match &self.handle.sender {
+            Some(sender) => sender.send(job).map_err(|_| ()),
+            None => Err(()),
+        }
+    }
+
+    /// The petition's count of validated signatures, or `None` if it is unknown.
     pub fn count(&self, petition: &str) -> Option<u64> {
         self.shared()
             .registry()
@@ -347,12 +589,13 @@ impl Engine {
 
     /// A snapshot of one petition.
     pub fn petition(&self, id: &str) -> Option<PetitionInfo> {
-        self.shared().registry().get(id).map(|p| p.info(now_ms()))
+        let now = self.shared().now_ms();
+        self.shared().registry().get(id).map(|p| p.info(now))
     }
 
     /// Up to `limit` petitions with the highest counts, highest first (ties by id).
     pub fn top_petitions(&self, limit: usize) -> Vec<PetitionInfo> {
-        let now = now_ms();
+        let now = self.shared().now_ms();
         let mut all: Vec<(u64, Arc<Petition>)> = self
             .shared()
             .registry()
@@ -431,6 +674,114 @@ fn finish(
     results
 }
 
+/// Signatures a preview reads per pass.
+const PREVIEW_STEP: usize = 65_536;
+
+/// The lifecycle thread: sweeps expired pending signatures every `sweep_interval`, and runs
+/// the running invalidation jobs one step each in turn, until the engine closes.
+fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
+    let interval = shared.config().sweep_interval;
+    let mut next_sweep = Instant::now();
+    loop {
+        let busy = !shared.jobs().running().is_empty();
+        {
+            let mut stop = wake.stop.lock();
+            if *stop {
+                return;
+            }
+            if !busy {
+                let until = interval.map_or(Duration::from_secs(3600), |i| {
+                    next_sweep.saturating_duration_since(Instant::now()).min(i)
+                });
+                wake.wake.wait_for(&mut stop, until);
+                if *stop {
+                    return;
+                }
+            }
+        }
+        if !shared.is_ready() || !shared.health().is_healthy() {
+            if busy {
+                std::thread::sleep(Duration::from_millis(50));
+            }
+            continue;
+        }
+        if let Some(interval) = interval {
+            if Instant::now() >= next_sweep {
+                // Bounded: a backlog is worked off over several ticks, between job steps.
+                for _ in 0..16 {
+                    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+                    if sender.send(Job::Sweep(reply)).is_err() {
+                        return;
+                    }
+                    match answer.recv() {
+                        Ok(Ok((_, true))) => continue,
+                        Ok(_) => break,
+                        Err(_) => return,
+                    }
+                }
+                next_sweep = Instant::now() + interval;
+            }
+        }
+        for record in shared.jobs().running() {
+            if !run_step(shared, sender, &record) {
+                return;
+            }
+        }
+    }
+}
+
+/// Scans one step of a job and hands it to the writer. Returns false once the writer is gone.
+fn run_step(shared: &Shared, sender: &Sender<Job>, record: &JobRecord) -> bool {
+    let id = record.job.id;
+    let matcher = match record.job.criteria.compile() {
+        Ok(matcher) => matcher,
+        Err(e) => {
+            return sender
+                .send(Job::JobChange(JobChange::Fail(id, e.to_string())))
+                .is_ok()
+        }
+    };
+    let Some(store) = shared.store() else {
+        // The writer is recovering the store.
+        std::thread::sleep(Duration::from_millis(50));
+        return true;
+    };
+    let scope = Scope {
+        petition: record.petition_num,
+        matcher: &matcher,
+        upto: record.upto,
+    };
+    let scanned = invalidation::scan(
+        &store,
+        &scope,
+        record.cursor,
+        shared.config().lifecycle_step,
+    );
+    drop(store);
+    let mut step = match scanned {
+        Ok(step) => step,
+        Err(e @ StoreError::Corrupt { .. }) => {
+            return sender
+                .send(Job::JobChange(JobChange::Fail(id, e.to_string())))
+                .is_ok()
+        }
+        Err(_) => {
+            std::thread::sleep(Duration::from_millis(50));
+            return true;
+        }
+    };
+    step.job = id;
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    if sender.send(Job::Invalidate(step, reply)).is_err() {
+        return false;
+    }
+    if let Ok(Err(_)) = answer.recv() {
+        // A failed write: the writer recovers the store; the step is scanned again.
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    true
+}
+
 fn check_config(config: &Config) -> Result<(), OpenError> {
     if config.index_shard_bits > 20 {
         return Err(OpenError::Config("index_shard_bits must be at most 20"));
@@ -439,6 +790,14 @@ fn check_config(config: &Config) -> Result<(), OpenError> {
         return Err(OpenError::Config(
             "batch_signatures_max and queue_signatures_max must be positive",
         ));
+    }
+    if config.lifecycle_step == 0 || config.invalidation_jobs_max == 0 {
+        return Err(OpenError::Config(
+            "lifecycle_step and invalidation_jobs_max must be positive",
+        ));
+    }
+    if config.pending_grace.is_zero() {
+        return Err(OpenError::Config("pending_grace must be positive"));
     }
     Ok(())
 }
@@ -457,6 +816,7 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
         secret: *Fingerprinter::random().secret(),
         policy: config.signer_policy,
         rules: SIGNER_RULES,
+        format: FORMAT_VERSION,
     };
     let meta = store.load_or_init_meta(&fresh)?;
     if meta.policy != config.signer_policy {
@@ -465,35 +825,31 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
             configured: config.signer_policy,
         });
     }
-    if meta.rules != SIGNER_RULES {
-        upgrade_signer_rules(&store, meta.rules)?;
+    if meta.rules != SIGNER_RULES || meta.format != FORMAT_VERSION {
+        upgrade(&store, meta.rules)?;
     }
     Ok(Some((store, meta)))
 }
 
-/// Brings a store written under older signer rules to the current ones, once. The rules changed
-/// only for emails that are not all ASCII, so a store without any is upgraded as it is (after
-/// one scan of its records). One with some is refused: their stored fingerprints may differ
-/// from what this build derives, which would let such a signer sign twice.
-fn upgrade_signer_rules(store: &Store, stored: u8) -> Result<(), OpenError> {
+/// Brings a store of an older format to the current one, once, from one scan of its records:
+/// it writes the petition index (format 2 and older wrote none), and checks the signer rules.
+/// These changed only for emails that are not all ASCII, so a store of older rules without any
+/// is upgraded as it is. One with some is refused: their stored fingerprints may differ from
+/// what this build derives, which would let such a signer sign twice.
+fn upgrade(store: &Store, stored_rules: u8) -> Result<(), OpenError> {
     let refused = |non_ascii| OpenError::SignerRules {
-        stored,
+        stored: stored_rules,
         current: SIGNER_RULES,
         non_ascii,
     };
-    if stored > SIGNER_RULES {
+    if stored_rules > SIGNER_RULES {
         return Err(refused(0));
     }
-    let mut non_ascii = 0u64;
-    store.scan_signatures(|_, record| {
-        if !record.email.is_ascii() {
-            non_ascii += 1;
-        }
-    })?;
-    if non_ascii > 0 {
+    let non_ascii = store.write_petition_index()?;
+    if stored_rules != SIGNER_RULES && non_ascii > 0 {
         return Err(refused(non_ascii));
     }
-    store.set_signer_rules()?;
+    store.set_current_format()?;
     Ok(())
 }
 
@@ -503,34 +859,41 @@ fn upgrade_signer_rules(store: &Store, stored: u8) -> Result<(), OpenError> {
 fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     let mut petitions = store.load_petitions()?;
     petitions.sort_by_key(|(num, _)| *num);
-    let counts: HashMap<u32, u64> = store.load_counts()?.into_iter().collect();
+    let counts: HashMap<u32, Counts> = store.load_counts()?.into_iter().collect();
     for (expected, (num, meta)) in petitions.into_iter().enumerate() {
         if num as usize != expected {
             return Err(OpenError::Store(StoreError::Corrupt {
                 what: "petition numbers (not dense)",
             }));
         }
-        let count = counts.get(&num).copied().unwrap_or(0);
+        let count = counts.get(&num).copied().unwrap_or_default();
         shared
             .registry()
             .insert(Arc::new(Petition::new(num, meta, count)));
     }
     let mut next_milestone_seq = 1;
     let mut milestones = Vec::new();
-    for (seq, num, threshold, at) in store.load_milestones(0)? {
-        let petition = shared.registry().by_num(num).ok_or(StoreError::Corrupt {
-            what: "milestone petition",
-        })?;
+    for stored in store.load_milestones(0)? {
+        let petition = shared
+            .registry()
+            .by_num(stored.petition)
+            .ok_or(StoreError::Corrupt {
+                what: "milestone petition",
+            })?;
         milestones.push(Milestone {
-            seq,
+            seq: stored.seq,
             petition: petition.id.to_string(),
-            threshold,
-            reached_at_ms: at,
+            threshold: stored.threshold,
+            reached_at_ms: stored.at_ms,
+            kind: stored.kind,
         });
-        next_milestone_seq = seq + 1;
+        next_milestone_seq = stored.seq + 1;
     }
     shared.publish_milestones(milestones);
-    let stored: u64 = counts.values().sum();
+    for (_, bytes) in store.load_jobs()? {
+        shared.jobs().insert(JobRecord::decode(&bytes)?);
+    }
+    let stored: u64 = counts.values().map(Counts::held).sum();
     shared.expect_recovered(stored);
     shared
         .index()
@@ -547,7 +910,8 @@ fn plan_registrations(
     shared: &Shared,
     specs: Vec<PetitionSpec>,
 ) -> (Vec<Result<Registered, PetitionError>>, Vec<Planned>) {
-    let now = now_ms();
+    let now = shared.now_ms();
+    let memory = shared.config().storage == Storage::Memory;
     let mut results = Vec::with_capacity(specs.len());
     // (number, meta, existing petition) per change, and where each new id went.
     let mut planned: Vec<Planned> = Vec::new();
@@ -561,11 +925,18 @@ fn plan_registrations(
                 continue;
             }
         };
+        if memory && spec.validation == Some(Validation::Email) {
+            results.push(Err(PetitionError::Unsupported));
+            continue;
+        }
         if let Some(&at) = planned_by_id.get(&spec.id) {
             let meta = &mut planned[at].1;
             meta.deadline_ms = spec.deadline_ms;
             if let Some(thresholds) = thresholds {
                 meta.thresholds = thresholds;
+            }
+            if let Some(validation) = spec.validation {
+                meta.validation = validation;
             }
             results.push(Ok(Registered::Updated));
             continue;
@@ -576,6 +947,9 @@ fn plan_registrations(
                 meta.deadline_ms = spec.deadline_ms;
                 if let Some(thresholds) = thresholds {
                     meta.thresholds = thresholds;
+                }
+                if let Some(validation) = spec.validation {
+                    meta.validation = validation;
                 }
                 planned_by_id.insert(spec.id, planned.len());
                 planned.push((petition.num, meta, Some(petition)));
@@ -592,6 +966,7 @@ fn plan_registrations(
                     deadline_ms: spec.deadline_ms,
                     closed_at_ms: None,
                     thresholds: thresholds.unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec()),
+                    validation: spec.validation.unwrap_or_default(),
                 };
                 planned_by_id.insert(spec.id, planned.len());
                 planned.push((next_num, meta, None));
@@ -646,6 +1021,7 @@ mod tests {
             secret: [0; SECRET_BYTES],
             policy: SignerPolicy::default(),
             rules: SIGNER_RULES,
+            format: FORMAT_VERSION,
         };
         let meta = store.load_or_init_meta(&fresh).expect("meta");
         assert_eq!(meta.rules, SIGNER_RULES, "the upgrade is recorded");
@@ -663,8 +1039,11 @@ mod tests {
         engine.close().expect("closes");
         drop(engine);
         let store = Store::open(dir.path()).expect("store opens");
-        // Builds from before the signer rules accept only format version 1.
-        assert_eq!(store.format_version().expect("reads"), Some(vec![2]));
+        // Builds from before the lifecycle accept only format versions 1 and 2.
+        assert_eq!(
+            store.format_version().expect("reads"),
+            Some(vec![FORMAT_VERSION])
+        );
     }
 
     #[test]

@@ -99,6 +99,26 @@ pub enum SubmitError {
     /// The engine is closing or closed.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// A validation token that is not 72 lower-case hex digits. Not retryable.
+    #[error("malformed validation token")]
+    MalformedToken,
+    /// A validation token this store did not issue (altered, invented, or another store's).
+    /// Not retryable.
+    #[error("unknown validation token")]
+    UnknownToken,
+    /// The token's pending signature expired unvalidated. Not retryable: sign again.
+    #[error("the validation token has expired")]
+    TokenExpired,
+    /// The token's signature was invalidated. Not retryable.
+    #[error("the signature was invalidated")]
+    Invalidated,
+    /// The pending signer signed again more than [`crate::RESUBMITS_MAX`] times. Not
+    /// retryable until the signature is validated or expires.
+    #[error("too many re-submissions of a pending signature")]
+    TooManyResubmits,
+    /// Validation by email needs a persistent engine. Not retryable.
+    #[error("validation by email needs a persistent engine")]
+    Unsupported,
 }
 
 impl SubmitError {
@@ -112,6 +132,12 @@ impl SubmitError {
             SubmitError::StorageUnavailable => "storage_unavailable",
             SubmitError::Recovering => "recovering",
             SubmitError::ShuttingDown => "shutting_down",
+            SubmitError::MalformedToken => "malformed_token",
+            SubmitError::UnknownToken => "unknown_token",
+            SubmitError::TokenExpired => "token_expired",
+            SubmitError::Invalidated => "invalidated",
+            SubmitError::TooManyResubmits => "too_many_resubmissions",
+            SubmitError::Unsupported => "unsupported",
         }
     }
 
@@ -146,6 +172,55 @@ pub enum PetitionError {
     /// The engine is closing or closed.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// Validation by email needs a persistent engine.
+    #[error("validation by email needs a persistent engine")]
+    Unsupported,
+}
+
+/// Why an invalidation (preview, start, cancel) failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum InvalidationError {
+    /// A criterion failed validation.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// No petition has this id.
+    #[error("unknown petition")]
+    UnknownPetition,
+    /// No invalidation job has this id.
+    #[error("unknown invalidation job")]
+    UnknownJob,
+    /// The job has finished (completed, cancelled or failed): there is nothing to cancel.
+    #[error("the invalidation job has finished ({0})")]
+    Finished(&'static str),
+    /// As many jobs as allowed are running; retry once one has finished.
+    #[error("{0} invalidation jobs are running already")]
+    TooManyJobs(usize),
+    /// The store failed; nothing changed. Retry shortly.
+    #[error("storage unavailable, retry later")]
+    StorageUnavailable,
+    /// Invalidation needs a persistent engine.
+    #[error("invalidation needs a persistent engine")]
+    Unsupported,
+    /// The engine is closing or closed.
+    #[error("engine is shutting down")]
+    ShuttingDown,
+}
+
+impl InvalidationError {
+    /// A stable snake_case code for APIs.
+    pub fn code(&self) -> &'static str {
+        match self {
+            InvalidationError::Invalid(_) => "invalid_criteria",
+            InvalidationError::UnknownPetition => "unknown_petition",
+            InvalidationError::UnknownJob => "not_found",
+            InvalidationError::Finished(_) => "job_finished",
+            InvalidationError::TooManyJobs(_) => "too_many_jobs",
+            InvalidationError::StorageUnavailable => "storage_unavailable",
+            InvalidationError::Unsupported => "unsupported",
+            InvalidationError::ShuttingDown => "shutting_down",
+        }
+    }
 }
 
 /// Why `flush` or `close` failed.
@@ -161,7 +236,7 @@ pub enum FlushError {
 }
 
 /// The store's error: RocksDB's message, a corrupt record, or a store still failing.
-#[derive(Debug, Clone, thiserror::Error)]
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]
 pub enum StoreError {
     /// RocksDB failed (I/O error, disk full, ...).

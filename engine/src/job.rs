@@ -6,10 +6,12 @@ use std::sync::Arc;
 
 use crate::error::{StoreError, SubmitError, VerifyError};
 use crate::fingerprint::Fingerprint;
+use crate::invalidation::{JobChange, Step, StepResult};
 use crate::petition::{Petition, PetitionMeta};
+use crate::token::Token;
 use crate::verify::VerifyReport;
 
-/// The answer to one signature that the engine took.
+/// The answer to one signature (or validation) that the engine took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Outcome {
     /// A new signer: counted and durable. `count` is the petition's count including this one
@@ -18,20 +20,57 @@ pub enum Outcome {
         /// The petition's count with this signature.
         count: u64,
     },
-    /// This signer had already signed this petition. `count` is the petition's current count.
+    /// This signer had already signed this petition (and is validated, or was invalidated).
+    /// `count` is the petition's current count.
     Duplicate {
+        /// The petition's count now.
+        count: u64,
+    },
+    /// A signature to a petition that validates by email: stored, holding its signer's slot,
+    /// not counted until `token` is validated. A pending signer who signs again gets the same
+    /// token (and expiry) back, up to [`crate::RESUBMITS_MAX`] times.
+    Pending {
+        /// What validates it ([`crate::Engine::validate`]).
+        token: Token,
+        /// When it expires unvalidated (Unix milliseconds).
+        expires_at_ms: u64,
+    },
+    /// A token validated its pending signature: counted now. `count` is the petition's count
+    /// including it.
+    Validated {
+        /// The petition's count with this signature.
+        count: u64,
+    },
+    /// The token's signature was validated before.
+    AlreadyValidated {
         /// The petition's count now.
         count: u64,
     },
 }
 
 impl Outcome {
-    /// The petition's count carried by the outcome.
-    pub fn count(self) -> u64 {
+    /// The petition's count carried by the outcome (`None` for a pending signature).
+    pub fn count(self) -> Option<u64> {
         match self {
-            Outcome::Accepted { count } | Outcome::Duplicate { count } => count,
+            Outcome::Accepted { count }
+            | Outcome::Duplicate { count }
+            | Outcome::Validated { count }
+            | Outcome::AlreadyValidated { count } => Some(count),
+            Outcome::Pending { .. } => None,
         }
     }
+}
+
+/// What one item asks of the writer.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum ItemKind {
+    /// A signature whose signer the index did not hold (or held pending, `awaiting`).
+    Sign,
+    /// A signature to a petition that validates by email whose signer the index holds: the
+    /// writer looks for its pending signature (same token back) or answers duplicate.
+    Resubmit,
+    /// A genuine token's validation of the signature `seq`.
+    Validate { seq: u64 },
 }
 
 /// One signature on its way to the writer.
@@ -47,6 +86,9 @@ pub(crate) struct Item {
     /// True: the index already held this fingerprint as pending when it was admitted, so its
     /// answer waits for the original's write (duplicate if it lands, retry if it fails).
     pub awaiting: bool,
+    pub kind: ItemKind,
+    /// Its petition validated by email when it was admitted: a new signature is stored pending.
+    pub by_email: bool,
 }
 
 /// Answers by position in the caller's batch.
@@ -64,6 +106,13 @@ pub(crate) enum Job {
     Flush(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
     /// Check the whole store (see `verify.rs`).
     Verify(std::sync::mpsc::SyncSender<Result<VerifyReport, VerifyError>>),
+    /// One step of the expiry sweep: answers how many pending signatures expired and whether
+    /// more may be due.
+    Sweep(std::sync::mpsc::SyncSender<Result<(u64, bool), StoreError>>),
+    /// One step of an invalidation job.
+    Invalidate(Step, std::sync::mpsc::SyncSender<StepResult>),
+    /// Create, cancel or fail an invalidation job.
+    JobChange(JobChange),
     /// Finish every queued job, flush memtables, and stop.
     Shutdown(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
 }

@@ -12,12 +12,18 @@
 //!   hand over to the writer;
 //! - `job`: what goes to the writer and comes back: jobs, items, callers, answers, [`Outcome`].
 //!
+//! The lifecycle (pending → validated, invalidated, expired):
+//! - `lifecycle`: states, their stored entries, the petition index's runs, invalidation
+//!   [`Criteria`];
+//! - `token`: validation tokens (HMAC-SHA256 under a key from the store's secret);
+//! - `invalidation`: invalidation jobs, their records and the scan of one step.
+//!
 //! The durable path:
 //! - `record`: the stored layouts of a signature record and of a fingerprint batch;
 //! - `store`: RocksDB column families, keys, options and the reads recovery needs;
 //! - `writer`: the group-commit writer thread (`writer/commit`: one group's batch, write and
 //!   publish; `writer/syncer`: the sync stage; `writer/recovery`: index rebuild and failed-store
-//!   recovery);
+//!   recovery; `writer/lifecycle`: the expiry sweep, invalidation steps and job changes);
 //! - `health`: the health flag, storage error count and last storage error;
 //! - `verify`: the full consistency check of the store.
 //!
@@ -53,25 +59,34 @@ mod error;
 mod fingerprint;
 mod health;
 mod index;
+mod invalidation;
 mod job;
+mod lifecycle;
 mod petition;
 mod record;
 mod shared;
 mod signature;
 mod stats;
 mod store;
+mod token;
 mod verify;
 mod writer;
 
-pub use crate::config::{Config, Durability, ParseDurabilityError, Storage};
+pub use crate::clock::{Clock, ManualClock, SystemClock};
+pub use crate::config::{Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT};
+pub use crate::engine::Op;
 pub use crate::engine::{Engine, Registered};
 pub use crate::error::{
-    FlushError, OpenError, PetitionError, RecoveryError, StoreError, SubmitError, VerifyError,
+    FlushError, InvalidationError, OpenError, PetitionError, RecoveryError, StoreError,
+    SubmitError, VerifyError,
 };
 pub use crate::fingerprint::{Fingerprint, Fingerprinter, SECRET_BYTES};
+pub use crate::invalidation::{InvalidationJob, InvalidationRequest, JobState};
 pub use crate::job::Outcome;
+pub use crate::lifecycle::{Criteria, SignatureState, Validation, RESUBMITS_MAX};
 pub use crate::petition::{
-    Milestone, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS, THRESHOLDS_MAX,
+    Milestone, MilestoneKind, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS,
+    THRESHOLDS_MAX,
 };
 pub use crate::signature::{
     canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature,
@@ -79,4 +94,5 @@ pub use crate::signature::{
     POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
 };
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
+pub use crate::token::{Token, TOKEN_CHARS};
 pub use crate::verify::VerifyReport;

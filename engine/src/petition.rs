@@ -7,12 +7,14 @@
 //! `submit_batch` call in memory mode), never once per signature by many threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::lifecycle::Validation;
 use crate::signature::{validate_petition_id, InvalidField};
+use crate::store::Counts;
 
 /// Thresholds a petition gets when its registration names none.
 pub const DEFAULT_THRESHOLDS: [u64; 2] = [10_000, 100_000];
@@ -29,6 +31,10 @@ pub struct PetitionSpec {
     /// Counts whose crossing records a milestone; `None` keeps the current ones (or the
     /// defaults, 10,000 and 100,000, for a new petition).
     pub thresholds: Option<Vec<u64>>,
+    /// How its signatures become counted; `None` keeps the current mode (or
+    /// [`Validation::None`] for a new petition). A change applies to signatures that come after
+    /// it: each signature keeps the state it was written in.
+    pub validation: Option<Validation>,
 }
 
 impl PetitionSpec {
@@ -38,6 +44,7 @@ impl PetitionSpec {
             id: id.into(),
             deadline_ms: None,
             thresholds: None,
+            validation: None,
         }
     }
 
@@ -92,8 +99,14 @@ impl PetitionState {
 pub struct PetitionInfo {
     /// The petition id.
     pub id: String,
-    /// Distinct accepted signers.
+    /// Validated signatures: the count that matters.
     pub count: u64,
+    /// Pending signatures: stored, waiting for their token, not counted.
+    pub pending_count: u64,
+    /// Signatures removed by invalidations.
+    pub invalidated_count: u64,
+    /// How its signatures become counted.
+    pub validation: Validation,
     /// Whether it takes signatures now.
     pub state: PetitionState,
     /// When it was registered (Unix milliseconds).
@@ -104,12 +117,47 @@ pub struct PetitionInfo {
     pub closed_at_ms: Option<u64>,
     /// Its thresholds, ascending.
     pub thresholds: Vec<u64>,
-    /// The thresholds it has reached, ascending.
+    /// The thresholds its count has reached, ascending (one that an invalidation took the
+    /// count back below is not reached until the count crosses it again).
     pub milestones_reached: Vec<u64>,
 }
 
-/// A petition crossing one of its thresholds. Recorded exactly once, durably, in the same batch
-/// as the signature that crossed it.
+/// Which way a milestone moved.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum MilestoneKind {
+    /// The count rose to the threshold.
+    ThresholdCrossed,
+    /// An invalidation took the count back below a reached threshold.
+    ThresholdRegressed,
+}
+
+impl MilestoneKind {
+    /// The name the HTTP API and the events feed use.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            MilestoneKind::ThresholdCrossed => "threshold_crossed",
+            MilestoneKind::ThresholdRegressed => "threshold_regressed",
+        }
+    }
+
+    pub(crate) fn to_byte(self) -> u8 {
+        match self {
+            MilestoneKind::ThresholdCrossed => 0,
+            MilestoneKind::ThresholdRegressed => 1,
+        }
+    }
+
+    pub(crate) fn from_byte(byte: u8) -> Option<MilestoneKind> {
+        match byte {
+            0 => Some(MilestoneKind::ThresholdCrossed),
+            1 => Some(MilestoneKind::ThresholdRegressed),
+            _ => None,
+        }
+    }
+}
+
+/// A petition's count crossing one of its thresholds, or falling back below one. Recorded
+/// exactly once per transition, durably, in the same batch as the change of count.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Milestone {
     /// Position in the engine-wide milestone feed, from 1, without gaps.
@@ -118,8 +166,10 @@ pub struct Milestone {
     pub petition: String,
     /// The threshold crossed.
     pub threshold: u64,
-    /// When the crossing signature was accepted (Unix milliseconds).
+    /// When the count changed (Unix milliseconds).
     pub reached_at_ms: u64,
+    /// Crossed or regressed.
+    pub kind: MilestoneKind,
 }
 
 /// What is persisted about a petition (everything but its count and milestones).
@@ -130,29 +180,38 @@ pub(crate) struct PetitionMeta {
     pub deadline_ms: Option<u64>,
     pub closed_at_ms: Option<u64>,
     pub thresholds: Vec<u64>,
+    pub validation: Validation,
 }
 
 /// One registered petition, shared by the registry, admission and the writer.
 pub(crate) struct Petition {
     pub num: u32,
     pub id: Box<str>,
-    /// Distinct durable signers. Written only by the writer (or in memory mode by `submit`).
+    /// Validated durable signers. Written only by the writer (or in memory mode by `submit`).
     pub count: AtomicU64,
-    /// Admission reads these two on every signature, so they are atomics, not behind the lock.
+    /// Pending durable signatures. Written only by the writer.
+    pub pending: AtomicU64,
+    /// Invalidated signatures. Written only by the writer.
+    pub invalidated: AtomicU64,
+    /// Admission reads these three on every signature, so they are atomics, not behind the lock.
     closed: AtomicBool,
     deadline_ms: AtomicU64,
+    validation: AtomicU8,
     meta: Mutex<PetitionMeta>,
     reached: Mutex<Vec<u64>>,
 }
 
 impl Petition {
-    pub fn new(num: u32, meta: PetitionMeta, count: u64) -> Petition {
+    pub fn new(num: u32, meta: PetitionMeta, counts: Counts) -> Petition {
         Petition {
             num,
             id: meta.id.clone().into_boxed_str(),
-            count: AtomicU64::new(count),
+            count: AtomicU64::new(counts.validated),
+            pending: AtomicU64::new(counts.pending),
+            invalidated: AtomicU64::new(counts.invalidated),
             closed: AtomicBool::new(meta.closed_at_ms.is_some()),
             deadline_ms: AtomicU64::new(meta.deadline_ms.unwrap_or(u64::MAX)),
+            validation: AtomicU8::new(meta.validation.to_byte()),
             meta: Mutex::new(meta),
             reached: Mutex::new(Vec::new()),
         }
@@ -164,6 +223,29 @@ impl Petition {
         !self.closed.load(Ordering::Acquire) && now_ms < self.deadline_ms.load(Ordering::Acquire)
     }
 
+    /// Whether its new signatures are stored pending.
+    #[inline]
+    pub fn validates_by_email(&self) -> bool {
+        self.validation.load(Ordering::Acquire) == Validation::Email.to_byte()
+    }
+
+    /// Its published counts.
+    pub fn counts(&self) -> Counts {
+        Counts {
+            validated: self.count.load(Ordering::Acquire),
+            pending: self.pending.load(Ordering::Acquire),
+            invalidated: self.invalidated.load(Ordering::Acquire),
+        }
+    }
+
+    /// Publishes counts made durable.
+    pub fn set_counts(&self, counts: Counts) {
+        self.pending.store(counts.pending, Ordering::Release);
+        self.invalidated
+            .store(counts.invalidated, Ordering::Release);
+        self.count.store(counts.validated, Ordering::Release);
+    }
+
     pub fn meta(&self) -> PetitionMeta {
         self.meta.lock().clone()
     }
@@ -173,6 +255,8 @@ impl Petition {
             .store(meta.deadline_ms.unwrap_or(u64::MAX), Ordering::Release);
         self.closed
             .store(meta.closed_at_ms.is_some(), Ordering::Release);
+        self.validation
+            .store(meta.validation.to_byte(), Ordering::Release);
         *self.meta.lock() = meta;
     }
 
@@ -183,6 +267,16 @@ impl Petition {
             .iter()
             .copied()
             .filter(|&t| old < t && t <= new)
+            .collect()
+    }
+
+    /// Reached thresholds above `new`: the ones a count falling to `new` regresses.
+    pub fn regressed(&self, new: u64) -> Vec<u64> {
+        self.reached
+            .lock()
+            .iter()
+            .copied()
+            .filter(|&t| t > new)
             .collect()
     }
 
@@ -197,6 +291,18 @@ impl Petition {
         reached.sort_unstable();
     }
 
+    pub fn record_regressed(&self, threshold: u64) {
+        let mut reached = self.reached.lock();
+        let at = reached.iter().position(|&t| t == threshold);
+        let at = at.unwrap_or_else(|| {
+            panic!(
+                "petition {} regressed below {threshold}, which it had not reached",
+                self.id
+            )
+        });
+        reached.remove(at);
+    }
+
     pub fn info(&self, now_ms: u64) -> PetitionInfo {
         let meta = self.meta();
         let state = if meta.closed_at_ms.is_some() {
@@ -206,9 +312,13 @@ impl Petition {
         } else {
             PetitionState::Open
         };
+        let counts = self.counts();
         PetitionInfo {
             id: meta.id,
-            count: self.count.load(Ordering::Acquire),
+            count: counts.validated,
+            pending_count: counts.pending,
+            invalidated_count: counts.invalidated,
+            validation: meta.validation,
             state,
             created_at_ms: meta.created_at_ms,
             deadline_ms: meta.deadline_ms,
@@ -243,6 +353,11 @@ impl RegistryRead<'_> {
     #[inline]
     pub fn get(&self, id: &str) -> Option<&Arc<Petition>> {
         self.maps.by_id.get(id)
+    }
+
+    /// The petition numbered `num`.
+    pub fn by_num(&self, num: u32) -> Option<&Arc<Petition>> {
+        self.maps.by_num.get(num as usize)
     }
 }
 
@@ -295,12 +410,13 @@ mod tests {
             deadline_ms: Some(1_000),
             closed_at_ms: None,
             thresholds,
+            validation: Validation::None,
         }
     }
 
     #[test]
     fn crossings_are_half_open_intervals() {
-        let p = Petition::new(0, meta(vec![10, 20, 30]), 0);
+        let p = Petition::new(0, meta(vec![10, 20, 30]), Counts::default());
         let check = |old, new, want: &[u64]| assert_eq!(p.crossed(old, new), want, "{old}..{new}");
         check(0, 9, &[]);
         check(0, 10, &[10]);
@@ -311,7 +427,7 @@ mod tests {
 
     #[test]
     fn open_until_deadline_or_close() {
-        let p = Petition::new(0, meta(vec![]), 0);
+        let p = Petition::new(0, meta(vec![]), Counts::default());
         assert!(p.is_open(999));
         assert!(!p.is_open(1_000));
         assert_eq!(p.info(1_000).state, PetitionState::Expired);

@@ -206,6 +206,11 @@ impl<'a> Reader<'a> {
         Ok(self.take(1)?[0])
     }
 
+    pub fn u16(&mut self) -> Result<u16, StoreError> {
+        let bytes = self.take(2)?;
+        Ok(u16::from_be_bytes([bytes[0], bytes[1]]))
+    }
+
     pub fn u32(&mut self) -> Result<u32, StoreError> {
         decode_u32(self.take(4)?, self.what)
     }

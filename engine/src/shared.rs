@@ -7,16 +7,20 @@
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
 use parking_lot::{Condvar, Mutex, MutexGuard};
 
-use crate::clock::now_ms;
 use crate::config::Config;
 use crate::error::RecoveryError;
 use crate::fingerprint::Fingerprinter;
 use crate::health::Health;
 use crate::index::Index;
-use crate::petition::{Milestone, Petition, Registry};
+use crate::invalidation::Jobs;
+use crate::petition::{Milestone, MilestoneKind, Petition, Registry};
 use crate::stats::{LatencyHistogram, Stats};
+use crate::store::Store;
+use crate::token::TokenKey;
 
 #[derive(Default)]
 struct Readiness {
@@ -28,6 +32,11 @@ struct Readiness {
 pub(crate) struct Shared {
     config: Config,
     fingerprinter: Fingerprinter,
+    tokens: TokenKey,
+    jobs: Jobs,
+    /// The writer's store while it is open and healthy, for readers off the writer thread (the
+    /// invalidation scans). The writer sets it and takes it back before it reopens or closes.
+    store: Mutex<Option<Arc<Store>>>,
     index: Index,
     registry: Registry,
     milestones: Mutex<Vec<Milestone>>,
@@ -59,6 +68,9 @@ impl Shared {
         Shared {
             index: Index::new(config.index_shard_bits, config.signatures_expected),
             config,
+            tokens: TokenKey::new(fingerprinter.secret()),
+            jobs: Jobs::default(),
+            store: Mutex::new(None),
             fingerprinter,
             registry: Registry::default(),
             milestones: Mutex::new(Vec::new()),
@@ -91,6 +103,30 @@ impl Shared {
     #[inline]
     pub fn fingerprinter(&self) -> &Fingerprinter {
         &self.fingerprinter
+    }
+
+    #[inline]
+    pub fn tokens(&self) -> &TokenKey {
+        &self.tokens
+    }
+
+    pub fn jobs(&self) -> &Jobs {
+        &self.jobs
+    }
+
+    /// The store, if the writer has one open.
+    pub fn store(&self) -> Option<Arc<Store>> {
+        self.store.lock().clone()
+    }
+
+    pub fn set_store(&self, store: Option<Arc<Store>>) {
+        *self.store.lock() = store;
+    }
+
+    /// Now, by the engine's clock.
+    #[inline]
+    pub fn now_ms(&self) -> u64 {
+        self.config.clock.now_ms()
     }
 
     #[inline]
@@ -238,7 +274,7 @@ impl Shared {
     /// Memory mode: numbers and records milestones under the list lock, so that sequences rise
     /// in list order whichever thread crossed first.
     pub fn publish_memory_milestones(&self, petition: &Petition, thresholds: Vec<u64>) {
-        let now = now_ms();
+        let now = self.now_ms();
         let mut all = self.milestones.lock();
         for threshold in thresholds {
             let seq = all.last().map_or(1, |last| last.seq + 1);
@@ -248,6 +284,7 @@ impl Shared {
                 petition: petition.id.to_string(),
                 threshold,
                 reached_at_ms: now,
+                kind: MilestoneKind::ThresholdCrossed,
             });
         }
     }
@@ -263,7 +300,12 @@ impl Shared {
                 "milestone sequences must rise"
             );
             if let Some(petition) = self.registry.get(&milestone.petition) {
-                petition.record_reached(milestone.threshold);
+                match milestone.kind {
+                    MilestoneKind::ThresholdCrossed => petition.record_reached(milestone.threshold),
+                    MilestoneKind::ThresholdRegressed => {
+                        petition.record_regressed(milestone.threshold)
+                    }
+                }
             }
             all.push(milestone);
         }

@@ -10,8 +10,15 @@
 //! | `counts`       | petition number (u32)   | count (u64)                                     |
 //! | `signatures`   | signature sequence (u64)| the signature record, versioned                 |
 //! | `fingerprints` | first sequence of batch | the batch's fingerprints, in order (`record.rs`) |
-//! | `milestones`   | milestone sequence (u64)| petition number, threshold, time                |
+//! | `milestones`   | milestone sequence (u64)| petition number, threshold, time, kind          |
+//! | `lifecycle`    | signature sequence (u64)| a signature's state when it is not simply validated (`lifecycle.rs`) |
+//! | `pending_signers` | fingerprint (16 bytes) | a pending signature's sequence, expiry, re-submissions |
+//! | `by_petition`  | petition, first sequence of a batch | the petition's sequences in that batch |
+//! | `removed`      | signature sequence (u64)| nothing: this signature no longer holds its signer's slot |
+//! | `jobs`         | job id (u64)            | an invalidation job (`invalidation.rs`)          |
 //!
+//! A count is three u64s: validated, pending and invalidated signatures (a store of format 2
+//! holds the validated count alone).
 //! Signatures are keyed by a global sequence the single writer hands out, so every write is an
 //! append at the end of the key space: memtable flushes produce SSTs that never overlap older
 //! ones and leveled compaction moves them down without rewriting them. Bytes written per signature
@@ -31,19 +38,28 @@ use rocksdb::{
 
 use crate::config::Durability;
 use crate::error::StoreError;
+use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
-use crate::petition::PetitionMeta;
+use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Validation};
+use crate::petition::{MilestoneKind, PetitionMeta};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
 
 /// On-disk format version, stored in `meta`; a store with another version is refused, except
-/// version 1, which differs only in its signer rules (see [`SIGNER_RULES`]) and is upgraded.
-/// Version 2 came with signer rules 2, so that a build from before them, which accepts only
-/// version 1, refuses a store written under the new rules instead of adding signers by the old.
-pub const FORMAT_VERSION: u8 = 2;
+/// versions 1 and 2, which are upgraded once at open. Version 2 came with signer rules 2 (see
+/// [`SIGNER_RULES`]), so that a build from before them, which accepts only version 1, refuses a
+/// store written under the new rules instead of adding signers by the old. Version 3 came with
+/// the signature lifecycle (pending signatures, invalidation): a build of version 2 would count
+/// pending signatures and miss invalidations, so it must refuse such a store. Upgrading a
+/// version 2 store writes its petition index (`by_petition`) from one scan of its records.
+pub const FORMAT_VERSION: u8 = 3;
 /// The format version before signer rules were recorded.
 const FORMAT_VERSION_1: u8 = 1;
-const PETITION_VERSION: u8 = 1;
+/// The format version before the signature lifecycle.
+const FORMAT_VERSION_2: u8 = 2;
+const PETITION_VERSION_1: u8 = 1;
+/// Petition version 2 adds the validation mode.
+const PETITION_VERSION: u8 = 2;
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_PETITIONS: &str = "petitions";
@@ -51,19 +67,32 @@ pub(crate) const CF_COUNTS: &str = "counts";
 pub(crate) const CF_SIGNATURES: &str = "signatures";
 pub(crate) const CF_FINGERPRINTS: &str = "fingerprints";
 pub(crate) const CF_MILESTONES: &str = "milestones";
-const COLUMN_FAMILIES: [&str; 6] = [
+pub(crate) const CF_LIFECYCLE: &str = "lifecycle";
+pub(crate) const CF_PENDING_SIGNERS: &str = "pending_signers";
+pub(crate) const CF_BY_PETITION: &str = "by_petition";
+pub(crate) const CF_REMOVED: &str = "removed";
+pub(crate) const CF_JOBS: &str = "jobs";
+const COLUMN_FAMILIES: [&str; 11] = [
     CF_META,
     CF_PETITIONS,
     CF_COUNTS,
     CF_SIGNATURES,
     CF_FINGERPRINTS,
     CF_MILESTONES,
+    CF_LIFECYCLE,
+    CF_PENDING_SIGNERS,
+    CF_BY_PETITION,
+    CF_REMOVED,
+    CF_JOBS,
 ];
 
 const META_FORMAT: &[u8] = b"format";
 const META_SECRET: &[u8] = b"secret";
 const META_POLICY: &[u8] = b"signer_policy";
 const META_RULES: &[u8] = b"signer_rules";
+/// The sequence the expiry sweep goes on from (u64): every `lifecycle` entry before it is not
+/// pending.
+pub(crate) const META_SWEEP_CURSOR: &[u8] = b"sweep_cursor";
 
 /// The version of the rules that derive a signer from an email (`canonical_signer`), kept in
 /// `meta`: 1 (a store without the key) lower-cased only; 2 added the Unicode rules (invisible
@@ -85,6 +114,57 @@ pub(crate) struct Meta {
     /// The signer rules the stored fingerprints were derived by ([`SIGNER_RULES`] on a new
     /// store).
     pub rules: u8,
+    /// The store's format version ([`FORMAT_VERSION`] on a new store).
+    pub format: u8,
+}
+
+/// A petition's stored counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub validated: u64,
+    pub pending: u64,
+    pub invalidated: u64,
+}
+
+impl Counts {
+    /// Signatures holding a signer's slot in the index.
+    pub fn held(&self) -> u64 {
+        self.validated + self.pending + self.invalidated
+    }
+
+    pub fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.validated.to_be_bytes());
+        out[8..16].copy_from_slice(&self.pending.to_be_bytes());
+        out[16..].copy_from_slice(&self.invalidated.to_be_bytes());
+        out
+    }
+
+    fn decode(bytes: &[u8]) -> Result<Counts, StoreError> {
+        match bytes.len() {
+            // Format 2: the validated count alone.
+            8 => Ok(Counts {
+                validated: decode_u64(bytes, "count")?,
+                ..Counts::default()
+            }),
+            24 => Ok(Counts {
+                validated: decode_u64(&bytes[..8], "count")?,
+                pending: decode_u64(&bytes[8..16], "count")?,
+                invalidated: decode_u64(&bytes[16..], "count")?,
+            }),
+            _ => Err(StoreError::Corrupt { what: "count" }),
+        }
+    }
+}
+
+/// A stored milestone.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct StoredMilestone {
+    pub seq: u64,
+    pub petition: u32,
+    pub threshold: u64,
+    pub at_ms: u64,
+    pub kind: MilestoneKind,
 }
 
 /// Whether files in `dir` (created if missing) can be opened for direct I/O. Some filesystems
@@ -146,6 +226,15 @@ fn cf_options(name: &str) -> Options {
             options.set_target_file_size_base(128 << 20);
             options.set_max_bytes_for_level_base(512 << 20);
             options.set_compression_type(DBCompressionType::Lz4);
+        }
+        CF_LIFECYCLE | CF_PENDING_SIGNERS | CF_BY_PETITION | CF_REMOVED => {
+            // Small values, read by key: bloom filters spare the reads of keys not there.
+            options.set_write_buffer_size(32 << 20);
+            options.set_max_write_buffer_number(4);
+            options.set_compression_type(DBCompressionType::None);
+            let mut table = rocksdb::BlockBasedOptions::default();
+            table.set_bloom_filter(10.0, false);
+            options.set_block_based_table_factory(&table);
         }
         CF_FINGERPRINTS => {
             // Keyed hashes do not compress.
@@ -211,11 +300,13 @@ impl Store {
                     secret: fresh.secret,
                     policy: fresh.policy,
                     rules: SIGNER_RULES,
+                    format: FORMAT_VERSION,
                 })
             }
             Some(format) => {
                 let format = match format.as_slice() {
                     [FORMAT_VERSION] => FORMAT_VERSION,
+                    [FORMAT_VERSION_2] => FORMAT_VERSION_2,
                     [FORMAT_VERSION_1] => FORMAT_VERSION_1,
                     _ => {
                         return Err(StoreError::Corrupt {
@@ -253,19 +344,59 @@ impl Store {
                     secret,
                     policy,
                     rules,
+                    format,
                 })
             }
         }
     }
 
-    /// Records that the stored fingerprints follow the current [`SIGNER_RULES`], with the format
-    /// version that builds from before the rules refuse (synced).
-    pub fn set_signer_rules(&self) -> Result<(), StoreError> {
+    /// Records that the stored fingerprints follow the current [`SIGNER_RULES`] and the store
+    /// has the current format, which older builds refuse (synced).
+    pub fn set_current_format(&self) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         let cf = self.cf(CF_META);
         batch.put_cf(cf, META_RULES, [SIGNER_RULES]);
         batch.put_cf(cf, META_FORMAT, [FORMAT_VERSION]);
         self.write(batch, Durability::Sync)
+    }
+
+    /// Writes the petition index of every stored signature (the upgrade from format 2, whose
+    /// batches wrote none), from one scan of the records in sequence order. Entries cover
+    /// aligned ranges of 65,536 sequences, disjoint and in order like a batch's, so readers need
+    /// not know which they are. Returns how many records hold an email that is not all ASCII
+    /// (see [`SIGNER_RULES`]).
+    pub fn write_petition_index(&self) -> Result<u64, StoreError> {
+        const CHUNK: u64 = 1 << 16;
+        let cf = self.cf(CF_BY_PETITION);
+        let mut pending: std::collections::BTreeMap<u32, Vec<u8>> = Default::default();
+        let mut chunk = 0u64;
+        let mut non_ascii = 0u64;
+        let mut batch = WriteBatch::default();
+        let mut result = Ok(());
+        self.scan_signatures(|seq, record| {
+            if !record.email.is_ascii() {
+                non_ascii += 1;
+            }
+            let this = seq / CHUNK * CHUNK;
+            if this != chunk {
+                for (petition, runs) in std::mem::take(&mut pending) {
+                    batch.put_cf(cf, lifecycle::by_petition_key(petition, chunk), runs);
+                }
+                if batch.len() >= 4096 {
+                    result = result
+                        .clone()
+                        .and_then(|()| self.write(std::mem::take(&mut batch), Durability::Sync));
+                }
+                chunk = this;
+            }
+            lifecycle::push_run(pending.entry(record.petition).or_default(), chunk, seq);
+        })?;
+        result?;
+        for (petition, runs) in pending {
+            batch.put_cf(cf, lifecycle::by_petition_key(petition, chunk), runs);
+        }
+        self.write(batch, Durability::Sync)?;
+        Ok(non_ascii)
     }
 
     /// Makes the store look as a build from before the signer rules left it: format version 1,
@@ -321,32 +452,267 @@ impl Store {
         Ok(petitions)
     }
 
-    pub fn load_counts(&self) -> Result<Vec<(u32, u64)>, StoreError> {
+    pub fn load_counts(&self) -> Result<Vec<(u32, Counts)>, StoreError> {
         let mut counts = Vec::new();
         for entry in self.db.iterator_cf(self.cf(CF_COUNTS), IteratorMode::Start) {
             let (key, value) = entry?;
-            counts.push((decode_u32(&key, "count key")?, decode_u64(&value, "count")?));
+            counts.push((decode_u32(&key, "count key")?, Counts::decode(&value)?));
         }
         Ok(counts)
     }
 
-    /// Milestones with sequence ≥ `from`: (seq, petition number, threshold, reached_at_ms).
-    pub fn load_milestones(&self, from: u64) -> Result<Vec<(u64, u32, u64, u64)>, StoreError> {
+    /// Milestones with sequence ≥ `from`, in order.
+    pub fn load_milestones(&self, from: u64) -> Result<Vec<StoredMilestone>, StoreError> {
         let mut milestones = Vec::new();
         let start = from.to_be_bytes();
         let mode = IteratorMode::From(&start, Direction::Forward);
         for entry in self.db.iterator_cf(self.cf(CF_MILESTONES), mode) {
             let (key, value) = entry?;
             let seq = decode_u64(&key, "milestone key")?;
-            if value.len() != 20 {
-                return Err(StoreError::Corrupt { what: "milestone" });
-            }
-            let petition = decode_u32(&value[..4], "milestone")?;
-            let threshold = decode_u64(&value[4..12], "milestone")?;
-            let at = decode_u64(&value[12..20], "milestone")?;
-            milestones.push((seq, petition, threshold, at));
+            let kind = match value.len() {
+                20 => MilestoneKind::ThresholdCrossed,
+                21 => MilestoneKind::from_byte(value[20])
+                    .ok_or(StoreError::Corrupt { what: "milestone" })?,
+                _ => return Err(StoreError::Corrupt { what: "milestone" }),
+            };
+            milestones.push(StoredMilestone {
+                seq,
+                petition: decode_u32(&value[..4], "milestone")?,
+                threshold: decode_u64(&value[4..12], "milestone")?,
+                at_ms: decode_u64(&value[12..20], "milestone")?,
+                kind,
+            });
         }
         Ok(milestones)
+    }
+
+    /// The `lifecycle` entries of `seqs` (sorted or not), in the same order.
+    pub fn lifecycle_entries(
+        &self,
+        seqs: &[u64],
+    ) -> Result<Vec<Option<LifecycleEntry>>, StoreError> {
+        let cf = self.cf(CF_LIFECYCLE);
+        let keys: Vec<[u8; 8]> = seqs.iter().map(|seq| seq.to_be_bytes()).collect();
+        self.db
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .map(|value| match value? {
+                None => Ok(None),
+                Some(bytes) => LifecycleEntry::decode(&bytes).map(Some),
+            })
+            .collect()
+    }
+
+    /// The `pending_signers` entries of `fps`, in the same order.
+    pub fn pending_signers(
+        &self,
+        fps: &[Fingerprint],
+    ) -> Result<Vec<Option<PendingSigner>>, StoreError> {
+        let cf = self.cf(CF_PENDING_SIGNERS);
+        let keys: Vec<[u8; Fingerprint::BYTES]> = fps.iter().map(|fp| fp.to_bytes()).collect();
+        self.db
+            .batched_multi_get_cf(cf, &keys, false)
+            .into_iter()
+            .map(|value| match value? {
+                None => Ok(None),
+                Some(bytes) => PendingSigner::decode(&bytes).map(Some),
+            })
+            .collect()
+    }
+
+    /// Calls `each` with the stored record of every sequence in `seqs` (ascending) that still
+    /// has one; expired signatures have none.
+    pub fn records(
+        &self,
+        seqs: &[u64],
+        mut each: impl FnMut(u64, Record<'_>),
+    ) -> Result<(), StoreError> {
+        let cf = self.cf(CF_SIGNATURES);
+        let keys: Vec<[u8; 8]> = seqs.iter().map(|seq| seq.to_be_bytes()).collect();
+        for (seq, value) in seqs
+            .iter()
+            .zip(self.db.batched_multi_get_cf(cf, &keys, true))
+        {
+            if let Some(bytes) = value? {
+                each(*seq, record::decode(&bytes)?);
+            }
+        }
+        Ok(())
+    }
+
+    /// Up to `limit` of petition `petition`'s sequences that are ≥ `from` and < `upto`, in
+    /// order, from the petition index.
+    pub fn petition_seqs(
+        &self,
+        petition: u32,
+        from: u64,
+        upto: u64,
+        limit: usize,
+    ) -> Result<Vec<u64>, StoreError> {
+        let mut seqs = Vec::new();
+        let mut iter = self.db.raw_iterator_cf(self.cf(CF_BY_PETITION));
+        // The entry holding `from` starts at or before it.
+        iter.seek_for_prev(lifecycle::by_petition_key(petition, from));
+        if !iter.valid()
+            || iter
+                .key()
+                .is_none_or(|key| key[..4] != petition.to_be_bytes())
+        {
+            iter.seek(lifecycle::by_petition_key(petition, from));
+        }
+        while iter.valid() && seqs.len() < limit {
+            let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
+                break;
+            };
+            if key.len() != 12 {
+                return Err(StoreError::Corrupt {
+                    what: "petition index key",
+                });
+            }
+            if key[..4] != petition.to_be_bytes() {
+                break;
+            }
+            let first = decode_u64(&key[4..], "petition index key")?;
+            if first >= upto {
+                break;
+            }
+            for seq in lifecycle::runs(first, value)? {
+                if seq >= from && seq < upto && seqs.len() < limit {
+                    seqs.push(seq);
+                }
+            }
+            iter.next();
+        }
+        iter.status()?;
+        Ok(seqs)
+    }
+
+    /// Up to `limit` stored records from sequence `from` (inclusive) to `upto` (exclusive), in
+    /// order: the scan of an invalidation that names no petition.
+    pub fn records_from(
+        &self,
+        from: u64,
+        upto: u64,
+        limit: usize,
+        mut each: impl FnMut(u64, Record<'_>),
+    ) -> Result<Option<u64>, StoreError> {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for (read, entry) in self
+            .db
+            .iterator_cf(self.cf(CF_SIGNATURES), mode)
+            .enumerate()
+        {
+            let (key, value) = entry?;
+            let seq = decode_u64(&key, "signature key")?;
+            if seq >= upto {
+                return Ok(None);
+            }
+            if read == limit {
+                return Ok(Some(seq));
+            }
+            each(seq, record::decode(&value)?);
+        }
+        Ok(None)
+    }
+
+    /// Calls `each` with up to `limit` `lifecycle` entries from sequence `from` on, in order;
+    /// `each` returns false to stop.
+    pub fn scan_lifecycle(
+        &self,
+        from: u64,
+        limit: usize,
+        mut each: impl FnMut(u64, LifecycleEntry) -> bool,
+    ) -> Result<(), StoreError> {
+        let start = from.to_be_bytes();
+        let mode = IteratorMode::From(&start, Direction::Forward);
+        for entry in self.db.iterator_cf(self.cf(CF_LIFECYCLE), mode).take(limit) {
+            let (key, value) = entry?;
+            if !each(
+                decode_u64(&key, "lifecycle key")?,
+                LifecycleEntry::decode(&value)?,
+            ) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every `lifecycle` entry, in sequence order (verification).
+    pub fn all_lifecycle(
+        &self,
+        mut each: impl FnMut(u64, LifecycleEntry),
+    ) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_LIFECYCLE), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            each(
+                decode_u64(&key, "lifecycle key")?,
+                LifecycleEntry::decode(&value)?,
+            );
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every pending signer (verification).
+    pub fn all_pending_signers(
+        &self,
+        mut each: impl FnMut(Fingerprint, PendingSigner),
+    ) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_PENDING_SIGNERS), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let fp = <[u8; Fingerprint::BYTES]>::try_from(&key[..]).map_err(|_| {
+                StoreError::Corrupt {
+                    what: "pending signer key",
+                }
+            })?;
+            each(Fingerprint::from_bytes(fp), PendingSigner::decode(&value)?);
+        }
+        Ok(())
+    }
+
+    /// The sequences of signatures that no longer hold their signer's slot, ascending.
+    pub fn load_removed(&self) -> Result<Vec<u64>, StoreError> {
+        let mut removed = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_REMOVED), IteratorMode::Start)
+        {
+            let (key, _) = entry?;
+            removed.push(decode_u64(&key, "removed key")?);
+        }
+        Ok(removed)
+    }
+
+    /// Whether the signature `seq` no longer holds its signer's slot.
+    pub fn is_removed(&self, seq: u64) -> Result<bool, StoreError> {
+        Ok(self
+            .db
+            .get_pinned_cf(self.cf(CF_REMOVED), seq.to_be_bytes())?
+            .is_some())
+    }
+
+    /// Every stored invalidation job: (id, encoded job).
+    pub fn load_jobs(&self) -> Result<Vec<(u64, Vec<u8>)>, StoreError> {
+        let mut jobs = Vec::new();
+        for entry in self.db.iterator_cf(self.cf(CF_JOBS), IteratorMode::Start) {
+            let (key, value) = entry?;
+            jobs.push((decode_u64(&key, "job key")?, value.to_vec()));
+        }
+        Ok(jobs)
+    }
+
+    /// The expiry sweep's cursor (0 on a store that never swept).
+    pub fn sweep_cursor(&self) -> Result<u64, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), META_SWEEP_CURSOR)? {
+            None => Ok(0),
+            Some(bytes) => decode_u64(&bytes, "sweep cursor"),
+        }
     }
 
     /// The next free signature sequence: one past the last fingerprint batch.
@@ -394,11 +760,17 @@ impl Store {
     }
 }
 
-pub(crate) fn milestone_value(petition: u32, threshold: u64, at_ms: u64) -> [u8; 20] {
-    let mut value = [0u8; 20];
+pub(crate) fn milestone_value(
+    petition: u32,
+    threshold: u64,
+    at_ms: u64,
+    kind: MilestoneKind,
+) -> [u8; 21] {
+    let mut value = [0u8; 21];
     value[..4].copy_from_slice(&petition.to_be_bytes());
     value[4..12].copy_from_slice(&threshold.to_be_bytes());
-    value[12..].copy_from_slice(&at_ms.to_be_bytes());
+    value[12..20].copy_from_slice(&at_ms.to_be_bytes());
+    value[20] = kind.to_byte();
     value
 }
 
@@ -417,6 +789,7 @@ pub(crate) fn encode_petition(meta: &PetitionMeta) -> Vec<u8> {
     for t in &meta.thresholds {
         out.extend_from_slice(&t.to_be_bytes());
     }
+    out.push(meta.validation.to_byte());
     out
 }
 
@@ -426,7 +799,8 @@ fn optional_ms(ms: u64) -> Option<u64> {
 
 pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> {
     let mut r = Reader::new(bytes, "petition");
-    if r.u8()? != PETITION_VERSION {
+    let version = r.u8()?;
+    if version != PETITION_VERSION && version != PETITION_VERSION_1 {
         return Err(StoreError::Corrupt { what: "petition" });
     }
     let id_len = usize::from(r.u8()?);
@@ -436,6 +810,11 @@ pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> 
     let closed_at_ms = optional_ms(r.u64()?);
     let n = usize::from(r.u8()?);
     let thresholds = (0..n).map(|_| r.u64()).collect::<Result<Vec<_>, _>>()?;
+    let validation = if version == PETITION_VERSION_1 {
+        Validation::None
+    } else {
+        Validation::from_byte(r.u8()?).ok_or(StoreError::Corrupt { what: "petition" })?
+    };
     r.finish()?;
     Ok(PetitionMeta {
         id,
@@ -443,6 +822,7 @@ pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> 
         deadline_ms,
         closed_at_ms,
         thresholds,
+        validation,
     })
 }
 
@@ -470,6 +850,7 @@ mod tests {
             deadline_ms: Some(2),
             closed_at_ms: None,
             thresholds: vec![10_000, 100_000],
+            validation: Validation::Email,
         };
         let bytes = encode_petition(&meta);
         assert_eq!(decode_petition(&bytes).expect("decodes"), meta);

@@ -1,20 +1,21 @@
 //! A full consistency check of the store against itself and memory.
 
 use std::collections::{HashMap, HashSet};
-use std::sync::atomic::Ordering;
 
 use crate::error::VerifyError;
 use crate::fingerprint::Fingerprint;
 use crate::index::Presence;
+use crate::lifecycle::{LifecycleEntry, SignatureState};
+use crate::petition::MilestoneKind;
 use crate::record;
 use crate::shared::Shared;
 use crate::signature::canonical_signer;
-use crate::store::Store;
+use crate::store::{Counts, Store};
 
 /// What [`crate::Engine::verify_store`] found consistent.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct VerifyReport {
-    /// Stored signatures.
+    /// Stored signatures (records: pending, validated and invalidated ones).
     pub signatures: u64,
     /// Registered petitions.
     pub petitions: u64,
@@ -25,8 +26,13 @@ pub struct VerifyReport {
 /// Runs on the writer thread, which owns the store, so nothing is written meanwhile.
 pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, VerifyError> {
     let mut problems: Vec<String> = Vec::new();
-    let (from_records, per_petition) = scan_records(shared, store, &mut problems)?;
-    check_fingerprints(shared, store, &from_records, &mut problems)?;
+    let mut lifecycle: HashMap<u64, LifecycleEntry> = HashMap::new();
+    store.all_lifecycle(|seq, entry| {
+        lifecycle.insert(seq, entry);
+    })?;
+    let (from_records, per_petition) = scan_records(shared, store, &lifecycle, &mut problems)?;
+    check_fingerprints(shared, store, &from_records, &lifecycle, &mut problems)?;
+    check_pending_signers(store, &from_records, &lifecycle, &mut problems)?;
     let petitions = check_counts(shared, store, &per_petition, &mut problems)?;
     let milestones = check_milestones(store, &per_petition, &mut problems)?;
     if problems.is_empty() {
@@ -41,19 +47,20 @@ pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, Ver
     }
 }
 
-/// Each record's (sequence, fingerprint), and the records per petition.
-type Scanned = (Vec<(u64, u128)>, HashMap<u32, u64>);
+/// Each record's (sequence, fingerprint), and the counts per petition by state.
+type Scanned = (Vec<(u64, u128)>, HashMap<u32, Counts>);
 
-/// Reads every signature record: each signer once per petition. Returns each record's
-/// (sequence, fingerprint) and the records per petition.
+/// Reads every signature record: each signer once per petition, each in a state that keeps a
+/// record. Returns each record's (sequence, fingerprint) and the counts per petition.
 fn scan_records(
     shared: &Shared,
     store: &Store,
+    lifecycle: &HashMap<u64, LifecycleEntry>,
     problems: &mut Vec<String>,
 ) -> Result<Scanned, VerifyError> {
     let policy = shared.config().signer_policy;
     let mut seen: HashSet<(u32, u128)> = HashSet::new();
-    let mut per_petition: HashMap<u32, u64> = HashMap::new();
+    let mut per_petition: HashMap<u32, Counts> = HashMap::new();
     let mut from_records: Vec<(u64, u128)> = Vec::new();
     store.scan_signatures(|seq, record| {
         let signer = match canonical_signer(record.email, policy) {
@@ -73,31 +80,61 @@ fn scan_records(
                 record.petition
             ));
         }
-        *per_petition.entry(record.petition).or_default() += 1;
+        let counts = per_petition.entry(record.petition).or_default();
+        let entry = lifecycle.get(&seq);
+        if entry.is_some_and(|e| e.petition != record.petition) {
+            problems.push(format!(
+                "signature {seq}: lifecycle entry names another petition"
+            ));
+        }
+        match entry.map_or(SignatureState::Validated, |e| e.state) {
+            SignatureState::Validated => counts.validated += 1,
+            SignatureState::Pending => {
+                counts.pending += 1;
+                if entry.is_some_and(|e| e.fp.0 != fp) {
+                    problems.push(format!("signature {seq}: pending with another fingerprint"));
+                }
+            }
+            SignatureState::Invalidated => counts.invalidated += 1,
+            SignatureState::Expired => {
+                problems.push(format!("signature {seq}: expired but its record is kept"))
+            }
+        }
         from_records.push((seq, fp));
     })?;
     Ok((from_records, per_petition))
 }
 
-/// The fingerprint batches match the records one for one, and the index holds each committed.
+/// The fingerprint batches match the records one for one, but for expired signatures (whose
+/// records are dropped and sequences removed); the index holds each stored signer committed,
+/// and nothing else.
 fn check_fingerprints(
     shared: &Shared,
     store: &Store,
     from_records: &[(u64, u128)],
+    lifecycle: &HashMap<u64, LifecycleEntry>,
     problems: &mut Vec<String>,
 ) -> Result<(), VerifyError> {
+    let removed: HashSet<u64> = store.load_removed()?.into_iter().collect();
     let mut from_fingerprints: Vec<(u64, u128)> = Vec::new();
     store.scan_fingerprints(0, |first, batch| {
         for (seq, fp) in (first..).zip(record::fingerprints(batch)) {
-            from_fingerprints.push((seq, fp.0));
+            if !removed.contains(&seq) {
+                from_fingerprints.push((seq, fp.0));
+            }
         }
     })?;
     if from_records != from_fingerprints {
         problems.push(format!(
-            "fingerprints ({}) do not match the signature records ({})",
+            "fingerprints ({}, less the removed) do not match the signature records ({})",
             from_fingerprints.len(),
             from_records.len()
         ));
+    }
+    for seq in &removed {
+        if lifecycle.get(seq).map(|e| e.state) != Some(SignatureState::Expired) {
+            problems.push(format!("signature {seq}: removed but not expired"));
+        }
     }
     for (_, fp) in from_records {
         let presence = shared.index().presence(Fingerprint(*fp));
@@ -106,25 +143,70 @@ fn check_fingerprints(
             break;
         }
     }
+    let (entries, _) = shared.index().usage();
+    if entries != from_records.len() as u64 {
+        problems.push(format!(
+            "the index holds {entries} signers, the store {}",
+            from_records.len()
+        ));
+    }
     Ok(())
 }
 
-/// Every petition's records, stored count and count in memory agree. Returns the petitions.
+/// Every pending signature has its `pending_signers` entry, and every entry names a pending
+/// signature with its fingerprint.
+fn check_pending_signers(
+    store: &Store,
+    from_records: &[(u64, u128)],
+    lifecycle: &HashMap<u64, LifecycleEntry>,
+    problems: &mut Vec<String>,
+) -> Result<(), VerifyError> {
+    let fp_of: HashMap<u64, u128> = from_records.iter().copied().collect();
+    let mut signers = 0u64;
+    store.all_pending_signers(|fp, signer| {
+        signers += 1;
+        let entry = lifecycle.get(&signer.seq);
+        let ok = entry.is_some_and(|e| {
+            e.state == SignatureState::Pending && e.expires_at_ms == signer.expires_at_ms
+        }) && fp_of.get(&signer.seq) == Some(&fp.0);
+        if !ok {
+            problems.push(format!(
+                "pending signer of signature {} does not match a pending signature",
+                signer.seq
+            ));
+        }
+    })?;
+    let pending = lifecycle
+        .iter()
+        .filter(|(seq, e)| e.state == SignatureState::Pending && fp_of.contains_key(seq))
+        .count() as u64;
+    if pending != signers {
+        problems.push(format!(
+            "{pending} pending signatures, {signers} pending signers"
+        ));
+    }
+    Ok(())
+}
+
+/// Every petition's records, stored counts and counts in memory agree. Returns the petitions.
 fn check_counts(
     shared: &Shared,
     store: &Store,
-    per_petition: &HashMap<u32, u64>,
+    per_petition: &HashMap<u32, Counts>,
     problems: &mut Vec<String>,
 ) -> Result<u64, VerifyError> {
-    let stored_counts: HashMap<u32, u64> = store.load_counts()?.into_iter().collect();
+    let stored_counts: HashMap<u32, Counts> = store.load_counts()?.into_iter().collect();
     let petitions = shared.registry().all();
     for petition in &petitions {
-        let records = per_petition.get(&petition.num).copied().unwrap_or(0);
-        let stored = stored_counts.get(&petition.num).copied().unwrap_or(0);
-        let memory = petition.count.load(Ordering::Acquire);
+        let records = per_petition.get(&petition.num).copied().unwrap_or_default();
+        let stored = stored_counts
+            .get(&petition.num)
+            .copied()
+            .unwrap_or_default();
+        let memory = petition.counts();
         if records != stored || stored != memory {
             problems.push(format!(
-                "petition {}: {records} records, stored count {stored}, count in memory {memory}",
+                "petition {}: {records:?} in records, stored {stored:?}, in memory {memory:?}",
                 petition.id
             ));
         }
@@ -138,24 +220,35 @@ fn check_counts(
     Ok(petitions.len() as u64)
 }
 
-/// Each threshold reached once per petition, and none above its count. Returns the milestones.
+/// Milestones alternate per threshold, crossed first, and the ones standing at the end are at
+/// or below the count. Returns the milestones.
 fn check_milestones(
     store: &Store,
-    per_petition: &HashMap<u32, u64>,
+    per_petition: &HashMap<u32, Counts>,
     problems: &mut Vec<String>,
 ) -> Result<u64, VerifyError> {
     let milestones = store.load_milestones(0)?;
     let mut reached: HashSet<(u32, u64)> = HashSet::new();
-    for (seq, num, threshold, _) in &milestones {
-        if !reached.insert((*num, *threshold)) {
+    for m in &milestones {
+        let key = (m.petition, m.threshold);
+        let ok = match m.kind {
+            MilestoneKind::ThresholdCrossed => reached.insert(key),
+            MilestoneKind::ThresholdRegressed => reached.remove(&key),
+        };
+        if !ok {
             problems.push(format!(
-                "milestone {seq}: threshold {threshold} recorded twice"
+                "milestone {}: threshold {} {} out of turn",
+                m.seq,
+                m.threshold,
+                m.kind.as_str()
             ));
         }
-        let records = per_petition.get(num).copied().unwrap_or(0);
-        if *threshold > records {
+    }
+    for (num, threshold) in &reached {
+        let count = per_petition.get(num).map_or(0, |c| c.validated);
+        if *threshold > count {
             problems.push(format!(
-                "milestone {seq}: threshold {threshold} above the count {records}"
+                "petition {num}: threshold {threshold} stands reached above the count {count}"
             ));
         }
     }
@@ -166,10 +259,7 @@ fn check_milestones(
 pub(crate) fn verify_memory(shared: &Shared) -> Result<VerifyReport, VerifyError> {
     let (entries, _) = shared.index().usage();
     let petitions = shared.registry().all();
-    let counted: u64 = petitions
-        .iter()
-        .map(|p| p.count.load(Ordering::Acquire))
-        .sum();
+    let counted: u64 = petitions.iter().map(|p| p.counts().held()).sum();
     if entries != counted {
         return Err(VerifyError::Inconsistent {
             problems: vec![format!(

@@ -5,8 +5,7 @@
 //! per record, and counts that grow by exactly the signers written; in debug builds also each
 //! fingerprint once and every record decoding to its petition.
 
-use std::collections::HashMap;
-use std::sync::atomic::Ordering;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -14,111 +13,446 @@ use rocksdb::WriteBatch;
 
 use super::syncer::{self, Syncer, Written};
 use super::{Prepared, Writer};
-use crate::clock::now_ms;
 use crate::config::Durability;
 use crate::error::{StoreError, SubmitError};
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
-use crate::job::{Item, Outcome, SignJob};
-use crate::petition::{Milestone, Petition};
+use crate::job::{Item, ItemKind, Outcome, SignJob};
+use crate::lifecycle::{self, LifecycleEntry, PendingSigner, SignatureState, RESUBMITS_MAX};
+use crate::petition::{Milestone, MilestoneKind, Petition};
 use crate::record;
-use crate::store::{self, Store, CF_COUNTS, CF_FINGERPRINTS, CF_MILESTONES, CF_SIGNATURES};
+use crate::store::{
+    self, Counts, Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
+    CF_PENDING_SIGNERS, CF_REMOVED, CF_SIGNATURES,
+};
+use crate::token::Named;
 
-impl Writer {
-    /// Encodes one `WriteBatch` of `fresh`: the signature records, their fingerprints, the
-    /// touched petitions' counts and the milestones those cross.
-    fn prepare(&self, store: &Store, open: &[SignJob], fresh: &[(usize, Item)]) -> Prepared {
-        assert!(!fresh.is_empty(), "a batch writes at least one signature");
-        debug_assert!(
-            {
-                let mut seen = std::collections::HashSet::with_capacity(fresh.len());
-                fresh.iter().all(|(_, item)| seen.insert(item.fp))
-            },
-            "a fingerprint is written once per batch"
-        );
-        let first_seq = self.next_seq;
-        let mut batch = WriteBatch::default();
-        let mut fingerprints = Vec::with_capacity(fresh.len() * Fingerprint::BYTES);
-        // Per petition: (petition, count before, count after).
-        let mut touched: HashMap<u32, (Arc<Petition>, u64, u64)> = HashMap::new();
-        let mut ordinals = Vec::with_capacity(fresh.len());
-        let signatures_cf = store.cf(CF_SIGNATURES);
-        for (seq, (j, item)) in (first_seq..).zip(fresh.iter()) {
-            let job = &open[*j];
-            let petition = &job.petitions[item.petition as usize];
-            let entry = touched.entry(petition.num).or_insert_with(|| {
-                // Batches still with the syncer have counted past the published count.
-                let count = match self.written_counts.get(&petition.num) {
-                    Some(&count) => count,
-                    None => petition.count.load(Ordering::Acquire),
-                };
-                (Arc::clone(petition), count, count)
-            });
-            entry.2 += 1;
-            ordinals.push(entry.2);
-            let record = &job.records[item.record.clone()];
-            debug_assert!(
-                record::decode(record).is_ok_and(|r| r.petition == petition.num),
-                "a record decodes and names its item's petition"
-            );
-            batch.put_cf(signatures_cf, seq.to_be_bytes(), record);
-            record::push_fingerprint(&mut fingerprints, item.fp);
+/// A petition a batch changes: its counts before the batch and after it.
+pub(super) struct Touched {
+    pub petition: Arc<Petition>,
+    pub before: Counts,
+    pub after: Counts,
+}
+
+impl Touched {
+    /// Counts from what has been written: batches still with the syncer have counted past the
+    /// published counts.
+    pub fn new(petition: &Arc<Petition>, written: &HashMap<u32, Counts>) -> Touched {
+        let counts = written
+            .get(&petition.num)
+            .copied()
+            .unwrap_or_else(|| petition.counts());
+        Touched {
+            petition: Arc::clone(petition),
+            before: counts,
+            after: counts,
         }
-        assert_eq!(fingerprints.len(), fresh.len() * Fingerprint::BYTES);
-        batch.put_cf(
-            store.cf(CF_FINGERPRINTS),
-            first_seq.to_be_bytes(),
-            &fingerprints,
-        );
-        let grown: u64 = touched
-            .values()
-            .map(|(_, before, after)| after - before)
-            .sum();
-        assert_eq!(
-            grown,
-            fresh.len() as u64,
-            "counts grow by the signers written"
-        );
-        let (milestones, next_milestone_seq) = self.put_counts(store, &mut batch, &touched);
-        Prepared {
-            batch,
-            counts: touched
-                .into_values()
-                .map(|(petition, _, after)| (petition, after))
-                .collect(),
-            ordinals,
-            milestones,
-            next_milestone_seq,
+    }
+}
+
+/// What a batch's re-submissions and validations read before it is built: the pending signer
+/// of each re-submission and the lifecycle entry of each validation, in item order.
+struct Reads {
+    signers: Vec<Option<PendingSigner>>,
+    states: Vec<Option<LifecycleEntry>>,
+}
+
+impl Reads {
+    fn of(store: &Store, fresh: &[(usize, Item)]) -> Result<Reads, StoreError> {
+        let fps: Vec<Fingerprint> = fresh
+            .iter()
+            .filter(|(_, item)| item.kind == ItemKind::Resubmit)
+            .map(|(_, item)| item.fp)
+            .collect();
+        let seqs: Vec<u64> = fresh
+            .iter()
+            .filter_map(|(_, item)| match item.kind {
+                ItemKind::Validate { seq } => Some(seq),
+                _ => None,
+            })
+            .collect();
+        Ok(Reads {
+            signers: if fps.is_empty() {
+                Vec::new()
+            } else {
+                store.pending_signers(&fps)?
+            },
+            states: if seqs.is_empty() {
+                Vec::new()
+            } else {
+                store.lifecycle_entries(&seqs)?
+            },
+        })
+    }
+}
+
+/// One batch being built: what its items have written so far, so that a later item of the same
+/// batch sees an earlier one's change (a token validated twice, a signer re-submitting twice).
+struct Building<'s> {
+    store: &'s Store,
+    tokens: &'s crate::token::TokenKey,
+    now: u64,
+    grace: u64,
+    first_seq: u64,
+    next_seq: u64,
+    batch: WriteBatch,
+    fingerprints: Vec<u8>,
+    by_petition: BTreeMap<u32, Vec<u8>>,
+    /// Pending signers changed in this batch (`None`: no longer pending).
+    signers: HashMap<Fingerprint, Option<PendingSigner>>,
+    /// Lifecycle entries changed in this batch.
+    states: HashMap<u64, LifecycleEntry>,
+}
+
+impl Building<'_> {
+    fn token(&self, petition: u32, seq: u64, expires_at_ms: u64) -> Outcome {
+        Outcome::Pending {
+            token: self.tokens.issue(Named {
+                petition,
+                seq,
+                expires_at_ms,
+            }),
+            expires_at_ms,
         }
     }
 
-    /// Puts the touched petitions' new counts and the milestones they cross into `batch`.
-    /// Returns the milestones and the next milestone sequence.
+    /// Writes a new signature at the next sequence, pending if its petition validates by
+    /// email; returns its answer.
+    fn write_new(
+        &mut self,
+        job: &SignJob,
+        item: &Item,
+        petition: u32,
+        counts: &mut Touched,
+    ) -> Outcome {
+        let seq = self.next_seq;
+        self.next_seq += 1;
+        let record = &job.records[item.record.clone()];
+        debug_assert!(
+            record::decode(record).is_ok_and(|r| r.petition == petition),
+            "a record decodes and names its item's petition"
+        );
+        let key = seq.to_be_bytes();
+        self.batch.put_cf(self.store.cf(CF_SIGNATURES), key, record);
+        record::push_fingerprint(&mut self.fingerprints, item.fp);
+        lifecycle::push_run(
+            self.by_petition.entry(petition).or_default(),
+            self.first_seq,
+            seq,
+        );
+        if !item.by_email {
+            counts.after.validated += 1;
+            return Outcome::Accepted {
+                count: counts.after.validated,
+            };
+        }
+        let expires_at_ms = self.now.saturating_add(self.grace);
+        let entry = LifecycleEntry {
+            state: SignatureState::Pending,
+            petition,
+            expires_at_ms,
+            fp: item.fp,
+            changed_at_ms: self.now,
+        };
+        self.batch
+            .put_cf(self.store.cf(CF_LIFECYCLE), key, entry.encode());
+        let signer = PendingSigner {
+            seq,
+            expires_at_ms,
+            resubmits: 0,
+        };
+        self.batch.put_cf(
+            self.store.cf(CF_PENDING_SIGNERS),
+            item.fp.to_bytes(),
+            signer.encode(),
+        );
+        self.signers.insert(item.fp, Some(signer));
+        self.states.insert(seq, entry);
+        counts.after.pending += 1;
+        self.token(petition, seq, expires_at_ms)
+    }
+
+    /// A signer the index holds signs a petition that validates by email again.
+    fn resubmit(
+        &mut self,
+        job: &SignJob,
+        item: &Item,
+        petition: u32,
+        counts: &mut Touched,
+        read: Option<PendingSigner>,
+    ) -> Result<Outcome, SubmitError> {
+        let signer = match self.signers.get(&item.fp) {
+            Some(changed) => *changed,
+            None => read,
+        };
+        let Some(signer) = signer else {
+            // Validated, or invalidated: a duplicate either way.
+            return Ok(Outcome::Duplicate {
+                count: counts.after.validated,
+            });
+        };
+        if self.now >= signer.expires_at_ms {
+            // Expired, not swept yet: it goes now, and this signature takes the signer's slot
+            // (already held in the index) as a new pending one.
+            let expired = expire(
+                &mut self.batch,
+                self.store,
+                signer.seq,
+                petition,
+                item.fp,
+                signer.expires_at_ms,
+                self.now,
+            );
+            self.states.insert(signer.seq, expired);
+            counts.after.pending -= 1;
+            return Ok(self.write_new(job, item, petition, counts));
+        }
+        if signer.resubmits >= RESUBMITS_MAX {
+            return Err(SubmitError::TooManyResubmits);
+        }
+        let again = PendingSigner {
+            resubmits: signer.resubmits + 1,
+            ..signer
+        };
+        self.batch.put_cf(
+            self.store.cf(CF_PENDING_SIGNERS),
+            item.fp.to_bytes(),
+            again.encode(),
+        );
+        self.signers.insert(item.fp, Some(again));
+        Ok(self.token(petition, signer.seq, signer.expires_at_ms))
+    }
+
+    /// A genuine token validates the signature `seq`.
+    fn validate(
+        &mut self,
+        seq: u64,
+        petition: &Petition,
+        counts: &mut Touched,
+        read: Option<LifecycleEntry>,
+    ) -> Result<Outcome, SubmitError> {
+        let Some(entry) = self.states.get(&seq).copied().or(read) else {
+            return Err(SubmitError::UnknownToken);
+        };
+        match entry.state {
+            SignatureState::Pending if self.now >= entry.expires_at_ms => {
+                Err(SubmitError::TokenExpired)
+            }
+            SignatureState::Pending if !petition.is_open(self.now) => {
+                Err(SubmitError::PetitionClosed)
+            }
+            SignatureState::Pending => {
+                let validated = LifecycleEntry {
+                    state: SignatureState::Validated,
+                    changed_at_ms: self.now,
+                    ..entry
+                };
+                self.batch.put_cf(
+                    self.store.cf(CF_LIFECYCLE),
+                    seq.to_be_bytes(),
+                    validated.encode(),
+                );
+                self.batch
+                    .delete_cf(self.store.cf(CF_PENDING_SIGNERS), entry.fp.to_bytes());
+                self.signers.insert(entry.fp, None);
+                self.states.insert(seq, validated);
+                counts.after.pending -= 1;
+                counts.after.validated += 1;
+                Ok(Outcome::Validated {
+                    count: counts.after.validated,
+                })
+            }
+            SignatureState::Validated => Ok(Outcome::AlreadyValidated {
+                count: counts.after.validated,
+            }),
+            SignatureState::Invalidated => Err(SubmitError::Invalidated),
+            SignatureState::Expired => Err(SubmitError::TokenExpired),
+        }
+    }
+}
+
+/// Puts the expiry of the pending signature `seq` into `batch`: its record dropped, its entry
+/// `expired`, its sequence among the removed (an index rebuild leaves its fingerprint out). Its
+/// `pending_signers` entry is the caller's to delete or overwrite. Returns the new entry.
+pub(super) fn expire(
+    batch: &mut WriteBatch,
+    store: &Store,
+    seq: u64,
+    petition: u32,
+    fp: Fingerprint,
+    expires_at_ms: u64,
+    now: u64,
+) -> LifecycleEntry {
+    let entry = LifecycleEntry {
+        state: SignatureState::Expired,
+        petition,
+        expires_at_ms,
+        fp,
+        changed_at_ms: now,
+    };
+    let key = seq.to_be_bytes();
+    batch.delete_cf(store.cf(CF_SIGNATURES), key);
+    batch.put_cf(store.cf(CF_LIFECYCLE), key, entry.encode());
+    batch.put_cf(store.cf(CF_REMOVED), key, []);
+    entry
+}
+
+impl Writer {
+    /// Encodes one `WriteBatch` of `fresh`: new signature records and their fingerprints, the
+    /// lifecycle changes of re-submissions and validations (read from the store first), the
+    /// touched petitions' counts and the milestones those cross. Every item's answer is decided
+    /// here; the ones that wrote are given once the batch is durable.
+    fn prepare(
+        &self,
+        store: &Store,
+        open: &[SignJob],
+        fresh: &[(usize, Item)],
+    ) -> Result<Prepared, StoreError> {
+        assert!(!fresh.is_empty(), "a batch holds at least one item");
+        debug_assert!(
+            {
+                let mut seen = std::collections::HashSet::with_capacity(fresh.len());
+                fresh
+                    .iter()
+                    .filter(|(_, item)| item.kind == ItemKind::Sign)
+                    .all(|(_, item)| seen.insert(item.fp))
+            },
+            "a new signer is written once per batch"
+        );
+        let now = self.shared.now_ms();
+        let reads = Reads::of(store, fresh)?;
+        let mut b = Building {
+            store,
+            tokens: self.shared.tokens(),
+            now,
+            grace: self.shared.config().pending_grace.as_millis() as u64,
+            first_seq: self.next_seq,
+            next_seq: self.next_seq,
+            batch: WriteBatch::default(),
+            fingerprints: Vec::new(),
+            by_petition: BTreeMap::new(),
+            signers: HashMap::new(),
+            states: HashMap::new(),
+        };
+        let mut commits = Vec::new();
+        let mut touched: HashMap<u32, Touched> = HashMap::new();
+        let mut answers = Vec::with_capacity(fresh.len());
+        let mut signed = 0u64;
+        let (mut resubmit_at, mut validate_at) = (0, 0);
+        for (j, item) in fresh {
+            let job = &open[*j];
+            let petition = &job.petitions[item.petition as usize];
+            let counts = touched
+                .entry(petition.num)
+                .or_insert_with(|| Touched::new(petition, &self.written_counts));
+            let answer = match item.kind {
+                ItemKind::Sign => {
+                    signed += 1;
+                    commits.push(item.fp);
+                    Ok(b.write_new(job, item, petition.num, counts))
+                }
+                ItemKind::Resubmit => {
+                    let read = reads.signers[resubmit_at];
+                    resubmit_at += 1;
+                    b.resubmit(job, item, petition.num, counts, read)
+                }
+                ItemKind::Validate { seq } => {
+                    let read = reads.states[validate_at];
+                    validate_at += 1;
+                    b.validate(seq, petition, counts, read)
+                }
+            };
+            answers.push(answer);
+        }
+        let Building {
+            mut batch,
+            first_seq,
+            next_seq,
+            fingerprints,
+            by_petition,
+            ..
+        } = b;
+        let written = next_seq - first_seq;
+        assert_eq!(
+            fingerprints.len() as u64,
+            written * Fingerprint::BYTES as u64,
+            "a fingerprint per record"
+        );
+        if written > 0 {
+            batch.put_cf(
+                store.cf(CF_FINGERPRINTS),
+                first_seq.to_be_bytes(),
+                &fingerprints,
+            );
+            let by_petition_cf = store.cf(CF_BY_PETITION);
+            for (num, runs) in by_petition {
+                batch.put_cf(
+                    by_petition_cf,
+                    lifecycle::by_petition_key(num, first_seq),
+                    runs,
+                );
+            }
+        }
+        let grown: u64 = touched
+            .values()
+            .map(|t| t.after.held() - t.before.held())
+            .sum();
+        assert_eq!(
+            grown, signed,
+            "signers held grow by the new signers written"
+        );
+        let (milestones, next_milestone_seq) = self.put_counts(store, &mut batch, &touched, now);
+        let _ = first_seq;
+        Ok(Prepared {
+            batch,
+            counts: touched
+                .into_values()
+                .filter(|t| t.after != t.before)
+                .map(|t| (t.petition, t.after))
+                .collect(),
+            answers,
+            commits,
+            written,
+            milestones,
+            next_milestone_seq,
+        })
+    }
+
+    /// Puts the touched petitions' changed counts and the milestones their validated counts
+    /// cross into `batch`. Returns the milestones and the next milestone sequence.
     fn put_counts(
         &self,
         store: &Store,
         batch: &mut WriteBatch,
-        touched: &HashMap<u32, (Arc<Petition>, u64, u64)>,
+        touched: &HashMap<u32, Touched>,
+        now: u64,
     ) -> (Vec<Milestone>, u64) {
-        let now = now_ms();
         let mut milestones = Vec::new();
         let counts_cf = store.cf(CF_COUNTS);
         let milestones_cf = store.cf(CF_MILESTONES);
         let mut milestone_seq = self.next_milestone_seq;
-        for (num, (petition, before, after)) in touched {
-            assert!(after > before, "a touched petition's count must grow");
-            batch.put_cf(counts_cf, num.to_be_bytes(), after.to_be_bytes());
-            for threshold in petition.crossed(*before, *after) {
+        for (num, t) in touched {
+            if t.after == t.before {
+                continue;
+            }
+            assert!(
+                t.after.validated >= t.before.validated,
+                "a signing round never lowers a count"
+            );
+            batch.put_cf(counts_cf, num.to_be_bytes(), t.after.encode());
+            for threshold in t.petition.crossed(t.before.validated, t.after.validated) {
+                let kind = MilestoneKind::ThresholdCrossed;
                 batch.put_cf(
                     milestones_cf,
                     milestone_seq.to_be_bytes(),
-                    store::milestone_value(*num, threshold, now),
+                    store::milestone_value(*num, threshold, now, kind),
                 );
                 milestones.push(Milestone {
                     seq: milestone_seq,
-                    petition: petition.id.to_string(),
+                    petition: t.petition.id.to_string(),
                     threshold,
                     reached_at_ms: now,
+                    kind,
                 });
                 milestone_seq += 1;
             }
@@ -140,21 +474,32 @@ impl Writer {
         }
         let prepared = self.prepare(&store, &open, &fresh);
         let started = Instant::now();
-        if let Err(e) = store.write(prepared.batch, Durability::Buffered) {
-            self.fail_fresh(&mut open, fresh, &e);
-            // Nothing here awaits an original (that takes the synced path): this only answers.
-            self.settle(open, true);
-            return;
-        }
+        let written = prepared.and_then(|mut p| {
+            store
+                .write(std::mem::take(&mut p.batch), Durability::Buffered)
+                .map(|()| p)
+        });
+        let prepared = match written {
+            Ok(prepared) => prepared,
+            Err(e) => {
+                self.fail_fresh(&mut open, fresh, &e);
+                // Nothing here awaits an original (that takes the synced path): this only
+                // answers.
+                self.settle(open, true);
+                return;
+            }
+        };
         let first_seq = self.next_seq;
         let first_milestone_seq = self.next_milestone_seq;
-        for (petition, count) in &prepared.counts {
-            self.written_counts.insert(petition.num, *count);
+        for (petition, counts) in &prepared.counts {
+            self.written_counts.insert(petition.num, *counts);
         }
-        let fingerprints = self.accept(
+        let fingerprints = prepared.commits;
+        self.accept(
             &mut open,
             fresh,
-            prepared.ordinals,
+            prepared.answers,
+            prepared.written,
             prepared.next_milestone_seq,
         );
         let callers = open.into_iter().map(|job| job.caller).collect();
@@ -179,25 +524,33 @@ impl Writer {
         let Some(store) = self.store.clone() else {
             unreachable!("write_fresh is only called with a healthy store")
         };
-        let prepared = self.prepare(&store, open, &fresh);
+        let mut prepared = match self.prepare(&store, open, &fresh) {
+            Ok(prepared) => prepared,
+            Err(e) => return self.fail_fresh(open, fresh, &e),
+        };
 
         // The commit below finds every entry again; their buckets are long out of this core's
         // cache. Start the first few loads now so they land during the write.
         let index = self.shared.index();
-        for (_, item) in fresh.iter().take(PREFETCH_DISTANCE) {
-            index.prefetch(item.fp);
+        for fp in prepared.commits.iter().take(PREFETCH_DISTANCE) {
+            index.prefetch(*fp);
         }
         let started = Instant::now();
-        let result = store.write(prepared.batch, self.durability);
+        let result = store.write(std::mem::take(&mut prepared.batch), self.durability);
         self.shared.record_write_latency(started.elapsed());
 
         match result {
             Ok(()) => {
-                let fingerprints =
-                    self.accept(open, fresh, prepared.ordinals, prepared.next_milestone_seq);
+                self.accept(
+                    open,
+                    fresh,
+                    prepared.answers,
+                    prepared.written,
+                    prepared.next_milestone_seq,
+                );
                 syncer::publish(
                     &self.shared,
-                    &fingerprints,
+                    &prepared.commits,
                     &prepared.counts,
                     prepared.milestones,
                 );
@@ -207,25 +560,23 @@ impl Writer {
     }
 
     /// After a successful write of `fresh`: moves the sequences past it and gives each item its
-    /// `Accepted` answer (sent once the batch is durable). Returns the items' fingerprints.
+    /// answer (sent once the batch is durable).
     fn accept(
         &mut self,
         open: &mut [SignJob],
         fresh: Vec<(usize, Item)>,
-        ordinals: Vec<u64>,
+        answers: Vec<Result<Outcome, SubmitError>>,
+        written: u64,
         next_milestone_seq: u64,
-    ) -> Vec<Fingerprint> {
-        self.next_seq += fresh.len() as u64;
+    ) {
+        self.next_seq += written;
         self.next_milestone_seq = next_milestone_seq;
-        let mut fingerprints = Vec::with_capacity(fresh.len());
-        for ((j, item), count) in fresh.into_iter().zip(ordinals) {
-            fingerprints.push(item.fp);
-            open[j]
-                .caller
-                .answers
-                .push((item.index, Ok(Outcome::Accepted { count })));
+        for ((j, item), answer) in fresh.into_iter().zip(answers) {
+            if let Ok(Outcome::Duplicate { .. }) = answer {
+                self.shared.count_duplicates(1);
+            }
+            open[j].caller.answers.push((item.index, answer));
         }
-        fingerprints
     }
 
     /// A failed write: nothing in it is acknowledged, and the engine stops taking signatures
@@ -239,7 +590,9 @@ impl Writer {
     /// index: nothing of it was written.
     pub(super) fn refuse_fresh(&self, open: &mut [SignJob], fresh: Vec<(usize, Item)>) {
         for (j, item) in fresh {
-            self.shared.index().remove(item.fp);
+            if item.kind == ItemKind::Sign {
+                self.shared.index().remove(item.fp);
+            }
             open[j]
                 .caller
                 .answers

@@ -24,6 +24,7 @@
 //! `sync` durability; `recovery` rebuilds the index and brings a failed store back.
 
 mod commit;
+mod lifecycle;
 mod recovery;
 pub(crate) mod syncer;
 
@@ -38,11 +39,12 @@ use rocksdb::WriteBatch;
 
 use crate::config::Durability;
 use crate::error::{RecoveryError, StoreError, SubmitError, VerifyError};
+use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
-use crate::job::{Item, Job, Outcome, SignJob};
+use crate::job::{Item, ItemKind, Job, Outcome, SignJob};
 use crate::petition::{Milestone, Petition, PetitionMeta};
 use crate::shared::Shared;
-use crate::store::{self, Store, CF_PETITIONS};
+use crate::store::{self, Counts, Store, CF_PETITIONS};
 use syncer::Syncer;
 
 /// How long the writer waits between attempts to bring a failed store back.
@@ -69,10 +71,14 @@ type ShutdownReply = std::sync::mpsc::SyncSender<Result<(), StoreError>>;
 /// (Built by `commit.rs`; declared here, beside the writer's other state.)
 struct Prepared {
     batch: WriteBatch,
-    /// Each touched petition and its count after the batch.
-    counts: Vec<(Arc<Petition>, u64)>,
-    /// Per fresh item, its petition's count once it is in.
-    ordinals: Vec<u64>,
+    /// Each petition whose counts the batch changes, and its counts after it.
+    counts: Vec<(Arc<Petition>, Counts)>,
+    /// Per fresh item, its answer (given once the batch is durable).
+    answers: Vec<Result<Outcome, SubmitError>>,
+    /// The new signers, pending in the index until the batch is durable.
+    commits: Vec<Fingerprint>,
+    /// Signature sequences the batch used.
+    written: u64,
     milestones: Vec<Milestone>,
     next_milestone_seq: u64,
 }
@@ -84,13 +90,18 @@ pub(crate) struct Writer {
     /// In `sync` durability, the thread that syncs written batches and answers their callers.
     syncer: Option<Syncer>,
     /// Petitions' counts as written, for those whose batches the syncer has not published yet.
-    written_counts: HashMap<u32, u64>,
+    written_counts: HashMap<u32, Counts>,
     receiver: Receiver<Job>,
     durability: Durability,
     batch_signatures_max: usize,
     next_seq: u64,
     next_milestone_seq: u64,
     deferred: Vec<SignJob>,
+    /// Where the expiry sweep goes on from.
+    sweep_cursor: u64,
+    /// Expired signatures whose fingerprints are still in the index because the write that
+    /// dropped them reported failure: the recovery looks them up in the store.
+    unsettled_removals: Vec<(u64, Fingerprint)>,
 }
 
 impl Writer {
@@ -100,6 +111,7 @@ impl Writer {
         receiver: Receiver<Job>,
         next_seq: u64,
         next_milestone_seq: u64,
+        sweep_cursor: u64,
     ) -> std::io::Result<Writer> {
         let durability = shared.config().durability;
         let batch_signatures_max = shared.config().batch_signatures_max;
@@ -107,10 +119,12 @@ impl Writer {
             Durability::Sync => Some(Syncer::start(Arc::clone(&shared))?),
             Durability::Buffered | Durability::None => None,
         };
+        let store = Arc::new(store);
+        shared.set_store(Some(Arc::clone(&store)));
         Ok(Writer {
             path: store.path().to_owned(),
             shared,
-            store: Some(Arc::new(store)),
+            store: Some(store),
             syncer,
             written_counts: HashMap::new(),
             receiver,
@@ -119,6 +133,8 @@ impl Writer {
             next_seq,
             next_milestone_seq,
             deferred: Vec::new(),
+            sweep_cursor,
+            unsettled_removals: Vec::new(),
         })
     }
 
@@ -154,6 +170,7 @@ impl Writer {
             Some(store) => store.flush(true),
             None => Ok(()),
         };
+        self.shared.set_store(None);
         self.store = None;
         if let Some(reply) = shutdown {
             // The closer may have given up waiting; nothing to do then.
@@ -269,6 +286,18 @@ impl Writer {
                 let _ = reply.send(result);
                 None
             }
+            Job::Sweep(reply) => {
+                let _ = reply.send(self.sweep());
+                None
+            }
+            Job::Invalidate(step, reply) => {
+                let _ = reply.send(self.invalidate(step));
+                None
+            }
+            Job::JobChange(change) => {
+                self.job_change(change);
+                None
+            }
             Job::Shutdown(reply) => Some(reply),
         }
     }
@@ -320,24 +349,58 @@ impl Writer {
 
         // Split items into fresh ones to write now and duplicates awaiting their original.
         let mut fresh: Vec<(usize, Item)> = Vec::new();
+        let index = self.shared.index();
         for (j, job) in open.iter_mut().enumerate() {
             let mut waiting = Vec::new();
-            for item in std::mem::take(&mut job.items) {
+            for mut item in std::mem::take(&mut job.items) {
                 if item.awaiting {
                     waiting.push(item);
-                } else if job.generation != generation
-                    && self.shared.index().presence(item.fp) == Presence::Committed
-                {
-                    // A reconcile found this signer in the store after the item was admitted:
-                    // the write that "failed" had reached the log. It is a duplicate now.
-                    let count = job.petitions[item.petition as usize]
-                        .count
-                        .load(Ordering::Acquire);
-                    job.caller
-                        .answers
-                        .push((item.index, Ok(Outcome::Duplicate { count })));
-                } else {
-                    fresh.push((j, item));
+                    continue;
+                }
+                match item.kind {
+                    ItemKind::Sign
+                        if job.generation != generation
+                            && index.presence(item.fp) == Presence::Committed =>
+                    {
+                        // A reconcile found this signer in the store after the item was
+                        // admitted: the write that "failed" had reached the log. It is a
+                        // duplicate now (or, validating by email, perhaps still pending).
+                        if item.by_email {
+                            item.kind = ItemKind::Resubmit;
+                            fresh.push((j, item));
+                        } else {
+                            let count = job.petitions[item.petition as usize]
+                                .count
+                                .load(Ordering::Acquire);
+                            job.caller
+                                .answers
+                                .push((item.index, Ok(Outcome::Duplicate { count })));
+                        }
+                    }
+                    ItemKind::Resubmit => match index.presence(item.fp) {
+                        Presence::Committed => fresh.push((j, item)),
+                        Presence::Pending => {
+                            // Its signer is being written again: wait for that.
+                            item.awaiting = true;
+                            waiting.push(item);
+                        }
+                        Presence::Absent => {
+                            // The pending signature expired and was swept since admission: this
+                            // is a new signer now.
+                            match index.insert(item.fp, true) {
+                                Insert::Inserted => {
+                                    item.kind = ItemKind::Sign;
+                                    fresh.push((j, item));
+                                }
+                                Insert::Present(Presence::Committed) => fresh.push((j, item)),
+                                Insert::Present(_) => {
+                                    item.awaiting = true;
+                                    waiting.push(item);
+                                }
+                            }
+                        }
+                    },
+                    _ => fresh.push((j, item)),
                 }
             }
             job.items = waiting;
@@ -371,6 +434,12 @@ impl Writer {
                 }
                 let petition = &job.petitions[item.petition as usize];
                 match self.shared.index().presence(item.fp) {
+                    Presence::Committed if item.by_email => {
+                        // Its original is in: the writer tells pending from counted.
+                        item.awaiting = false;
+                        item.kind = ItemKind::Resubmit;
+                        still.push(item);
+                    }
                     Presence::Committed => {
                         let count = petition.count.load(Ordering::Acquire);
                         self.shared.count_duplicates(1);

@@ -5,7 +5,6 @@
 //! fingerprints (`record.rs`), none overlapping the one before, no signer stored twice, and the
 //! counts equal to the signers stored.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use rocksdb::WriteBatch;
@@ -17,6 +16,7 @@ use crate::config::Durability;
 use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
+use crate::invalidation::JobRecord;
 use crate::petition::Milestone;
 use crate::record;
 use crate::shared::Shared;
@@ -34,7 +34,8 @@ impl Writer {
         }
         self.written_counts.clear();
         // RocksDB refuses writes after a failed one until it is reopened (and the drained
-        // syncer holds no handle on it).
+        // syncer holds no handle on it; an invalidation scan drops its handle after its step).
+        self.shared.set_store(None);
         self.store = None;
         let store = match Store::open(&self.path) {
             Ok(store) => store,
@@ -51,7 +52,9 @@ impl Writer {
         let mut probe = WriteBatch::default();
         probe.put_cf(store.cf(CF_META), b"probe", now_ms().to_be_bytes());
         let result = store.write(probe, Durability::Sync);
-        self.store = Some(Arc::new(store));
+        let store = Arc::new(store);
+        self.shared.set_store(Some(Arc::clone(&store)));
+        self.store = Some(store);
         match result {
             Ok(()) => self.shared.health().recovered(),
             Err(e) => self.shared.health().record(&e),
@@ -79,24 +82,37 @@ impl Writer {
             self.shared.bump_generation();
             self.next_seq = stored_next;
         }
-        for (num, count) in store.load_counts()? {
+        // Expiries whose write reported failure: the ones that reached the store free their
+        // signers' slots now.
+        for (seq, fp) in std::mem::take(&mut self.unsettled_removals) {
+            if store.is_removed(seq)? {
+                self.shared.index().remove(fp);
+            }
+        }
+        self.sweep_cursor = store.sweep_cursor()?;
+        for (num, counts) in store.load_counts()? {
             if let Some(petition) = self.shared.registry().by_num(num) {
-                petition.count.store(count, Ordering::Release);
+                petition.set_counts(counts);
             }
         }
         let mut milestones = Vec::new();
-        for (seq, num, threshold, at) in store.load_milestones(self.next_milestone_seq)? {
-            if let Some(petition) = self.shared.registry().by_num(num) {
+        for stored in store.load_milestones(self.next_milestone_seq)? {
+            if let Some(petition) = self.shared.registry().by_num(stored.petition) {
                 milestones.push(Milestone {
-                    seq,
+                    seq: stored.seq,
                     petition: petition.id.to_string(),
-                    threshold,
-                    reached_at_ms: at,
+                    threshold: stored.threshold,
+                    reached_at_ms: stored.at_ms,
+                    kind: stored.kind,
                 });
             }
-            self.next_milestone_seq = seq + 1;
+            self.next_milestone_seq = stored.seq + 1;
         }
         self.shared.publish_milestones(milestones);
+        // A job step whose write reported failure may have reached the store.
+        for (_, bytes) in store.load_jobs()? {
+            self.shared.jobs().insert(JobRecord::decode(&bytes)?);
+        }
         Ok(())
     }
 
@@ -107,12 +123,15 @@ impl Writer {
             return Ok(());
         };
         let shared = &self.shared;
-        let (sender, receiver) = crossbeam_channel::bounded::<Box<[u8]>>(64);
+        // Expired signatures' fingerprints no longer hold a slot: left out.
+        let removed = store.load_removed()?;
+        let removed = removed.as_slice();
+        let (sender, receiver) = crossbeam_channel::bounded::<(u64, Box<[u8]>)>(64);
         let duplicates = std::thread::scope(|scope| {
             let helper = scope.spawn(|| {
                 let mut duplicates = 0u64;
-                for batch in receiver {
-                    duplicates += insert_batch(shared, &batch);
+                for (first, batch) in receiver {
+                    duplicates += insert_batch(shared, first, &batch, removed);
                 }
                 duplicates
             });
@@ -124,9 +143,9 @@ impl Writer {
                 alternate = !alternate;
                 if alternate {
                     // The helper only stops early if it panicked; then the join below reports it.
-                    let _ = sender.send(batch.into());
+                    let _ = sender.send((first, batch.into()));
                 } else {
-                    duplicates += insert_batch(shared, batch);
+                    duplicates += insert_batch(shared, first, batch, removed);
                 }
             });
             drop(sender);
@@ -147,7 +166,7 @@ impl Writer {
             .registry()
             .all()
             .iter()
-            .map(|p| p.count.load(Ordering::Acquire))
+            .map(|p| p.counts().held())
             .sum();
         if entries != counted {
             return Err(StoreError::Corrupt {
@@ -158,12 +177,18 @@ impl Writer {
     }
 }
 
-/// Inserts one stored fingerprint batch; returns how many were already present.
-fn insert_batch(shared: &Shared, batch: &[u8]) -> u64 {
+/// Inserts one stored fingerprint batch (its first signature's sequence is `first`), leaving
+/// out the sequences in `removed` (ascending); returns how many were already present.
+fn insert_batch(shared: &Shared, first: u64, batch: &[u8], removed: &[u64]) -> u64 {
     let mut duplicates = 0;
     let fingerprints = record::fingerprints(batch);
     let n = fingerprints.len();
-    for fp in fingerprints {
+    let mut skip = &removed[removed.partition_point(|&seq| seq < first)..];
+    for (seq, fp) in (first..).zip(fingerprints) {
+        if skip.first() == Some(&seq) {
+            skip = &skip[1..];
+            continue;
+        }
         if shared.index().insert(fp, false) != Insert::Inserted {
             duplicates += 1;
         }

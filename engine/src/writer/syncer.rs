@@ -13,7 +13,6 @@
 //! ([`Syncer::take_failure`]; the writer sends nothing more until the store is back): a log that
 //! lost a batch must not be trusted with the ones after it.
 
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
@@ -25,10 +24,10 @@ use crate::error::StoreError;
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
-use crate::job::{Caller, Outcome};
+use crate::job::Caller;
 use crate::petition::{Milestone, Petition};
 use crate::shared::Shared;
-use crate::store::Store;
+use crate::store::{Counts, Store};
 
 /// A batch the writer wrote without syncing, with everything needed to finish it.
 pub(crate) struct Written {
@@ -39,8 +38,8 @@ pub(crate) struct Written {
     pub first_milestone_seq: u64,
     /// Its signers, pending in the index until the sync.
     pub fingerprints: Vec<Fingerprint>,
-    /// Each petition it touched and that petition's count once it is durable.
-    pub counts: Vec<(Arc<Petition>, u64)>,
+    /// Each petition whose counts it changed and those counts once it is durable.
+    pub counts: Vec<(Arc<Petition>, Counts)>,
     pub milestones: Vec<Milestone>,
     /// Its callers, each whole: every answer already decided, `Accepted` ones valid once synced.
     pub callers: Vec<Caller>,
@@ -214,7 +213,7 @@ fn commit(shared: &Shared, written: Written) {
 pub(crate) fn publish(
     shared: &Shared,
     fingerprints: &[Fingerprint],
-    counts: &[(Arc<Petition>, u64)],
+    counts: &[(Arc<Petition>, Counts)],
     milestones: Vec<Milestone>,
 ) {
     let index = shared.index();
@@ -225,8 +224,8 @@ pub(crate) fn publish(
         let was_pending = index.commit(*fp);
         debug_assert!(was_pending, "an accepted fingerprint was committed twice");
     }
-    for (petition, count) in counts {
-        petition.count.store(*count, Ordering::Release);
+    for (petition, counts) in counts {
+        petition.set_counts(*counts);
     }
     shared.publish_milestones(milestones);
     shared.count_batch(fingerprints.len() as u64);
@@ -236,11 +235,11 @@ fn fail(shared: &Shared, mut written: Written) {
     for fp in &written.fingerprints {
         shared.index().remove(*fp);
     }
+    // Every answer of the batch goes: the accepted ones were not made durable, and the others
+    // (a duplicate, a token already validated) may rest on an earlier batch that failed with it.
     for caller in &mut written.callers {
         for (_, answer) in &mut caller.answers {
-            if let Ok(Outcome::Accepted { .. }) = answer {
-                *answer = Err(SubmitError::StorageUnavailable);
-            }
+            *answer = Err(SubmitError::StorageUnavailable);
         }
     }
     written

@@ -1,0 +1,215 @@
+//! Validation tokens: what the signer of a pending signature gets, to validate it later.
+//!
+//! A token names one stored signature and carries what its validation needs without a lookup
+//! table: the petition number, the signature's sequence and when it expires, then a 128-bit
+//! HMAC-SHA256 tag over them under a key derived from the store's secret. Nothing is kept in
+//! memory per token; a token is checked by recomputing its tag (in constant time), so an altered
+//! or invented one, or one from another store, names nothing.
+//!
+//! Text form: 72 lower-case hex digits (36 bytes: petition u32, sequence u64, expiry u64 in ms
+//! since the epoch, all big-endian, then the 16-byte tag).
+
+use hmac::{Hmac, Mac};
+use sha2::{Digest, Sha256};
+
+/// Bytes of a token before hex encoding.
+const TOKEN_BYTES: usize = 36;
+/// Characters of a token's text form.
+pub const TOKEN_CHARS: usize = 2 * TOKEN_BYTES;
+const BODY_BYTES: usize = 20;
+const TAG_BYTES: usize = 16;
+
+/// A validation token, as handed to the signer of a pending signature.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Token([u8; TOKEN_CHARS]);
+
+impl Token {
+    /// The token's text: 72 lower-case hex digits.
+    pub fn as_str(&self) -> &str {
+        // Only hex digits are ever written into it.
+        std::str::from_utf8(&self.0).unwrap_or_default()
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({})", self.as_str())
+    }
+}
+
+/// What a genuine token names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Named {
+    pub petition: u32,
+    pub seq: u64,
+    pub expires_at_ms: u64,
+}
+
+/// Why a token names nothing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum TokenError {
+    /// Not 72 hex digits.
+    Malformed,
+    /// Well formed, but its tag is not this store's for what it names.
+    Unknown,
+}
+
+/// Issues and checks tokens under one store's key.
+pub(crate) struct TokenKey {
+    mac: Hmac<Sha256>,
+}
+
+impl TokenKey {
+    /// The token key of the store whose fingerprint secret is `secret`: SHA-256 of a label and
+    /// the secret, so that tokens and fingerprints never share a key.
+    pub fn new(secret: &[u8]) -> TokenKey {
+        let mut hasher = Sha256::new();
+        hasher.update(b"petition-engine validation token v1\0");
+        hasher.update(secret);
+        let key = hasher.finalize();
+        TokenKey {
+            mac: <Hmac<Sha256> as Mac>::new_from_slice(&key)
+                .expect("HMAC takes keys of any length"),
+        }
+    }
+
+    fn body(named: Named) -> [u8; BODY_BYTES] {
+        let mut body = [0u8; BODY_BYTES];
+        body[..4].copy_from_slice(&named.petition.to_be_bytes());
+        body[4..12].copy_from_slice(&named.seq.to_be_bytes());
+        body[12..].copy_from_slice(&named.expires_at_ms.to_be_bytes());
+        body
+    }
+
+    /// The token of the signature `named`.
+    pub fn issue(&self, named: Named) -> Token {
+        let body = Self::body(named);
+        let mut mac = self.mac.clone();
+        mac.update(&body);
+        let tag = mac.finalize().into_bytes();
+        let mut bytes = [0u8; TOKEN_BYTES];
+        bytes[..BODY_BYTES].copy_from_slice(&body);
+        bytes[BODY_BYTES..].copy_from_slice(&tag[..TAG_BYTES]);
+        let mut text = [0u8; TOKEN_CHARS];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        Token(text)
+    }
+
+    /// What `text` names, if it is a token this key issued.
+    pub fn check(&self, text: &str) -> Result<Named, TokenError> {
+        let text = text.as_bytes();
+        if text.len() != TOKEN_CHARS {
+            return Err(TokenError::Malformed);
+        }
+        let mut bytes = [0u8; TOKEN_BYTES];
+        for (byte, pair) in bytes.iter_mut().zip(text.chunks_exact(2)) {
+            let (Some(high), Some(low)) = (nibble(pair[0]), nibble(pair[1])) else {
+                return Err(TokenError::Malformed);
+            };
+            *byte = high << 4 | low;
+        }
+        let mut mac = self.mac.clone();
+        mac.update(&bytes[..BODY_BYTES]);
+        mac.verify_truncated_left(&bytes[BODY_BYTES..])
+            .map_err(|_| TokenError::Unknown)?;
+        let u64_at = |at: usize| {
+            let mut field = [0u8; 8];
+            field.copy_from_slice(&bytes[at..at + 8]);
+            u64::from_be_bytes(field)
+        };
+        let mut petition = [0u8; 4];
+        petition.copy_from_slice(&bytes[..4]);
+        Ok(Named {
+            petition: u32::from_be_bytes(petition),
+            seq: u64_at(4),
+            expires_at_ms: u64_at(12),
+        })
+    }
+}
+
+const HEX: &[u8; 16] = b"0123456789abcdef";
+
+/// The value of one lower-case hex digit. Upper case is refused: a token has one spelling.
+fn nibble(digit: u8) -> Option<u8> {
+    match digit {
+        b'0'..=b'9' => Some(digit - b'0'),
+        b'a'..=b'f' => Some(digit - b'a' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const NAMED: Named = Named {
+        petition: 7,
+        seq: 123_456_789,
+        expires_at_ms: 1_800_000_000_000,
+    };
+
+    #[test]
+    fn a_token_names_what_it_was_issued_for() {
+        let key = TokenKey::new(&[1; 192]);
+        let token = key.issue(NAMED);
+        assert_eq!(token.as_str().len(), TOKEN_CHARS);
+        assert!(token.as_str().bytes().all(|b| HEX.contains(&b)));
+        assert_eq!(key.check(token.as_str()), Ok(NAMED));
+        assert_eq!(
+            key.issue(NAMED),
+            token,
+            "the same signature, the same token"
+        );
+    }
+
+    #[test]
+    fn altered_truncated_and_foreign_tokens_name_nothing() {
+        let key = TokenKey::new(&[1; 192]);
+        let token = key.issue(NAMED).as_str().to_owned();
+        // Every single-character change, in body or tag.
+        for at in 0..token.len() {
+            let mut altered = token.clone().into_bytes();
+            altered[at] = if altered[at] == b'0' { b'1' } else { b'0' };
+            let altered = String::from_utf8(altered).expect("ascii");
+            assert_eq!(key.check(&altered), Err(TokenError::Unknown), "at {at}");
+        }
+        for len in [0, 1, 71, 73] {
+            let text: String = token.chars().cycle().take(len).collect();
+            assert_eq!(key.check(&text), Err(TokenError::Malformed), "{len} chars");
+        }
+        assert_eq!(key.check(&token.to_uppercase()), Err(TokenError::Malformed));
+        assert_eq!(
+            key.check(&token.replace('a', "g")),
+            if token.contains('a') {
+                Err(TokenError::Malformed)
+            } else {
+                Ok(NAMED)
+            }
+        );
+        let other = TokenKey::new(&[2; 192]);
+        assert_eq!(
+            other.check(&token),
+            Err(TokenError::Unknown),
+            "another store"
+        );
+        // Another signature's body with this one's tag.
+        let mut spliced = key
+            .issue(Named {
+                seq: NAMED.seq + 1,
+                ..NAMED
+            })
+            .as_str()
+            .to_owned();
+        spliced.replace_range(40.., &token[40..]);
+        assert_eq!(key.check(&spliced), Err(TokenError::Unknown));
+    }
+}

@@ -1,0 +1,312 @@
+//! The writer's side of the signature lifecycle outside signing rounds: one step of the expiry
+//! sweep ([`Writer::sweep`]), one step of an invalidation job ([`Writer::invalidate`]), and the
+//! creation, cancel and failure of jobs ([`Writer::job_change`]).
+//!
+//! Each runs as a control job, after every earlier batch is finished (so published counts and
+//! reached thresholds are current), and writes one synced batch holding every state change with
+//! the counts it changes, the milestones it regresses and the progress it makes: recovery after
+//! a crash finds all of a step or none of it.
+
+use std::collections::HashMap;
+
+use rocksdb::WriteBatch;
+
+use super::commit::{expire, Touched};
+use super::Writer;
+use crate::config::Durability;
+use crate::error::{InvalidationError, StoreError};
+use crate::fingerprint::Fingerprint;
+use crate::invalidation::{JobChange, JobRecord, JobState, Step, StepResult};
+use crate::lifecycle::{LifecycleEntry, SignatureState};
+use crate::petition::{Milestone, MilestoneKind};
+use crate::store::{
+    self, Store, CF_COUNTS, CF_JOBS, CF_LIFECYCLE, CF_META, CF_MILESTONES, CF_PENDING_SIGNERS,
+    META_SWEEP_CURSOR,
+};
+
+impl Writer {
+    /// The store, after recovering it if it is failing.
+    fn healthy_store(&mut self) -> Result<std::sync::Arc<Store>, StoreError> {
+        if !self.shared.health().is_healthy() {
+            self.try_recover();
+        }
+        match &self.store {
+            Some(store) if self.shared.health().is_healthy() => Ok(std::sync::Arc::clone(store)),
+            _ => Err(StoreError::Failing),
+        }
+    }
+
+    /// Writes a control batch, synced; a failure fails the store like any write.
+    fn write_control(&self, store: &Store, batch: WriteBatch) -> Result<(), StoreError> {
+        let result = store.write(batch, Durability::Sync);
+        if let Err(e) = &result {
+            self.shared.health().fail(e);
+        }
+        result
+    }
+
+    /// Puts the touched petitions' changed counts into `batch`, and a `threshold_regressed`
+    /// milestone for every reached threshold a count falls below. Returns the milestones.
+    fn put_lowered_counts(
+        &self,
+        store: &Store,
+        batch: &mut WriteBatch,
+        touched: &HashMap<u32, Touched>,
+        now: u64,
+    ) -> Vec<Milestone> {
+        let mut milestones = Vec::new();
+        for (num, t) in touched {
+            if t.after == t.before {
+                continue;
+            }
+            assert!(
+                t.after.validated <= t.before.validated && t.after.held() <= t.before.held(),
+                "a lifecycle step never raises a count"
+            );
+            batch.put_cf(store.cf(CF_COUNTS), num.to_be_bytes(), t.after.encode());
+            for threshold in t.petition.regressed(t.after.validated) {
+                let seq = self.next_milestone_seq + milestones.len() as u64;
+                let kind = MilestoneKind::ThresholdRegressed;
+                batch.put_cf(
+                    store.cf(CF_MILESTONES),
+                    seq.to_be_bytes(),
+                    store::milestone_value(*num, threshold, now, kind),
+                );
+                milestones.push(Milestone {
+                    seq,
+                    petition: t.petition.id.to_string(),
+                    threshold,
+                    reached_at_ms: now,
+                    kind,
+                });
+            }
+        }
+        milestones
+    }
+
+    /// Publishes what a control batch changed, once it is durable.
+    fn publish_lowered(&mut self, touched: HashMap<u32, Touched>, milestones: Vec<Milestone>) {
+        for t in touched.into_values() {
+            t.petition.set_counts(t.after);
+        }
+        self.next_milestone_seq += milestones.len() as u64;
+        self.shared.publish_milestones(milestones);
+    }
+
+    /// One step of the expiry sweep: drops up to `lifecycle_step` pending signatures whose grace
+    /// has passed, from the sweep's cursor on, and frees their signers' slots once that is
+    /// durable. Returns how many expired and whether more may be due now.
+    pub(super) fn sweep(&mut self) -> Result<(u64, bool), StoreError> {
+        let store = self.healthy_store()?;
+        let now = self.shared.now_ms();
+        let step = self.shared.config().lifecycle_step;
+        let mut cursor = self.sweep_cursor;
+        let mut due: Vec<(u64, LifecycleEntry)> = Vec::new();
+        let mut read = 0usize;
+        let mut waiting = false;
+        store.scan_lifecycle(cursor, step, |seq, entry| {
+            read += 1;
+            match entry.state {
+                SignatureState::Pending if entry.expires_at_ms > now => {
+                    // Expiries follow sequence order: nothing after this one is due yet.
+                    waiting = true;
+                    cursor = seq;
+                    false
+                }
+                SignatureState::Pending => {
+                    due.push((seq, entry));
+                    cursor = seq + 1;
+                    true
+                }
+                _ => {
+                    cursor = seq + 1;
+                    true
+                }
+            }
+        })?;
+        let more = read == step && !waiting;
+        if cursor == self.sweep_cursor {
+            return Ok((0, false));
+        }
+        let mut batch = WriteBatch::default();
+        let mut touched: HashMap<u32, Touched> = HashMap::new();
+        for (seq, entry) in &due {
+            let Some(petition) = self.shared.registry().by_num(entry.petition) else {
+                return Err(StoreError::Corrupt {
+                    what: "lifecycle entry (unknown petition)",
+                });
+            };
+            expire(
+                &mut batch,
+                &store,
+                *seq,
+                entry.petition,
+                entry.fp,
+                entry.expires_at_ms,
+                now,
+            );
+            batch.delete_cf(store.cf(CF_PENDING_SIGNERS), entry.fp.to_bytes());
+            touched
+                .entry(entry.petition)
+                .or_insert_with(|| Touched::new(&petition, &HashMap::new()))
+                .after
+                .pending -= 1;
+        }
+        let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
+        debug_assert!(milestones.is_empty(), "expiry changes no validated count");
+        batch.put_cf(store.cf(CF_META), META_SWEEP_CURSOR, cursor.to_be_bytes());
+        if let Err(e) = self.write_control(&store, batch) {
+            self.unsettled_removals
+                .extend(due.iter().map(|(seq, entry)| (*seq, entry.fp)));
+            return Err(e);
+        }
+        for (_, entry) in &due {
+            self.shared.index().remove(entry.fp);
+        }
+        self.publish_lowered(touched, milestones);
+        self.sweep_cursor = cursor;
+        Ok((due.len() as u64, more))
+    }
+
+    /// One step of an invalidation job: invalidates the step's signatures that are still
+    /// pending or validated, lowers the counts, regresses thresholds, and records the job's
+    /// progress, in one synced batch.
+    pub(super) fn invalidate(&mut self, step: Step) -> StepResult {
+        let Some(mut record) = self.shared.jobs().get(step.job) else {
+            return Ok(JobState::Failed);
+        };
+        if record.job.state != JobState::Running {
+            return Ok(record.job.state);
+        }
+        let store = self.healthy_store()?;
+        let now = self.shared.now_ms();
+        let seqs: Vec<u64> = step.matching.iter().map(|(seq, _)| *seq).collect();
+        let entries = store.lifecycle_entries(&seqs)?;
+        let mut batch = WriteBatch::default();
+        let mut touched: HashMap<u32, Touched> = HashMap::new();
+        let mut invalidated = 0u64;
+        for (&(seq, num), entry) in step.matching.iter().zip(entries) {
+            let state = entry.map_or(SignatureState::Validated, |e| e.state);
+            if !matches!(state, SignatureState::Pending | SignatureState::Validated) {
+                continue;
+            }
+            let Some(petition) = self.shared.registry().by_num(num) else {
+                continue;
+            };
+            let counts = &mut touched
+                .entry(num)
+                .or_insert_with(|| Touched::new(&petition, &HashMap::new()))
+                .after;
+            let mut changed = entry.unwrap_or(LifecycleEntry {
+                state,
+                petition: num,
+                expires_at_ms: 0,
+                fp: Fingerprint(0),
+                changed_at_ms: now,
+            });
+            if state == SignatureState::Pending {
+                batch.delete_cf(store.cf(CF_PENDING_SIGNERS), changed.fp.to_bytes());
+                counts.pending -= 1;
+            } else {
+                counts.validated -= 1;
+            }
+            counts.invalidated += 1;
+            changed.state = SignatureState::Invalidated;
+            changed.changed_at_ms = now;
+            batch.put_cf(store.cf(CF_LIFECYCLE), seq.to_be_bytes(), changed.encode());
+            invalidated += 1;
+        }
+        let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
+        let job = &mut record.job;
+        job.scanned += step.scanned;
+        job.matched += step.matching.len() as u64;
+        job.invalidated += invalidated;
+        record.cursor = step.cursor;
+        if step.done {
+            job.state = JobState::Completed;
+            job.finished_at_ms = Some(now);
+        }
+        batch.put_cf(store.cf(CF_JOBS), job.id.to_be_bytes(), record.encode());
+        self.write_control(&store, batch)?;
+        self.publish_lowered(touched, milestones);
+        let state = record.job.state;
+        self.shared.jobs().insert(record);
+        Ok(state)
+    }
+
+    /// Creates, cancels or fails a job: persisted (synced) before memory changes.
+    pub(super) fn job_change(&mut self, change: JobChange) {
+        match change {
+            JobChange::Create(mut record, reply) => {
+                let jobs = self.shared.jobs();
+                let running = jobs.running().len();
+                let result = if running >= self.shared.config().invalidation_jobs_max {
+                    Err(InvalidationError::TooManyJobs(running))
+                } else {
+                    record.job.id = jobs.next_id();
+                    record.upto = self.next_seq;
+                    record.job.total = match record.petition_num {
+                        Some(num) => self
+                            .shared
+                            .registry()
+                            .by_num(num)
+                            .map_or(0, |p| p.counts().held()),
+                        None => self
+                            .shared
+                            .registry()
+                            .all()
+                            .iter()
+                            .map(|p| p.counts().held())
+                            .sum(),
+                    };
+                    let job = record.job.clone();
+                    self.put_job(*record)
+                        .map(|()| job)
+                        .map_err(|_| InvalidationError::StorageUnavailable)
+                };
+                let _ = reply.send(result);
+            }
+            JobChange::Cancel(id, reply) => {
+                let result = match self.shared.jobs().get(id) {
+                    None => Err(InvalidationError::UnknownJob),
+                    Some(record) if record.job.state != JobState::Running => {
+                        Err(InvalidationError::Finished(record.job.state.as_str()))
+                    }
+                    Some(mut record) => {
+                        record.job.state = JobState::Cancelled;
+                        record.job.finished_at_ms = Some(self.shared.now_ms());
+                        let job = record.job.clone();
+                        self.put_job(record)
+                            .map(|()| job)
+                            .map_err(|_| InvalidationError::StorageUnavailable)
+                    }
+                };
+                let _ = reply.send(result);
+            }
+            JobChange::Fail(id, error) => {
+                if let Some(mut record) = self.shared.jobs().get(id) {
+                    if record.job.state == JobState::Running {
+                        record.job.state = JobState::Failed;
+                        record.job.finished_at_ms = Some(self.shared.now_ms());
+                        record.job.error = Some(error);
+                        // If this write fails the job stays running and fails again later.
+                        let _ = self.put_job(record);
+                    }
+                }
+            }
+        }
+    }
+
+    fn put_job(&mut self, record: JobRecord) -> Result<(), StoreError> {
+        let store = self.healthy_store()?;
+        let mut batch = WriteBatch::default();
+        batch.put_cf(
+            store.cf(CF_JOBS),
+            record.job.id.to_be_bytes(),
+            record.encode(),
+        );
+        self.write_control(&store, batch)?;
+        self.shared.jobs().insert(record);
+        Ok(())
+    }
+}
