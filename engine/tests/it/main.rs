@@ -3,6 +3,7 @@
 mod concurrency;
 mod crash;
 mod durability;
+mod lifecycle;
 mod model;
 mod signers;
 mod support;
