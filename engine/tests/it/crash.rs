@@ -1,7 +1,12 @@
 //! Crash test: this test binary re-runs itself as a child that ingests with `sync` durability and
 //! writes every acknowledgement to a ledger; the parent kill -9s it at random moments (some during
-//! recovery), reopens the store and checks every invariant. Cycles: `ENGINE_CRASH_CYCLES`
-//! (default 6); replay with the printed `ENGINE_TEST_SEED`.
+//! recovery), reopens the store and checks every invariant. Beside the signatures to petitions
+//! counted at once, the child signs a petition that validates by email, validates some of its
+//! tokens, lets others expire (a short grace, swept every 20 ms) and runs invalidation jobs on
+//! it: after every kill the parent checks counts and states against the store
+//! (`verify_store`), the milestone feed (crossed and regressed in turn), and every token the
+//! ledger saw. Cycles: `ENGINE_CRASH_CYCLES` (default 6); replay with the printed
+//! `ENGINE_TEST_SEED`.
 
 use std::collections::{HashMap, HashSet};
 use std::io::Write;
@@ -10,7 +15,10 @@ use std::process::{Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use engine::{Config, Engine, NewSignature, Outcome, PetitionSpec};
+use engine::{
+    Config, Criteria, Engine, InvalidationRequest, NewSignature, Outcome, PetitionSpec,
+    SubmitError, Validation,
+};
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
 
@@ -22,22 +30,40 @@ const THRESHOLDS: [u64; 3] = [50, 400, 3_000];
 /// Signer space: small enough that later cycles re-send earlier cycles' signers.
 const SIGNERS: u64 = 40_000;
 
+/// The petition that validates by email.
+const EMAIL_PETITION: &str = "crash-email";
+const EMAIL_THRESHOLDS: [u64; 3] = [5, 20, 60];
+/// Grace of a pending signature in the child: short, so that expiries happen under load.
+const GRACE: Duration = Duration::from_millis(400);
+
 fn petition(n: u32) -> String {
     format!("crash-{n}")
+}
+
+fn config(dir: &Path) -> Config {
+    let mut config = Config::persistent(dir);
+    config.pending_grace = GRACE;
+    config.sweep_interval = Some(Duration::from_millis(20));
+    config.lifecycle_step = 64;
+    config
 }
 
 /// The child: ingest from four threads until killed, appending each acknowledged
 /// `petition email` to the ledger after the engine answered.
 fn child(dir: &Path, ledger: &Path, seed: u64) -> ! {
-    let engine = Engine::open(Config::persistent(dir)).expect("child opens");
+    let engine = Engine::open(config(dir)).expect("child opens");
     engine.wait_ready().expect("child recovers");
-    let specs = (0..PETITIONS)
+    let mut specs: Vec<PetitionSpec> = (0..PETITIONS)
         .map(|n| {
             let mut spec = PetitionSpec::new(petition(n));
             spec.thresholds = Some(THRESHOLDS.to_vec());
             spec
         })
         .collect();
+    let mut email = PetitionSpec::new(EMAIL_PETITION);
+    email.thresholds = Some(EMAIL_THRESHOLDS.to_vec());
+    email.validation = Some(Validation::Email);
+    specs.push(email);
     for result in engine.register_many(specs) {
         result.expect("child registers");
     }
@@ -49,6 +75,9 @@ fn child(dir: &Path, ledger: &Path, seed: u64) -> ! {
             .expect("ledger opens"),
     ));
     std::thread::scope(|scope| {
+        let lifecycle_engine = engine.clone();
+        let lifecycle_ledger = Arc::clone(&ledger);
+        scope.spawn(move || lifecycle(&lifecycle_engine, &lifecycle_ledger, seed));
         for t in 0..4u64 {
             let engine = engine.clone();
             let ledger = Arc::clone(&ledger);
@@ -88,6 +117,120 @@ fn child(dir: &Path, ledger: &Path, seed: u64) -> ! {
         }
     });
     unreachable!("the child ingests until it is killed")
+}
+
+/// The child's lifecycle thread: signs the email petition (a quarter of its signers from
+/// `bad.example`), validates some tokens at once and some later, re-signs some signers, and
+/// every so often starts an invalidation of `bad.example`. Ledger lines: `P token email` for a
+/// pending answer, `V token email` for a validated (or already validated) one.
+fn lifecycle(engine: &Engine, ledger: &Mutex<std::fs::File>, seed: u64) {
+    let mut rng = StdRng::seed_from_u64(seed ^ 0x11fe);
+    let mut tokens: Vec<(String, String)> = Vec::new();
+    let mut round = 0u64;
+    loop {
+        round += 1;
+        let mut lines = String::new();
+        let n = rng.random_range(1..16);
+        let batch: Vec<NewSignature> = (0..n)
+            .map(|_| {
+                let s = rng.random_range(0..20_000);
+                let domain = if s % 4 == 0 { "bad" } else { "good" };
+                NewSignature::new(EMAIL_PETITION, format!("e{s}@{domain}.example"))
+            })
+            .collect();
+        for (signature, outcome) in batch.iter().zip(engine.submit_batch(batch.clone())) {
+            if let Ok(Outcome::Pending { token, .. }) = outcome {
+                lines.push_str(&format!("P {token} {}\n", signature.email));
+                tokens.push((token.as_str().to_owned(), signature.email.clone()));
+            }
+        }
+        // Validate about two thirds of what was handed out, some twice.
+        for _ in 0..n {
+            if tokens.is_empty() || rng.random_bool(0.3) {
+                continue;
+            }
+            let (token, email) = &tokens[rng.random_range(0..tokens.len())];
+            if let Ok(Outcome::Validated { .. } | Outcome::AlreadyValidated { .. }) =
+                engine.validate(token)
+            {
+                lines.push_str(&format!("V {token} {email}\n"));
+            }
+        }
+        if tokens.len() > 4_000 {
+            tokens.drain(..2_000);
+        }
+        if round % 40 == 0 {
+            let request = InvalidationRequest {
+                petition: Some(EMAIL_PETITION.into()),
+                criteria: Criteria {
+                    email_domain: Some("bad.example".into()),
+                    ..Criteria::default()
+                },
+            };
+            // Too many running is fine: one of them covers these signatures.
+            let _ = engine.start_invalidation(request);
+        }
+        ledger
+            .lock()
+            .expect("ledger lock")
+            .write_all(lines.as_bytes())
+            .expect("ledger write");
+    }
+}
+
+/// The lifecycle lines of the ledger: every token handed out (with its email), and the tokens
+/// acknowledged validated.
+type Tokens = (HashMap<String, String>, HashSet<String>);
+
+fn read_tokens(path: &Path) -> Tokens {
+    let text = std::fs::read_to_string(path).unwrap_or_default();
+    let (mut handed, mut validated) = (HashMap::new(), HashSet::new());
+    for line in text.lines() {
+        let mut parts = line.split(' ');
+        let (Some(kind), Some(token), Some(email), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
+        else {
+            continue;
+        };
+        if token.len() != engine::TOKEN_CHARS || !email.ends_with(".example") {
+            continue;
+        }
+        match kind {
+            "P" => {
+                handed.insert(token.to_owned(), email.to_owned());
+            }
+            "V" => {
+                validated.insert(token.to_owned());
+            }
+            _ => {}
+        }
+    }
+    (handed, validated)
+}
+
+/// Every token the ledger saw still names its signature: a validated one answers already
+/// validated (or invalidated, if its signer is from `bad.example`); any other answers one of
+/// the states a signature can be in, never unknown.
+fn check_tokens(engine: &Engine, tokens: &Tokens, cycle: u64) {
+    let (handed, validated) = tokens;
+    for token in validated {
+        let bad = handed
+            .get(token)
+            .is_some_and(|e| e.ends_with("@bad.example"));
+        match engine.validate(token) {
+            Ok(Outcome::AlreadyValidated { .. }) => {}
+            Err(SubmitError::Invalidated) if bad => {}
+            other => panic!("cycle {cycle}: validated token {token} now answers {other:?}"),
+        }
+    }
+    for (token, email) in handed {
+        match engine.validate(token) {
+            Ok(Outcome::Validated { .. } | Outcome::AlreadyValidated { .. })
+            | Err(SubmitError::TokenExpired) => {}
+            Err(SubmitError::Invalidated) if email.ends_with("@bad.example") => {}
+            other => panic!("cycle {cycle}: token of {email} answers {other:?}"),
+        }
+    }
 }
 
 fn read_ledger(path: &Path) -> HashMap<String, HashSet<String>> {
@@ -157,7 +300,7 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
         child.kill().expect("kill -9");
         child.wait().expect("child reaped");
 
-        let engine = open(Config::persistent(&data));
+        let engine = open(config(&data));
         let acked = read_ledger(&ledger);
         let mut acked_total = 0;
         for (petition, emails) in &acked {
@@ -185,9 +328,24 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
         let report = engine
             .verify_store()
             .expect("store consistent after kill -9");
-        for n in 0..PETITIONS {
-            if let Some(info) = engine.petition(&petition(n)) {
-                let want: Vec<u64> = THRESHOLDS
+        let tokens = read_tokens(&ledger);
+        check_tokens(&engine, &tokens, cycle);
+        engine
+            .verify_store()
+            .expect("store consistent after the token checks");
+        let ids = (0..PETITIONS)
+            .map(petition)
+            .chain([EMAIL_PETITION.to_owned()]);
+        for id in ids {
+            if let Some(info) = engine.petition(&id) {
+                let thresholds: &[u64] = if id == EMAIL_PETITION {
+                    &EMAIL_THRESHOLDS
+                } else {
+                    &THRESHOLDS
+                };
+                // Thresholds were fixed at registration: exactly those at or below the count
+                // stand reached, whatever crossed and regressed before.
+                let want: Vec<u64> = thresholds
                     .iter()
                     .copied()
                     .filter(|t| *t <= info.count)
@@ -200,8 +358,11 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
             }
         }
         eprintln!(
-            "crash cycle {cycle}: killed after {lifetime} ms; {acked_total} acknowledged, {} stored, consistent",
-            report.signatures
+            "crash cycle {cycle}: killed after {lifetime} ms; {acked_total} acknowledged, {} stored, {} tokens ({} validated), email petition {:?}, consistent",
+            report.signatures,
+            tokens.0.len(),
+            tokens.1.len(),
+            engine.petition(EMAIL_PETITION).map(|p| (p.count, p.pending_count, p.invalidated_count)),
         );
         engine.close().expect("closes");
     }
