@@ -270,11 +270,13 @@ impl Petition {
             .collect()
     }
 
-    /// Reached thresholds above `new`: the ones a count falling to `new` regresses.
+    /// Reached thresholds above `new`, highest first: the ones a count falling to `new`
+    /// regresses, in the order it falls through them.
     pub fn regressed(&self, new: u64) -> Vec<u64> {
         self.reached
             .lock()
             .iter()
+            .rev()
             .copied()
             .filter(|&t| t > new)
             .collect()
