@@ -1033,6 +1033,54 @@ mod tests {
     }
 
     #[test]
+    fn a_format_2_store_gets_its_petition_index_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
+        engine.wait_ready().expect("ready");
+        let mut spec = PetitionSpec::new("p");
+        spec.thresholds = Some(vec![2]);
+        engine.register(spec).expect("registers");
+        engine.register(PetitionSpec::new("q")).expect("registers");
+        // Enough signers to span several 65,536-sequence chunks of the rebuilt index.
+        let batch = (0..140_000u32)
+            .map(|i| {
+                let petition = if i % 3 == 0 { "p" } else { "q" };
+                NewSignature::new(petition, format!("s{i}@{}.example", i % 2))
+            })
+            .collect();
+        assert!(engine.submit_batch(batch).iter().all(|o| o.is_ok()));
+        engine.close().expect("closes");
+        drop(engine);
+        Store::open(dir.path())
+            .expect("store opens")
+            .make_format_2()
+            .expect("made old");
+
+        let engine = Engine::open(Config::persistent(dir.path())).expect("upgraded");
+        engine.wait_ready().expect("ready");
+        let p = engine.petition("p").expect("kept");
+        assert_eq!((p.count, p.pending_count), (46_667, 0));
+        assert_eq!(p.milestones_reached, [2]);
+        let request = InvalidationRequest {
+            petition: Some("p".into()),
+            criteria: crate::Criteria {
+                email_domain: Some("1.example".into()),
+                ..crate::Criteria::default()
+            },
+        };
+        // Signers i ≡ 0 (mod 3) and odd: i ≡ 3 (mod 6).
+        assert_eq!(engine.preview_invalidation(&request), Ok(23_333));
+        engine.verify_store().expect("consistent");
+        engine.close().expect("closes");
+        drop(engine);
+        let store = Store::open(dir.path()).expect("store opens");
+        assert_eq!(
+            store.format_version().expect("reads"),
+            Some(vec![FORMAT_VERSION])
+        );
+    }
+
+    #[test]
     fn a_new_store_has_the_format_version_older_builds_refuse() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(Config::persistent(dir.path())).expect("opens");

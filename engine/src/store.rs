@@ -410,6 +410,45 @@ impl Store {
         self.write(batch, Durability::Sync)
     }
 
+    /// Makes the store look as a build of format 2 left it: no petition index, counts of the
+    /// validated signatures alone, petitions and milestones in their old encodings (tests only;
+    /// for a store without pending or invalidated signatures).
+    #[cfg(test)]
+    pub fn make_format_2(&self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), META_FORMAT, [FORMAT_VERSION_2]);
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_BY_PETITION), IteratorMode::Start)
+        {
+            batch.delete_cf(self.cf(CF_BY_PETITION), entry?.0);
+        }
+        for (num, counts) in self.load_counts()? {
+            batch.put_cf(
+                self.cf(CF_COUNTS),
+                num.to_be_bytes(),
+                counts.validated.to_be_bytes(),
+            );
+        }
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_PETITIONS), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let mut old = value[..value.len() - 1].to_vec();
+            old[0] = PETITION_VERSION_1;
+            batch.put_cf(self.cf(CF_PETITIONS), key, old);
+        }
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_MILESTONES), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            batch.put_cf(self.cf(CF_MILESTONES), key, &value[..20]);
+        }
+        self.write(batch, Durability::Sync)
+    }
+
     /// The format version in `meta` (tests only).
     #[cfg(test)]
     pub fn format_version(&self) -> Result<Option<Vec<u8>>, StoreError> {
