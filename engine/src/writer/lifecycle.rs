@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use rocksdb::WriteBatch;
 
-use super::commit::{expire, Touched};
+use super::commit::{drop_record, Touched};
 use super::Writer;
 use crate::config::Durability;
 use crate::error::{InvalidationError, StoreError};
@@ -136,21 +136,24 @@ impl Writer {
                     what: "lifecycle entry (unknown petition)",
                 });
             };
-            expire(
-                &mut batch,
-                &store,
-                *seq,
-                entry.petition,
-                entry.fp,
-                entry.expires_at_ms,
-                now,
-            );
-            batch.delete_cf(store.cf(CF_PENDING_SIGNERS), entry.fp.to_bytes());
+            drop_record(&mut batch, &store, *seq);
+            let expired = LifecycleEntry {
+                state: SignatureState::Expired,
+                changed_at_ms: now,
+                ..*entry
+            };
+            batch.put_cf(store.cf(CF_LIFECYCLE), seq.to_be_bytes(), expired.encode());
             touched
                 .entry(entry.petition)
                 .or_insert_with(|| Touched::new(&petition, &HashMap::new()))
                 .after
                 .pending -= 1;
+        }
+        // In key order: see `Building` in commit.rs.
+        let mut fps: Vec<Fingerprint> = due.iter().map(|(_, entry)| entry.fp).collect();
+        fps.sort_unstable();
+        for fp in fps {
+            batch.delete_cf(store.cf(CF_PENDING_SIGNERS), fp.to_bytes());
         }
         let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
         debug_assert!(milestones.is_empty(), "expiry changes no validated count");
@@ -185,6 +188,7 @@ impl Writer {
         let mut batch = WriteBatch::default();
         let mut touched: HashMap<u32, Touched> = HashMap::new();
         let mut invalidated = 0u64;
+        let mut unpending = Vec::new();
         for (&(seq, num), entry) in step.matching.iter().zip(entries) {
             let state = entry.map_or(SignatureState::Validated, |e| e.state);
             if !matches!(state, SignatureState::Pending | SignatureState::Validated) {
@@ -205,7 +209,7 @@ impl Writer {
                 changed_at_ms: now,
             });
             if state == SignatureState::Pending {
-                batch.delete_cf(store.cf(CF_PENDING_SIGNERS), changed.fp.to_bytes());
+                unpending.push(changed.fp);
                 counts.pending -= 1;
             } else {
                 counts.validated -= 1;
@@ -215,6 +219,11 @@ impl Writer {
             changed.changed_at_ms = now;
             batch.put_cf(store.cf(CF_LIFECYCLE), seq.to_be_bytes(), changed.encode());
             invalidated += 1;
+        }
+        // In key order: see `Building` in commit.rs.
+        unpending.sort_unstable();
+        for fp in unpending {
+            batch.delete_cf(store.cf(CF_PENDING_SIGNERS), fp.to_bytes());
         }
         let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
         let job = &mut record.job;

@@ -126,9 +126,9 @@ fn child(dir: &Path, ledger: &Path, seed: u64) -> ! {
 fn lifecycle(engine: &Engine, ledger: &Mutex<std::fs::File>, seed: u64) {
     let mut rng = StdRng::seed_from_u64(seed ^ 0x11fe);
     let mut tokens: Vec<(String, String)> = Vec::new();
-    let mut round = 0u64;
+    let mut rounds_since_job = 0u32;
     loop {
-        round += 1;
+        rounds_since_job += 1;
         let mut lines = String::new();
         let n = rng.random_range(1..16);
         let batch: Vec<NewSignature> = (0..n)
@@ -159,7 +159,8 @@ fn lifecycle(engine: &Engine, ledger: &Mutex<std::fs::File>, seed: u64) {
         if tokens.len() > 4_000 {
             tokens.drain(..2_000);
         }
-        if round % 40 == 0 {
+        if rounds_since_job == 40 {
+            rounds_since_job = 0;
             let request = InvalidationRequest {
                 petition: Some(EMAIL_PETITION.into()),
                 criteria: Criteria {

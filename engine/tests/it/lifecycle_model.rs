@@ -77,7 +77,10 @@ struct Model {
 }
 
 fn email(n: u32) -> String {
-    let domain = if n % 3 == 0 { "bad" } else { "good" };
+    let domain = match n % 3 {
+        0 => "bad",
+        _ => "good",
+    };
     format!("s{n}@{domain}.example")
 }
 
