@@ -329,7 +329,10 @@ impl Call<'_> {
             fp: Fingerprint(0),
             record: 0..0,
             awaiting: false,
-            kind: ItemKind::Validate { seq: named.seq },
+            kind: ItemKind::Validate {
+                seq: named.seq,
+                expires_at_ms: named.expires_at_ms,
+            },
             by_email: true,
         });
         Ok(())

@@ -504,8 +504,9 @@ impl Engine {
         let mut matching = 0u64;
         let mut cursor = 0;
         loop {
-            let step = invalidation::scan(&store, &scope, cursor, PREVIEW_STEP)
-                .map_err(|_| InvalidationError::StorageUnavailable)?;
+            let step =
+                invalidation::scan(&store, self.shared().states(), &scope, cursor, PREVIEW_STEP)
+                    .map_err(|_| InvalidationError::StorageUnavailable)?;
             matching += step.matching.len() as u64;
             if step.done {
                 return Ok(matching);
@@ -753,6 +754,7 @@ fn run_step(shared: &Shared, sender: &Sender<Job>, record: &JobRecord) -> bool {
     };
     let scanned = invalidation::scan(
         &store,
+        shared.states(),
         &scope,
         record.cursor,
         shared.config().lifecycle_step,

@@ -19,6 +19,7 @@ use parking_lot::Mutex;
 use crate::error::{InvalidationError, StoreError};
 use crate::lifecycle::{Criteria, Matcher, SignatureState};
 use crate::record::Reader;
+use crate::states::States;
 use crate::store::Store;
 
 /// Where an invalidation job is.
@@ -283,6 +284,7 @@ pub(crate) struct Scope<'a> {
 /// with those that match and are pending or validated.
 pub(crate) fn scan(
     store: &Store,
+    states: &States,
     scope: &Scope<'_>,
     cursor: u64,
     limit: usize,
@@ -316,17 +318,15 @@ pub(crate) fn scan(
             }
         }
     };
-    let seqs: Vec<u64> = candidates.iter().map(|(seq, _)| *seq).collect();
-    let entries = store.lifecycle_entries(&seqs)?;
+    let states = states.read();
     let matching = candidates
         .into_iter()
-        .zip(entries)
-        .filter(|(_, entry)| {
-            entry.is_none_or(|e| {
-                matches!(e.state, SignatureState::Pending | SignatureState::Validated)
-            })
+        .filter(|(seq, _)| {
+            matches!(
+                states.get(*seq),
+                SignatureState::Pending | SignatureState::Validated
+            )
         })
-        .map(|(candidate, _)| candidate)
         .collect();
     Ok(Step {
         job: 0,

@@ -69,8 +69,9 @@ pub(crate) enum ItemKind {
     /// A signature to a petition that validates by email whose signer the index holds: the
     /// writer looks for its pending signature (same token back) or answers duplicate.
     Resubmit,
-    /// A genuine token's validation of the signature `seq`.
-    Validate { seq: u64 },
+    /// A genuine token's validation of the signature `seq`, which expires at `expires_at_ms`
+    /// (both from the token).
+    Validate { seq: u64, expires_at_ms: u64 },
 }
 
 /// One signature on its way to the writer.

@@ -15,6 +15,7 @@
 //! The lifecycle (pending → validated, invalidated, expired):
 //! - `lifecycle`: states, their stored entries, the petition index's runs, invalidation
 //!   [`Criteria`];
+//! - `states`: every signature's state, two bits a sequence, in memory;
 //! - `token`: validation tokens (HMAC-SHA256 under a key from the store's secret);
 //! - `invalidation`: invalidation jobs, their records and the scan of one step.
 //!
@@ -66,6 +67,7 @@ mod petition;
 mod record;
 mod shared;
 mod signature;
+mod states;
 mod stats;
 mod store;
 mod token;

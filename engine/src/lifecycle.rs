@@ -5,14 +5,18 @@
 //! holds its signer's slot in the index but is not counted until its token is validated, and two
 //! entries are stored with it:
 //!
-//! - `lifecycle`, keyed by the signature's sequence: a [`LifecycleEntry`] (state, petition,
-//!   expiry, fingerprint, when the state last changed). Validation, invalidation and expiry
-//!   overwrite it. A signature without an entry is `validated`.
-//! - `pending_signers`, keyed by the fingerprint, while pending: a [`PendingSigner`] (sequence,
-//!   expiry, re-submissions), so that a signer who signs again gets the same token back.
+//! - `lifecycle`, keyed by the signature's sequence: a [`LifecycleEntry`] (state `pending`,
+//!   petition, expiry, fingerprint, when), written once.
+//! - `pending_signers`, keyed by the fingerprint: a [`PendingSigner`] (sequence, expiry,
+//!   re-submissions), so that a signer who signs again gets the same token back. It is not
+//!   deleted when the signature is validated or invalidated (a random delete per validation);
+//!   the expiry sweep clears such entries as it passes their signatures.
 //!
-//! Expiry drops a pending signature: its record is deleted, its entry says `expired`, and its
-//! sequence is kept in `removed` so that an index rebuild leaves its fingerprint out.
+//! Every later change of state (validated, invalidated, expired) appends a [`Transition`] to
+//! the `transitions` log, keyed by its own sequence. A signature with neither entry nor
+//! transition is `validated`. The states live in memory (`states.rs`); the store's entries and
+//! log rebuild them. Expiry drops a pending signature: its record is deleted and its sequence is
+//! kept in `removed`, so that an index rebuild leaves its fingerprint out.
 
 use std::net::IpAddr;
 
@@ -144,6 +148,35 @@ impl LifecycleEntry {
             fp: Fingerprint::from_bytes(fp),
             changed_at_ms: decode_u64(&bytes[29..], "lifecycle entry")?,
         })
+    }
+}
+
+/// A value of the `transitions` column family (17 bytes), keyed by the transition's own
+/// sequence: the signature's sequence, its new state, and when.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Transition {
+    pub seq: u64,
+    pub state: SignatureState,
+    pub at_ms: u64,
+}
+
+impl Transition {
+    pub fn encode(&self) -> [u8; 17] {
+        let mut out = [0u8; 17];
+        out[..8].copy_from_slice(&self.seq.to_be_bytes());
+        out[8] = self.state.to_byte();
+        out[9..].copy_from_slice(&self.at_ms.to_be_bytes());
+        out
+    }
+
+    pub fn decode(bytes: &[u8]) -> Result<Transition, StoreError> {
+        let mut r = Reader::new(bytes, "transition");
+        let seq = r.u64()?;
+        let state =
+            SignatureState::from_byte(r.u8()?).ok_or(StoreError::Corrupt { what: "transition" })?;
+        let at_ms = r.u64()?;
+        r.finish()?;
+        Ok(Transition { seq, state, at_ms })
     }
 }
 

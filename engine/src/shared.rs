@@ -18,6 +18,7 @@ use crate::health::Health;
 use crate::index::Index;
 use crate::invalidation::Jobs;
 use crate::petition::{Milestone, MilestoneKind, Petition, Registry};
+use crate::states::States;
 use crate::stats::{LatencyHistogram, Stats};
 use crate::store::Store;
 use crate::token::TokenKey;
@@ -34,6 +35,7 @@ pub(crate) struct Shared {
     fingerprinter: Fingerprinter,
     tokens: TokenKey,
     jobs: Jobs,
+    states: States,
     /// The writer's store while it is open and healthy, for readers off the writer thread (the
     /// invalidation scans). The writer sets it and takes it back before it reopens or closes.
     store: Mutex<Option<Arc<Store>>>,
@@ -70,6 +72,7 @@ impl Shared {
             config,
             tokens: TokenKey::new(fingerprinter.secret()),
             jobs: Jobs::default(),
+            states: States::default(),
             store: Mutex::new(None),
             fingerprinter,
             registry: Registry::default(),
@@ -112,6 +115,11 @@ impl Shared {
 
     pub fn jobs(&self) -> &Jobs {
         &self.jobs
+    }
+
+    /// Every signature's state; only the writer changes it.
+    pub fn states(&self) -> &States {
+        &self.states
     }
 
     /// The store, if the writer has one open.
@@ -345,6 +353,7 @@ impl Shared {
             index_entries,
             index_bytes,
             counts_bytes,
+            states_bytes: self.states.bytes(),
             storage_errors_total: self.health.errors_total(),
             last_storage_error: self.health.last_error(),
             recovery_loaded: self.recovery_loaded.load(Ordering::Relaxed),

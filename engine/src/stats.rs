@@ -104,6 +104,10 @@ pub struct Stats {
     pub index_bytes: u64,
     /// Bytes held by the petition table and counts.
     pub counts_bytes: u64,
+    /// Bytes of the signature states in memory (2 bits per signature in the pages that hold a
+    /// signature that is not simply validated; none for petitions that do not validate by
+    /// email).
+    pub states_bytes: u64,
     /// Failed store operations since open.
     pub storage_errors_total: u64,
     /// The last store error, if any.

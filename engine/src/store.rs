@@ -11,7 +11,8 @@
 //! | `signatures`   | signature sequence (u64)| the signature record, versioned                 |
 //! | `fingerprints` | first sequence of batch | the batch's fingerprints, in order (`record.rs`) |
 //! | `milestones`   | milestone sequence (u64)| petition number, threshold, time, kind          |
-//! | `lifecycle`    | signature sequence (u64)| a signature's state when it is not simply validated (`lifecycle.rs`) |
+//! | `lifecycle`    | signature sequence (u64)| a pending signature as written (`lifecycle.rs`) |
+//! | `transitions`  | transition sequence (u64)| a signature's sequence and new state, when     |
 //! | `pending_signers` | fingerprint (16 bytes) | a pending signature's sequence, expiry, re-submissions |
 //! | `by_petition`  | petition, first sequence of a batch | the petition's sequences in that batch |
 //! | `removed`      | signature sequence (u64)| nothing: this signature no longer holds its signer's slot |
@@ -40,7 +41,7 @@ use crate::config::Durability;
 use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
-use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Validation};
+use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validation};
 use crate::petition::{MilestoneKind, PetitionMeta};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
@@ -72,7 +73,8 @@ pub(crate) const CF_PENDING_SIGNERS: &str = "pending_signers";
 pub(crate) const CF_BY_PETITION: &str = "by_petition";
 pub(crate) const CF_REMOVED: &str = "removed";
 pub(crate) const CF_JOBS: &str = "jobs";
-const COLUMN_FAMILIES: [&str; 11] = [
+pub(crate) const CF_TRANSITIONS: &str = "transitions";
+const COLUMN_FAMILIES: [&str; 12] = [
     CF_META,
     CF_PETITIONS,
     CF_COUNTS,
@@ -84,6 +86,7 @@ const COLUMN_FAMILIES: [&str; 11] = [
     CF_BY_PETITION,
     CF_REMOVED,
     CF_JOBS,
+    CF_TRANSITIONS,
 ];
 
 const META_FORMAT: &[u8] = b"format";
@@ -227,7 +230,7 @@ fn cf_options(name: &str) -> Options {
             options.set_max_bytes_for_level_base(512 << 20);
             options.set_compression_type(DBCompressionType::Lz4);
         }
-        CF_LIFECYCLE | CF_PENDING_SIGNERS | CF_BY_PETITION | CF_REMOVED => {
+        CF_LIFECYCLE | CF_PENDING_SIGNERS | CF_BY_PETITION | CF_REMOVED | CF_TRANSITIONS => {
             // Small values, read by key: bloom filters spare the reads of keys not there.
             options.set_write_buffer_size(32 << 20);
             options.set_max_write_buffer_number(4);
@@ -525,23 +528,6 @@ impl Store {
         Ok(milestones)
     }
 
-    /// The `lifecycle` entries of `seqs` (sorted or not), in the same order.
-    pub fn lifecycle_entries(
-        &self,
-        seqs: &[u64],
-    ) -> Result<Vec<Option<LifecycleEntry>>, StoreError> {
-        let cf = self.cf(CF_LIFECYCLE);
-        let keys: Vec<[u8; 8]> = seqs.iter().map(|seq| seq.to_be_bytes()).collect();
-        self.db
-            .batched_multi_get_cf(cf, &keys, false)
-            .into_iter()
-            .map(|value| match value? {
-                None => Ok(None),
-                Some(bytes) => LifecycleEntry::decode(&bytes).map(Some),
-            })
-            .collect()
-    }
-
     /// The `pending_signers` entries of `fps`, in the same order.
     pub fn pending_signers(
         &self,
@@ -713,6 +699,20 @@ impl Store {
             each(Fingerprint::from_bytes(fp), PendingSigner::decode(&value)?);
         }
         Ok(())
+    }
+
+    /// Calls `each` with every transition, in order; returns the key after the last.
+    pub fn all_transitions(&self, mut each: impl FnMut(Transition)) -> Result<u64, StoreError> {
+        let mut next = 0;
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_TRANSITIONS), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            next = decode_u64(&key, "transition key")? + 1;
+            each(Transition::decode(&value)?);
+        }
+        Ok(next)
     }
 
     /// The sequences of signatures that no longer hold their signer's slot, ascending.

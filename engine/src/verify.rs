@@ -27,12 +27,29 @@ pub struct VerifyReport {
 pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, VerifyError> {
     let mut problems: Vec<String> = Vec::new();
     let mut lifecycle: HashMap<u64, LifecycleEntry> = HashMap::new();
+    let mut states: HashMap<u64, SignatureState> = HashMap::new();
     store.all_lifecycle(|seq, entry| {
         lifecycle.insert(seq, entry);
+        states.insert(seq, SignatureState::Pending);
     })?;
-    let (from_records, per_petition) = scan_records(shared, store, &lifecycle, &mut problems)?;
-    check_fingerprints(shared, store, &from_records, &lifecycle, &mut problems)?;
-    check_pending_signers(store, &from_records, &lifecycle, &mut problems)?;
+    store.all_transitions(|t| {
+        states.insert(t.seq, t.state);
+    })?;
+    // The states in memory are the store's.
+    let memory = shared.states().read();
+    for (seq, state) in &states {
+        if memory.get(*seq) != *state {
+            problems.push(format!(
+                "signature {seq}: {state:?} in the store, {:?} in memory",
+                memory.get(*seq)
+            ));
+        }
+    }
+    drop(memory);
+    let (from_records, per_petition) =
+        scan_records(shared, store, &lifecycle, &states, &mut problems)?;
+    check_fingerprints(shared, store, &from_records, &states, &mut problems)?;
+    check_pending_signers(store, &from_records, &lifecycle, &states, &mut problems)?;
     let petitions = check_counts(shared, store, &per_petition, &mut problems)?;
     let milestones = check_milestones(store, &per_petition, &mut problems)?;
     if problems.is_empty() {
@@ -56,6 +73,7 @@ fn scan_records(
     shared: &Shared,
     store: &Store,
     lifecycle: &HashMap<u64, LifecycleEntry>,
+    states: &HashMap<u64, SignatureState>,
     problems: &mut Vec<String>,
 ) -> Result<Scanned, VerifyError> {
     let policy = shared.config().signer_policy;
@@ -87,7 +105,11 @@ fn scan_records(
                 "signature {seq}: lifecycle entry names another petition"
             ));
         }
-        match entry.map_or(SignatureState::Validated, |e| e.state) {
+        match states
+            .get(&seq)
+            .copied()
+            .unwrap_or(SignatureState::Validated)
+        {
             SignatureState::Validated => counts.validated += 1,
             SignatureState::Pending => {
                 counts.pending += 1;
@@ -112,7 +134,7 @@ fn check_fingerprints(
     shared: &Shared,
     store: &Store,
     from_records: &[(u64, u128)],
-    lifecycle: &HashMap<u64, LifecycleEntry>,
+    states: &HashMap<u64, SignatureState>,
     problems: &mut Vec<String>,
 ) -> Result<(), VerifyError> {
     let removed: HashSet<u64> = store.load_removed()?.into_iter().collect();
@@ -132,7 +154,7 @@ fn check_fingerprints(
         ));
     }
     for seq in &removed {
-        if lifecycle.get(seq).map(|e| e.state) != Some(SignatureState::Expired) {
+        if states.get(seq) != Some(&SignatureState::Expired) {
             problems.push(format!("signature {seq}: removed but not expired"));
         }
     }
@@ -153,37 +175,34 @@ fn check_fingerprints(
     Ok(())
 }
 
-/// Every pending signature has its `pending_signers` entry, and every entry names a pending
-/// signature with its fingerprint.
+/// Every pending signature has its `pending_signers` entry; every entry names a signature of
+/// its signer that is pending, or (not yet cleared by the sweep) validated or invalidated.
 fn check_pending_signers(
     store: &Store,
     from_records: &[(u64, u128)],
     lifecycle: &HashMap<u64, LifecycleEntry>,
+    states: &HashMap<u64, SignatureState>,
     problems: &mut Vec<String>,
 ) -> Result<(), VerifyError> {
     let fp_of: HashMap<u64, u128> = from_records.iter().copied().collect();
-    let mut signers = 0u64;
+    let mut named: HashSet<u64> = HashSet::new();
     store.all_pending_signers(|fp, signer| {
-        signers += 1;
         let entry = lifecycle.get(&signer.seq);
-        let ok = entry.is_some_and(|e| {
-            e.state == SignatureState::Pending && e.expires_at_ms == signer.expires_at_ms
-        }) && fp_of.get(&signer.seq) == Some(&fp.0);
+        let ok = entry.is_some_and(|e| e.expires_at_ms == signer.expires_at_ms)
+            && fp_of.get(&signer.seq) == Some(&fp.0)
+            && states.get(&signer.seq) != Some(&SignatureState::Expired);
         if !ok {
             problems.push(format!(
-                "pending signer of signature {} does not match a pending signature",
+                "pending signer of signature {} does not match a stored signature",
                 signer.seq
             ));
         }
+        named.insert(signer.seq);
     })?;
-    let pending = lifecycle
-        .iter()
-        .filter(|(seq, e)| e.state == SignatureState::Pending && fp_of.contains_key(seq))
-        .count() as u64;
-    if pending != signers {
-        problems.push(format!(
-            "{pending} pending signatures, {signers} pending signers"
-        ));
+    for (seq, state) in states {
+        if *state == SignatureState::Pending && !named.contains(seq) {
+            problems.push(format!("pending signature {seq} has no pending signer"));
+        }
     }
     Ok(())
 }

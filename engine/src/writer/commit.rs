@@ -18,12 +18,15 @@ use crate::error::{StoreError, SubmitError};
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
 use crate::job::{Item, ItemKind, Outcome, SignJob};
-use crate::lifecycle::{self, LifecycleEntry, PendingSigner, SignatureState, RESUBMITS_MAX};
+use crate::lifecycle::{
+    self, LifecycleEntry, PendingSigner, SignatureState, Transition, RESUBMITS_MAX,
+};
 use crate::petition::{Milestone, MilestoneKind, Petition};
 use crate::record;
+use crate::states::States;
 use crate::store::{
     self, Counts, Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
-    CF_PENDING_SIGNERS, CF_REMOVED, CF_SIGNATURES,
+    CF_PENDING_SIGNERS, CF_REMOVED, CF_SIGNATURES, CF_TRANSITIONS,
 };
 use crate::token::Named;
 
@@ -50,11 +53,10 @@ impl Touched {
     }
 }
 
-/// What a batch's re-submissions and validations read before it is built: the pending signer
-/// of each re-submission and the lifecycle entry of each validation, in item order.
+/// What a batch's re-submissions read before it is built: each one's pending signer, in item
+/// order.
 struct Reads {
     signers: Vec<Option<PendingSigner>>,
-    states: Vec<Option<LifecycleEntry>>,
 }
 
 impl Reads {
@@ -64,26 +66,33 @@ impl Reads {
             .filter(|(_, item)| item.kind == ItemKind::Resubmit)
             .map(|(_, item)| item.fp)
             .collect();
-        let seqs: Vec<u64> = fresh
-            .iter()
-            .filter_map(|(_, item)| match item.kind {
-                ItemKind::Validate { seq } => Some(seq),
-                _ => None,
-            })
-            .collect();
         Ok(Reads {
             signers: if fps.is_empty() {
                 Vec::new()
             } else {
                 store.pending_signers(&fps)?
             },
-            states: if seqs.is_empty() {
-                Vec::new()
-            } else {
-                store.lifecycle_entries(&seqs)?
-            },
         })
     }
+}
+
+/// Puts the drop of an expired signature's record into `batch`, and its sequence among the
+/// removed (an index rebuild leaves its fingerprint out). Its transition to `expired` and its
+/// `pending_signers` entry are the caller's to write.
+pub(super) fn drop_record(batch: &mut WriteBatch, store: &Store, seq: u64) {
+    let key = seq.to_be_bytes();
+    batch.delete_cf(store.cf(CF_SIGNATURES), key);
+    batch.put_cf(store.cf(CF_REMOVED), key, []);
+}
+
+/// What [`Building::finish`] hands back.
+struct Finished {
+    batch: WriteBatch,
+    first_seq: u64,
+    next_seq: u64,
+    fingerprints: Vec<u8>,
+    by_petition: BTreeMap<u32, Vec<u8>>,
+    next_transition: u64,
 }
 
 /// One batch being built: what its items have written so far, so that a later item of the same
@@ -103,18 +112,61 @@ struct Building<'s> {
     /// at a random place in the skip list walks it from the top (half the writer's time when
     /// validations came in random order, before).
     signers: BTreeMap<Fingerprint, Option<PendingSigner>>,
-    /// Lifecycle entries changed in this batch, written at the end in key order.
-    states: BTreeMap<u64, LifecycleEntry>,
+    /// Every signature's state (the writer is the only one to change it).
+    states: &'s States,
+    /// States changed in this batch, in order: each a `transitions` entry (new pending
+    /// signatures are `lifecycle` entries instead), applied to `states` at the end.
+    changes: Vec<(u64, SignatureState)>,
+    /// The same, by sequence, for the lookups of later items of the batch.
+    changed: HashMap<u64, SignatureState>,
+    /// New pending signatures' `lifecycle` entries (ascending sequences).
+    created: Vec<(u64, LifecycleEntry)>,
+    /// The key of the next `transitions` entry.
+    next_transition: u64,
 }
 
 impl Building<'_> {
-    /// Puts the lifecycle changes into the batch, each key once, in key order.
-    fn finish(mut self) -> (WriteBatch, u64, u64, Vec<u8>, BTreeMap<u32, Vec<u8>>) {
+    /// The state of the signature `seq`, with this batch's changes so far.
+    fn state(&self, seq: u64) -> SignatureState {
+        match self.changed.get(&seq) {
+            Some(state) => *state,
+            None => self.states.get(seq),
+        }
+    }
+
+    /// Records a change of state (a `transitions` entry).
+    fn transition(&mut self, seq: u64, state: SignatureState) {
+        let value = Transition {
+            seq,
+            state,
+            at_ms: self.now,
+        }
+        .encode();
+        self.batch.put_cf(
+            self.store.cf(CF_TRANSITIONS),
+            self.next_transition.to_be_bytes(),
+            value,
+        );
+        self.next_transition += 1;
+        self.changes.push((seq, state));
+        self.changed.insert(seq, state);
+    }
+
+    /// Puts the lifecycle changes into the batch (new entries and pending signers each once, in
+    /// key order) and applies the batch's states to the table: the writer's next batch counts on
+    /// from them; if this one fails, the recovery rebuilds the table from the store.
+    fn finish(mut self) -> Finished {
         let lifecycle = self.store.cf(CF_LIFECYCLE);
-        for (seq, entry) in &self.states {
+        for (seq, entry) in &self.created {
             self.batch
                 .put_cf(lifecycle, seq.to_be_bytes(), entry.encode());
         }
+        self.states.set_all(
+            self.created
+                .iter()
+                .map(|(seq, _)| (*seq, SignatureState::Pending))
+                .chain(self.changes.iter().copied()),
+        );
         let signers = self.store.cf(CF_PENDING_SIGNERS);
         for (fp, signer) in &self.signers {
             match signer {
@@ -122,13 +174,14 @@ impl Building<'_> {
                 None => self.batch.delete_cf(signers, fp.to_bytes()),
             }
         }
-        (
-            self.batch,
-            self.first_seq,
-            self.next_seq,
-            self.fingerprints,
-            self.by_petition,
-        )
+        Finished {
+            batch: self.batch,
+            first_seq: self.first_seq,
+            next_seq: self.next_seq,
+            fingerprints: self.fingerprints,
+            by_petition: self.by_petition,
+            next_transition: self.next_transition,
+        }
     }
 
     fn token(&self, petition: u32, seq: u64, expires_at_ms: u64) -> Outcome {
@@ -186,7 +239,8 @@ impl Building<'_> {
             resubmits: 0,
         };
         self.signers.insert(item.fp, Some(signer));
-        self.states.insert(seq, entry);
+        self.created.push((seq, entry));
+        self.changed.insert(seq, SignatureState::Pending);
         counts.after.pending += 1;
         self.token(petition, seq, expires_at_ms)
     }
@@ -210,18 +264,22 @@ impl Building<'_> {
                 count: counts.after.validated,
             });
         };
+        match self.state(signer.seq) {
+            SignatureState::Pending => {}
+            // Its entry outlived its pending state (the sweep clears such entries later).
+            SignatureState::Validated | SignatureState::Invalidated => {
+                return Ok(Outcome::Duplicate {
+                    count: counts.after.validated,
+                })
+            }
+            // Not reached while the index holds the signer; as a new signature if it were.
+            SignatureState::Expired => return Ok(self.write_new(job, item, petition, counts)),
+        }
         if self.now >= signer.expires_at_ms {
             // Expired, not swept yet: it goes now, and this signature takes the signer's slot
             // (already held in the index) as a new pending one.
-            let expired = LifecycleEntry {
-                state: SignatureState::Expired,
-                petition,
-                expires_at_ms: signer.expires_at_ms,
-                fp: item.fp,
-                changed_at_ms: self.now,
-            };
             drop_record(&mut self.batch, self.store, signer.seq);
-            self.states.insert(signer.seq, expired);
+            self.transition(signer.seq, SignatureState::Expired);
             counts.after.pending -= 1;
             return Ok(self.write_new(job, item, petition, counts));
         }
@@ -236,32 +294,21 @@ impl Building<'_> {
         Ok(self.token(petition, signer.seq, signer.expires_at_ms))
     }
 
-    /// A genuine token validates the signature `seq`.
+    /// A genuine token validates the signature `seq`, which expires at `expires_at_ms`.
     fn validate(
         &mut self,
         seq: u64,
+        expires_at_ms: u64,
         petition: &Petition,
         counts: &mut Touched,
-        read: Option<LifecycleEntry>,
     ) -> Result<Outcome, SubmitError> {
-        let Some(entry) = self.states.get(&seq).copied().or(read) else {
-            return Err(SubmitError::UnknownToken);
-        };
-        match entry.state {
-            SignatureState::Pending if self.now >= entry.expires_at_ms => {
-                Err(SubmitError::TokenExpired)
-            }
+        match self.state(seq) {
+            SignatureState::Pending if self.now >= expires_at_ms => Err(SubmitError::TokenExpired),
             SignatureState::Pending if !petition.is_open(self.now) => {
                 Err(SubmitError::PetitionClosed)
             }
             SignatureState::Pending => {
-                let validated = LifecycleEntry {
-                    state: SignatureState::Validated,
-                    changed_at_ms: self.now,
-                    ..entry
-                };
-                self.signers.insert(entry.fp, None);
-                self.states.insert(seq, validated);
+                self.transition(seq, SignatureState::Validated);
                 counts.after.pending -= 1;
                 counts.after.validated += 1;
                 Ok(Outcome::Validated {
@@ -275,15 +322,6 @@ impl Building<'_> {
             SignatureState::Expired => Err(SubmitError::TokenExpired),
         }
     }
-}
-
-/// Puts the drop of an expired signature's record into `batch`, and its sequence among the
-/// removed (an index rebuild leaves its fingerprint out). Its `lifecycle` entry (now `expired`)
-/// and its `pending_signers` entry are the caller's to write.
-pub(super) fn drop_record(batch: &mut WriteBatch, store: &Store, seq: u64) {
-    let key = seq.to_be_bytes();
-    batch.delete_cf(store.cf(CF_SIGNATURES), key);
-    batch.put_cf(store.cf(CF_REMOVED), key, []);
 }
 
 impl Writer {
@@ -321,13 +359,17 @@ impl Writer {
             fingerprints: Vec::new(),
             by_petition: BTreeMap::new(),
             signers: BTreeMap::new(),
-            states: BTreeMap::new(),
+            states: self.shared.states(),
+            changes: Vec::new(),
+            changed: HashMap::new(),
+            created: Vec::new(),
+            next_transition: self.next_transition_seq,
         };
         let mut commits = Vec::new();
         let mut touched: HashMap<u32, Touched> = HashMap::new();
         let mut answers = Vec::with_capacity(fresh.len());
         let mut signed = 0u64;
-        let (mut resubmit_at, mut validate_at) = (0, 0);
+        let mut resubmit_at = 0;
         for (j, item) in fresh {
             let job = &open[*j];
             let petition = &job.petitions[item.petition as usize];
@@ -345,15 +387,20 @@ impl Writer {
                     resubmit_at += 1;
                     b.resubmit(job, item, petition.num, counts, read)
                 }
-                ItemKind::Validate { seq } => {
-                    let read = reads.states[validate_at];
-                    validate_at += 1;
-                    b.validate(seq, petition, counts, read)
+                ItemKind::Validate { seq, expires_at_ms } => {
+                    b.validate(seq, expires_at_ms, petition, counts)
                 }
             };
             answers.push(answer);
         }
-        let (mut batch, first_seq, next_seq, fingerprints, by_petition) = b.finish();
+        let Finished {
+            mut batch,
+            first_seq,
+            next_seq,
+            fingerprints,
+            by_petition,
+            next_transition,
+        } = b.finish();
         let written = next_seq - first_seq;
         assert_eq!(
             fingerprints.len() as u64,
@@ -397,6 +444,7 @@ impl Writer {
             written,
             milestones,
             next_milestone_seq,
+            next_transition,
         })
     }
 
@@ -482,7 +530,7 @@ impl Writer {
             fresh,
             prepared.answers,
             prepared.written,
-            prepared.next_milestone_seq,
+            (prepared.next_milestone_seq, prepared.next_transition),
         );
         let callers = open.into_iter().map(|job| job.caller).collect();
         let written = Written {
@@ -528,7 +576,7 @@ impl Writer {
                     fresh,
                     prepared.answers,
                     prepared.written,
-                    prepared.next_milestone_seq,
+                    (prepared.next_milestone_seq, prepared.next_transition),
                 );
                 syncer::publish(
                     &self.shared,
@@ -549,10 +597,10 @@ impl Writer {
         fresh: Vec<(usize, Item)>,
         answers: Vec<Result<Outcome, SubmitError>>,
         written: u64,
-        next_milestone_seq: u64,
+        next: (u64, u64),
     ) {
         self.next_seq += written;
-        self.next_milestone_seq = next_milestone_seq;
+        (self.next_milestone_seq, self.next_transition_seq) = next;
         for ((j, item), answer) in fresh.into_iter().zip(answers) {
             if let Ok(Outcome::Duplicate { .. }) = answer {
                 self.shared.count_duplicates(1);

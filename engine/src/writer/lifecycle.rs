@@ -17,10 +17,10 @@ use crate::config::Durability;
 use crate::error::{InvalidationError, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::invalidation::{JobChange, JobRecord, JobState, Step, StepResult};
-use crate::lifecycle::{LifecycleEntry, SignatureState};
+use crate::lifecycle::{LifecycleEntry, SignatureState, Transition};
 use crate::petition::{Milestone, MilestoneKind};
 use crate::store::{
-    self, Store, CF_COUNTS, CF_JOBS, CF_LIFECYCLE, CF_META, CF_MILESTONES, CF_PENDING_SIGNERS,
+    self, Store, CF_COUNTS, CF_JOBS, CF_META, CF_MILESTONES, CF_PENDING_SIGNERS, CF_TRANSITIONS,
     META_SWEEP_CURSOR,
 };
 
@@ -93,37 +93,67 @@ impl Writer {
         self.shared.publish_milestones(milestones);
     }
 
+    /// Puts a transition of the signature `seq` to `state` into `batch` and takes the next
+    /// transition sequence.
+    fn put_transition(
+        &mut self,
+        store: &Store,
+        batch: &mut WriteBatch,
+        seq: u64,
+        state: SignatureState,
+        now: u64,
+    ) {
+        let value = Transition {
+            seq,
+            state,
+            at_ms: now,
+        }
+        .encode();
+        batch.put_cf(
+            store.cf(CF_TRANSITIONS),
+            self.next_transition_seq.to_be_bytes(),
+            value,
+        );
+        self.next_transition_seq += 1;
+    }
+
     /// One step of the expiry sweep: drops up to `lifecycle_step` pending signatures whose grace
     /// has passed, from the sweep's cursor on, and frees their signers' slots once that is
-    /// durable. Returns how many expired and whether more may be due now.
+    /// durable. On its way it clears the `pending_signers` entries of signatures that were
+    /// validated or invalidated since. Returns how many expired and whether more may be due
+    /// now.
     pub(super) fn sweep(&mut self) -> Result<(u64, bool), StoreError> {
         let store = self.healthy_store()?;
         let now = self.shared.now_ms();
         let step = self.shared.config().lifecycle_step;
         let mut cursor = self.sweep_cursor;
         let mut due: Vec<(u64, LifecycleEntry)> = Vec::new();
+        let mut settled: Vec<Fingerprint> = Vec::new();
         let mut read = 0usize;
         let mut waiting = false;
-        store.scan_lifecycle(cursor, step, |seq, entry| {
-            read += 1;
-            match entry.state {
-                SignatureState::Pending if entry.expires_at_ms > now => {
-                    // Expiries follow sequence order: nothing after this one is due yet.
-                    waiting = true;
-                    cursor = seq;
-                    false
+        {
+            let states = self.shared.states().read();
+            store.scan_lifecycle(cursor, step, |seq, entry| {
+                read += 1;
+                match states.get(seq) {
+                    SignatureState::Pending if entry.expires_at_ms > now => {
+                        // Expiries follow sequence order: nothing after this one is due yet.
+                        waiting = true;
+                        cursor = seq;
+                        return false;
+                    }
+                    SignatureState::Pending => due.push((seq, entry)),
+                    // A signer who was validated or invalidated keeps the slot for good, so
+                    // its entry names this signature: no longer needed.
+                    SignatureState::Validated | SignatureState::Invalidated => {
+                        settled.push(entry.fp)
+                    }
+                    SignatureState::Expired => {}
                 }
-                SignatureState::Pending => {
-                    due.push((seq, entry));
-                    cursor = seq + 1;
-                    true
-                }
-                _ => {
-                    cursor = seq + 1;
-                    true
-                }
-            }
-        })?;
+                cursor = seq + 1;
+                true
+            })?;
+        }
         let more = read == step && !waiting;
         if cursor == self.sweep_cursor {
             return Ok((0, false));
@@ -137,12 +167,7 @@ impl Writer {
                 });
             };
             drop_record(&mut batch, &store, *seq);
-            let expired = LifecycleEntry {
-                state: SignatureState::Expired,
-                changed_at_ms: now,
-                ..*entry
-            };
-            batch.put_cf(store.cf(CF_LIFECYCLE), seq.to_be_bytes(), expired.encode());
+            self.put_transition(&store, &mut batch, *seq, SignatureState::Expired, now);
             touched
                 .entry(entry.petition)
                 .or_insert_with(|| Touched::new(&petition, &HashMap::new()))
@@ -151,6 +176,7 @@ impl Writer {
         }
         // In key order: see `Building` in commit.rs.
         let mut fps: Vec<Fingerprint> = due.iter().map(|(_, entry)| entry.fp).collect();
+        fps.append(&mut settled);
         fps.sort_unstable();
         for fp in fps {
             batch.delete_cf(store.cf(CF_PENDING_SIGNERS), fp.to_bytes());
@@ -158,6 +184,9 @@ impl Writer {
         let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
         debug_assert!(milestones.is_empty(), "expiry changes no validated count");
         batch.put_cf(store.cf(CF_META), META_SWEEP_CURSOR, cursor.to_be_bytes());
+        self.shared
+            .states()
+            .set_all(due.iter().map(|(seq, _)| (*seq, SignatureState::Expired)));
         if let Err(e) = self.write_control(&store, batch) {
             self.unsettled_removals
                 .extend(due.iter().map(|(seq, entry)| (*seq, entry.fp)));
@@ -183,14 +212,11 @@ impl Writer {
         }
         let store = self.healthy_store()?;
         let now = self.shared.now_ms();
-        let seqs: Vec<u64> = step.matching.iter().map(|(seq, _)| *seq).collect();
-        let entries = store.lifecycle_entries(&seqs)?;
         let mut batch = WriteBatch::default();
         let mut touched: HashMap<u32, Touched> = HashMap::new();
-        let mut invalidated = 0u64;
-        let mut unpending = Vec::new();
-        for (&(seq, num), entry) in step.matching.iter().zip(entries) {
-            let state = entry.map_or(SignatureState::Validated, |e| e.state);
+        let mut changes = Vec::new();
+        for &(seq, num) in &step.matching {
+            let state = self.shared.states().get(seq);
             if !matches!(state, SignatureState::Pending | SignatureState::Validated) {
                 continue;
             }
@@ -201,30 +227,16 @@ impl Writer {
                 .entry(num)
                 .or_insert_with(|| Touched::new(&petition, &HashMap::new()))
                 .after;
-            let mut changed = entry.unwrap_or(LifecycleEntry {
-                state,
-                petition: num,
-                expires_at_ms: 0,
-                fp: Fingerprint(0),
-                changed_at_ms: now,
-            });
             if state == SignatureState::Pending {
-                unpending.push(changed.fp);
                 counts.pending -= 1;
             } else {
                 counts.validated -= 1;
             }
             counts.invalidated += 1;
-            changed.state = SignatureState::Invalidated;
-            changed.changed_at_ms = now;
-            batch.put_cf(store.cf(CF_LIFECYCLE), seq.to_be_bytes(), changed.encode());
-            invalidated += 1;
+            self.put_transition(&store, &mut batch, seq, SignatureState::Invalidated, now);
+            changes.push((seq, SignatureState::Invalidated));
         }
-        // In key order: see `Building` in commit.rs.
-        unpending.sort_unstable();
-        for fp in unpending {
-            batch.delete_cf(store.cf(CF_PENDING_SIGNERS), fp.to_bytes());
-        }
+        let invalidated = changes.len() as u64;
         let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
         let job = &mut record.job;
         job.scanned += step.scanned;
@@ -236,6 +248,8 @@ impl Writer {
             job.finished_at_ms = Some(now);
         }
         batch.put_cf(store.cf(CF_JOBS), job.id.to_be_bytes(), record.encode());
+        // The writer counts on from the new states; a failed write rebuilds them from the store.
+        self.shared.states().set_all(changes);
         self.write_control(&store, batch)?;
         self.publish_lowered(touched, milestones);
         let state = record.job.state;

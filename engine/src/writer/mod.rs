@@ -81,6 +81,8 @@ struct Prepared {
     written: u64,
     milestones: Vec<Milestone>,
     next_milestone_seq: u64,
+    /// The key of the next `transitions` entry after this batch.
+    next_transition: u64,
 }
 
 pub(crate) struct Writer {
@@ -99,6 +101,8 @@ pub(crate) struct Writer {
     deferred: Vec<SignJob>,
     /// Where the expiry sweep goes on from.
     sweep_cursor: u64,
+    /// The key of the next `transitions` entry.
+    next_transition_seq: u64,
     /// Expired signatures whose fingerprints are still in the index because the write that
     /// dropped them reported failure: the recovery looks them up in the store.
     unsettled_removals: Vec<(u64, Fingerprint)>,
@@ -134,6 +138,7 @@ impl Writer {
             next_milestone_seq,
             deferred: Vec::new(),
             sweep_cursor,
+            next_transition_seq: 0,
             unsettled_removals: Vec::new(),
         })
     }

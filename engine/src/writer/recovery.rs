@@ -17,6 +17,7 @@ use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::invalidation::JobRecord;
+use crate::lifecycle::SignatureState;
 use crate::petition::Milestone;
 use crate::record;
 use crate::shared::Shared;
@@ -90,6 +91,8 @@ impl Writer {
             }
         }
         self.sweep_cursor = store.sweep_cursor()?;
+        // A failed batch's states were applied when it was built: the store says which stand.
+        self.rebuild_states(store)?;
         for (num, counts) in store.load_counts()? {
             if let Some(petition) = self.shared.registry().by_num(num) {
                 petition.set_counts(counts);
@@ -116,12 +119,36 @@ impl Writer {
         Ok(())
     }
 
+    /// Rebuilds every signature's state from the store: each pending signature as written
+    /// (`lifecycle`), then every transition in order.
+    fn rebuild_states(&mut self, store: &Store) -> Result<(), StoreError> {
+        let states = self.shared.states();
+        states.clear();
+        let mut chunk = Vec::with_capacity(4096);
+        store.all_lifecycle(|seq, _| {
+            chunk.push((seq, SignatureState::Pending));
+            if chunk.len() == chunk.capacity() {
+                states.set_all(chunk.drain(..));
+            }
+        })?;
+        states.set_all(chunk.drain(..));
+        self.next_transition_seq = store.all_transitions(|transition| {
+            chunk.push((transition.seq, transition.state));
+            if chunk.len() == chunk.capacity() {
+                states.set_all(chunk.drain(..));
+            }
+        })?;
+        states.set_all(chunk.drain(..));
+        Ok(())
+    }
+
     /// Reads every fingerprint batch and inserts it, committed. Two threads: this one reads and
-    /// inserts every other batch, a helper inserts the rest.
+    /// inserts every other batch, a helper inserts the rest. Then the signatures' states.
     pub(super) fn rebuild_index(&mut self) -> Result<(), StoreError> {
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.clone() else {
             return Ok(());
         };
+        self.rebuild_states(&store)?;
         let shared = &self.shared;
         // Expired signatures' fingerprints no longer hold a slot: left out.
         let removed = store.load_removed()?;
