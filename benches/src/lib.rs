@@ -1,8 +1,10 @@
 //! Support for the benchmarks: deterministic workloads, open-loop pacing, a disk probe, the
-//! durable-ack floor, stalls beside the background work that overlapped them, and process facts.
+//! durable-ack floor, stalls beside the background work that overlapped them, process facts, and
+//! the lifecycle benchmarks (validations, an invalidation job under load).
 
 pub mod disk;
 pub mod floor;
+pub mod lifecycle;
 pub mod open_loop;
 pub mod process;
 pub mod stalls;
