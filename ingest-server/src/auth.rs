@@ -11,7 +11,7 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 /// What a key may do. Reads are public and need no key.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum Role {
-    /// Submit signatures (single and batch).
+    /// Submit signatures and validate pending ones (single and batch).
     Ingest,
     /// Everything `ingest` may, plus register, update and close petitions.
     Admin,
@@ -174,7 +174,7 @@ impl Keys {
         caller.key.map(|index| self.sources[index].as_str())
     }
 
-    /// Takes `n` signatures from the caller's rate budget.
+    /// Takes `n` signatures (or validations: each is a write too) from the caller's rate budget.
     pub fn take(&self, caller: Caller, n: u64) -> Take {
         if self.rate_per_s == 0 {
             return Take::Taken;

@@ -41,7 +41,8 @@ pub struct ServerConfig {
     /// Most batch requests in flight; past it, 503 at once. Taken once the body is read, as
     /// for `inflight_max`.
     pub batch_inflight_max: usize,
-    /// Signatures per second each API key may submit (0: no limit); past it, 429.
+    /// Signatures and validations per second each API key may submit (0: no limit); past it,
+    /// 429.
     pub rate_limit_per_key: u32,
     /// How long a drain waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,

@@ -86,7 +86,8 @@ struct Args {
     /// Most batch requests in flight before shedding with 503.
     #[arg(long, env = "INGEST_BATCH_INFLIGHT_MAX", default_value_t = 32)]
     batch_inflight_max: usize,
-    /// Signatures per second each API key may submit (0: unlimited); past it, 429.
+    /// Signatures and validations per second each API key may submit (0: unlimited); past it,
+    /// 429.
     #[arg(long, env = "INGEST_RATE_LIMIT_PER_KEY", default_value_t = 0)]
     rate_limit_per_key: u32,
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, e.g. 30s.
@@ -95,6 +96,32 @@ struct Args {
     /// Expected number of stored signatures: the dedup index is pre-sized for it.
     #[arg(long, env = "INGEST_SIGNATURES_EXPECTED", default_value_t = 0)]
     signatures_expected: u64,
+    /// How long a pending signature (to a petition with "validation": "email") waits for its
+    /// token before it expires and its signer may sign again, e.g. 7d.
+    #[arg(
+        long,
+        env = "INGEST_PENDING_GRACE",
+        default_value = "7d",
+        value_parser = positive_duration
+    )]
+    pending_grace: Duration,
+    /// How often the background sweep drops expired pending signatures, e.g. 1s.
+    #[arg(
+        long,
+        env = "INGEST_SWEEP_INTERVAL",
+        default_value = "1s",
+        value_parser = positive_duration
+    )]
+    sweep_interval: Duration,
+    /// Most pending signatures one sweep step reads, and most signatures one step of an
+    /// invalidation job reads: the bound on the engine writer's time per step.
+    #[arg(
+        long,
+        env = "INGEST_LIFECYCLE_STEP",
+        default_value_t = 4096,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    lifecycle_step: usize,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "INGEST_THREADS")]
     threads: Option<usize>,
@@ -102,6 +129,13 @@ struct Args {
 
 fn duration(text: &str) -> Result<Duration, String> {
     humantime::parse_duration(text).map_err(|e| format!("{e} (examples: 500ms, 10s, 1m)"))
+}
+
+fn positive_duration(text: &str) -> Result<Duration, String> {
+    match duration(text)? {
+        d if d.is_zero() => Err("must be longer than 0".to_string()),
+        d => Ok(d),
+    }
 }
 
 /// `--durability`: the engine's own names and parser, listed in `--help` and in errors.
@@ -145,6 +179,9 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     config.durability = args.durability;
     config.signatures_expected = args.signatures_expected;
+    config.pending_grace = args.pending_grace;
+    config.sweep_interval = Some(args.sweep_interval);
+    config.lifecycle_step = args.lifecycle_step;
     let opening = Instant::now();
     let engine = Engine::open(config)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -243,4 +280,34 @@ async fn shutdown_signal() {
         let _ = interrupt.await;
     }
     tracing::info!("shutdown signal received");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lifecycle_flags_default_to_the_engine_defaults() {
+        let args = Args::try_parse_from(["ingest-server"]).expect("defaults parse");
+        let engine = Config::in_memory();
+        assert_eq!(args.pending_grace, engine::PENDING_GRACE_DEFAULT);
+        assert_eq!(Some(args.sweep_interval), engine.sweep_interval);
+        assert_eq!(args.lifecycle_step, engine.lifecycle_step);
+    }
+
+    #[test]
+    fn lifecycle_flags_refuse_zero() {
+        for flag in [
+            "--pending-grace=0s",
+            "--sweep-interval=0ms",
+            "--lifecycle-step=0",
+        ] {
+            assert!(
+                Args::try_parse_from(["ingest-server", flag]).is_err(),
+                "{flag} is refused"
+            );
+        }
+        let args = Args::try_parse_from(["ingest-server", "--pending-grace=2d"]).expect("parses");
+        assert_eq!(args.pending_grace, Duration::from_secs(2 * 24 * 3600));
+    }
 }

@@ -18,62 +18,80 @@ use prometheus_client::registry::{Registry, Unit};
 use crate::request::BodyBudget;
 use crate::routes::RouteId;
 
-/// The outcome of one signature, as counted in `ingest_signatures_total{outcome}`. The labels
-/// are the codes of the answers (`accepted`, `duplicate`, or the error code).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum SignatureOutcome {
-    Accepted,
-    Duplicate,
-    InvalidSignature,
-    MalformedJson,
-    UnknownPetition,
-    PetitionClosed,
-    RateLimited,
-    /// A batch with more signatures than the per-key rate's full bucket: never taken.
-    BatchExceedsRate,
-    Overloaded,
-    StorageUnavailable,
-    Recovering,
-    ShuttingDown,
-    /// An engine error this server does not know yet (`SubmitError` is non-exhaustive).
-    Other,
+/// Declares an outcome enum: its variants, each with the label it is counted under, and `ALL`,
+/// every variant in declaration order (`outcome as usize` indexes it).
+macro_rules! outcomes {
+    ($(#[$doc:meta])* $name:ident { $($(#[$vdoc:meta])* $variant:ident = $label:literal,)* }) => {
+        $(#[$doc])*
+        #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+        pub(crate) enum $name {
+            $($(#[$vdoc])* $variant,)*
+        }
+
+        impl $name {
+            /// Every outcome, in the order of the variants.
+            pub const ALL: &'static [$name] = &[$($name::$variant,)*];
+
+            /// The metric label, which is also the answer's status or error code.
+            pub fn label(self) -> &'static str {
+                match self {
+                    $($name::$variant => $label,)*
+                }
+            }
+        }
+    };
 }
 
-impl SignatureOutcome {
-    /// Every outcome, in the order of the variants (`outcome as usize` indexes this).
-    pub const ALL: [SignatureOutcome; 13] = [
-        SignatureOutcome::Accepted,
-        SignatureOutcome::Duplicate,
-        SignatureOutcome::InvalidSignature,
-        SignatureOutcome::MalformedJson,
-        SignatureOutcome::UnknownPetition,
-        SignatureOutcome::PetitionClosed,
-        SignatureOutcome::RateLimited,
-        SignatureOutcome::BatchExceedsRate,
-        SignatureOutcome::Overloaded,
-        SignatureOutcome::StorageUnavailable,
-        SignatureOutcome::Recovering,
-        SignatureOutcome::ShuttingDown,
-        SignatureOutcome::Other,
-    ];
+outcomes! {
+    /// The outcome of one signature, as counted in `ingest_signatures_total{outcome}`. The labels
+    /// are the codes of the answers (`accepted`, `duplicate`, `pending`, or the error code).
+    SignatureOutcome {
+        Accepted = "accepted",
+        Duplicate = "duplicate",
+        /// Stored pending on a petition that validates by email.
+        Pending = "pending",
+        InvalidSignature = "invalid_signature",
+        MalformedJson = "malformed_json",
+        UnknownPetition = "unknown_petition",
+        PetitionClosed = "petition_closed",
+        /// A pending signer signed again once too often.
+        TooManyResubmissions = "too_many_resubmissions",
+        RateLimited = "rate_limited",
+        /// A batch with more signatures than the per-key rate's full bucket: never taken.
+        BatchExceedsRate = "batch_exceeds_rate",
+        /// Validation by email on an in-memory engine.
+        Unsupported = "unsupported",
+        Overloaded = "overloaded",
+        StorageUnavailable = "storage_unavailable",
+        Recovering = "recovering",
+        ShuttingDown = "shutting_down",
+        /// An engine error this server does not know yet (`SubmitError` is non-exhaustive).
+        Other = "other",
+    }
+}
 
-    /// The metric label, which is also the answer's status or error code.
-    pub fn label(self) -> &'static str {
-        match self {
-            SignatureOutcome::Accepted => "accepted",
-            SignatureOutcome::Duplicate => "duplicate",
-            SignatureOutcome::InvalidSignature => "invalid_signature",
-            SignatureOutcome::MalformedJson => "malformed_json",
-            SignatureOutcome::UnknownPetition => "unknown_petition",
-            SignatureOutcome::PetitionClosed => "petition_closed",
-            SignatureOutcome::RateLimited => "rate_limited",
-            SignatureOutcome::BatchExceedsRate => "batch_exceeds_rate",
-            SignatureOutcome::Overloaded => "overloaded",
-            SignatureOutcome::StorageUnavailable => "storage_unavailable",
-            SignatureOutcome::Recovering => "recovering",
-            SignatureOutcome::ShuttingDown => "shutting_down",
-            SignatureOutcome::Other => "other",
-        }
+outcomes! {
+    /// The outcome of one validation (`POST /v1/validations` or a batch's `validate` line), as
+    /// counted in `ingest_validations_total{outcome}`.
+    ValidationOutcome {
+        Validated = "validated",
+        AlreadyValidated = "already_validated",
+        /// A body of the wrong shape (unknown field, no token, a token that is not a string).
+        InvalidValidation = "invalid_validation",
+        MalformedJson = "malformed_json",
+        MalformedToken = "malformed_token",
+        UnknownToken = "unknown_token",
+        TokenExpired = "token_expired",
+        PetitionClosed = "petition_closed",
+        Invalidated = "invalidated",
+        RateLimited = "rate_limited",
+        BatchExceedsRate = "batch_exceeds_rate",
+        Unsupported = "unsupported",
+        Overloaded = "overloaded",
+        StorageUnavailable = "storage_unavailable",
+        Recovering = "recovering",
+        ShuttingDown = "shutting_down",
+        Other = "other",
     }
 }
 
@@ -83,11 +101,31 @@ impl From<&SubmitError> for SignatureOutcome {
             SubmitError::Invalid(_) => SignatureOutcome::InvalidSignature,
             SubmitError::UnknownPetition => SignatureOutcome::UnknownPetition,
             SubmitError::PetitionClosed => SignatureOutcome::PetitionClosed,
+            SubmitError::TooManyResubmits => SignatureOutcome::TooManyResubmissions,
+            SubmitError::Unsupported => SignatureOutcome::Unsupported,
             SubmitError::Overloaded => SignatureOutcome::Overloaded,
             SubmitError::StorageUnavailable => SignatureOutcome::StorageUnavailable,
             SubmitError::Recovering => SignatureOutcome::Recovering,
             SubmitError::ShuttingDown => SignatureOutcome::ShuttingDown,
             _ => SignatureOutcome::Other,
+        }
+    }
+}
+
+impl From<&SubmitError> for ValidationOutcome {
+    fn from(e: &SubmitError) -> ValidationOutcome {
+        match e {
+            SubmitError::MalformedToken => ValidationOutcome::MalformedToken,
+            SubmitError::UnknownToken => ValidationOutcome::UnknownToken,
+            SubmitError::TokenExpired => ValidationOutcome::TokenExpired,
+            SubmitError::PetitionClosed => ValidationOutcome::PetitionClosed,
+            SubmitError::Invalidated => ValidationOutcome::Invalidated,
+            SubmitError::Unsupported => ValidationOutcome::Unsupported,
+            SubmitError::Overloaded => ValidationOutcome::Overloaded,
+            SubmitError::StorageUnavailable => ValidationOutcome::StorageUnavailable,
+            SubmitError::Recovering => ValidationOutcome::Recovering,
+            SubmitError::ShuttingDown => ValidationOutcome::ShuttingDown,
+            _ => ValidationOutcome::Other,
         }
     }
 }
@@ -100,6 +138,7 @@ const BATCH_BOUNDS: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
 pub(crate) struct Metrics {
     requests: Vec<[AtomicU64; 5]>,
     signatures: [AtomicU64; SignatureOutcome::ALL.len()],
+    validations: [AtomicU64; ValidationOutcome::ALL.len()],
     batch_lines: [AtomicU64; BATCH_BOUNDS.len() + 1],
     batch_lines_sum: AtomicU64,
     /// Time from a request's parsed body to its engine answers, per request.
@@ -116,6 +155,7 @@ impl Metrics {
                 .map(|_| Default::default())
                 .collect(),
             signatures: Default::default(),
+            validations: Default::default(),
             batch_lines: Default::default(),
             batch_lines_sum: AtomicU64::new(0),
             ack_latency: LatencyHistogram::default(),
@@ -139,6 +179,16 @@ impl Metrics {
     /// Counts `n` signatures with one outcome (a batch refused whole).
     pub fn signature_n(&self, outcome: SignatureOutcome, n: usize) {
         self.signatures[outcome as usize].fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    /// Counts one validation's outcome.
+    pub fn validation(&self, outcome: ValidationOutcome) {
+        self.validation_n(outcome, 1);
+    }
+
+    /// Counts `n` validations with one outcome (a batch refused whole).
+    pub fn validation_n(&self, outcome: ValidationOutcome, n: usize) {
+        self.validations[outcome as usize].fetch_add(n as u64, Ordering::Relaxed);
     }
 
     pub fn batch(&self, lines: usize) {
@@ -243,6 +293,19 @@ impl Collector for Scrape {
             )?;
             for (at, value) in m.signatures.iter().enumerate() {
                 let labels = [("outcome", SignatureOutcome::ALL[at].label())];
+                ConstCounter::new(value.load(Ordering::Relaxed))
+                    .encode(family.encode_family(&labels)?)?;
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "validations",
+                "Validations of pending signatures answered, by outcome",
+                None,
+                MetricType::Counter,
+            )?;
+            for (at, value) in m.validations.iter().enumerate() {
+                let labels = [("outcome", ValidationOutcome::ALL[at].label())];
                 ConstCounter::new(value.load(Ordering::Relaxed))
                     .encode(family.encode_family(&labels)?)?;
             }
@@ -378,6 +441,9 @@ mod tests {
         for (at, outcome) in SignatureOutcome::ALL.iter().enumerate() {
             assert_eq!(*outcome as usize, at, "ALL is in variant order");
         }
+        for (at, outcome) in ValidationOutcome::ALL.iter().enumerate() {
+            assert_eq!(*outcome as usize, at, "ALL is in variant order");
+        }
     }
 
     #[test]
@@ -385,12 +451,28 @@ mod tests {
         for e in [
             SubmitError::UnknownPetition,
             SubmitError::PetitionClosed,
+            SubmitError::TooManyResubmits,
+            SubmitError::Unsupported,
             SubmitError::Overloaded,
             SubmitError::StorageUnavailable,
             SubmitError::Recovering,
             SubmitError::ShuttingDown,
         ] {
             assert_eq!(SignatureOutcome::from(&e).label(), e.code());
+        }
+        for e in [
+            SubmitError::MalformedToken,
+            SubmitError::UnknownToken,
+            SubmitError::TokenExpired,
+            SubmitError::PetitionClosed,
+            SubmitError::Invalidated,
+            SubmitError::Unsupported,
+            SubmitError::Overloaded,
+            SubmitError::StorageUnavailable,
+            SubmitError::Recovering,
+            SubmitError::ShuttingDown,
+        ] {
+            assert_eq!(ValidationOutcome::from(&e).label(), e.code());
         }
     }
 }

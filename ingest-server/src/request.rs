@@ -1,6 +1,7 @@
 //! What handlers check of a request before their work: the API key and its role, the content
 //! type, a body within its byte limit, its time and the body budget, then a free in-flight
-//! slot; what is done with a body a handler left unread; and the query string's pairs.
+//! slot; what is done with a body a handler left unread; the query string's pairs and the
+//! RFC 3339 times of bodies.
 
 // Checks return `Result<_, Response>` where the error is the finished answer to send; it is
 // built once per refused request, so its size does not matter.
@@ -350,6 +351,19 @@ pub(crate) fn json_error_status(e: &serde_json::Error) -> StatusCode {
         serde_json::error::Category::Data => StatusCode::UNPROCESSABLE_ENTITY,
         _ => StatusCode::BAD_REQUEST,
     }
+}
+
+/// Milliseconds since the Unix epoch of an RFC 3339 time in a body field (`field` names it in
+/// the message).
+pub(crate) fn parse_time(field: &str, text: &str) -> Result<u64, String> {
+    let at = humantime::parse_rfc3339(text).map_err(|e| {
+        format!("invalid {field}: must be RFC 3339 in UTC, e.g. 2027-01-31T23:59:59Z ({e})")
+    })?;
+    let ms = at
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_err(|_| format!("invalid {field}: must be after 1970"))?
+        .as_millis();
+    u64::try_from(ms).map_err(|_| format!("invalid {field}: too far away"))
 }
 
 /// The `key=value` pairs of a query string (a key without `=` has the value "").

@@ -12,6 +12,7 @@ pub(crate) enum RouteId {
     PetitionPut,
     PetitionClose,
     Milestones,
+    Validate,
     Metrics,
     Livez,
     Readyz,
@@ -20,7 +21,7 @@ pub(crate) enum RouteId {
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 12] = [
+    pub const LABELS: [&'static str; 13] = [
         "sign",
         "batch",
         "petition_get",
@@ -28,6 +29,7 @@ impl RouteId {
         "petition_put",
         "petition_close",
         "milestones",
+        "validate",
         "metrics",
         "livez",
         "readyz",
@@ -45,13 +47,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/petitions/{id}"),
     ("POST", "/v1/petitions/{id}/close"),
     ("GET", "/v1/milestones"),
+    ("POST", "/v1/validations"),
     ("GET", "/metrics"),
     ("GET", "/livez"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
 ];
 
-const IDS: [RouteId; 11] = [
+const IDS: [RouteId; 12] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
@@ -59,6 +62,7 @@ const IDS: [RouteId; 11] = [
     RouteId::PetitionPut,
     RouteId::PetitionClose,
     RouteId::Milestones,
+    RouteId::Validate,
     RouteId::Metrics,
     RouteId::Livez,
     RouteId::Readyz,
@@ -172,6 +176,7 @@ mod tests {
                 "/v1/signatures:batch",
                 Err(NoRoute::MethodNotAllowed("POST".into())),
             ),
+            (Method::POST, "/v1/validations", Ok((RouteId::Validate, ""))),
             (Method::GET, "/v1/petitions/", Err(NoRoute::NotFound)),
             (Method::GET, "/v1/petitions/a/b/c", Err(NoRoute::NotFound)),
             (Method::GET, "/", Err(NoRoute::NotFound)),

@@ -1,5 +1,6 @@
 //! What every request handler shares: the engine, the settings, the keys, the in-flight limits,
-//! the body budget, the drain flag and the metrics. Built once by `Server::bind`, then shared behind an `Arc`.
+//! the body budget, the drain flag, what tells rendered petition reads they are stale, and the
+//! metrics. Built once by `Server::bind`, then shared behind an `Arc`.
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
@@ -26,9 +27,10 @@ pub(crate) struct State {
     /// What batch bodies may hold: `body_buffer_bytes_max`.
     pub batch_body_budget: Arc<BodyBudget>,
     pub draining: AtomicBool,
-    /// Bumped after every petition registration, update or close: invalidates the rendered
-    /// petition reads.
-    pub admin_generation: AtomicU64,
+    /// Bumped after every change to petitions that their validated counts alone do not show:
+    /// a registration, update or close, and a pending signature answered. Invalidates the
+    /// rendered petition reads (see `handlers::petitions`).
+    pub generation: AtomicU64,
     /// Unique to this server in the process: the key of its rendered petition reads in each
     /// worker thread's cache (tests run several servers on shared threads).
     pub instance: u64,
@@ -64,7 +66,7 @@ impl State {
             small_body_budget,
             batch_body_budget,
             draining: AtomicBool::new(false),
-            admin_generation: AtomicU64::new(0),
+            generation: AtomicU64::new(0),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             metrics,
             engine,

@@ -1,5 +1,6 @@
-//! Milestones: `GET /v1/milestones`, the feed of thresholds crossed by petitions, in order;
-//! a client resumes with `after` set to the `next_after` it was given.
+//! Milestones: `GET /v1/milestones`, the feed of thresholds crossed by petitions (and crossed
+//! back down, `threshold_regressed`), in order; a client resumes with `after` set to the
+//! `next_after` it was given.
 
 use hyper::StatusCode;
 use serde::Serialize;
@@ -30,6 +31,9 @@ pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
         seq: u64,
         petition: &'a str,
         threshold: u64,
+        /// `threshold_crossed` or `threshold_regressed`.
+        #[serde(rename = "type")]
+        kind: &'static str,
         reached_at: String,
     }
     #[derive(Serialize)]
@@ -46,6 +50,7 @@ pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
                 seq: m.seq,
                 petition: &m.petition,
                 threshold: m.threshold,
+                kind: m.kind.as_str(),
                 reached_at: rfc3339(m.reached_at_ms),
             })
             .collect(),

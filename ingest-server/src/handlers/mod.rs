@@ -1,12 +1,13 @@
-//! Request handlers, one module per resource: `signatures`, `petitions`, `milestones` and
-//! `operations` (metrics, health, the OpenAPI document). This module is the service function
-//! hyper calls for every request: it matches the request against [`crate::routes::ROUTES`],
-//! calls the route's handler and counts the answer.
+//! Request handlers, one module per resource: `signatures`, `validations`, `petitions`,
+//! `milestones` and `operations` (metrics, health, the OpenAPI document). This
+//! module is the service function hyper calls for every request: it matches the request against
+//! [`crate::routes::ROUTES`], calls the route's handler and counts the answer.
 
 mod milestones;
 mod operations;
 mod petitions;
 mod signatures;
+mod validations;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -78,10 +79,28 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::PetitionPut => petitions::put(state, id, &request.headers, body).await,
         RouteId::PetitionClose => petitions::close(state, id, &request.headers).await,
         RouteId::Milestones => milestones::list(state, request.uri.query()),
+        RouteId::Validate => validations::validate(state, &request.headers, body).await,
         RouteId::Metrics => operations::metrics(state),
         RouteId::Livez => operations::livez(),
         RouteId::Readyz => operations::readyz(state),
         RouteId::OpenApi => operations::openapi(),
     };
     (Some(route_id), response)
+}
+
+/// Runs a blocking engine call (one that waits for a synced write or reads the store) off the
+/// async workers.
+// The error is the finished answer to send, built once per failed call: its size does not
+// matter.
+#[allow(clippy::result_large_err)]
+async fn blocking<T: Send + 'static>(
+    call: impl FnOnce() -> T + Send + 'static,
+) -> Result<T, Response> {
+    tokio::task::spawn_blocking(call).await.map_err(|_| {
+        error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "internal",
+            "the engine call failed",
+        )
+    })
 }

@@ -2,25 +2,23 @@
 //! cache, with an ETag), the `GET /v1/petitions` leaderboard, and the admin routes
 //! `PUT /v1/petitions/{id}` and `POST /v1/petitions/{id}/close`.
 
-// `blocking` returns `Result<_, Response>` where the error is the finished answer to send; it is
-// built once per failed request, so its size does not matter.
-#![allow(clippy::result_large_err)]
-
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use engine::{PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered};
+use engine::{PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered, Validation};
 use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
+use super::blocking;
 use crate::auth::Role;
 use crate::request::{
-    admit, authorize, content_type, json_error_status, query_pairs, read_body, Body, BodyKind,
+    admit, authorize, content_type, json_error_status, parse_time, query_pairs, read_body, Body,
+    BodyKind,
 };
 use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response, JSON};
 use crate::state::State;
@@ -29,7 +27,11 @@ use crate::state::State;
 #[derive(Serialize)]
 struct PetitionJson<'a> {
     id: &'a str,
+    /// Validated signatures.
     count: u64,
+    pending_count: u64,
+    invalidated_count: u64,
+    validation: &'static str,
     state: &'static str,
     created_at: String,
     deadline: Option<String>,
@@ -43,6 +45,9 @@ impl<'a> PetitionJson<'a> {
         PetitionJson {
             id: &info.id,
             count: info.count,
+            pending_count: info.pending_count,
+            invalidated_count: info.invalidated_count,
+            validation: info.validation.as_str(),
             state: info.state.as_str(),
             created_at: rfc3339(info.created_at_ms),
             deadline: info.deadline_ms.map(rfc3339),
@@ -57,22 +62,46 @@ fn petition_json(info: &PetitionInfo) -> String {
     serde_json::to_string(&PetitionJson::new(info)).unwrap_or_default()
 }
 
-/// A rendered `GET /v1/petitions/{id}` answer, reused while nothing in it can have changed: the
-/// same count, no admin change since (see [`State::admin_generation`]), and, for an open
-/// petition with a deadline, the deadline not yet passed. Under a refresh storm on a viral
-/// petition this skips the JSON, timestamps and ETag of every request but the first after a
-/// new signature.
+/// A rendered `GET /v1/petitions/{id}` answer and the snapshot it shows, reused while nothing
+/// in it can have changed. Under a refresh storm on a viral petition this skips the JSON,
+/// timestamps and ETag of every request but the first after a change.
+///
+/// Two ways to know it is still exact:
+/// - the quick check, for a *quiet* snapshot (validation `none`, no pending signature): the
+///   same validated count, the same [`State::generation`], and, for an open petition with a
+///   deadline, the deadline not yet passed. Nothing else can change such a petition's view:
+///   without pending signatures there is nothing to expire, pending or validate, and a
+///   pending signature answered or an admin change bumps the generation. This is the path of
+///   the benchmarks and of most petitions.
+/// - otherwise the full check: the engine's snapshot now ([`engine::Engine::petition`], two
+///   short locks and three small copies) equals the one rendered. Background changes the
+///   server never hears of (the expiry sweep) show at once.
 ///
 /// Each worker thread keeps its own (see [`RENDERED`]): a shared cache put a lock, a reference
 /// count and two shared buffers' counts on every read, cache lines that the two cores then
 /// passed back and forth at 100 k reads a second.
 struct Rendered {
-    count: u64,
+    info: PetitionInfo,
+    /// [`State::generation`] when `info` was read (or found unchanged).
     generation: u64,
-    open_until_ms: Option<u64>,
     body: Bytes,
     /// The quoted ETag, ready to send.
     etag: HeaderValue,
+}
+
+impl Rendered {
+    /// Whether the quick check may vouch for it: see [`Rendered`].
+    fn quiet(&self) -> bool {
+        self.info.validation == Validation::None && self.info.pending_count == 0
+    }
+
+    /// Until when (Unix ms) an open petition's state stays open; `None` if it cannot change.
+    fn open_until_ms(&self) -> Option<u64> {
+        match self.info.state {
+            PetitionState::Open => self.info.deadline_ms,
+            _ => None,
+        }
+    }
 }
 
 thread_local! {
@@ -84,24 +113,43 @@ thread_local! {
 
 /// The body and ETag of `GET /v1/petitions/{id}`, from this thread's cache when still exact.
 fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
-    let generation = state.admin_generation.load(Ordering::Acquire);
-    let count = state.engine.count(id)?;
+    let generation = state.generation.load(Ordering::Acquire);
     let now_ms = || {
         SystemTime::now()
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     };
-    let hit = RENDERED.with_borrow(|servers| {
+    let quick = RENDERED.with_borrow(|servers| {
         let r = servers.get(&state.instance)?.get(id)?;
-        let exact = r.count == count
-            && r.generation == generation
-            && r.open_until_ms.is_none_or(|deadline| now_ms() < deadline);
-        exact.then(|| (r.body.clone(), r.etag.clone()))
+        let candidate = r.quiet() && r.generation == generation;
+        candidate.then(|| (r.info.count, r.open_until_ms()))
     });
-    if hit.is_some() {
-        return hit;
+    if let Some((count, open_until_ms)) = quick {
+        let exact = state.engine.count(id) == Some(count)
+            && open_until_ms.is_none_or(|deadline| now_ms() < deadline);
+        if exact {
+            let hit = RENDERED.with_borrow(|servers| {
+                let r = servers.get(&state.instance)?.get(id)?;
+                Some((r.body.clone(), r.etag.clone()))
+            });
+            if hit.is_some() {
+                return hit;
+            }
+        }
     }
     let info = state.engine.petition(id)?;
+    let unchanged = RENDERED.with_borrow_mut(|servers| {
+        let r = servers.get_mut(&state.instance)?.get_mut(id)?;
+        if r.info != info {
+            return None;
+        }
+        // Read after `generation` was: as fresh as a new rendering would be.
+        r.generation = generation;
+        Some((r.body.clone(), r.etag.clone()))
+    });
+    if unchanged.is_some() {
+        return unchanged;
+    }
     let body = petition_json(&info);
     let etag = HeaderValue::from_str(&format!(
         "\"{:016x}\"",
@@ -109,12 +157,8 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
     ))
     .unwrap_or_else(|_| unreachable!("hex digits in quotes are a valid header value"));
     let rendered = Rendered {
-        count: info.count,
+        info,
         generation,
-        open_until_ms: match info.state {
-            PetitionState::Open => info.deadline_ms,
-            _ => None,
-        },
         etag,
         body: Bytes::from(body),
     };
@@ -197,6 +241,8 @@ struct PetitionBody {
     deadline: Option<String>,
     /// Absent: keep the current thresholds (defaults for a new petition).
     thresholds: Option<Vec<u64>>,
+    /// `none` or `email`; absent or null: keep the current mode (`none` for a new petition).
+    validation: Option<String>,
 }
 
 /// `PUT /v1/petitions/{id}` (admin).
@@ -230,7 +276,12 @@ pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut
             }
         }
     };
-    let deadline_ms = match parsed.deadline.as_deref().map(parse_deadline).transpose() {
+    let deadline_ms = match parsed
+        .deadline
+        .as_deref()
+        .map(|text| parse_time("deadline", text))
+        .transpose()
+    {
         Ok(deadline) => deadline,
         Err(message) => {
             return error(
@@ -240,15 +291,25 @@ pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut
             )
         }
     };
-    drop(body);
-    let spec = PetitionSpec {
-        id: id.to_string(),
-        deadline_ms,
-        thresholds: parsed.thresholds,
+    let validation = match parsed.validation.as_deref().map(Validation::parse) {
+        None => None,
+        Some(Some(validation)) => Some(validation),
+        Some(None) => {
+            return error(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "invalid_petition",
+                "invalid validation: must be none or email",
+            )
+        }
     };
+    drop(body);
+    let mut spec = PetitionSpec::new(id);
+    spec.deadline_ms = deadline_ms;
+    spec.thresholds = parsed.thresholds;
+    spec.validation = validation;
     let engine = state.engine.clone();
     let result = blocking(move || engine.register(spec)).await;
-    state.admin_generation.fetch_add(1, Ordering::AcqRel);
+    state.generation.fetch_add(1, Ordering::AcqRel);
     match result {
         Ok(Ok(registered)) => {
             let status = match registered {
@@ -265,18 +326,6 @@ pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut
     }
 }
 
-/// Milliseconds since the Unix epoch of an RFC 3339 deadline.
-fn parse_deadline(text: &str) -> Result<u64, String> {
-    let at = humantime::parse_rfc3339(text).map_err(|e| {
-        format!("deadline must be RFC 3339 in UTC, e.g. 2027-01-31T23:59:59Z ({e})")
-    })?;
-    let ms = at
-        .duration_since(UNIX_EPOCH)
-        .map_err(|_| "deadline must be after 1970".to_string())?
-        .as_millis();
-    u64::try_from(ms).map_err(|_| "deadline is too far away".to_string())
-}
-
 /// `POST /v1/petitions/{id}/close` (admin).
 pub(crate) async fn close(state: &State, id: &str, headers: &HeaderMap) -> Response {
     if let Err(response) = authorize(state, headers, Role::Admin) {
@@ -288,7 +337,7 @@ pub(crate) async fn close(state: &State, id: &str, headers: &HeaderMap) -> Respo
     let id = id.to_string();
     let engine = state.engine.clone();
     let result = blocking(move || engine.close_petition(&id)).await;
-    state.admin_generation.fetch_add(1, Ordering::AcqRel);
+    state.generation.fetch_add(1, Ordering::AcqRel);
     match result {
         Ok(Ok(info)) => json(StatusCode::OK, petition_json(&info)),
         Ok(Err(e)) => petition_error(state, &e),
@@ -302,6 +351,7 @@ fn petition_error(state: &State, e: &PetitionError) -> Response {
         PetitionError::Invalid(_) => error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_petition", e),
         PetitionError::UnknownPetition => unknown_petition(),
         PetitionError::TooMany => error(StatusCode::CONFLICT, "too_many_petitions", e),
+        PetitionError::Unsupported => error(StatusCode::NOT_IMPLEMENTED, "unsupported", e),
         PetitionError::StorageUnavailable => retry_later(
             state,
             StatusCode::SERVICE_UNAVAILABLE,
@@ -318,17 +368,4 @@ fn unknown_petition() -> Response {
         "unknown_petition",
         "no petition has this id",
     )
-}
-
-/// Runs a blocking engine call (registration waits for a synced write) off the async workers.
-async fn blocking<T: Send + 'static>(
-    call: impl FnOnce() -> T + Send + 'static,
-) -> Result<T, Response> {
-    tokio::task::spawn_blocking(call).await.map_err(|_| {
-        error(
-            StatusCode::INTERNAL_SERVER_ERROR,
-            "internal",
-            "the engine call failed",
-        )
-    })
 }

@@ -1,51 +1,52 @@
 //! Signatures: `POST /v1/petitions/{id}/signatures` (one, JSON) and `POST /v1/signatures:batch`
-//! (NDJSON, one group commit). Bodies are parsed into structs that borrow from the request
-//! body, handed to the engine as [`SignatureRef`]s, and each answer is written by
-//! [`write_outcome`] or [`error_line`].
+//! (NDJSON, one group commit; a line may also validate a pending signature by its token).
+//! Bodies are parsed into structs that borrow from the request body, handed to the engine as
+//! [`SignatureRef`]s (or [`Op`]s), and each answer is written by [`write_outcome`] or
+//! [`error_line`].
 
 use std::borrow::Cow;
 use std::fmt::Write;
+use std::sync::atomic::Ordering;
 use std::time::Instant;
 
-use engine::{Outcome, SignatureRef, SubmitError};
+use engine::{Op, Outcome, SignatureRef, SubmitError};
 use hyper::header::HeaderMap;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use crate::auth::{Role, Take};
-use crate::metrics::SignatureOutcome;
+use crate::metrics::{SignatureOutcome, ValidationOutcome};
 use crate::request::{
     admit, authorize, content_type, json_error_status, read_body, Body, BodyKind,
 };
 use crate::response::{
-    close_connection, error, json, ndjson, rate_limited, retry_later, shed, Response, JSON, NDJSON,
+    close_connection, error, json, ndjson, rate_limited, retry_later, rfc3339, shed, Response,
+    JSON, NDJSON,
 };
 use crate::state::State;
 
-/// Declares a signature body: the given leading fields, then the fields of a signature, each
-/// borrowed from the request body where no JSON escape had to be decoded; and `signature`,
-/// which lends them to the engine. One field list for the single and the batch forms (serde
-/// derives for each exactly what it would for a hand-written struct).
+/// Declares a signature body: the given leading fields, then the optional fields of a
+/// signature, each borrowed from the request body where no JSON escape had to be decoded; and
+/// `signature`, which lends them to the engine. One field list for the single and the batch
+/// forms (serde derives for each exactly what it would for a hand-written struct).
 macro_rules! signature_json {
-    ($(#[$doc:meta])* $name:ident { $($lead:ident),* }) => {
+    ($(#[$doc:meta])* $name:ident<$a:lifetime> { $($lead:ident: $lead_type:ty),* $(,)? }) => {
         $(#[$doc])*
         #[derive(Deserialize)]
         #[serde(deny_unknown_fields)]
-        struct $name<'a> {
+        struct $name<$a> {
             $(
                 #[serde(borrow)]
-                $lead: Cow<'a, str>,
+                $lead: $lead_type,
             )*
             #[serde(borrow)]
-            email: Cow<'a, str>,
+            name: Option<Cow<$a, str>>,
             #[serde(borrow)]
-            name: Option<Cow<'a, str>>,
+            postcode: Option<Cow<$a, str>>,
             #[serde(borrow)]
-            postcode: Option<Cow<'a, str>>,
+            country: Option<Cow<$a, str>>,
             #[serde(borrow)]
-            country: Option<Cow<'a, str>>,
-            #[serde(borrow)]
-            ip: Option<Cow<'a, str>>,
+            ip: Option<Cow<$a, str>>,
         }
 
         impl $name<'_> {
@@ -53,11 +54,12 @@ macro_rules! signature_json {
             fn signature<'s>(
                 &'s self,
                 petition: &'s str,
+                email: &'s str,
                 source: Option<&'s str>,
             ) -> SignatureRef<'s> {
                 SignatureRef {
                     petition,
-                    email: &self.email,
+                    email,
                     name: self.name.as_deref(),
                     postcode: self.postcode.as_deref(),
                     country: self.country.as_deref(),
@@ -71,16 +73,46 @@ macro_rules! signature_json {
 
 signature_json! {
     /// The body of `POST /v1/petitions/{id}/signatures`.
-    SignatureBody {}
+    SignatureBody<'a> { email: Cow<'a, str> }
 }
 
 signature_json! {
-    /// One line of `POST /v1/signatures:batch`.
-    BatchLine { petition }
+    /// One line of `POST /v1/signatures:batch`: a signature (`petition`, `email`, ...) or the
+    /// validation of a pending one (`validate`, alone). Every field is optional here, so that
+    /// one parse reads either kind; [`BatchLine::op`] checks which it is.
+    BatchLine<'a> {
+        petition: Option<Cow<'a, str>>,
+        email: Option<Cow<'a, str>>,
+        validate: Option<Cow<'a, str>>,
+    }
 }
 
-/// The longest answer [`write_outcome`] writes: `{"status":"duplicate","count":` and 20 digits.
-const OUTCOME_BYTES_MAX: usize = 64;
+impl BatchLine<'_> {
+    /// What the line asks the engine for, or why it is of the wrong shape.
+    fn op<'s>(&'s self, source: Option<&'s str>) -> Result<Op<'s>, &'static str> {
+        let optional_fields = self.name.is_some()
+            || self.postcode.is_some()
+            || self.country.is_some()
+            || self.ip.is_some();
+        match (&self.validate, &self.petition, &self.email) {
+            (Some(token), None, None) if !optional_fields => Ok(Op::Validate(token)),
+            (Some(_), _, _) => Err(
+                "a line either signs (petition, email, ...) or validates a pending signature \
+                 (validate, alone), not both",
+            ),
+            (None, None, _) => Err("missing field `petition`"),
+            (None, _, None) => Err("missing field `email`"),
+            (None, Some(petition), Some(email)) => {
+                Ok(Op::Sign(self.signature(petition, email, source)))
+            }
+        }
+    }
+}
+
+/// The longest answer [`write_outcome`] writes: `{"status":"pending","token":"` and 72 hex
+/// digits, `","expires_at":"`, an RFC 3339 time with milliseconds (24 bytes for years up to
+/// 9999) and `"}`.
+const OUTCOME_BYTES_MAX: usize = 160;
 
 /// `POST /v1/petitions/{id}/signatures`.
 pub(crate) async fn sign(
@@ -122,7 +154,7 @@ pub(crate) async fn sign(
         state.metrics.signature(SignatureOutcome::RateLimited);
         return rate_limited(state);
     }
-    let signature = parsed.signature(petition, state.keys.source(caller));
+    let signature = parsed.signature(petition, &parsed.email, state.keys.source(caller));
     let started = Instant::now();
     // Admission happens in this call; only the wait for the write is awaited. The request body
     // is released before that wait: a version that held it across cost ~1.4 µs more CPU a
@@ -135,17 +167,16 @@ pub(crate) async fn sign(
     state.metrics.ack_latency.record(started.elapsed());
     match result {
         Ok(outcome) => {
+            if matches!(outcome, Outcome::Pending { .. }) {
+                pending_answered(state);
+            }
             let mut out = String::with_capacity(OUTCOME_BYTES_MAX);
             let status = write_outcome(state, outcome, &mut out);
             json(status, out)
         }
         Err(e) => {
             state.metrics.signature(SignatureOutcome::from(&e));
-            if e.is_retryable() {
-                retry_later(state, submit_status(&e), e.code(), &e)
-            } else {
-                error(submit_status(&e), e.code(), &e)
-            }
+            submit_error(state, &e)
         }
     }
 }
@@ -191,47 +222,87 @@ pub(crate) async fn batch(state: &State, headers: &HeaderMap, body: &mut Body) -
             ),
         ));
     }
-    // Each line is a signature to submit or an answer already known.
-    let mut answers: Vec<Option<(SignatureOutcome, String)>> = Vec::with_capacity(lines.len());
+    // Each line is an operation to submit (a signature or a validation) or an answer already
+    // known.
+    let mut answers: Vec<Line> = Vec::with_capacity(lines.len());
     let mut parsed_lines = Vec::with_capacity(lines.len());
     for line in &lines {
         let line = line.strip_suffix(b"\r").unwrap_or(line);
         match serde_json::from_slice::<BatchLine<'_>>(line) {
             Ok(parsed) => {
+                let kind = if parsed.validate.is_some() {
+                    Kind::Validate
+                } else {
+                    Kind::Sign
+                };
                 parsed_lines.push(parsed);
-                answers.push(None);
+                answers.push(Line::Submitted(kind));
             }
             Err(e) => {
                 let (_, outcome) = json_error_kind(&e);
                 state.metrics.signature(outcome);
-                answers.push(Some((outcome, e.to_string())));
+                answers.push(Line::Known(outcome.label(), e.to_string()));
             }
         }
     }
     let source = state.keys.source(caller);
-    let signatures: Vec<SignatureRef<'_>> = parsed_lines
+    let mut ops: Vec<Op<'_>> = Vec::with_capacity(parsed_lines.len());
+    let mut parsed = parsed_lines.iter();
+    for answer in &mut answers {
+        let Line::Submitted(kind) = *answer else {
+            continue;
+        };
+        // One parsed line per submitted answer, in order.
+        let Some(line) = parsed.next() else { break };
+        match line.op(source) {
+            Ok(op) => ops.push(op),
+            Err(message) => {
+                let code = match kind {
+                    Kind::Sign => {
+                        state.metrics.signature(SignatureOutcome::InvalidSignature);
+                        SignatureOutcome::InvalidSignature.label()
+                    }
+                    Kind::Validate => {
+                        state
+                            .metrics
+                            .validation(ValidationOutcome::InvalidValidation);
+                        ValidationOutcome::InvalidValidation.label()
+                    }
+                };
+                *answer = Line::Known(code, message.to_string());
+            }
+        }
+    }
+    let validations = ops
         .iter()
-        .map(|line| line.signature(&line.petition, source))
-        .collect();
-    match state.keys.take(caller, signatures.len() as u64) {
+        .filter(|op| matches!(op, Op::Validate(_)))
+        .count();
+    let signatures = ops.len() - validations;
+    match state.keys.take(caller, ops.len() as u64) {
         Take::Taken => {}
         Take::Short => {
             state
                 .metrics
-                .signature_n(SignatureOutcome::RateLimited, signatures.len());
+                .signature_n(SignatureOutcome::RateLimited, signatures);
+            state
+                .metrics
+                .validation_n(ValidationOutcome::RateLimited, validations);
             return rate_limited(state);
         }
         Take::Never => {
             state
                 .metrics
-                .signature_n(SignatureOutcome::BatchExceedsRate, signatures.len());
+                .signature_n(SignatureOutcome::BatchExceedsRate, signatures);
+            state
+                .metrics
+                .validation_n(ValidationOutcome::BatchExceedsRate, validations);
             return error(
                 StatusCode::UNPROCESSABLE_ENTITY,
                 SignatureOutcome::BatchExceedsRate.label(),
                 format_args!(
-                    "this batch has {} signatures and this API key may send at most {} a \
-                     second: split it into batches of at most that many",
-                    signatures.len(),
+                    "this batch has {} signatures and validations and this API key may send at \
+                     most {} a second: split it into batches of at most that many",
+                    ops.len(),
                     state.keys.burst().unwrap_or(0)
                 ),
             );
@@ -241,23 +312,28 @@ pub(crate) async fn batch(state: &State, headers: &HeaderMap, body: &mut Body) -
     state.metrics.batch(line_count);
     let started = Instant::now();
     // As in `sign`: the body is released before the wait for the write.
-    let answer = state.engine.submit_batch_ref_async(&signatures);
-    drop(signatures);
+    let answer = state.engine.submit_ops_ref_async(&ops);
+    drop(ops);
     drop(parsed_lines);
     drop(lines);
     drop(body);
     let mut results = answer.await.into_iter();
     state.metrics.ack_latency.record(started.elapsed());
     let mut out = String::with_capacity(line_count * 40);
+    let mut pending = false;
     for answer in answers {
         match answer {
-            Some((outcome, message)) => out.push_str(&error_line(outcome.label(), &message)),
-            None => match results.next() {
+            Line::Known(code, message) => out.push_str(&error_line(code, &message)),
+            Line::Submitted(kind) => match results.next() {
                 Some(Ok(outcome)) => {
+                    pending |= matches!(outcome, Outcome::Pending { .. });
                     write_outcome(state, outcome, &mut out);
                 }
                 Some(Err(e)) => {
-                    state.metrics.signature(SignatureOutcome::from(&e));
+                    match kind {
+                        Kind::Sign => state.metrics.signature(SignatureOutcome::from(&e)),
+                        Kind::Validate => state.metrics.validation(ValidationOutcome::from(&e)),
+                    }
                     out.push_str(&error_line(e.code(), &e.to_string()));
                 }
                 None => out.push_str(&error_line("shutting_down", "no answer from the engine")),
@@ -265,23 +341,85 @@ pub(crate) async fn batch(state: &State, headers: &HeaderMap, body: &mut Body) -
         }
         out.push('\n');
     }
+    if pending {
+        pending_answered(state);
+    }
     ndjson(out)
 }
 
-/// Writes the answer to a signature the engine took, `{"status":"accepted","count":N}` or
-/// `{"status":"duplicate","count":N}`, to `out`; counts it; returns its HTTP status (201 or 200).
-fn write_outcome(state: &State, outcome: Outcome, out: &mut String) -> StatusCode {
-    let (status, counted, count) = match outcome {
-        Outcome::Accepted { count } => (StatusCode::CREATED, SignatureOutcome::Accepted, count),
-        Outcome::Duplicate { count } => (StatusCode::OK, SignatureOutcome::Duplicate, count),
-    };
-    state.metrics.signature(counted);
+/// What a batch line is answered with: the engine's answer to the operation it submitted, or
+/// an error known before submitting (its code and message).
+enum Line {
+    Submitted(Kind),
+    Known(&'static str, String),
+}
+
+/// Which operation a batch line asks for, for the metrics.
+#[derive(Clone, Copy)]
+enum Kind {
+    Sign,
+    Validate,
+}
+
+/// A pending signature changes its petition's `pending_count` but not its count: rendered
+/// petition reads are stale from now on.
+fn pending_answered(state: &State) {
+    state.generation.fetch_add(1, Ordering::AcqRel);
+}
+
+/// Writes the answer to a signature or validation the engine took to `out`: `{"status":
+/// "accepted"|"duplicate"|"validated"|"already_validated","count":N}` or `{"status":"pending",
+/// "token":"...","expires_at":"..."}`; counts it; returns its HTTP status (201, 200 or 202).
+pub(super) fn write_outcome(state: &State, outcome: Outcome, out: &mut String) -> StatusCode {
     // Writing to a `String` cannot fail.
-    let _ = write!(out, r#"{{"status":"{}","count":{count}}}"#, counted.label());
+    let (status, label, count) = match outcome {
+        Outcome::Accepted { count } => {
+            state.metrics.signature(SignatureOutcome::Accepted);
+            (
+                StatusCode::CREATED,
+                SignatureOutcome::Accepted.label(),
+                count,
+            )
+        }
+        Outcome::Duplicate { count } => {
+            state.metrics.signature(SignatureOutcome::Duplicate);
+            (StatusCode::OK, SignatureOutcome::Duplicate.label(), count)
+        }
+        Outcome::Validated { count } => {
+            state.metrics.validation(ValidationOutcome::Validated);
+            (StatusCode::OK, ValidationOutcome::Validated.label(), count)
+        }
+        Outcome::AlreadyValidated { count } => {
+            state
+                .metrics
+                .validation(ValidationOutcome::AlreadyValidated);
+            (
+                StatusCode::OK,
+                ValidationOutcome::AlreadyValidated.label(),
+                count,
+            )
+        }
+        Outcome::Pending {
+            token,
+            expires_at_ms,
+        } => {
+            state.metrics.signature(SignatureOutcome::Pending);
+            // The token is hex and the time RFC 3339: nothing to escape.
+            let _ = write!(
+                out,
+                r#"{{"status":"pending","token":"{}","expires_at":"{}"}}"#,
+                token.as_str(),
+                rfc3339(expires_at_ms)
+            );
+            return StatusCode::ACCEPTED;
+        }
+    };
+    let _ = write!(out, r#"{{"status":"{label}","count":{count}}}"#);
     status
 }
 
-/// A batch answer line for a signature that was refused: `{"status":"error","code","message"}`.
+/// A batch answer line for a signature or validation that was refused:
+/// `{"status":"error","code","message"}`.
 fn error_line(code: &str, message: &str) -> String {
     #[derive(Serialize)]
     struct ErrorLine<'a> {
@@ -297,12 +435,26 @@ fn error_line(code: &str, message: &str) -> String {
     serde_json::to_string(&line).unwrap_or_default()
 }
 
+/// The HTTP status of a refused signature or validation.
 fn submit_status(e: &SubmitError) -> StatusCode {
     match e {
-        SubmitError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
-        SubmitError::UnknownPetition => StatusCode::NOT_FOUND,
-        SubmitError::PetitionClosed => StatusCode::CONFLICT,
+        SubmitError::Invalid(_) | SubmitError::MalformedToken => StatusCode::UNPROCESSABLE_ENTITY,
+        SubmitError::UnknownPetition | SubmitError::UnknownToken => StatusCode::NOT_FOUND,
+        SubmitError::PetitionClosed | SubmitError::Invalidated => StatusCode::CONFLICT,
+        SubmitError::TokenExpired => StatusCode::GONE,
+        // Not a rate that passes: no `Retry-After` (the error is not retryable).
+        SubmitError::TooManyResubmits => StatusCode::TOO_MANY_REQUESTS,
+        SubmitError::Unsupported => StatusCode::NOT_IMPLEMENTED,
         _ => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+/// The answer to a refused signature or validation; `Retry-After` when retrying may succeed.
+pub(super) fn submit_error(state: &State, e: &SubmitError) -> Response {
+    if e.is_retryable() {
+        retry_later(state, submit_status(e), e.code(), e)
+    } else {
+        error(submit_status(e), e.code(), e)
     }
 }
 

@@ -3,6 +3,7 @@
 
 mod api;
 mod exhaustion;
+mod lifecycle;
 mod limits;
 mod openapi;
 mod quick_start;

@@ -19,7 +19,8 @@ fn resolve<'a>(root: &'a Value, mut node: &'a Value) -> &'a Value {
 }
 
 /// Checks `value` against a (small subset of) JSON Schema: types, nullable, enum, required,
-/// and no properties beyond those listed when `additionalProperties` is false.
+/// string patterns of the form `^[...]{n}$`, number bounds, and no properties beyond those
+/// listed when `additionalProperties` is false.
 fn validate(root: &Value, schema: &Value, value: &Value, at: &str) {
     let schema = resolve(root, schema);
     if value.is_null() {
@@ -69,14 +70,63 @@ fn validate(root: &Value, schema: &Value, value: &Value, at: &str) {
                 validate(root, &schema["items"], item, &format!("{at}[{n}]"));
             }
         }
-        Some("string") => assert!(value.is_string(), "{at}: not a string: {value}"),
+        Some("string") => {
+            let text = value
+                .as_str()
+                .unwrap_or_else(|| panic!("{at}: not a string: {value}"));
+            if let Some(pattern) = schema["pattern"].as_str() {
+                check_pattern(pattern, text, at);
+            }
+        }
         Some("integer") => assert!(
             value.is_u64() || value.is_i64(),
             "{at}: not an integer: {value}"
         ),
+        Some("number") => {
+            let number = value
+                .as_f64()
+                .unwrap_or_else(|| panic!("{at}: not a number: {value}"));
+            if let Some(minimum) = schema["minimum"].as_f64() {
+                assert!(number >= minimum, "{at}: {number} < {minimum}");
+            }
+            if let Some(maximum) = schema["maximum"].as_f64() {
+                assert!(number <= maximum, "{at}: {number} > {maximum}");
+            }
+        }
+        Some("boolean") => assert!(value.is_boolean(), "{at}: not a boolean: {value}"),
         Some(other) => panic!("{at}: schema type {other} not handled by this test"),
         None => {}
     }
+}
+
+/// Checks `text` against the one pattern shape the document's answers use, `^[chars]{n}$`
+/// (the pending token); other patterns (on requests only) are not checked.
+fn check_pattern(pattern: &str, text: &str, at: &str) {
+    let Some(rest) = pattern.strip_prefix("^[") else {
+        return;
+    };
+    let Some((class, count)) = rest.split_once("]{") else {
+        return;
+    };
+    let Some(count) = count
+        .strip_suffix("}$")
+        .and_then(|n| n.parse::<usize>().ok())
+    else {
+        return;
+    };
+    let allowed = |c: char| {
+        let class: Vec<char> = class.chars().collect();
+        class.chunks(3).any(|range| match range {
+            [low, '-', high] => (*low..=*high).contains(&c),
+            _ => range.contains(&c),
+        })
+    };
+    assert_eq!(
+        text.chars().count(),
+        count,
+        "{at}: {text} against {pattern}"
+    );
+    assert!(text.chars().all(allowed), "{at}: {text} against {pattern}");
 }
 
 /// Checks one answer against the document: documented status, documented body.
@@ -122,6 +172,40 @@ fn check(root: &Value, method: &str, template: &str, reply: &Reply) {
     }
 }
 
+/// Sends requests whose bodies come from earlier answers, checks each answer against the
+/// document and notes its route as exercised.
+struct Lifecycle<'a> {
+    server: &'a TestServer,
+    root: &'a Value,
+    exercised: &'a mut BTreeSet<(String, String)>,
+}
+
+impl Lifecycle<'_> {
+    async fn call(
+        &mut self,
+        method: Method,
+        path: &str,
+        template: &str,
+        auth: &str,
+        body: &str,
+    ) -> Reply {
+        let content_type = if template == "/v1/signatures:batch" {
+            "application/x-ndjson"
+        } else {
+            "application/json"
+        };
+        let mut headers = vec![("content-type", content_type)];
+        if !auth.is_empty() {
+            headers.push(("authorization", auth));
+        }
+        let reply = self.server.send(method.clone(), path, &headers, body).await;
+        check(self.root, method.as_str(), template, &reply);
+        self.exercised
+            .insert((method.to_string(), template.to_string()));
+        reply
+    }
+}
+
 #[test]
 fn document_lists_exactly_the_server_routes() {
     let root: Value = serde_json::from_str(OPENAPI_JSON).expect("openapi.json is JSON");
@@ -161,6 +245,8 @@ async fn every_answer_matches_the_document() {
         (Method::PUT, "/v1/petitions/p", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"deadline":"2099-01-01T00:00:00Z"}"#, 200),
         (Method::PUT, "/v1/petitions/p", "/v1/petitions/{id}", vec![("authorization", INGEST), json], "{}", 403),
         (Method::PUT, "/v1/petitions/q", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"thresholds":[0]}"#, 422),
+        (Method::PUT, "/v1/petitions/q", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"validation":"sometimes"}"#, 422),
+        (Method::PUT, "/v1/petitions/e", "/v1/petitions/{id}", vec![("authorization", ADMIN), json], r#"{"validation":"email","thresholds":[1]}"#, 201),
         (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"a@b.org","name":"A","postcode":"SW1A 1AA","country":"GB","ip":"192.0.2.1"}"#, 201),
         (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"a@b.org"}"#, 200),
         (Method::POST, "/v1/petitions/p/signatures", "/v1/petitions/{id}/signatures", vec![("authorization", INGEST), json], r#"{"email":"bad"}"#, 422),
@@ -195,6 +281,82 @@ async fn every_answer_matches_the_document() {
         1,
         "the first signature crossed 1"
     );
+    // The lifecycle: calls whose bodies depend on earlier answers (tokens, job ids).
+    let mut lifecycle = Lifecycle {
+        server: &server,
+        root: &root,
+        exercised: &mut exercised,
+    };
+    let sign = "/v1/petitions/{id}/signatures";
+    let pending = lifecycle
+        .call(
+            Method::POST,
+            "/v1/petitions/e/signatures",
+            sign,
+            INGEST,
+            r#"{"email":"v@b.org"}"#,
+        )
+        .await;
+    assert_eq!(pending.status, 202, "{pending:?}");
+    let token = pending.json()["token"].as_str().unwrap().to_string();
+    let validations = "/v1/validations";
+    let token_body = serde_json::json!({ "token": token }).to_string();
+    let forged = serde_json::json!({ "token": "0".repeat(72) }).to_string();
+    for (body, status) in [
+        (token_body.as_str(), 200),
+        (token_body.as_str(), 200),
+        (r#"{"token":"abc"}"#, 422),
+        ("{", 400),
+        (forged.as_str(), 404),
+    ] {
+        let reply = lifecycle
+            .call(Method::POST, validations, validations, INGEST, body)
+            .await;
+        assert_eq!(reply.status, status, "{body}: {reply:?}");
+    }
+    let refused = lifecycle
+        .call(Method::POST, validations, validations, "", &token_body)
+        .await;
+    assert_eq!(refused.status, 401);
+    let batch = "/v1/signatures:batch";
+    let lines = format!(
+        "{}\n{}\n{}\n",
+        serde_json::json!({"validate": token}),
+        serde_json::json!({"petition": "e", "email": "w@b.org"}),
+        serde_json::json!({"validate": "x"}),
+    );
+    let reply = lifecycle
+        .call(Method::POST, batch, batch, INGEST, &lines)
+        .await;
+    assert_eq!(reply.status, 200);
+    let feed = lifecycle
+        .call(Method::GET, "/v1/milestones", "/v1/milestones", "", "")
+        .await
+        .json();
+    let types: Vec<&str> = feed["milestones"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|m| m["type"].as_str().unwrap())
+        .collect();
+    assert_eq!(
+        types,
+        ["threshold_crossed", "threshold_crossed"],
+        "p crossed 1; e crossed 1 when v@b.org was validated"
+    );
+    let view = lifecycle
+        .call(Method::GET, "/v1/petitions/e", "/v1/petitions/{id}", "", "")
+        .await
+        .json();
+    assert_eq!(
+        (
+            &view["count"],
+            &view["pending_count"],
+            &view["invalidated_count"]
+        ),
+        (&Value::from(1), &Value::from(1), &Value::from(0))
+    );
+
     let all: BTreeSet<(String, String)> = ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))

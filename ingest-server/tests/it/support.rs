@@ -29,8 +29,19 @@ pub struct TestServer {
 impl TestServer {
     /// A server with an admin and an ingest key, over a `sync` engine in a temp dir.
     pub async fn start(tweak: impl FnOnce(&mut ServerConfig)) -> TestServer {
+        TestServer::start_with(|_| {}, tweak).await
+    }
+
+    /// [`TestServer::start`] over an engine whose configuration `engine_tweak` changes first
+    /// (a manual clock, no background sweep, small lifecycle steps, ...).
+    pub async fn start_with(
+        engine_tweak: impl FnOnce(&mut Config),
+        tweak: impl FnOnce(&mut ServerConfig),
+    ) -> TestServer {
         let dir = tempfile::tempdir().expect("temp dir");
-        let engine = Engine::open(Config::persistent(dir.path())).expect("engine opens");
+        let mut engine_config = Config::persistent(dir.path());
+        engine_tweak(&mut engine_config);
+        let engine = Engine::open(engine_config).expect("engine opens");
         engine.wait_ready().expect("ready");
         let mut config = ServerConfig::default();
         config.listen = SocketAddr::from(([127, 0, 0, 1], 0));
@@ -102,6 +113,39 @@ impl TestServer {
             &format!(r#"{{"email":"{email}"}}"#),
         )
         .await
+    }
+
+    /// `POST` of a JSON body with this `Authorization` value.
+    pub async fn post_json(&self, path: &str, auth: &str, body: &str) -> Reply {
+        self.send(
+            Method::POST,
+            path,
+            &[
+                ("authorization", auth),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await
+    }
+
+    /// `POST /v1/validations` of this token with the ingest key.
+    pub async fn validate(&self, token: &str) -> Reply {
+        self.post_json(
+            "/v1/validations",
+            INGEST,
+            &serde_json::json!({ "token": token }).to_string(),
+        )
+        .await
+    }
+
+    /// `GET /v1/petitions/{id}`'s body.
+    pub async fn petition(&self, id: &str) -> serde_json::Value {
+        let reply = self
+            .send(Method::GET, &format!("/v1/petitions/{id}"), &[], "")
+            .await;
+        assert_eq!(reply.status, 200, "{reply:?}");
+        reply.json()
     }
 
     /// `POST /v1/petitions/{id}/close` with the admin key.
