@@ -13,7 +13,8 @@ use xxhash_rust::xxh3::xxh3_128_with_seed;
 pub enum Role {
     /// Submit signatures and validate pending ones (single and batch).
     Ingest,
-    /// Everything `ingest` may, plus register, update and close petitions.
+    /// Everything `ingest` may, plus register, update and close petitions, and run
+    /// invalidations.
     Admin,
 }
 

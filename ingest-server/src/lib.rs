@@ -9,7 +9,7 @@
 //! - `watchdog`: header-read and idle timeouts of each connection;
 //! - `routes`: the route table, the one list the router and the OpenAPI test use;
 //! - `handlers`: the service function and one module per resource (`signatures`,
-//!   `validations`, `petitions`, `milestones`, `operations`);
+//!   `validations`, `petitions`, `invalidations`, `milestones`, `operations`);
 //! - `request`: what handlers check of a request (key, in-flight slot, content type, body);
 //! - `response`: answers, the error shape, `Retry-After`;
 //! - `state`: what every handler shares;

@@ -122,6 +122,14 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     lifecycle_step: usize,
+    /// Most invalidation jobs running at once; past it, starting another gets 429.
+    #[arg(
+        long,
+        env = "INGEST_INVALIDATION_JOBS_MAX",
+        default_value_t = 4,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    invalidation_jobs_max: usize,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "INGEST_THREADS")]
     threads: Option<usize>,
@@ -182,6 +190,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.pending_grace = args.pending_grace;
     config.sweep_interval = Some(args.sweep_interval);
     config.lifecycle_step = args.lifecycle_step;
+    config.invalidation_jobs_max = args.invalidation_jobs_max;
     let opening = Instant::now();
     let engine = Engine::open(config)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -225,8 +234,9 @@ fn run(args: Args) -> anyhow::Result<()> {
             .with_context(|| format!("cannot listen on {}", args.listen))?;
         if server.open_mode() {
             tracing::warn!(
-                "NO API KEY CONFIGURED: open mode, anyone who can reach {} may submit signatures \
-                 and manage petitions. Set --api-key ROLE:KEY (or INGEST_API_KEYS).",
+                "NO API KEY CONFIGURED: open mode, anyone who can reach {} may submit signatures, \
+                 manage petitions and invalidate signatures. Set --api-key ROLE:KEY (or \
+                 INGEST_API_KEYS).",
                 server.local_addr()
             );
         }
@@ -293,6 +303,7 @@ mod tests {
         assert_eq!(args.pending_grace, engine::PENDING_GRACE_DEFAULT);
         assert_eq!(Some(args.sweep_interval), engine.sweep_interval);
         assert_eq!(args.lifecycle_step, engine.lifecycle_step);
+        assert_eq!(args.invalidation_jobs_max, engine.invalidation_jobs_max);
     }
 
     #[test]
@@ -301,6 +312,7 @@ mod tests {
             "--pending-grace=0s",
             "--sweep-interval=0ms",
             "--lifecycle-step=0",
+            "--invalidation-jobs-max=0",
         ] {
             assert!(
                 Args::try_parse_from(["ingest-server", flag]).is_err(),

@@ -13,6 +13,10 @@ pub(crate) enum RouteId {
     PetitionClose,
     Milestones,
     Validate,
+    InvalidationCreate,
+    InvalidationList,
+    InvalidationGet,
+    InvalidationCancel,
     Metrics,
     Livez,
     Readyz,
@@ -21,7 +25,7 @@ pub(crate) enum RouteId {
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 13] = [
+    pub const LABELS: [&'static str; 17] = [
         "sign",
         "batch",
         "petition_get",
@@ -30,6 +34,10 @@ impl RouteId {
         "petition_close",
         "milestones",
         "validate",
+        "invalidation_create",
+        "invalidation_list",
+        "invalidation_get",
+        "invalidation_cancel",
         "metrics",
         "livez",
         "readyz",
@@ -38,7 +46,8 @@ impl RouteId {
     ];
 }
 
-/// Every route the server answers: method and path template (`{id}` is a petition id).
+/// Every route the server answers: method and path template (`{id}` is a petition id, or under
+/// `/v1/invalidations` a job id).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/petitions/{id}/signatures"),
     ("POST", "/v1/signatures:batch"),
@@ -48,13 +57,17 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/petitions/{id}/close"),
     ("GET", "/v1/milestones"),
     ("POST", "/v1/validations"),
+    ("POST", "/v1/invalidations"),
+    ("GET", "/v1/invalidations"),
+    ("GET", "/v1/invalidations/{id}"),
+    ("POST", "/v1/invalidations/{id}/cancel"),
     ("GET", "/metrics"),
     ("GET", "/livez"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
 ];
 
-const IDS: [RouteId; 12] = [
+const IDS: [RouteId; 16] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
@@ -63,6 +76,10 @@ const IDS: [RouteId; 12] = [
     RouteId::PetitionClose,
     RouteId::Milestones,
     RouteId::Validate,
+    RouteId::InvalidationCreate,
+    RouteId::InvalidationList,
+    RouteId::InvalidationGet,
+    RouteId::InvalidationCancel,
     RouteId::Metrics,
     RouteId::Livez,
     RouteId::Readyz,
@@ -177,6 +194,36 @@ mod tests {
                 Err(NoRoute::MethodNotAllowed("POST".into())),
             ),
             (Method::POST, "/v1/validations", Ok((RouteId::Validate, ""))),
+            (
+                Method::GET,
+                "/v1/invalidations",
+                Ok((RouteId::InvalidationList, "")),
+            ),
+            (
+                Method::POST,
+                "/v1/invalidations",
+                Ok((RouteId::InvalidationCreate, "")),
+            ),
+            (
+                Method::GET,
+                "/v1/invalidations/7",
+                Ok((RouteId::InvalidationGet, "7")),
+            ),
+            (
+                Method::POST,
+                "/v1/invalidations/7/cancel",
+                Ok((RouteId::InvalidationCancel, "7")),
+            ),
+            (
+                Method::GET,
+                "/v1/invalidations/7/cancel",
+                Err(NoRoute::MethodNotAllowed("POST".into())),
+            ),
+            (
+                Method::DELETE,
+                "/v1/invalidations",
+                Err(NoRoute::MethodNotAllowed("POST, GET, HEAD".into())),
+            ),
             (Method::GET, "/v1/petitions/", Err(NoRoute::NotFound)),
             (Method::GET, "/v1/petitions/a/b/c", Err(NoRoute::NotFound)),
             (Method::GET, "/", Err(NoRoute::NotFound)),

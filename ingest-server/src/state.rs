@@ -28,9 +28,15 @@ pub(crate) struct State {
     pub batch_body_budget: Arc<BodyBudget>,
     pub draining: AtomicBool,
     /// Bumped after every change to petitions that their validated counts alone do not show:
-    /// a registration, update or close, and a pending signature answered. Invalidates the
-    /// rendered petition reads (see `handlers::petitions`).
+    /// a registration, update or close, a pending signature answered, and invalidation jobs
+    /// found finished. Invalidates the rendered petition reads (see `handlers::petitions`).
     pub generation: AtomicU64,
+    /// Invalidation jobs this server may have running: bumped before each one is started, and
+    /// 1 at start, since the engine resumes the jobs a restart interrupted.
+    pub jobs_started: AtomicU64,
+    /// The value of `jobs_started` when no job was last seen running. While the two differ,
+    /// a job may be changing pending and invalidated counts in the background.
+    pub jobs_settled: AtomicU64,
     /// Unique to this server in the process: the key of its rendered petition reads in each
     /// worker thread's cache (tests run several servers on shared threads).
     pub instance: u64,
@@ -67,6 +73,8 @@ impl State {
             batch_body_budget,
             draining: AtomicBool::new(false),
             generation: AtomicU64::new(0),
+            jobs_started: AtomicU64::new(1),
+            jobs_settled: AtomicU64::new(0),
             instance: NEXT_INSTANCE.fetch_add(1, Ordering::Relaxed),
             metrics,
             engine,

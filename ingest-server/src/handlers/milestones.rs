@@ -1,6 +1,6 @@
 //! Milestones: `GET /v1/milestones`, the feed of thresholds crossed by petitions (and crossed
-//! back down, `threshold_regressed`), in order; a client resumes with `after` set to the
-//! `next_after` it was given.
+//! back down when an invalidation lowers a count), in order; a client resumes with `after` set
+//! to the `next_after` it was given.
 
 use hyper::StatusCode;
 use serde::Serialize;

@@ -1,8 +1,9 @@
 //! Request handlers, one module per resource: `signatures`, `validations`, `petitions`,
-//! `milestones` and `operations` (metrics, health, the OpenAPI document). This
+//! `invalidations`, `milestones` and `operations` (metrics, health, the OpenAPI document). This
 //! module is the service function hyper calls for every request: it matches the request against
 //! [`crate::routes::ROUTES`], calls the route's handler and counts the answer.
 
+mod invalidations;
 mod milestones;
 mod operations;
 mod petitions;
@@ -80,6 +81,10 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::PetitionClose => petitions::close(state, id, &request.headers).await,
         RouteId::Milestones => milestones::list(state, request.uri.query()),
         RouteId::Validate => validations::validate(state, &request.headers, body).await,
+        RouteId::InvalidationCreate => invalidations::create(state, &request.headers, body).await,
+        RouteId::InvalidationList => invalidations::list(state, &request.headers),
+        RouteId::InvalidationGet => invalidations::get(state, id, &request.headers),
+        RouteId::InvalidationCancel => invalidations::cancel(state, id, &request.headers).await,
         RouteId::Metrics => operations::metrics(state),
         RouteId::Livez => operations::livez(),
         RouteId::Readyz => operations::readyz(state),

@@ -8,7 +8,9 @@ use std::sync::atomic::Ordering;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
-use engine::{PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered, Validation};
+use engine::{
+    JobState, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered, Validation,
+};
 use http_body_util::Full;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::StatusCode;
@@ -67,15 +69,16 @@ fn petition_json(info: &PetitionInfo) -> String {
 /// timestamps and ETag of every request but the first after a change.
 ///
 /// Two ways to know it is still exact:
-/// - the quick check, for a *quiet* snapshot (validation `none`, no pending signature): the
-///   same validated count, the same [`State::generation`], and, for an open petition with a
-///   deadline, the deadline not yet passed. Nothing else can change such a petition's view:
-///   without pending signatures there is nothing to expire, pending or validate, and a
-///   pending signature answered or an admin change bumps the generation. This is the path of
-///   the benchmarks and of most petitions.
+/// - the quick check, for a *quiet* snapshot (validation `none`, no pending signature) while no
+///   invalidation job may be running: the same validated count, the same
+///   [`State::generation`], and, for an open petition with a deadline, the deadline not yet
+///   passed. Nothing else can change such a petition's view: without pending signatures
+///   there is nothing to expire, pending or validate; a pending signature answered, an admin
+///   change or a job found finished bumps the generation; a job while it runs forces the full
+///   check. This is the path of the benchmarks and of most petitions.
 /// - otherwise the full check: the engine's snapshot now ([`engine::Engine::petition`], two
 ///   short locks and three small copies) equals the one rendered. Background changes the
-///   server never hears of (the expiry sweep) show at once.
+///   server never hears of (the expiry sweep, invalidation steps) show at once.
 ///
 /// Each worker thread keeps its own (see [`RENDERED`]): a shared cache put a lock, a reference
 /// count and two shared buffers' counts on every read, cache lines that the two cores then
@@ -111,8 +114,35 @@ thread_local! {
         RefCell::new(HashMap::new());
 }
 
+/// Whether no invalidation job can be changing counts now. While `jobs_started` moved past
+/// `jobs_settled`, asks the engine; once it sees none running, settles and bumps the generation:
+/// a job's last counts are published before it shows finished, so views rendered before now
+/// may be stale and views rendered after are exact.
+fn jobs_settled(state: &State) -> bool {
+    let started = state.jobs_started.load(Ordering::Acquire);
+    if started == state.jobs_settled.load(Ordering::Acquire) {
+        return true;
+    }
+    let running = state
+        .engine
+        .invalidations()
+        .iter()
+        .any(|job| job.state == JobState::Running);
+    if running {
+        return false;
+    }
+    // Only the jobs started before the engine was asked are settled: one started since may
+    // not have shown up in its answer.
+    if state.jobs_settled.fetch_max(started, Ordering::AcqRel) < started {
+        state.generation.fetch_add(1, Ordering::AcqRel);
+    }
+    true
+}
+
 /// The body and ETag of `GET /v1/petitions/{id}`, from this thread's cache when still exact.
 fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
+    // Settle first: the generation it may bump must be the one read below.
+    let settled = jobs_settled(state);
     let generation = state.generation.load(Ordering::Acquire);
     let now_ms = || {
         SystemTime::now()
@@ -121,7 +151,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
     };
     let quick = RENDERED.with_borrow(|servers| {
         let r = servers.get(&state.instance)?.get(id)?;
-        let candidate = r.quiet() && r.generation == generation;
+        let candidate = settled && r.quiet() && r.generation == generation;
         candidate.then(|| (r.info.count, r.open_until_ms()))
     });
     if let Some((count, open_until_ms)) = quick {

@@ -466,5 +466,20 @@ async fn a_server_without_a_store_refuses_the_lifecycle_with_501() {
         (validate.status, validate.code().as_str()),
         (501, "unsupported")
     );
+    server.register("n", "{}").await;
+    for dry_run in [true, false] {
+        let body = json!({"criteria": {"email_domain": "x.org"}, "dry_run": dry_run});
+        let reply = server.invalidate(&body.to_string()).await;
+        assert_eq!((reply.status, reply.code().as_str()), (501, "unsupported"));
+    }
+    let cancel = server
+        .post_json("/v1/invalidations/1/cancel", ADMIN, "")
+        .await;
+    assert_eq!(
+        (cancel.status, cancel.code().as_str()),
+        (501, "unsupported")
+    );
+    let list = server.get_admin("/v1/invalidations").await;
+    assert_eq!(list.json(), json!({"invalidations": []}));
     server.stop().await;
 }

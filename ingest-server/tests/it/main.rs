@@ -3,6 +3,7 @@
 
 mod api;
 mod exhaustion;
+mod invalidations;
 mod lifecycle;
 mod limits;
 mod openapi;

@@ -329,6 +329,63 @@ async fn every_answer_matches_the_document() {
         .call(Method::POST, batch, batch, INGEST, &lines)
         .await;
     assert_eq!(reply.status, 200);
+    let invalidations = "/v1/invalidations";
+    for (auth, body, status) in [
+        (
+            ADMIN,
+            r#"{"petition":"e","criteria":{"email_domain":"b.org"},"dry_run":true}"#,
+            200,
+        ),
+        (ADMIN, r#"{"criteria":{"ip":"10.0.0.0/33"}}"#, 422),
+        (
+            ADMIN,
+            r#"{"petition":"x","criteria":{"email_domain":"b.org"}}"#,
+            404,
+        ),
+        (ADMIN, "{", 400),
+        (INGEST, "{}", 403),
+        (
+            ADMIN,
+            r#"{"petition":"e","criteria":{"email_domain":"b.org","received_after":"2001-01-01T00:00:00Z"}}"#,
+            202,
+        ),
+    ] {
+        let reply = lifecycle
+            .call(Method::POST, invalidations, invalidations, auth, body)
+            .await;
+        assert_eq!(reply.status, status, "{body}: {reply:?}");
+    }
+    let job = server.finished_job(1).await;
+    assert_eq!(
+        job["invalidated"], 2,
+        "v@b.org validated, w@b.org pending: {job}"
+    );
+    let one = "/v1/invalidations/{id}";
+    let cancel = "/v1/invalidations/{id}/cancel";
+    for (method, path, template, auth, status) in [
+        (Method::GET, "/v1/invalidations/1", one, ADMIN, 200),
+        (Method::GET, "/v1/invalidations/9", one, ADMIN, 404),
+        (Method::GET, "/v1/invalidations/1", one, INGEST, 403),
+        (Method::GET, invalidations, invalidations, ADMIN, 200),
+        (Method::GET, invalidations, invalidations, "", 401),
+        (
+            Method::POST,
+            "/v1/invalidations/1/cancel",
+            cancel,
+            ADMIN,
+            409,
+        ),
+        (
+            Method::POST,
+            "/v1/invalidations/9/cancel",
+            cancel,
+            ADMIN,
+            404,
+        ),
+    ] {
+        let reply = lifecycle.call(method, path, template, auth, "").await;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+    }
     let feed = lifecycle
         .call(Method::GET, "/v1/milestones", "/v1/milestones", "", "")
         .await
@@ -341,8 +398,12 @@ async fn every_answer_matches_the_document() {
         .collect();
     assert_eq!(
         types,
-        ["threshold_crossed", "threshold_crossed"],
-        "p crossed 1; e crossed 1 when v@b.org was validated"
+        [
+            "threshold_crossed",
+            "threshold_crossed",
+            "threshold_regressed"
+        ],
+        "p crossed 1; e crossed 1 when v@b.org was validated, then fell back below it"
     );
     let view = lifecycle
         .call(Method::GET, "/v1/petitions/e", "/v1/petitions/{id}", "", "")
@@ -354,7 +415,7 @@ async fn every_answer_matches_the_document() {
             &view["pending_count"],
             &view["invalidated_count"]
         ),
-        (&Value::from(1), &Value::from(1), &Value::from(0))
+        (&Value::from(0), &Value::from(0), &Value::from(2))
     );
 
     let all: BTreeSet<(String, String)> = ROUTES

@@ -139,6 +139,17 @@ impl TestServer {
         .await
     }
 
+    /// `POST /v1/invalidations` with the admin key.
+    pub async fn invalidate(&self, body: &str) -> Reply {
+        self.post_json("/v1/invalidations", ADMIN, body).await
+    }
+
+    /// `GET` with the admin key.
+    pub async fn get_admin(&self, path: &str) -> Reply {
+        self.send(Method::GET, path, &[("authorization", ADMIN)], "")
+            .await
+    }
+
     /// `GET /v1/petitions/{id}`'s body.
     pub async fn petition(&self, id: &str) -> serde_json::Value {
         let reply = self
@@ -146,6 +157,24 @@ impl TestServer {
             .await;
         assert_eq!(reply.status, 200, "{reply:?}");
         reply.json()
+    }
+
+    /// Polls invalidation job `id` until it is no longer running (at most 30 s) and returns it.
+    pub async fn finished_job(&self, id: u64) -> serde_json::Value {
+        let deadline = std::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let reply = self.get_admin(&format!("/v1/invalidations/{id}")).await;
+            assert_eq!(reply.status, 200, "{reply:?}");
+            let job = reply.json();
+            if job["state"] != "running" {
+                return job;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "job {id} still running after 30 s: {job}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
     }
 
     /// `POST /v1/petitions/{id}/close` with the admin key.
