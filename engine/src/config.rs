@@ -120,7 +120,7 @@ impl Config {
             clock: Arc::new(SystemClock),
             pending_grace: PENDING_GRACE_DEFAULT,
             sweep_interval: Some(Duration::from_secs(1)),
-            lifecycle_step: 4_096,
+            lifecycle_step: 16_384,
             invalidation_jobs_max: 4,
         }
     }

@@ -424,18 +424,23 @@ impl Matcher {
                 return false;
             }
         }
-        if self.email_domain.is_some() || self.email_pattern.is_some() {
-            let email = record.email.trim().to_lowercase();
-            if let Some(domain) = &self.email_domain {
-                let at = email.rfind('@').map_or(0, |at| at + 1);
-                if email[at..] != **domain {
-                    return false;
-                }
+        if let Some(domain) = &self.email_domain {
+            let email = record.email.trim();
+            let at = email.rfind('@').map_or(0, |at| at + 1);
+            let given = &email[at..];
+            // Without an allocation for the usual, ASCII, domain.
+            let same = if given.is_ascii() {
+                given.eq_ignore_ascii_case(domain)
+            } else {
+                given.to_lowercase() == **domain
+            };
+            if !same {
+                return false;
             }
-            if let Some(pattern) = &self.email_pattern {
-                if !pattern.matches_with(&email, GLOB_OPTIONS) {
-                    return false;
-                }
+        }
+        if let Some(pattern) = &self.email_pattern {
+            if !pattern.matches_with(&record.email.trim().to_lowercase(), GLOB_OPTIONS) {
+                return false;
             }
         }
         true

@@ -155,8 +155,8 @@ enum Mode {
         /// Ingestion during the job, signatures/s (half of P2's sustained rate by default).
         #[arg(long, default_value_t = 400_000)]
         rate: u64,
-        /// Signatures one job step reads.
-        #[arg(long, default_value_t = 4_096)]
+        /// Signatures one job step reads (the engine's default `lifecycle_step`).
+        #[arg(long, default_value_t = 16_384)]
         step: usize,
         /// Data directory (must be empty or absent).
         #[arg(long)]

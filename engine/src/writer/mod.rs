@@ -412,6 +412,7 @@ impl Writer {
         }
 
         if !fresh.is_empty() {
+            let fresh = by_petition(&open, fresh);
             if !healthy {
                 self.refuse_fresh(&mut open, fresh);
             } else if !awaiting && self.syncer.is_some() {
@@ -489,4 +490,30 @@ impl Writer {
         }
         self.written_counts.clear();
     }
+}
+
+/// The items of a batch grouped by petition (in petition number order), each petition's in
+/// their order: the batch's records then lie in one run per petition, so that reading one
+/// petition's signatures back (an invalidation, an export) reads blocks of its own instead of a
+/// few records from every block of the store. Sequences still only grow, batch after batch
+/// (the key order the P2 layout needs); within a batch every signature was written at once.
+/// One pass and one small map: the batch is mostly one hot petition.
+fn by_petition(open: &[SignJob], fresh: Vec<(usize, Item)>) -> Vec<(usize, Item)> {
+    let num = |(j, item): &(usize, Item)| open[*j].petitions[item.petition as usize].num;
+    let Some(first) = fresh.first().map(num) else {
+        return fresh;
+    };
+    if fresh.iter().all(|entry| num(entry) == first) {
+        return fresh;
+    }
+    let n = fresh.len();
+    let mut groups: std::collections::BTreeMap<u32, Vec<(usize, Item)>> = Default::default();
+    for entry in fresh {
+        groups.entry(num(&entry)).or_default().push(entry);
+    }
+    let mut grouped = Vec::with_capacity(n);
+    for group in groups.into_values() {
+        grouped.extend(group);
+    }
+    grouped
 }

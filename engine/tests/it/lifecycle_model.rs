@@ -34,8 +34,9 @@ struct Signer {
     token: Option<String>,
     expires_at_ms: u64,
     resubmits: u8,
-    /// Signing order: the order invalidation jobs scan in.
-    order: u64,
+    /// Where it was written: (signing call, petition number, position in the call). A call's
+    /// signatures are written in one batch, grouped by petition: the order jobs scan in.
+    order: (u64, usize, usize),
 }
 
 #[derive(Debug, Default)]
@@ -73,7 +74,8 @@ struct Model {
     petitions: HashMap<&'static str, Petition>,
     /// Every token handed out: its petition and signer, or `None` once its signature expired.
     tokens: HashMap<String, Option<(&'static str, String)>>,
-    order: u64,
+    /// Signing calls so far.
+    calls: u64,
 }
 
 fn email(n: u32) -> String {
@@ -177,20 +179,22 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
         .map(|(id, email)| NewSignature::new(*id, email.to_uppercase()))
         .collect();
     let outcomes = engine.submit_batch(batch);
+    model.calls += 1;
+    let call = model.calls;
     for (i, ((id, email), got)) in picks.into_iter().zip(outcomes).enumerate() {
+        let number = PETITIONS.iter().position(|(p, _)| *p == id).expect("known");
         let at = format!("step {step} item {i}: {email} on {id}");
         let p = model.petitions.get_mut(id).expect("petition");
         let before = p.count(State::Validated);
         let existing = p.signers.get(&email).cloned();
         match existing {
             None => {
-                model.order += 1;
                 let mut signer = Signer {
                     state: State::Validated,
                     token: None,
                     expires_at_ms: now + GRACE_MS,
                     resubmits: 0,
-                    order: model.order,
+                    order: (call, number, i),
                 };
                 if p.email {
                     let Ok(Outcome::Pending {
@@ -228,14 +232,13 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
                 model
                     .tokens
                     .insert(token.as_str().to_owned(), Some((id, email.clone())));
-                model.order += 1;
                 p.signers.insert(
                     email,
                     Signer {
                         token: Some(token.as_str().to_owned()),
                         expires_at_ms: now + GRACE_MS,
                         resubmits: 0,
-                        order: model.order,
+                        order: (call, number, i),
                         ..signer
                     },
                 );
@@ -324,7 +327,7 @@ fn invalidate(engine: &Engine, model: &mut Model, rng: &mut StdRng, step: usize)
         },
     };
     // The matching signatures in the order a job meets them.
-    let mut matching: Vec<(u64, &'static str, String)> = model
+    let mut matching: Vec<((u64, usize, usize), &'static str, String)> = model
         .petitions
         .iter()
         .filter(|(id, _)| scope.is_none_or(|s| s == **id))
