@@ -118,7 +118,7 @@ struct Args {
     #[arg(
         long,
         env = "INGEST_LIFECYCLE_STEP",
-        default_value_t = 4096,
+        default_value_t = Config::in_memory().lifecycle_step,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     lifecycle_step: usize,
@@ -126,7 +126,7 @@ struct Args {
     #[arg(
         long,
         env = "INGEST_INVALIDATION_JOBS_MAX",
-        default_value_t = 4,
+        default_value_t = Config::in_memory().invalidation_jobs_max,
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     invalidation_jobs_max: usize,
@@ -298,6 +298,8 @@ mod tests {
 
     #[test]
     fn lifecycle_flags_default_to_the_engine_defaults() {
+        // The counts take the engine's defaults; the durations are written as text for clap,
+        // so this keeps them equal to the engine's.
         let args = Args::try_parse_from(["ingest-server"]).expect("defaults parse");
         let engine = Config::in_memory();
         assert_eq!(args.pending_grace, engine::PENDING_GRACE_DEFAULT);
