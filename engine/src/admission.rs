@@ -15,14 +15,13 @@ use std::sync::Arc;
 
 use crossbeam_channel::Sender;
 
-use crate::engine::Op;
 use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence, PREFETCH_DISTANCE};
 use crate::job::{reply_channel, Caller, Item, ItemKind, Job, Outcome, SignJob, Waiting};
 use crate::petition::{Petition, RegistryRead};
 use crate::shared::Shared;
-use crate::signature::{self, AsSignatureRef, ValidRef};
+use crate::signature::{self, AsSignatureRef, Op, ValidRef};
 use crate::token::TokenError;
 
 /// What admission takes: signatures, or a mix of signatures and validations ([`Op`]).

@@ -22,23 +22,14 @@ use crate::invalidation::{
 };
 use crate::job::{Answers, Job, Outcome, Waiting};
 use crate::lifecycle::Validation;
+use crate::petition::Counts;
 use crate::petition::{
     Milestone, Petition, PetitionInfo, PetitionMeta, PetitionSpec, DEFAULT_THRESHOLDS,
 };
 use crate::shared::Shared;
-use crate::signature::{AsSignatureRef, NewSignature, SignatureRef};
+use crate::signature::{AsSignatureRef, NewSignature, Op};
 use crate::stats::Stats;
-use crate::store::{Counts, Meta, Store, FORMAT_VERSION, SIGNER_RULES};
-
-/// One operation of a mixed batch ([`Engine::submit_ops_ref_async`]): a signature, or the
-/// validation of a pending one by its token.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Op<'a> {
-    /// Sign.
-    Sign(SignatureRef<'a>),
-    /// Validate the pending signature this token names.
-    Validate(&'a str),
-}
+use crate::store::{Meta, Store, FORMAT_VERSION, SIGNER_RULES};
 
 /// The background thread's stop flag and wake-up.
 #[derive(Default)]

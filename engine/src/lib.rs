@@ -76,7 +76,6 @@ mod writer;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT};
-pub use crate::engine::Op;
 pub use crate::engine::{Engine, Registered};
 pub use crate::error::{
     FlushError, InvalidationError, OpenError, PetitionError, RecoveryError, StoreError,
@@ -91,7 +90,7 @@ pub use crate::petition::{
     THRESHOLDS_MAX,
 };
 pub use crate::signature::{
-    canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature,
+    canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature, Op,
     SignatureRef, SignerPolicy, EMAIL_BYTES_MAX, NAME_BYTES_MAX, PETITION_ID_BYTES_MAX,
     POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
 };

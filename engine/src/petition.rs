@@ -12,9 +12,10 @@ use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::error::StoreError;
 use crate::lifecycle::Validation;
+use crate::record::decode_u64;
 use crate::signature::{validate_petition_id, InvalidField};
-use crate::store::Counts;
 
 /// Thresholds a petition gets when its registration names none.
 pub const DEFAULT_THRESHOLDS: [u64; 2] = [10_000, 100_000];
@@ -181,6 +182,45 @@ pub(crate) struct PetitionMeta {
     pub closed_at_ms: Option<u64>,
     pub thresholds: Vec<u64>,
     pub validation: Validation,
+}
+
+/// A petition's stored counts.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub(crate) struct Counts {
+    pub validated: u64,
+    pub pending: u64,
+    pub invalidated: u64,
+}
+
+impl Counts {
+    /// Signatures holding a signer's slot in the index.
+    pub fn held(&self) -> u64 {
+        self.validated + self.pending + self.invalidated
+    }
+
+    pub fn encode(&self) -> [u8; 24] {
+        let mut out = [0u8; 24];
+        out[..8].copy_from_slice(&self.validated.to_be_bytes());
+        out[8..16].copy_from_slice(&self.pending.to_be_bytes());
+        out[16..].copy_from_slice(&self.invalidated.to_be_bytes());
+        out
+    }
+
+    pub(crate) fn decode(bytes: &[u8]) -> Result<Counts, StoreError> {
+        match bytes.len() {
+            // Format 2: the validated count alone.
+            8 => Ok(Counts {
+                validated: decode_u64(bytes, "count")?,
+                ..Counts::default()
+            }),
+            24 => Ok(Counts {
+                validated: decode_u64(&bytes[..8], "count")?,
+                pending: decode_u64(&bytes[8..16], "count")?,
+                invalidated: decode_u64(&bytes[16..], "count")?,
+            }),
+            _ => Err(StoreError::Corrupt { what: "count" }),
+        }
+    }
 }
 
 /// One registered petition, shared by the registry, admission and the writer.

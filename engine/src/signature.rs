@@ -158,6 +158,16 @@ impl AsSignatureRef for SignatureRef<'_> {
     }
 }
 
+/// One operation of a mixed batch ([`Engine::submit_ops_ref_async`]): a signature, or the
+/// validation of a pending one by its token.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Op<'a> {
+    /// Sign.
+    Sign(SignatureRef<'a>),
+    /// Validate the pending signature this token names.
+    Validate(&'a str),
+}
+
 /// A signature that passed validation, still borrowing the caller's text: fields trimmed, empty
 /// optional fields mapped to `None`. Admission needs nothing more in memory mode; the persistent
 /// path encodes it with [`ValidRef::encode`] (in `record.rs`, beside the layout) for the writer.

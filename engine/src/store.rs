@@ -42,7 +42,7 @@ use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
 use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validation};
-use crate::petition::{MilestoneKind, PetitionMeta};
+use crate::petition::{Counts, MilestoneKind, PetitionMeta};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
 
@@ -119,45 +119,6 @@ pub(crate) struct Meta {
     pub rules: u8,
     /// The store's format version ([`FORMAT_VERSION`] on a new store).
     pub format: u8,
-}
-
-/// A petition's stored counts.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub(crate) struct Counts {
-    pub validated: u64,
-    pub pending: u64,
-    pub invalidated: u64,
-}
-
-impl Counts {
-    /// Signatures holding a signer's slot in the index.
-    pub fn held(&self) -> u64 {
-        self.validated + self.pending + self.invalidated
-    }
-
-    pub fn encode(&self) -> [u8; 24] {
-        let mut out = [0u8; 24];
-        out[..8].copy_from_slice(&self.validated.to_be_bytes());
-        out[8..16].copy_from_slice(&self.pending.to_be_bytes());
-        out[16..].copy_from_slice(&self.invalidated.to_be_bytes());
-        out
-    }
-
-    fn decode(bytes: &[u8]) -> Result<Counts, StoreError> {
-        match bytes.len() {
-            // Format 2: the validated count alone.
-            8 => Ok(Counts {
-                validated: decode_u64(bytes, "count")?,
-                ..Counts::default()
-            }),
-            24 => Ok(Counts {
-                validated: decode_u64(&bytes[..8], "count")?,
-                pending: decode_u64(&bytes[8..16], "count")?,
-                invalidated: decode_u64(&bytes[16..], "count")?,
-            }),
-            _ => Err(StoreError::Corrupt { what: "count" }),
-        }
-    }
 }
 
 /// A stored milestone.

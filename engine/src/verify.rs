@@ -6,11 +6,12 @@ use crate::error::VerifyError;
 use crate::fingerprint::Fingerprint;
 use crate::index::Presence;
 use crate::lifecycle::{LifecycleEntry, SignatureState};
+use crate::petition::Counts;
 use crate::petition::MilestoneKind;
 use crate::record;
 use crate::shared::Shared;
 use crate::signature::canonical_signer;
-use crate::store::{Counts, Store};
+use crate::store::Store;
 
 /// What [`crate::Engine::verify_store`] found consistent.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -21,11 +21,11 @@ use crate::job::{Item, ItemKind, Outcome, SignJob};
 use crate::lifecycle::{
     self, LifecycleEntry, PendingSigner, SignatureState, Transition, RESUBMITS_MAX,
 };
-use crate::petition::{Milestone, MilestoneKind, Petition};
+use crate::petition::{Counts, Milestone, MilestoneKind, Petition};
 use crate::record;
 use crate::states::States;
 use crate::store::{
-    self, Counts, Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
+    self, Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
     CF_PENDING_SIGNERS, CF_REMOVED, CF_SIGNATURES, CF_TRANSITIONS,
 };
 use crate::token::Named;

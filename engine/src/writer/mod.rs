@@ -42,9 +42,10 @@ use crate::error::{RecoveryError, StoreError, SubmitError, VerifyError};
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::job::{Item, ItemKind, Job, Outcome, SignJob};
+use crate::petition::Counts;
 use crate::petition::{Milestone, Petition, PetitionMeta};
 use crate::shared::Shared;
-use crate::store::{self, Counts, Store, CF_PETITIONS};
+use crate::store::{self, Store, CF_PETITIONS};
 use syncer::Syncer;
 
 /// How long the writer waits between attempts to bring a failed store back.

@@ -25,9 +25,10 @@ use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
 use crate::job::Caller;
+use crate::petition::Counts;
 use crate::petition::{Milestone, Petition};
 use crate::shared::Shared;
-use crate::store::{Counts, Store};
+use crate::store::Store;
 
 /// A batch the writer wrote without syncing, with everything needed to finish it.
 pub(crate) struct Written {
