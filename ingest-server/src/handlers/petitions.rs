@@ -149,22 +149,21 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
             .duration_since(UNIX_EPOCH)
             .map_or(0, |d| d.as_millis() as u64)
     };
+    // One lookup: the answer is taken along with what the quick check needs (two reference
+    // counts of this thread's own buffers, dropped again in the rare case it fails).
     let quick = RENDERED.with_borrow(|servers| {
         let r = servers.get(&state.instance)?.get(id)?;
         let candidate = settled && r.quiet() && r.generation == generation;
-        candidate.then(|| (r.info.count, r.open_until_ms()))
+        candidate.then(|| {
+            let answer = (r.body.clone(), r.etag.clone());
+            (r.info.count, r.open_until_ms(), answer)
+        })
     });
-    if let Some((count, open_until_ms)) = quick {
+    if let Some((count, open_until_ms, answer)) = quick {
         let exact = state.engine.count(id) == Some(count)
             && open_until_ms.is_none_or(|deadline| now_ms() < deadline);
         if exact {
-            let hit = RENDERED.with_borrow(|servers| {
-                let r = servers.get(&state.instance)?.get(id)?;
-                Some((r.body.clone(), r.etag.clone()))
-            });
-            if hit.is_some() {
-                return hit;
-            }
+            return Some(answer);
         }
     }
     let info = state.engine.petition(id)?;
