@@ -135,8 +135,9 @@ pub fn validate_all(
                 scope.spawn(move || {
                     let mut latency = latency_histogram();
                     for calls in part.chunks(batch) {
+                        let texts: Vec<_> = calls.iter().map(Token::text).collect();
                         let ops: Vec<Op<'_>> =
-                            calls.iter().map(|t| Op::Validate(t.as_str())).collect();
+                            texts.iter().map(|t| Op::Validate(t.as_str())).collect();
                         let call = Instant::now();
                         let outcomes = engine.submit_ops_ref(&ops);
                         latency.saturating_record(call.elapsed().as_micros() as u64);

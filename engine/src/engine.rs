@@ -487,6 +487,9 @@ impl Engine {
             .shared()
             .store()
             .ok_or(InvalidationError::StorageUnavailable)?;
+        store
+            .flush_petition_index()
+            .map_err(|_| InvalidationError::StorageUnavailable)?;
         let scope = Scope {
             petition,
             matcher: &matcher,

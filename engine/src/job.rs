@@ -30,10 +30,9 @@ pub enum Outcome {
     /// not counted until `token` is validated. A pending signer who signs again gets the same
     /// token (and expiry) back, up to [`crate::RESUBMITS_MAX`] times.
     Pending {
-        /// What validates it ([`crate::Engine::validate`]).
+        /// What validates it ([`crate::Engine::validate`]); [`Token::expires_at_ms`] says
+        /// when it expires unvalidated.
         token: Token,
-        /// When it expires unvalidated (Unix milliseconds).
-        expires_at_ms: u64,
     },
     /// A token validated its pending signature: counted now. `count` is the petition's count
     /// including it.

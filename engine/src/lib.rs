@@ -95,5 +95,5 @@ pub use crate::signature::{
     POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
 };
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
-pub use crate::token::{Token, TOKEN_CHARS};
+pub use crate::token::{Token, TokenText, TOKEN_CHARS};
 pub use crate::verify::VerifyReport;

@@ -198,17 +198,22 @@ impl Counts {
         self.validated + self.pending + self.invalidated
     }
 
-    pub fn encode(&self) -> [u8; 24] {
+    /// The stored form: the validated count alone (8 bytes, as format 2 wrote it) while
+    /// nothing is pending or invalidated, else all three (24 bytes).
+    pub fn encode(&self) -> ([u8; 24], usize) {
         let mut out = [0u8; 24];
         out[..8].copy_from_slice(&self.validated.to_be_bytes());
+        if self.pending == 0 && self.invalidated == 0 {
+            return (out, 8);
+        }
         out[8..16].copy_from_slice(&self.pending.to_be_bytes());
         out[16..].copy_from_slice(&self.invalidated.to_be_bytes());
-        out
+        (out, 24)
     }
 
     pub(crate) fn decode(bytes: &[u8]) -> Result<Counts, StoreError> {
         match bytes.len() {
-            // Format 2: the validated count alone.
+            // The validated count alone.
             8 => Ok(Counts {
                 validated: decode_u64(bytes, "count")?,
                 ..Counts::default()

@@ -6,7 +6,7 @@
 //! memory per token; a token is checked by recomputing its tag (in constant time), so an altered
 //! or invented one, or one from another store, names nothing.
 //!
-//! Text form: 72 lower-case hex digits (36 bytes: petition u32, sequence u64, expiry u64 in ms
+//! Text form ([`Token::text`]): 72 lower-case hex digits (36 bytes: petition u32, sequence u64, expiry u64 in ms
 //! since the epoch, all big-endian, then the 16-byte tag).
 
 use hmac::{Hmac, Mac};
@@ -19,27 +19,64 @@ pub const TOKEN_CHARS: usize = 2 * TOKEN_BYTES;
 const BODY_BYTES: usize = 20;
 const TAG_BYTES: usize = 16;
 
-/// A validation token, as handed to the signer of a pending signature.
+/// A validation token, as handed to the signer of a pending signature. Kept as its 36 bytes
+/// (an answer carrying one stays small: answers are copied several times on their way back);
+/// [`Token::text`] and `Display` give its text form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Token([u8; TOKEN_CHARS]);
+pub struct Token([u8; TOKEN_BYTES]);
 
 impl Token {
     /// The token's text: 72 lower-case hex digits.
+    pub fn text(&self) -> TokenText {
+        let mut text = [0u8; TOKEN_CHARS];
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+            pair[0] = HEX[usize::from(byte >> 4)];
+            pair[1] = HEX[usize::from(byte & 0xf)];
+        }
+        TokenText(text)
+    }
+
+    /// When the signature it names expires unvalidated (Unix milliseconds).
+    pub fn expires_at_ms(&self) -> u64 {
+        let mut field = [0u8; 8];
+        field.copy_from_slice(&self.0[12..BODY_BYTES]);
+        u64::from_be_bytes(field)
+    }
+}
+
+impl std::fmt::Display for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.text().as_str())
+    }
+}
+
+impl std::fmt::Debug for Token {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Token({self})")
+    }
+}
+
+/// A token's text form: 72 lower-case hex digits.
+#[derive(Clone, Copy, PartialEq, Eq, Hash)]
+pub struct TokenText([u8; TOKEN_CHARS]);
+
+impl TokenText {
+    /// The text.
     pub fn as_str(&self) -> &str {
         // Only hex digits are ever written into it.
         std::str::from_utf8(&self.0).unwrap_or_default()
     }
 }
 
-impl std::fmt::Display for Token {
+impl std::fmt::Display for TokenText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(self.as_str())
     }
 }
 
-impl std::fmt::Debug for Token {
+impl std::fmt::Debug for TokenText {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Token({})", self.as_str())
+        write!(f, "{:?}", self.as_str())
     }
 }
 
@@ -96,12 +133,7 @@ impl TokenKey {
         let mut bytes = [0u8; TOKEN_BYTES];
         bytes[..BODY_BYTES].copy_from_slice(&body);
         bytes[BODY_BYTES..].copy_from_slice(&tag[..TAG_BYTES]);
-        let mut text = [0u8; TOKEN_CHARS];
-        for (pair, byte) in text.chunks_exact_mut(2).zip(bytes) {
-            pair[0] = HEX[usize::from(byte >> 4)];
-            pair[1] = HEX[usize::from(byte & 0xf)];
-        }
-        Token(text)
+        Token(bytes)
     }
 
     /// What `text` names, if it is a token this key issued.
@@ -161,9 +193,9 @@ mod tests {
     fn a_token_names_what_it_was_issued_for() {
         let key = TokenKey::new(&[1; 192]);
         let token = key.issue(NAMED);
-        assert_eq!(token.as_str().len(), TOKEN_CHARS);
-        assert!(token.as_str().bytes().all(|b| HEX.contains(&b)));
-        assert_eq!(key.check(token.as_str()), Ok(NAMED));
+        assert_eq!(token.text().as_str().len(), TOKEN_CHARS);
+        assert!(token.text().as_str().bytes().all(|b| HEX.contains(&b)));
+        assert_eq!(key.check(token.text().as_str()), Ok(NAMED));
         assert_eq!(
             key.issue(NAMED),
             token,
@@ -174,7 +206,7 @@ mod tests {
     #[test]
     fn altered_truncated_and_foreign_tokens_name_nothing() {
         let key = TokenKey::new(&[1; 192]);
-        let token = key.issue(NAMED).as_str().to_owned();
+        let token = key.issue(NAMED).to_string();
         // Every single-character change, in body or tag.
         for at in 0..token.len() {
             let mut altered = token.clone().into_bytes();
@@ -207,8 +239,7 @@ mod tests {
                 seq: NAMED.seq + 1,
                 ..NAMED
             })
-            .as_str()
-            .to_owned();
+            .to_string();
         spliced.replace_range(40.., &token[40..]);
         assert_eq!(key.check(&spliced), Err(TokenError::Unknown));
     }

@@ -63,7 +63,8 @@ impl Writer {
                 t.after.validated <= t.before.validated && t.after.held() <= t.before.held(),
                 "a lifecycle step never raises a count"
             );
-            batch.put_cf(store.cf(CF_COUNTS), num.to_be_bytes(), t.after.encode());
+            let (count, len) = t.after.encode();
+            batch.put_cf(store.cf(CF_COUNTS), num.to_be_bytes(), &count[..len]);
             for threshold in t.petition.regressed(t.after.validated) {
                 let seq = self.next_milestone_seq + milestones.len() as u64;
                 let kind = MilestoneKind::ThresholdRegressed;
@@ -261,10 +262,18 @@ impl Writer {
     pub(super) fn job_change(&mut self, change: JobChange) {
         match change {
             JobChange::Create(mut record, reply) => {
-                let jobs = self.shared.jobs();
+                let shared = std::sync::Arc::clone(&self.shared);
+                let jobs = shared.jobs();
                 let running = jobs.running().len();
                 let result = if running >= self.shared.config().invalidation_jobs_max {
                     Err(InvalidationError::TooManyJobs(running))
+                } else if let Err(e) = self
+                    .healthy_store()
+                    .and_then(|store| store.flush_petition_index())
+                {
+                    // The job's scans read the petition index from its files.
+                    self.shared.health().fail(&e);
+                    Err(InvalidationError::StorageUnavailable)
                 } else {
                     record.job.id = jobs.next_id();
                     record.upto = self.next_seq;

@@ -498,23 +498,23 @@ impl Writer {
 /// petition's signatures back (an invalidation, an export) reads blocks of its own instead of a
 /// few records from every block of the store. Sequences still only grow, batch after batch
 /// (the key order the P2 layout needs); within a batch every signature was written at once.
-/// One pass and one small map: the batch is mostly one hot petition.
+/// A batch already in that order (one hot petition, say) is left as it is.
 fn by_petition(open: &[SignJob], fresh: Vec<(usize, Item)>) -> Vec<(usize, Item)> {
-    let num = |(j, item): &(usize, Item)| open[*j].petitions[item.petition as usize].num;
-    let Some(first) = fresh.first().map(num) else {
+    // (petition number, position): sorting these keeps each petition's items in their order.
+    let mut keys: Vec<u64> = fresh
+        .iter()
+        .enumerate()
+        .map(|(at, (j, item))| {
+            let num = open[*j].petitions[item.petition as usize].num;
+            (u64::from(num) << 32) | at as u64
+        })
+        .collect();
+    if keys.windows(2).all(|pair| pair[0] <= pair[1]) {
         return fresh;
-    };
-    if fresh.iter().all(|entry| num(entry) == first) {
-        return fresh;
     }
-    let n = fresh.len();
-    let mut groups: std::collections::BTreeMap<u32, Vec<(usize, Item)>> = Default::default();
-    for entry in fresh {
-        groups.entry(num(&entry)).or_default().push(entry);
-    }
-    let mut grouped = Vec::with_capacity(n);
-    for group in groups.into_values() {
-        grouped.extend(group);
-    }
-    grouped
+    keys.sort_unstable();
+    let mut taken: Vec<Option<(usize, Item)>> = fresh.into_iter().map(Some).collect();
+    keys.iter()
+        .filter_map(|key| taken[(key & u64::from(u32::MAX)) as usize].take())
+        .collect()
 }

@@ -141,7 +141,7 @@ fn lifecycle(engine: &Engine, ledger: &Mutex<std::fs::File>, seed: u64) {
         for (signature, outcome) in batch.iter().zip(engine.submit_batch(batch.clone())) {
             if let Ok(Outcome::Pending { token, .. }) = outcome {
                 lines.push_str(&format!("P {token} {}\n", signature.email));
-                tokens.push((token.as_str().to_owned(), signature.email.clone()));
+                tokens.push((token.to_string(), signature.email.clone()));
             }
         }
         // Validate about two thirds of what was handed out, some twice.

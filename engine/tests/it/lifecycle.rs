@@ -32,10 +32,7 @@ fn email_petition(engine: &Engine, id: &str, thresholds: Vec<u64>) {
 
 fn pending(outcome: Result<Outcome, SubmitError>) -> (Token, u64) {
     match outcome {
-        Ok(Outcome::Pending {
-            token,
-            expires_at_ms,
-        }) => (token, expires_at_ms),
+        Ok(Outcome::Pending { token }) => (token, token.expires_at_ms()),
         other => panic!("expected pending, got {other:?}"),
     }
 }
@@ -86,11 +83,11 @@ fn a_pending_signature_counts_once_validated() {
     );
 
     assert_eq!(
-        engine.validate(token.as_str()),
+        engine.validate(token.text().as_str()),
         Ok(Outcome::Validated { count: 1 })
     );
     assert_eq!(
-        engine.validate(token.as_str()),
+        engine.validate(token.text().as_str()),
         Ok(Outcome::AlreadyValidated { count: 1 })
     );
     let info = engine.petition("p").expect("exists");
@@ -110,7 +107,7 @@ fn a_pending_signature_counts_once_validated() {
     drop(engine);
     let engine = open(config(dir.path(), &clock));
     assert_eq!(
-        engine.validate(token.as_str()),
+        engine.validate(token.text().as_str()),
         Ok(Outcome::AlreadyValidated { count: 1 })
     );
     assert_eq!(engine.milestones_after(0, 10).len(), 1);
@@ -125,7 +122,7 @@ fn forged_tokens_validate_nothing() {
     email_petition(&engine, "p", vec![100]);
     email_petition(&engine, "q", vec![100]);
     let (token, _) = pending(sign(&engine, "p", "ada@example.org"));
-    let token = token.as_str().to_owned();
+    let token = token.text().as_str().to_owned();
 
     let other_dir = tempfile::tempdir().expect("temp dir");
     let other = open(config(other_dir.path(), &clock));
@@ -133,7 +130,10 @@ fn forged_tokens_validate_nothing() {
     let (foreign, _) = pending(sign(&other, "p", "ada@example.org"));
 
     let mut corpus: Vec<(String, SubmitError)> = vec![
-        (foreign.as_str().to_owned(), SubmitError::UnknownToken),
+        (
+            foreign.text().as_str().to_owned(),
+            SubmitError::UnknownToken,
+        ),
         (String::new(), SubmitError::MalformedToken),
         (token[..71].to_owned(), SubmitError::MalformedToken),
         (format!("{token}0"), SubmitError::MalformedToken),
@@ -159,7 +159,7 @@ fn forged_tokens_validate_nothing() {
     }
     // Another petition's signature, named with this token's tag.
     let (q_token, _) = pending(sign(&engine, "q", "bob@example.org"));
-    let mut spliced = q_token.as_str().to_owned();
+    let mut spliced = q_token.text().as_str().to_owned();
     spliced.replace_range(40.., &token[40..]);
     corpus.push((spliced, SubmitError::UnknownToken));
 
@@ -173,7 +173,7 @@ fn forged_tokens_validate_nothing() {
     // The genuine ones still work.
     assert_eq!(engine.validate(&token), Ok(Outcome::Validated { count: 1 }));
     assert_eq!(
-        engine.validate(q_token.as_str()),
+        engine.validate(q_token.text().as_str()),
         Ok(Outcome::Validated { count: 1 })
     );
     engine.verify_store().expect("consistent");
@@ -193,7 +193,7 @@ fn thirty_two_threads_validating_one_token_count_it_once() {
                 .map(|_| {
                     scope.spawn(|| {
                         barrier.wait();
-                        engine.validate(token.as_str())
+                        engine.validate(token.text().as_str())
                     })
                 })
                 .collect();
@@ -225,7 +225,7 @@ fn pending_signatures_expire_after_the_grace_period() {
     let (old, _) = pending(sign(&engine, "p", "ada@example.org"));
     let (kept, _) = pending(sign(&engine, "p", "bob@example.org"));
     assert_eq!(
-        engine.validate(kept.as_str()),
+        engine.validate(kept.text().as_str()),
         Ok(Outcome::Validated { count: 1 })
     );
 
@@ -236,7 +236,7 @@ fn pending_signatures_expire_after_the_grace_period() {
     clock.advance(Duration::from_millis(1));
     // Expired before any sweep: the token is refused.
     assert_eq!(
-        engine.validate(old.as_str()),
+        engine.validate(old.text().as_str()),
         Err(SubmitError::TokenExpired)
     );
     assert_eq!(engine.sweep_expired(), Ok(1));
@@ -244,7 +244,7 @@ fn pending_signatures_expire_after_the_grace_period() {
     let info = engine.petition("p").expect("exists");
     assert_eq!((info.count, info.pending_count), (1, 0));
     assert_eq!(
-        engine.validate(old.as_str()),
+        engine.validate(old.text().as_str()),
         Err(SubmitError::TokenExpired)
     );
     engine.verify_store().expect("consistent after the sweep");
@@ -253,7 +253,7 @@ fn pending_signatures_expire_after_the_grace_period() {
     let (new, _) = pending(sign(&engine, "p", "ada@example.org"));
     assert_ne!(new, old);
     assert_eq!(
-        engine.validate(new.as_str()),
+        engine.validate(new.text().as_str()),
         Ok(Outcome::Validated { count: 2 })
     );
     engine.verify_store().expect("consistent");
@@ -267,7 +267,7 @@ fn pending_signatures_expire_after_the_grace_period() {
         Ok(Outcome::Duplicate { count: 2 })
     );
     assert_eq!(
-        engine.validate(old.as_str()),
+        engine.validate(old.text().as_str()),
         Err(SubmitError::TokenExpired)
     );
     engine.verify_store().expect("consistent after restart");
@@ -286,7 +286,7 @@ fn a_signer_whose_pending_signature_expired_unswept_signs_anew() {
     assert_eq!(expires, clock.now_ms() + GRACE.as_millis() as u64);
     assert_eq!(engine.petition("p").expect("exists").pending_count, 1);
     assert_eq!(
-        engine.validate(old.as_str()),
+        engine.validate(old.text().as_str()),
         Err(SubmitError::TokenExpired)
     );
     assert_eq!(engine.sweep_expired(), Ok(0), "already expired");
@@ -295,7 +295,7 @@ fn a_signer_whose_pending_signature_expired_unswept_signs_anew() {
     drop(engine);
     let engine = open(config(dir.path(), &clock));
     assert_eq!(
-        engine.validate(new.as_str()),
+        engine.validate(new.text().as_str()),
         Ok(Outcome::Validated { count: 1 })
     );
     engine.verify_store().expect("consistent after restart");
@@ -310,7 +310,7 @@ fn a_closed_petitions_tokens_do_not_validate() {
     let (token, _) = pending(sign(&engine, "p", "ada@example.org"));
     engine.close_petition("p").expect("closes");
     assert_eq!(
-        engine.validate(token.as_str()),
+        engine.validate(token.text().as_str()),
         Err(SubmitError::PetitionClosed)
     );
     assert_eq!(engine.count("p"), Some(0));
@@ -348,7 +348,7 @@ fn invalidation_lowers_counts_exactly_and_regresses_thresholds() {
     }
     for token in &tokens[..3] {
         assert!(matches!(
-            engine.validate(token.as_str()),
+            engine.validate(token.text().as_str()),
             Ok(Outcome::Validated { .. })
         ));
     }
@@ -423,11 +423,11 @@ fn invalidation_lowers_counts_exactly_and_regresses_thresholds() {
         Ok(Outcome::Duplicate { count: 1 })
     );
     assert_eq!(
-        engine.validate(tokens[3].as_str()),
+        engine.validate(tokens[3].text().as_str()),
         Err(SubmitError::Invalidated)
     );
     assert_eq!(
-        engine.validate(tokens[0].as_str()),
+        engine.validate(tokens[0].text().as_str()),
         Err(SubmitError::Invalidated)
     );
     // Nothing left to match; a finished job cannot be cancelled.
@@ -447,7 +447,7 @@ fn invalidation_lowers_counts_exactly_and_regresses_thresholds() {
     // Re-crossing records threshold_crossed again, once.
     for email in ["f@good.example", "g@good.example"] {
         let (token, _) = pending(sign(&engine, "p", email));
-        engine.validate(token.as_str()).expect("validates");
+        engine.validate(token.text().as_str()).expect("validates");
     }
     let last = engine.milestones_after(4, 10);
     assert_eq!(last.len(), 1, "{last:?}");

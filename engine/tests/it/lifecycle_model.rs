@@ -197,23 +197,20 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
                     order: (call, number, i),
                 };
                 if p.email {
-                    let Ok(Outcome::Pending {
-                        token,
-                        expires_at_ms,
-                    }) = got
-                    else {
+                    let Ok(Outcome::Pending { token }) = got else {
                         panic!("{at}: want a new pending signature, got {got:?}");
                     };
+                    let expires_at_ms = token.expires_at_ms();
                     assert_eq!(expires_at_ms, now + GRACE_MS, "{at}");
                     assert!(
-                        !model.tokens.contains_key(token.as_str()),
+                        !model.tokens.contains_key(token.text().as_str()),
                         "{at}: a new token"
                     );
                     signer.state = State::Pending;
-                    signer.token = Some(token.as_str().to_owned());
+                    signer.token = Some(token.text().as_str().to_owned());
                     model
                         .tokens
-                        .insert(token.as_str().to_owned(), Some((id, email.clone())));
+                        .insert(token.text().as_str().to_owned(), Some((id, email.clone())));
                     p.signers.insert(email, signer);
                 } else {
                     p.signers.insert(email, signer);
@@ -227,15 +224,15 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
                     panic!("{at}: want a renewed pending signature, got {got:?}");
                 };
                 let old = signer.token.clone().expect("pending");
-                assert_ne!(token.as_str(), old, "{at}");
+                assert_ne!(token.text().as_str(), old, "{at}");
                 model.tokens.insert(old, None);
                 model
                     .tokens
-                    .insert(token.as_str().to_owned(), Some((id, email.clone())));
+                    .insert(token.text().as_str().to_owned(), Some((id, email.clone())));
                 p.signers.insert(
                     email,
                     Signer {
-                        token: Some(token.as_str().to_owned()),
+                        token: Some(token.text().as_str().to_owned()),
                         expires_at_ms: now + GRACE_MS,
                         resubmits: 0,
                         order: (call, number, i),
@@ -247,14 +244,11 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
                 if signer.resubmits >= RESUBMITS_MAX {
                     assert_eq!(got, Err(SubmitError::TooManyResubmits), "{at}");
                 } else {
-                    let Ok(Outcome::Pending {
-                        token,
-                        expires_at_ms,
-                    }) = got
-                    else {
+                    let Ok(Outcome::Pending { token }) = got else {
                         panic!("{at}: want the same pending signature, got {got:?}");
                     };
-                    assert_eq!(Some(token.as_str()), signer.token.as_deref(), "{at}");
+                    let expires_at_ms = token.expires_at_ms();
+                    assert_eq!(Some(token.text().as_str()), signer.token.as_deref(), "{at}");
                     assert_eq!(expires_at_ms, signer.expires_at_ms, "{at}");
                     p.signers.get_mut(&email).expect("signer").resubmits += 1;
                 }

@@ -399,17 +399,13 @@ pub(super) fn write_outcome(state: &State, outcome: Outcome, out: &mut String) -
                 count,
             )
         }
-        Outcome::Pending {
-            token,
-            expires_at_ms,
-        } => {
+        Outcome::Pending { token } => {
             state.metrics.signature(SignatureOutcome::Pending);
             // The token is hex and the time RFC 3339: nothing to escape.
             let _ = write!(
                 out,
-                r#"{{"status":"pending","token":"{}","expires_at":"{}"}}"#,
-                token.as_str(),
-                rfc3339(expires_at_ms)
+                r#"{{"status":"pending","token":"{token}","expires_at":"{}"}}"#,
+                rfc3339(token.expires_at_ms())
             );
             return StatusCode::ACCEPTED;
         }
