@@ -791,8 +791,11 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
     let mut stats = plan.live.total();
     if let Some(interval_ns) = plan.interval_ns {
         let taken = plan.next_slot.load(Ordering::Relaxed);
+        // After Ctrl-C only the slots due before the stop count as not sent.
+        let stopped_at = Duration::from_nanos(plan.stopped_at_ns.load(Ordering::Relaxed));
+        let end = plan.duration.min(stopped_at);
         stats.counts.not_sent =
-            slots_not_taken(taken, interval_ns, plan.duration) * u64::from(endpoint.size());
+            slots_not_taken(taken, interval_ns, end) * u64::from(endpoint.size());
     }
     Ok(Report::new(args, seed, endpoint, elapsed, &stats))
 }
