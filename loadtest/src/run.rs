@@ -29,13 +29,13 @@ use tokio::sync::Notify;
 use crate::cli::{RunArgs, ShapeKind, Target};
 use crate::client::{self, Client};
 use crate::ledger::{LedgerSink, LedgerWriter};
-use crate::outcome::{self, Outcome};
+use crate::outcome::{self, Carried, Outcome};
 use crate::report::Report;
 use crate::shape::{self, Picker};
 use crate::stats::{Live, Recent, FLUSH_INTERVAL};
 use crate::wire::Wire;
 
-/// Acknowledged signers a connection remembers for `--dup-ratio` re-sends.
+/// Acknowledged (or pending) signers a connection remembers for `--dup-ratio` re-sends.
 const ACKED_REMEMBERED_MAX: usize = 4096;
 
 /// Longest wait between two attempts to connect.
@@ -335,7 +335,11 @@ impl Worker {
             self.recent.counts.add(outcome);
             if signature.resend {
                 self.recent.counts.resends += 1;
-            } else if matches!(outcome, Outcome::Accepted | Outcome::Duplicate) {
+            } else if matches!(
+                outcome,
+                Outcome::Accepted | Outcome::Duplicate | Outcome::Pending { .. }
+            ) {
+                // A pending signer is re-sent too: the server owes it the same token.
                 let entry = (signature.petition, signature.signer);
                 if self.acked.len() < ACKED_REMEMBERED_MAX {
                     self.acked.push(entry);
@@ -347,12 +351,26 @@ impl Worker {
             if let Some(ledger) = &mut self.ledger {
                 self.text.clear();
                 shape::write_email(&mut self.text, plan.seed, self.id, signature.signer);
-                ledger.record(
-                    &shape::petition_id(plan.seed, signature.petition),
-                    &self.text,
-                    outcome.ledger_class(),
-                    &outcome.detail(),
-                );
+                let petition = shape::petition_id(plan.seed, signature.petition);
+                match outcome {
+                    Outcome::Pending {
+                        token,
+                        expires_unix_s,
+                    } => ledger.record_lifecycle(
+                        &petition,
+                        &self.text,
+                        outcome.ledger_class(),
+                        "-",
+                        token,
+                        Some(*expires_unix_s),
+                    ),
+                    _ => ledger.record(
+                        &petition,
+                        &self.text,
+                        outcome.ledger_class(),
+                        &outcome.detail(),
+                    ),
+                }
             }
         }
     }
@@ -442,7 +460,13 @@ impl Worker {
                 self.outcomes.push(outcome::classify_single(status, body));
             }
             Endpoint::Batch(lines) => {
-                outcome::classify_batch(status, body, lines as usize, &mut self.outcomes);
+                outcome::classify_batch(
+                    status,
+                    body,
+                    lines as usize,
+                    Carried::Signatures,
+                    &mut self.outcomes,
+                );
             }
         }
     }
