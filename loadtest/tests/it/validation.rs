@@ -210,7 +210,8 @@ async fn open_loop_keeps_the_share_and_validates_exactly_the_kept_tokens() {
     .await;
     check_a_correct_run(&server, &run, 0.3);
     let (report, text, verdict) = (run.report, run.text, run.verdict);
-    assert!(report.outcomes.resends > 100, "{:?}", report.outcomes);
+    // Pending signers were re-sent (about a fifth of what phase 1 managed to send).
+    assert!(report.outcomes.resends > 20, "{:?}", report.outcomes);
     // Re-sent pending signers got their token back: one token per signer in the ledger.
     let mut tokens: BTreeMap<String, HashSet<String>> = BTreeMap::new();
     for (_, email, class, token) in lines(&text) {
@@ -376,12 +377,12 @@ async fn expired_tokens_are_refused_and_do_not_fail_verify() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_duration_bounds_phase_two() {
-    // 2 connections against 50 ms per validation: about 40/s, 400 tokens at -R 400 for 1 s.
+    // 2 connections against 50 ms per validation: at most about 40 a second, while phase 1
+    // keeps up to 400 tokens (-R 400 for 1 s, all kept) to validate at -R 400.
     let server = FakeServer::start(Fault::SlowValidations {
         each: Duration::from_millis(50),
     })
     .await;
-    let started = std::time::Instant::now();
     let Run {
         report,
         text,
@@ -394,12 +395,15 @@ async fn the_duration_bounds_phase_two() {
         &["-R", "400", "-z", "1s", "-c", "2"],
     )
     .await;
-    let took = started.elapsed();
     let v = report.validation.as_ref().unwrap();
-    assert_eq!(v.kept, 400, "{v:?}");
-    // Validating all would take 10 s; phase 2 ends at -z plus the answers outstanding.
-    assert!(took < Duration::from_secs(5), "the run took {took:?}");
-    assert!(v.outcomes.not_sent >= 300, "{v:?}");
+    // Share 1 and no re-sends: every pending answer is kept.
+    assert_eq!(v.kept, report.outcomes.pending, "{v:?}");
+    assert!(v.kept >= 200, "{v:?}");
+    // Validating them all would take 5 s or more; phase 2 ends at -z plus the answers
+    // outstanding, having sent what 2 connections at 50 ms each manage in 1 s.
+    assert!(v.elapsed_s < 2.0, "phase 2 took {} s", v.elapsed_s);
+    assert!(v.outcomes.sent <= 2 * (1000 / 50 + 1), "{v:?}");
+    assert!(v.outcomes.validated > 0, "{v:?}");
     assert_eq!(v.outcomes.sent + v.outcomes.not_sent, v.kept);
     assert!(report.table().contains("not sent (-z or Ctrl-C first)"));
     // Only what was sent is in the ledger, and what was not sent is still pending.
