@@ -100,12 +100,20 @@ pub struct RunArgs {
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub batch: Option<u32>,
 
+    /// Two-phase load with email validation: register the petitions with
+    /// `"validation":"email"`, keep the token of each new signer's pending answer with
+    /// probability F (more than 0, at most 1; chosen from --seed), then validate the kept tokens
+    /// over the same connections, in the same way (single or --batch) and at the same -R (in
+    /// validations per second), each phase bounded by -z. At most 4,194,304 tokens are kept.
+    #[arg(long, value_name = "F", value_parser = parse_share)]
+    pub validate_share: Option<f64>,
+
     /// After the run, verify the ledger against the server (as `loadtest verify` does) and exit 1
     /// if anything acknowledged is not counted. Uses --ledger, or a temporary ledger.
     #[arg(long)]
     pub durability_check: bool,
 
-    /// Write every signature sent and its outcome to FILE (TSV; see README).
+    /// Write every signature (and validation) sent and its outcome to FILE (TSV; see README).
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
 
@@ -130,7 +138,7 @@ pub struct RunArgs {
     /// Send plain `GET <target URL>` requests instead of signatures: no registration, no ledger,
     /// no key needed. For measuring the load generator itself against a hello-world (compare
     /// with `wrk`).
-    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register"])]
+    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share"])]
     pub get: bool,
 
     /// Worker threads of the runtime [default: number of CPUs].
@@ -277,6 +285,19 @@ pub fn parse_fraction(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// Parses the share of `--validate-share`: more than 0 and at most 1.
+pub fn parse_share(text: &str) -> Result<f64, String> {
+    let value: f64 = text.trim().parse().map_err(|_| {
+        format!("{text:?} is not a number; expected a share, more than 0 and at most 1, e.g. 0.3")
+    })?;
+    if !(value > 0.0 && value <= 1.0) {
+        return Err(format!(
+            "must be more than 0 and at most 1 (the share of pending signers to validate), not {text}"
+        ));
+    }
+    Ok(value)
+}
+
 fn parse_zipf_exponent(text: &str) -> Result<f64, String> {
     let value: f64 = text
         .trim()
@@ -340,5 +361,11 @@ mod tests {
         assert!(parse_fraction("1.5").is_err());
         assert!(parse_fraction("nan").is_err());
         assert!(parse_zipf_exponent("0").is_err());
+        assert_eq!(parse_share("0.3"), Ok(0.3));
+        assert_eq!(parse_share("1"), Ok(1.0));
+        assert_eq!(parse_share("1e-3"), Ok(0.001));
+        for bad in ["0", "-0.5", "1.01", "nan", "inf", "", "half"] {
+            assert!(parse_share(bad).is_err(), "{bad}");
+        }
     }
 }

@@ -4,8 +4,11 @@
 //!
 //! - `cli`: flags and their checks;
 //! - `shape`: which petition each signature goes to (uniform, zipf, viral) and who signs it;
-//! - `run`: petition registration, the connection tasks, open- and closed-loop pacing, progress;
+//! - `run`: petition registration, the connection tasks, open- and closed-loop pacing, progress,
+//!   and with `--validate-share` the second phase that validates the tokens kept;
 //! - `outcome`: reading the server's answers into outcomes and ledger classes;
+//! - `token`: a pending signature's validation token (kept as 36 bytes) and its RFC 3339 expiry;
+//! - `kept`: which tokens phase 1 keeps for phase 2 (seeded), and the bound on how many;
 //! - `stats`: per-connection HdrHistograms and counters, merged into live totals;
 //! - `report`: the final table and JSON;
 //! - `ledger`: the ack ledger file (writer thread, reader);
@@ -19,12 +22,14 @@
 
 pub mod cli;
 pub mod client;
+pub mod kept;
 pub mod ledger;
 pub mod outcome;
 pub mod report;
 pub mod run;
 pub mod shape;
 pub mod stats;
+pub mod token;
 pub mod verify;
 pub mod wire;
 

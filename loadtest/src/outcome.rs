@@ -1,10 +1,13 @@
-//! What became of one signature (or one plain GET), read from the server's answer.
+//! What became of one signature, validation (or plain GET), read from the server's answer.
 //!
 //! Two views: [`Outcome`] is the detailed one the report counts; [`LedgerClass`] is the one that
-//! matters for durability: was the signature acknowledged, definitely refused, or can we not tell?
+//! matters for durability: was the signature acknowledged (counted, or pending validation),
+//! definitely refused, or can we not tell? Likewise for a validation.
 
 use hyper::StatusCode;
 use serde::Deserialize;
+
+use crate::token::{self, Token};
 
 /// Error codes of the batch endpoint after which the line may be retried: the server did not
 /// take the signature, but whether it reached the store cannot be ruled out.
@@ -15,18 +18,45 @@ pub const RETRYABLE_CODES: [&str; 4] = [
     "shutting_down",
 ];
 
-/// The detailed outcome of one signature or GET.
+/// The error code of a 429 that refuses a pending signer's resubmissions for good (it is not
+/// a rate limit, and retrying does not help).
+pub const TOO_MANY_RESUBMISSIONS: &str = "too_many_resubmissions";
+
+/// What a request carried, and so which answers it may get.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Carried {
+    /// Signatures: accepted, duplicate or pending.
+    Signatures,
+    /// Validations (`POST /v1/validations`, batch lines `{"validate":...}`): validated or
+    /// already validated.
+    Validations,
+}
+
+/// The detailed outcome of one signature, validation or GET.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Outcome {
     /// `201 accepted`: a new signer, counted.
     Accepted,
     /// `200 duplicate`: the signer was counted before.
     Duplicate,
+    /// `202 pending` (an email-validated petition): a new signer, not counted until its token
+    /// is validated; a pending signer signing again gets the same token.
+    Pending {
+        /// The token that validates it.
+        token: Token,
+        /// When the token expires, in Unix seconds (rounded down).
+        expires_unix_s: i64,
+    },
+    /// `200 validated`: the validation counted the signer, now.
+    Validated,
+    /// `200 already_validated`: the token had been validated before.
+    AlreadyValidated,
     /// `--get` mode: any 2xx.
     Ok,
-    /// A 4xx other than 429 (or a non-retryable batch line error), by error code.
+    /// A 4xx other than a 429 `rate_limited` (or a non-retryable batch line error), by error
+    /// code; a 429 `too_many_resubmissions` is one.
     Rejected(String),
-    /// 429 `rate_limited`.
+    /// 429 (but `too_many_resubmissions`).
     RateLimited,
     /// 503 (or a retryable batch line error), by error code.
     Unavailable(String),
@@ -40,20 +70,44 @@ pub enum Outcome {
     ConnectionError,
 }
 
-/// The durability view of an outcome, as written to the ledger.
+/// The durability view of an outcome, as written to the ledger. The first four are the classes
+/// of ledger v1; the rest came with the signature lifecycle (ledger v2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum LedgerClass {
     /// The server said it counted the signer, now.
     Accepted,
     /// The server said the signer was counted before.
     Duplicate,
-    /// The server said no and did not count it (4xx, 429).
+    /// The server said no and did not take the signature (4xx, 429).
     Failed,
     /// Cannot tell: timeout, reset, 5xx, nonsense.
     Indeterminate,
+    /// The server took the signature as pending validation, with a token (not counted yet).
+    Pending,
+    /// A validation: the server said it counted the signer, now.
+    Validated,
+    /// A validation: the server said the token had been validated before.
+    AlreadyValidated,
+    /// A validation the server refused without counting the signer (4xx, 429).
+    ValidationFailed,
+    /// A validation whose outcome cannot be told: timeout, reset, 5xx, nonsense.
+    ValidationIndeterminate,
 }
 
 impl LedgerClass {
+    /// Every class, in the order of the ledger's documentation.
+    pub const ALL: [LedgerClass; 9] = [
+        LedgerClass::Accepted,
+        LedgerClass::Duplicate,
+        LedgerClass::Failed,
+        LedgerClass::Indeterminate,
+        LedgerClass::Pending,
+        LedgerClass::Validated,
+        LedgerClass::AlreadyValidated,
+        LedgerClass::ValidationFailed,
+        LedgerClass::ValidationIndeterminate,
+    ];
+
     /// The word used in the ledger.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -61,30 +115,44 @@ impl LedgerClass {
             LedgerClass::Duplicate => "duplicate",
             LedgerClass::Failed => "failed",
             LedgerClass::Indeterminate => "indeterminate",
+            LedgerClass::Pending => "pending",
+            LedgerClass::Validated => "validated",
+            LedgerClass::AlreadyValidated => "already_validated",
+            LedgerClass::ValidationFailed => "validation_failed",
+            LedgerClass::ValidationIndeterminate => "validation_indeterminate",
         }
     }
 
     /// Parses the word written by [`LedgerClass::as_str`].
     pub fn parse(word: &str) -> Option<LedgerClass> {
-        Some(match word {
-            "accepted" => LedgerClass::Accepted,
-            "duplicate" => LedgerClass::Duplicate,
-            "failed" => LedgerClass::Failed,
-            "indeterminate" => LedgerClass::Indeterminate,
-            _ => return None,
-        })
+        LedgerClass::ALL.into_iter().find(|c| c.as_str() == word)
+    }
+
+    /// Whether a line of this class carries a token (the lifecycle classes).
+    pub fn has_token(self) -> bool {
+        !matches!(
+            self,
+            LedgerClass::Accepted
+                | LedgerClass::Duplicate
+                | LedgerClass::Failed
+                | LedgerClass::Indeterminate
+        )
     }
 }
 
 impl Outcome {
-    /// The durability class of this outcome.
+    /// The durability class of this outcome as the answer to a signature.
     pub fn ledger_class(&self) -> LedgerClass {
         match self {
             Outcome::Accepted => LedgerClass::Accepted,
             Outcome::Duplicate => LedgerClass::Duplicate,
+            Outcome::Pending { .. } => LedgerClass::Pending,
             Outcome::Rejected(_) | Outcome::RateLimited => LedgerClass::Failed,
-            // `Ok` only happens in --get mode, which keeps no ledger.
+            // `Ok` only happens in --get mode, which keeps no ledger; the classifiers never
+            // give a signature a validation's answer (it would be a `BadResponse`).
             Outcome::Ok
+            | Outcome::Validated
+            | Outcome::AlreadyValidated
             | Outcome::Unavailable(_)
             | Outcome::ServerError(_)
             | Outcome::BadResponse
@@ -93,9 +161,36 @@ impl Outcome {
         }
     }
 
+    /// The durability class of this outcome as the answer to a validation.
+    pub fn validation_ledger_class(&self) -> LedgerClass {
+        match self {
+            Outcome::Validated => LedgerClass::Validated,
+            Outcome::AlreadyValidated => LedgerClass::AlreadyValidated,
+            Outcome::Rejected(_) | Outcome::RateLimited => LedgerClass::ValidationFailed,
+            // As above: a validation is never classified as a signature's answer.
+            Outcome::Accepted
+            | Outcome::Duplicate
+            | Outcome::Pending { .. }
+            | Outcome::Ok
+            | Outcome::Unavailable(_)
+            | Outcome::ServerError(_)
+            | Outcome::BadResponse
+            | Outcome::Timeout
+            | Outcome::ConnectionError => LedgerClass::ValidationIndeterminate,
+        }
+    }
+
     /// Whether this counts as an error in the live progress line.
     pub fn is_error(&self) -> bool {
-        !matches!(self, Outcome::Accepted | Outcome::Duplicate | Outcome::Ok)
+        !matches!(
+            self,
+            Outcome::Accepted
+                | Outcome::Duplicate
+                | Outcome::Ok
+                | Outcome::Pending { .. }
+                | Outcome::Validated
+                | Outcome::AlreadyValidated
+        )
     }
 
     /// A short detail for the ledger's fourth column.
@@ -107,15 +202,62 @@ impl Outcome {
             Outcome::BadResponse => "bad_response".to_owned(),
             Outcome::Timeout => "timeout".to_owned(),
             Outcome::ConnectionError => "connection_error".to_owned(),
-            Outcome::Accepted | Outcome::Duplicate | Outcome::Ok => "-".to_owned(),
+            Outcome::Accepted
+            | Outcome::Duplicate
+            | Outcome::Ok
+            | Outcome::Pending { .. }
+            | Outcome::Validated
+            | Outcome::AlreadyValidated => "-".to_owned(),
+        }
+    }
+
+    /// A short description for people, e.g. `pending (202)`, `rejected unknown_token`.
+    pub fn describe(&self) -> String {
+        match self {
+            Outcome::Accepted => "accepted".to_owned(),
+            Outcome::Duplicate => "duplicate".to_owned(),
+            Outcome::Pending { .. } => "pending".to_owned(),
+            Outcome::Validated => "validated".to_owned(),
+            Outcome::AlreadyValidated => "already_validated".to_owned(),
+            Outcome::Ok => "ok".to_owned(),
+            Outcome::Rejected(code) => format!("rejected {code}"),
+            Outcome::RateLimited => "rate limited".to_owned(),
+            Outcome::Unavailable(code) => format!("unavailable {code}"),
+            Outcome::ServerError(status) => format!("server error {status}"),
+            Outcome::BadResponse => "an answer outside the contract".to_owned(),
+            Outcome::Timeout => "no answer in time".to_owned(),
+            Outcome::ConnectionError => "a connection error".to_owned(),
         }
     }
 }
 
+/// An answer with a status: single answers and batch lines alike.
 #[derive(Deserialize)]
 struct Ack<'a> {
     #[serde(borrow)]
     status: &'a str,
+    #[serde(borrow, default)]
+    code: Option<std::borrow::Cow<'a, str>>,
+    #[serde(borrow, default)]
+    token: Option<&'a str>,
+    #[serde(borrow, default)]
+    expires_at: Option<&'a str>,
+}
+
+impl Ack<'_> {
+    /// The outcome of a `pending` answer: a token in its exact form and a valid expiry, or else
+    /// an answer outside the contract.
+    fn pending(&self) -> Outcome {
+        let token = self.token.and_then(Token::parse);
+        let expires = self.expires_at.and_then(token::parse_rfc3339);
+        match (token, expires) {
+            (Some(token), Some(expires_unix_s)) => Outcome::Pending {
+                token,
+                expires_unix_s,
+            },
+            _ => Outcome::BadResponse,
+        }
+    }
 }
 
 #[derive(Deserialize)]
@@ -130,14 +272,6 @@ struct ErrorDetail<'a> {
     code: std::borrow::Cow<'a, str>,
 }
 
-#[derive(Deserialize)]
-struct BatchLine<'a> {
-    #[serde(borrow)]
-    status: &'a str,
-    #[serde(borrow, default)]
-    code: Option<std::borrow::Cow<'a, str>>,
-}
-
 /// The error code of an error body, or `http_<status>` if the body is not in the error shape.
 pub fn error_code(status: StatusCode, body: &[u8]) -> String {
     match serde_json::from_slice::<ErrorBody>(body) {
@@ -149,7 +283,10 @@ pub fn error_code(status: StatusCode, body: &[u8]) -> String {
 /// Classifies a non-2xx answer (shared by all endpoints).
 fn classify_error(status: StatusCode, body: &[u8]) -> Outcome {
     match status.as_u16() {
-        429 => Outcome::RateLimited,
+        429 => match error_code(status, body) {
+            code if code == TOO_MANY_RESUBMISSIONS => Outcome::Rejected(code),
+            _ => Outcome::RateLimited,
+        },
         503 => Outcome::Unavailable(error_code(status, body)),
         400..=499 => Outcome::Rejected(error_code(status, body)),
         500..=599 => Outcome::ServerError(status.as_u16()),
@@ -159,19 +296,31 @@ fn classify_error(status: StatusCode, body: &[u8]) -> Outcome {
 
 /// Classifies the answer to `POST /v1/petitions/{id}/signatures`.
 pub fn classify_single(status: StatusCode, body: &[u8]) -> Outcome {
-    let expected = match status {
-        StatusCode::CREATED => "accepted",
-        StatusCode::OK => "duplicate",
-        _ => return classify_error(status, body),
-    };
+    if !matches!(
+        status,
+        StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED
+    ) {
+        return classify_error(status, body);
+    }
     match serde_json::from_slice::<Ack>(body) {
-        Ok(ack) if ack.status == expected => {
-            if status == StatusCode::CREATED {
-                Outcome::Accepted
-            } else {
-                Outcome::Duplicate
-            }
-        }
+        Ok(ack) => match (status, ack.status) {
+            (StatusCode::CREATED, "accepted") => Outcome::Accepted,
+            (StatusCode::OK, "duplicate") => Outcome::Duplicate,
+            (StatusCode::ACCEPTED, "pending") => ack.pending(),
+            _ => Outcome::BadResponse,
+        },
+        Err(_) => Outcome::BadResponse,
+    }
+}
+
+/// Classifies the answer to `POST /v1/validations`.
+pub fn classify_validation(status: StatusCode, body: &[u8]) -> Outcome {
+    if status != StatusCode::OK {
+        return classify_error(status, body);
+    }
+    match serde_json::from_slice::<Ack>(body) {
+        Ok(ack) if ack.status == "validated" => Outcome::Validated,
+        Ok(ack) if ack.status == "already_validated" => Outcome::AlreadyValidated,
         _ => Outcome::BadResponse,
     }
 }
@@ -185,9 +334,15 @@ pub fn classify_get(status: StatusCode, body: &[u8]) -> Outcome {
     }
 }
 
-/// Classifies the answer to `POST /v1/signatures:batch` with `lines` signatures into `out`
-/// (cleared first), one outcome per line in order.
-pub fn classify_batch(status: StatusCode, body: &[u8], lines: usize, out: &mut Vec<Outcome>) {
+/// Classifies the answer to `POST /v1/signatures:batch` with `lines` lines, all of the kind
+/// `carried`, into `out` (cleared first), one outcome per line in order.
+pub fn classify_batch(
+    status: StatusCode,
+    body: &[u8],
+    lines: usize,
+    carried: Carried,
+    out: &mut Vec<Outcome>,
+) {
     out.clear();
     if status != StatusCode::OK {
         let outcome = classify_error(status, body);
@@ -195,14 +350,20 @@ pub fn classify_batch(status: StatusCode, body: &[u8], lines: usize, out: &mut V
         return;
     }
     for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let outcome = match serde_json::from_slice::<BatchLine>(line) {
-            Ok(parsed) => match (parsed.status, parsed.code) {
-                ("accepted", _) => Outcome::Accepted,
-                ("duplicate", _) => Outcome::Duplicate,
-                ("error", Some(code)) if RETRYABLE_CODES.contains(&code.as_ref()) => {
-                    Outcome::Unavailable(code.into_owned())
-                }
-                ("error", Some(code)) => Outcome::Rejected(code.into_owned()),
+        let outcome = match serde_json::from_slice::<Ack>(line) {
+            Ok(parsed) => match (carried, parsed.status) {
+                (Carried::Signatures, "accepted") => Outcome::Accepted,
+                (Carried::Signatures, "duplicate") => Outcome::Duplicate,
+                (Carried::Signatures, "pending") => parsed.pending(),
+                (Carried::Validations, "validated") => Outcome::Validated,
+                (Carried::Validations, "already_validated") => Outcome::AlreadyValidated,
+                (_, "error") => match parsed.code {
+                    Some(code) if RETRYABLE_CODES.contains(&code.as_ref()) => {
+                        Outcome::Unavailable(code.into_owned())
+                    }
+                    Some(code) => Outcome::Rejected(code.into_owned()),
+                    None => Outcome::BadResponse,
+                },
                 _ => Outcome::BadResponse,
             },
             Err(_) => Outcome::BadResponse,
@@ -218,6 +379,8 @@ pub fn classify_batch(status: StatusCode, body: &[u8], lines: usize, out: &mut V
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -273,7 +436,13 @@ mod tests {
             r#"{"status":"error","code":"invalid_signature","message":"m"}"#,
             "\n"
         );
-        classify_batch(StatusCode::OK, body.as_bytes(), 4, &mut out);
+        classify_batch(
+            StatusCode::OK,
+            body.as_bytes(),
+            4,
+            Carried::Signatures,
+            &mut out,
+        );
         assert_eq!(
             out,
             vec![
@@ -283,15 +452,198 @@ mod tests {
                 Outcome::Rejected("invalid_signature".into()),
             ]
         );
-        classify_batch(StatusCode::OK, body.as_bytes(), 5, &mut out);
+        classify_batch(
+            StatusCode::OK,
+            body.as_bytes(),
+            5,
+            Carried::Signatures,
+            &mut out,
+        );
         assert_eq!(out, vec![Outcome::BadResponse; 5]);
         classify_batch(
             StatusCode::PAYLOAD_TOO_LARGE,
             br#"{"error":{"code":"body_too_large","message":"m"}}"#,
             2,
+            Carried::Signatures,
             &mut out,
         );
         assert_eq!(out, vec![Outcome::Rejected("body_too_large".into()); 2]);
+    }
+
+    const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233";
+
+    fn pending() -> Outcome {
+        Outcome::Pending {
+            token: Token::parse(TOKEN).unwrap(),
+            expires_unix_s: 1_796_119_200,
+        }
+    }
+
+    #[test]
+    fn lifecycle_single() {
+        let token = TOKEN;
+        let check = |status: u16, body: &str, expected: Outcome| {
+            let status = StatusCode::from_u16(status).expect("valid status");
+            assert_eq!(classify_single(status, body.as_bytes()), expected, "{body}");
+        };
+        let answer = |token: &str, expires: &str| {
+            format!(r#"{{"status":"pending","token":"{token}","expires_at":"{expires}"}}"#)
+        };
+        check(202, &answer(token, "2026-12-01T10:00:00Z"), pending());
+        check(202, &answer(token, "2026-12-01T10:00:00.75Z"), pending());
+        // The token in any other form, a bad expiry, or the wrong status: outside the contract.
+        check(
+            202,
+            &answer(&token.to_uppercase(), "2026-12-01T10:00:00Z"),
+            Outcome::BadResponse,
+        );
+        check(
+            202,
+            &answer(&token[..70], "2026-12-01T10:00:00Z"),
+            Outcome::BadResponse,
+        );
+        check(202, &answer(token, "tomorrow"), Outcome::BadResponse);
+        check(
+            202,
+            &format!(r#"{{"status":"pending","token":"{token}"}}"#),
+            Outcome::BadResponse,
+        );
+        check(
+            200,
+            &answer(token, "2026-12-01T10:00:00Z"),
+            Outcome::BadResponse,
+        );
+        check(
+            202,
+            r#"{"status":"accepted","count":1}"#,
+            Outcome::BadResponse,
+        );
+        let error = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        check(
+            429,
+            &error("too_many_resubmissions"),
+            Outcome::Rejected("too_many_resubmissions".into()),
+        );
+        check(429, &error("rate_limited"), Outcome::RateLimited);
+    }
+
+    #[test]
+    fn validations() {
+        let check = |status: u16, body: &str, expected: Outcome| {
+            let status = StatusCode::from_u16(status).expect("valid status");
+            assert_eq!(
+                classify_validation(status, body.as_bytes()),
+                expected,
+                "{body}"
+            );
+        };
+        let error = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        check(
+            200,
+            r#"{"status":"validated","count":3}"#,
+            Outcome::Validated,
+        );
+        check(
+            200,
+            r#"{"status":"already_validated","count":3}"#,
+            Outcome::AlreadyValidated,
+        );
+        check(
+            200,
+            r#"{"status":"duplicate","count":3}"#,
+            Outcome::BadResponse,
+        );
+        check(
+            201,
+            r#"{"status":"validated","count":3}"#,
+            Outcome::BadResponse,
+        );
+        for (status, code) in [
+            (404, "unknown_token"),
+            (422, "malformed_token"),
+            (410, "token_expired"),
+            (409, "petition_closed"),
+            (409, "invalidated"),
+        ] {
+            check(status, &error(code), Outcome::Rejected(code.into()));
+        }
+        check(429, &error("rate_limited"), Outcome::RateLimited);
+        check(
+            503,
+            &error("overloaded"),
+            Outcome::Unavailable("overloaded".into()),
+        );
+        assert_eq!(
+            Outcome::Rejected("token_expired".into()).validation_ledger_class(),
+            LedgerClass::ValidationFailed
+        );
+        assert_eq!(
+            Outcome::Unavailable("overloaded".into()).validation_ledger_class(),
+            LedgerClass::ValidationIndeterminate
+        );
+        assert_eq!(
+            Outcome::Validated.validation_ledger_class(),
+            LedgerClass::Validated
+        );
+    }
+
+    #[test]
+    fn lifecycle_batch() {
+        let token = TOKEN;
+        let mut out = Vec::new();
+        let body = format!(
+            "{}\n{}\n{}\n",
+            format_args!(
+                r#"{{"status":"pending","token":"{token}","expires_at":"2026-12-01T10:00:00Z"}}"#
+            ),
+            r#"{"status":"duplicate","count":4}"#,
+            r#"{"status":"error","code":"too_many_resubmissions","message":"m"}"#,
+        );
+        classify_batch(
+            StatusCode::OK,
+            body.as_bytes(),
+            3,
+            Carried::Signatures,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![
+                pending(),
+                Outcome::Duplicate,
+                Outcome::Rejected("too_many_resubmissions".into())
+            ]
+        );
+        let body = concat!(
+            r#"{"status":"validated","count":1}"#,
+            "\n",
+            r#"{"status":"already_validated","count":1}"#,
+            "\n",
+            r#"{"status":"error","code":"unknown_token","message":"m"}"#,
+            "\n",
+            r#"{"status":"error","code":"recovering","message":"m"}"#,
+            "\n",
+            r#"{"status":"accepted","count":1}"#,
+            "\n",
+        );
+        classify_batch(
+            StatusCode::OK,
+            body.as_bytes(),
+            5,
+            Carried::Validations,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![
+                Outcome::Validated,
+                Outcome::AlreadyValidated,
+                Outcome::Rejected("unknown_token".into()),
+                Outcome::Unavailable("recovering".into()),
+                // A signature's answer to a validation line is outside the contract.
+                Outcome::BadResponse,
+            ]
+        );
     }
 
     #[test]
@@ -303,13 +655,10 @@ mod tests {
             LedgerClass::Indeterminate
         );
         assert_eq!(Outcome::Timeout.ledger_class(), LedgerClass::Indeterminate);
-        for class in [
-            LedgerClass::Accepted,
-            LedgerClass::Duplicate,
-            LedgerClass::Failed,
-            LedgerClass::Indeterminate,
-        ] {
+        assert_eq!(pending().ledger_class(), LedgerClass::Pending);
+        for class in LedgerClass::ALL {
             assert_eq!(LedgerClass::parse(class.as_str()), Some(class));
         }
+        assert_eq!(LedgerClass::parse("maybe"), None);
     }
 }

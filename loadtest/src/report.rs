@@ -5,10 +5,13 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
+use std::collections::BTreeMap;
+
 use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{RunArgs, ShapeKind};
+use crate::kept::KeptSet;
 use crate::run::{self, Endpoint};
 use crate::stats::{Counts, Stats};
 
@@ -46,6 +49,120 @@ pub struct Report {
     pub latency_ms: LatencyReport,
     /// Counts by outcome.
     pub outcomes: Counts,
+    /// Phase 2 (`--validate-share`): the validations of the tokens kept.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub validation: Option<ValidationReport>,
+}
+
+/// Phase 2 of a run with `--validate-share`: the kept tokens validated.
+#[derive(Debug, Clone, Serialize)]
+pub struct ValidationReport {
+    /// `--validate-share`.
+    pub share: f64,
+    /// Pending answers to new signers in phase 1: each kept with probability `share`.
+    pub candidates: u64,
+    /// Tokens kept, to be validated.
+    pub kept: u64,
+    /// Tokens the share chose that were not kept, the run having kept its bound already.
+    pub not_kept_over_bound: u64,
+    /// Seconds from the first due validation to the last answer (0 if none was sent).
+    pub elapsed_s: f64,
+    /// Target and achieved rates, in validations.
+    pub rate: RateReport,
+    /// Latency per request in milliseconds.
+    pub latency_ms: LatencyReport,
+    /// Counts by outcome, in validations.
+    pub outcomes: ValidationCounts,
+}
+
+/// Phase 2's outcomes, per validation (a batch of 100 lines counts 100).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct ValidationCounts {
+    /// HTTP requests answered.
+    pub requests: u64,
+    /// Validations sent: answered, timed out or lost with their connection.
+    pub sent: u64,
+    /// Validations answered with any status.
+    pub answered: u64,
+    /// `200 validated`: counted now.
+    pub validated: u64,
+    /// `200 already_validated`.
+    pub already_validated: u64,
+    /// 4xx other than 429 (`unknown_token`, `malformed_token`, `token_expired`,
+    /// `petition_closed`, `invalidated`, ...), by error code.
+    pub rejected: BTreeMap<String, u64>,
+    /// 429.
+    pub rate_limited: u64,
+    /// 503 and retryable batch-line errors, by code.
+    pub unavailable: BTreeMap<String, u64>,
+    /// Other 5xx, by status.
+    pub server_errors: BTreeMap<u16, u64>,
+    /// Answers outside the contract.
+    pub bad_responses: u64,
+    /// No answer within `--timeout`.
+    pub timeouts: u64,
+    /// The connection failed with the request outstanding.
+    pub connection_errors: u64,
+    /// Failed attempts to connect (nothing sent).
+    pub connect_failures: u64,
+    /// Kept tokens never sent: the phase was bounded by `-z` or stopped by Ctrl-C first.
+    pub not_sent: u64,
+}
+
+impl ValidationReport {
+    /// Builds the report of phase 2 from what phase 1 `kept` (its `count` tokens, now handed
+    /// over) and what phase 2 measured.
+    pub fn new(
+        args: &RunArgs,
+        share: f64,
+        kept: &KeptSet,
+        count: u64,
+        elapsed: Duration,
+        stats: &Stats,
+    ) -> ValidationReport {
+        let c = &stats.counts;
+        let sent = c.answered + c.timeouts + c.connection_errors;
+        let seconds = elapsed.as_secs_f64();
+        let per_second = |n: u64| {
+            if seconds > 0.0 {
+                n as f64 / seconds
+            } else {
+                0.0
+            }
+        };
+        ValidationReport {
+            share,
+            candidates: kept.candidates,
+            kept: count,
+            not_kept_over_bound: kept.over_bound,
+            elapsed_s: seconds,
+            rate: RateReport {
+                target_per_s: args.rate,
+                achieved_per_s: per_second(c.answered),
+                requests_per_s: per_second(c.requests),
+            },
+            latency_ms: LatencyReport {
+                corrected: Percentiles::of(&stats.corrected),
+                uncorrected: Percentiles::of(&stats.uncorrected),
+            },
+            outcomes: ValidationCounts {
+                requests: c.requests,
+                sent,
+                answered: c.answered,
+                validated: c.validated,
+                already_validated: c.already_validated,
+                rejected: c.rejected.clone(),
+                rate_limited: c.rate_limited,
+                unavailable: c.unavailable.clone(),
+                server_errors: c.server_errors.clone(),
+                bad_responses: c.bad_responses,
+                timeouts: c.timeouts,
+                connection_errors: c.connection_errors,
+                connect_failures: c.connect_failures,
+                not_sent: count.saturating_sub(sent),
+            },
+        }
+    }
 }
 
 /// The traffic shape as run.
@@ -187,6 +304,7 @@ impl Report {
                 uncorrected: Percentiles::of(&stats.uncorrected),
             },
             outcomes: stats.counts.clone(),
+            validation: None,
         }
     }
 
@@ -222,40 +340,7 @@ impl Report {
             "rate       target {target}   achieved {:.1} {unit}/s ({:.1} requests/s) over {:.2}s",
             self.rate.achieved_per_s, self.rate.requests_per_s, self.elapsed_s
         );
-        let _ = writeln!(
-            out,
-            "\nlatency            p50       p90       p99     p99.9       max      mean     count"
-        );
-        let corrected_label = if self.mode == "open" {
-            "corrected"
-        } else {
-            "measured"
-        };
-        for (label, p) in [
-            (corrected_label, &self.latency_ms.corrected),
-            ("uncorrected", &self.latency_ms.uncorrected),
-        ] {
-            if label == "uncorrected" && self.mode != "open" {
-                continue;
-            }
-            let _ = writeln!(
-                out,
-                "{label:<13}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
-                ms(p.p50),
-                ms(p.p90),
-                ms(p.p99),
-                ms(p.p99_9),
-                ms(p.max),
-                ms(p.mean),
-                p.count
-            );
-        }
-        if self.mode == "open" {
-            let _ = writeln!(
-                out,
-                "             (corrected: from the intended send time; uncorrected: from the actual send)"
-            );
-        }
+        self.latency_table(&mut out, &self.latency_ms);
         let o = &self.outcomes;
         let _ = writeln!(out, "\noutcomes ({unit})");
         let mut row = |name: &str, n: u64| {
@@ -266,6 +351,9 @@ impl Report {
         } else {
             row("accepted (201)", o.accepted);
             row("duplicate (200)", o.duplicate);
+            if o.pending > 0 || self.validation.is_some() {
+                row("pending (202)", o.pending);
+            }
         }
         for (code, n) in &o.rejected {
             row(&format!("rejected {code}"), *n);
@@ -294,7 +382,105 @@ impl Report {
         if self.mode == "open" {
             row("not sent (due, no free connection)", o.not_sent);
         }
+        if let Some(validation) = &self.validation {
+            self.validation_table(&mut out, validation);
+        }
         out
+    }
+
+    /// The latency rows of one phase.
+    fn latency_table(&self, out: &mut String, latency: &LatencyReport) {
+        let _ = writeln!(
+            out,
+            "\nlatency            p50       p90       p99     p99.9       max      mean     count"
+        );
+        let corrected_label = if self.mode == "open" {
+            "corrected"
+        } else {
+            "measured"
+        };
+        for (label, p) in [
+            (corrected_label, &latency.corrected),
+            ("uncorrected", &latency.uncorrected),
+        ] {
+            if label == "uncorrected" && self.mode != "open" {
+                continue;
+            }
+            let _ = writeln!(
+                out,
+                "{label:<13}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+                ms(p.p50),
+                ms(p.p90),
+                ms(p.p99),
+                ms(p.p99_9),
+                ms(p.max),
+                ms(p.mean),
+                p.count
+            );
+        }
+        if self.mode == "open" {
+            let _ = writeln!(
+                out,
+                "             (corrected: from the intended send time; uncorrected: from the actual send)"
+            );
+        }
+    }
+
+    /// Phase 2's part of the table.
+    fn validation_table(&self, out: &mut String, v: &ValidationReport) {
+        let _ = writeln!(
+            out,
+            "\nphase 2    validating {} kept tokens: {:.1}% of {} pending new signers \
+             (--validate-share {})",
+            v.kept,
+            if v.candidates > 0 {
+                100.0 * v.kept as f64 / v.candidates as f64
+            } else {
+                0.0
+            },
+            v.candidates,
+            v.share
+        );
+        let target = v
+            .rate
+            .target_per_s
+            .map_or_else(|| "max (closed loop)".to_owned(), |r| format!("{r:.1}/s"));
+        let _ = writeln!(
+            out,
+            "rate       target {target}   achieved {:.1} validations/s ({:.1} requests/s) over {:.2}s",
+            v.rate.achieved_per_s, v.rate.requests_per_s, v.elapsed_s
+        );
+        self.latency_table(out, &v.latency_ms);
+        let o = &v.outcomes;
+        let _ = writeln!(out, "\noutcomes (validations)");
+        let mut row = |name: &str, n: u64| {
+            let _ = writeln!(out, "  {name:<34}{n:>12}");
+        };
+        row("sent", o.sent);
+        row("validated (200)", o.validated);
+        row("already validated (200)", o.already_validated);
+        for (code, n) in &o.rejected {
+            row(&format!("rejected {code}"), *n);
+        }
+        row("rate limited (429)", o.rate_limited);
+        for (code, n) in &o.unavailable {
+            row(&format!("unavailable (503) {code}"), *n);
+        }
+        for (status, n) in &o.server_errors {
+            row(&format!("server error {status}"), *n);
+        }
+        if o.bad_responses > 0 {
+            row("bad responses", o.bad_responses);
+        }
+        row("timeouts", o.timeouts);
+        row("connection errors", o.connection_errors);
+        if o.connect_failures > 0 {
+            row("failed connects (nothing sent)", o.connect_failures);
+        }
+        row("not sent (-z or Ctrl-C first)", o.not_sent);
+        if v.not_kept_over_bound > 0 {
+            row("chosen, not kept (over the bound)", v.not_kept_over_bound);
+        }
     }
 }
 

@@ -1,4 +1,5 @@
-//! `loadtest run`: register the petitions, then drive `-c` keep-alive connections for `-z`.
+//! `loadtest run`: register the petitions, then drive `-c` keep-alive connections for `-z`;
+//! with `--validate-share`, then validate the tokens kept over the same connections.
 //!
 //! `--threads` load threads, each with its own current-thread tokio runtime (wrk's model: one
 //! event loop per thread), share the connections round-robin. One task per connection; it writes
@@ -12,9 +13,15 @@
 //! time. A stalled server therefore shows up as the queue of slots it delayed (corrected), not as
 //! one slow request per connection (what a closed-loop tool sees). Closed loop: each task sends
 //! its next request as soon as the previous one is answered.
+//!
+//! Two phases with `--validate-share` (a `Phase` per `Plan`): phase 1 signs, and each
+//! connection keeps the tokens of pending answers that [`crate::kept`] chooses; phase 2 merges
+//! them and validates them, slot `k` taking tokens `k × batch ..`, paced and bounded as phase 1
+//! is. Ctrl-C during phase 1 ends the run: phase 2 does not start.
 
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, Ordering};
-use std::sync::Arc;
+use std::ops::Range;
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, OnceLock};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
@@ -28,14 +35,15 @@ use tokio::sync::Notify;
 
 use crate::cli::{RunArgs, ShapeKind, Target};
 use crate::client::{self, Client};
+use crate::kept::{KeptSet, KeptToken, KEPT_TOKENS_MAX};
 use crate::ledger::{LedgerSink, LedgerWriter};
-use crate::outcome::{self, Outcome};
-use crate::report::Report;
+use crate::outcome::{self, Carried, Outcome};
+use crate::report::{Report, ValidationReport};
 use crate::shape::{self, Picker};
-use crate::stats::{Live, Recent, FLUSH_INTERVAL};
+use crate::stats::{Live, Recent, Stats, FLUSH_INTERVAL};
 use crate::wire::Wire;
 
-/// Acknowledged signers a connection remembers for `--dup-ratio` re-sends.
+/// Acknowledged (or pending) signers a connection remembers for `--dup-ratio` re-sends.
 const ACKED_REMEMBERED_MAX: usize = 4096;
 
 /// Longest wait between two attempts to connect.
@@ -87,11 +95,37 @@ pub fn ramp_of(args: &RunArgs) -> Duration {
     args.ramp.unwrap_or(args.duration / 4)
 }
 
-/// Everything the connection tasks share (read-only except the atomics and `live`).
+/// What a plan's connections send.
+#[derive(Debug)]
+enum Phase {
+    /// Phase 1: signatures (or GETs); with `--validate-share`, pending answers' tokens are kept
+    /// at this share.
+    Sign { validate_share: Option<f64> },
+    /// Phase 2: validations of these tokens, `endpoint.size()` per request.
+    Validate { tokens: Vec<KeptToken> },
+}
+
+/// Ctrl-C, shared by the plans of both phases.
+#[derive(Debug, Default)]
+struct Stop {
+    requested: AtomicBool,
+    /// When it was requested.
+    at: OnceLock<Instant>,
+}
+
+impl Stop {
+    fn is_requested(&self) -> bool {
+        self.requested.load(Ordering::Relaxed)
+    }
+}
+
+/// Everything the connection tasks of one phase share (read-only except the atomics and
+/// `live`).
 struct Plan {
     target: Target,
     endpoint: Endpoint,
-    /// The request target of `--get` and of the batch endpoint.
+    phase: Phase,
+    /// The request target of `--get`, of the batch endpoint, and of single validations.
     fixed_path: String,
     auth: Option<HeaderValue>,
     picker: Picker,
@@ -102,42 +136,76 @@ struct Plan {
     duration: Duration,
     /// Open loop: nanoseconds between two due requests.
     interval_ns: Option<f64>,
+    /// Slots taken so far (open loop, and phase 2 in either loop).
     next_slot: AtomicU64,
-    stop: AtomicBool,
-    /// When `stop` was set (Ctrl-C), in nanoseconds since `start`; `u64::MAX` if it was not.
-    stopped_at_ns: AtomicU64,
+    stop: Arc<Stop>,
+    /// Phase 1: tokens kept by all connections (the bound is [`KEPT_TOKENS_MAX`]).
+    kept_total: AtomicUsize,
     live: Live,
 }
 
 enum Slot {
-    /// Send when this time comes; latency counts from it.
-    Due(Instant),
-    /// Closed loop: send now.
-    Now,
-    /// The run is over.
+    /// Send slot `number` when this time comes; latency counts from it.
+    Due { at: Instant, number: u64 },
+    /// Closed loop: send now (`number` counts only in phase 2, which needs it to find its
+    /// tokens; phase 1 does not touch the shared counter).
+    Now { number: u64 },
+    /// The phase is over.
     Done,
 }
 
 impl Plan {
     fn next_slot(&self) -> Slot {
-        if self.stop.load(Ordering::Relaxed) {
+        // `-z` bounds each phase: a slot still untaken at the end is never sent, however far
+        // behind the connections are (`not_sent` counts it).
+        if self.stop.is_requested() || self.start.elapsed() >= self.duration {
             return Slot::Done;
         }
+        let number = match (&self.phase, self.interval_ns) {
+            (Phase::Sign { .. }, None) => return Slot::Now { number: 0 },
+            _ => self.next_slot.fetch_add(1, Ordering::Relaxed),
+        };
+        if let Phase::Validate { tokens } = &self.phase {
+            if self.tokens_of(number, tokens.len()).is_empty() {
+                return Slot::Done;
+            }
+        }
         match self.interval_ns {
-            // `-z` bounds the run: a slot still untaken at the end is never sent, however far
-            // behind the connections are (`not_sent` counts it).
-            Some(_) if self.start.elapsed() >= self.duration => Slot::Done,
             Some(interval_ns) => {
-                let k = self.next_slot.fetch_add(1, Ordering::Relaxed);
-                let offset = slot_offset(k, interval_ns);
+                let offset = slot_offset(number, interval_ns);
                 if offset >= self.duration {
                     Slot::Done
                 } else {
-                    Slot::Due(self.start + offset)
+                    Slot::Due {
+                        at: self.start + offset,
+                        number,
+                    }
                 }
             }
-            None if self.start.elapsed() >= self.duration => Slot::Done,
-            None => Slot::Now,
+            None => Slot::Now { number },
+        }
+    }
+
+    /// Phase 2: the indices of the tokens slot `number` validates (empty past the last).
+    fn tokens_of(&self, number: u64, tokens: usize) -> Range<usize> {
+        let size = self.endpoint.size() as usize;
+        let start = usize::try_from(number)
+            .unwrap_or(usize::MAX)
+            .saturating_mul(size)
+            .min(tokens);
+        start..start.saturating_add(size).min(tokens)
+    }
+
+    /// Whether the phase is over, so that a connection task need not (re)connect.
+    fn is_over(&self) -> bool {
+        if self.stop.is_requested() || self.start.elapsed() >= self.duration {
+            return true;
+        }
+        match &self.phase {
+            Phase::Validate { tokens } => self
+                .tokens_of(self.next_slot.load(Ordering::Relaxed), tokens.len())
+                .is_empty(),
+            Phase::Sign { .. } => false,
         }
     }
 }
@@ -191,8 +259,13 @@ struct Worker {
     recent: Recent,
     last_flush: Instant,
     ledger: Option<LedgerSink>,
+    /// Phase 1: the signatures of the request out.
     in_flight: Vec<Signature>,
-    /// A request was sent and its signatures are not settled yet.
+    /// Phase 2: the indices of the tokens the request out validates.
+    validating: Range<usize>,
+    /// Phase 1: the tokens this connection kept for phase 2.
+    kept: KeptSet,
+    /// A request was sent and its signatures (or validations) are not settled yet.
     pending: bool,
     outcomes: Vec<Outcome>,
     response_body: Vec<u8>,
@@ -215,6 +288,8 @@ impl Worker {
             last_flush: Instant::now(),
             ledger,
             in_flight: Vec::new(),
+            validating: 0..0,
+            kept: KeptSet::default(),
             pending: false,
             outcomes: Vec::new(),
             response_body: Vec::with_capacity(1024),
@@ -263,19 +338,42 @@ impl Worker {
             .extend_from_slice(b"\",\"name\":\"Load Test\",\"country\":\"GB\"}");
     }
 
-    /// Builds the next request into `request` and fills `in_flight` with the signatures it
-    /// carries.
-    fn build_request(&mut self, plan: &Plan) {
+    /// Builds the request of slot `number` into `request` and fills `in_flight` with the
+    /// signatures it carries (or `validating` with its tokens).
+    fn build_request(&mut self, plan: &Plan, number: u64) {
         self.in_flight.clear();
         self.body.clear();
         self.request.clear();
-        let content_type = match plan.endpoint {
-            Endpoint::Get => {
+        let content_type = match (&plan.phase, plan.endpoint) {
+            (Phase::Validate { tokens }, endpoint) => {
+                self.validating = plan.tokens_of(number, tokens.len());
+                let batch = matches!(endpoint, Endpoint::Batch(_));
+                for kept in &tokens[self.validating.clone()] {
+                    self.body.extend_from_slice(if batch {
+                        b"{\"validate\":\""
+                    } else {
+                        b"{\"token\":\""
+                    });
+                    kept.token.write_hex(&mut self.body);
+                    self.body.extend_from_slice(b"\"}");
+                    if batch {
+                        self.body.push(b'\n');
+                    }
+                }
+                self.request.extend_from_slice(b"POST ");
+                self.request.extend_from_slice(plan.fixed_path.as_bytes());
+                Some(if batch {
+                    &b"application/x-ndjson"[..]
+                } else {
+                    &b"application/json"[..]
+                })
+            }
+            (Phase::Sign { .. }, Endpoint::Get) => {
                 self.request.extend_from_slice(b"GET ");
                 self.request.extend_from_slice(plan.fixed_path.as_bytes());
                 None
             }
-            Endpoint::Single => {
+            (Phase::Sign { .. }, Endpoint::Single) => {
                 let signature = self.next_signature(plan, plan.start.elapsed());
                 self.in_flight.push(signature);
                 self.write_signature(plan, signature, false);
@@ -289,7 +387,7 @@ impl Worker {
                 self.request.extend_from_slice(b"/signatures");
                 Some(&b"application/json"[..])
             }
-            Endpoint::Batch(lines) => {
+            (Phase::Sign { .. }, Endpoint::Batch(lines)) => {
                 let elapsed = plan.start.elapsed();
                 for _ in 0..lines {
                     let signature = self.next_signature(plan, elapsed);
@@ -317,10 +415,14 @@ impl Worker {
         self.request.extend_from_slice(&self.body);
     }
 
-    /// Counts and logs one outcome per signature in flight (`outcomes` in order, or `all` for
-    /// every one).
+    /// Counts and logs one outcome per signature (or validation) in flight (`outcomes` in
+    /// order, or `all` for every one).
     fn settle(&mut self, plan: &Plan, all: Option<Outcome>) {
         self.pending = false;
+        if let Phase::Validate { tokens } = &plan.phase {
+            self.settle_validations(plan, tokens, all);
+            return;
+        }
         if plan.endpoint == Endpoint::Get {
             if let Some(outcome) = all.as_ref().or(self.outcomes.first()) {
                 self.recent.counts.add(outcome);
@@ -335,7 +437,11 @@ impl Worker {
             self.recent.counts.add(outcome);
             if signature.resend {
                 self.recent.counts.resends += 1;
-            } else if matches!(outcome, Outcome::Accepted | Outcome::Duplicate) {
+            } else if matches!(
+                outcome,
+                Outcome::Accepted | Outcome::Duplicate | Outcome::Pending { .. }
+            ) {
+                // A pending signer is re-sent too: the server owes it the same token.
                 let entry = (signature.petition, signature.signer);
                 if self.acked.len() < ACKED_REMEMBERED_MAX {
                     self.acked.push(entry);
@@ -343,15 +449,64 @@ impl Worker {
                     let slot = self.rng.random_range(0..self.acked.len());
                     self.acked[slot] = entry;
                 }
+                if let (
+                    Outcome::Pending { token, .. },
+                    Phase::Sign {
+                        validate_share: Some(share),
+                    },
+                ) = (outcome, &plan.phase)
+                {
+                    let kept =
+                        KeptToken::new(self.id, signature.signer, signature.petition, *token);
+                    self.kept
+                        .offer(plan.seed, *share, kept, &plan.kept_total, KEPT_TOKENS_MAX);
+                }
             }
             if let Some(ledger) = &mut self.ledger {
                 self.text.clear();
                 shape::write_email(&mut self.text, plan.seed, self.id, signature.signer);
-                ledger.record(
-                    &shape::petition_id(plan.seed, signature.petition),
+                let petition = shape::petition_id(plan.seed, signature.petition);
+                match outcome {
+                    Outcome::Pending {
+                        token,
+                        expires_unix_s,
+                    } => ledger.record_lifecycle(
+                        &petition,
+                        &self.text,
+                        outcome.ledger_class(),
+                        "-",
+                        token,
+                        Some(*expires_unix_s),
+                    ),
+                    _ => ledger.record(
+                        &petition,
+                        &self.text,
+                        outcome.ledger_class(),
+                        &outcome.detail(),
+                    ),
+                }
+            }
+        }
+    }
+
+    /// Phase 2's [`Worker::settle`]: one outcome per token in `validating`.
+    fn settle_validations(&mut self, plan: &Plan, tokens: &[KeptToken], all: Option<Outcome>) {
+        for (i, kept) in tokens[self.validating.clone()].iter().enumerate() {
+            let outcome = match &all {
+                Some(outcome) => outcome,
+                None => &self.outcomes[i],
+            };
+            self.recent.counts.add(outcome);
+            if let Some(ledger) = &mut self.ledger {
+                self.text.clear();
+                shape::write_email(&mut self.text, plan.seed, kept.connection(), kept.number());
+                ledger.record_lifecycle(
+                    &shape::petition_id(plan.seed, kept.petition),
                     &self.text,
-                    outcome.ledger_class(),
+                    outcome.validation_ledger_class(),
                     &outcome.detail(),
+                    &kept.token,
+                    None,
                 );
             }
         }
@@ -376,23 +531,24 @@ impl Worker {
             tokio::time::sleep_until(plan.start.into()).await;
         }
         loop {
-            let due = match plan.next_slot() {
+            let (due, number) = match plan.next_slot() {
                 Slot::Done => return false,
-                Slot::Now => None,
-                Slot::Due(due) => {
-                    if due > Instant::now() {
+                Slot::Now { number } => (None, number),
+                Slot::Due { at: due, number } => {
+                    let due = if due > Instant::now() {
                         // The connection is free before its slot: any lateness now is our own
                         // timer's (it ticks in whole milliseconds), not the server's, so up to
                         // TIMER_SLACK of it is not charged to the server.
                         tokio::time::sleep_until(due.into()).await;
-                        Some(Instant::now().min(due + TIMER_SLACK))
+                        Instant::now().min(due + TIMER_SLACK)
                     } else {
                         // Overdue: the connections were busy; the wait is the server's doing.
-                        Some(due)
-                    }
+                        due
+                    };
+                    (Some(due), number)
                 }
             };
-            self.build_request(plan);
+            self.build_request(plan, number);
             let sent_at = Instant::now();
             self.pending = true;
             watch.sent_ns.store(
@@ -432,17 +588,40 @@ impl Worker {
     }
 
     fn classify(&mut self, plan: &Plan, status: StatusCode, body: &[u8]) {
+        let validating = matches!(plan.phase, Phase::Validate { .. });
         match plan.endpoint {
             Endpoint::Get => {
                 self.outcomes.clear();
                 self.outcomes.push(outcome::classify_get(status, body));
             }
+            Endpoint::Single if validating => {
+                self.outcomes.clear();
+                self.outcomes
+                    .push(outcome::classify_validation(status, body));
+            }
             Endpoint::Single => {
                 self.outcomes.clear();
                 self.outcomes.push(outcome::classify_single(status, body));
             }
-            Endpoint::Batch(lines) => {
-                outcome::classify_batch(status, body, lines as usize, &mut self.outcomes);
+            Endpoint::Batch(_) if validating => {
+                let lines = self.validating.len();
+                outcome::classify_batch(
+                    status,
+                    body,
+                    lines,
+                    Carried::Validations,
+                    &mut self.outcomes,
+                );
+            }
+            Endpoint::Batch(_) => {
+                let lines = self.in_flight.len();
+                outcome::classify_batch(
+                    status,
+                    body,
+                    lines,
+                    Carried::Signatures,
+                    &mut self.outcomes,
+                );
             }
         }
     }
@@ -491,12 +670,13 @@ async fn open_connection(plan: &Plan) -> Option<(Wire, std::net::TcpStream)> {
     Some((Wire::new(stream), duplicate))
 }
 
-/// The body of one connection task: connect, drive, reconnect, until the run is over.
-async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) {
+/// The body of one connection task: connect, drive, reconnect, until the phase is over.
+/// Returns the tokens it kept (phase 1).
+async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) -> KeptSet {
     let mut worker = Worker::new(&plan, id, ledger);
     let mut backoff = Duration::from_millis(10);
     loop {
-        if plan.stop.load(Ordering::Relaxed) || plan.start.elapsed() >= plan.duration {
+        if plan.is_over() {
             break;
         }
         let Some((mut wire, duplicate)) = open_connection(&plan).await else {
@@ -525,6 +705,7 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) {
     if let Some(ledger) = &mut worker.ledger {
         ledger.flush().await;
     }
+    worker.kept
 }
 
 /// Load threads when `--threads` is not given: one per CPU.
@@ -533,7 +714,7 @@ pub fn default_threads() -> usize {
 }
 
 /// Starts one OS thread with its own current-thread tokio runtime running `connections`; the
-/// receiver yields how many of its connection tasks panicked.
+/// receiver yields how many of its connection tasks panicked, and the tokens the others kept.
 ///
 /// One event loop per thread, as wrk does: a connection's task, its hyper connection and its
 /// socket stay on one thread, with no work-stealing, cross-thread wake-ups or shared run queue.
@@ -543,7 +724,7 @@ fn spawn_load_thread(
     plan: Arc<Plan>,
     thread: usize,
     connections: Vec<(u32, Option<LedgerSink>)>,
-) -> Result<tokio::sync::oneshot::Receiver<usize>> {
+) -> Result<tokio::sync::oneshot::Receiver<(usize, KeptSet)>> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -552,27 +733,30 @@ fn spawn_load_thread(
     std::thread::Builder::new()
         .name(format!("load-{thread}"))
         .spawn(move || {
-            let panicked = runtime.block_on(async move {
+            let result = runtime.block_on(async move {
                 let mut tasks = tokio::task::JoinSet::new();
                 for (id, sink) in connections {
                     tasks.spawn(connection_task(Arc::clone(&plan), id, sink));
                 }
                 let mut panicked = 0;
+                let mut kept = KeptSet::default();
                 while let Some(joined) = tasks.join_next().await {
-                    if joined.is_err() {
-                        panicked += 1;
+                    match joined {
+                        Ok(connection_kept) => kept.merge(connection_kept),
+                        Err(_) => panicked += 1,
                     }
                 }
-                panicked
+                (panicked, kept)
             });
             // The receiver is gone only if `execute` was itself dropped; nothing to tell then.
-            let _ = finished.send(panicked);
+            let _ = finished.send(result);
         })
         .context("starting a load thread")?;
     Ok(receiver)
 }
 
-/// Registers petitions `0..count` with `PUT /v1/petitions/{id}` and body `{}`.
+/// Registers petitions `0..count` with `PUT /v1/petitions/{id}` and body `{}`, or
+/// `{"validation":"email"}` with `--validate-share`.
 async fn register(args: &RunArgs, seed: u64) -> Result<()> {
     let key = args
         .admin_key
@@ -587,6 +771,11 @@ async fn register(args: &RunArgs, seed: u64) -> Result<()> {
         let auth = auth.clone();
         let mut client = Client::new(&args.target, args.timeout);
         let count = args.petitions;
+        let body = Bytes::from_static(if args.validate_share.is_some() {
+            br#"{"validation":"email"}"#
+        } else {
+            b"{}"
+        });
         tasks.spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
@@ -594,7 +783,7 @@ async fn register(args: &RunArgs, seed: u64) -> Result<()> {
                     return anyhow::Ok(());
                 }
                 let id = shape::petition_id(seed, index);
-                register_one(&mut client, &id, &auth).await?;
+                register_one(&mut client, &id, &auth, body.clone()).await?;
             }
         });
     }
@@ -604,7 +793,12 @@ async fn register(args: &RunArgs, seed: u64) -> Result<()> {
     Ok(())
 }
 
-async fn register_one(client: &mut Client, id: &str, auth: &HeaderValue) -> Result<()> {
+async fn register_one(
+    client: &mut Client,
+    id: &str,
+    auth: &HeaderValue,
+    body: Bytes,
+) -> Result<()> {
     let path = format!("/v1/petitions/{id}");
     for _ in 0..REGISTER_ATTEMPTS_MAX {
         let answer = client
@@ -613,7 +807,7 @@ async fn register_one(client: &mut Client, id: &str, auth: &HeaderValue) -> Resu
                 &path,
                 Some(auth),
                 "application/json",
-                Bytes::from_static(b"{}"),
+                body.clone(),
             )
             .await
             .with_context(|| format!("registering petition {id}"))?;
@@ -654,7 +848,11 @@ async fn show_progress(plan: Arc<Plan>, bar: ProgressBar, done: Arc<Notify>) {
         last_answered = counts.answered;
         last_at = now;
         let p99 = p99.map_or_else(|| "-".to_owned(), crate::report::format_latency);
-        let unit = if size > 1 { "sig/s" } else { "req/s" };
+        let unit = match (&plan.phase, size > 1) {
+            (_, false) => "req/s",
+            (Phase::Sign { .. }, true) => "sig/s",
+            (Phase::Validate { .. }, true) => "val/s",
+        };
         bar.set_position(plan.start.elapsed().as_millis() as u64);
         bar.set_message(format!(
             "{rate:>10.0} {unit}  answered {:>10}  errors {:>7}  p99 {p99}",
@@ -665,9 +863,81 @@ async fn show_progress(plan: Arc<Plan>, bar: ProgressBar, done: Arc<Notify>) {
     bar.finish_and_clear();
 }
 
+/// What one phase measured.
+struct PhaseResult {
+    stats: Stats,
+    /// From the first due request to the last answer.
+    elapsed: Duration,
+    /// Phase 1: the tokens its connections kept.
+    kept: KeptSet,
+    /// Connection tasks that panicked (their figures are missing).
+    panicked: usize,
+}
+
+/// Runs one phase: its connections on `--threads` load threads, with the progress line if
+/// asked, until the plan is over; every connection's ledger lines are handed over when this
+/// returns.
+async fn run_phase(
+    plan: &Arc<Plan>,
+    args: &RunArgs,
+    ledger: Option<&LedgerWriter>,
+    progress: bool,
+) -> Result<PhaseResult> {
+    let done = Arc::new(Notify::new());
+    let progress_task = progress.then(|| {
+        let bar = ProgressBar::new(plan.duration.as_millis() as u64);
+        // The template is a constant known to parse.
+        if let Ok(style) =
+            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:20} {msg}")
+        {
+            bar.set_style(style);
+        }
+        tokio::spawn(show_progress(Arc::clone(plan), bar, Arc::clone(&done)))
+    });
+
+    let threads = args.threads.map_or_else(default_threads, |t| t as usize);
+    let mut ledger_sinks: Vec<Option<LedgerSink>> = (0..args.connections)
+        .map(|_| ledger.map(LedgerWriter::sink))
+        .collect();
+    let mut load_threads = Vec::with_capacity(threads);
+    for thread in 0..threads {
+        // Connection i runs on thread i mod threads.
+        let share: Vec<(u32, Option<LedgerSink>)> = (0..args.connections)
+            .filter(|id| *id as usize % threads == thread)
+            .map(|id| (id, ledger_sinks[id as usize].take()))
+            .collect();
+        load_threads.push(spawn_load_thread(Arc::clone(plan), thread, share)?);
+    }
+    drop(ledger_sinks);
+    let mut panicked = 0;
+    let mut kept = KeptSet::default();
+    for finished in load_threads {
+        match finished.await {
+            Ok((thread_panicked, thread_kept)) => {
+                panicked += thread_panicked;
+                kept.merge(thread_kept);
+            }
+            Err(_) => panicked += 1,
+        }
+    }
+    // (elapsed counts from the first due request to the last answer.)
+    let elapsed = plan.start.elapsed();
+    done.notify_one();
+    if let Some(task) = progress_task {
+        let _ = task.await;
+    }
+    Ok(PhaseResult {
+        stats: plan.live.total(),
+        elapsed,
+        kept,
+        panicked,
+    })
+}
+
 /// Runs the load described by `args`: registers petitions (unless `--get`/`--no-register`),
-/// drives the connections for the duration, waits for the answers still outstanding, and
-/// returns the report. The ledger, if asked for, is complete and synced when this returns.
+/// drives the connections for the duration, waits for the answers still outstanding, with
+/// `--validate-share` validates the tokens kept the same way, and returns the report. The
+/// ledger, if asked for, is complete and synced when this returns.
 pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report> {
     let endpoint = if args.get {
         Endpoint::Get
@@ -684,11 +954,10 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
         Some(key) if endpoint != Endpoint::Get => Some(client::bearer(key)?),
         _ => None,
     };
+    let batch_path = format!("{}/v1/signatures:batch", args.target.base_path);
     let fixed_path = match endpoint {
         Endpoint::Get => args.target.path_and_query.clone(),
-        Endpoint::Single | Endpoint::Batch(_) => {
-            format!("{}/v1/signatures:batch", args.target.base_path)
-        }
+        Endpoint::Single | Endpoint::Batch(_) => batch_path.clone(),
     };
     // The flag checks make this a valid request target; refuse it here if it somehow is not.
     Uri::try_from(fixed_path.as_str()).context("building the request URI")?;
@@ -703,12 +972,17 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
         ramp_of(args),
         args.zipf_exponent,
     );
-    let plan = Arc::new(Plan {
+    let interval_ns = args
+        .rate
+        .map(|rate| 1e9 * f64::from(endpoint.size()) / rate);
+    let stop = Arc::new(Stop::default());
+    let plan_of = |phase: Phase, fixed_path: String| Plan {
         target: args.target.clone(),
         endpoint,
+        phase,
         fixed_path,
-        auth,
-        picker,
+        auth: auth.clone(),
+        picker: picker.clone(),
         seed,
         dup_ratio: args.dup_ratio,
         timeout: args.timeout,
@@ -716,25 +990,21 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
         // requests are not late for reasons of our own.
         start: Instant::now() + START_DELAY,
         duration: args.duration,
-        interval_ns: args
-            .rate
-            .map(|rate| 1e9 * f64::from(endpoint.size()) / rate),
+        interval_ns,
         next_slot: AtomicU64::new(0),
-        stop: AtomicBool::new(false),
-        stopped_at_ns: AtomicU64::new(u64::MAX),
+        stop: Arc::clone(&stop),
+        kept_total: AtomicUsize::new(0),
         live: Live::default(),
-    });
+    };
 
     // Ctrl-C ends the run early but still waits for the answers outstanding, so the ledger
     // stays true.
     let interrupt = {
-        let plan = Arc::clone(&plan);
+        let stop = Arc::clone(&stop);
         tokio::spawn(async move {
             if tokio::signal::ctrl_c().await.is_ok() {
-                let at = plan.start.elapsed().as_nanos();
-                plan.stopped_at_ns
-                    .store(u64::try_from(at).unwrap_or(u64::MAX - 1), Ordering::Relaxed);
-                plan.stop.store(true, Ordering::Relaxed);
+                let _ = stop.at.set(Instant::now());
+                stop.requested.store(true, Ordering::Relaxed);
                 eprintln!(
                     "\nloadtest: stopping; waiting for the answers outstanding \
                      (Ctrl-C again to quit at once, leaving the ledger incomplete)"
@@ -745,56 +1015,129 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
             }
         })
     };
-    let done = Arc::new(Notify::new());
-    let progress_task = progress.then(|| {
-        let bar = ProgressBar::new(plan.duration.as_millis() as u64);
-        // The template is a constant known to parse.
-        if let Ok(style) =
-            ProgressStyle::with_template("{spinner} [{elapsed_precise}] {bar:20} {msg}")
-        {
-            bar.set_style(style);
-        }
-        tokio::spawn(show_progress(Arc::clone(&plan), bar, Arc::clone(&done)))
-    });
 
-    let threads = args.threads.map_or_else(default_threads, |t| t as usize);
-    let mut ledger_sinks: Vec<Option<LedgerSink>> = (0..args.connections)
-        .map(|_| ledger.as_ref().map(LedgerWriter::sink))
-        .collect();
-    let mut load_threads = Vec::with_capacity(threads);
-    for thread in 0..threads {
-        // Connection i runs on thread i mod threads.
-        let share: Vec<(u32, Option<LedgerSink>)> = (0..args.connections)
-            .filter(|id| *id as usize % threads == thread)
-            .map(|id| (id, ledger_sinks[id as usize].take()))
-            .collect();
-        load_threads.push(spawn_load_thread(Arc::clone(&plan), thread, share)?);
-    }
-    drop(ledger_sinks);
-    let mut panicked = 0;
-    for finished in load_threads {
-        panicked += finished.await.unwrap_or(1);
-    }
-    let elapsed = plan.start.elapsed();
+    let plan = Arc::new(plan_of(
+        Phase::Sign {
+            validate_share: args.validate_share,
+        },
+        fixed_path,
+    ));
+    let mut signing = run_phase(&plan, args, ledger.as_ref(), progress).await;
+    let validating = match (&mut signing, args.validate_share) {
+        (Ok(signed), Some(share)) if signed.panicked == 0 => {
+            let path = match endpoint {
+                Endpoint::Batch(_) => batch_path,
+                _ => format!("{}/v1/validations", args.target.base_path),
+            };
+            let phase_two = |tokens| plan_of(Phase::Validate { tokens }, path);
+            let kept = std::mem::take(&mut signed.kept);
+            let stopped = stop.is_requested();
+            Some(
+                validate(
+                    args,
+                    kept,
+                    share,
+                    stopped,
+                    phase_two,
+                    ledger.as_ref(),
+                    progress,
+                )
+                .await,
+            )
+        }
+        _ => None,
+    };
     interrupt.abort();
-    // (elapsed counts from the first due request to the last answer.)
-    done.notify_one();
-    if let Some(task) = progress_task {
-        let _ = task.await;
-    }
     if let Some(ledger) = ledger {
         ledger.finish()?;
     }
-    if panicked > 0 {
-        bail!("{panicked} connection tasks panicked; the figures would be incomplete");
+    let signing = signing?;
+    if signing.panicked > 0 {
+        bail!(
+            "{} connection tasks panicked; the figures would be incomplete",
+            signing.panicked
+        );
     }
-    let mut stats = plan.live.total();
+    let mut stats = signing.stats;
     if let Some(interval_ns) = plan.interval_ns {
         let taken = plan.next_slot.load(Ordering::Relaxed);
+        // After Ctrl-C only the slots due before the stop count as not sent.
+        let end = match stop.at.get() {
+            Some(at) => plan.duration.min(at.saturating_duration_since(plan.start)),
+            None => plan.duration,
+        };
         stats.counts.not_sent =
-            slots_not_taken(taken, interval_ns, plan.duration) * u64::from(endpoint.size());
+            slots_not_taken(taken, interval_ns, end) * u64::from(endpoint.size());
     }
-    Ok(Report::new(args, seed, endpoint, elapsed, &stats))
+    let mut report = Report::new(args, seed, endpoint, signing.elapsed, &stats);
+    report.validation = validating.transpose()?;
+    Ok(report)
+}
+
+/// Phase 2: validates the tokens phase 1 kept on the plan `plan_of` makes of them (unless the
+/// run was `stopped` already) and reports on it.
+async fn validate(
+    args: &RunArgs,
+    mut kept: KeptSet,
+    share: f64,
+    stopped: bool,
+    plan_of: impl FnOnce(Vec<KeptToken>) -> Plan,
+    ledger: Option<&LedgerWriter>,
+    progress: bool,
+) -> Result<ValidationReport> {
+    if kept.over_bound > 0 {
+        eprintln!(
+            "loadtest: the bound of {KEPT_TOKENS_MAX} kept tokens was reached: {} more pending \
+             signers that --validate-share chose were not kept and will not be validated",
+            kept.over_bound
+        );
+    }
+    let tokens = std::mem::take(&mut kept.tokens);
+    let count = tokens.len() as u64;
+    if stopped || tokens.is_empty() {
+        if stopped {
+            eprintln!("loadtest: stopped before phase 2; {count} kept tokens not validated");
+        } else if kept.candidates == 0 {
+            eprintln!(
+                "loadtest: phase 2: nothing to validate: no new signer was answered pending \
+                 (are the petitions registered with \"validation\":\"email\"?)"
+            );
+        } else {
+            eprintln!(
+                "loadtest: phase 2: nothing to validate: --validate-share {share} chose none of \
+                 the {} pending new signers",
+                kept.candidates
+            );
+        }
+        return Ok(ValidationReport::new(
+            args,
+            share,
+            &kept,
+            count,
+            Duration::ZERO,
+            &Stats::default(),
+        ));
+    }
+    eprintln!(
+        "loadtest: phase 2: validating {count} kept tokens (of {} pending new signers)",
+        kept.candidates
+    );
+    let plan = Arc::new(plan_of(tokens));
+    let validated = run_phase(&plan, args, ledger, progress).await?;
+    if validated.panicked > 0 {
+        bail!(
+            "{} connection tasks panicked in phase 2; the figures would be incomplete",
+            validated.panicked
+        );
+    }
+    Ok(ValidationReport::new(
+        args,
+        share,
+        &kept,
+        count,
+        validated.elapsed,
+        &validated.stats,
+    ))
 }
 
 /// Describes the shape for humans, e.g. `viral: lt-7-0 from 1% to 90% over 2.5s`.

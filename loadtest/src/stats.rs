@@ -33,8 +33,10 @@ pub fn micros(duration: Duration) -> u64 {
         .clamp(1, LATENCY_MAX_US)
 }
 
-/// Counts by outcome. Signature outcomes are counted per signature (a batch of 100 adds 100).
-/// The JSON report's `outcomes` is this struct as it stands (map keys become strings).
+/// Counts by outcome. Signature outcomes are counted per signature (a batch of 100 adds 100),
+/// validation outcomes per validation. The JSON report's `outcomes` is this struct as it stands
+/// (map keys become strings) but for the validation counts, which only phase 2 has and which its
+/// own `validation.outcomes` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// HTTP requests that got an answer (any status).
@@ -45,11 +47,20 @@ pub struct Counts {
     pub accepted: u64,
     /// `200 duplicate`.
     pub duplicate: u64,
+    /// `202 pending`: taken, to be counted once its token is validated.
+    pub pending: u64,
+    /// Phase 2: `200 validated`.
+    #[serde(skip)]
+    pub validated: u64,
+    /// Phase 2: `200 already_validated`.
+    #[serde(skip)]
+    pub already_validated: u64,
     /// `--get`: 2xx.
     pub ok: u64,
-    /// 4xx other than 429, by error code.
+    /// 4xx other than a 429 `rate_limited`, by error code (a 429 `too_many_resubmissions` is
+    /// here).
     pub rejected: BTreeMap<String, u64>,
-    /// 429.
+    /// 429 `rate_limited` (any 429 but `too_many_resubmissions`).
     pub rate_limited: u64,
     /// 503 by error code.
     pub unavailable: BTreeMap<String, u64>,
@@ -82,6 +93,9 @@ impl Counts {
                 match answered {
                     Outcome::Accepted => self.accepted += 1,
                     Outcome::Duplicate => self.duplicate += 1,
+                    Outcome::Pending { .. } => self.pending += 1,
+                    Outcome::Validated => self.validated += 1,
+                    Outcome::AlreadyValidated => self.already_validated += 1,
                     Outcome::Ok => self.ok += 1,
                     Outcome::Rejected(code) => *self.rejected.entry(code.clone()).or_default() += 1,
                     Outcome::RateLimited => self.rate_limited += 1,
@@ -98,7 +112,8 @@ impl Counts {
         }
     }
 
-    /// Everything that is not accepted, duplicate or ok (connect failures included).
+    /// Everything that is not accepted, duplicate, pending, validated, already validated or ok
+    /// (connect failures included).
     pub fn errors(&self) -> u64 {
         self.rejected.values().sum::<u64>()
             + self.rate_limited
@@ -116,6 +131,9 @@ impl Counts {
         self.answered += other.answered;
         self.accepted += other.accepted;
         self.duplicate += other.duplicate;
+        self.pending += other.pending;
+        self.validated += other.validated;
+        self.already_validated += other.already_validated;
         self.ok += other.ok;
         for (code, n) in &other.rejected {
             *self.rejected.entry(code.clone()).or_default() += n;
@@ -262,6 +280,26 @@ mod tests {
         assert_eq!(b.answered, 10);
         assert_eq!(b.rejected["invalid_signature"], 2);
         assert_eq!(b.server_errors[&500], 2);
+
+        // The lifecycle's answers are outcomes, not errors.
+        let mut c = Counts::default();
+        let token = crate::token::Token::parse(&"ab".repeat(36)).expect("a token");
+        for outcome in [
+            Outcome::Pending {
+                token,
+                expires_unix_s: 0,
+            },
+            Outcome::Validated,
+            Outcome::AlreadyValidated,
+            Outcome::Rejected("too_many_resubmissions".into()),
+        ] {
+            c.add(&outcome);
+        }
+        assert_eq!((c.pending, c.validated, c.already_validated), (1, 1, 1));
+        assert_eq!((c.answered, c.errors()), (4, 1));
+        let mut d = c.clone();
+        d.merge(&c);
+        assert_eq!((d.pending, d.validated, d.already_validated), (2, 2, 2));
     }
 
     #[test]

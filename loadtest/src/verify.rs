@@ -1,15 +1,24 @@
 //! `loadtest verify`: prove from a ledger that every acknowledged signature is counted, once.
 //!
-//! For each petition in the ledger, with A = signers the server acknowledged (accepted or
-//! duplicate) and I = signers with only indeterminate answers (timeout, reset, 5xx):
-//! `|A| <= count <= |A| + |I|`. Besides, no signer may have been accepted twice (its first
-//! acceptance was lost, or it was counted twice),
-//! and no signer may have been told duplicate without ever being accepted or possibly accepted
-//! (a false duplicate). Then a sample of acknowledged signers is re-sent: each must come back
-//! duplicate; an `accepted` means the server had lost it.
+//! For each petition in the ledger, with A = signers the server counted by its own answers
+//! (`accepted`, `duplicate`, `validated` or `already_validated`) and I = signers it may have
+//! counted without the ledger knowing (an `indeterminate` answer to the signature on a petition
+//! without validation, or a `validation_indeterminate` answer): `|A| <= count <= |A| + |I|`,
+//! so `count == |A|` when no answer was in doubt. Besides: no signer accepted or validated twice
+//! (one of the two was lost, or counted twice), no `duplicate` or `already_validated` without an
+//! earlier acceptance or validation, or one in doubt (a false one), one token per pending signer,
+//! and, when the server reports `pending_count`, that it lies between the signers that must
+//! still be pending and those that may be (`expect` computes both bounds; the README says why
+//! they are what they are). Then a sample of acknowledged signers is re-sent: each must come
+//! back duplicate (an `accepted`, or `pending` for a validated signer, means the server had lost
+//! it), and a validated signer's token re-validated must come back `already_validated`.
+//!
+//! A petition is taken to have email validation when its ledger lines include any of the
+//! lifecycle classes (pending and the validations); on such a petition a signature answered
+//! `indeterminate` can at most be pending, never counted, since its token was never seen.
 //!
 //! The ledger must cover every signature sent to its petitions (which `run` guarantees for its own
-//! `lt-<seed>-*` petitions).
+//! `lt-<seed>-*` petitions). A v1 ledger (no lifecycle lines) is checked exactly as before.
 
 use std::collections::hash_map::DefaultHasher;
 use std::collections::{BTreeMap, HashMap};
@@ -29,14 +38,40 @@ use serde::Deserialize;
 
 use crate::cli::{Target, VerifyArgs};
 use crate::client::{self, Client};
-use crate::ledger;
-use crate::outcome::{self, LedgerClass};
+use crate::ledger::{self, Entry};
+use crate::outcome::{self, LedgerClass, Outcome};
+use crate::token::{self, Token};
 
-const ACCEPTED: u8 = 1;
-const ACCEPTED_TWICE: u8 = 2;
-const DUPLICATE: u8 = 4;
-const INDETERMINATE: u8 = 8;
-const FAILED: u8 = 16;
+// What the ledger says about one signer, as bit flags.
+const ACCEPTED: u16 = 1;
+const ACCEPTED_TWICE: u16 = 1 << 1;
+const DUPLICATE: u16 = 1 << 2;
+const INDETERMINATE: u16 = 1 << 3;
+const FAILED: u16 = 1 << 4;
+const PENDING: u16 = 1 << 5;
+const VALIDATED: u16 = 1 << 6;
+const VALIDATED_TWICE: u16 = 1 << 7;
+const ALREADY_VALIDATED: u16 = 1 << 8;
+const VALIDATION_FAILED: u16 = 1 << 9;
+/// A validation refused with a code after which the signer is no longer pending
+/// ([`ENDS_PENDING`]).
+const VALIDATION_ENDED: u16 = 1 << 10;
+const VALIDATION_INDETERMINATE: u16 = 1 << 11;
+/// `Signer::token_fingerprint` holds the fingerprint of the signer's token.
+const HAS_TOKEN: u16 = 1 << 12;
+const TOKEN_CHANGED: u16 = 1 << 13;
+
+/// Counted by the server's own answer.
+const COUNTED: u16 = ACCEPTED | DUPLICATE | VALIDATED | ALREADY_VALIDATED;
+
+/// Validation error codes after which the signer is not pending any more (the token expired,
+/// the signature was invalidated, or the petition closed). Other refusals (`unknown_token`,
+/// `malformed_token`, 429) leave it pending, as far as the server's contract goes.
+const ENDS_PENDING: [&str; 3] = ["token_expired", "invalidated", "petition_closed"];
+
+/// How far verify's clock and the server's may disagree: a token whose `expires_at` is less than
+/// this far ahead of verify's clock may have expired on the server.
+pub const CLOCK_SKEW_MAX: Duration = Duration::from_secs(60);
 
 /// Attempts per request when the server answers 429/503 or not at all.
 const ATTEMPTS_MAX: u32 = 5;
@@ -44,14 +79,42 @@ const ATTEMPTS_MAX: u32 = 5;
 /// Problems of one kind printed in full; the rest are counted.
 pub const PROBLEMS_SHOWN_MAX: usize = 20;
 
+/// What the ledger says about one signer, in 8 bytes.
+#[derive(Debug, Default, Clone, Copy, PartialEq, Eq)]
+struct Signer {
+    /// The flags above.
+    flags: u16,
+    /// [`Token::fingerprint`] of the first token seen for the signer (if `HAS_TOKEN`).
+    token_fingerprint: u16,
+    /// The latest expiry a pending answer gave the signer's token, in Unix seconds clamped to
+    /// `u32` (0: none).
+    expires_unix_s: u32,
+}
+
 /// What the ledger says about one petition.
 #[derive(Debug, Default)]
 struct PetitionLedger {
-    /// Flags per signer, keyed by a 64-bit hash of the canonical email (a collision among a
-    /// billion signers has odds of about 1 in 36 million, and could only hide a problem).
-    signers: HashMap<u64, u8>,
+    /// Per signer, keyed by a 64-bit hash of the canonical email (a collision among a billion
+    /// signers has odds of about 1 in 36 million, and could only hide a problem).
+    signers: HashMap<u64, Signer>,
+    /// The ledger has lifecycle lines for this petition: it validates by email.
+    lifecycle: bool,
     /// One signer accepted more than once, for the message.
     accepted_twice_example: Option<String>,
+    /// One signer validated more than once, for the message.
+    validated_twice_example: Option<String>,
+    /// One signer given two different tokens, for the message.
+    token_changed_example: Option<String>,
+}
+
+/// One acknowledged signer to re-send, with its token if it was validated.
+#[derive(Debug, Clone)]
+struct Sampled {
+    petition: String,
+    email: String,
+    /// Re-validated too (expected `already_validated`), unless it may have expired by now.
+    token: Option<Token>,
+    signer: u64,
 }
 
 /// The ledger boiled down, plus a sample of acknowledged signers to re-send.
@@ -59,7 +122,7 @@ struct PetitionLedger {
 struct LedgerSummary {
     petitions: BTreeMap<String, PetitionLedger>,
     entries: u64,
-    sample: Vec<(String, String)>,
+    sample: Vec<Sampled>,
 }
 
 /// What `verify` found.
@@ -69,14 +132,27 @@ pub struct Verdict {
     pub entries: u64,
     /// Petitions checked.
     pub petitions: usize,
-    /// Distinct signers acknowledged, over all petitions.
+    /// Distinct signers acknowledged (counted by the server's own answer), over all petitions.
     pub acknowledged: u64,
-    /// Distinct signers with only indeterminate answers.
+    /// Distinct signers the server may have counted without the ledger knowing.
     pub indeterminate: u64,
+    /// Of `acknowledged`, signers validated (`validated` or `already_validated`).
+    pub validated: u64,
+    /// Signers answered pending and never validated.
+    pub pending_signers: u64,
+    /// Of those, signers whose token may have expired by now (they do not bind `pending_count`
+    /// from below).
+    pub possibly_expired: u64,
     /// Sum of the server's counts.
     pub counted: u64,
+    /// Sum of the server's `pending_count`s (of the petitions that report one).
+    pub pending_counted: u64,
+    /// Sum of the server's `invalidated_count`s.
+    pub invalidated_counted: u64,
     /// Acknowledged signers re-sent.
     pub resent: usize,
+    /// Validated signers whose token was re-validated.
+    pub revalidated: usize,
     /// Everything wrong, one sentence each; empty means the check passed.
     pub problems: Vec<String>,
 }
@@ -87,8 +163,8 @@ impl Verdict {
         self.problems.is_empty()
     }
 
-    /// A human summary: one line when it passed, the problems (at most [`PROBLEMS_SHOWN_MAX`])
-    /// when not.
+    /// A human summary: one line when it passed (two with validations), the problems (at most
+    /// [`PROBLEMS_SHOWN_MAX`]) when not.
     pub fn render(&self) -> String {
         let mut out = format!(
             "verify: {} ledger lines, {} petitions, {} acknowledged signers, {} indeterminate, \
@@ -100,6 +176,19 @@ impl Verdict {
             self.counted,
             self.resent
         );
+        if self.validated + self.pending_signers + self.pending_counted > 0 {
+            out.push_str(&format!(
+                "verify: {} signers validated, {} pending and never validated ({} of them may \
+                 have expired), server pending {} and invalidated {} in all, {} tokens \
+                 re-validated\n",
+                self.validated,
+                self.pending_signers,
+                self.possibly_expired,
+                self.pending_counted,
+                self.invalidated_counted,
+                self.revalidated
+            ));
+        }
         if self.passed() {
             out.push_str(
                 "verify: PASS: every acknowledged signature is counted, none twice, \
@@ -130,6 +219,68 @@ fn signer_key(email: &str) -> u64 {
     hasher.finish()
 }
 
+/// Clamps Unix seconds into [`Signer::expires_unix_s`] (0 stays "none": an expiry at or before
+/// 1970 is 1, long past either way).
+fn clamp_expiry(unix_s: i64) -> u32 {
+    u32::try_from(unix_s.max(1)).unwrap_or(u32::MAX)
+}
+
+/// Folds one ledger line into its petition's signer.
+fn record(petition: &mut PetitionLedger, entry: &Entry<'_>) {
+    let signer = petition.signers.entry(signer_key(entry.email)).or_default();
+    let flags = &mut signer.flags;
+    match entry.class {
+        LedgerClass::Accepted => {
+            if *flags & ACCEPTED != 0 {
+                *flags |= ACCEPTED_TWICE;
+                petition
+                    .accepted_twice_example
+                    .get_or_insert_with(|| entry.email.to_owned());
+            }
+            *flags |= ACCEPTED;
+        }
+        LedgerClass::Duplicate => *flags |= DUPLICATE,
+        LedgerClass::Indeterminate => *flags |= INDETERMINATE,
+        LedgerClass::Failed => *flags |= FAILED,
+        LedgerClass::Pending => {
+            *flags |= PENDING;
+            if let Some(expires) = entry.expires_unix_s {
+                signer.expires_unix_s = signer.expires_unix_s.max(clamp_expiry(expires));
+            }
+        }
+        LedgerClass::Validated => {
+            if *flags & VALIDATED != 0 {
+                *flags |= VALIDATED_TWICE;
+                petition
+                    .validated_twice_example
+                    .get_or_insert_with(|| entry.email.to_owned());
+            }
+            *flags |= VALIDATED;
+        }
+        LedgerClass::AlreadyValidated => *flags |= ALREADY_VALIDATED,
+        LedgerClass::ValidationFailed => {
+            *flags |= VALIDATION_FAILED;
+            if ENDS_PENDING.contains(&entry.detail) {
+                *flags |= VALIDATION_ENDED;
+            }
+        }
+        LedgerClass::ValidationIndeterminate => *flags |= VALIDATION_INDETERMINATE,
+    }
+    if let Some(token) = &entry.token {
+        petition.lifecycle = true;
+        let fingerprint = token.fingerprint();
+        if signer.flags & HAS_TOKEN == 0 {
+            signer.flags |= HAS_TOKEN;
+            signer.token_fingerprint = fingerprint;
+        } else if signer.token_fingerprint != fingerprint {
+            signer.flags |= TOKEN_CHANGED;
+            petition
+                .token_changed_example
+                .get_or_insert_with(|| entry.email.to_owned());
+        }
+    }
+}
+
 fn summarize(path: &Path, sample_size: usize, seed: u64) -> Result<LedgerSummary> {
     let mut summary = LedgerSummary::default();
     let mut rng = SmallRng::seed_from_u64(seed);
@@ -142,46 +293,240 @@ fn summarize(path: &Path, sample_size: usize, seed: u64) -> Result<LedgerSummary
                 .entry(entry.petition.to_owned())
                 .or_default(),
         };
-        let flags = petition.signers.entry(signer_key(entry.email)).or_default();
-        match entry.class {
-            LedgerClass::Accepted => {
-                if *flags & ACCEPTED != 0 {
-                    *flags |= ACCEPTED_TWICE;
-                    petition
-                        .accepted_twice_example
-                        .get_or_insert_with(|| entry.email.to_owned());
-                }
-                *flags |= ACCEPTED;
-            }
-            LedgerClass::Duplicate => *flags |= DUPLICATE,
-            LedgerClass::Indeterminate => *flags |= INDETERMINATE,
-            LedgerClass::Failed => *flags |= FAILED,
-        }
-        if matches!(entry.class, LedgerClass::Accepted | LedgerClass::Duplicate) {
+        record(petition, &entry);
+        if matches!(
+            entry.class,
+            LedgerClass::Accepted
+                | LedgerClass::Duplicate
+                | LedgerClass::Validated
+                | LedgerClass::AlreadyValidated
+        ) {
             // Reservoir sampling: every acknowledged line is equally likely to be re-sent.
             acknowledged_seen += 1;
+            let sampled = || Sampled {
+                petition: entry.petition.to_owned(),
+                email: entry.email.to_owned(),
+                token: entry.token,
+                signer: signer_key(entry.email),
+            };
             if summary.sample.len() < sample_size {
-                summary
-                    .sample
-                    .push((entry.petition.to_owned(), entry.email.to_owned()));
+                summary.sample.push(sampled());
             } else {
                 let slot = rng.random_range(0..acknowledged_seen);
                 if let Some(kept) = summary.sample.get_mut(slot as usize) {
-                    *kept = (entry.petition.to_owned(), entry.email.to_owned());
+                    *kept = sampled();
                 }
             }
         }
     })?;
+    // A validated token is re-validated only while it cannot have expired: after its expiry
+    // the server may answer `token_expired` or forget it, which proves nothing.
+    let horizon = token::now_unix_s() + CLOCK_SKEW_MAX.as_secs() as i64;
+    for sampled in &mut summary.sample {
+        let expires = summary
+            .petitions
+            .get(&sampled.petition)
+            .and_then(|p| p.signers.get(&sampled.signer))
+            .map_or(0, |s| i64::from(s.expires_unix_s));
+        if expires <= horizon {
+            sampled.token = None;
+        }
+    }
     Ok(summary)
 }
 
-#[derive(Deserialize)]
-struct PetitionBody {
-    count: u64,
+/// What one petition must show, from the ledger.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Expected {
+    id: String,
+    /// |A|: the count's lower bound.
+    acknowledged: u64,
+    /// |I|: the count may exceed |A| by this much.
+    indeterminate: u64,
+    /// Signers validated (part of `acknowledged`).
+    validated: u64,
+    /// Signers answered pending and not counted.
+    pending_signers: u64,
+    /// `pending_count`'s lower bound.
+    pending_min: u64,
+    /// `pending_count`'s upper bound.
+    pending_max: u64,
+    /// Pending signers left out of `pending_min` because their token may have expired.
+    possibly_expired: u64,
+    /// The earliest expiry of the signers `pending_min` counts (Unix seconds): once verify's
+    /// clock comes within [`CLOCK_SKEW_MAX`] of it, the bound no longer holds.
+    pending_min_valid_until: Option<i64>,
 }
 
-/// Reads one petition's count; `None` if the server does not know the petition (404).
-async fn read_count(client: &mut Client, id: &str) -> Result<Option<u64>> {
+/// The bounds one petition's ledger sets, `horizon` being the last instant (Unix seconds) at
+/// which a token could have expired by now, clocks' skew included.
+fn expect(id: &str, petition: &PetitionLedger, horizon: i64) -> Expected {
+    // Without validation an indeterminate signature may have been counted; with it, it can at
+    // most be pending (its token was never seen, so nothing validated it).
+    let may_count = if petition.lifecycle {
+        VALIDATION_INDETERMINATE
+    } else {
+        INDETERMINATE | VALIDATION_INDETERMINATE
+    };
+    let mut e = Expected {
+        id: id.to_owned(),
+        ..Expected::default()
+    };
+    for signer in petition.signers.values() {
+        let f = signer.flags;
+        if f & COUNTED != 0 {
+            e.acknowledged += 1;
+            if f & (VALIDATED | ALREADY_VALIDATED) != 0 {
+                e.validated += 1;
+            }
+            continue;
+        }
+        if f & may_count != 0 {
+            e.indeterminate += 1;
+        }
+        if f & (PENDING | INDETERMINATE) != 0 {
+            e.pending_max += 1;
+        }
+        if f & PENDING == 0 {
+            continue;
+        }
+        e.pending_signers += 1;
+        if f & (VALIDATION_INDETERMINATE | VALIDATION_ENDED) != 0 {
+            continue;
+        }
+        let expires = i64::from(signer.expires_unix_s);
+        if expires > horizon {
+            e.pending_min += 1;
+            e.pending_min_valid_until = Some(
+                e.pending_min_valid_until
+                    .map_or(expires, |t| t.min(expires)),
+            );
+        } else {
+            e.possibly_expired += 1;
+        }
+    }
+    e
+}
+
+/// The problems of one petition that its ledger alone shows.
+fn ledger_problems(id: &str, petition: &PetitionLedger, problems: &mut Vec<String>) {
+    let count =
+        |test: &dyn Fn(u16) -> bool| petition.signers.values().filter(|s| test(s.flags)).count();
+    if let Some(example) = &petition.accepted_twice_example {
+        let twice = count(&|f| f & ACCEPTED_TWICE != 0);
+        problems.push(format!(
+            "accepted twice: petition {id}: {twice} signers were accepted more than once, \
+             so an acknowledged signature was lost or counted twice (e.g. {example})"
+        ));
+    }
+    if let Some(example) = &petition.validated_twice_example {
+        let twice = count(&|f| f & VALIDATED_TWICE != 0);
+        problems.push(format!(
+            "validated twice: petition {id}: {twice} signers were answered validated more than \
+             once, so a validation was lost or counted twice (e.g. {example})"
+        ));
+    }
+    // A duplicate answer is only honest if the signer was counted (or may have been) at some
+    // point; order does not matter, since concurrent sends complete in any order.
+    let falses = count(&|f| {
+        f & DUPLICATE != 0
+            && f & (ACCEPTED
+                | INDETERMINATE
+                | VALIDATED
+                | ALREADY_VALIDATED
+                | VALIDATION_INDETERMINATE)
+                == 0
+    });
+    if falses > 0 {
+        problems.push(format!(
+            "false duplicate: petition {id}: {falses} signers were told duplicate but never \
+             accepted or validated"
+        ));
+    }
+    let falses =
+        count(&|f| f & ALREADY_VALIDATED != 0 && f & (VALIDATED | VALIDATION_INDETERMINATE) == 0);
+    if falses > 0 {
+        problems.push(format!(
+            "false already_validated: petition {id}: {falses} signers' tokens were answered \
+             already_validated but never validated before"
+        ));
+    }
+    if let Some(example) = &petition.token_changed_example {
+        let changed = count(&|f| f & TOKEN_CHANGED != 0);
+        problems.push(format!(
+            "token changed: petition {id}: {changed} pending signers were given more than one \
+             token (e.g. {example})"
+        ));
+    }
+}
+
+/// A petition as the server reports it.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+struct PetitionState {
+    count: u64,
+    /// Servers before the signature lifecycle do not report it.
+    #[serde(default)]
+    pending_count: Option<u64>,
+    #[serde(default)]
+    invalidated_count: Option<u64>,
+}
+
+/// The problems of one petition's counts, as read at `read_unix_s`.
+fn count_problems(e: &Expected, state: &PetitionState, read_unix_s: i64) -> Vec<String> {
+    let mut problems = Vec::new();
+    let id = &e.id;
+    let count = state.count;
+    // Nothing in a load test invalidates signatures: if the server says some were, it says why
+    // a count may be short.
+    let invalidated_note = match state.invalidated_count {
+        Some(n) if n > 0 => format!(
+            " (the server reports {n} invalidated: loadtest never invalidates, so something \
+             else did, which these bounds do not allow for)"
+        ),
+        _ => String::new(),
+    };
+    if count < e.acknowledged {
+        problems.push(format!(
+            "lost: petition {id}: count {count} but {} signers were acknowledged ({} missing){invalidated_note}",
+            e.acknowledged,
+            e.acknowledged - count
+        ));
+    } else if count > e.acknowledged + e.indeterminate {
+        problems.push(format!(
+            "over-counted: petition {id}: count {count} but at most {} signers could be counted ({} acknowledged + {} indeterminate)",
+            e.acknowledged + e.indeterminate,
+            e.acknowledged,
+            e.indeterminate
+        ));
+    }
+    let Some(pending) = state.pending_count else {
+        return problems;
+    };
+    let skew = CLOCK_SKEW_MAX.as_secs() as i64;
+    let lower_bound_holds = e
+        .pending_min_valid_until
+        .is_none_or(|until| read_unix_s + skew < until);
+    if pending < e.pending_min && lower_bound_holds {
+        problems.push(format!(
+            "pending lost: petition {id}: pending_count {pending} but {} signers answered \
+             pending are neither validated, refused for good, in doubt nor possibly expired \
+             ({} missing){invalidated_note}",
+            e.pending_min,
+            e.pending_min - pending
+        ));
+    } else if pending > e.pending_max {
+        problems.push(format!(
+            "pending over-counted: petition {id}: pending_count {pending} but at most {} \
+             signers can be pending (answered pending or indeterminate, and not counted)",
+            e.pending_max
+        ));
+    }
+    problems
+}
+
+/// Reads one petition's count (and pending and invalidated counts, if the server has them);
+/// `None` if the server does not know the petition (404).
+async fn read_state(client: &mut Client, id: &str) -> Result<Option<PetitionState>> {
     let path = format!("/v1/petitions/{id}");
     let mut last_error = None;
     for attempt in 0..ATTEMPTS_MAX {
@@ -190,9 +535,9 @@ async fn read_count(client: &mut Client, id: &str) -> Result<Option<u64>> {
             .await
         {
             Ok(answer) if answer.status == StatusCode::OK => {
-                let body: PetitionBody = serde_json::from_slice(&answer.body)
+                let body: PetitionState = serde_json::from_slice(&answer.body)
                     .with_context(|| format!("GET {path}: body without a count"))?;
-                return Ok(Some(body.count));
+                return Ok(Some(body));
             }
             Ok(answer) if answer.status == StatusCode::NOT_FOUND => return Ok(None),
             Ok(answer) => {
@@ -220,6 +565,43 @@ async fn backoff(attempt: u32, retry_after: Option<Duration>) {
     tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
 }
 
+/// Sends one request, retrying 429/503 and failures to answer; the outcome as `classify` reads
+/// it, or the last reason it could not be had.
+async fn send_retrying(
+    client: &mut Client,
+    key: &HeaderValue,
+    path: &str,
+    body: Bytes,
+    classify: fn(StatusCode, &[u8]) -> Outcome,
+) -> Result<(Outcome, u16), String> {
+    let mut last_error = None;
+    for attempt in 0..ATTEMPTS_MAX {
+        match client
+            .request(
+                Method::POST,
+                path,
+                Some(key),
+                "application/json",
+                body.clone(),
+            )
+            .await
+        {
+            Ok(answer) => match classify(answer.status, &answer.body) {
+                Outcome::RateLimited | Outcome::Unavailable(_) => {
+                    last_error = Some(format!("answered {}", answer.status.as_u16()));
+                    backoff(attempt, answer.retry_after).await;
+                }
+                other => return Ok((other, answer.status.as_u16())),
+            },
+            Err(error) => {
+                last_error = Some(format!("{error:#}"));
+                backoff(attempt, None).await;
+            }
+        }
+    }
+    Err(last_error.unwrap_or_else(|| "no answer".to_owned()))
+}
+
 /// Re-sends one acknowledged signer; `Ok(None)` when it came back duplicate, `Ok(Some(problem))`
 /// when the server answered something else definite.
 async fn resend(
@@ -231,49 +613,73 @@ async fn resend(
     let path = format!("/v1/petitions/{petition}/signatures");
     let body = serde_json::to_vec(&serde_json::json!({ "email": email }))
         .context("encoding a signature")?;
-    let body = Bytes::from(body);
-    let mut last_error = None;
-    for attempt in 0..ATTEMPTS_MAX {
-        match client
-            .request(
-                Method::POST,
-                &path,
-                Some(key),
-                "application/json",
-                body.clone(),
-            )
-            .await
+    Ok(
+        match send_retrying(
+            client,
+            key,
+            &path,
+            Bytes::from(body),
+            outcome::classify_single,
+        )
+        .await
         {
-            Ok(answer) => match outcome::classify_single(answer.status, &answer.body) {
-                outcome::Outcome::Duplicate => return Ok(None),
-                outcome::Outcome::Accepted => {
-                    return Ok(Some(format!(
-                        "lost: petition {petition}: acknowledged signer {email} was accepted \
-                         again when re-sent (the server had lost it)"
-                    )))
-                }
-                outcome::Outcome::RateLimited | outcome::Outcome::Unavailable(_) => {
-                    last_error = Some(format!("answered {}", answer.status.as_u16()));
-                    backoff(attempt, answer.retry_after).await;
-                }
-                other => {
-                    return Ok(Some(format!(
-                        "re-send: petition {petition}: acknowledged signer {email} got \
-                         {other:?} ({}) instead of duplicate",
-                        answer.status.as_u16()
-                    )))
-                }
-            },
-            Err(error) => {
-                last_error = Some(format!("{error:#}"));
-                backoff(attempt, None).await;
-            }
-        }
-    }
-    Ok(Some(format!(
-        "re-send: petition {petition}: signer {email} could not be checked: {}",
-        last_error.unwrap_or_else(|| "no answer".to_owned())
-    )))
+            Ok((Outcome::Duplicate, _)) => None,
+            Ok((Outcome::Accepted, _)) => Some(format!(
+                "lost: petition {petition}: acknowledged signer {email} was accepted \
+                 again when re-sent (the server had lost it)"
+            )),
+            Ok((Outcome::Pending { .. }, _)) => Some(format!(
+                "lost: petition {petition}: acknowledged signer {email} was answered pending \
+                 when re-sent (the server had lost its validation)"
+            )),
+            Ok((other, status)) => Some(format!(
+                "re-send: petition {petition}: acknowledged signer {email} got {} ({status}) \
+                 instead of duplicate",
+                other.describe()
+            )),
+            Err(reason) => Some(format!(
+                "re-send: petition {petition}: signer {email} could not be checked: {reason}"
+            )),
+        },
+    )
+}
+
+/// Re-validates a validated signer's token; `Ok(None)` when it came back `already_validated`.
+async fn revalidate(
+    client: &mut Client,
+    key: &HeaderValue,
+    petition: &str,
+    email: &str,
+    token: &Token,
+) -> Result<Option<String>> {
+    let body = serde_json::to_vec(&serde_json::json!({ "token": token.to_string() }))
+        .context("encoding a validation")?;
+    Ok(
+        match send_retrying(
+            client,
+            key,
+            "/v1/validations",
+            Bytes::from(body),
+            outcome::classify_validation,
+        )
+        .await
+        {
+            Ok((Outcome::AlreadyValidated, _)) => None,
+            Ok((Outcome::Validated, _)) => Some(format!(
+                "lost: petition {petition}: validated signer {email}'s token was validated \
+                 again when re-sent (the server had lost the validation)"
+            )),
+            Ok((other, status)) => Some(format!(
+                "re-validate: petition {petition}: validated signer {email}'s token got {} \
+                 ({status}) instead of already_validated",
+                other.describe()
+            )),
+            Err(reason) => Some(format!(
+                "re-validate: petition {petition}: signer {email}'s token could not be checked: \
+                 {reason}"
+            )),
+        },
+    )
 }
 
 /// Runs `work(client, index)` for `0..count` over `connections` clients; collects the problems.
@@ -286,7 +692,7 @@ async fn fan_out<F, Fut>(
 ) -> Result<Vec<(usize, String)>>
 where
     F: Fn(Client, usize) -> Fut + Send + Sync + 'static + Clone,
-    Fut: std::future::Future<Output = (Client, Result<Option<String>>)> + Send + 'static,
+    Fut: std::future::Future<Output = (Client, Result<Vec<String>>)> + Send + 'static,
 {
     let next = Arc::new(AtomicUsize::new(0));
     let mut tasks = tokio::task::JoinSet::new();
@@ -303,9 +709,7 @@ where
                 }
                 let (returned, result) = work(client, index).await;
                 client = returned;
-                if let Some(problem) = result? {
-                    problems.push((index, problem));
-                }
+                problems.extend(result?.into_iter().map(|problem| (index, problem)));
             }
         });
     }
@@ -337,61 +741,27 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
         petitions: summary.petitions.len(),
         ..Verdict::default()
     };
-    struct Expected {
-        id: String,
-        acknowledged: u64,
-        indeterminate: u64,
-    }
+    let horizon = token::now_unix_s() + CLOCK_SKEW_MAX.as_secs() as i64;
     let mut expected = Vec::with_capacity(summary.petitions.len());
     for (id, petition) in &summary.petitions {
-        let acknowledged = petition
-            .signers
-            .values()
-            .filter(|&&f| f & (ACCEPTED | DUPLICATE) != 0)
-            .count() as u64;
-        let indeterminate = petition
-            .signers
-            .values()
-            .filter(|&&f| f & (ACCEPTED | DUPLICATE) == 0 && f & INDETERMINATE != 0)
-            .count() as u64;
-        verdict.acknowledged += acknowledged;
-        verdict.indeterminate += indeterminate;
-        let twice = petition
-            .signers
-            .values()
-            .filter(|&&f| f & ACCEPTED_TWICE != 0)
-            .count();
-        if let Some(example) = &petition.accepted_twice_example {
-            verdict.problems.push(format!(
-                "accepted twice: petition {id}: {twice} signers were accepted more than once, \
-                 so an acknowledged signature was lost or counted twice (e.g. {example})"
-            ));
-        }
-        // A duplicate answer is only honest if the signer was accepted (or may have been) at
-        // some point; order does not matter, since concurrent sends complete in any order.
-        let falses = petition
-            .signers
-            .values()
-            .filter(|&&f| f & DUPLICATE != 0 && f & (ACCEPTED | INDETERMINATE) == 0)
-            .count();
-        if falses > 0 {
-            verdict.problems.push(format!(
-                "false duplicate: petition {id}: {falses} signers were told duplicate but never \
-                 accepted"
-            ));
-        }
-        expected.push(Expected {
-            id: id.clone(),
-            acknowledged,
-            indeterminate,
-        });
+        let e = expect(id, petition, horizon);
+        verdict.acknowledged += e.acknowledged;
+        verdict.indeterminate += e.indeterminate;
+        verdict.validated += e.validated;
+        verdict.pending_signers += e.pending_signers;
+        verdict.possibly_expired += e.possibly_expired;
+        ledger_problems(id, petition, &mut verdict.problems);
+        expected.push(e);
     }
 
     let expected = Arc::new(expected);
-    let counts = Arc::new(std::sync::Mutex::new(vec![0u64; expected.len()]));
+    let states = Arc::new(std::sync::Mutex::new(vec![
+        PetitionState::default();
+        expected.len()
+    ]));
     let problems = {
         let expected = Arc::clone(&expected);
-        let counts = Arc::clone(&counts);
+        let states = Arc::clone(&states);
         fan_out(
             &args.target,
             args.timeout,
@@ -399,42 +769,39 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
             expected.len(),
             move |mut client, index| {
                 let expected = Arc::clone(&expected);
-                let counts = Arc::clone(&counts);
+                let states = Arc::clone(&states);
                 async move {
                     let e = &expected[index];
-                    let problem = match read_count(&mut client, &e.id).await {
-                        Err(error) => Some(format!("petition {}: could not read the count: {error:#}", e.id)),
-                        Ok(None) if e.acknowledged > 0 => Some(format!(
+                    let problems = match read_state(&mut client, &e.id).await {
+                        Err(error) => vec![format!(
+                            "petition {}: could not read the count: {error:#}",
+                            e.id
+                        )],
+                        Ok(None) if e.acknowledged > 0 => vec![format!(
                             "lost: petition {}: unknown to the server (404) but {} signers were acknowledged",
                             e.id, e.acknowledged
-                        )),
-                        Ok(None) => None,
-                        Ok(Some(count)) => {
-                            if let Ok(mut counts) = counts.lock() {
-                                counts[index] = count;
+                        )],
+                        Ok(None) => Vec::new(),
+                        Ok(Some(state)) => {
+                            if let Ok(mut states) = states.lock() {
+                                states[index] = state;
                             }
-                            if count < e.acknowledged {
-                                Some(format!(
-                                    "lost: petition {}: count {count} but {} signers were acknowledged ({} missing)",
-                                    e.id, e.acknowledged, e.acknowledged - count
-                                ))
-                            } else if count > e.acknowledged + e.indeterminate {
-                                Some(format!(
-                                    "over-counted: petition {}: count {count} but at most {} signers could be counted ({} acknowledged + {} indeterminate)",
-                                    e.id, e.acknowledged + e.indeterminate, e.acknowledged, e.indeterminate
-                                ))
-                            } else {
-                                None
-                            }
+                            count_problems(e, &state, token::now_unix_s())
                         }
                     };
-                    (client, Ok(problem))
+                    (client, Ok(problems))
                 }
             },
         )
         .await?
     };
-    verdict.counted = counts.lock().map(|c| c.iter().sum()).unwrap_or(0);
+    if let Ok(states) = states.lock() {
+        for state in states.iter() {
+            verdict.counted += state.count;
+            verdict.pending_counted += state.pending_count.unwrap_or(0);
+            verdict.invalidated_counted += state.invalidated_count.unwrap_or(0);
+        }
+    }
     verdict
         .problems
         .extend(problems.into_iter().map(|(_, p)| p));
@@ -442,6 +809,7 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
     if let Some(key) = key {
         let sample = Arc::new(summary.sample);
         verdict.resent = sample.len();
+        verdict.revalidated = sample.iter().filter(|s| s.token.is_some()).count();
         let problems = fan_out(
             &args.target,
             args.timeout,
@@ -451,9 +819,22 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
                 let sample = Arc::clone(&sample);
                 let key = key.clone();
                 async move {
-                    let (petition, email) = &sample[index];
-                    let result = resend(&mut client, &key, petition, email).await;
-                    (client, result)
+                    let s = &sample[index];
+                    let mut problems = Vec::new();
+                    let result = resend(&mut client, &key, &s.petition, &s.email).await;
+                    match result {
+                        Ok(problem) => problems.extend(problem),
+                        Err(error) => return (client, Err(error)),
+                    }
+                    if let Some(token) = &s.token {
+                        let result =
+                            revalidate(&mut client, &key, &s.petition, &s.email, token).await;
+                        match result {
+                            Ok(problem) => problems.extend(problem),
+                            Err(error) => return (client, Err(error)),
+                        }
+                    }
+                    (client, Ok(problems))
                 }
             },
         )
@@ -486,6 +867,13 @@ mod tests {
     }
 
     #[test]
+    fn a_signer_takes_8_bytes() {
+        // As the v1 verifier's u8 of flags did, in a map entry of 16 bytes.
+        assert_eq!(std::mem::size_of::<Signer>(), 8);
+        assert_eq!(std::mem::size_of::<(u64, Signer)>(), 16);
+    }
+
+    #[test]
     fn flags_per_signer() {
         let summary = summary_of(
             "# header\n\
@@ -500,12 +888,248 @@ mod tests {
         assert_eq!(summary.entries, 7);
         let p = &summary.petitions["p"];
         assert_eq!(p.signers.len(), 4);
-        assert_eq!(p.signers[&signer_key("a@x")], ACCEPTED | DUPLICATE);
+        assert_eq!(p.signers[&signer_key("a@x")].flags, ACCEPTED | DUPLICATE);
         assert_eq!(p.accepted_twice_example.as_deref(), Some("d@x"));
+        assert!(!p.lifecycle);
         assert_eq!(
-            summary.petitions["q"].signers[&signer_key("e@x")],
+            summary.petitions["q"].signers[&signer_key("e@x")].flags,
             DUPLICATE
         );
         assert_eq!(summary.sample.len(), 5);
+    }
+
+    /// A token of 72 hex digits made of `n`.
+    fn token(n: u8) -> String {
+        format!("{n:02x}").repeat(Token::BYTES)
+    }
+
+    /// Far in the future, and long past.
+    const LATER: &str = "2999-01-01T00:00:00Z";
+    const PAST: &str = "2001-01-01T00:00:00Z";
+
+    /// `lines` are `email class [detail]`, all on petition `p`, a pending line's token expiring
+    /// at `LATER` unless its detail is `expired` (then `PAST`); every signer has its own token.
+    fn ledger(lines: &[&str]) -> String {
+        let mut text = String::new();
+        for line in lines {
+            let words: Vec<&str> = line.split(' ').collect();
+            let (email, class) = (words[0], words[1]);
+            let detail = words.get(2).copied().unwrap_or("-");
+            let n = email.as_bytes()[0];
+            text.push_str(&format!("p\t{email}@x\t{class}\t"));
+            match class {
+                "pending" => {
+                    let expires = if detail == "expired" { PAST } else { LATER };
+                    text.push_str(&format!("-\t{}\t{expires}", token(n)));
+                }
+                "validated"
+                | "already_validated"
+                | "validation_failed"
+                | "validation_indeterminate" => {
+                    text.push_str(&format!("{detail}\t{}", token(n)));
+                }
+                _ => text.push_str(detail),
+            }
+            text.push('\n');
+        }
+        text
+    }
+
+    /// The bounds of petition `p` (count from `acknowledged` to `acknowledged + indeterminate`,
+    /// `pending_count` from `pending_min` to `pending_max`).
+    fn check(lines: &[&str], expected: [u64; 4]) {
+        let summary = summary_of(&ledger(lines));
+        let e = expect("p", &summary.petitions["p"], token::now_unix_s() + 60);
+        assert_eq!(
+            [
+                e.acknowledged,
+                e.indeterminate,
+                e.pending_min,
+                e.pending_max
+            ],
+            expected,
+            "{lines:?}"
+        );
+    }
+
+    #[test]
+    fn bounds() {
+        // Without validation, as before: an indeterminate signature may be counted (or pending,
+        // for all verify knows of the petition).
+        check(&["a accepted", "b indeterminate timeout"], [1, 1, 0, 1]);
+        check(&["a accepted", "a duplicate", "c failed x"], [1, 0, 0, 0]);
+        // With validation: pending signers bind pending_count from below until validated.
+        check(&["a pending", "b pending", "c pending"], [0, 0, 3, 3]);
+        check(&["a pending", "a validated", "b pending"], [1, 0, 1, 1]);
+        check(
+            &["a pending", "a validated", "a already_validated"],
+            [1, 0, 0, 0],
+        );
+        // A validation in doubt: maybe counted, maybe still pending.
+        check(
+            &["a pending", "a validation_indeterminate timeout"],
+            [0, 1, 0, 1],
+        );
+        // A signature in doubt on a validated petition is never counted (its token was never
+        // seen), but it may be pending.
+        check(&["a pending", "b indeterminate timeout"], [0, 0, 1, 2]);
+        // Refused for good: no longer pending (but a lazy server may still count it so).
+        check(
+            &["a pending", "a validation_failed token_expired"],
+            [0, 0, 0, 1],
+        );
+        check(
+            &["a pending", "a validation_failed invalidated"],
+            [0, 0, 0, 1],
+        );
+        // Refused but still pending by the contract: still binds.
+        check(
+            &["a pending", "a validation_failed unknown_token"],
+            [0, 0, 1, 1],
+        );
+        check(
+            &["a pending", "a validation_failed rate_limited"],
+            [0, 0, 1, 1],
+        );
+        // A token that may have expired by now does not bind from below.
+        check(&["a pending expired", "b pending"], [0, 0, 1, 2]);
+        // Re-sent pending signers are one signer; a too_many_resubmissions refusal changes
+        // nothing.
+        check(
+            &["a pending", "a pending", "a failed too_many_resubmissions"],
+            [0, 0, 1, 1],
+        );
+    }
+
+    fn problems_of(lines: &str) -> Vec<String> {
+        let summary = summary_of(lines);
+        let mut problems = Vec::new();
+        for (id, petition) in &summary.petitions {
+            ledger_problems(id, petition, &mut problems);
+        }
+        problems
+    }
+
+    #[test]
+    fn problems_in_the_ledger_alone() {
+        let (t1, t2) = (token(1), token(2));
+        let check = |lines: String, needle: Option<&str>| {
+            let problems = problems_of(&lines);
+            match needle {
+                None => assert!(problems.is_empty(), "{lines}: {problems:?}"),
+                Some(needle) => assert!(
+                    problems.iter().any(|p| p.starts_with(needle)),
+                    "{lines}: {problems:?}"
+                ),
+            }
+        };
+        check(
+            format!("p\ta@x\tpending\t-\t{t1}\t{LATER}\np\ta@x\tvalidated\t-\t{t1}\n"),
+            None,
+        );
+        check(
+            format!("p\ta@x\tvalidated\t-\t{t1}\np\ta@x\tvalidated\t-\t{t1}\n"),
+            Some("validated twice: petition p: 1 signers"),
+        );
+        check(
+            format!("p\ta@x\tpending\t-\t{t1}\t{LATER}\np\ta@x\tduplicate\t-\n"),
+            Some("false duplicate: petition p"),
+        );
+        check(
+            format!("p\ta@x\tvalidated\t-\t{t1}\np\ta@x\tduplicate\t-\n"),
+            None,
+        );
+        check(
+            format!("p\ta@x\talready_validated\t-\t{t1}\n"),
+            Some("false already_validated: petition p: 1 signers"),
+        );
+        check(
+            format!(
+                "p\ta@x\tvalidation_indeterminate\ttimeout\t{t1}\n\
+                 p\ta@x\talready_validated\t-\t{t1}\n"
+            ),
+            None,
+        );
+        check(
+            format!("p\ta@x\tpending\t-\t{t1}\t{LATER}\np\ta@x\tpending\t-\t{t2}\t{LATER}\n"),
+            Some("token changed: petition p: 1 pending signers"),
+        );
+    }
+
+    #[test]
+    fn counts_against_the_bounds() {
+        let e = Expected {
+            id: "p".into(),
+            acknowledged: 10,
+            indeterminate: 2,
+            pending_min: 5,
+            pending_max: 7,
+            pending_min_valid_until: Some(2_000_000_000),
+            ..Expected::default()
+        };
+        let check = |count: u64, pending: Option<u64>, read: i64, needle: Option<&str>| {
+            let state = PetitionState {
+                count,
+                pending_count: pending,
+                invalidated_count: Some(0),
+            };
+            let problems = count_problems(&e, &state, read);
+            match needle {
+                None => assert!(problems.is_empty(), "{count} {pending:?}: {problems:?}"),
+                Some(needle) => assert!(
+                    problems.len() == 1 && problems[0].starts_with(needle),
+                    "{count} {pending:?}: {problems:?}"
+                ),
+            }
+        };
+        let now = 1_900_000_000;
+        check(10, Some(5), now, None);
+        check(12, Some(7), now, None);
+        check(9, Some(5), now, Some("lost: petition p: count 9 but 10"));
+        check(13, Some(5), now, Some("over-counted: petition p: count 13"));
+        check(
+            10,
+            Some(4),
+            now,
+            Some("pending lost: petition p: pending_count 4 but 5"),
+        );
+        check(
+            10,
+            Some(8),
+            now,
+            Some("pending over-counted: petition p: pending_count 8"),
+        );
+        // A server without pending_count: only the count is checked.
+        check(10, None, now, None);
+        // Read so late that a token counted as unexpired may have expired meanwhile: the lower
+        // bound no longer holds (the upper one does).
+        check(10, Some(4), 2_000_000_000 - 30, None);
+        check(
+            10,
+            Some(8),
+            2_000_000_000 - 30,
+            Some("pending over-counted"),
+        );
+    }
+
+    #[test]
+    fn the_sample_keeps_tokens_only_while_they_cannot_have_expired() {
+        let (t1, t2) = (token(1), token(2));
+        let summary = summary_of(&format!(
+            "p\ta@x\tpending\t-\t{t1}\t{LATER}\n\
+             p\ta@x\tvalidated\t-\t{t1}\n\
+             p\tb@x\tpending\t-\t{t2}\t{PAST}\n\
+             p\tb@x\tvalidated\t-\t{t2}\n\
+             p\tc@x\taccepted\t-\n"
+        ));
+        let tokens: Vec<(&str, Option<String>)> = summary
+            .sample
+            .iter()
+            .map(|s| (s.email.as_str(), s.token.map(|t| t.to_string())))
+            .collect();
+        assert_eq!(
+            tokens,
+            vec![("a@x", Some(t1)), ("b@x", None), ("c@x", None)]
+        );
     }
 }

@@ -91,6 +91,42 @@ fn bad_flags_are_refused_with_a_reason() {
 }
 
 #[test]
+fn bad_validate_shares_are_refused_with_a_reason() {
+    let run = ["run", "--target", "http://127.0.0.1:9", "--api-key", "k"];
+    let check_share = |share: &str, needle: &str| {
+        let flag = format!("--validate-share={share}");
+        let args: Vec<&str> = run.iter().copied().chain([flag.as_str()]).collect();
+        check(&args, 2, needle);
+        check(&args, 2, "--validate-share");
+    };
+    for share in ["0", "-0.5", "1.5", "nan", "inf", "1e9"] {
+        check_share(share, "must be more than 0 and at most 1");
+    }
+    for share in ["", "half", "30%"] {
+        check_share(share, "is not a number");
+    }
+    check(
+        &[
+            "run",
+            "--target",
+            "http://127.0.0.1:9",
+            "--get",
+            "--validate-share",
+            "0.5",
+        ],
+        2,
+        "cannot be used with",
+    );
+    // The help says what it is for.
+    let help = loadtest(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        help.contains("--validate-share <F>") && help.contains("validation\":\"email"),
+        "{help}"
+    );
+}
+
+#[test]
 fn operating_errors_exit_1_with_a_reason() {
     let dir = crate::scratch("cli");
     let missing = dir.join("missing.tsv");

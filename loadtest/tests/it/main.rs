@@ -7,6 +7,7 @@ mod crash_e2e;
 mod fake;
 mod latency;
 mod ledger;
+mod validation;
 
 use clap::Parser;
 use loadtest::cli::{Cli, Command, RunArgs, VerifyArgs};
