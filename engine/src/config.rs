@@ -96,9 +96,12 @@ pub struct Config {
     /// How often the background sweep drops expired pending signatures; `None` runs none (call
     /// [`crate::Engine::sweep_expired`]).
     pub sweep_interval: Option<Duration>,
-    /// Most pending signatures one sweep step reads, and most signatures one step of an
-    /// invalidation job reads: the bound on the writer's time per step.
+    /// Most `lifecycle` entries one step of the expiry sweep reads: the bound on the writer's
+    /// time per sweep step.
     pub lifecycle_step: usize,
+    /// Most signatures one step of an invalidation job reads (off the writer); the writer then
+    /// invalidates the matching ones of the step in one batch.
+    pub invalidation_step: usize,
     /// Most invalidation jobs running at once.
     pub invalidation_jobs_max: usize,
 }
@@ -121,6 +124,7 @@ impl Config {
             pending_grace: PENDING_GRACE_DEFAULT,
             sweep_interval: Some(Duration::from_secs(1)),
             lifecycle_step: 16_384,
+            invalidation_step: 65_536,
             invalidation_jobs_max: 4,
         }
     }

@@ -487,11 +487,16 @@ impl Engine {
             .shared()
             .store()
             .ok_or(InvalidationError::StorageUnavailable)?;
-        store
-            .flush_petition_index()
-            .map_err(|_| InvalidationError::StorageUnavailable)?;
+        let runs = match petition {
+            Some(petition) => Some(
+                store
+                    .petition_runs(petition, u64::MAX)
+                    .map_err(|_| InvalidationError::StorageUnavailable)?,
+            ),
+            None => None,
+        };
         let scope = Scope {
-            petition,
+            runs: runs.as_deref(),
             matcher: &matcher,
             upto: u64::MAX,
         };
@@ -509,7 +514,7 @@ impl Engine {
         }
     }
 
-    /// Starts an invalidation job: it runs in the background, in steps of `lifecycle_step`
+    /// Starts an invalidation job: it runs in the background, in steps of `invalidation_step`
     /// signatures, while ingestion goes on; [`Engine::invalidation`] shows its progress. It
     /// covers the signatures stored when it starts.
     pub fn start_invalidation(
@@ -677,6 +682,8 @@ const PREVIEW_STEP: usize = 65_536;
 fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
     let interval = shared.config().sweep_interval;
     let mut next_sweep = Instant::now();
+    // Each running job's petition runs, read once (by its first step here).
+    let mut runs: HashMap<u64, Vec<(u64, u64)>> = HashMap::new();
     loop {
         let busy = !shared.jobs().running().is_empty();
         {
@@ -717,8 +724,10 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
                 next_sweep = Instant::now() + interval;
             }
         }
-        for record in shared.jobs().running() {
-            if !run_step(shared, sender, &record) {
+        let running = shared.jobs().running();
+        runs.retain(|id, _| running.iter().any(|r| r.job.id == *id));
+        for record in running {
+            if !run_step(shared, sender, &record, &mut runs) {
                 return;
             }
         }
@@ -726,7 +735,12 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
 }
 
 /// Scans one step of a job and hands it to the writer. Returns false once the writer is gone.
-fn run_step(shared: &Shared, sender: &Sender<Job>, record: &JobRecord) -> bool {
+fn run_step(
+    shared: &Shared,
+    sender: &Sender<Job>,
+    record: &JobRecord,
+    runs: &mut HashMap<u64, Vec<(u64, u64)>>,
+) -> bool {
     let id = record.job.id;
     let matcher = match record.job.criteria.compile() {
         Ok(matcher) => matcher,
@@ -741,8 +755,24 @@ fn run_step(shared: &Shared, sender: &Sender<Job>, record: &JobRecord) -> bool {
         std::thread::sleep(Duration::from_millis(50));
         return true;
     };
+    if let (Some(petition), false) = (record.petition_num, runs.contains_key(&id)) {
+        match store.petition_runs(petition, record.upto) {
+            Ok(found) => {
+                runs.insert(id, found);
+            }
+            Err(e @ StoreError::Corrupt { .. }) => {
+                return sender
+                    .send(Job::JobChange(JobChange::Fail(id, e.to_string())))
+                    .is_ok()
+            }
+            Err(_) => {
+                std::thread::sleep(Duration::from_millis(50));
+                return true;
+            }
+        }
+    }
     let scope = Scope {
-        petition: record.petition_num,
+        runs: record.petition_num.and(runs.get(&id).map(Vec::as_slice)),
         matcher: &matcher,
         upto: record.upto,
     };
@@ -751,7 +781,7 @@ fn run_step(shared: &Shared, sender: &Sender<Job>, record: &JobRecord) -> bool {
         shared.states(),
         &scope,
         record.cursor,
-        shared.config().lifecycle_step,
+        shared.config().invalidation_step,
     );
     drop(store);
     let mut step = match scanned {
@@ -787,9 +817,12 @@ fn check_config(config: &Config) -> Result<(), OpenError> {
             "batch_signatures_max and queue_signatures_max must be positive",
         ));
     }
-    if config.lifecycle_step == 0 || config.invalidation_jobs_max == 0 {
+    if config.lifecycle_step == 0
+        || config.invalidation_step == 0
+        || config.invalidation_jobs_max == 0
+    {
         return Err(OpenError::Config(
-            "lifecycle_step and invalidation_jobs_max must be positive",
+            "lifecycle_step, invalidation_step and invalidation_jobs_max must be positive",
         ));
     }
     if config.pending_grace.is_zero() {

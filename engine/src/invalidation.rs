@@ -275,9 +275,26 @@ pub(crate) enum JobChange {
 
 /// The scope and criteria of a scan.
 pub(crate) struct Scope<'a> {
-    pub petition: Option<u32>,
+    /// The petition's runs of sequences (`Store::petition_runs`), read once per job or
+    /// preview; `None`: every petition.
+    pub runs: Option<&'a [(u64, u64)]>,
     pub matcher: &'a Matcher,
     pub upto: u64,
+}
+
+/// Up to `limit` sequences of `runs` (ascending `(start, len)`) from `from` on.
+fn seqs_of(runs: &[(u64, u64)], from: u64, limit: usize) -> Vec<u64> {
+    let mut seqs = Vec::new();
+    let first = runs.partition_point(|&(start, len)| start + len <= from);
+    for &(start, len) in &runs[first..] {
+        for seq in start.max(from)..start + len {
+            if seqs.len() == limit {
+                return seqs;
+            }
+            seqs.push(seq);
+        }
+    }
+    seqs
 }
 
 /// Reads up to `limit` signatures in scope from `cursor` on, and returns a [`Step`] (for job 0)
@@ -291,9 +308,9 @@ pub(crate) fn scan(
 ) -> Result<Step, StoreError> {
     let mut candidates: Vec<(u64, u32)> = Vec::new();
     let mut scanned = 0u64;
-    let (next, done) = match scope.petition {
-        Some(petition) => {
-            let seqs = store.petition_seqs(petition, cursor, scope.upto, limit)?;
+    let (next, done) = match scope.runs {
+        Some(runs) => {
+            let seqs = seqs_of(runs, cursor, limit);
             store.records(&seqs, |seq, record| {
                 scanned += 1;
                 if scope.matcher.matches(&record) {
@@ -369,6 +386,15 @@ mod tests {
         assert_eq!((decoded.cursor, decoded.upto), (77, 99));
         assert_eq!(decoded.petition_num, Some(1));
         assert!(JobRecord::decode(&record.encode()[1..]).is_err());
+    }
+
+    #[test]
+    fn sequences_come_from_the_runs_in_order() {
+        let runs = [(10, 3), (20, 2), (30, 1)];
+        assert_eq!(seqs_of(&runs, 0, 100), [10, 11, 12, 20, 21, 30]);
+        assert_eq!(seqs_of(&runs, 11, 3), [11, 12, 20]);
+        assert_eq!(seqs_of(&runs, 13, 100), [20, 21, 30]);
+        assert_eq!(seqs_of(&runs, 31, 100), Vec::<u64>::new());
     }
 
     #[test]

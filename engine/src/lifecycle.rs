@@ -475,21 +475,21 @@ pub(crate) fn push_run(runs: &mut Vec<u8>, first_seq: u64, seq: u64) {
     runs.extend_from_slice(&1u32.to_be_bytes());
 }
 
-/// The sequences of a `by_petition` entry, in order.
-pub(crate) fn runs(first_seq: u64, value: &[u8]) -> Result<Vec<u64>, StoreError> {
+/// The runs `(first sequence, length)` of a `by_petition` entry, in order.
+pub(crate) fn run_pairs(first_seq: u64, value: &[u8]) -> Result<Vec<(u64, u64)>, StoreError> {
     if !value.chunks_exact(8).remainder().is_empty() {
         return Err(StoreError::Corrupt {
             what: "petition index entry",
         });
     }
-    let mut seqs = Vec::new();
-    for run in value.chunks_exact(8) {
-        let start = u32::from_be_bytes([run[0], run[1], run[2], run[3]]);
-        let len = u32::from_be_bytes([run[4], run[5], run[6], run[7]]);
-        let start = first_seq + u64::from(start);
-        seqs.extend(start..start + u64::from(len));
-    }
-    Ok(seqs)
+    Ok(value
+        .chunks_exact(8)
+        .map(|run| {
+            let start = u32::from_be_bytes([run[0], run[1], run[2], run[3]]);
+            let len = u32::from_be_bytes([run[4], run[5], run[6], run[7]]);
+            (first_seq + u64::from(start), u64::from(len))
+        })
+        .collect())
 }
 
 #[cfg(test)]
@@ -539,10 +539,10 @@ mod tests {
         }
         assert_eq!(value.len(), 3 * 8, "three runs");
         assert_eq!(
-            runs(100, &value).expect("decodes"),
-            [100, 101, 102, 105, 107, 108]
+            run_pairs(100, &value).expect("decodes"),
+            [(100, 3), (105, 1), (107, 2)]
         );
-        assert!(runs(100, &value[1..]).is_err());
+        assert!(run_pairs(100, &value[1..]).is_err());
     }
 
     #[test]

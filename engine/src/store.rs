@@ -197,8 +197,9 @@ fn cf_options(name: &str) -> Options {
         CF_BY_PETITION => {
             // One entry per petition per batch, at scattered keys (every petition a batch
             // touches): in a skip list each insert walked it from the top, 16% of the writer's
-            // time in P2 (100,000 petitions). A vector memtable appends, and sorts once when it
-            // is flushed; readers flush it first (`Store::flush_petition_index`).
+            // time in P2 (100,000 petitions). A vector memtable appends, and sorts when it is
+            // flushed or read: a job or a preview reads a petition's runs once
+            // (`Store::petition_runs`).
             options.set_write_buffer_size(32 << 20);
             options.set_max_write_buffer_number(4);
             options.set_compression_type(DBCompressionType::None);
@@ -571,34 +572,13 @@ impl Store {
         Ok(())
     }
 
-    /// Flushes the petition index's memtable: a vector, which an iterator would copy and sort;
-    /// once flushed, reads come from sorted files. Readers call it before a scan.
-    pub fn flush_petition_index(&self) -> Result<(), StoreError> {
-        self.db.flush_cf(self.cf(CF_BY_PETITION))?;
-        Ok(())
-    }
-
-    /// Up to `limit` of petition `petition`'s sequences that are ≥ `from` and < `upto`, in
-    /// order, from the petition index.
-    pub fn petition_seqs(
-        &self,
-        petition: u32,
-        from: u64,
-        upto: u64,
-        limit: usize,
-    ) -> Result<Vec<u64>, StoreError> {
-        let mut seqs = Vec::new();
+    /// Petition `petition`'s sequences below `upto`, as ascending runs `(start, len)`, from its
+    /// petition index: one iterator, so the index's vector memtable is sorted once per call.
+    pub fn petition_runs(&self, petition: u32, upto: u64) -> Result<Vec<(u64, u64)>, StoreError> {
+        let mut runs: Vec<(u64, u64)> = Vec::new();
         let mut iter = self.db.raw_iterator_cf(self.cf(CF_BY_PETITION));
-        // The entry holding `from` starts at or before it.
-        iter.seek_for_prev(lifecycle::by_petition_key(petition, from));
-        if !iter.valid()
-            || iter
-                .key()
-                .is_none_or(|key| key[..4] != petition.to_be_bytes())
-        {
-            iter.seek(lifecycle::by_petition_key(petition, from));
-        }
-        while iter.valid() && seqs.len() < limit {
+        iter.seek(lifecycle::by_petition_key(petition, 0));
+        while iter.valid() {
             let (Some(key), Some(value)) = (iter.key(), iter.value()) else {
                 break;
             };
@@ -614,15 +594,18 @@ impl Store {
             if first >= upto {
                 break;
             }
-            for seq in lifecycle::runs(first, value)? {
-                if seq >= from && seq < upto && seqs.len() < limit {
-                    seqs.push(seq);
+            for (start, len) in lifecycle::run_pairs(first, value)? {
+                let len = len.min(upto.saturating_sub(start));
+                match runs.last_mut() {
+                    Some(last) if last.0 + last.1 == start => last.1 += len,
+                    _ if len > 0 => runs.push((start, len)),
+                    _ => {}
                 }
             }
             iter.next();
         }
         iter.status()?;
-        Ok(seqs)
+        Ok(runs)
     }
 
     /// Up to `limit` stored records from sequence `from` (inclusive) to `upto` (exclusive), in

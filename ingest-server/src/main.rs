@@ -113,8 +113,8 @@ struct Args {
         value_parser = positive_duration
     )]
     sweep_interval: Duration,
-    /// Most pending signatures one sweep step reads, and most signatures one step of an
-    /// invalidation job reads: the bound on the engine writer's time per step.
+    /// Most pending signatures one step of the expiry sweep reads: the bound on the engine
+    /// writer's time per sweep step.
     #[arg(
         long,
         env = "INGEST_LIFECYCLE_STEP",
@@ -122,6 +122,15 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     lifecycle_step: usize,
+    /// Most signatures one step of an invalidation job reads; the matching ones of a step are
+    /// invalidated in one engine write.
+    #[arg(
+        long,
+        env = "INGEST_INVALIDATION_STEP",
+        default_value_t = Config::in_memory().invalidation_step,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    invalidation_step: usize,
     /// Most invalidation jobs running at once; past it, starting another gets 429.
     #[arg(
         long,
@@ -190,6 +199,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.pending_grace = args.pending_grace;
     config.sweep_interval = Some(args.sweep_interval);
     config.lifecycle_step = args.lifecycle_step;
+    config.invalidation_step = args.invalidation_step;
     config.invalidation_jobs_max = args.invalidation_jobs_max;
     let opening = Instant::now();
     let engine = Engine::open(config)
@@ -305,6 +315,7 @@ mod tests {
         assert_eq!(args.pending_grace, engine::PENDING_GRACE_DEFAULT);
         assert_eq!(Some(args.sweep_interval), engine.sweep_interval);
         assert_eq!(args.lifecycle_step, engine.lifecycle_step);
+        assert_eq!(args.invalidation_step, engine.invalidation_step);
         assert_eq!(args.invalidation_jobs_max, engine.invalidation_jobs_max);
     }
 
@@ -314,6 +325,7 @@ mod tests {
             "--pending-grace=0s",
             "--sweep-interval=0ms",
             "--lifecycle-step=0",
+            "--invalidation-step=0",
             "--invalidation-jobs-max=0",
         ] {
             assert!(

@@ -155,8 +155,8 @@ enum Mode {
         /// Ingestion during the job, signatures/s (half of P2's sustained rate by default).
         #[arg(long, default_value_t = 400_000)]
         rate: u64,
-        /// Signatures one job step reads (the engine's default `lifecycle_step`).
-        #[arg(long, default_value_t = 16_384)]
+        /// Signatures one job step reads (the engine's default `invalidation_step`).
+        #[arg(long, default_value_t = 65_536)]
         step: usize,
         /// Data directory (must be empty or absent).
         #[arg(long)]
@@ -1145,7 +1145,7 @@ fn invalidate_mode(args: &InvalidateArgs, data_dir: &Path, json: Option<PathBuf>
     );
     let mut config = Config::persistent(data_dir);
     config.signatures_expected = args.signatures * 2;
-    config.lifecycle_step = args.step;
+    config.invalidation_step = args.step;
     let engine = Engine::open(config)?;
     engine.wait_ready().map_err(anyhow::Error::msg)?;
     benches::lifecycle::register(&engine, args.petitions, engine::Validation::None)?;

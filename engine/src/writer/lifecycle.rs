@@ -267,13 +267,6 @@ impl Writer {
                 let running = jobs.running().len();
                 let result = if running >= self.shared.config().invalidation_jobs_max {
                     Err(InvalidationError::TooManyJobs(running))
-                } else if let Err(e) = self
-                    .healthy_store()
-                    .and_then(|store| store.flush_petition_index())
-                {
-                    // The job's scans read the petition index from its files.
-                    self.shared.health().fail(&e);
-                    Err(InvalidationError::StorageUnavailable)
                 } else {
                     record.job.id = jobs.next_id();
                     record.upto = self.next_seq;

@@ -45,6 +45,7 @@ fn config(dir: &Path) -> Config {
     config.pending_grace = GRACE;
     config.sweep_interval = Some(Duration::from_millis(20));
     config.lifecycle_step = 64;
+    config.invalidation_step = 64;
     config
 }
 

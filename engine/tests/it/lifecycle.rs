@@ -486,7 +486,7 @@ fn a_cancelled_job_stops_and_what_it_did_stays_exact() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::starting_now());
     let mut config = config(dir.path(), &clock);
-    config.lifecycle_step = 1;
+    config.invalidation_step = 1;
     let engine = open(config.clone());
     engine.register(PetitionSpec::new("n")).expect("registers");
     let batch = (0..3000)
@@ -532,7 +532,7 @@ fn a_running_job_resumes_after_a_restart() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::starting_now());
     let mut config = config(dir.path(), &clock);
-    config.lifecycle_step = 7;
+    config.invalidation_step = 7;
     let engine = open(config.clone());
     engine.register(PetitionSpec::new("n")).expect("registers");
     let batch = (0..2000)

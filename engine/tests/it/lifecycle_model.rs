@@ -92,6 +92,7 @@ fn config(dir: &std::path::Path, clock: &Arc<ManualClock>) -> Config {
     config.pending_grace = Duration::from_millis(GRACE_MS);
     config.sweep_interval = None;
     config.lifecycle_step = 3;
+    config.invalidation_step = 3;
     config
 }
 

@@ -265,7 +265,7 @@ async fn a_running_job_can_be_cancelled_and_jobs_are_bounded() {
     // the few requests that follow its start.
     let server = TestServer::start_with(
         |config| {
-            config.lifecycle_step = 1;
+            config.invalidation_step = 1;
             config.invalidation_jobs_max = 1;
         },
         |_| {},
