@@ -12,6 +12,11 @@
 #           3 pairs of the floor and the engine at half that rate, alternately, then a
 #           P7_LONG_S-second engine run (default 300; 0 skips it)     → OUT/p7-*.json
 #   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
+#   L1      engine-bench lifecycle: SIGNATURES/2 pending, then their validations (at most 10 M)
+#                                                                      → OUT/l1.json
+#   L2, L3  engine-bench invalidate: preview and job on a petition holding 1 in 20 of
+#           SIGNATURES, under 400 k/s of ingestion                     → OUT/l2-l3.json
+#   L4      is an A/B of two builds: scripts/ab-engine.sh OLD NEW 3 20000000 with AB_TARGETS=p2
 #
 # Data dirs live under $BENCH_DATA (default /var/tmp/petition-bench) and are removed first.
 # Needs a release build (cargo build --release --workspace --all-targets) and wrk for HTTP.
@@ -52,6 +57,15 @@ kill -9 "$victim"
 wait "$victim" 2>/dev/null || true
 "$bench" recover --data-dir "$data/p6" --json "$out/p6.json"
 rm -rf "$data/p6"
+
+echo; echo "## L1: pending signatures, then their validations (shuffled), sync"
+half=$(( n / 2 < 10000000 ? n / 2 : 10000000 ))
+"$bench" lifecycle --signatures "$half" --data-dir "$data/l1" --json "$out/l1.json"
+rm -rf "$data/l1"
+
+echo; echo "## L2, L3: invalidation of one petition: preview, then the job under 400 k/s of ingestion"
+"$bench" invalidate --signatures "$n" --rate 400000 --data-dir "$data/l2" --json "$out/l2-l3.json"
+rm -rf "$data/l2"
 
 echo; echo "## P7: the floor and the engine alternately at half load, then a long run"
 OUT="$out" BENCH_DATA="$data/p7" ENGINE_BENCH="$bench" \

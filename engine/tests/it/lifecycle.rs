@@ -571,3 +571,22 @@ fn memory_engines_refuse_email_validation() {
         Err(InvalidationError::Unsupported)
     );
 }
+
+#[test]
+fn lifecycle_bounds_must_be_positive() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let cases: [fn(&mut Config); 4] = [
+        |c| c.lifecycle_step = 0,
+        |c| c.invalidation_step = 0,
+        |c| c.invalidation_jobs_max = 0,
+        |c| c.pending_grace = Duration::ZERO,
+    ];
+    for (i, change) in cases.iter().enumerate() {
+        let mut config = Config::persistent(dir.path());
+        change(&mut config);
+        match Engine::open(config) {
+            Err(engine::OpenError::Config(_)) => {}
+            other => panic!("case {i}: {:?}", other.map(|_| ())),
+        }
+    }
+}
