@@ -1,13 +1,20 @@
 //! Validation tokens: what the signer of a pending signature gets, to validate it later.
 //!
 //! A token names one stored signature and carries what its validation needs without a lookup
-//! table: the petition number, the signature's sequence and when it expires, then a 128-bit
-//! HMAC-SHA256 tag over them under a key derived from the store's secret. Nothing is kept in
-//! memory per token; a token is checked by recomputing its tag (in constant time), so an altered
-//! or invented one, or one from another store, names nothing.
+//! table: the petition number, the signature's sequence and when it expires (the body, 20
+//! bytes), and a 128-bit HMAC-SHA256 tag over the body under a key derived from the store's
+//! secret. Nothing is kept in memory per token; a token is checked by recomputing its tag (in
+//! constant time), so an altered or invented one, or one from another store, names nothing.
 //!
-//! Text form ([`Token::text`]): 72 lower-case hex digits (36 bytes: petition u32, sequence u64, expiry u64 in ms
-//! since the epoch, all big-endian, then the 16-byte tag).
+//! The body is sent encrypted, so that tokens show neither the store's volume (sequences are
+//! global) nor how fast a petition signs: XORed with a keystream that is the HMAC-SHA256 of the
+//! tag under a second key (deterministic authenticated encryption in the SIV manner: the tag,
+//! a PRF of the body, is the IV). The same signature always gets the same token, as a pending
+//! signer who signs again must.
+//!
+//! Text form ([`Token::text`]): 72 lower-case hex digits (36 bytes: the encrypted body of
+//! petition u32, sequence u64 and expiry u64 in ms since the epoch, all big-endian, then the
+//! 16-byte tag).
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
@@ -23,13 +30,16 @@ const TAG_BYTES: usize = 16;
 /// (an answer carrying one stays small: answers are copied several times on their way back);
 /// [`Token::text`] and `Display` give its text form.
 #[derive(Clone, Copy, PartialEq, Eq, Hash)]
-pub struct Token([u8; TOKEN_BYTES]);
+pub struct Token {
+    bytes: [u8; TOKEN_BYTES],
+    expires_at_ms: u64,
+}
 
 impl Token {
     /// The token's text: 72 lower-case hex digits.
     pub fn text(&self) -> TokenText {
         let mut text = [0u8; TOKEN_CHARS];
-        for (pair, byte) in text.chunks_exact_mut(2).zip(self.0) {
+        for (pair, byte) in text.chunks_exact_mut(2).zip(self.bytes) {
             pair[0] = HEX[usize::from(byte >> 4)];
             pair[1] = HEX[usize::from(byte & 0xf)];
         }
@@ -38,9 +48,7 @@ impl Token {
 
     /// When the signature it names expires unvalidated (Unix milliseconds).
     pub fn expires_at_ms(&self) -> u64 {
-        let mut field = [0u8; 8];
-        field.copy_from_slice(&self.0[12..BODY_BYTES]);
-        u64::from_be_bytes(field)
+        self.expires_at_ms
     }
 }
 
@@ -100,19 +108,34 @@ pub(crate) enum TokenError {
 /// Issues and checks tokens under one store's key.
 pub(crate) struct TokenKey {
     mac: Hmac<Sha256>,
+    /// Derives the keystream that encrypts the body, from the tag.
+    stream: Hmac<Sha256>,
 }
 
 impl TokenKey {
     /// The token key of the store whose fingerprint secret is `secret`: SHA-256 of a label and
     /// the secret, so that tokens and fingerprints never share a key.
     pub fn new(secret: &[u8]) -> TokenKey {
-        let mut hasher = Sha256::new();
-        hasher.update(b"petition-engine validation token v1\0");
-        hasher.update(secret);
-        let key = hasher.finalize();
+        let derive = |label: &[u8]| {
+            let mut hasher = Sha256::new();
+            hasher.update(label);
+            hasher.update(secret);
+            <Hmac<Sha256> as Mac>::new_from_slice(&hasher.finalize())
+                .expect("HMAC takes keys of any length")
+        };
         TokenKey {
-            mac: <Hmac<Sha256> as Mac>::new_from_slice(&key)
-                .expect("HMAC takes keys of any length"),
+            mac: derive(b"petition-engine validation token v1\0"),
+            stream: derive(b"petition-engine validation token body v1\0"),
+        }
+    }
+
+    /// Encrypts or decrypts `body` in place with the keystream of `tag`.
+    fn crypt(&self, tag: &[u8], body: &mut [u8]) {
+        let mut stream = self.stream.clone();
+        stream.update(tag);
+        let keystream = stream.finalize().into_bytes();
+        for (byte, key) in body.iter_mut().zip(keystream) {
+            *byte ^= key;
         }
     }
 
@@ -133,7 +156,12 @@ impl TokenKey {
         let mut bytes = [0u8; TOKEN_BYTES];
         bytes[..BODY_BYTES].copy_from_slice(&body);
         bytes[BODY_BYTES..].copy_from_slice(&tag[..TAG_BYTES]);
-        Token(bytes)
+        let (body, tag) = bytes.split_at_mut(BODY_BYTES);
+        self.crypt(tag, body);
+        Token {
+            bytes,
+            expires_at_ms: named.expires_at_ms,
+        }
     }
 
     /// What `text` names, if it is a token this key issued.
@@ -149,9 +177,11 @@ impl TokenKey {
             };
             *byte = high << 4 | low;
         }
+        let (body, tag) = bytes.split_at_mut(BODY_BYTES);
+        self.crypt(tag, body);
         let mut mac = self.mac.clone();
-        mac.update(&bytes[..BODY_BYTES]);
-        mac.verify_truncated_left(&bytes[BODY_BYTES..])
+        mac.update(body);
+        mac.verify_truncated_left(tag)
             .map_err(|_| TokenError::Unknown)?;
         let u64_at = |at: usize| {
             let mut field = [0u8; 8];
@@ -201,6 +231,27 @@ mod tests {
             token,
             "the same signature, the same token"
         );
+    }
+
+    #[test]
+    fn a_token_shows_nothing_of_what_it_names() {
+        let key = TokenKey::new(&[1; 192]);
+        // Consecutive signatures of one petition, with one expiry: in clear, their bodies would
+        // share 19 of 20 bytes.
+        let a = key.issue(NAMED).text();
+        let b = key
+            .issue(Named {
+                seq: NAMED.seq + 1,
+                ..NAMED
+            })
+            .text();
+        let same = a.as_str()[..40]
+            .bytes()
+            .zip(b.as_str()[..40].bytes())
+            .filter(|(x, y)| x == y)
+            .count();
+        assert!(same < 12, "{same} of 40 body digits alike: {a} {b}");
+        assert!(!a.as_str().contains(&format!("{:016x}", NAMED.seq)));
     }
 
     #[test]
