@@ -103,9 +103,9 @@ impl SignatureState {
     }
 }
 
-/// A value of the `lifecycle` column family (37 bytes, big-endian): state, petition number,
-/// expiry (0 for a signature that never was pending), fingerprint (0 when not needed), and when
-/// the state last changed.
+/// A value of the `lifecycle` column family (37 bytes, big-endian), written once when a pending
+/// signature is: its state as written (`pending`), petition number, expiry, fingerprint, and when
+/// it was written. Later states are [`Transition`]s.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct LifecycleEntry {
     pub state: SignatureState,
