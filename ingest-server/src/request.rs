@@ -20,7 +20,7 @@ use hyper::StatusCode;
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 use crate::auth::{Caller, Denied, Role};
-use crate::response::{close_connection, error, retry_later, Response, CLOSE};
+use crate::response::{close_connection, error, retry_later, shed, Response, CLOSE, JSON};
 use crate::state::State;
 
 /// The caller, if its API key may act as `needed`; else 401 or 403.
@@ -62,6 +62,48 @@ pub(crate) fn admit(state: &State, limit: &Arc<Semaphore>) -> Option<OwnedSemaph
         state.metrics.shed.fetch_add(1, Ordering::Relaxed);
     }
     permit
+}
+
+/// A request with a small JSON body, let in: its caller, its body, and the in-flight slot it
+/// holds until dropped.
+pub(crate) struct Admitted<'s> {
+    pub caller: Caller,
+    pub body: ReadBody<'s>,
+    /// Bind it (`permit: _permit`) for as long as the request is served.
+    pub permit: OwnedSemaphorePermit,
+}
+
+/// What every handler of a small JSON body does first, in order: the key (401/403), the content
+/// type (415), the body (413/408, 503 past the body budget), then an in-flight slot (503).
+/// `overloaded` is called if the request is shed for load, for the handler's own metric.
+pub(crate) async fn admit_json<'s>(
+    state: &'s State,
+    headers: &HeaderMap,
+    body: &mut Body,
+    role: Role,
+    overloaded: impl FnOnce(),
+) -> Result<Admitted<'s>, Response> {
+    let caller = authorize(state, headers, role)?;
+    content_type(headers, &[JSON])?;
+    let body = match read_body(state, headers, body, BodyKind::Small).await {
+        Ok(body) => body,
+        Err(response) => {
+            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
+                overloaded();
+            }
+            return Err(response);
+        }
+    };
+    // The slot is taken once the body is in: a slow body holds no slot.
+    let Some(permit) = admit(state, &state.inflight) else {
+        overloaded();
+        return Err(shed(state));
+    };
+    Ok(Admitted {
+        caller,
+        body,
+        permit,
+    })
 }
 
 /// Accepts a missing `Content-Type` or one of `allowed` (parameters such as charset ignored).

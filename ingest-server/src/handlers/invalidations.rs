@@ -15,10 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use super::blocking;
 use crate::auth::Role;
-use crate::request::{
-    admit, authorize, content_type, json_error_status, parse_time, read_body, Body, BodyKind,
-};
-use crate::response::{error, json, retry_later, rfc3339, shed, Response, JSON};
+use crate::request::{admit, admit_json, authorize, json_error_status, parse_time, Admitted, Body};
+use crate::response::{error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 
 /// The body of `POST /v1/invalidations`.
@@ -141,18 +139,13 @@ fn job_json(status: StatusCode, job: &InvalidationJob) -> Response {
 
 /// `POST /v1/invalidations` (admin).
 pub(crate) async fn create(state: &State, headers: &HeaderMap, body: &mut Body) -> Response {
-    if let Err(response) = authorize(state, headers, Role::Admin) {
-        return response;
-    }
-    if let Err(response) = content_type(headers, &[JSON]) {
-        return response;
-    }
-    let body = match read_body(state, headers, body, BodyKind::Small).await {
-        Ok(body) => body,
+    let Admitted {
+        body,
+        permit: _permit,
+        ..
+    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    let Some(_permit) = admit(state, &state.inflight) else {
-        return shed(state);
     };
     let parsed: InvalidationBody = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,

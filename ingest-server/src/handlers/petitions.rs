@@ -19,10 +19,9 @@ use serde::{Deserialize, Serialize};
 use super::blocking;
 use crate::auth::Role;
 use crate::request::{
-    admit, authorize, content_type, json_error_status, parse_time, query_pairs, read_body, Body,
-    BodyKind,
+    admit, admit_json, authorize, json_error_status, parse_time, query_pairs, Admitted, Body,
 };
-use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response, JSON};
+use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 
 /// A petition as every petition route answers it.
@@ -276,18 +275,13 @@ struct PetitionBody {
 
 /// `PUT /v1/petitions/{id}` (admin).
 pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut Body) -> Response {
-    if let Err(response) = authorize(state, headers, Role::Admin) {
-        return response;
-    }
-    if let Err(response) = content_type(headers, &[JSON]) {
-        return response;
-    }
-    let body = match read_body(state, headers, body, BodyKind::Small).await {
-        Ok(body) => body,
+    let Admitted {
+        body,
+        permit: _permit,
+        ..
+    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    let Some(_permit) = admit(state, &state.inflight) else {
-        return shed(state);
     };
     let parsed: PetitionBody = if body.iter().all(u8::is_ascii_whitespace) {
         PetitionBody::default()

@@ -17,11 +17,12 @@ use serde::{Deserialize, Serialize};
 use crate::auth::{Role, Take};
 use crate::metrics::{SignatureOutcome, ValidationOutcome};
 use crate::request::{
-    admit, authorize, content_type, json_error_status, read_body, Body, BodyKind,
+    admit, admit_json, authorize, content_type, json_error_status, read_body, Admitted, Body,
+    BodyKind,
 };
 use crate::response::{
     close_connection, error, json, ndjson, rate_limited, retry_later, rfc3339, shed, Response,
-    JSON, NDJSON,
+    NDJSON,
 };
 use crate::state::State;
 
@@ -121,26 +122,14 @@ pub(crate) async fn sign(
     headers: &HeaderMap,
     body: &mut Body,
 ) -> Response {
-    let caller = match authorize(state, headers, Role::Ingest) {
-        Ok(caller) => caller,
+    let overloaded = || state.metrics.signature(SignatureOutcome::Overloaded);
+    let Admitted {
+        caller,
+        body,
+        permit: _permit,
+    } = match admit_json(state, headers, body, Role::Ingest, overloaded).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    if let Err(response) = content_type(headers, &[JSON]) {
-        return response;
-    }
-    let body = match read_body(state, headers, body, BodyKind::Small).await {
-        Ok(body) => body,
-        Err(response) => {
-            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-                state.metrics.signature(SignatureOutcome::Overloaded);
-            }
-            return response;
-        }
-    };
-    // The slot is taken once the body is in: a slow body holds no slot.
-    let Some(_permit) = admit(state, &state.inflight) else {
-        state.metrics.signature(SignatureOutcome::Overloaded);
-        return shed(state);
     };
     let parsed: SignatureBody<'_> = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,

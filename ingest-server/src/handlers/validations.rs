@@ -12,10 +12,8 @@ use serde::Deserialize;
 use super::signatures::{submit_error, write_outcome};
 use crate::auth::{Role, Take};
 use crate::metrics::ValidationOutcome;
-use crate::request::{
-    admit, authorize, content_type, json_error_status, read_body, Body, BodyKind,
-};
-use crate::response::{error, json, rate_limited, shed, Response, JSON};
+use crate::request::{admit_json, json_error_status, Admitted, Body};
+use crate::response::{error, json, rate_limited, Response};
 use crate::state::State;
 
 /// The body of `POST /v1/validations`.
@@ -32,26 +30,14 @@ const ANSWER_BYTES_MAX: usize = 64;
 
 /// `POST /v1/validations`.
 pub(crate) async fn validate(state: &State, headers: &HeaderMap, body: &mut Body) -> Response {
-    let caller = match authorize(state, headers, Role::Ingest) {
-        Ok(caller) => caller,
+    let overloaded = || state.metrics.validation(ValidationOutcome::Overloaded);
+    let Admitted {
+        caller,
+        body,
+        permit: _permit,
+    } = match admit_json(state, headers, body, Role::Ingest, overloaded).await {
+        Ok(admitted) => admitted,
         Err(response) => return response,
-    };
-    if let Err(response) = content_type(headers, &[JSON]) {
-        return response;
-    }
-    let body = match read_body(state, headers, body, BodyKind::Small).await {
-        Ok(body) => body,
-        Err(response) => {
-            if response.status() == StatusCode::SERVICE_UNAVAILABLE {
-                state.metrics.validation(ValidationOutcome::Overloaded);
-            }
-            return response;
-        }
-    };
-    // As for a signature, the slot is taken once the body is in.
-    let Some(_permit) = admit(state, &state.inflight) else {
-        state.metrics.validation(ValidationOutcome::Overloaded);
-        return shed(state);
     };
     let parsed: ValidationBody<'_> = match serde_json::from_slice(&body) {
         Ok(parsed) => parsed,
