@@ -17,17 +17,22 @@ use rand::SeedableRng;
 use crate::open_loop::{latency_histogram, Pacer};
 use crate::workload::Workload;
 
-/// Registers `petitions` petitions (`p0`, `p1`, ...) with the given validation.
+/// Registers `petitions` petitions (`p0`, `p1`, ...) with the given validation, 10,000 to a
+/// synced write.
 pub fn register(engine: &Engine, petitions: u32, validation: Validation) -> Result<()> {
-    let specs = (0..petitions)
-        .map(|n| {
-            let mut spec = PetitionSpec::new(Workload::petition_id(n));
-            spec.validation = Some(validation);
-            spec
-        })
-        .collect();
-    for result in engine.register_many(specs) {
-        result.context("registering petitions")?;
+    let ids: Vec<u32> = (0..petitions).collect();
+    for chunk in ids.chunks(10_000) {
+        let specs = chunk
+            .iter()
+            .map(|n| {
+                let mut spec = PetitionSpec::new(Workload::petition_id(*n));
+                spec.validation = Some(validation);
+                spec
+            })
+            .collect();
+        for result in engine.register_many(specs) {
+            result.context("registering petitions")?;
+        }
     }
     Ok(())
 }

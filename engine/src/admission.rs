@@ -118,6 +118,17 @@ struct Slot {
     accepted: u64,
 }
 
+impl Slot {
+    fn new(petition: &Arc<Petition>, now: u64) -> Slot {
+        Slot {
+            open: petition.is_open(now),
+            by_email: petition.validates_by_email(),
+            petition: Arc::clone(petition),
+            accepted: 0,
+        }
+    }
+}
+
 /// One signature of a call that passed validation: where it goes in the index and the answers.
 #[derive(Clone, Copy)]
 struct Claim {
@@ -181,12 +192,7 @@ impl<'s> Recent<'s> {
             }
             _ => registry.get(id).map(|petition| {
                 let slot = *self.slot_of.entry(petition.num).or_insert_with(|| {
-                    slots.push(Slot {
-                        open: petition.is_open(now),
-                        by_email: petition.validates_by_email(),
-                        petition: Arc::clone(petition),
-                        accepted: 0,
-                    });
+                    slots.push(Slot::new(petition, now));
                     (slots.len() - 1) as u32
                 });
                 self.before = self.last;
@@ -208,12 +214,7 @@ impl<'s> Recent<'s> {
             return Some(slot);
         }
         let petition = registry.by_num(num)?;
-        slots.push(Slot {
-            open: petition.is_open(now),
-            by_email: petition.validates_by_email(),
-            petition: Arc::clone(petition),
-            accepted: 0,
-        });
+        slots.push(Slot::new(petition, now));
         let slot = (slots.len() - 1) as u32;
         self.slot_of.insert(num, slot);
         Some(slot)

@@ -23,7 +23,7 @@ use benches::stalls::{self, SlowCall, SlowCalls};
 use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
-use engine::{Config, Durability, Engine, Outcome, PetitionSpec};
+use engine::{Config, Durability, Engine, Outcome};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -699,25 +699,11 @@ fn drive(
     }
 }
 
-fn register(engine: &Engine, petitions: u32) -> Result<()> {
-    let ids: Vec<u32> = (0..petitions).collect();
-    for chunk in ids.chunks(10_000) {
-        let specs = chunk
-            .iter()
-            .map(|n| PetitionSpec::new(Workload::petition_id(*n)))
-            .collect();
-        for result in engine.register_many(specs) {
-            result.context("registering petitions")?;
-        }
-    }
-    Ok(())
-}
-
 fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Stats, u64)> {
     let mut config = Config::in_memory();
     config.signatures_expected = traffic.signatures;
     let engine = Engine::open(config)?;
-    register(&engine, traffic.petitions)?;
+    benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
     let workload = Workload::with(
         traffic.signatures,
         traffic.petitions,
@@ -892,7 +878,7 @@ fn durable(
     config.signatures_expected = traffic.signatures;
     let engine = Engine::open(config)?;
     engine.wait_ready().map_err(anyhow::Error::msg)?;
-    register(&engine, traffic.petitions)?;
+    benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
     let written_before = process::bytes_written();
     let workload = Workload::with(
         traffic.signatures,

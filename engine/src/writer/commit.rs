@@ -53,27 +53,36 @@ impl Touched {
     }
 }
 
-/// What a batch's re-submissions read before it is built: each one's pending signer, in item
-/// order.
-struct Reads {
-    signers: Vec<Option<PendingSigner>>,
+/// The pending signer of each of a batch's re-submissions, in item order: read before the
+/// batch is built.
+fn resubmitted_signers(
+    store: &Store,
+    fresh: &[(usize, Item)],
+) -> Result<Vec<Option<PendingSigner>>, StoreError> {
+    let fps: Vec<Fingerprint> = fresh
+        .iter()
+        .filter(|(_, item)| item.kind == ItemKind::Resubmit)
+        .map(|(_, item)| item.fp)
+        .collect();
+    if fps.is_empty() {
+        return Ok(Vec::new());
+    }
+    store.pending_signers(&fps)
 }
 
-impl Reads {
-    fn of(store: &Store, fresh: &[(usize, Item)]) -> Result<Reads, StoreError> {
-        let fps: Vec<Fingerprint> = fresh
-            .iter()
-            .filter(|(_, item)| item.kind == ItemKind::Resubmit)
-            .map(|(_, item)| item.fp)
-            .collect();
-        Ok(Reads {
-            signers: if fps.is_empty() {
-                Vec::new()
-            } else {
-                store.pending_signers(&fps)?
-            },
-        })
-    }
+/// Puts `transition` into `batch` as the `transitions` entry `*next`, and moves `*next` on.
+pub(super) fn put_transition(
+    batch: &mut WriteBatch,
+    store: &Store,
+    next: &mut u64,
+    transition: Transition,
+) {
+    batch.put_cf(
+        store.cf(CF_TRANSITIONS),
+        next.to_be_bytes(),
+        transition.encode(),
+    );
+    *next += 1;
 }
 
 /// Puts the drop of an expired signature's record into `batch`, and its sequence among the
@@ -136,18 +145,16 @@ impl Building<'_> {
 
     /// Records a change of state (a `transitions` entry).
     fn transition(&mut self, seq: u64, state: SignatureState) {
-        let value = Transition {
-            seq,
-            state,
-            at_ms: self.now,
-        }
-        .encode();
-        self.batch.put_cf(
-            self.store.cf(CF_TRANSITIONS),
-            self.next_transition.to_be_bytes(),
-            value,
+        put_transition(
+            &mut self.batch,
+            self.store,
+            &mut self.next_transition,
+            Transition {
+                seq,
+                state,
+                at_ms: self.now,
+            },
         );
-        self.next_transition += 1;
         self.changes.push((seq, state));
         self.changed.insert(seq, state);
     }
@@ -346,7 +353,7 @@ impl Writer {
             "a new signer is written once per batch"
         );
         let now = self.shared.now_ms();
-        let reads = Reads::of(store, fresh)?;
+        let signers = resubmitted_signers(store, fresh)?;
         let mut b = Building {
             store,
             tokens: self.shared.tokens(),
@@ -382,7 +389,7 @@ impl Writer {
                     Ok(b.write_new(job, item, petition.num, counts))
                 }
                 ItemKind::Resubmit => {
-                    let read = reads.signers[resubmit_at];
+                    let read = signers[resubmit_at];
                     resubmit_at += 1;
                     b.resubmit(job, item, petition.num, counts, read)
                 }
@@ -447,9 +454,12 @@ impl Writer {
         })
     }
 
-    /// Puts the touched petitions' changed counts and the milestones their validated counts
-    /// cross into `batch`. Returns the milestones and the next milestone sequence.
-    fn put_counts(
+    /// Puts the touched petitions' changed counts into `batch`, with a milestone for each
+    /// threshold a validated count moves across: `threshold_crossed` for each threshold in
+    /// `(before, after]` as it rises, `threshold_regressed` for each reached threshold above
+    /// `after` as it falls (highest first). Returns the milestones and the next milestone
+    /// sequence.
+    pub(super) fn put_counts(
         &self,
         store: &Store,
         batch: &mut WriteBatch,
@@ -468,14 +478,21 @@ impl Writer {
             if t.after == t.before {
                 continue;
             }
-            assert!(
-                t.after.validated >= t.before.validated,
-                "a signing round never lowers a count"
-            );
             let (count, len) = t.after.encode();
             batch.put_cf(counts_cf, num.to_be_bytes(), &count[..len]);
-            for threshold in t.petition.crossed(t.before.validated, t.after.validated) {
-                let kind = MilestoneKind::ThresholdCrossed;
+            let (before, after) = (t.before.validated, t.after.validated);
+            let (kind, thresholds) = if after >= before {
+                (
+                    MilestoneKind::ThresholdCrossed,
+                    t.petition.crossed(before, after),
+                )
+            } else {
+                (
+                    MilestoneKind::ThresholdRegressed,
+                    t.petition.regressed(after),
+                )
+            };
+            for threshold in thresholds {
                 batch.put_cf(
                     milestones_cf,
                     milestone_seq.to_be_bytes(),

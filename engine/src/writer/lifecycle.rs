@@ -11,18 +11,15 @@ use std::collections::HashMap;
 
 use rocksdb::WriteBatch;
 
-use super::commit::{drop_record, Touched};
+use super::commit::{drop_record, put_transition, Touched};
 use super::Writer;
 use crate::config::Durability;
 use crate::error::{InvalidationError, StoreError};
 use crate::fingerprint::Fingerprint;
 use crate::invalidation::{JobChange, JobRecord, JobState, Step, StepResult};
 use crate::lifecycle::{LifecycleEntry, SignatureState, Transition};
-use crate::petition::{Milestone, MilestoneKind};
-use crate::store::{
-    self, Store, CF_COUNTS, CF_JOBS, CF_META, CF_MILESTONES, CF_PENDING_SIGNERS, CF_TRANSITIONS,
-    META_SWEEP_CURSOR,
-};
+use crate::petition::Milestone;
+use crate::store::{Store, CF_JOBS, CF_META, CF_PENDING_SIGNERS, META_SWEEP_CURSOR};
 
 impl Writer {
     /// The store, after recovering it if it is failing.
@@ -45,77 +42,15 @@ impl Writer {
         result
     }
 
-    /// Puts the touched petitions' changed counts into `batch`, and a `threshold_regressed`
-    /// milestone for every reached threshold a count falls below. Returns the milestones.
-    fn put_lowered_counts(
-        &self,
-        store: &Store,
-        batch: &mut WriteBatch,
-        touched: &HashMap<u32, Touched>,
-        now: u64,
-    ) -> Vec<Milestone> {
-        let mut milestones = Vec::new();
-        for (num, t) in touched {
-            if t.after == t.before {
-                continue;
-            }
-            assert!(
-                t.after.validated <= t.before.validated && t.after.held() <= t.before.held(),
-                "a lifecycle step never raises a count"
-            );
-            let (count, len) = t.after.encode();
-            batch.put_cf(store.cf(CF_COUNTS), num.to_be_bytes(), &count[..len]);
-            for threshold in t.petition.regressed(t.after.validated) {
-                let seq = self.next_milestone_seq + milestones.len() as u64;
-                let kind = MilestoneKind::ThresholdRegressed;
-                batch.put_cf(
-                    store.cf(CF_MILESTONES),
-                    seq.to_be_bytes(),
-                    store::milestone_value(*num, threshold, now, kind),
-                );
-                milestones.push(Milestone {
-                    seq,
-                    petition: t.petition.id.to_string(),
-                    threshold,
-                    reached_at_ms: now,
-                    kind,
-                });
-            }
-        }
-        milestones
-    }
-
     /// Publishes what a control batch changed, once it is durable.
     fn publish_lowered(&mut self, touched: HashMap<u32, Touched>, milestones: Vec<Milestone>) {
         for t in touched.into_values() {
             t.petition.set_counts(t.after);
         }
-        self.next_milestone_seq += milestones.len() as u64;
-        self.shared.publish_milestones(milestones);
-    }
-
-    /// Puts a transition of the signature `seq` to `state` into `batch` and takes the next
-    /// transition sequence.
-    fn put_transition(
-        &mut self,
-        store: &Store,
-        batch: &mut WriteBatch,
-        seq: u64,
-        state: SignatureState,
-        now: u64,
-    ) {
-        let value = Transition {
-            seq,
-            state,
-            at_ms: now,
+        if let Some(last) = milestones.last() {
+            self.next_milestone_seq = last.seq + 1;
         }
-        .encode();
-        batch.put_cf(
-            store.cf(CF_TRANSITIONS),
-            self.next_transition_seq.to_be_bytes(),
-            value,
-        );
-        self.next_transition_seq += 1;
+        self.shared.publish_milestones(milestones);
     }
 
     /// One step of the expiry sweep: drops up to `lifecycle_step` pending signatures whose grace
@@ -168,7 +103,16 @@ impl Writer {
                 });
             };
             drop_record(&mut batch, &store, *seq);
-            self.put_transition(&store, &mut batch, *seq, SignatureState::Expired, now);
+            put_transition(
+                &mut batch,
+                &store,
+                &mut self.next_transition_seq,
+                Transition {
+                    seq: *seq,
+                    state: SignatureState::Expired,
+                    at_ms: now,
+                },
+            );
             touched
                 .entry(entry.petition)
                 .or_insert_with(|| Touched::new(&petition, &HashMap::new()))
@@ -182,7 +126,7 @@ impl Writer {
         for fp in fps {
             batch.delete_cf(store.cf(CF_PENDING_SIGNERS), fp.to_bytes());
         }
-        let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
+        let (milestones, _) = self.put_counts(&store, &mut batch, &touched, now);
         debug_assert!(milestones.is_empty(), "expiry changes no validated count");
         batch.put_cf(store.cf(CF_META), META_SWEEP_CURSOR, cursor.to_be_bytes());
         self.shared
@@ -234,11 +178,20 @@ impl Writer {
                 counts.validated -= 1;
             }
             counts.invalidated += 1;
-            self.put_transition(&store, &mut batch, seq, SignatureState::Invalidated, now);
+            put_transition(
+                &mut batch,
+                &store,
+                &mut self.next_transition_seq,
+                Transition {
+                    seq,
+                    state: SignatureState::Invalidated,
+                    at_ms: now,
+                },
+            );
             changes.push((seq, SignatureState::Invalidated));
         }
         let invalidated = changes.len() as u64;
-        let milestones = self.put_lowered_counts(&store, &mut batch, &touched, now);
+        let (milestones, _) = self.put_counts(&store, &mut batch, &touched, now);
         let job = &mut record.job;
         job.scanned += step.scanned;
         job.matched += step.matching.len() as u64;
