@@ -429,7 +429,7 @@ impl Call<'_> {
             let crossed = slot.petition.crossed(before, before + k);
             if !crossed.is_empty() {
                 self.shared
-                    .publish_memory_milestones(&slot.petition, crossed);
+                    .publish_memory_crossings(&slot.petition, before, before + k);
             }
             // From here on `accepted` is the last ordinal handed out.
             slot.accepted = before;

@@ -14,8 +14,9 @@ use crate::admission;
 use crate::config::{Config, Storage};
 use crate::error::{
     FlushError, InvalidationError, OpenError, PetitionError, RecoveryError, StoreError,
-    SubmitError, VerifyError,
+    SubmitError, VerifyError, WebhookError,
 };
+use crate::event::{self, CloseReason, Event, EventData, NewEvent, Subscription};
 use crate::fingerprint::{Fingerprinter, SECRET_BYTES};
 use crate::invalidation::{
     self, InvalidationJob, InvalidationRequest, JobChange, JobRecord, JobState, Scope,
@@ -25,11 +26,12 @@ use crate::lifecycle::Validation;
 use crate::petition::Counts;
 use crate::petition::{
     Milestone, Petition, PetitionInfo, PetitionMeta, PetitionSpec, DEFAULT_THRESHOLDS,
+    RESPONSE_DUE_DAYS_DEFAULT,
 };
 use crate::shared::Shared;
 use crate::signature::{AsSignatureRef, NewSignature, Op};
 use crate::stats::Stats;
-use crate::store::{Meta, Store, FORMAT_VERSION, SIGNER_RULES};
+use crate::store::{Meta, Store, FORMAT_VERSION, FORMAT_VERSION_3, SIGNER_RULES};
 
 /// The background thread's stop flag and wake-up.
 #[derive(Default)]
@@ -37,8 +39,22 @@ struct Background {
     stop: Mutex<bool>,
     wake: Condvar,
 }
+use crate::signature::InvalidField;
 use crate::verify::VerifyReport;
+use crate::webhook::{Webhook, WebhookChange, WebhookSpec, WEBHOOKS_MAX};
 use crate::writer::Writer;
+
+/// How petitions stand with their responses (see [`Engine::response_stats`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct ResponseStats {
+    /// Petitions awaiting a response.
+    pub awaiting: u64,
+    /// Of those, the ones past their due time.
+    pub overdue: u64,
+    /// For each recorded response to a petition that had crossed its response threshold: the
+    /// time from that crossing to the response (milliseconds).
+    pub times_to_respond_ms: Vec<u64>,
+}
 
 /// Whether a registration created a petition or updated one.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -150,7 +166,7 @@ impl Engine {
             shared.set_ready();
             return Ok(Engine::new(shared, None, None));
         };
-        let next_milestone_seq = load_registry(&shared, &store)?;
+        let next_event_seq = load_registry(&shared, &store)?;
         let next_seq = store.next_signature_seq()?;
         let sweep_cursor = store.sweep_cursor()?;
         let (sender, receiver) = crossbeam_channel::unbounded();
@@ -159,7 +175,7 @@ impl Engine {
             store,
             receiver,
             next_seq,
-            next_milestone_seq,
+            next_event_seq,
             sweep_cursor,
         )
         .map_err(|error| OpenError::Io {
@@ -338,7 +354,7 @@ impl Engine {
             .iter()
             .map(|(num, meta, _)| (*num, meta.clone()))
             .collect();
-        if let Err(e) = self.persist_petitions(persist) {
+        if let Err(e) = self.persist_petitions(persist, Vec::new()) {
             return results.into_iter().map(|r| r.and(Err(e.clone()))).collect();
         }
         for (num, meta, existing) in planned {
@@ -354,7 +370,9 @@ impl Engine {
         results
     }
 
-    /// Closes a petition: it takes no more signatures. Closing a closed petition is a no-op.
+    /// Closes a petition: it takes no more signatures, and the events feed records
+    /// `petition_closed` (unless its deadline's close was recorded already). Closing a closed
+    /// petition is a no-op.
     pub fn close_petition(&self, id: &str) -> Result<PetitionInfo, PetitionError> {
         let shared = self.shared();
         let _registering = shared.registering_lock();
@@ -364,26 +382,82 @@ impl Engine {
             .ok_or(PetitionError::UnknownPetition)?;
         let mut meta = petition.meta();
         if meta.closed_at_ms.is_none() {
-            meta.closed_at_ms = Some(shared.now_ms());
-            self.persist_petitions(vec![(petition.num, meta.clone())])?;
-            petition.set_meta(meta);
+            let now = shared.now_ms();
+            let recorded = meta.deadline_ms.is_some_and(|d| d <= now)
+                && petition.tracking().deadline_closed == meta.deadline_ms;
+            meta.closed_at_ms = Some(now);
+            let events = if recorded {
+                Vec::new()
+            } else {
+                vec![NewEvent {
+                    petition: petition.num,
+                    at_ms: now,
+                    data: EventData::PetitionClosed {
+                        reason: CloseReason::Admin,
+                    },
+                }]
+            };
+            self.persist_petitions(vec![(petition.num, meta.clone())], events)?;
         }
         Ok(petition.info(shared.now_ms()))
     }
 
-    fn persist_petitions(&self, petitions: Vec<(u32, PetitionMeta)>) -> Result<(), PetitionError> {
-        let Some(sender) = &self.handle.sender else {
-            return Ok(());
-        };
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        sender
-            .send(Job::Petitions(petitions, reply))
-            .map_err(|_| PetitionError::ShuttingDown)?;
-        match answer.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(PetitionError::StorageUnavailable),
-            Err(_) => Err(PetitionError::ShuttingDown),
+    /// Records a petition's response (replacing an earlier one): `responded` goes into the
+    /// events feed and the petition no longer awaits an answer. Durable (synced) before it
+    /// returns.
+    pub fn respond(
+        &self,
+        id: &str,
+        summary: &str,
+        url: Option<&str>,
+    ) -> Result<PetitionInfo, PetitionError> {
+        event::check_response(summary, url).map_err(|reason| InvalidField {
+            field: if reason.starts_with("url") {
+                "url"
+            } else {
+                "summary"
+            },
+            reason,
+        })?;
+        let shared = self.shared();
+        if shared.is_closing() {
+            return Err(PetitionError::ShuttingDown);
         }
+        let _registering = shared.registering_lock();
+        let petition = shared
+            .registry()
+            .get(id)
+            .ok_or(PetitionError::UnknownPetition)?;
+        let event = NewEvent {
+            petition: petition.num,
+            at_ms: shared.now_ms(),
+            data: EventData::Responded {
+                summary: summary.to_owned(),
+                url: url.map(str::to_owned),
+            },
+        };
+        self.persist_petitions(Vec::new(), vec![event])?;
+        Ok(petition.info(shared.now_ms()))
+    }
+
+    /// Records `petition_closed` (reason `deadline`) for every open petition whose deadline has
+    /// passed by the engine's clock and has no such event for that deadline yet; returns how
+    /// many. The background thread does this every `sweep_interval`.
+    pub fn record_deadlines(&self) -> Result<u64, PetitionError> {
+        record_deadlines(self.shared(), self.handle.sender.as_ref())
+    }
+
+    fn persist_petitions(
+        &self,
+        petitions: Vec<(u32, PetitionMeta)>,
+        events: Vec<NewEvent>,
+    ) -> Result<(), PetitionError> {
+        persist_petitions(
+            self.shared(),
+            self.handle.sender.as_ref(),
+            petitions,
+            events,
+        )
     }
 
     /// Validates the pending signature `token` names: counted from now on, exactly once. Waits
@@ -610,9 +684,175 @@ impl Engine {
             .collect()
     }
 
-    /// Milestones with sequence greater than `after`, oldest first, at most `limit`.
+    /// Threshold milestones with sequence greater than `after`, oldest first, at most `limit`:
+    /// the `threshold_crossed` and `threshold_regressed` entries of the events feed, with
+    /// their event sequences.
     pub fn milestones_after(&self, after: u64, limit: usize) -> Vec<Milestone> {
         self.shared().milestones_after(after, limit)
+    }
+
+    /// Events with sequence greater than `after`, oldest first, at most `limit`. Sequences
+    /// start at 1, so `after = 0` reads from the first.
+    pub fn events_after(&self, after: u64, limit: usize) -> Vec<Event> {
+        self.shared().events_after(after, limit)
+    }
+
+    /// [`Engine::events_after`], waiting up to `timeout` for an event if there is none yet
+    /// (less if the engine closes).
+    pub fn wait_events(&self, after: u64, limit: usize, timeout: Duration) -> Vec<Event> {
+        self.shared().wait_events(after, limit, timeout)
+    }
+
+    /// The sequence of the newest event (0 if none).
+    pub fn last_event_seq(&self) -> u64 {
+        self.shared().last_event_seq()
+    }
+
+    /// The newest event's sequence, for async readers: it changes whenever events are
+    /// published.
+    pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.shared().watch_events()
+    }
+
+    /// Every event after `after`, as they come: an iterator that blocks for the next one and
+    /// ends when the engine closes.
+    pub fn subscribe(&self, after: u64) -> Subscription {
+        Subscription {
+            shared: Arc::clone(&self.handle.shared),
+            after,
+            buffered: Default::default(),
+        }
+    }
+
+    /// Petitions awaiting a response, the longest due first (then by id), at most `limit`.
+    pub fn awaiting_response(&self, limit: usize) -> Vec<PetitionInfo> {
+        let now = self.shared().now_ms();
+        let mut awaiting: Vec<(u64, Arc<Petition>)> = self
+            .shared()
+            .registry()
+            .all()
+            .into_iter()
+            .filter_map(|p| Some((p.awaiting_since()?, p)))
+            .collect();
+        awaiting.sort_by(|a, b| a.0.cmp(&b.0).then_with(|| a.1.id.cmp(&b.1.id)));
+        awaiting
+            .into_iter()
+            .take(limit)
+            .map(|(_, p)| p.info(now))
+            .collect()
+    }
+
+    /// How petitions stand with their responses now: awaiting, overdue, and the time each
+    /// response took from the crossing of the response threshold.
+    pub fn response_stats(&self) -> ResponseStats {
+        let now = self.shared().now_ms();
+        let mut stats = ResponseStats::default();
+        for petition in self.shared().registry().all() {
+            let tracking = petition.tracking();
+            match (&tracking.due, &tracking.response) {
+                (Some(due), None) => {
+                    stats.awaiting += 1;
+                    if now >= due.due_at_ms {
+                        stats.overdue += 1;
+                    }
+                }
+                (Some(due), Some(response)) => stats
+                    .times_to_respond_ms
+                    .push(response.at_ms.saturating_sub(due.reached_at_ms)),
+                (None, _) => {}
+            }
+        }
+        stats
+    }
+
+    /// Registers a webhook, or replaces the one of that name (keeping its cursor unless the
+    /// spec gives one). Durable (synced) before it returns. Answers the webhook and whether it
+    /// is new.
+    pub fn put_webhook(&self, spec: WebhookSpec) -> Result<(Webhook, bool), WebhookError> {
+        spec.check()?;
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        let existing = shared.webhooks().get(&spec.name).cloned();
+        if existing.is_none() && shared.webhooks().len() >= WEBHOOKS_MAX {
+            return Err(WebhookError::TooMany(WEBHOOKS_MAX));
+        }
+        let hook = Webhook {
+            cursor: spec
+                .after
+                .or(existing.as_ref().map(|h| h.cursor))
+                .unwrap_or_else(|| shared.last_event_seq()),
+            created_at_ms: existing
+                .as_ref()
+                .map_or_else(|| shared.now_ms(), |h| h.created_at_ms),
+            name: spec.name,
+            url: spec.url,
+            events: spec.events,
+            secret: spec.secret,
+        };
+        self.change_webhook(WebhookChange::Put(hook.clone()))?;
+        Ok((hook, existing.is_none()))
+    }
+
+    /// Deletes a webhook.
+    pub fn delete_webhook(&self, name: &str) -> Result<(), WebhookError> {
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        if !shared.webhooks().contains_key(name) {
+            return Err(WebhookError::UnknownWebhook);
+        }
+        self.change_webhook(WebhookChange::Delete(name.to_owned()))
+    }
+
+    /// The webhook named `name`.
+    pub fn webhook(&self, name: &str) -> Option<Webhook> {
+        self.shared().webhooks().get(name).cloned()
+    }
+
+    /// Every webhook, by name.
+    pub fn webhooks(&self) -> Vec<Webhook> {
+        self.shared().webhooks().values().cloned().collect()
+    }
+
+    /// Moves a webhook's cursor to `cursor` (the last event delivered or skipped); a cursor
+    /// behind the stored one is ignored. Written without a sync: after a crash at most the
+    /// events since the last synced write are delivered again.
+    pub fn set_webhook_cursor(&self, name: &str, cursor: u64) -> Result<(), WebhookError> {
+        if !self.shared().webhooks().contains_key(name) {
+            return Err(WebhookError::UnknownWebhook);
+        }
+        self.change_webhook(WebhookChange::Cursor(name.to_owned(), cursor))
+    }
+
+    fn change_webhook(&self, change: WebhookChange) -> Result<(), WebhookError> {
+        let Some(sender) = &self.handle.sender else {
+            let mut hooks = self.shared().webhooks();
+            match change {
+                WebhookChange::Put(hook) => {
+                    hooks.insert(hook.name.clone(), hook);
+                }
+                WebhookChange::Delete(name) => {
+                    hooks.remove(&name);
+                }
+                WebhookChange::Cursor(name, cursor) => {
+                    if let Some(hook) = hooks.get_mut(&name) {
+                        hook.cursor = hook.cursor.max(cursor);
+                    }
+                }
+            }
+            return Ok(());
+        };
+        if self.shared().is_closing() {
+            return Err(WebhookError::ShuttingDown);
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        sender
+            .send(Job::Webhook(change, reply))
+            .map_err(|_| WebhookError::ShuttingDown)?;
+        match answer.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(WebhookError::StorageUnavailable),
+            Err(_) => Err(WebhookError::ShuttingDown),
+        }
     }
 
     /// Counters, sizes and the recovery state.
@@ -721,6 +961,15 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
                         Err(_) => return,
                     }
                 }
+                // A deadline passed is recorded once per deadline (the registering lock keeps
+                // this and an administrator's close from both recording a close).
+                let engine_gone = matches!(
+                    record_deadlines(shared, Some(sender)),
+                    Err(PetitionError::ShuttingDown)
+                );
+                if engine_gone {
+                    return;
+                }
                 next_sweep = Instant::now() + interval;
             }
         }
@@ -731,6 +980,68 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
                 return;
             }
         }
+    }
+}
+
+/// See [`Engine::record_deadlines`].
+fn record_deadlines(shared: &Shared, sender: Option<&Sender<Job>>) -> Result<u64, PetitionError> {
+    if shared.is_closing() {
+        return Err(PetitionError::ShuttingDown);
+    }
+    let _registering = shared.registering_lock();
+    let now = shared.now_ms();
+    let due: Vec<NewEvent> = shared
+        .registry()
+        .all()
+        .into_iter()
+        .filter_map(|p| {
+            let deadline = p.deadline_passed(now)?;
+            (p.tracking().deadline_closed != Some(deadline)).then_some(NewEvent {
+                petition: p.num,
+                at_ms: deadline,
+                data: EventData::PetitionClosed {
+                    reason: CloseReason::Deadline,
+                },
+            })
+        })
+        .collect();
+    let mut recorded = 0;
+    for chunk in due.chunks(1024) {
+        persist_petitions(shared, sender, Vec::new(), chunk.to_vec())?;
+        recorded += chunk.len() as u64;
+    }
+    Ok(recorded)
+}
+
+/// Persists petitions' metas and the events their change makes (through the writer, synced),
+/// or in memory mode applies and publishes them.
+fn persist_petitions(
+    shared: &Shared,
+    sender: Option<&Sender<Job>>,
+    petitions: Vec<(u32, PetitionMeta)>,
+    events: Vec<NewEvent>,
+) -> Result<(), PetitionError> {
+    let Some(sender) = sender else {
+        for (num, meta) in petitions {
+            if let Some(petition) = shared.registry().by_num(num) {
+                petition.set_meta(meta);
+            }
+        }
+        for new in events {
+            if let Some(petition) = shared.registry().by_num(new.petition) {
+                shared.publish_memory_events(&petition, new.at_ms, vec![new.data]);
+            }
+        }
+        return Ok(());
+    };
+    let (reply, answer) = std::sync::mpsc::sync_channel(1);
+    sender
+        .send(Job::Petitions(petitions, events, reply))
+        .map_err(|_| PetitionError::ShuttingDown)?;
+    match answer.recv() {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(PetitionError::StorageUnavailable),
+        Err(_) => Err(PetitionError::ShuttingDown),
     }
 }
 
@@ -855,7 +1166,7 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
         });
     }
     if meta.rules != SIGNER_RULES || meta.format != FORMAT_VERSION {
-        upgrade(&store, meta.rules)?;
+        upgrade(&store, meta.rules, meta.format)?;
     }
     Ok(Some((store, meta)))
 }
@@ -865,7 +1176,8 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
 /// These changed only for emails that are not all ASCII, so a store of older rules without any
 /// is upgraded as it is. One with some is refused: their stored fingerprints may differ from
 /// what this build derives, which would let such a signer sign twice.
-fn upgrade(store: &Store, stored_rules: u8) -> Result<(), OpenError> {
+/// A store of format 3 has its petition index and current rules: only its version changes.
+fn upgrade(store: &Store, stored_rules: u8, stored_format: u8) -> Result<(), OpenError> {
     let refused = |non_ascii| OpenError::SignerRules {
         stored: stored_rules,
         current: SIGNER_RULES,
@@ -873,6 +1185,10 @@ fn upgrade(store: &Store, stored_rules: u8) -> Result<(), OpenError> {
     };
     if stored_rules > SIGNER_RULES {
         return Err(refused(0));
+    }
+    if stored_format == FORMAT_VERSION_3 && stored_rules == SIGNER_RULES {
+        store.set_current_format()?;
+        return Ok(());
     }
     let non_ascii = store.write_petition_index()?;
     if stored_rules != SIGNER_RULES && non_ascii > 0 {
@@ -882,9 +1198,10 @@ fn upgrade(store: &Store, stored_rules: u8) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Loads petitions, counts and milestones, and sizes the index for the signers stored. They are
+/// Loads petitions, counts, events (which give each petition its thresholds reached and its
+/// response tracking) and webhooks, and sizes the index for the signers stored. They are
 /// small: loaded now so counts are served at once; the index (16 bytes a signature) is rebuilt
-/// by the writer thread. Returns the next milestone sequence.
+/// by the writer thread. Returns the next event sequence.
 fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     let mut petitions = store.load_petitions()?;
     petitions.sort_by_key(|(num, _)| *num);
@@ -900,25 +1217,22 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
             .registry()
             .insert(Arc::new(Petition::new(num, meta, count)));
     }
-    let mut next_milestone_seq = 1;
-    let mut milestones = Vec::new();
-    for stored in store.load_milestones(0)? {
-        let petition = shared
-            .registry()
-            .by_num(stored.petition)
-            .ok_or(StoreError::Corrupt {
-                what: "milestone petition",
-            })?;
-        milestones.push(Milestone {
-            seq: stored.seq,
-            petition: petition.id.to_string(),
-            threshold: stored.threshold,
-            reached_at_ms: stored.at_ms,
-            kind: stored.kind,
-        });
-        next_milestone_seq = stored.seq + 1;
+    let mut next_event_seq = 1;
+    loop {
+        let stored = store.load_events(next_event_seq, 65_536)?;
+        let Some((last, _)) = stored.last() else {
+            break;
+        };
+        next_event_seq = last + 1;
+        shared.publish_events(event::named(stored, |num| {
+            shared.registry().by_num(num).map(|p| p.id.to_string())
+        })?);
     }
-    shared.publish_milestones(milestones);
+    let mut webhooks = shared.webhooks();
+    for hook in store.load_webhooks()? {
+        webhooks.insert(hook.name.clone(), hook);
+    }
+    drop(webhooks);
     for (_, bytes) in store.load_jobs()? {
         shared.jobs().insert(JobRecord::decode(&bytes)?);
     }
@@ -927,7 +1241,7 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     shared
         .index()
         .reserve(stored.max(shared.config().signatures_expected));
-    Ok(next_milestone_seq)
+    Ok(next_event_seq)
 }
 
 /// A registration to persist: the petition's number, its new meta, and the petition if it exists.
@@ -959,27 +1273,14 @@ fn plan_registrations(
             continue;
         }
         if let Some(&at) = planned_by_id.get(&spec.id) {
-            let meta = &mut planned[at].1;
-            meta.deadline_ms = spec.deadline_ms;
-            if let Some(thresholds) = thresholds {
-                meta.thresholds = thresholds;
-            }
-            if let Some(validation) = spec.validation {
-                meta.validation = validation;
-            }
+            spec.apply(&mut planned[at].1, thresholds);
             results.push(Ok(Registered::Updated));
             continue;
         }
         match shared.registry().get(&spec.id) {
             Some(petition) => {
                 let mut meta = petition.meta();
-                meta.deadline_ms = spec.deadline_ms;
-                if let Some(thresholds) = thresholds {
-                    meta.thresholds = thresholds;
-                }
-                if let Some(validation) = spec.validation {
-                    meta.validation = validation;
-                }
+                spec.apply(&mut meta, thresholds);
                 planned_by_id.insert(spec.id, planned.len());
                 planned.push((petition.num, meta, Some(petition)));
                 results.push(Ok(Registered::Updated));
@@ -989,14 +1290,17 @@ fn plan_registrations(
                     results.push(Err(PetitionError::TooMany));
                     continue;
                 }
-                let meta = PetitionMeta {
+                let mut meta = PetitionMeta {
                     id: spec.id.clone(),
                     created_at_ms: now,
-                    deadline_ms: spec.deadline_ms,
+                    deadline_ms: None,
                     closed_at_ms: None,
-                    thresholds: thresholds.unwrap_or_else(|| DEFAULT_THRESHOLDS.to_vec()),
-                    validation: spec.validation.unwrap_or_default(),
+                    thresholds: DEFAULT_THRESHOLDS.to_vec(),
+                    validation: Validation::default(),
+                    response_threshold: None,
+                    response_due_days: RESPONSE_DUE_DAYS_DEFAULT,
                 };
+                spec.apply(&mut meta, thresholds);
                 planned_by_id.insert(spec.id, planned.len());
                 planned.push((next_num, meta, None));
                 next_num += 1;

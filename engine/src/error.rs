@@ -177,6 +177,27 @@ pub enum PetitionError {
     Unsupported,
 }
 
+/// Why a webhook change failed.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum WebhookError {
+    /// A field failed validation.
+    #[error(transparent)]
+    Invalid(#[from] InvalidField),
+    /// No webhook has this name.
+    #[error("unknown webhook")]
+    UnknownWebhook,
+    /// The engine keeps as many webhooks as it may.
+    #[error("at most {0} webhooks")]
+    TooMany(usize),
+    /// The store failed to persist; nothing changed. Retry shortly.
+    #[error("storage unavailable, retry later")]
+    StorageUnavailable,
+    /// The engine is closing or closed.
+    #[error("engine is shutting down")]
+    ShuttingDown,
+}
+
 /// Why an invalidation (preview, start, cancel) failed.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[non_exhaustive]

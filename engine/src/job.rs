@@ -5,11 +5,13 @@ use std::ops::Range;
 use std::sync::Arc;
 
 use crate::error::{StoreError, SubmitError, VerifyError};
+use crate::event::NewEvent;
 use crate::fingerprint::Fingerprint;
 use crate::invalidation::{JobChange, Step, StepResult};
 use crate::petition::{Petition, PetitionMeta};
 use crate::token::Token;
 use crate::verify::VerifyReport;
+use crate::webhook::WebhookChange;
 
 /// The answer to one signature (or validation) that the engine took.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -97,9 +99,16 @@ pub(crate) type Answers = Vec<(usize, Result<Outcome, SubmitError>)>;
 /// Work for the writer.
 pub(crate) enum Job {
     Sign(SignJob),
-    /// Persist new or changed petitions (number, meta) in one synced batch, then answer.
+    /// Persist new or changed petitions (number, meta) and the events the change makes in one
+    /// synced batch, then answer.
     Petitions(
         Vec<(u32, PetitionMeta)>,
+        Vec<NewEvent>,
+        std::sync::mpsc::SyncSender<Result<(), StoreError>>,
+    ),
+    /// Register, replace or delete a webhook, or move its cursor.
+    Webhook(
+        WebhookChange,
         std::sync::mpsc::SyncSender<Result<(), StoreError>>,
     ),
     /// Sync everything written so far.

@@ -30,6 +30,9 @@
 //!
 //! The domain, the handle and its state:
 //! - `petition`: the registry, counts, deadlines, thresholds and milestones;
+//! - `event`: the events feed (thresholds, closes, responses due and recorded), its stored
+//!   form, the newest events in memory, subscriptions, and each petition's response tracking;
+//! - `webhook`: webhook registrations and their durable cursors (delivery is the embedder's);
 //! - `engine`: the public [`Engine`] handle: open, submit, register, flush, close;
 //! - `shared`: the state the handle, admission, the writer and recovery share, changed through
 //!   its methods;
@@ -57,6 +60,7 @@ mod clock;
 mod config;
 mod engine;
 mod error;
+mod event;
 mod fingerprint;
 mod health;
 mod index;
@@ -72,14 +76,19 @@ mod stats;
 mod store;
 mod token;
 mod verify;
+mod webhook;
 mod writer;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT};
-pub use crate::engine::{Engine, Registered};
+pub use crate::engine::{Engine, Registered, ResponseStats};
 pub use crate::error::{
     FlushError, InvalidationError, OpenError, PetitionError, RecoveryError, StoreError,
-    SubmitError, VerifyError,
+    SubmitError, VerifyError, WebhookError,
+};
+pub use crate::event::{
+    CloseReason, Event, EventData, EventKind, Response, Subscription, RESPONSE_SUMMARY_BYTES_MAX,
+    RESPONSE_URL_BYTES_MAX,
 };
 pub use crate::fingerprint::{Fingerprint, Fingerprinter, SECRET_BYTES};
 pub use crate::invalidation::{InvalidationJob, InvalidationRequest, JobState};
@@ -87,7 +96,7 @@ pub use crate::job::Outcome;
 pub use crate::lifecycle::{Criteria, SignatureState, Validation, RESUBMITS_MAX};
 pub use crate::petition::{
     Milestone, MilestoneKind, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS,
-    THRESHOLDS_MAX,
+    RESPONSE_DUE_DAYS_DEFAULT, RESPONSE_DUE_DAYS_MAX, THRESHOLDS_MAX,
 };
 pub use crate::signature::{
     canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature, Op,
@@ -97,3 +106,7 @@ pub use crate::signature::{
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
 pub use crate::token::{Token, TokenText, TOKEN_CHARS};
 pub use crate::verify::VerifyReport;
+pub use crate::webhook::{
+    Webhook, WebhookSpec, WEBHOOKS_MAX, WEBHOOK_NAME_BYTES_MAX, WEBHOOK_SECRET_BYTES_MAX,
+    WEBHOOK_URL_BYTES_MAX,
+};

@@ -13,6 +13,7 @@ use std::sync::Arc;
 use parking_lot::{Mutex, RwLock};
 
 use crate::error::StoreError;
+use crate::event::{EventData, Response, Tracking};
 use crate::lifecycle::Validation;
 use crate::record::decode_u64;
 use crate::signature::{validate_petition_id, InvalidField};
@@ -36,7 +37,20 @@ pub struct PetitionSpec {
     /// [`Validation::None`] for a new petition). A change applies to signatures that come after
     /// it: each signature keeps the state it was written in.
     pub validation: Option<Validation>,
+    /// The threshold whose crossing makes a response due; `None` keeps the current one (or, for
+    /// a new petition, its largest threshold). It is added to the thresholds if missing.
+    pub response_threshold: Option<u64>,
+    /// Days from crossing the response threshold to the response being due (1–3,650); `None`
+    /// keeps the current number (or [`RESPONSE_DUE_DAYS_DEFAULT`] for a new petition).
+    pub response_due_days: Option<u32>,
 }
+
+/// Days a response has, by default, from the crossing of the response threshold.
+pub const RESPONSE_DUE_DAYS_DEFAULT: u32 = 90;
+/// Most days a response may be given.
+pub const RESPONSE_DUE_DAYS_MAX: u32 = 3_650;
+
+const DAY_MS: u64 = 86_400_000;
 
 impl PetitionSpec {
     /// A spec with only an id: no deadline, default thresholds.
@@ -46,15 +60,58 @@ impl PetitionSpec {
             deadline_ms: None,
             thresholds: None,
             validation: None,
+            response_threshold: None,
+            response_due_days: None,
+        }
+    }
+
+    /// Applies the spec to a petition's meta (a new petition's starts with the defaults).
+    pub(crate) fn apply(&self, meta: &mut PetitionMeta, thresholds: Option<Vec<u64>>) {
+        meta.deadline_ms = self.deadline_ms;
+        if let Some(thresholds) = thresholds {
+            meta.thresholds = thresholds;
+        }
+        if let Some(validation) = self.validation {
+            meta.validation = validation;
+        }
+        if let Some(days) = self.response_due_days {
+            meta.response_due_days = days;
+        }
+        if let Some(threshold) = self.response_threshold {
+            meta.response_threshold = Some(threshold);
+        }
+        if let Some(threshold) = meta.response_threshold {
+            if let Err(at) = meta.thresholds.binary_search(&threshold) {
+                meta.thresholds.insert(at, threshold);
+            }
         }
     }
 
     pub(crate) fn checked_thresholds(&self) -> Result<Option<Vec<u64>>, InvalidField> {
         validate_petition_id(&self.id)?;
+        if self.response_threshold == Some(0) {
+            return Err(InvalidField {
+                field: "response_threshold",
+                reason: "must be positive",
+            });
+        }
+        if self
+            .response_due_days
+            .is_some_and(|d| !(1..=RESPONSE_DUE_DAYS_MAX).contains(&d))
+        {
+            return Err(InvalidField {
+                field: "response_due_days",
+                reason: "1 to 3650 days",
+            });
+        }
         let Some(thresholds) = &self.thresholds else {
             return Ok(None);
         };
-        if thresholds.len() > THRESHOLDS_MAX {
+        let extra = usize::from(
+            self.response_threshold
+                .is_some_and(|t| !thresholds.contains(&t)),
+        );
+        if thresholds.len() + extra > THRESHOLDS_MAX {
             return Err(InvalidField {
                 field: "thresholds",
                 reason: "at most 32 thresholds",
@@ -121,6 +178,22 @@ pub struct PetitionInfo {
     /// The thresholds its count has reached, ascending (one that an invalidation took the
     /// count back below is not reached until the count crosses it again).
     pub milestones_reached: Vec<u64>,
+    /// The threshold whose crossing makes a response due (its largest, unless set); `None`
+    /// when it has no thresholds.
+    pub response_threshold: Option<u64>,
+    /// Days from that crossing to the response being due.
+    pub response_due_days: u32,
+    /// When the count crossed the response threshold (the latest crossing that made a response
+    /// due), if it did.
+    pub response_threshold_reached_at_ms: Option<u64>,
+    /// When the response is (or was) due, if one is.
+    pub response_due_at_ms: Option<u64>,
+    /// Whether a response is due and not yet recorded.
+    pub awaiting_response: bool,
+    /// Whether it awaits a response past its due time.
+    pub overdue: bool,
+    /// The recorded response, if any.
+    pub response: Option<Response>,
 }
 
 /// Which way a milestone moved.
@@ -138,21 +211,6 @@ impl MilestoneKind {
         match self {
             MilestoneKind::ThresholdCrossed => "threshold_crossed",
             MilestoneKind::ThresholdRegressed => "threshold_regressed",
-        }
-    }
-
-    pub(crate) fn to_byte(self) -> u8 {
-        match self {
-            MilestoneKind::ThresholdCrossed => 0,
-            MilestoneKind::ThresholdRegressed => 1,
-        }
-    }
-
-    pub(crate) fn from_byte(byte: u8) -> Option<MilestoneKind> {
-        match byte {
-            0 => Some(MilestoneKind::ThresholdCrossed),
-            1 => Some(MilestoneKind::ThresholdRegressed),
-            _ => None,
         }
     }
 }
@@ -182,6 +240,22 @@ pub(crate) struct PetitionMeta {
     pub closed_at_ms: Option<u64>,
     pub thresholds: Vec<u64>,
     pub validation: Validation,
+    /// Set explicitly; `None`: the largest threshold.
+    pub response_threshold: Option<u64>,
+    pub response_due_days: u32,
+}
+
+impl PetitionMeta {
+    /// The threshold whose crossing makes a response due.
+    pub fn effective_response_threshold(&self) -> Option<u64> {
+        self.response_threshold
+            .or_else(|| self.thresholds.last().copied())
+    }
+
+    /// When a response falls due if the threshold is crossed at `at_ms`.
+    pub fn due_at(&self, at_ms: u64) -> u64 {
+        at_ms.saturating_add(u64::from(self.response_due_days) * DAY_MS)
+    }
 }
 
 /// A petition's stored counts.
@@ -244,6 +318,8 @@ pub(crate) struct Petition {
     validation: AtomicU8,
     meta: Mutex<PetitionMeta>,
     reached: Mutex<Vec<u64>>,
+    /// Its response tracking, folded from its events as they are published.
+    tracking: Mutex<Tracking>,
 }
 
 impl Petition {
@@ -259,6 +335,7 @@ impl Petition {
             validation: AtomicU8::new(meta.validation.to_byte()),
             meta: Mutex::new(meta),
             reached: Mutex::new(Vec::new()),
+            tracking: Mutex::new(Tracking::default()),
         }
     }
 
@@ -266,6 +343,12 @@ impl Petition {
     #[inline]
     pub fn is_open(&self, now_ms: u64) -> bool {
         !self.closed.load(Ordering::Acquire) && now_ms < self.deadline_ms.load(Ordering::Acquire)
+    }
+
+    /// Its deadline, if it has passed by `now_ms` while it was not closed by an administrator.
+    pub fn deadline_passed(&self, now_ms: u64) -> Option<u64> {
+        let deadline = self.deadline_ms.load(Ordering::Acquire);
+        (!self.closed.load(Ordering::Acquire) && deadline <= now_ms).then_some(deadline)
     }
 
     /// Whether its new signatures are stored pending.
@@ -350,8 +433,51 @@ impl Petition {
         reached.remove(at);
     }
 
+    /// Applies one of its published events to the thresholds reached and the response
+    /// tracking.
+    pub fn apply_event(&self, at_ms: u64, data: &EventData) {
+        match data {
+            EventData::ThresholdCrossed { threshold } => self.record_reached(*threshold),
+            EventData::ThresholdRegressed { threshold } => self.record_regressed(*threshold),
+            _ => {}
+        }
+        self.tracking.lock().apply(at_ms, data);
+    }
+
+    pub fn tracking(&self) -> Tracking {
+        self.tracking.lock().clone()
+    }
+
+    /// Whether a response is due and not recorded: when it is due, if so.
+    pub fn awaiting_since(&self) -> Option<u64> {
+        let tracking = self.tracking.lock();
+        if tracking.awaiting() {
+            tracking.due.map(|d| d.due_at_ms)
+        } else {
+            None
+        }
+    }
+
+    /// The threshold a count moving from `before` to `after` at `now_ms` makes a response due
+    /// at, and when it is due: the response threshold, crossed while no response is due or
+    /// recorded.
+    pub fn response_falls_due(&self, before: u64, after: u64, now_ms: u64) -> Option<(u64, u64)> {
+        let meta = self.meta.lock();
+        let threshold = meta.effective_response_threshold()?;
+        if !(before < threshold && threshold <= after) {
+            return None;
+        }
+        let tracking = self.tracking.lock();
+        if tracking.due.is_some() || tracking.response.is_some() {
+            return None;
+        }
+        Some((threshold, meta.due_at(now_ms)))
+    }
+
     pub fn info(&self, now_ms: u64) -> PetitionInfo {
         let meta = self.meta();
+        let tracking = self.tracking();
+        let response_threshold = meta.effective_response_threshold();
         let state = if meta.closed_at_ms.is_some() {
             PetitionState::Closed
         } else if meta.deadline_ms.is_some_and(|d| now_ms >= d) {
@@ -370,8 +496,15 @@ impl Petition {
             created_at_ms: meta.created_at_ms,
             deadline_ms: meta.deadline_ms,
             closed_at_ms: meta.closed_at_ms,
+            response_threshold,
+            response_due_days: meta.response_due_days,
             thresholds: meta.thresholds,
             milestones_reached: self.reached.lock().clone(),
+            response_threshold_reached_at_ms: tracking.due.map(|d| d.reached_at_ms),
+            response_due_at_ms: tracking.due.map(|d| d.due_at_ms),
+            awaiting_response: tracking.awaiting(),
+            overdue: tracking.awaiting() && tracking.due.is_some_and(|d| now_ms >= d.due_at_ms),
+            response: tracking.response,
         }
     }
 }
@@ -458,6 +591,8 @@ mod tests {
             closed_at_ms: None,
             thresholds,
             validation: Validation::None,
+            response_threshold: None,
+            response_due_days: RESPONSE_DUE_DAYS_DEFAULT,
         }
     }
 

@@ -13,6 +13,7 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::error::RecoveryError;
+use crate::event::{self, Event, EventData, EventLog, Read};
 use crate::fingerprint::Fingerprinter;
 use crate::health::Health;
 use crate::index::Index;
@@ -22,6 +23,7 @@ use crate::states::States;
 use crate::stats::{LatencyHistogram, Stats};
 use crate::store::Store;
 use crate::token::TokenKey;
+use crate::webhook::Webhook;
 
 #[derive(Default)]
 struct Readiness {
@@ -41,7 +43,11 @@ pub(crate) struct Shared {
     store: Mutex<Option<Arc<Store>>>,
     index: Index,
     registry: Registry,
-    milestones: Mutex<Vec<Milestone>>,
+    events: EventLog,
+    /// Memory mode: orders the numbering of events.
+    memory_events: Mutex<()>,
+    /// Webhooks by name, as the writer last wrote them.
+    webhooks: Mutex<std::collections::BTreeMap<String, Webhook>>,
     /// Signatures admitted and not yet answered.
     inflight: AtomicUsize,
     health: Health,
@@ -67,6 +73,7 @@ pub(crate) struct Shared {
 impl Shared {
     /// Fresh state: no petitions, an empty index sized from `config`, not ready.
     pub fn new(config: Config, fingerprinter: Fingerprinter, recovery_started: Instant) -> Shared {
+        let bounded = config.storage != crate::config::Storage::Memory;
         Shared {
             index: Index::new(config.index_shard_bits, config.signatures_expected),
             config,
@@ -76,7 +83,9 @@ impl Shared {
             store: Mutex::new(None),
             fingerprinter,
             registry: Registry::default(),
-            milestones: Mutex::new(Vec::new()),
+            events: EventLog::new(bounded),
+            memory_events: Mutex::new(()),
+            webhooks: Mutex::new(std::collections::BTreeMap::new()),
             inflight: AtomicUsize::new(0),
             health: Health::default(),
             closing: AtomicBool::new(false),
@@ -160,6 +169,7 @@ impl Shared {
 
     pub fn start_closing(&self) {
         self.closing.store(true, Ordering::Release);
+        self.events.close();
     }
 
     /// The lock that serialises registrations and closes of petitions.
@@ -279,51 +289,142 @@ impl Shared {
         self.recovery_loaded.fetch_add(n, Ordering::Relaxed);
     }
 
-    /// Memory mode: numbers and records milestones under the list lock, so that sequences rise
-    /// in list order whichever thread crossed first.
-    pub fn publish_memory_milestones(&self, petition: &Petition, thresholds: Vec<u64>) {
+    /// Memory mode: numbers and records the events of a count rising from `before` to `after`
+    /// under the log's order, so that sequences rise in feed order whichever thread crossed
+    /// first.
+    pub fn publish_memory_crossings(&self, petition: &Petition, before: u64, after: u64) {
         let now = self.now_ms();
-        let mut all = self.milestones.lock();
-        for threshold in thresholds {
-            let seq = all.last().map_or(1, |last| last.seq + 1);
-            petition.record_reached(threshold);
-            all.push(Milestone {
-                seq,
-                petition: petition.id.to_string(),
+        let _order = self.memory_events.lock();
+        let mut data: Vec<EventData> = petition
+            .crossed(before, after)
+            .into_iter()
+            .map(|threshold| EventData::ThresholdCrossed { threshold })
+            .collect();
+        if let Some((threshold, due_at_ms)) = petition.response_falls_due(before, after, now) {
+            data.push(EventData::ResponseDue {
                 threshold,
-                reached_at_ms: now,
-                kind: MilestoneKind::ThresholdCrossed,
+                due_at_ms,
             });
         }
+        self.publish_memory_events_locked(petition, now, data);
     }
 
-    pub fn publish_milestones(&self, new: Vec<Milestone>) {
+    /// Memory mode: numbers and publishes events of one petition.
+    pub fn publish_memory_events(&self, petition: &Petition, at_ms: u64, data: Vec<EventData>) {
+        let _order = self.memory_events.lock();
+        self.publish_memory_events_locked(petition, at_ms, data);
+    }
+
+    fn publish_memory_events_locked(&self, petition: &Petition, at_ms: u64, data: Vec<EventData>) {
+        let mut seq = self.events.last_seq();
+        let events = data
+            .into_iter()
+            .map(|data| {
+                seq += 1;
+                Event {
+                    seq,
+                    petition: petition.id.to_string(),
+                    at_ms,
+                    data,
+                }
+            })
+            .collect();
+        self.publish_events(events);
+    }
+
+    /// Publishes durable events: each petition's thresholds reached and response tracking
+    /// follow, then readers see them.
+    pub fn publish_events(&self, new: Vec<Event>) {
         if new.is_empty() {
             return;
         }
-        let mut all = self.milestones.lock();
-        for milestone in new {
-            assert!(
-                all.last().is_none_or(|last| last.seq < milestone.seq),
-                "milestone sequences must rise"
-            );
-            if let Some(petition) = self.registry.get(&milestone.petition) {
-                match milestone.kind {
-                    MilestoneKind::ThresholdCrossed => petition.record_reached(milestone.threshold),
-                    MilestoneKind::ThresholdRegressed => {
-                        petition.record_regressed(milestone.threshold)
-                    }
-                }
+        for event in &new {
+            if let Some(petition) = self.registry.get(&event.petition) {
+                petition.apply_event(event.at_ms, &event.data);
             }
-            all.push(milestone);
+        }
+        self.events.push(new);
+    }
+
+    pub fn last_event_seq(&self) -> u64 {
+        self.events.last_seq()
+    }
+
+    /// Events with sequence greater than `after`, oldest first, at most `limit`: from memory,
+    /// or from the store for a reader further behind than memory keeps.
+    pub fn events_after(&self, after: u64, limit: usize) -> Vec<Event> {
+        match self.events.read(after, limit) {
+            Read::Memory(events) => events,
+            Read::Store => self.stored_events(after, limit),
         }
     }
 
-    /// Milestones with sequence greater than `after`, oldest first, at most `limit`.
+    /// [`Shared::events_after`], waiting up to `timeout` for one if there is none yet.
+    pub fn wait_events(&self, after: u64, limit: usize, timeout: Duration) -> Vec<Event> {
+        match self.events.wait(after, limit, timeout) {
+            Read::Memory(events) => events,
+            Read::Store => self.stored_events(after, limit),
+        }
+    }
+
+    fn stored_events(&self, after: u64, limit: usize) -> Vec<Event> {
+        let Some(store) = self.store() else {
+            // The store is being recovered: the reader asks again.
+            return Vec::new();
+        };
+        let loaded = store.load_events(after + 1, limit).and_then(|stored| {
+            event::named(stored, |num| {
+                self.registry.by_num(num).map(|p| p.id.to_string())
+            })
+        });
+        loaded.unwrap_or_default()
+    }
+
+    pub fn events_closed(&self) -> bool {
+        self.events.is_closed()
+    }
+
+    pub fn watch_events(&self) -> tokio::sync::watch::Receiver<u64> {
+        self.events.subscribe()
+    }
+
+    /// Threshold milestones with sequence greater than `after`, oldest first, at most `limit`
+    /// (the milestone view of the events feed).
     pub fn milestones_after(&self, after: u64, limit: usize) -> Vec<Milestone> {
-        let all = self.milestones.lock();
-        let start = all.partition_point(|m| m.seq <= after);
-        all[start..].iter().take(limit).cloned().collect()
+        let mut out = Vec::new();
+        let mut at = after;
+        loop {
+            let page = self.events_after(at, 1024);
+            let Some(last) = page.last() else {
+                return out;
+            };
+            at = last.seq;
+            for event in page {
+                let (kind, threshold) = match event.data {
+                    EventData::ThresholdCrossed { threshold } => {
+                        (MilestoneKind::ThresholdCrossed, threshold)
+                    }
+                    EventData::ThresholdRegressed { threshold } => {
+                        (MilestoneKind::ThresholdRegressed, threshold)
+                    }
+                    _ => continue,
+                };
+                out.push(Milestone {
+                    seq: event.seq,
+                    petition: event.petition,
+                    threshold,
+                    reached_at_ms: event.at_ms,
+                    kind,
+                });
+                if out.len() == limit {
+                    return out;
+                }
+            }
+        }
+    }
+
+    pub fn webhooks(&self) -> MutexGuard<'_, std::collections::BTreeMap<String, Webhook>> {
+        self.webhooks.lock()
     }
 
     /// Counters, sizes and the recovery state.

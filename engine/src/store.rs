@@ -10,13 +10,14 @@
 //! | `counts`       | petition number (u32)   | count (u64)                                     |
 //! | `signatures`   | signature sequence (u64)| the signature record, versioned                 |
 //! | `fingerprints` | first sequence of batch | the batch's fingerprints, in order (`record.rs`) |
-//! | `milestones`   | milestone sequence (u64)| petition number, threshold, time, kind          |
+//! | `milestones`   | event sequence (u64)    | an event: petition number, threshold, time, kind, what the kind adds (`event.rs`) |
 //! | `lifecycle`    | signature sequence (u64)| a pending signature as written (`lifecycle.rs`) |
 //! | `transitions`  | transition sequence (u64)| a signature's sequence and new state, when     |
 //! | `pending_signers` | fingerprint (16 bytes) | a pending signature's sequence, expiry, re-submissions |
 //! | `by_petition`  | petition, first sequence of a batch | the petition's sequences in that batch |
 //! | `removed`      | signature sequence (u64)| nothing: this signature no longer holds its signer's slot |
 //! | `jobs`         | job id (u64)            | an invalidation job (`invalidation.rs`)          |
+//! | `webhooks`     | name                    | a webhook and its cursor (`webhook.rs`)          |
 //!
 //! A count is three u64s: validated, pending and invalidated signatures (a store of format 2
 //! holds the validated count alone).
@@ -39,12 +40,14 @@ use rocksdb::{
 
 use crate::config::Durability;
 use crate::error::StoreError;
+use crate::event::{self, NewEvent};
 use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
 use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validation};
-use crate::petition::{Counts, MilestoneKind, PetitionMeta};
+use crate::petition::{Counts, PetitionMeta, RESPONSE_DUE_DAYS_DEFAULT};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
+use crate::webhook::Webhook;
 
 /// On-disk format version, stored in `meta`; a store with another version is refused, except
 /// versions 1 and 2, which are upgraded once at open. Version 2 came with signer rules 2 (see
@@ -53,14 +56,21 @@ use crate::signature::SignerPolicy;
 /// the signature lifecycle (pending signatures, invalidation): a build of version 2 would count
 /// pending signatures and miss invalidations, so it must refuse such a store. Upgrading a
 /// version 2 store writes its petition index (`by_petition`) from one scan of its records.
-pub const FORMAT_VERSION: u8 = 3;
+/// Version 4 came with the events feed (events other than milestones, response tracking,
+/// webhooks): a build of version 3 would refuse those events as corrupt. Upgrading a version 3
+/// store changes nothing but the version.
+pub const FORMAT_VERSION: u8 = 4;
 /// The format version before signer rules were recorded.
 const FORMAT_VERSION_1: u8 = 1;
 /// The format version before the signature lifecycle.
 const FORMAT_VERSION_2: u8 = 2;
+/// The format version before the events feed.
+pub(crate) const FORMAT_VERSION_3: u8 = 3;
 const PETITION_VERSION_1: u8 = 1;
 /// Petition version 2 adds the validation mode.
-const PETITION_VERSION: u8 = 2;
+const PETITION_VERSION_2: u8 = 2;
+/// Petition version 3 adds the response threshold and the days a response has.
+const PETITION_VERSION: u8 = 3;
 
 pub(crate) const CF_META: &str = "meta";
 pub(crate) const CF_PETITIONS: &str = "petitions";
@@ -74,7 +84,8 @@ pub(crate) const CF_BY_PETITION: &str = "by_petition";
 pub(crate) const CF_REMOVED: &str = "removed";
 pub(crate) const CF_JOBS: &str = "jobs";
 pub(crate) const CF_TRANSITIONS: &str = "transitions";
-const COLUMN_FAMILIES: [&str; 12] = [
+pub(crate) const CF_WEBHOOKS: &str = "webhooks";
+const COLUMN_FAMILIES: [&str; 13] = [
     CF_META,
     CF_PETITIONS,
     CF_COUNTS,
@@ -87,6 +98,7 @@ const COLUMN_FAMILIES: [&str; 12] = [
     CF_REMOVED,
     CF_JOBS,
     CF_TRANSITIONS,
+    CF_WEBHOOKS,
 ];
 
 const META_FORMAT: &[u8] = b"format";
@@ -119,16 +131,6 @@ pub(crate) struct Meta {
     pub rules: u8,
     /// The store's format version ([`FORMAT_VERSION`] on a new store).
     pub format: u8,
-}
-
-/// A stored milestone.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) struct StoredMilestone {
-    pub seq: u64,
-    pub petition: u32,
-    pub threshold: u64,
-    pub at_ms: u64,
-    pub kind: MilestoneKind,
 }
 
 /// Whether files in `dir` (created if missing) can be opened for direct I/O. Some filesystems
@@ -287,6 +289,7 @@ impl Store {
             Some(format) => {
                 let format = match format.as_slice() {
                     [FORMAT_VERSION] => FORMAT_VERSION,
+                    [FORMAT_VERSION_3] => FORMAT_VERSION_3,
                     [FORMAT_VERSION_2] => FORMAT_VERSION_2,
                     [FORMAT_VERSION_1] => FORMAT_VERSION_1,
                     _ => {
@@ -416,16 +419,23 @@ impl Store {
             .iterator_cf(self.cf(CF_PETITIONS), IteratorMode::Start)
         {
             let (key, value) = entry?;
-            let mut old = value[..value.len() - 1].to_vec();
+            // Version 3 ends with the validation byte, then 12 bytes of response settings.
+            let mut old = value[..value.len() - 13].to_vec();
             old[0] = PETITION_VERSION_1;
             batch.put_cf(self.cf(CF_PETITIONS), key, old);
         }
+        // Format 2 knew threshold crossings alone, 20 bytes each, numbered without gaps.
+        let mut seq = 1u64;
         for entry in self
             .db
             .iterator_cf(self.cf(CF_MILESTONES), IteratorMode::Start)
         {
             let (key, value) = entry?;
-            batch.put_cf(self.cf(CF_MILESTONES), key, &value[..20]);
+            batch.delete_cf(self.cf(CF_MILESTONES), key);
+            if value.len() == 21 && value[20] == 0 {
+                batch.put_cf(self.cf(CF_MILESTONES), seq.to_be_bytes(), &value[..20]);
+                seq += 1;
+            }
         }
         self.write(batch, Durability::Sync)
     }
@@ -481,29 +491,34 @@ impl Store {
         Ok(counts)
     }
 
-    /// Milestones with sequence ≥ `from`, in order.
-    pub fn load_milestones(&self, from: u64) -> Result<Vec<StoredMilestone>, StoreError> {
-        let mut milestones = Vec::new();
+    /// Events with sequence ≥ `from`, in order, at most `limit`.
+    pub fn load_events(&self, from: u64, limit: usize) -> Result<Vec<(u64, NewEvent)>, StoreError> {
+        let mut events = Vec::new();
         let start = from.to_be_bytes();
         let mode = IteratorMode::From(&start, Direction::Forward);
-        for entry in self.db.iterator_cf(self.cf(CF_MILESTONES), mode) {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_MILESTONES), mode)
+            .take(limit)
+        {
             let (key, value) = entry?;
-            let seq = decode_u64(&key, "milestone key")?;
-            let kind = match value.len() {
-                20 => MilestoneKind::ThresholdCrossed,
-                21 => MilestoneKind::from_byte(value[20])
-                    .ok_or(StoreError::Corrupt { what: "milestone" })?,
-                _ => return Err(StoreError::Corrupt { what: "milestone" }),
-            };
-            milestones.push(StoredMilestone {
-                seq,
-                petition: decode_u32(&value[..4], "milestone")?,
-                threshold: decode_u64(&value[4..12], "milestone")?,
-                at_ms: decode_u64(&value[12..20], "milestone")?,
-                kind,
-            });
+            let seq = decode_u64(&key, "event key")?;
+            events.push((seq, event::decode(&value)?));
         }
-        Ok(milestones)
+        Ok(events)
+    }
+
+    /// Every webhook.
+    pub fn load_webhooks(&self) -> Result<Vec<Webhook>, StoreError> {
+        let mut hooks = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_WEBHOOKS), IteratorMode::Start)
+        {
+            let (_, value) = entry?;
+            hooks.push(Webhook::decode(&value)?);
+        }
+        Ok(hooks)
     }
 
     /// The `pending_signers` entries of `fps`, in the same order.
@@ -795,20 +810,6 @@ impl Store {
     }
 }
 
-pub(crate) fn milestone_value(
-    petition: u32,
-    threshold: u64,
-    at_ms: u64,
-    kind: MilestoneKind,
-) -> [u8; 21] {
-    let mut value = [0u8; 21];
-    value[..4].copy_from_slice(&petition.to_be_bytes());
-    value[4..12].copy_from_slice(&threshold.to_be_bytes());
-    value[12..20].copy_from_slice(&at_ms.to_be_bytes());
-    value[20] = kind.to_byte();
-    value
-}
-
 const NONE_MS: u64 = u64::MAX;
 
 pub(crate) fn encode_petition(meta: &PetitionMeta) -> Vec<u8> {
@@ -825,6 +826,8 @@ pub(crate) fn encode_petition(meta: &PetitionMeta) -> Vec<u8> {
         out.extend_from_slice(&t.to_be_bytes());
     }
     out.push(meta.validation.to_byte());
+    out.extend_from_slice(&meta.response_threshold.unwrap_or(NONE_MS).to_be_bytes());
+    out.extend_from_slice(&meta.response_due_days.to_be_bytes());
     out
 }
 
@@ -835,7 +838,10 @@ fn optional_ms(ms: u64) -> Option<u64> {
 pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> {
     let mut r = Reader::new(bytes, "petition");
     let version = r.u8()?;
-    if version != PETITION_VERSION && version != PETITION_VERSION_1 {
+    if !matches!(
+        version,
+        PETITION_VERSION | PETITION_VERSION_2 | PETITION_VERSION_1
+    ) {
         return Err(StoreError::Corrupt { what: "petition" });
     }
     let id_len = usize::from(r.u8()?);
@@ -850,6 +856,11 @@ pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> 
     } else {
         Validation::from_byte(r.u8()?).ok_or(StoreError::Corrupt { what: "petition" })?
     };
+    let (response_threshold, response_due_days) = if version == PETITION_VERSION {
+        (optional_ms(r.u64()?), r.u32()?)
+    } else {
+        (None, RESPONSE_DUE_DAYS_DEFAULT)
+    };
     r.finish()?;
     Ok(PetitionMeta {
         id,
@@ -858,6 +869,8 @@ pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> 
         closed_at_ms,
         thresholds,
         validation,
+        response_threshold,
+        response_due_days,
     })
 }
 
@@ -886,6 +899,8 @@ mod tests {
             closed_at_ms: None,
             thresholds: vec![10_000, 100_000],
             validation: Validation::Email,
+            response_threshold: Some(10_000),
+            response_due_days: 30,
         };
         let bytes = encode_petition(&meta);
         assert_eq!(decode_petition(&bytes).expect("decodes"), meta);

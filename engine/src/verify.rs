@@ -3,11 +3,11 @@
 use std::collections::{HashMap, HashSet};
 
 use crate::error::VerifyError;
+use crate::event::{EventData, Tracking};
 use crate::fingerprint::Fingerprint;
 use crate::index::Presence;
 use crate::lifecycle::{LifecycleEntry, SignatureState};
 use crate::petition::Counts;
-use crate::petition::MilestoneKind;
 use crate::record;
 use crate::shared::Shared;
 use crate::signature::canonical_signer;
@@ -52,7 +52,7 @@ pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, Ver
     check_fingerprints(shared, store, &from_records, &states, &mut problems)?;
     check_pending_signers(store, &from_records, &lifecycle, &states, &mut problems)?;
     let petitions = check_counts(shared, store, &per_petition, &mut problems)?;
-    let milestones = check_milestones(store, &per_petition, &mut problems)?;
+    let milestones = check_milestones(shared, store, &per_petition, &mut problems)?;
     if problems.is_empty() {
         Ok(VerifyReport {
             signatures: from_records.len() as u64,
@@ -240,27 +240,41 @@ fn check_counts(
     Ok(petitions.len() as u64)
 }
 
-/// Milestones alternate per threshold, crossed first, and the ones standing at the end are at
-/// or below the count. Returns the milestones.
+/// Events are numbered from 1 without gaps; threshold events alternate per threshold, crossed
+/// first, and the ones standing at the end are at or below the count; each petition's response
+/// tracking in memory is what its events fold to. Returns the number of threshold events.
 fn check_milestones(
+    shared: &Shared,
     store: &Store,
     per_petition: &HashMap<u32, Counts>,
     problems: &mut Vec<String>,
 ) -> Result<u64, VerifyError> {
-    let milestones = store.load_milestones(0)?;
+    let events = store.load_events(0, usize::MAX)?;
     let mut reached: HashSet<(u32, u64)> = HashSet::new();
-    for m in &milestones {
-        let key = (m.petition, m.threshold);
-        let ok = match m.kind {
-            MilestoneKind::ThresholdCrossed => reached.insert(key),
-            MilestoneKind::ThresholdRegressed => reached.remove(&key),
+    let mut tracking: HashMap<u32, Tracking> = HashMap::new();
+    let mut milestones = 0;
+    for (at, (seq, e)) in events.iter().enumerate() {
+        if *seq != at as u64 + 1 {
+            problems.push(format!("event {seq} is at position {}", at + 1));
+        }
+        tracking
+            .entry(e.petition)
+            .or_default()
+            .apply(e.at_ms, &e.data);
+        let (ok, threshold) = match e.data {
+            EventData::ThresholdCrossed { threshold } => {
+                (reached.insert((e.petition, threshold)), threshold)
+            }
+            EventData::ThresholdRegressed { threshold } => {
+                (reached.remove(&(e.petition, threshold)), threshold)
+            }
+            _ => continue,
         };
+        milestones += 1;
         if !ok {
             problems.push(format!(
-                "milestone {}: threshold {} {} out of turn",
-                m.seq,
-                m.threshold,
-                m.kind.as_str()
+                "event {seq}: threshold {threshold} {} out of turn",
+                e.data.kind().as_str()
             ));
         }
     }
@@ -272,7 +286,16 @@ fn check_milestones(
             ));
         }
     }
-    Ok(milestones.len() as u64)
+    for petition in shared.registry().all() {
+        let folded = tracking.remove(&petition.num).unwrap_or_default();
+        if petition.tracking() != folded {
+            problems.push(format!(
+                "petition {}: response tracking in memory differs from its events",
+                petition.id
+            ));
+        }
+    }
+    Ok(milestones)
 }
 
 /// Memory mode has no store: check that the index holds exactly the counted signers.

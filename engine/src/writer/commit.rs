@@ -15,17 +15,18 @@ use super::syncer::{self, Syncer, Written};
 use super::{Prepared, Writer};
 use crate::config::Durability;
 use crate::error::{StoreError, SubmitError};
+use crate::event::{self, Event, EventData, NewEvent};
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
 use crate::job::{Item, ItemKind, Outcome, SignJob};
 use crate::lifecycle::{
     self, LifecycleEntry, PendingSigner, SignatureState, Transition, RESUBMITS_MAX,
 };
-use crate::petition::{Counts, Milestone, MilestoneKind, Petition};
+use crate::petition::{Counts, Petition};
 use crate::record;
 use crate::states::States;
 use crate::store::{
-    self, Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
+    Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
     CF_PENDING_SIGNERS, CF_REMOVED, CF_SIGNATURES, CF_TRANSITIONS,
 };
 use crate::token::Named;
@@ -333,7 +334,7 @@ impl Building<'_> {
 impl Writer {
     /// Encodes one `WriteBatch` of `fresh`: new signature records and their fingerprints, the
     /// lifecycle changes of re-submissions and validations (read from the store first), the
-    /// touched petitions' counts and the milestones those cross. Every item's answer is decided
+    /// touched petitions' counts and the events those make. Every item's answer is decided
     /// here; the ones that wrote are given once the batch is durable.
     fn prepare(
         &self,
@@ -436,7 +437,7 @@ impl Writer {
             grown, signed,
             "signers held grow by the new signers written"
         );
-        let (milestones, next_milestone_seq) = self.put_counts(store, &mut batch, &touched, now);
+        let (events, next_event_seq) = self.put_counts(store, &mut batch, &touched, now);
         let _ = first_seq;
         Ok(Prepared {
             batch,
@@ -448,28 +449,26 @@ impl Writer {
             answers,
             commits,
             written,
-            milestones,
-            next_milestone_seq,
+            events,
+            next_event_seq,
             next_transition,
         })
     }
 
-    /// Puts the touched petitions' changed counts into `batch`, with a milestone for each
+    /// Puts the touched petitions' changed counts into `batch`, with an event for each
     /// threshold a validated count moves across: `threshold_crossed` for each threshold in
-    /// `(before, after]` as it rises, `threshold_regressed` for each reached threshold above
-    /// `after` as it falls (highest first). Returns the milestones and the next milestone
-    /// sequence.
+    /// `(before, after]` as it rises (and `response_due` when that is the response threshold),
+    /// `threshold_regressed` for each reached threshold above `after` as it falls (highest
+    /// first). Returns the events and the next event sequence.
     pub(super) fn put_counts(
         &self,
         store: &Store,
         batch: &mut WriteBatch,
         touched: &HashMap<u32, Touched>,
         now: u64,
-    ) -> (Vec<Milestone>, u64) {
-        let mut milestones = Vec::new();
+    ) -> (Vec<Event>, u64) {
+        let mut new = Vec::new();
         let counts_cf = store.cf(CF_COUNTS);
-        let milestones_cf = store.cf(CF_MILESTONES);
-        let mut milestone_seq = self.next_milestone_seq;
         // In key order: a memtable insert next to the one before is cheap, one at a random
         // place walks the skip list from the top (see `Building`).
         let mut touched: Vec<(&u32, &Touched)> = touched.iter().collect();
@@ -481,34 +480,63 @@ impl Writer {
             let (count, len) = t.after.encode();
             batch.put_cf(counts_cf, num.to_be_bytes(), &count[..len]);
             let (before, after) = (t.before.validated, t.after.validated);
-            let (kind, thresholds) = if after >= before {
-                (
-                    MilestoneKind::ThresholdCrossed,
-                    t.petition.crossed(before, after),
-                )
+            if after >= before {
+                for threshold in t.petition.crossed(before, after) {
+                    new.push((&t.petition, EventData::ThresholdCrossed { threshold }));
+                }
+                if let Some((threshold, due_at_ms)) =
+                    t.petition.response_falls_due(before, after, now)
+                {
+                    new.push((
+                        &t.petition,
+                        EventData::ResponseDue {
+                            threshold,
+                            due_at_ms,
+                        },
+                    ));
+                }
             } else {
-                (
-                    MilestoneKind::ThresholdRegressed,
-                    t.petition.regressed(after),
-                )
-            };
-            for threshold in thresholds {
-                batch.put_cf(
-                    milestones_cf,
-                    milestone_seq.to_be_bytes(),
-                    store::milestone_value(*num, threshold, now, kind),
-                );
-                milestones.push(Milestone {
-                    seq: milestone_seq,
-                    petition: t.petition.id.to_string(),
-                    threshold,
-                    reached_at_ms: now,
-                    kind,
-                });
-                milestone_seq += 1;
+                for threshold in t.petition.regressed(after) {
+                    new.push((&t.petition, EventData::ThresholdRegressed { threshold }));
+                }
             }
         }
-        (milestones, milestone_seq)
+        let mut seq = self.next_event_seq;
+        let events = new
+            .into_iter()
+            .map(|(petition, data)| self.put_event(store, batch, &mut seq, petition, now, data))
+            .collect();
+        (events, seq)
+    }
+
+    /// Puts one event into `batch` under sequence `*seq` (then advanced) and returns it.
+    pub(super) fn put_event(
+        &self,
+        store: &Store,
+        batch: &mut WriteBatch,
+        seq: &mut u64,
+        petition: &Petition,
+        at_ms: u64,
+        data: EventData,
+    ) -> Event {
+        let new = NewEvent {
+            petition: petition.num,
+            at_ms,
+            data,
+        };
+        batch.put_cf(
+            store.cf(CF_MILESTONES),
+            seq.to_be_bytes(),
+            event::encode(&new),
+        );
+        let event = Event {
+            seq: *seq,
+            petition: petition.id.to_string(),
+            at_ms,
+            data: new.data,
+        };
+        *seq += 1;
+        event
     }
 
     /// Writes `fresh` without a sync and hands the batch, with every job of the round, to the
@@ -541,7 +569,7 @@ impl Writer {
             }
         };
         let first_seq = self.next_seq;
-        let first_milestone_seq = self.next_milestone_seq;
+        let first_event_seq = self.next_event_seq;
         for (petition, counts) in &prepared.counts {
             self.written_counts.insert(petition.num, *counts);
         }
@@ -551,16 +579,16 @@ impl Writer {
             fresh,
             prepared.answers,
             prepared.written,
-            (prepared.next_milestone_seq, prepared.next_transition),
+            (prepared.next_event_seq, prepared.next_transition),
         );
         let callers = open.into_iter().map(|job| job.caller).collect();
         let written = Written {
             store,
             first_seq,
-            first_milestone_seq,
+            first_event_seq,
             fingerprints,
             counts: prepared.counts,
-            milestones: prepared.milestones,
+            events: prepared.events,
             callers,
             started,
         };
@@ -597,13 +625,13 @@ impl Writer {
                     fresh,
                     prepared.answers,
                     prepared.written,
-                    (prepared.next_milestone_seq, prepared.next_transition),
+                    (prepared.next_event_seq, prepared.next_transition),
                 );
                 syncer::publish(
                     &self.shared,
                     &prepared.commits,
                     &prepared.counts,
-                    prepared.milestones,
+                    prepared.events,
                 );
             }
             Err(e) => self.fail_fresh(open, fresh, &e),
@@ -621,7 +649,7 @@ impl Writer {
         next: (u64, u64),
     ) {
         self.next_seq += written;
-        (self.next_milestone_seq, self.next_transition_seq) = next;
+        (self.next_event_seq, self.next_transition_seq) = next;
         for ((j, item), answer) in fresh.into_iter().zip(answers) {
             if let Ok(Outcome::Duplicate { .. }) = answer {
                 self.shared.count_duplicates(1);

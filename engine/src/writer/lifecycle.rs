@@ -15,10 +15,10 @@ use super::commit::{drop_record, put_transition, Touched};
 use super::Writer;
 use crate::config::Durability;
 use crate::error::{InvalidationError, StoreError};
+use crate::event::Event;
 use crate::fingerprint::Fingerprint;
 use crate::invalidation::{JobChange, JobRecord, JobState, Step, StepResult};
 use crate::lifecycle::{LifecycleEntry, SignatureState, Transition};
-use crate::petition::Milestone;
 use crate::store::{Store, CF_JOBS, CF_META, CF_PENDING_SIGNERS, META_SWEEP_CURSOR};
 
 impl Writer {
@@ -43,14 +43,14 @@ impl Writer {
     }
 
     /// Publishes what a control batch changed, once it is durable.
-    fn publish_lowered(&mut self, touched: HashMap<u32, Touched>, milestones: Vec<Milestone>) {
+    fn publish_lowered(&mut self, touched: HashMap<u32, Touched>, events: Vec<Event>) {
         for t in touched.into_values() {
             t.petition.set_counts(t.after);
         }
-        if let Some(last) = milestones.last() {
-            self.next_milestone_seq = last.seq + 1;
+        if let Some(last) = events.last() {
+            self.next_event_seq = last.seq + 1;
         }
-        self.shared.publish_milestones(milestones);
+        self.shared.publish_events(events);
     }
 
     /// One step of the expiry sweep: drops up to `lifecycle_step` pending signatures whose grace
@@ -126,8 +126,8 @@ impl Writer {
         for fp in fps {
             batch.delete_cf(store.cf(CF_PENDING_SIGNERS), fp.to_bytes());
         }
-        let (milestones, _) = self.put_counts(&store, &mut batch, &touched, now);
-        debug_assert!(milestones.is_empty(), "expiry changes no validated count");
+        let (events, _) = self.put_counts(&store, &mut batch, &touched, now);
+        debug_assert!(events.is_empty(), "expiry changes no validated count");
         batch.put_cf(store.cf(CF_META), META_SWEEP_CURSOR, cursor.to_be_bytes());
         self.shared
             .states()
@@ -140,7 +140,7 @@ impl Writer {
         for (_, entry) in &due {
             self.shared.index().remove(entry.fp);
         }
-        self.publish_lowered(touched, milestones);
+        self.publish_lowered(touched, events);
         self.sweep_cursor = cursor;
         Ok((due.len() as u64, more))
     }
@@ -191,7 +191,7 @@ impl Writer {
             changes.push((seq, SignatureState::Invalidated));
         }
         let invalidated = changes.len() as u64;
-        let (milestones, _) = self.put_counts(&store, &mut batch, &touched, now);
+        let (events, _) = self.put_counts(&store, &mut batch, &touched, now);
         let job = &mut record.job;
         job.scanned += step.scanned;
         job.matched += step.matching.len() as u64;
@@ -205,7 +205,7 @@ impl Writer {
         // The writer counts on from the new states; a failed write rebuilds them from the store.
         self.shared.states().set_all(changes);
         self.write_control(&store, batch)?;
-        self.publish_lowered(touched, milestones);
+        self.publish_lowered(touched, events);
         let state = record.job.state;
         self.shared.jobs().insert(record);
         Ok(state)

@@ -3,7 +3,7 @@
 //! Callers admit signatures into the index as *pending* and send a [`Job`] down an unbounded
 //! channel (the bound is the engine's in-flight signature count, checked before admission). The
 //! writer blocks for the first job, takes every job already queued up to
-//! `batch_signatures_max` signatures, and writes them with their count updates and any milestones
+//! `batch_signatures_max` signatures, and writes them with their count updates and any events
 //! in one `WriteBatch`. Only once that is durable are the index entries committed, counts
 //! published and callers answered. In `sync` durability the writer writes without a sync and
 //! hands the batch to the [`Syncer`], which syncs the log for every batch handed
@@ -39,13 +39,15 @@ use rocksdb::WriteBatch;
 
 use crate::config::Durability;
 use crate::error::{RecoveryError, StoreError, SubmitError, VerifyError};
+use crate::event::{Event, NewEvent};
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::job::{Item, ItemKind, Job, Outcome, SignJob};
 use crate::petition::Counts;
-use crate::petition::{Milestone, Petition, PetitionMeta};
+use crate::petition::{Petition, PetitionMeta};
 use crate::shared::Shared;
-use crate::store::{self, Store, CF_PETITIONS};
+use crate::store::{self, Store, CF_PETITIONS, CF_WEBHOOKS};
+use crate::webhook::{Webhook, WebhookChange};
 use syncer::Syncer;
 
 /// How long the writer waits between attempts to bring a failed store back.
@@ -80,8 +82,8 @@ struct Prepared {
     commits: Vec<Fingerprint>,
     /// Signature sequences the batch used.
     written: u64,
-    milestones: Vec<Milestone>,
-    next_milestone_seq: u64,
+    events: Vec<Event>,
+    next_event_seq: u64,
     /// The key of the next `transitions` entry after this batch.
     next_transition: u64,
 }
@@ -98,7 +100,7 @@ pub(crate) struct Writer {
     durability: Durability,
     batch_signatures_max: usize,
     next_seq: u64,
-    next_milestone_seq: u64,
+    next_event_seq: u64,
     deferred: Vec<SignJob>,
     /// Where the expiry sweep goes on from.
     sweep_cursor: u64,
@@ -115,7 +117,7 @@ impl Writer {
         store: Store,
         receiver: Receiver<Job>,
         next_seq: u64,
-        next_milestone_seq: u64,
+        next_event_seq: u64,
         sweep_cursor: u64,
     ) -> std::io::Result<Writer> {
         let durability = shared.config().durability;
@@ -136,7 +138,7 @@ impl Writer {
             durability,
             batch_signatures_max,
             next_seq,
-            next_milestone_seq,
+            next_event_seq,
             deferred: Vec::new(),
             sweep_cursor,
             next_transition_seq: 0,
@@ -269,8 +271,8 @@ impl Writer {
         self.drain_syncer();
         match job {
             Job::Sign(_) => unreachable!("sign jobs are batched by the caller"),
-            Job::Petitions(petitions, reply) => {
-                let result = self.write_petitions(&petitions);
+            Job::Petitions(petitions, events, reply) => {
+                let result = self.write_petitions(&petitions, events);
                 let _ = reply.send(result);
                 None
             }
@@ -304,15 +306,25 @@ impl Writer {
                 self.job_change(change);
                 None
             }
+            Job::Webhook(change, reply) => {
+                let _ = reply.send(self.change_webhook(change));
+                None
+            }
             Job::Shutdown(reply) => Some(reply),
         }
     }
 
-    fn write_petitions(&mut self, petitions: &[(u32, PetitionMeta)]) -> Result<(), StoreError> {
+    /// Writes petitions' metas and the events their change makes (a close, a response, a
+    /// deadline passed) in one synced batch, then publishes the events.
+    fn write_petitions(
+        &mut self,
+        petitions: &[(u32, PetitionMeta)],
+        events: Vec<NewEvent>,
+    ) -> Result<(), StoreError> {
         if !self.shared.health().is_healthy() {
             self.try_recover();
         }
-        let Some(store) = &self.store else {
+        let Some(store) = self.store.clone() else {
             return Err(StoreError::Failing);
         };
         let mut batch = WriteBatch::default();
@@ -323,11 +335,82 @@ impl Writer {
                 store::encode_petition(meta),
             );
         }
+        let mut seq = self.next_event_seq;
+        let mut published = Vec::with_capacity(events.len());
+        for new in events {
+            let Some(petition) = self.shared.registry().by_num(new.petition) else {
+                continue;
+            };
+            published
+                .push(self.put_event(&store, &mut batch, &mut seq, &petition, new.at_ms, new.data));
+        }
         // Petition changes are rare and must survive power loss whatever the signature
         // durability: always sync.
         let result = store.write(batch, Durability::Sync);
-        if let Err(e) = &result {
-            self.shared.health().fail(e);
+        match &result {
+            Ok(()) => {
+                self.next_event_seq = seq;
+                // Metas first: a reader who sees the event sees the change.
+                for (num, meta) in petitions {
+                    if let Some(petition) = self.shared.registry().by_num(*num) {
+                        petition.set_meta(meta.clone());
+                    }
+                }
+                self.shared.publish_events(published);
+            }
+            Err(e) => self.shared.health().fail(e),
+        }
+        result
+    }
+
+    /// Registers, replaces or deletes a webhook, or moves its cursor. A cursor is written
+    /// without a sync (a lost one only means events delivered again); the rest is synced.
+    fn change_webhook(&mut self, change: WebhookChange) -> Result<(), StoreError> {
+        if !self.shared.health().is_healthy() {
+            self.try_recover();
+        }
+        let Some(store) = self.store.clone() else {
+            return Err(StoreError::Failing);
+        };
+        let cf = store.cf(CF_WEBHOOKS);
+        let mut batch = WriteBatch::default();
+        let mut hooks = self.shared.webhooks();
+        let (updated, durability) = match &change {
+            WebhookChange::Put(hook) => {
+                batch.put_cf(cf, hook.name.as_bytes(), hook.encode());
+                (Some(hook.clone()), Durability::Sync)
+            }
+            WebhookChange::Delete(name) => {
+                batch.delete_cf(cf, name.as_bytes());
+                (None, Durability::Sync)
+            }
+            WebhookChange::Cursor(name, cursor) => {
+                let Some(hook) = hooks.get(name) else {
+                    return Ok(());
+                };
+                if hook.cursor >= *cursor {
+                    return Ok(());
+                }
+                let hook = Webhook {
+                    cursor: *cursor,
+                    ..hook.clone()
+                };
+                batch.put_cf(cf, hook.name.as_bytes(), hook.encode());
+                (Some(hook), Durability::Buffered)
+            }
+        };
+        let result = store.write(batch, durability);
+        match &result {
+            Ok(()) => match (change, updated) {
+                (WebhookChange::Delete(name), _) => {
+                    hooks.remove(&name);
+                }
+                (_, Some(hook)) => {
+                    hooks.insert(hook.name.clone(), hook);
+                }
+                (_, None) => {}
+            },
+            Err(e) => self.shared.health().fail(e),
         }
         result
     }

@@ -14,11 +14,11 @@ use super::Writer;
 use crate::clock::now_ms;
 use crate::config::Durability;
 use crate::error::StoreError;
+use crate::event;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::invalidation::JobRecord;
 use crate::lifecycle::SignatureState;
-use crate::petition::Milestone;
 use crate::record;
 use crate::shared::Shared;
 use crate::store::{Store, CF_META};
@@ -31,7 +31,7 @@ impl Writer {
             // The failed batches and every one after them were answered with an error; the
             // reconcile below finds whichever of them reached the log anyway.
             self.next_seq = self.next_seq.min(failure.first_seq);
-            self.next_milestone_seq = self.next_milestone_seq.min(failure.first_milestone_seq);
+            self.next_event_seq = self.next_event_seq.min(failure.first_event_seq);
         }
         self.written_counts.clear();
         // RocksDB refuses writes after a failed one until it is reopened (and the drained
@@ -64,7 +64,7 @@ impl Writer {
 
     /// Brings memory in line with the store after a failed write: batches that reached the log
     /// although their write reported failure are committed in the index, and counts and
-    /// milestones are reloaded.
+    /// events are reloaded.
     fn reconcile(&mut self, store: &Store) -> Result<(), StoreError> {
         let stored_next = store.next_signature_seq()?;
         if stored_next > self.next_seq {
@@ -98,20 +98,14 @@ impl Writer {
                 petition.set_counts(counts);
             }
         }
-        let mut milestones = Vec::new();
-        for stored in store.load_milestones(self.next_milestone_seq)? {
-            if let Some(petition) = self.shared.registry().by_num(stored.petition) {
-                milestones.push(Milestone {
-                    seq: stored.seq,
-                    petition: petition.id.to_string(),
-                    threshold: stored.threshold,
-                    reached_at_ms: stored.at_ms,
-                    kind: stored.kind,
-                });
-            }
-            self.next_milestone_seq = stored.seq + 1;
+        let stored = store.load_events(self.next_event_seq, usize::MAX)?;
+        let events = event::named(stored, |num| {
+            self.shared.registry().by_num(num).map(|p| p.id.to_string())
+        })?;
+        if let Some(last) = events.last() {
+            self.next_event_seq = last.seq + 1;
         }
-        self.shared.publish_milestones(milestones);
+        self.shared.publish_events(events);
         // A job step whose write reported failure may have reached the store.
         for (_, bytes) in store.load_jobs()? {
             self.shared.jobs().insert(JobRecord::decode(&bytes)?);

@@ -3,7 +3,7 @@
 //! The writer writes each batch to RocksDB without a sync (the log appended, the memtables
 //! updated) and hands it here as a [`Written`]. This thread takes every batch handed over so far,
 //! makes them all durable with one sync of the log (RocksDB's `SyncWAL`, an `fdatasync`), and
-//! only then commits their index entries, publishes their counts and milestones and answers their
+//! only then commits their index entries, publishes their counts and events and answers their
 //! callers. While it waits for the disk, the writer is already encoding and writing the next
 //! batch: one group's CPU work overlaps the previous group's sync instead of adding to it on one
 //! thread. Nothing is acknowledged before the sync that covers it has returned.
@@ -22,11 +22,12 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::StoreError;
 use crate::error::SubmitError;
+use crate::event::Event;
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
 use crate::job::Caller;
 use crate::petition::Counts;
-use crate::petition::{Milestone, Petition};
+use crate::petition::Petition;
 use crate::shared::Shared;
 use crate::store::Store;
 
@@ -35,13 +36,13 @@ pub(crate) struct Written {
     pub store: Arc<Store>,
     /// Sequence number of its first signature record.
     pub first_seq: u64,
-    /// Sequence number its first milestone took (the next one, if it has none).
-    pub first_milestone_seq: u64,
+    /// Sequence number its first event took (the next one, if it has none).
+    pub first_event_seq: u64,
     /// Its signers, pending in the index until the sync.
     pub fingerprints: Vec<Fingerprint>,
     /// Each petition whose counts it changed and those counts once it is durable.
     pub counts: Vec<(Arc<Petition>, Counts)>,
-    pub milestones: Vec<Milestone>,
+    pub events: Vec<Event>,
     /// Its callers, each whole: every answer already decided, `Accepted` ones valid once synced.
     pub callers: Vec<Caller>,
     /// When the writer began writing it.
@@ -52,7 +53,7 @@ pub(crate) struct Written {
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Failure {
     pub first_seq: u64,
-    pub first_milestone_seq: u64,
+    pub first_event_seq: u64,
 }
 
 #[derive(Default)]
@@ -172,7 +173,7 @@ fn run(shared: &Shared, state: &SyncState, receiver: Receiver<Written>) {
                     shared.health().fail(&e);
                     state.progress.lock().failure = Some(Failure {
                         first_seq: group[0].first_seq,
-                        first_milestone_seq: group[0].first_milestone_seq,
+                        first_event_seq: group[0].first_event_seq,
                     });
                 }
                 group.drain(..).for_each(|written| fail(shared, written));
@@ -200,7 +201,7 @@ fn commit(shared: &Shared, written: Written) {
         shared,
         &written.fingerprints,
         &written.counts,
-        written.milestones,
+        written.events,
     );
     shared.record_write_latency(written.started.elapsed());
     written
@@ -210,12 +211,12 @@ fn commit(shared: &Shared, written: Written) {
 }
 
 /// Publishes a durable batch: its index entries committed, its petitions' counts and its
-/// milestones published, the engine's counters advanced.
+/// events published, the engine's counters advanced.
 pub(crate) fn publish(
     shared: &Shared,
     fingerprints: &[Fingerprint],
     counts: &[(Arc<Petition>, Counts)],
-    milestones: Vec<Milestone>,
+    events: Vec<Event>,
 ) {
     let index = shared.index();
     for (at, fp) in fingerprints.iter().enumerate() {
@@ -228,7 +229,7 @@ pub(crate) fn publish(
     for (petition, counts) in counts {
         petition.set_counts(*counts);
     }
-    shared.publish_milestones(milestones);
+    shared.publish_events(events);
     shared.count_batch(fingerprints.len() as u64);
 }
 

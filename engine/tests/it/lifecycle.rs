@@ -400,9 +400,12 @@ fn invalidation_lowers_counts_exactly_and_regresses_thresholds() {
     assert!(p.milestones_reached.is_empty(), "3 regressed");
     let n = engine.petition("n").expect("exists");
     assert_eq!((n.count, n.invalidated_count), (1, 1));
-    let milestones = engine.milestones_after(2, 10);
+    // Crossings first (with their petitions' responses falling due between them in the
+    // events feed), then the regressions.
+    let milestones = engine.milestones_after(0, 10);
     let mut regressed: Vec<_> = milestones
         .iter()
+        .skip(2)
         .map(|m| (m.petition.as_str(), m.threshold, m.kind))
         .collect();
     regressed.sort_unstable_by_key(|m| m.0);
@@ -449,7 +452,7 @@ fn invalidation_lowers_counts_exactly_and_regresses_thresholds() {
         let (token, _) = pending(sign(&engine, "p", email));
         engine.validate(token.text().as_str()).expect("validates");
     }
-    let last = engine.milestones_after(4, 10);
+    let last = engine.milestones_after(0, 10).split_off(4);
     assert_eq!(last.len(), 1, "{last:?}");
     assert_eq!(
         (last[0].threshold, last[0].kind),

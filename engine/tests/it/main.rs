@@ -3,6 +3,7 @@
 mod concurrency;
 mod crash;
 mod durability;
+mod events;
 mod lifecycle;
 mod lifecycle_model;
 mod model;
