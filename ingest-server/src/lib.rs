@@ -38,6 +38,7 @@ mod routes;
 mod server;
 mod state;
 mod watchdog;
+pub mod webhooks;
 
 pub use auth::{ApiKey, ApiKeyError, Role};
 pub use config::ServerConfig;
