@@ -1,8 +1,12 @@
-//! The self-contained parts of webhook delivery.
+//! The self-contained parts of webhook delivery: what an attempt is signed with, and where it
+//! may go.
 //!
-//! - `signing`: Standard Webhooks secrets (`whsec_…`) and `v1` HMAC-SHA256 signatures.
+//! - `signing`: Standard Webhooks secrets (`whsec_…`) and `v1` HMAC-SHA256 signatures;
+//! - `guard`: the defence against server-side request forgery: which URLs may be registered,
+//!   which addresses may be connected to, and a connect that checks the address it dials.
 //!
 //! What is not here: registering endpoints, the delivery loop and its state, which live with the
 //! handlers and the engine and use these pieces.
 
+pub mod guard;
 pub mod signing;
