@@ -4,6 +4,7 @@ use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::auth::ApiKey;
+use crate::webhooks::guard::AllowedNetworks;
 
 /// Everything the server needs besides the engine. `Default` gives the documented defaults.
 #[derive(Debug, Clone)]
@@ -48,6 +49,23 @@ pub struct ServerConfig {
     pub drain_timeout: Duration,
     /// The `Retry-After` value of 503 and 429 answers, in seconds.
     pub retry_after_s: u32,
+    /// Most event stream readers connected at once; past it, 503.
+    pub sse_readers_max: usize,
+    /// How often an idle event stream gets a heartbeat comment.
+    pub sse_heartbeat: Duration,
+    /// A stream reader whose socket takes nothing for this long is disconnected.
+    pub sse_stall_timeout: Duration,
+    /// Events the stream readers share in one ring: a reader further behind is told so
+    /// (`lagged`) and disconnected, and resumes with `Last-Event-ID`.
+    pub sse_buffer: usize,
+    /// Networks webhooks may be delivered to although they are loopback, private, link-local
+    /// or unique-local (refused by default, against server-side request forgery).
+    pub webhook_allow_networks: AllowedNetworks,
+    /// Bound on one delivery attempt: connect, send, read the answer's head.
+    pub webhook_timeout: Duration,
+    /// The wait before the first retry of a failed delivery; each further failure in a row
+    /// doubles it, up to 5 minutes.
+    pub webhook_retry_first: Duration,
 }
 
 impl Default for ServerConfig {
@@ -68,6 +86,13 @@ impl Default for ServerConfig {
             rate_limit_per_key: 0,
             drain_timeout: Duration::from_secs(30),
             retry_after_s: 1,
+            sse_readers_max: 10_000,
+            sse_heartbeat: Duration::from_secs(15),
+            sse_stall_timeout: Duration::from_secs(30),
+            sse_buffer: 4_096,
+            webhook_allow_networks: AllowedNetworks::default(),
+            webhook_timeout: Duration::from_secs(10),
+            webhook_retry_first: Duration::from_secs(1),
         }
     }
 }

@@ -9,7 +9,14 @@
 //! - `watchdog`: header-read and idle timeouts of each connection;
 //! - `routes`: the route table, the one list the router and the OpenAPI test use;
 //! - `handlers`: the service function and one module per resource (`signatures`,
-//!   `validations`, `petitions`, `invalidations`, `milestones`, `operations`);
+//!   `validations`, `petitions`, `invalidations`, `milestones`, `events`, `webhooks`,
+//!   `operations`);
+//! - `events`: an event's JSON and SSE renderings, and the hub that renders each new event
+//!   once for every stream reader;
+//! - `delivery`: one task per webhook, delivering its events in order, signed, with retries,
+//!   moving its durable cursor;
+//! - `webhooks`: delivery's parts: Standard Webhooks signing, the guard against server-side
+//!   request forgery, one attempt over HTTP/1.1 and the backoff;
 //! - `request`: what handlers check of a request (key, in-flight slot, content type, body);
 //! - `response`: answers, the error shape, `Retry-After`;
 //! - `state`: what every handler shares;
@@ -30,6 +37,8 @@
 
 mod auth;
 mod config;
+mod delivery;
+mod events;
 mod handlers;
 mod metrics;
 mod request;
@@ -44,6 +53,7 @@ pub use auth::{ApiKey, ApiKeyError, Role};
 pub use config::ServerConfig;
 pub use routes::ROUTES;
 pub use server::{DrainReport, Server};
+pub use webhooks::guard::AllowedNetworks;
 
 /// The OpenAPI 3 description of API v1, as served at `GET /openapi.json`.
 pub const OPENAPI_JSON: &str = include_str!("../openapi.json");

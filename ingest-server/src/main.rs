@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 use anyhow::Context;
 use clap::Parser;
 use engine::{Config, Durability, Engine};
-use ingest_server::{ApiKey, Server, ServerConfig};
+use ingest_server::{AllowedNetworks, ApiKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
 /// mimalloc instead of the system allocator: a request allocates and frees a few dozen small
@@ -139,9 +139,80 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     invalidation_jobs_max: usize,
+    /// Most event stream readers (GET /v1/events/stream) connected at once; past it, 503.
+    #[arg(
+        long,
+        env = "INGEST_SSE_READERS_MAX",
+        default_value_t = 10_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
+    )]
+    sse_readers_max: usize,
+    /// How often an idle event stream gets a heartbeat comment, e.g. 15s.
+    #[arg(
+        long,
+        env = "INGEST_SSE_HEARTBEAT",
+        default_value = "15s",
+        value_parser = positive_duration
+    )]
+    sse_heartbeat: Duration,
+    /// An event stream reader whose socket takes nothing for this long is disconnected.
+    #[arg(
+        long,
+        env = "INGEST_SSE_STALL_TIMEOUT",
+        default_value = "30s",
+        value_parser = positive_duration
+    )]
+    sse_stall_timeout: Duration,
+    /// Events the stream readers share in one ring; a reader further behind gets a `lagged`
+    /// event and is disconnected (it resumes with Last-Event-ID).
+    #[arg(
+        long,
+        env = "INGEST_SSE_BUFFER",
+        default_value_t = 4_096,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=1_000_000)
+    )]
+    sse_buffer: usize,
+    /// Networks webhooks may be delivered to although they are loopback, private, link-local
+    /// or unique-local (refused by default, against server-side request forgery), as
+    /// comma-separated CIDRs or addresses, e.g. 10.1.0.0/16,127.0.0.1.
+    #[arg(
+        long,
+        env = "INGEST_WEBHOOK_ALLOW_NETWORKS",
+        default_value = "",
+        value_parser = allowed_networks
+    )]
+    webhook_allow_networks: AllowedNetworks,
+    /// Bound on one webhook delivery attempt (connect, send, read the answer), e.g. 10s.
+    #[arg(
+        long,
+        env = "INGEST_WEBHOOK_TIMEOUT",
+        default_value = "10s",
+        value_parser = positive_duration
+    )]
+    webhook_timeout: Duration,
+    /// The wait before the first retry of a failed webhook delivery; each further failure in a
+    /// row doubles it, up to 5 minutes. At most 5s.
+    #[arg(
+        long,
+        env = "INGEST_WEBHOOK_RETRY_FIRST",
+        default_value = "1s",
+        value_parser = retry_first
+    )]
+    webhook_retry_first: Duration,
     /// Async worker threads (default: one per core).
     #[arg(long, env = "INGEST_THREADS")]
     threads: Option<usize>,
+}
+
+fn retry_first(text: &str) -> Result<Duration, String> {
+    match positive_duration(text)? {
+        d if d > Duration::from_secs(5) => Err("must be at most 5s".to_string()),
+        d => Ok(d),
+    }
+}
+
+fn allowed_networks(text: &str) -> Result<AllowedNetworks, String> {
+    AllowedNetworks::parse(text).map_err(|e| e.to_string())
 }
 
 fn duration(text: &str) -> Result<Duration, String> {
@@ -238,6 +309,13 @@ fn run(args: Args) -> anyhow::Result<()> {
     server_config.batch_inflight_max = args.batch_inflight_max;
     server_config.rate_limit_per_key = args.rate_limit_per_key;
     server_config.drain_timeout = args.drain_timeout;
+    server_config.sse_readers_max = args.sse_readers_max;
+    server_config.sse_heartbeat = args.sse_heartbeat;
+    server_config.sse_stall_timeout = args.sse_stall_timeout;
+    server_config.sse_buffer = args.sse_buffer;
+    server_config.webhook_allow_networks = args.webhook_allow_networks.clone();
+    server_config.webhook_timeout = args.webhook_timeout;
+    server_config.webhook_retry_first = args.webhook_retry_first;
     let result = runtime.block_on(async {
         let server = Server::bind(server_config, engine.clone())
             .await

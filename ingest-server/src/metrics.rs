@@ -146,7 +146,24 @@ pub(crate) struct Metrics {
     pub connections_open: AtomicI64,
     pub connections_refused: AtomicU64,
     pub shed: AtomicU64,
+    /// Event stream readers connected now.
+    pub stream_readers: std::sync::atomic::AtomicUsize,
+    /// Stream readers disconnected for falling behind the shared ring.
+    pub stream_lagged: AtomicU64,
+    /// Stream readers disconnected because their socket took nothing.
+    pub stream_stalled: AtomicU64,
 }
+
+/// Bounds of the time-to-respond histogram: an hour, a day, a week, 30, 90, 180 and 365 days.
+const RESPONSE_BOUNDS_SECONDS: [f64; 7] = [
+    3_600.0,
+    86_400.0,
+    604_800.0,
+    2_592_000.0,
+    7_776_000.0,
+    15_552_000.0,
+    31_536_000.0,
+];
 
 impl Metrics {
     pub fn new() -> Metrics {
@@ -162,6 +179,9 @@ impl Metrics {
             connections_open: AtomicI64::new(0),
             connections_refused: AtomicU64::new(0),
             shed: AtomicU64::new(0),
+            stream_readers: std::sync::atomic::AtomicUsize::new(0),
+            stream_lagged: AtomicU64::new(0),
+            stream_stalled: AtomicU64::new(0),
         }
     }
 
@@ -427,6 +447,63 @@ impl Collector for Scrape {
             "Time from open to ready (0 until ready)",
             Some(&Unit::Seconds),
             stats.recovery_seconds,
+        )?;
+        counter(
+            &mut encoder,
+            "event_stream_lagged",
+            "Event stream readers disconnected for falling further behind than the shared ring",
+            m.stream_lagged.load(Ordering::Relaxed),
+        )?;
+        counter(
+            &mut encoder,
+            "event_stream_stalled",
+            "Event stream readers disconnected because their socket took nothing",
+            m.stream_stalled.load(Ordering::Relaxed),
+        )?;
+        let responses = self.engine.response_stats();
+        let gauges: [(&str, &str, f64); 4] = [
+            (
+                "event_stream_readers",
+                "Event stream readers connected",
+                m.stream_readers.load(Ordering::Relaxed) as f64,
+            ),
+            (
+                "events_last",
+                "Sequence of the newest event",
+                self.engine.last_event_seq() as f64,
+            ),
+            (
+                "petitions_awaiting_response",
+                "Petitions past their response threshold without a recorded response",
+                responses.awaiting as f64,
+            ),
+            (
+                "petitions_overdue",
+                "Petitions awaiting a response past its due time",
+                responses.overdue as f64,
+            ),
+        ];
+        for (name, help, value) in gauges {
+            gauge(&mut encoder, name, help, None, value)?;
+        }
+        let mut snapshot = HistogramSnapshot {
+            bounds_seconds: RESPONSE_BOUNDS_SECONDS.to_vec(),
+            cumulative_counts: vec![0; RESPONSE_BOUNDS_SECONDS.len() + 1],
+            sum_seconds: 0.0,
+        };
+        for ms in &responses.times_to_respond_ms {
+            let seconds = *ms as f64 / 1000.0;
+            snapshot.sum_seconds += seconds;
+            let first = RESPONSE_BOUNDS_SECONDS.partition_point(|&b| b < seconds);
+            for count in &mut snapshot.cumulative_counts[first..] {
+                *count += 1;
+            }
+        }
+        seconds_histogram(
+            &mut encoder,
+            "response_time",
+            "Time from a petition crossing its response threshold to its recorded response",
+            &snapshot,
         )?;
         Ok(())
     }

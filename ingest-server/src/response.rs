@@ -100,3 +100,69 @@ pub(crate) fn rate_limited(state: &State) -> Response {
 pub(crate) fn rfc3339(ms: u64) -> String {
     humantime::format_rfc3339_millis(UNIX_EPOCH + Duration::from_millis(ms)).to_string()
 }
+
+/// A body as the service sends it: whole (every route but one) or streamed (the event stream).
+pub(crate) enum Reply {
+    Full(Full<Bytes>),
+    Stream(SseBody),
+}
+
+impl hyper::body::Body for Reply {
+    type Data = Bytes;
+    type Error = std::convert::Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Self::Error>>> {
+        match self.get_mut() {
+            Reply::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            Reply::Stream(stream) => stream
+                .frames
+                .poll_recv(cx)
+                .map(|frame| frame.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            Reply::Full(full) => full.is_end_stream(),
+            Reply::Stream(_) => false,
+        }
+    }
+
+    fn size_hint(&self) -> hyper::body::SizeHint {
+        match self {
+            Reply::Full(full) => full.size_hint(),
+            Reply::Stream(_) => hyper::body::SizeHint::default(),
+        }
+    }
+}
+
+/// A streamed body: the frames a reader's task queues. While it lives, its connection counts
+/// as serving a request, so the idle watchdog leaves it open.
+pub(crate) struct SseBody {
+    frames: tokio::sync::mpsc::Receiver<Bytes>,
+    _serving: Serving,
+}
+
+impl SseBody {
+    pub fn new(
+        frames: tokio::sync::mpsc::Receiver<Bytes>,
+        clock: std::sync::Arc<crate::watchdog::Clock>,
+    ) -> SseBody {
+        SseBody {
+            frames,
+            _serving: Serving(clock),
+        }
+    }
+}
+
+/// Marks the request answered on the connection's clock once the stream is dropped.
+struct Serving(std::sync::Arc<crate::watchdog::Clock>);
+
+impl Drop for Serving {
+    fn drop(&mut self) {
+        self.0.request_done();
+    }
+}

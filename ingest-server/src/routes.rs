@@ -12,6 +12,13 @@ pub(crate) enum RouteId {
     PetitionPut,
     PetitionClose,
     Milestones,
+    Events,
+    EventStream,
+    PetitionRespond,
+    WebhookList,
+    WebhookPut,
+    WebhookGet,
+    WebhookDelete,
     Validate,
     InvalidationCreate,
     InvalidationList,
@@ -25,7 +32,7 @@ pub(crate) enum RouteId {
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 17] = [
+    pub const LABELS: [&'static str; 24] = [
         "sign",
         "batch",
         "petition_get",
@@ -33,6 +40,13 @@ impl RouteId {
         "petition_put",
         "petition_close",
         "milestones",
+        "events",
+        "event_stream",
+        "petition_respond",
+        "webhook_list",
+        "webhook_put",
+        "webhook_get",
+        "webhook_delete",
         "validate",
         "invalidation_create",
         "invalidation_list",
@@ -46,8 +60,8 @@ impl RouteId {
     ];
 }
 
-/// Every route the server answers: method and path template (`{id}` is a petition id, or under
-/// `/v1/invalidations` a job id).
+/// Every route the server answers: method and path template (`{id}` is a petition id, under
+/// `/v1/invalidations` a job id, under `/v1/webhooks` a webhook name).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/petitions/{id}/signatures"),
     ("POST", "/v1/signatures:batch"),
@@ -56,6 +70,13 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/petitions/{id}"),
     ("POST", "/v1/petitions/{id}/close"),
     ("GET", "/v1/milestones"),
+    ("GET", "/v1/events"),
+    ("GET", "/v1/events/stream"),
+    ("PUT", "/v1/petitions/{id}/response"),
+    ("GET", "/v1/webhooks"),
+    ("PUT", "/v1/webhooks/{id}"),
+    ("GET", "/v1/webhooks/{id}"),
+    ("DELETE", "/v1/webhooks/{id}"),
     ("POST", "/v1/validations"),
     ("POST", "/v1/invalidations"),
     ("GET", "/v1/invalidations"),
@@ -67,7 +88,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-const IDS: [RouteId; 16] = [
+const IDS: [RouteId; 23] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
@@ -75,6 +96,13 @@ const IDS: [RouteId; 16] = [
     RouteId::PetitionPut,
     RouteId::PetitionClose,
     RouteId::Milestones,
+    RouteId::Events,
+    RouteId::EventStream,
+    RouteId::PetitionRespond,
+    RouteId::WebhookList,
+    RouteId::WebhookPut,
+    RouteId::WebhookGet,
+    RouteId::WebhookDelete,
     RouteId::Validate,
     RouteId::InvalidationCreate,
     RouteId::InvalidationList,

@@ -64,6 +64,12 @@ impl Server {
     /// everything queued. The engine stays open; the caller closes it.
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<DrainReport, FlushError> {
         let Server { listener, state } = self;
+        let hub = {
+            let (hub, engine) = (Arc::clone(&state.hub), state.engine.clone());
+            let stop = state.stop_streams.subscribe();
+            tokio::spawn(async move { hub.run(engine, stop).await })
+        };
+        let deliveries = tokio::spawn(Arc::clone(&state.deliveries).supervise());
         let connections = Arc::new(Semaphore::new(state.config.connections_max));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -143,6 +149,10 @@ impl Server {
 
         let started = Instant::now();
         state.draining.store(true, Ordering::Release);
+        // Event streams end and webhook deliveries stop (an attempt in flight is sent again
+        // after the restart): neither would finish on its own.
+        state.stop_streams.send_replace(true);
+        let _ = tokio::join!(hub, deliveries);
         drop(listener);
         tracing::info!("draining: listener closed, finishing in-flight requests");
         let connections_cut =

@@ -11,6 +11,8 @@ use tokio::sync::Semaphore;
 
 use crate::auth::Keys;
 use crate::config::ServerConfig;
+use crate::delivery::Deliveries;
+use crate::events::Hub;
 use crate::metrics::{self, Metrics};
 use crate::request::BodyBudget;
 
@@ -42,6 +44,12 @@ pub(crate) struct State {
     pub instance: u64,
     pub metrics: Arc<Metrics>,
     pub registry: Registry,
+    /// Renders each new event once for the stream readers.
+    pub hub: Arc<Hub>,
+    /// Set when the server drains: streams end and webhook deliveries stop.
+    pub stop_streams: tokio::sync::watch::Sender<bool>,
+    /// The webhook delivery tasks.
+    pub deliveries: Arc<Deliveries>,
 }
 
 static NEXT_INSTANCE: AtomicU64 = AtomicU64::new(0);
@@ -60,7 +68,18 @@ impl State {
         let batch_body_budget = Arc::new(BodyBudget::new(
             config.body_buffer_bytes_max.max(config.batch_bytes_max),
         ));
+        let stop_streams = tokio::sync::watch::Sender::new(false);
+        let deliveries = Arc::new(Deliveries::new(
+            engine.clone(),
+            config.webhook_allow_networks.clone(),
+            config.webhook_timeout,
+            config.webhook_retry_first,
+            stop_streams.subscribe(),
+        ));
         State {
+            hub: Arc::new(Hub::new(config.sse_buffer)),
+            stop_streams,
+            deliveries,
             keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
             inflight: Arc::new(Semaphore::new(config.inflight_max)),
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),

@@ -1,14 +1,17 @@
 //! Request handlers, one module per resource: `signatures`, `validations`, `petitions`,
-//! `invalidations`, `milestones` and `operations` (metrics, health, the OpenAPI document). This
+//! `invalidations`, `milestones`, `events` (the feed and its live stream), `webhooks` and
+//! `operations` (metrics, health, the OpenAPI document). This
 //! module is the service function hyper calls for every request: it matches the request against
 //! [`crate::routes::ROUTES`], calls the route's handler and counts the answer.
 
+mod events;
 mod invalidations;
 mod milestones;
 mod operations;
 mod petitions;
 mod signatures;
 mod validations;
+mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
@@ -19,7 +22,7 @@ use hyper::http::request::Parts;
 use hyper::{Request, StatusCode, Version};
 
 use crate::request::{finish_unread, Body};
-use crate::response::{error, Response};
+use crate::response::{error, Reply, Response};
 use crate::routes::{route, NoRoute, RouteId};
 use crate::state::State;
 use crate::watchdog::Clock;
@@ -29,16 +32,32 @@ pub(crate) async fn handle(
     state: Arc<State>,
     clock: Arc<Clock>,
     request: Request<Incoming>,
-) -> Result<Response, Infallible> {
+) -> Result<hyper::Response<Reply>, Infallible> {
     clock.request_started();
     let (parts, body) = request.into_parts();
+    let get = parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD;
+    if get && parts.uri.path() == EVENT_STREAM {
+        // The one streamed answer: the connection is serving until the stream ends (its body
+        // marks the request done when dropped).
+        let response = events::stream(&state, &clock, &parts.headers, parts.uri.query());
+        state
+            .metrics
+            .request(Some(RouteId::EventStream), response.status().as_u16());
+        if let Reply::Full(_) = response.body() {
+            clock.request_done();
+        }
+        return Ok(response);
+    }
     let mut body = Body::new(body);
     let (route_id, mut response) = dispatch(&state, &parts, &mut body).await;
     finish_unread(&mut body, &mut response).await;
     state.metrics.request(route_id, response.status().as_u16());
     clock.request_done();
-    Ok(response)
+    Ok(response.map(Reply::Full))
 }
+
+/// The path of the event stream (`RouteId::EventStream`), answered before the other routes.
+const EVENT_STREAM: &str = "/v1/events/stream";
 
 async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<RouteId>, Response) {
     if request.version == Version::HTTP_11 && !request.headers.contains_key(header::HOST) {
@@ -80,6 +99,13 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::PetitionPut => petitions::put(state, id, &request.headers, body).await,
         RouteId::PetitionClose => petitions::close(state, id, &request.headers).await,
         RouteId::Milestones => milestones::list(state, request.uri.query()),
+        RouteId::Events => events::list(state, request.uri.query()).await,
+        RouteId::EventStream => unreachable!("the event stream is answered by `handle`"),
+        RouteId::PetitionRespond => petitions::respond(state, id, &request.headers, body).await,
+        RouteId::WebhookList => webhooks::list(state, &request.headers),
+        RouteId::WebhookPut => webhooks::put(state, id, &request.headers, body).await,
+        RouteId::WebhookGet => webhooks::get(state, id, &request.headers),
+        RouteId::WebhookDelete => webhooks::delete(state, id, &request.headers).await,
         RouteId::Validate => validations::validate(state, &request.headers, body).await,
         RouteId::InvalidationCreate => invalidations::create(state, &request.headers, body).await,
         RouteId::InvalidationList => invalidations::list(state, &request.headers),

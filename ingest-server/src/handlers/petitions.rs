@@ -1,6 +1,7 @@
 //! Petitions: `GET /v1/petitions/{id}` (rendered once per change and served from a per-thread
-//! cache, with an ETag), the `GET /v1/petitions` leaderboard, and the admin routes
-//! `PUT /v1/petitions/{id}` and `POST /v1/petitions/{id}/close`.
+//! cache, with an ETag), the `GET /v1/petitions` leaderboard and list of petitions awaiting a
+//! response, and the admin routes `PUT /v1/petitions/{id}`, `POST /v1/petitions/{id}/close`
+//! and `PUT /v1/petitions/{id}/response`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
@@ -39,6 +40,22 @@ struct PetitionJson<'a> {
     closed_at: Option<String>,
     thresholds: &'a [u64],
     milestones_reached: &'a [u64],
+    response_threshold: Option<u64>,
+    response_due_days: u32,
+    /// When the count crossed the response threshold (the crossing that made it due).
+    response_threshold_reached_at: Option<String>,
+    response_due_at: Option<String>,
+    awaiting_response: bool,
+    overdue: bool,
+    response: Option<ResponseJson<'a>>,
+}
+
+/// A recorded response.
+#[derive(Serialize)]
+struct ResponseJson<'a> {
+    summary: &'a str,
+    url: Option<&'a str>,
+    responded_at: String,
 }
 
 impl<'a> PetitionJson<'a> {
@@ -55,6 +72,17 @@ impl<'a> PetitionJson<'a> {
             closed_at: info.closed_at_ms.map(rfc3339),
             thresholds: &info.thresholds,
             milestones_reached: &info.milestones_reached,
+            response_threshold: info.response_threshold,
+            response_due_days: info.response_due_days,
+            response_threshold_reached_at: info.response_threshold_reached_at_ms.map(rfc3339),
+            response_due_at: info.response_due_at_ms.map(rfc3339),
+            awaiting_response: info.awaiting_response,
+            overdue: info.overdue,
+            response: info.response.as_ref().map(|r| ResponseJson {
+                summary: &r.summary,
+                url: r.url.as_deref(),
+                responded_at: rfc3339(r.at_ms),
+            }),
         }
     }
 }
@@ -97,11 +125,21 @@ impl Rendered {
         self.info.validation == Validation::None && self.info.pending_count == 0
     }
 
-    /// Until when (Unix ms) an open petition's state stays open; `None` if it cannot change.
-    fn open_until_ms(&self) -> Option<u64> {
-        match self.info.state {
+    /// Until when (Unix ms) the view stays what time alone can change: an open petition's
+    /// state stays open until its deadline, a response awaited is not overdue until its due
+    /// time. `None` if time cannot change it.
+    fn exact_until_ms(&self) -> Option<u64> {
+        let open_until = match self.info.state {
             PetitionState::Open => self.info.deadline_ms,
             _ => None,
+        };
+        let due = match (self.info.awaiting_response, self.info.overdue) {
+            (true, false) => self.info.response_due_at_ms,
+            _ => None,
+        };
+        match (open_until, due) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
         }
     }
 }
@@ -155,7 +193,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
         let candidate = settled && r.quiet() && r.generation == generation;
         candidate.then(|| {
             let answer = (r.body.clone(), r.etag.clone());
-            (r.info.count, r.open_until_ms(), answer)
+            (r.info.count, r.exact_until_ms(), answer)
         })
     });
     if let Some((count, open_until_ms, answer)) = quick {
@@ -229,31 +267,57 @@ pub(crate) fn get(state: &State, id: &str, headers: &HeaderMap) -> Response {
     response
 }
 
-/// `GET /v1/petitions?sort=count&limit=N`.
+/// `GET /v1/petitions?sort=count&limit=N` (the leaderboard), and
+/// `GET /v1/petitions?state=awaiting_response&sort=due&limit=N` (petitions awaiting a
+/// response, the longest due first, overdue ones marked).
 pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
     let mut limit = 10;
+    let mut awaiting = false;
+    let mut sort = None;
     for (key, value) in query_pairs(query) {
         match key {
-            "sort" if value == "count" => {}
+            "sort" if value == "count" || value == "due" => sort = Some(value),
             "sort" => {
-                return bad_parameter("sort", "the only order is sort=count");
+                return bad_parameter("sort", "sort is count or due");
+            }
+            "state" if value == "awaiting_response" => awaiting = true,
+            "state" => {
+                return bad_parameter("state", "the only state listed is awaiting_response");
             }
             "limit" => match value.parse::<usize>() {
                 Ok(n) if (1..=1000).contains(&n) => limit = n,
                 _ => return bad_parameter("limit", "limit is 1 to 1000"),
             },
             _ => {
-                return bad_parameter(key, "known parameters: sort, limit");
+                return bad_parameter(key, "known parameters: sort, state, limit");
             }
         }
     }
+    let petitions = match (
+        awaiting,
+        sort.unwrap_or(if awaiting { "due" } else { "count" }),
+    ) {
+        (false, "count") => state.engine.top_petitions(limit),
+        (true, "due") => state.engine.awaiting_response(limit),
+        (true, _) => {
+            return bad_parameter(
+                "sort",
+                "petitions awaiting a response are listed by sort=due",
+            )
+        }
+        (false, _) => {
+            return bad_parameter(
+                "sort",
+                "sort=due lists petitions awaiting a response: add state=awaiting_response",
+            )
+        }
+    };
     #[derive(Serialize)]
     struct List<'a> {
         petitions: Vec<PetitionJson<'a>>,
     }
-    let top = state.engine.top_petitions(limit);
     let list = List {
-        petitions: top.iter().map(PetitionJson::new).collect(),
+        petitions: petitions.iter().map(PetitionJson::new).collect(),
     };
     json(
         StatusCode::OK,
@@ -271,6 +335,10 @@ struct PetitionBody {
     thresholds: Option<Vec<u64>>,
     /// `none` or `email`; absent or null: keep the current mode (`none` for a new petition).
     validation: Option<String>,
+    /// Absent: keep the current one (the largest threshold for a new petition).
+    response_threshold: Option<u64>,
+    /// Absent: keep the current number (90 for a new petition).
+    response_due_days: Option<u32>,
 }
 
 /// `PUT /v1/petitions/{id}` (admin).
@@ -330,6 +398,8 @@ pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut
     spec.deadline_ms = deadline_ms;
     spec.thresholds = parsed.thresholds;
     spec.validation = validation;
+    spec.response_threshold = parsed.response_threshold;
+    spec.response_due_days = parsed.response_due_days;
     let engine = state.engine.clone();
     let result = blocking(move || engine.register(spec)).await;
     state.generation.fetch_add(1, Ordering::AcqRel);
@@ -363,6 +433,58 @@ pub(crate) async fn close(state: &State, id: &str, headers: &HeaderMap) -> Respo
     state.generation.fetch_add(1, Ordering::AcqRel);
     match result {
         Ok(Ok(info)) => json(StatusCode::OK, petition_json(&info)),
+        Ok(Err(e)) => petition_error(state, &e),
+        Err(response) => response,
+    }
+}
+
+/// The body of `PUT /v1/petitions/{id}/response`.
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ResponseBody {
+    summary: String,
+    url: Option<String>,
+}
+
+/// `PUT /v1/petitions/{id}/response` (admin): records the petition's response (replacing an
+/// earlier one); the events feed records `responded`.
+pub(crate) async fn respond(
+    state: &State,
+    id: &str,
+    headers: &HeaderMap,
+    body: &mut Body,
+) -> Response {
+    let Admitted {
+        body,
+        permit: _permit,
+        ..
+    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
+        Ok(admitted) => admitted,
+        Err(response) => return response,
+    };
+    let parsed: ResponseBody = match serde_json::from_slice(&body) {
+        Ok(parsed) => parsed,
+        Err(e) => {
+            let status = json_error_status(&e);
+            let code = if status == StatusCode::BAD_REQUEST {
+                "malformed_json"
+            } else {
+                "invalid_response"
+            };
+            return error(status, code, e);
+        }
+    };
+    drop(body);
+    let id = id.to_string();
+    let engine = state.engine.clone();
+    let result =
+        blocking(move || engine.respond(&id, &parsed.summary, parsed.url.as_deref())).await;
+    state.generation.fetch_add(1, Ordering::AcqRel);
+    match result {
+        Ok(Ok(info)) => json(StatusCode::OK, petition_json(&info)),
+        Ok(Err(PetitionError::Invalid(e))) => {
+            error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_response", e)
+        }
         Ok(Err(e)) => petition_error(state, &e),
         Err(response) => response,
     }

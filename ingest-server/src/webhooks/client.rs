@@ -201,10 +201,13 @@ async fn exchange(
 /// 1 s after the first, doubling after each further one, at most [`BACKOFF_MAX`], each wait moved
 /// at random by up to ±20%. `failures` 0 is taken as 1.
 pub fn backoff(failures: u32) -> Duration {
+    backoff_from(BACKOFF_FIRST, failures)
+}
+
+/// [`backoff`] with another first wait (`--webhook-retry-first`), doubling from it.
+pub fn backoff_from(first: Duration, failures: u32) -> Duration {
     let doublings = failures.saturating_sub(1).min(BACKOFF_DOUBLINGS_MAX);
-    let base = BACKOFF_FIRST
-        .saturating_mul(1 << doublings)
-        .min(BACKOFF_MAX);
+    let base = first.saturating_mul(1 << doublings).min(BACKOFF_MAX);
     let jitter = rand::Rng::random_range(
         &mut rand::rng(),
         1.0 - BACKOFF_JITTER..=1.0 + BACKOFF_JITTER,

@@ -464,15 +464,17 @@ async fn leaderboard_and_milestone_feed() {
             )
         })
         .collect();
+    // Sequences are the events feed's: 3 is big's response falling due at its largest
+    // threshold.
     assert_eq!(
         seen,
         vec![
             (1, "big".into(), 2),
             (2, "big".into(), 3),
-            (3, "small".into(), 1)
+            (4, "small".into(), 1)
         ]
     );
-    assert_eq!(feed["next_after"], 3);
+    assert_eq!(feed["next_after"], 4);
     let resumed = server
         .send(Method::GET, "/v1/milestones?after=1&limit=1", &[], "")
         .await
@@ -480,12 +482,12 @@ async fn leaderboard_and_milestone_feed() {
     assert_eq!(resumed["milestones"][0]["seq"], 2);
     assert_eq!(resumed["next_after"], 2);
     let end = server
-        .send(Method::GET, "/v1/milestones?after=3", &[], "")
+        .send(Method::GET, "/v1/milestones?after=4", &[], "")
         .await
         .json();
     assert_eq!(end["milestones"], serde_json::json!([]));
     assert_eq!(
-        end["next_after"], 3,
+        end["next_after"], 4,
         "an empty page resumes from the same place"
     );
     let bad = server

@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod events;
 mod exhaustion;
 mod invalidations;
 mod lifecycle;

@@ -418,6 +418,114 @@ async fn every_answer_matches_the_document() {
         (&Value::from(0), &Value::from(0), &Value::from(2))
     );
 
+    // Responses, the events feed, webhooks.
+    let respond = "/v1/petitions/{id}/response";
+    for (path, auth, body, status) in [
+        (
+            "/v1/petitions/p/response",
+            ADMIN,
+            r#"{"summary":"We will debate it.","url":"https://example.org/r/1"}"#,
+            200,
+        ),
+        ("/v1/petitions/p/response", ADMIN, r#"{"summary":" "}"#, 422),
+        ("/v1/petitions/p/response", ADMIN, "{", 400),
+        ("/v1/petitions/x/response", ADMIN, r#"{"summary":"s"}"#, 404),
+        (
+            "/v1/petitions/p/response",
+            INGEST,
+            r#"{"summary":"s"}"#,
+            403,
+        ),
+    ] {
+        let reply = lifecycle.call(Method::PUT, path, respond, auth, body).await;
+        assert_eq!(reply.status, status, "{path} {body}: {reply:?}");
+    }
+    let list = "/v1/petitions";
+    for (path, status) in [
+        ("/v1/petitions?state=awaiting_response&sort=due", 200),
+        ("/v1/petitions?sort=due", 400),
+        ("/v1/petitions?state=open", 400),
+    ] {
+        let reply = lifecycle.call(Method::GET, path, list, "", "").await;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+    }
+    let events = "/v1/events";
+    let feed = lifecycle
+        .call(Method::GET, "/v1/events?after=0&limit=1000", events, "", "")
+        .await;
+    assert_eq!(feed.status, 200);
+    let types: Vec<String> = feed.json()["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|e| e["type"].as_str().unwrap().to_string())
+        .collect();
+    assert!(
+        types.contains(&"response_due".to_string())
+            && types.contains(&"petition_closed".to_string())
+            && types.last().map(String::as_str) == Some("responded"),
+        "{types:?}"
+    );
+    let bad = lifecycle
+        .call(Method::GET, "/v1/events?limit=0", events, "", "")
+        .await;
+    assert_eq!(bad.status, 400);
+    let bad = lifecycle
+        .call(
+            Method::GET,
+            "/v1/events/stream?after=x",
+            "/v1/events/stream",
+            "",
+            "",
+        )
+        .await;
+    assert_eq!(bad.status, 400);
+    let hook = "/v1/webhooks/{id}";
+    for (method, path, auth, body, status) in [
+        (
+            Method::PUT,
+            "/v1/webhooks/h1",
+            ADMIN,
+            r#"{"url":"http://hooks.example.invalid/p","events":["responded"]}"#,
+            201,
+        ),
+        (
+            Method::PUT,
+            "/v1/webhooks/h1",
+            ADMIN,
+            r#"{"url":"http://hooks.example.invalid/q"}"#,
+            200,
+        ),
+        (
+            Method::PUT,
+            "/v1/webhooks/h2",
+            ADMIN,
+            r#"{"url":"http://127.0.0.1:9/p"}"#,
+            422,
+        ),
+        (
+            Method::PUT,
+            "/v1/webhooks/h2",
+            ADMIN,
+            r#"{"url":"http://hooks.example.invalid/","events":["nope"]}"#,
+            422,
+        ),
+        (Method::PUT, "/v1/webhooks/h2", ADMIN, "{", 400),
+        (Method::PUT, "/v1/webhooks/h2", INGEST, "{}", 403),
+        (Method::GET, "/v1/webhooks/h1", ADMIN, "", 200),
+        (Method::GET, "/v1/webhooks/h2", ADMIN, "", 404),
+        (Method::DELETE, "/v1/webhooks/h1", ADMIN, "", 204),
+        (Method::DELETE, "/v1/webhooks/h1", ADMIN, "", 404),
+        (Method::DELETE, "/v1/webhooks/h1", "", "", 401),
+    ] {
+        let reply = lifecycle.call(method, path, hook, auth, body).await;
+        assert_eq!(reply.status, status, "{path} {body}: {reply:?}");
+    }
+    let hooks = lifecycle
+        .call(Method::GET, "/v1/webhooks", "/v1/webhooks", ADMIN, "")
+        .await;
+    assert_eq!(hooks.status, 200);
+
     let all: BTreeSet<(String, String)> = ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))
