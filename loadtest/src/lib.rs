@@ -11,8 +11,9 @@
 //! - `kept`: which tokens phase 1 keeps for phase 2 (seeded), and the bound on how many;
 //! - `stats`: per-connection HdrHistograms and counters, merged into live totals;
 //! - `events`: with `--sse-readers` and `--webhook`, the threshold crossings the load
-//!   acknowledges, the event-stream readers (and their SSE parser) and the webhook receiver
-//!   that see their events, and the latencies between the two;
+//!   acknowledges, the event-stream readers and the webhook receiver that see their events,
+//!   and the latencies between the two; `events::sse` is the readers' `text/event-stream`
+//!   parser;
 //! - `report`: the final table and JSON;
 //! - `ledger`: the ack ledger file (writer thread, reader);
 //! - `verify`: checks a ledger against the server's counts and re-sends a sample;
