@@ -108,6 +108,26 @@ pub struct RunArgs {
     #[arg(long, value_name = "F", value_parser = parse_share)]
     pub validate_share: Option<f64>,
 
+    /// Register each petition with the thresholds K, 2K, ..., 32K (the server's most) instead of
+    /// the server's defaults, so that crossings happen all through a run. With --no-register:
+    /// the step the petitions were registered with.
+    #[arg(long, value_name = "K", value_parser = parse_threshold_step)]
+    pub threshold_step: Option<u64>,
+
+    /// Before the load, open N event streams (`GET /v1/events/stream`, Server-Sent Events) and
+    /// measure how long each threshold crossing takes from the answer that acknowledged it to
+    /// its event reaching every reader. 0: none; at most 20000 (each is a socket: mind
+    /// `ulimit -n`).
+    #[arg(long, value_name = "N", default_value_t = 0, value_parser = clap::value_parser!(u32).range(0..=i64::from(crate::events::SSE_READERS_MAX)))]
+    pub sse_readers: u32,
+
+    /// Receive threshold crossings as webhook deliveries: listen on 127.0.0.1 (so the server
+    /// must run on this machine, started with `--webhook-allow-networks 127.0.0.0/8`), register
+    /// webhook `loadtest-<seed>` for `threshold_crossed` with the admin key, measure
+    /// acknowledgement-to-delivery latency, and delete the webhook at the end.
+    #[arg(long)]
+    pub webhook: bool,
+
     /// After the run, verify the ledger against the server (as `loadtest verify` does) and exit 1
     /// if anything acknowledged is not counted. Uses --ledger, or a temporary ledger.
     #[arg(long)]
@@ -138,7 +158,7 @@ pub struct RunArgs {
     /// Send plain `GET <target URL>` requests instead of signatures: no registration, no ledger,
     /// no key needed. For measuring the load generator itself against a hello-world (compare
     /// with `wrk`).
-    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share"])]
+    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share", "threshold_step", "sse_readers", "webhook"])]
     pub get: bool,
 
     /// Worker threads of the runtime [default: number of CPUs].
@@ -298,6 +318,25 @@ pub fn parse_share(text: &str) -> Result<f64, String> {
     Ok(value)
 }
 
+/// Parses `--threshold-step`: a whole number of signatures, at least 1, whose 32nd multiple
+/// fits in 64 bits.
+pub fn parse_threshold_step(text: &str) -> Result<u64, String> {
+    let step: u64 = text
+        .trim()
+        .parse()
+        .map_err(|_| format!("{text:?} is not a whole number of signatures; expected e.g. 1000"))?;
+    if step == 0
+        || step
+            .checked_mul(crate::events::THRESHOLDS_PER_PETITION)
+            .is_none()
+    {
+        return Err(format!(
+            "must be at least 1, and 32 times it must fit in 64 bits, not {text}"
+        ));
+    }
+    Ok(step)
+}
+
 fn parse_zipf_exponent(text: &str) -> Result<f64, String> {
     let value: f64 = text
         .trim()
@@ -366,6 +405,22 @@ mod tests {
         assert_eq!(parse_share("1e-3"), Ok(0.001));
         for bad in ["0", "-0.5", "1.01", "nan", "inf", "", "half"] {
             assert!(parse_share(bad).is_err(), "{bad}");
+        }
+        assert_eq!(parse_threshold_step("1000"), Ok(1000));
+        assert_eq!(parse_threshold_step("1"), Ok(1));
+        assert_eq!(
+            parse_threshold_step(&(u64::MAX / 32).to_string()),
+            Ok(u64::MAX / 32)
+        );
+        for bad in [
+            "0",
+            "-1",
+            "1.5",
+            "",
+            "many",
+            &(u64::MAX / 32 + 1).to_string(),
+        ] {
+            assert!(parse_threshold_step(bad).is_err(), "{bad}");
         }
     }
 }

@@ -10,6 +10,10 @@
 //! - `token`: a pending signature's validation token (kept as 36 bytes) and its RFC 3339 expiry;
 //! - `kept`: which tokens phase 1 keeps for phase 2 (seeded), and the bound on how many;
 //! - `stats`: per-connection HdrHistograms and counters, merged into live totals;
+//! - `events`: with `--sse-readers` and `--webhook`, the threshold crossings the load
+//!   acknowledges, the event-stream readers and the webhook receiver that see their events,
+//!   and the latencies between the two; `events::sse` is the readers' `text/event-stream`
+//!   parser;
 //! - `report`: the final table and JSON;
 //! - `ledger`: the ack ledger file (writer thread, reader);
 //! - `verify`: checks a ledger against the server's counts and re-sends a sample;
@@ -22,6 +26,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod events;
 pub mod kept;
 pub mod ledger;
 pub mod outcome;

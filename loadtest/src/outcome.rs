@@ -242,6 +242,9 @@ struct Ack<'a> {
     token: Option<&'a str>,
     #[serde(borrow, default)]
     expires_at: Option<&'a str>,
+    /// The petition's count after this answer (accepted, duplicate, validated).
+    #[serde(default)]
+    count: Option<u64>,
 }
 
 impl Ack<'_> {
@@ -296,32 +299,48 @@ fn classify_error(status: StatusCode, body: &[u8]) -> Outcome {
 
 /// Classifies the answer to `POST /v1/petitions/{id}/signatures`.
 pub fn classify_single(status: StatusCode, body: &[u8]) -> Outcome {
+    classify_single_counted(status, body).0
+}
+
+/// [`classify_single`], with the petition's count the answer carries (0 if none): the count an
+/// accepted signature brought the petition to.
+pub fn classify_single_counted(status: StatusCode, body: &[u8]) -> (Outcome, u64) {
     if !matches!(
         status,
         StatusCode::CREATED | StatusCode::OK | StatusCode::ACCEPTED
     ) {
-        return classify_error(status, body);
+        return (classify_error(status, body), 0);
     }
     match serde_json::from_slice::<Ack>(body) {
-        Ok(ack) => match (status, ack.status) {
-            (StatusCode::CREATED, "accepted") => Outcome::Accepted,
-            (StatusCode::OK, "duplicate") => Outcome::Duplicate,
-            (StatusCode::ACCEPTED, "pending") => ack.pending(),
-            _ => Outcome::BadResponse,
-        },
-        Err(_) => Outcome::BadResponse,
+        Ok(ack) => {
+            let outcome = match (status, ack.status) {
+                (StatusCode::CREATED, "accepted") => Outcome::Accepted,
+                (StatusCode::OK, "duplicate") => Outcome::Duplicate,
+                (StatusCode::ACCEPTED, "pending") => ack.pending(),
+                _ => Outcome::BadResponse,
+            };
+            (outcome, ack.count.unwrap_or(0))
+        }
+        Err(_) => (Outcome::BadResponse, 0),
     }
 }
 
 /// Classifies the answer to `POST /v1/validations`.
 pub fn classify_validation(status: StatusCode, body: &[u8]) -> Outcome {
+    classify_validation_counted(status, body).0
+}
+
+/// [`classify_validation`], with the petition's count the answer carries (0 if none).
+pub fn classify_validation_counted(status: StatusCode, body: &[u8]) -> (Outcome, u64) {
     if status != StatusCode::OK {
-        return classify_error(status, body);
+        return (classify_error(status, body), 0);
     }
     match serde_json::from_slice::<Ack>(body) {
-        Ok(ack) if ack.status == "validated" => Outcome::Validated,
-        Ok(ack) if ack.status == "already_validated" => Outcome::AlreadyValidated,
-        _ => Outcome::BadResponse,
+        Ok(ack) if ack.status == "validated" => (Outcome::Validated, ack.count.unwrap_or(0)),
+        Ok(ack) if ack.status == "already_validated" => {
+            (Outcome::AlreadyValidated, ack.count.unwrap_or(0))
+        }
+        _ => (Outcome::BadResponse, 0),
     }
 }
 
@@ -343,14 +362,48 @@ pub fn classify_batch(
     carried: Carried,
     out: &mut Vec<Outcome>,
 ) {
+    classify_batch_lines(status, body, lines, carried, out, None);
+}
+
+/// [`classify_batch`], with each line's petition count in `counts` (cleared first; 0 for a line
+/// that carries none), in the same order as `out`.
+pub fn classify_batch_counted(
+    status: StatusCode,
+    body: &[u8],
+    lines: usize,
+    carried: Carried,
+    out: &mut Vec<Outcome>,
+    counts: &mut Vec<u64>,
+) {
+    classify_batch_lines(status, body, lines, carried, out, Some(counts));
+}
+
+fn classify_batch_lines(
+    status: StatusCode,
+    body: &[u8],
+    lines: usize,
+    carried: Carried,
+    out: &mut Vec<Outcome>,
+    mut counts: Option<&mut Vec<u64>>,
+) {
     out.clear();
+    if let Some(counts) = counts.as_deref_mut() {
+        counts.clear();
+    }
     if status != StatusCode::OK {
         let outcome = classify_error(status, body);
         out.resize(lines, outcome);
+        if let Some(counts) = counts {
+            counts.resize(lines, 0);
+        }
         return;
     }
     for line in body.split(|&b| b == b'\n').filter(|l| !l.is_empty()) {
-        let outcome = match serde_json::from_slice::<Ack>(line) {
+        let parsed = serde_json::from_slice::<Ack>(line);
+        if let Some(counts) = counts.as_deref_mut() {
+            counts.push(parsed.as_ref().ok().and_then(|ack| ack.count).unwrap_or(0));
+        }
+        let outcome = match parsed {
             Ok(parsed) => match (carried, parsed.status) {
                 (Carried::Signatures, "accepted") => Outcome::Accepted,
                 (Carried::Signatures, "duplicate") => Outcome::Duplicate,
@@ -374,6 +427,10 @@ pub fn classify_batch(
         // Without one answer per line in order, no line's answer can be trusted.
         out.clear();
         out.resize(lines, Outcome::BadResponse);
+        if let Some(counts) = counts {
+            counts.clear();
+            counts.resize(lines, 0);
+        }
     }
 }
 
@@ -468,6 +525,65 @@ mod tests {
             &mut out,
         );
         assert_eq!(out, vec![Outcome::Rejected("body_too_large".into()); 2]);
+    }
+
+    #[test]
+    fn counts() {
+        let status = |n: u16| StatusCode::from_u16(n).expect("valid status");
+        assert_eq!(
+            classify_single_counted(status(201), br#"{"status":"accepted","count":1000}"#),
+            (Outcome::Accepted, 1000)
+        );
+        assert_eq!(
+            classify_single_counted(status(201), br#"{"status":"accepted"}"#),
+            (Outcome::Accepted, 0)
+        );
+        assert_eq!(
+            classify_single_counted(status(503), br#"{"error":{"code":"overloaded"}}"#),
+            (Outcome::Unavailable("overloaded".into()), 0)
+        );
+        assert_eq!(
+            classify_validation_counted(status(200), br#"{"status":"validated","count":7}"#),
+            (Outcome::Validated, 7)
+        );
+        let (mut out, mut counts) = (Vec::new(), vec![99]);
+        let body = concat!(
+            r#"{"status":"accepted","count":10}"#,
+            "\n",
+            r#"{"status":"error","code":"overloaded","message":"m"}"#,
+            "\n",
+            r#"{"status":"duplicate","count":10}"#,
+            "\n",
+        );
+        classify_batch_counted(
+            StatusCode::OK,
+            body.as_bytes(),
+            3,
+            Carried::Signatures,
+            &mut out,
+            &mut counts,
+        );
+        assert_eq!(out[0], Outcome::Accepted);
+        assert_eq!(counts, vec![10, 0, 10]);
+        // A body out of step with the lines sent: no counts to trust either.
+        classify_batch_counted(
+            StatusCode::OK,
+            body.as_bytes(),
+            4,
+            Carried::Signatures,
+            &mut out,
+            &mut counts,
+        );
+        assert_eq!(counts, vec![0; 4]);
+        classify_batch_counted(
+            StatusCode::SERVICE_UNAVAILABLE,
+            b"",
+            2,
+            Carried::Signatures,
+            &mut out,
+            &mut counts,
+        );
+        assert_eq!(counts, vec![0; 2]);
     }
 
     const TOKEN: &str = "00112233445566778899aabbccddeeff00112233445566778899aabbccddeeff00112233";

@@ -52,6 +52,83 @@ pub struct Report {
     /// Phase 2 (`--validate-share`): the validations of the tokens kept.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub validation: Option<ValidationReport>,
+    /// `--sse-readers`, `--webhook`: threshold crossings and how long their events took.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub events: Option<EventsReport>,
+}
+
+/// Threshold crossings the load acknowledged, and how long their events took to reach the SSE
+/// readers and the webhook receiver. Latencies run from the instant the acknowledging answer
+/// was parsed to the instant the event was received, 0 when the event came first.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventsReport {
+    /// `--threshold-step`; null when the petitions have the server's thresholds.
+    pub threshold_step: Option<u64>,
+    /// Each petition's thresholds.
+    pub thresholds: Vec<u64>,
+    /// Crossings acknowledged: (petition, threshold) pairs whose threshold an accepted (or
+    /// validated) answer's count equalled.
+    pub crossings_acknowledged: u64,
+    /// Crossings more than one answer acknowledged (counted once above, at the earliest).
+    pub acknowledged_twice: u64,
+    /// `--sse-readers`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub sse: Option<SseReport>,
+    /// `--webhook`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook: Option<WebhookReport>,
+}
+
+/// The SSE readers' view of the crossings acknowledged.
+#[derive(Debug, Clone, Serialize)]
+pub struct SseReport {
+    /// `--sse-readers`: streams opened before the load.
+    pub readers: u32,
+    /// Crossings whose `threshold_crossed` event reached every reader.
+    pub seen_by_every_reader: u64,
+    /// Crossings whose event reached some readers, not all.
+    pub seen_by_some_readers: u64,
+    /// Crossings whose event reached no reader.
+    pub seen_by_no_reader: u64,
+    /// Crossings of the run's petitions whose event came but that no answer acknowledged (the
+    /// answer was lost, or the threshold is not one the run knows of).
+    pub not_acknowledged: u64,
+    /// `threshold_crossed` events without a numeric id or a petition and threshold.
+    pub malformed: u64,
+    /// Events, per reader, whose id was not above the last one of the same stream (out of
+    /// order or repeated); not counted as seen.
+    pub out_of_order: u64,
+    /// Readers whose stream ended with `event: lagged` before the run closed it.
+    pub disconnected_lagged: u64,
+    /// Readers whose stream failed or ended otherwise before the run closed it.
+    pub disconnected_error: u64,
+    /// From acknowledgement to the event reaching every reader (the last receipt), over the
+    /// crossings seen by every reader.
+    pub latency_ms: Percentiles,
+    /// From acknowledgement to the event reaching its first reader, over the crossings seen by
+    /// any.
+    pub first_reader_latency_ms: Percentiles,
+}
+
+/// The webhook receiver's view of the crossings acknowledged.
+#[derive(Debug, Clone, Serialize)]
+pub struct WebhookReport {
+    /// The webhook's name, `loadtest-<seed>`.
+    pub name: String,
+    /// Crossings delivered (at least once).
+    pub delivered: u64,
+    /// Crossings never delivered.
+    pub not_delivered: u64,
+    /// Crossings of the run's petitions delivered but never acknowledged.
+    pub not_acknowledged: u64,
+    /// Deliveries beyond the first of a crossing (retries).
+    pub repeated: u64,
+    /// Deliveries outside the contract (headers or body).
+    pub malformed: u64,
+    /// Whether the webhook was deleted at the end.
+    pub deleted: bool,
+    /// From acknowledgement to the first delivery, over the crossings delivered.
+    pub latency_ms: Percentiles,
 }
 
 /// Phase 2 of a run with `--validate-share`: the kept tokens validated.
@@ -227,7 +304,8 @@ pub struct Percentiles {
 }
 
 impl Percentiles {
-    fn of(histogram: &Histogram<u64>) -> Percentiles {
+    /// The percentiles of a histogram in microseconds.
+    pub fn of(histogram: &Histogram<u64>) -> Percentiles {
         let ms = |us: u64| us as f64 / 1000.0;
         if histogram.is_empty() {
             return Percentiles {
@@ -305,6 +383,7 @@ impl Report {
             },
             outcomes: stats.counts.clone(),
             validation: None,
+            events: None,
         }
     }
 
@@ -384,6 +463,9 @@ impl Report {
         }
         if let Some(validation) = &self.validation {
             self.validation_table(&mut out, validation);
+        }
+        if let Some(events) = &self.events {
+            events_table(&mut out, events);
         }
         out
     }
@@ -481,6 +563,88 @@ impl Report {
         if v.not_kept_over_bound > 0 {
             row("chosen, not kept (over the bound)", v.not_kept_over_bound);
         }
+    }
+}
+
+/// The events' part of the table.
+fn events_table(out: &mut String, e: &EventsReport) {
+    let thresholds = match (e.threshold_step, e.thresholds.as_slice()) {
+        (Some(step), [.., last]) => {
+            format!("every {step} signatures up to {last} (--threshold-step)")
+        }
+        (_, list) => format!("{list:?} (the server's)"),
+    };
+    let _ = writeln!(out, "\nevents     thresholds {thresholds}");
+    let mut row = |name: &str, n: u64| {
+        let _ = writeln!(out, "  {name:<34}{n:>12}");
+    };
+    row("crossings acknowledged", e.crossings_acknowledged);
+    if e.acknowledged_twice > 0 {
+        row("acknowledged twice", e.acknowledged_twice);
+    }
+    if let Some(sse) = &e.sse {
+        row("SSE readers", u64::from(sse.readers));
+        row("SSE seen by every reader", sse.seen_by_every_reader);
+        row(
+            "SSE seen by some readers, not all",
+            sse.seen_by_some_readers,
+        );
+        row("SSE seen by no reader", sse.seen_by_no_reader);
+        row("SSE events not acknowledged", sse.not_acknowledged);
+        if sse.malformed > 0 {
+            row("SSE malformed events", sse.malformed);
+        }
+        if sse.out_of_order > 0 {
+            row("SSE events out of order", sse.out_of_order);
+        }
+        row("SSE readers disconnected (lagged)", sse.disconnected_lagged);
+        row("SSE readers disconnected (error)", sse.disconnected_error);
+    }
+    if let Some(hook) = &e.webhook {
+        row("webhook delivered", hook.delivered);
+        row("webhook not delivered", hook.not_delivered);
+        row("webhook not acknowledged", hook.not_acknowledged);
+        row("webhook repeated deliveries", hook.repeated);
+        if hook.malformed > 0 {
+            row("webhook malformed deliveries", hook.malformed);
+        }
+    }
+    let _ = writeln!(
+        out,
+        "\nevent latency        p50       p90       p99     p99.9       max      mean     count"
+    );
+    let mut latency = |label: &str, p: &Percentiles| {
+        let _ = writeln!(
+            out,
+            "{label:<15}{:>9}{:>10}{:>10}{:>10}{:>10}{:>10}{:>10}",
+            ms(p.p50),
+            ms(p.p90),
+            ms(p.p99),
+            ms(p.p99_9),
+            ms(p.max),
+            ms(p.mean),
+            p.count
+        );
+    };
+    if let Some(sse) = &e.sse {
+        latency("SSE all", &sse.latency_ms);
+        latency("SSE first", &sse.first_reader_latency_ms);
+    }
+    if let Some(hook) = &e.webhook {
+        latency("webhook", &hook.latency_ms);
+    }
+    let _ = writeln!(
+        out,
+        "             (from parsing the answer that acknowledged the crossing to its event \
+         reaching\n              every reader (all), the first reader (first), the webhook \
+         receiver; 0 if the event came first)"
+    );
+    if let Some(hook) = e.webhook.as_ref().filter(|hook| !hook.deleted) {
+        let _ = writeln!(
+            out,
+            "             webhook {} was NOT deleted: delete it by hand",
+            hook.name
+        );
     }
 }
 

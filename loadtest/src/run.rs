@@ -18,6 +18,11 @@
 //! connection keeps the tokens of pending answers that [`crate::kept`] chooses; phase 2 merges
 //! them and validates them, slot `k` taking tokens `k × batch ..`, paced and bounded as phase 1
 //! is. Ctrl-C during phase 1 ends the run: phase 2 does not start.
+//!
+//! With `--sse-readers` or `--webhook` ([`crate::events`]), each connection also reads the
+//! count of every accepted (or validated) answer and notes, when it is one of the petition's
+//! thresholds, the crossing and the instant the answer was parsed; without them the counts are
+//! not looked at.
 
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
@@ -35,6 +40,7 @@ use tokio::sync::Notify;
 
 use crate::cli::{RunArgs, ShapeKind, Target};
 use crate::client::{self, Client};
+use crate::events::{Crossing, Crossings, Events, Thresholds};
 use crate::kept::{KeptSet, KeptToken, KEPT_TOKENS_MAX};
 use crate::ledger::{LedgerSink, LedgerWriter};
 use crate::outcome::{self, Carried, Outcome};
@@ -142,6 +148,9 @@ struct Plan {
     /// Phase 1: tokens kept by all connections (the bound is [`KEPT_TOKENS_MAX`]).
     kept_total: AtomicUsize,
     live: Live,
+    /// `--sse-readers`, `--webhook`: where the threshold crossings answers acknowledge go;
+    /// without them, answers' counts are not even looked at.
+    crossings: Option<Arc<Crossings>>,
 }
 
 enum Slot {
@@ -268,6 +277,12 @@ struct Worker {
     /// A request was sent and its signatures (or validations) are not settled yet.
     pending: bool,
     outcomes: Vec<Outcome>,
+    /// With `plan.crossings`: the petition's count each answer in `outcomes` carried (0 if
+    /// none).
+    answer_counts: Vec<u64>,
+    /// Threshold crossings acknowledged since the last flush, with the instant their answer was
+    /// parsed.
+    crossings: Vec<(Crossing, Instant)>,
     response_body: Vec<u8>,
     /// The request being sent, head and body, rebuilt in place each time.
     request: Vec<u8>,
@@ -292,6 +307,8 @@ impl Worker {
             kept: KeptSet::default(),
             pending: false,
             outcomes: Vec::new(),
+            answer_counts: Vec::new(),
+            crossings: Vec::new(),
             response_body: Vec::with_capacity(1024),
             request: Vec::with_capacity(512),
             common_headers: common_headers(plan),
@@ -429,12 +446,23 @@ impl Worker {
             }
             return;
         }
+        // The instant this answer was parsed, taken at its first crossing.
+        let mut parsed_at = None;
         for (i, signature) in self.in_flight.iter().enumerate() {
             let outcome = match &all {
                 Some(outcome) => outcome,
                 None => &self.outcomes[i],
             };
             self.recent.counts.add(outcome);
+            if let (Some(crossings), None, Outcome::Accepted) = (&plan.crossings, &all, outcome) {
+                note_crossing(
+                    crossings.thresholds(),
+                    &mut self.crossings,
+                    &mut parsed_at,
+                    signature.petition,
+                    self.answer_counts.get(i).copied(),
+                );
+            }
             if signature.resend {
                 self.recent.counts.resends += 1;
             } else if matches!(
@@ -491,12 +519,22 @@ impl Worker {
 
     /// Phase 2's [`Worker::settle`]: one outcome per token in `validating`.
     fn settle_validations(&mut self, plan: &Plan, tokens: &[KeptToken], all: Option<Outcome>) {
+        let mut parsed_at = None;
         for (i, kept) in tokens[self.validating.clone()].iter().enumerate() {
             let outcome = match &all {
                 Some(outcome) => outcome,
                 None => &self.outcomes[i],
             };
             self.recent.counts.add(outcome);
+            if let (Some(crossings), None, Outcome::Validated) = (&plan.crossings, &all, outcome) {
+                note_crossing(
+                    crossings.thresholds(),
+                    &mut self.crossings,
+                    &mut parsed_at,
+                    kept.petition,
+                    self.answer_counts.get(i).copied(),
+                );
+            }
             if let Some(ledger) = &mut self.ledger {
                 self.text.clear();
                 shape::write_email(&mut self.text, plan.seed, kept.connection(), kept.number());
@@ -516,6 +554,9 @@ impl Worker {
     async fn maybe_flush(&mut self, plan: &Plan, now: Instant) {
         if now.duration_since(self.last_flush) >= FLUSH_INTERVAL {
             plan.live.absorb(&mut self.recent);
+            if let Some(crossings) = &plan.crossings {
+                crossings.absorb(&mut self.crossings);
+            }
             self.last_flush = now;
         }
         if let Some(ledger) = &mut self.ledger {
@@ -589,6 +630,10 @@ impl Worker {
 
     fn classify(&mut self, plan: &Plan, status: StatusCode, body: &[u8]) {
         let validating = matches!(plan.phase, Phase::Validate { .. });
+        if plan.crossings.is_some() {
+            self.classify_counted(plan, status, body, validating);
+            return;
+        }
         match plan.endpoint {
             Endpoint::Get => {
                 self.outcomes.clear();
@@ -624,6 +669,56 @@ impl Worker {
                 );
             }
         }
+    }
+
+    /// [`Worker::classify`] that also keeps each answer's count, for the crossings.
+    fn classify_counted(&mut self, plan: &Plan, status: StatusCode, body: &[u8], validating: bool) {
+        self.outcomes.clear();
+        self.answer_counts.clear();
+        let (lines, carried) = if validating {
+            (self.validating.len(), Carried::Validations)
+        } else {
+            (self.in_flight.len(), Carried::Signatures)
+        };
+        let (outcome, count) = match plan.endpoint {
+            Endpoint::Batch(_) => {
+                outcome::classify_batch_counted(
+                    status,
+                    body,
+                    lines,
+                    carried,
+                    &mut self.outcomes,
+                    &mut self.answer_counts,
+                );
+                return;
+            }
+            Endpoint::Single if validating => outcome::classify_validation_counted(status, body),
+            Endpoint::Single => outcome::classify_single_counted(status, body),
+            Endpoint::Get => (outcome::classify_get(status, body), 0),
+        };
+        self.outcomes.push(outcome);
+        self.answer_counts.push(count);
+    }
+}
+
+/// Notes a crossing when an acknowledged `count` of `petition` is one of its thresholds, with
+/// the instant the answer was parsed (taken once per answer, at its first crossing).
+fn note_crossing(
+    thresholds: &Thresholds,
+    crossings: &mut Vec<(Crossing, Instant)>,
+    parsed_at: &mut Option<Instant>,
+    petition: u32,
+    count: Option<u64>,
+) {
+    if let Some(threshold) = count.filter(|&count| thresholds.contains(count)) {
+        let at = *parsed_at.get_or_insert_with(Instant::now);
+        crossings.push((
+            Crossing {
+                petition,
+                threshold,
+            },
+            at,
+        ));
     }
 }
 
@@ -702,6 +797,9 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) -
         }
     }
     plan.live.absorb(&mut worker.recent);
+    if let Some(crossings) = &plan.crossings {
+        crossings.absorb(&mut worker.crossings);
+    }
     if let Some(ledger) = &mut worker.ledger {
         ledger.flush().await;
     }
@@ -755,8 +853,9 @@ fn spawn_load_thread(
     Ok(receiver)
 }
 
-/// Registers petitions `0..count` with `PUT /v1/petitions/{id}` and body `{}`, or
-/// `{"validation":"email"}` with `--validate-share`.
+/// Registers petitions `0..count` with `PUT /v1/petitions/{id}` and body `{}`, with
+/// `"validation":"email"` for `--validate-share` and `"thresholds":[K, 2K, ..., 32K]` for
+/// `--threshold-step K`.
 async fn register(args: &RunArgs, seed: u64) -> Result<()> {
     let key = args
         .admin_key
@@ -764,6 +863,14 @@ async fn register(args: &RunArgs, seed: u64) -> Result<()> {
         .or(args.api_key.as_deref())
         .context("registering petitions needs --admin-key or --api-key")?;
     let auth = client::bearer(key)?;
+    let mut spec = serde_json::Map::new();
+    if args.validate_share.is_some() {
+        spec.insert("validation".to_owned(), "email".into());
+    }
+    if let Some(step) = args.threshold_step {
+        spec.insert("thresholds".to_owned(), Thresholds::of_step(step).into());
+    }
+    let body = Bytes::from(serde_json::to_vec(&spec).context("encoding a petition")?);
     let next = Arc::new(AtomicU32::new(0));
     let mut tasks = tokio::task::JoinSet::new();
     for _ in 0..args.connections.min(REGISTER_CONNECTIONS_MAX) {
@@ -771,11 +878,7 @@ async fn register(args: &RunArgs, seed: u64) -> Result<()> {
         let auth = auth.clone();
         let mut client = Client::new(&args.target, args.timeout);
         let count = args.petitions;
-        let body = Bytes::from_static(if args.validate_share.is_some() {
-            br#"{"validation":"email"}"#
-        } else {
-            b"{}"
-        });
+        let body = body.clone();
         tasks.spawn(async move {
             loop {
                 let index = next.fetch_add(1, Ordering::Relaxed);
@@ -938,6 +1041,10 @@ async fn run_phase(
 /// drives the connections for the duration, waits for the answers still outstanding, with
 /// `--validate-share` validates the tokens kept the same way, and returns the report. The
 /// ledger, if asked for, is complete and synced when this returns.
+///
+/// With `--sse-readers` or `--webhook`, the readers are connected and the webhook registered
+/// after the petitions and before the load; after it, the report waits for the last events
+/// ([`Events::finish`]), and the webhook is deleted whether the load succeeded or not.
 pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report> {
     let endpoint = if args.get {
         Endpoint::Get
@@ -950,6 +1057,30 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
     if endpoint != Endpoint::Get && !args.no_register {
         register(args, seed).await?;
     }
+    let events = Events::start(args, seed).await?;
+    let crossings = events.as_ref().map(Events::crossings);
+    let result = run_load(args, seed, progress, endpoint, crossings).await;
+    match (result, events) {
+        (Ok(mut report), Some(events)) => {
+            report.events = Some(events.finish().await);
+            Ok(report)
+        }
+        (Err(error), Some(events)) => {
+            events.abandon().await;
+            Err(error)
+        }
+        (result, None) => result,
+    }
+}
+
+/// The load of [`execute`]: both phases, the ledger, and the report without its events.
+async fn run_load(
+    args: &RunArgs,
+    seed: u64,
+    progress: bool,
+    endpoint: Endpoint,
+    crossings: Option<Arc<Crossings>>,
+) -> Result<Report> {
     let auth = match &args.api_key {
         Some(key) if endpoint != Endpoint::Get => Some(client::bearer(key)?),
         _ => None,
@@ -995,6 +1126,7 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
         stop: Arc::clone(&stop),
         kept_total: AtomicUsize::new(0),
         live: Live::default(),
+        crossings: crossings.clone(),
     };
 
     // Ctrl-C ends the run early but still waits for the answers outstanding, so the ledger

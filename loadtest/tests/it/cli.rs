@@ -127,6 +127,54 @@ fn bad_validate_shares_are_refused_with_a_reason() {
 }
 
 #[test]
+fn bad_event_flags_are_refused_with_a_reason() {
+    let t = "http://127.0.0.1:9";
+    let run = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["run", "--target", "http://127.0.0.1:9", "--api-key", "k"];
+        args.extend_from_slice(extra);
+        args
+    };
+    check(
+        &run(&["--sse-readers", "20001"]),
+        2,
+        "20001 is not in 0..=20000",
+    );
+    check(&run(&["--sse-readers=-1"]), 2, "--sse-readers");
+    check(&run(&["--threshold-step", "0"]), 2, "must be at least 1");
+    check(
+        &run(&["--threshold-step", "576460752303423488"]),
+        2,
+        "32 times it must fit in 64 bits",
+    );
+    check(
+        &run(&["--threshold-step", "1k"]),
+        2,
+        "is not a whole number of signatures",
+    );
+    for flag in [
+        &["--sse-readers", "1"][..],
+        &["--webhook"],
+        &["--threshold-step", "10"],
+    ] {
+        let mut args = vec!["run", "--target", t, "--get"];
+        args.extend_from_slice(flag);
+        check(&args, 2, "cannot be used with");
+    }
+    // The help says what they are for.
+    let help = loadtest(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "--threshold-step <K>",
+        "--sse-readers <N>",
+        "/v1/events/stream",
+        "--webhook",
+        "--webhook-allow-networks 127.0.0.0/8",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in {help}");
+    }
+}
+
+#[test]
 fn operating_errors_exit_1_with_a_reason() {
     let dir = crate::scratch("cli");
     let missing = dir.join("missing.tsv");

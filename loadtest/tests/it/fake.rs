@@ -4,6 +4,12 @@
 //! `"validation":"email"`, the signers pending with their token; one map from token to signer
 //! for `POST /v1/validations` and batch lines `{"validate":...}`. Tokens never expire unless
 //! [`Fault::ExpiredTokens`] says they all have.
+//!
+//! Events: a count reaching one of its petition's thresholds (registered, or
+//! [`DEFAULT_THRESHOLDS`]) publishes a `threshold_crossed` event [`EVENT_DELAY`] later, to every
+//! `GET /v1/events/stream` reader (each event written in three chunks cut mid-line, every other
+//! one with CRLF line ends) and as a `POST` to every webhook registered with
+//! `PUT /v1/webhooks/{name}`.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -21,6 +27,7 @@ use hyper::{Method, Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
 use tokio::net::TcpListener;
+use tokio::sync::{broadcast, mpsc};
 use tokio::time::Instant;
 
 pub const INGEST_KEY: &str = "ingest-key";
@@ -55,7 +62,19 @@ pub enum Fault {
     /// A server from before the signature lifecycle: `GET /v1/petitions/{id}` carries no
     /// `pending_count` or `invalidated_count`.
     OldServer,
+    /// More than `max` event-stream readers at once are answered 503.
+    SseReadersMax { max: usize },
+    /// The first event-stream reader gets one event, then `event: lagged` and the end.
+    LagFirstReader,
 }
+
+/// A petition's thresholds when its registration names none (the real server's are 10,000 and
+/// 100,000; these are crossed within a short test).
+pub const DEFAULT_THRESHOLDS: [u64; 2] = [25, 50];
+
+/// How long after a crossing its event is published, as a server that publishes after its
+/// commit would: the acknowledgement usually comes first.
+pub const EVENT_DELAY: Duration = Duration::from_millis(20);
 
 /// What the fake says a token expires at, and what it says once they have all expired.
 pub const EXPIRES_LATER: &str = "2999-01-01T00:00:00Z";
@@ -70,6 +89,8 @@ struct Petition {
     /// Email validation: signers pending, with their token and resubmissions so far.
     pending: HashMap<String, (String, u32)>,
     count: u64,
+    /// Registered thresholds, or [`DEFAULT_THRESHOLDS`].
+    thresholds: Vec<u64>,
 }
 
 #[derive(Default)]
@@ -89,6 +110,19 @@ struct State {
     pendings: AtomicU64,
     requests: AtomicU64,
     stall_until: Mutex<Option<Instant>>,
+    /// Event ids handed out so far.
+    events_published: AtomicU64,
+    /// Events to publish, in order, each when it is due.
+    to_publish: mpsc::UnboundedSender<(Instant, u64, Value)>,
+    /// The text of each event, to every stream reader.
+    events: broadcast::Sender<(u64, String)>,
+    /// Event-stream readers: connected now, and ever.
+    readers: AtomicU64,
+    readers_opened: AtomicU64,
+    /// Webhooks: name → URL.
+    webhooks: Mutex<HashMap<String, String>>,
+    /// The status each webhook delivery was answered with (0: not answered).
+    delivery_statuses: Mutex<Vec<u16>>,
 }
 
 /// A pending signer signing again gets its token back this many times; then 429.
@@ -103,6 +137,7 @@ impl FakeServer {
     pub async fn start(fault: Fault) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
+        let (to_publish, publishing) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             fault,
             model: Mutex::new(Model::default()),
@@ -111,7 +146,15 @@ impl FakeServer {
             pendings: AtomicU64::new(0),
             requests: AtomicU64::new(0),
             stall_until: Mutex::new(None),
+            events_published: AtomicU64::new(0),
+            to_publish,
+            events: broadcast::channel(4096).0,
+            readers: AtomicU64::new(0),
+            readers_opened: AtomicU64::new(0),
+            webhooks: Mutex::new(HashMap::new()),
+            delivery_statuses: Mutex::new(Vec::new()),
         });
+        tokio::spawn(publisher(Arc::clone(&state), publishing));
         let shared = Arc::clone(&state);
         tokio::spawn(async move {
             loop {
@@ -120,9 +163,16 @@ impl FakeServer {
                 };
                 let state = Arc::clone(&shared);
                 tokio::spawn(async move {
-                    let service = service_fn(move |request| {
+                    let service = service_fn(move |request: Request<Incoming>| {
                         let state = Arc::clone(&state);
-                        async move { Ok::<_, Infallible>(handle(&state, request).await) }
+                        async move {
+                            if request.method() == Method::GET
+                                && request.uri().path() == "/v1/events/stream"
+                            {
+                                return Ok::<_, Infallible>(stream_events(&state));
+                            }
+                            Ok(handle(&state, request).await.map(FakeBody::Full))
+                        }
                     });
                     let _ = http1::Builder::new()
                         .serve_connection(TokioIo::new(stream), service)
@@ -183,6 +233,174 @@ impl FakeServer {
         let model = self.state.model.lock().unwrap();
         model.petitions.values().map(|p| p.pending.len()).sum()
     }
+
+    /// A petition's thresholds its count has reached.
+    pub fn crossed(&self, petition: &str) -> usize {
+        let model = self.state.model.lock().unwrap();
+        model.petitions.get(petition).map_or(0, |p| {
+            p.thresholds.iter().filter(|&&t| t <= p.count).count()
+        })
+    }
+
+    /// Event-stream readers ever connected.
+    pub fn readers_opened(&self) -> u64 {
+        self.state.readers_opened.load(Ordering::SeqCst)
+    }
+
+    /// Names of the webhooks registered now.
+    pub fn webhooks(&self) -> Vec<String> {
+        self.state
+            .webhooks
+            .lock()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect()
+    }
+
+    /// The status each webhook delivery was answered with.
+    pub fn delivery_statuses(&self) -> Vec<u16> {
+        self.state.delivery_statuses.lock().unwrap().clone()
+    }
+}
+
+/// The body of any answer: whole, or an event stream fed by a task.
+pub enum FakeBody {
+    Full(Full<Bytes>),
+    Stream(mpsc::Receiver<Bytes>),
+}
+
+impl hyper::body::Body for FakeBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Result<hyper::body::Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            FakeBody::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
+            FakeBody::Stream(chunks) => chunks
+                .poll_recv(cx)
+                .map(|chunk| chunk.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
+        }
+    }
+}
+
+/// Publishes the crossing of `threshold` by `petition`, [`EVENT_DELAY`] from now. Called with
+/// the model locked, so events are numbered in the order of the counts.
+fn publish(state: &State, petition: &str, threshold: u64) {
+    let seq = state.events_published.fetch_add(1, Ordering::SeqCst) + 1;
+    let data = json!({"seq": seq, "type": "threshold_crossed", "petition": petition,
+                      "at": "2026-11-30T07:00:00.123Z", "threshold": threshold});
+    let _ = state
+        .to_publish
+        .send((Instant::now() + EVENT_DELAY, seq, data));
+}
+
+/// Sends each event, in order, when it is due: to the stream readers, and to each webhook.
+async fn publisher(
+    state: Arc<State>,
+    mut publishing: mpsc::UnboundedReceiver<(Instant, u64, Value)>,
+) {
+    while let Some((due, seq, data)) = publishing.recv().await {
+        tokio::time::sleep_until(due).await;
+        let end = if seq % 2 == 0 { "\n" } else { "\r\n" };
+        let text = format!("id: {seq}{end}event: threshold_crossed{end}data: {data}{end}{end}");
+        let _ = state.events.send((seq, text));
+        let body = json!({"type": "threshold_crossed", "timestamp": "2026-11-30T07:00:00Z",
+                          "data": data})
+        .to_string();
+        let webhooks: Vec<String> = state.webhooks.lock().unwrap().values().cloned().collect();
+        for url in webhooks {
+            let state = Arc::clone(&state);
+            let body = body.clone();
+            tokio::spawn(async move {
+                let status = post_delivery(&url, seq, body).await;
+                state.delivery_statuses.lock().unwrap().push(status);
+            });
+        }
+    }
+}
+
+/// Posts one webhook delivery; the status it was answered with, 0 if none.
+async fn post_delivery(url: &str, seq: u64, body: String) -> u16 {
+    let uri: hyper::Uri = url.parse().unwrap();
+    let Ok(stream) = tokio::net::TcpStream::connect(uri.authority().unwrap().as_str()).await else {
+        return 0;
+    };
+    let Ok((mut sender, connection)) =
+        hyper::client::conn::http1::handshake(TokioIo::new(stream)).await
+    else {
+        return 0;
+    };
+    tokio::spawn(connection);
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri(uri.path())
+        .header(hyper::header::HOST, uri.authority().unwrap().as_str())
+        .header(hyper::header::CONTENT_TYPE, "application/json")
+        .header("webhook-id", format!("msg_{seq}"))
+        .header("webhook-timestamp", "1796022000")
+        .header("webhook-signature", "v1,ZmFrZSBzaWduYXR1cmU=")
+        .body(Full::new(Bytes::from(body)))
+        .unwrap();
+    match sender.send_request(request).await {
+        Ok(response) => response.status().as_u16(),
+        Err(_) => 0,
+    }
+}
+
+/// Cuts an event's text in three, mid-line, so that readers must join lines across chunks.
+fn cut_in_three(text: &str) -> Vec<Bytes> {
+    let bytes = Bytes::copy_from_slice(text.as_bytes());
+    let (a, b) = (5, text.len() / 2);
+    let c = text.len() - 1;
+    vec![
+        bytes.slice(..a),
+        bytes.slice(a..b),
+        bytes.slice(b..c),
+        bytes.slice(c..),
+    ]
+}
+
+/// `GET /v1/events/stream`: 503 past [`Fault::SseReadersMax`]; otherwise a heartbeat, then
+/// every event published from now on, each in pieces.
+fn stream_events(state: &Arc<State>) -> Response<FakeBody> {
+    let connected = state.readers.fetch_add(1, Ordering::SeqCst) + 1;
+    if let Fault::SseReadersMax { max } = state.fault {
+        if connected > max as u64 {
+            state.readers.fetch_sub(1, Ordering::SeqCst);
+            return error(StatusCode::SERVICE_UNAVAILABLE, "too_many_readers").map(FakeBody::Full);
+        }
+    }
+    let opened = state.readers_opened.fetch_add(1, Ordering::SeqCst) + 1;
+    let lags = matches!(state.fault, Fault::LagFirstReader) && opened == 1;
+    let mut events = state.events.subscribe();
+    let (chunks, body) = mpsc::channel(64);
+    let state = Arc::clone(state);
+    tokio::spawn(async move {
+        let _ = chunks.send(Bytes::from_static(b": heartbeat\n\n")).await;
+        'stream: while let Ok((seq, text)) = events.recv().await {
+            for piece in cut_in_three(&text) {
+                if chunks.send(piece).await.is_err() {
+                    break 'stream;
+                }
+            }
+            if lags {
+                let lagged = format!("event: lagged\ndata: {{\"resume_after\":{seq}}}\n\n");
+                let _ = chunks.send(Bytes::from(lagged)).await;
+                break;
+            }
+        }
+        state.readers.fetch_sub(1, Ordering::SeqCst);
+    });
+    let mut response = Response::new(FakeBody::Stream(body));
+    response.headers_mut().insert(
+        hyper::header::CONTENT_TYPE,
+        "text/event-stream".parse().unwrap(),
+    );
+    response
 }
 
 /// The token of the `n`th pending signer: 72 lowercase hex digits, all different.
@@ -303,6 +521,9 @@ fn sign(
     }
     entry.signers.insert(signer);
     entry.count += 1;
+    if entry.thresholds.contains(&entry.count) {
+        publish(state, petition, entry.count);
+    }
     Ok(Signed::Accepted(entry.count))
 }
 
@@ -340,6 +561,9 @@ fn validate(state: &State, token: &str) -> Result<(bool, u64), (StatusCode, &'st
     entry.pending.remove(signer);
     entry.signers.insert(signer.clone());
     entry.count += 1;
+    if entry.thresholds.contains(&entry.count) {
+        publish(state, petition, entry.count);
+    }
     Ok((false, entry.count))
 }
 
@@ -407,7 +631,8 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                     reply(
                         StatusCode::OK,
                         json!({"id": id, "count": p.count, "pending_count": pending,
-                               "invalidated_count": 0, "state": "open"}),
+                               "invalidated_count": 0, "state": "open",
+                               "thresholds": p.thresholds}),
                     )
                 }
                 None => error(StatusCode::NOT_FOUND, "unknown_petition"),
@@ -417,20 +642,26 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             None => error(StatusCode::UNAUTHORIZED, "unauthorized"),
             Some(Role::Ingest) => error(StatusCode::FORBIDDEN, "forbidden"),
             Some(Role::Admin) => {
-                let email_validation = match serde_json::from_slice::<Value>(&body) {
-                    Ok(spec) => match spec.get("validation").and_then(Value::as_str) {
-                        None | Some("none") => false,
-                        Some("email") => true,
-                        Some(_) => {
-                            return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_petition")
-                        }
+                let Ok(spec) = serde_json::from_slice::<Value>(&body) else {
+                    return error(StatusCode::BAD_REQUEST, "bad_request");
+                };
+                let email_validation = match spec.get("validation").and_then(Value::as_str) {
+                    None | Some("none") => false,
+                    Some("email") => true,
+                    Some(_) => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_petition"),
+                };
+                let thresholds = match spec.get("thresholds") {
+                    None => DEFAULT_THRESHOLDS.to_vec(),
+                    Some(list) => match serde_json::from_value::<Vec<u64>>(list.clone()) {
+                        Ok(list) if list.len() <= 32 && !list.contains(&0) => list,
+                        _ => return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_petition"),
                     },
-                    Err(_) => return error(StatusCode::BAD_REQUEST, "bad_request"),
                 };
                 let mut model = state.model.lock().unwrap();
                 let created = !model.petitions.contains_key(*id);
                 let petition = model.petitions.entry((*id).to_owned()).or_default();
                 petition.email_validation = email_validation;
+                petition.thresholds = thresholds;
                 let count = petition.count;
                 let status = if created {
                     StatusCode::CREATED
@@ -512,6 +743,46 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
             );
             response
         }
+        (&Method::PUT, ["v1", "webhooks", name]) => match role {
+            Some(Role::Admin) => {
+                let Some(url) = serde_json::from_slice::<Value>(&body)
+                    .ok()
+                    .and_then(|spec| spec.get("url").and_then(Value::as_str).map(str::to_owned))
+                else {
+                    return error(StatusCode::UNPROCESSABLE_ENTITY, "invalid_webhook");
+                };
+                let created = state
+                    .webhooks
+                    .lock()
+                    .unwrap()
+                    .insert((*name).to_owned(), url.clone())
+                    .is_none();
+                let status = if created {
+                    StatusCode::CREATED
+                } else {
+                    StatusCode::OK
+                };
+                reply(
+                    status,
+                    json!({"name": name, "url": url, "events": ["threshold_crossed"],
+                           "secret": "whsec_ZmFrZSBzZWNyZXQ="}),
+                )
+            }
+            Some(Role::Ingest) => error(StatusCode::FORBIDDEN, "forbidden"),
+            None => error(StatusCode::UNAUTHORIZED, "unauthorized"),
+        },
+        (&Method::DELETE, ["v1", "webhooks", name]) => match role {
+            Some(Role::Admin) => match state.webhooks.lock().unwrap().remove(*name) {
+                Some(_) => {
+                    let mut response = Response::new(Full::new(Bytes::new()));
+                    *response.status_mut() = StatusCode::NO_CONTENT;
+                    response
+                }
+                None => error(StatusCode::NOT_FOUND, "unknown_webhook"),
+            },
+            Some(Role::Ingest) => error(StatusCode::FORBIDDEN, "forbidden"),
+            None => error(StatusCode::UNAUTHORIZED, "unauthorized"),
+        },
         _ => error(StatusCode::NOT_FOUND, "not_found"),
     }
 }

@@ -4,6 +4,7 @@
 
 mod cli;
 mod crash_e2e;
+mod events;
 mod fake;
 mod latency;
 mod ledger;
