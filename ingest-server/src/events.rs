@@ -6,16 +6,35 @@
 //! engine's memory and sends each, rendered as a Server-Sent Events frame, down a
 //! `tokio::sync::broadcast` channel. The channel's ring (`--sse-buffer` events) is the only
 //! buffer readers share; a reader that falls further behind than the ring is told so and
-//! disconnected (see `handlers::events`), so memory stays bounded whatever the readers do.
+//! disconnected, so memory stays bounded whatever the readers do.
+//!
+//! Each reader is a [`Stream`]: the body of its answer, with no task of its own. hyper asks it
+//! for data whenever the reader's socket took what it had; it answers with the backlog (read
+//! from the engine on the blocking pool), then with the frames the hub sent, as many as are
+//! ready in one piece, then heartbeats. A reader's socket that takes nothing means it is not
+//! asked, and the connection's watchdog closes it after `--sse-stall-timeout`.
 
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use engine::{Engine, Event, EventData};
+use parking_lot::Mutex;
 use serde::Serialize;
-use tokio::sync::broadcast;
+use tokio::sync::broadcast::{self, error::RecvError, error::TryRecvError};
+use tokio::task::JoinHandle;
 
 use crate::response::rfc3339;
+use crate::state::State;
+use crate::watchdog::Clock;
+
+/// Events read from the engine per backlog step.
+const BACKLOG_PAGE: usize = 256;
+/// Most bytes one answer to hyper gathers from the ring.
+const GATHER_BYTES_MAX: usize = 64 * 1024;
 
 /// An event ready to send: its sequence and its SSE frame.
 #[derive(Debug, Clone)]
@@ -99,24 +118,49 @@ pub(crate) fn sse_frame(event: &Event) -> Frame {
     }
 }
 
-/// The hub's side: where new frames go.
+/// The hub's side: where new frames go. The sender is dropped when the server stops, which
+/// ends every stream.
 pub(crate) struct Hub {
-    sender: broadcast::Sender<Arc<Frame>>,
+    sender: Mutex<Option<broadcast::Sender<Arc<Frame>>>>,
+    /// A receiver kept only to hand out new ones after the sender is gone (they see the end).
+    ended: Mutex<Option<broadcast::Receiver<Arc<Frame>>>>,
 }
 
 impl Hub {
     /// A hub whose ring holds `buffer` frames.
     pub fn new(buffer: usize) -> Hub {
         let (sender, _) = broadcast::channel(buffer.max(1));
-        Hub { sender }
+        Hub {
+            sender: Mutex::new(Some(sender)),
+            ended: Mutex::new(None),
+        }
     }
 
     pub fn subscribe(&self) -> broadcast::Receiver<Arc<Frame>> {
-        self.sender.subscribe()
+        match &*self.sender.lock() {
+            Some(sender) => sender.subscribe(),
+            None => match &*self.ended.lock() {
+                Some(ended) => ended.resubscribe(),
+                None => broadcast::channel(1).1,
+            },
+        }
     }
 
-    /// Renders and sends every new event, once each, until the engine closes or `stop` is set.
+    /// Renders and sends every new event, once each, until the engine closes or `stop` is set;
+    /// then drops the sender, which ends every stream.
     pub async fn run(&self, engine: Engine, mut stop: tokio::sync::watch::Receiver<bool>) {
+        self.relay(engine, &mut stop).await;
+        if let Some(sender) = self.sender.lock().take() {
+            let receiver = sender.subscribe();
+            drop(sender);
+            *self.ended.lock() = Some(receiver);
+        }
+    }
+
+    async fn relay(&self, engine: Engine, stop: &mut tokio::sync::watch::Receiver<bool>) {
+        let Some(sender) = self.sender.lock().clone() else {
+            return;
+        };
         let mut watch = engine.watch_events();
         let mut sent = *watch.borrow_and_update();
         loop {
@@ -136,11 +180,200 @@ impl Hub {
                 sent = last.seq;
                 for event in &events {
                     // No receiver is not an error: nobody is watching.
-                    let _ = self.sender.send(Arc::new(sse_frame(event)));
+                    let _ = sender.send(Arc::new(sse_frame(event)));
                 }
             }
         }
     }
+}
+
+/// A `recv` on the hub's ring that gives the receiver back with what it received.
+type Recv = Pin<
+    Box<
+        dyn Future<
+                Output = (
+                    Result<Arc<Frame>, RecvError>,
+                    broadcast::Receiver<Arc<Frame>>,
+                ),
+            > + Send,
+    >,
+>;
+
+fn recv(mut receiver: broadcast::Receiver<Arc<Frame>>) -> Recv {
+    Box::pin(async move { (receiver.recv().await, receiver) })
+}
+
+/// Where a stream is.
+enum Phase {
+    /// Reading the events after `after` from the engine.
+    Backlog(JoinHandle<Vec<Event>>),
+    /// Waiting on the hub's ring.
+    Live(Recv),
+    /// Told the reader it fell behind, or the server stops: nothing more.
+    Done,
+}
+
+/// One reader's event stream: the body of its answer (see the module's doc).
+pub(crate) struct Stream {
+    state: Arc<State>,
+    clock: Arc<Clock>,
+    /// The last event sent.
+    after: u64,
+    phase: Phase,
+    /// The hub's receiver, while no `recv` holds it.
+    receiver: Option<broadcast::Receiver<Arc<Frame>>>,
+    heartbeat: tokio::time::Interval,
+}
+
+impl Stream {
+    /// A stream of the events after `after`. The receiver must be subscribed before the
+    /// backlog is read, so that nothing falls between the two.
+    pub fn new(
+        state: Arc<State>,
+        clock: Arc<Clock>,
+        after: u64,
+        receiver: broadcast::Receiver<Arc<Frame>>,
+    ) -> Stream {
+        let mut heartbeat = tokio::time::interval(state.config.sse_heartbeat);
+        heartbeat.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        heartbeat.reset();
+        clock.stream_polled();
+        let phase = Phase::Backlog(backlog(&state, after));
+        Stream {
+            state,
+            clock,
+            after,
+            phase,
+            receiver: Some(receiver),
+            heartbeat,
+        }
+    }
+
+    /// The next data, as hyper's `poll_frame` wants it.
+    pub fn poll_data(&mut self, cx: &mut Context<'_>) -> Poll<Option<Bytes>> {
+        self.clock.stream_polled();
+        loop {
+            match &mut self.phase {
+                Phase::Done => return Poll::Ready(None),
+                Phase::Backlog(reading) => {
+                    let events = match std::task::ready!(Pin::new(reading).poll(cx)) {
+                        Ok(events) => events,
+                        Err(_) => {
+                            self.phase = Phase::Done;
+                            continue;
+                        }
+                    };
+                    let Some(last) = events.last().map(|e| e.seq) else {
+                        let receiver = self.receiver.take();
+                        self.phase = match receiver {
+                            Some(receiver) => Phase::Live(recv(receiver)),
+                            None => Phase::Done,
+                        };
+                        continue;
+                    };
+                    let mut out = BytesMut::new();
+                    for event in &events {
+                        out.extend_from_slice(&sse_frame(event).bytes);
+                    }
+                    self.after = last;
+                    self.phase = Phase::Backlog(backlog(&self.state, last));
+                    self.heartbeat.reset();
+                    return Poll::Ready(Some(out.freeze()));
+                }
+                Phase::Live(receiving) => {
+                    let Poll::Ready((received, mut receiver)) = receiving.as_mut().poll(cx) else {
+                        if self.heartbeat.poll_tick(cx).is_ready() {
+                            return Poll::Ready(Some(Bytes::from_static(b": heartbeat\n\n")));
+                        }
+                        return Poll::Pending;
+                    };
+                    let frame = match received {
+                        Ok(frame) => frame,
+                        Err(RecvError::Lagged(_)) => return Poll::Ready(Some(self.lagged())),
+                        Err(RecvError::Closed) => {
+                            self.phase = Phase::Done;
+                            continue;
+                        }
+                    };
+                    let mut out = BytesMut::new();
+                    let mut next = Some(frame);
+                    let mut gap = false;
+                    while let Some(frame) = next.take() {
+                        if frame.seq > self.after + 1 {
+                            // The ring holds every frame since the subscription, so this is
+                            // not expected; the engine has the events between.
+                            gap = true;
+                            break;
+                        }
+                        if frame.seq == self.after + 1 {
+                            out.extend_from_slice(&frame.bytes);
+                            self.after = frame.seq;
+                        }
+                        if out.len() >= GATHER_BYTES_MAX {
+                            break;
+                        }
+                        match receiver.try_recv() {
+                            Ok(frame) => next = Some(frame),
+                            Err(TryRecvError::Lagged(_)) => {
+                                return Poll::Ready(Some(self.lagged_after(out)));
+                            }
+                            Err(TryRecvError::Empty | TryRecvError::Closed) => {}
+                        }
+                    }
+                    if gap {
+                        self.receiver = Some(receiver);
+                        self.phase = Phase::Backlog(backlog(&self.state, self.after));
+                    } else {
+                        self.phase = Phase::Live(recv(receiver));
+                    }
+                    if out.is_empty() {
+                        continue;
+                    }
+                    self.heartbeat.reset();
+                    return Poll::Ready(Some(out.freeze()));
+                }
+            }
+        }
+    }
+
+    /// The final `lagged` event: where the reader resumes.
+    fn lagged(&mut self) -> Bytes {
+        self.lagged_after(BytesMut::new())
+    }
+
+    fn lagged_after(&mut self, mut out: BytesMut) -> Bytes {
+        self.state
+            .metrics
+            .stream_lagged
+            .fetch_add(1, Ordering::Relaxed);
+        self.phase = Phase::Done;
+        out.extend_from_slice(
+            format!(
+                "event: lagged\ndata: {{\"resume_after\":{}}}\n\n",
+                self.after
+            )
+            .as_bytes(),
+        );
+        out.freeze()
+    }
+}
+
+impl Drop for Stream {
+    fn drop(&mut self) {
+        self.clock.stream_ended();
+        self.clock.request_done();
+        self.state
+            .metrics
+            .stream_readers
+            .fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Reads the engine's events after `after` on the blocking pool (older ones come from the
+/// store).
+fn backlog(state: &State, after: u64) -> JoinHandle<Vec<Event>> {
+    let engine = state.engine.clone();
+    tokio::task::spawn_blocking(move || engine.events_after(after, BACKLOG_PAGE))
 }
 
 #[cfg(test)]

@@ -243,6 +243,15 @@ fn main() -> ExitCode {
         )
         .init();
     let args = Args::parse();
+    if args.sse_stall_timeout <= args.sse_heartbeat {
+        // A healthy idle stream is asked for data once a heartbeat: a stall timeout no longer
+        // than that would close it.
+        clap::Error::raw(
+            clap::error::ErrorKind::ArgumentConflict,
+            "--sse-stall-timeout must be longer than --sse-heartbeat\n",
+        )
+        .exit();
+    }
     match run(args) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {

@@ -104,7 +104,7 @@ pub(crate) fn rfc3339(ms: u64) -> String {
 /// A body as the service sends it: whole (every route but one) or streamed (the event stream).
 pub(crate) enum Reply {
     Full(Full<Bytes>),
-    Stream(SseBody),
+    Stream(crate::events::Stream),
 }
 
 impl hyper::body::Body for Reply {
@@ -118,9 +118,8 @@ impl hyper::body::Body for Reply {
         match self.get_mut() {
             Reply::Full(full) => std::pin::Pin::new(full).poll_frame(cx),
             Reply::Stream(stream) => stream
-                .frames
-                .poll_recv(cx)
-                .map(|frame| frame.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
+                .poll_data(cx)
+                .map(|data| data.map(|bytes| Ok(hyper::body::Frame::data(bytes)))),
         }
     }
 
@@ -136,33 +135,5 @@ impl hyper::body::Body for Reply {
             Reply::Full(full) => full.size_hint(),
             Reply::Stream(_) => hyper::body::SizeHint::default(),
         }
-    }
-}
-
-/// A streamed body: the frames a reader's task queues. While it lives, its connection counts
-/// as serving a request, so the idle watchdog leaves it open.
-pub(crate) struct SseBody {
-    frames: tokio::sync::mpsc::Receiver<Bytes>,
-    _serving: Serving,
-}
-
-impl SseBody {
-    pub fn new(
-        frames: tokio::sync::mpsc::Receiver<Bytes>,
-        clock: std::sync::Arc<crate::watchdog::Clock>,
-    ) -> SseBody {
-        SseBody {
-            frames,
-            _serving: Serving(clock),
-        }
-    }
-}
-
-/// Marks the request answered on the connection's clock once the stream is dropped.
-struct Serving(std::sync::Arc<crate::watchdog::Clock>);
-
-impl Drop for Serving {
-    fn drop(&mut self) {
-        self.0.request_done();
     }
 }

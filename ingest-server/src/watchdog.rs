@@ -34,6 +34,9 @@ pub(crate) struct Clock {
     in_service: AtomicU64,
     /// The last time a request was answered.
     idle_since: AtomicU64,
+    /// While an event stream is being answered, the last time hyper asked it for data (it
+    /// asks whenever the socket took what it had), else [`NONE`].
+    stream_polled_at: AtomicU64,
 }
 
 /// Why a connection is closed.
@@ -41,6 +44,8 @@ pub(crate) struct Clock {
 pub(crate) enum Expired {
     Headers,
     Idle,
+    /// An event stream whose socket took nothing for the stall timeout.
+    Stalled,
 }
 
 impl Clock {
@@ -51,6 +56,7 @@ impl Clock {
             headers_since: AtomicU64::new(0),
             in_service: AtomicU64::new(0),
             idle_since: AtomicU64::new(0),
+            stream_polled_at: AtomicU64::new(NONE),
         })
     }
 
@@ -79,9 +85,25 @@ impl Clock {
         self.in_service.fetch_sub(1, Ordering::Relaxed);
     }
 
-    /// Whether the connection has overstayed.
-    pub fn expired(&self, headers: Duration, idle: Duration) -> Option<Expired> {
+    /// The event stream being answered was asked for data: its socket is taking what it sends.
+    pub fn stream_polled(&self) {
+        self.stream_polled_at
+            .store(self.now_ms(), Ordering::Relaxed);
+    }
+
+    /// The event stream ended.
+    pub fn stream_ended(&self) {
+        self.stream_polled_at.store(NONE, Ordering::Relaxed);
+    }
+
+    /// Whether the connection has overstayed. A stream is polled at least once a heartbeat
+    /// while its socket takes data, so `stall` must be longer than the heartbeat.
+    pub fn expired(&self, headers: Duration, idle: Duration, stall: Duration) -> Option<Expired> {
         let now = self.now_ms();
+        let polled = self.stream_polled_at.load(Ordering::Relaxed);
+        if polled != NONE && now.saturating_sub(polled) > stall.as_millis() as u64 {
+            return Some(Expired::Stalled);
+        }
         let since = self.headers_since.load(Ordering::Relaxed);
         if since != NONE && now.saturating_sub(since) > headers.as_millis() as u64 {
             return Some(Expired::Headers);
@@ -200,31 +222,51 @@ mod tests {
         let clock = Clock::new();
         let short = Duration::from_millis(0);
         let long = Duration::from_secs(3600);
-        assert_eq!(clock.expired(long, long), None);
+        assert_eq!(clock.expired(long, long, long), None);
         std::thread::sleep(Duration::from_millis(3));
         assert_eq!(
-            clock.expired(short, long),
+            clock.expired(short, long, long),
             Some(Expired::Headers),
             "a connection that sends nothing is on the header clock from its accept"
         );
-        assert_eq!(clock.expired(long, short), None, "not idle: no request yet");
+        assert_eq!(
+            clock.expired(long, short, long),
+            None,
+            "not idle: no request yet"
+        );
         clock.bytes_read();
         std::thread::sleep(Duration::from_millis(3));
-        assert_eq!(clock.expired(short, long), Some(Expired::Headers));
+        assert_eq!(clock.expired(short, long, long), Some(Expired::Headers));
         clock.request_started();
         clock.bytes_read(); // body bytes do not start new headers
         assert_eq!(
-            clock.expired(short, short),
+            clock.expired(short, short, long),
             None,
             "a request in service never expires"
         );
         clock.request_done();
-        assert_eq!(clock.expired(short, long), None);
+        assert_eq!(clock.expired(short, long, long), None);
         std::thread::sleep(Duration::from_millis(3));
-        assert_eq!(clock.expired(long, short), Some(Expired::Idle));
+        assert_eq!(clock.expired(long, short, long), Some(Expired::Idle));
         assert_eq!(
             Clock::period(Duration::from_secs(10), Duration::from_secs(60)),
             Duration::from_secs(1)
         );
+    }
+
+    #[test]
+    fn a_stream_not_polled_for_the_stall_timeout_is_stalled() {
+        let clock = Clock::new();
+        let (short, long) = (Duration::from_millis(0), Duration::from_secs(3600));
+        clock.request_started();
+        clock.stream_polled();
+        assert_eq!(clock.expired(long, long, long), None);
+        std::thread::sleep(Duration::from_millis(3));
+        assert_eq!(clock.expired(long, long, short), Some(Expired::Stalled));
+        clock.stream_polled();
+        assert_eq!(clock.expired(long, long, long), None, "polled again");
+        clock.stream_ended();
+        std::thread::sleep(Duration::from_millis(3));
+        assert_eq!(clock.expired(long, long, short), None, "no stream");
     }
 }

@@ -625,7 +625,47 @@ pub struct Webhook {
     auth: HeaderValue,
     client: Client,
     board: Arc<HookBoard>,
-    server: AbortOnDrop,
+    server: Receiver,
+}
+
+/// The receiver's own thread, with a runtime of its own: a delivery is answered at once, not
+/// after the tasks of a thousand stream readers that the same event woke. Dropping it stops the
+/// receiver.
+struct Receiver {
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+}
+
+impl Drop for Receiver {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+}
+
+impl Receiver {
+    fn start(listener: std::net::TcpListener, board: Arc<HookBoard>) -> Result<Receiver> {
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .context("the webhook receiver's runtime")?;
+        std::thread::Builder::new()
+            .name("webhook-receiver".into())
+            .spawn(move || {
+                runtime.block_on(async move {
+                    let Ok(listener) = TcpListener::from_std(listener) else {
+                        return;
+                    };
+                    tokio::select! {
+                        () = receive(listener, board) => {}
+                        _ = stopped => {}
+                    }
+                });
+            })
+            .context("starting the webhook receiver's thread")?;
+        Ok(Receiver { stop: Some(stop) })
+    }
 }
 
 impl Webhook {
@@ -645,9 +685,11 @@ impl Webhook {
                 target.addr.ip()
             );
         }
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
-            .await
+        let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0))
             .context("binding the webhook receiver on 127.0.0.1")?;
+        listener
+            .set_nonblocking(true)
+            .context("the webhook receiver's socket")?;
         let port = listener
             .local_addr()
             .context("the webhook receiver's address")?
@@ -657,7 +699,7 @@ impl Webhook {
             receipts: Mutex::new(HashMap::new()),
             malformed: AtomicU64::new(0),
         });
-        let server = AbortOnDrop(tokio::spawn(receive(listener, Arc::clone(&board))));
+        let server = Receiver::start(listener, Arc::clone(&board))?;
         let name = format!("loadtest-{seed}");
         let path = format!("/v1/webhooks/{name}");
         let url = format!("http://127.0.0.1:{port}/hook");

@@ -267,8 +267,12 @@ impl Writer {
 
     /// Handles a control job; returns the reply channel if it was `Shutdown`.
     fn control(&mut self, job: Job) -> Option<ShutdownReply> {
-        // Control jobs see the store and memory with every earlier batch finished.
-        self.drain_syncer();
+        // Control jobs see the store and memory with every earlier batch finished; a webhook's
+        // cursor depends on no batch, and waiting for the syncer would put a sync's latency on
+        // every webhook delivery.
+        if !matches!(job, Job::Webhook(WebhookChange::Cursor(..), _)) {
+            self.drain_syncer();
+        }
         match job {
             Job::Sign(_) => unreachable!("sign jobs are batched by the caller"),
             Job::Petitions(petitions, events, reply) => {

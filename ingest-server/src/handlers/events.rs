@@ -4,32 +4,25 @@
 //! A stream reader gets the events after its `Last-Event-ID` (or `?after=`; without either,
 //! only new events), first the backlog from the engine, then the hub's frames, skipping what it
 //! sent already: it subscribes to the hub before it reads the backlog, so nothing falls between
-//! the two. Each reader holds at most [`READER_FRAMES`] frames of its own; the ring the hub
-//! shares is bounded too. A reader further behind than the ring gets a final `lagged` event
-//! naming where to resume, and its stream ends. A reader whose socket accepts nothing for
-//! `--sse-stall-timeout` is dropped. Heartbeats (`: heartbeat` comments) keep idle streams
-//! and the proxies in front of them alive.
+//! the two (`events::Stream`). A reader holds nothing of its own but its place in the hub's
+//! ring, which is bounded; one further behind than the ring gets a final `lagged` event naming
+//! where to resume, and its stream ends. A reader whose socket takes nothing for
+//! `--sse-stall-timeout` is closed by its connection's watchdog. Heartbeats (`: heartbeat`
+//! comments) keep idle streams and the proxies in front of them alive.
 
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
-use bytes::Bytes;
 use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::StatusCode;
 use serde::Serialize;
-use tokio::sync::{broadcast, mpsc};
 
 use super::blocking;
-use crate::events::{self, EventJson, Frame};
+use crate::events::{EventJson, Stream};
 use crate::request::query_pairs;
-use crate::response::{bad_parameter, error, json, retry_later, Reply, Response, SseBody};
+use crate::response::{bad_parameter, error, json, retry_later, Reply, Response};
 use crate::state::State;
 use crate::watchdog::Clock;
-
-/// Frames one reader may have queued between its task and its socket.
-const READER_FRAMES: usize = 64;
-/// Events read from the engine per backlog step.
-const BACKLOG_PAGE: usize = 256;
 
 /// `GET /v1/events?after=SEQ&limit=N`: up to `limit` events after `after`, oldest first.
 pub(crate) async fn list(state: &State, query: Option<&str>) -> Response {
@@ -135,9 +128,8 @@ pub(crate) fn stream(
     // Subscribe before the backlog is read: what is published meanwhile is in the ring.
     let live = state.hub.subscribe();
     let after = after.unwrap_or_else(|| state.engine.last_event_seq());
-    let (sender, receiver) = mpsc::channel(READER_FRAMES);
-    tokio::spawn(pump(Arc::clone(state), after, sender, live));
-    let mut response = hyper::Response::new(Reply::Stream(SseBody::new(receiver, clock.clone())));
+    let stream = Stream::new(Arc::clone(state), Arc::clone(clock), after, live);
+    let mut response = hyper::Response::new(Reply::Stream(stream));
     let headers = response.headers_mut();
     headers.insert(
         header::CONTENT_TYPE,
@@ -147,126 +139,4 @@ pub(crate) fn stream(
     // Proxies (nginx) must not hold the stream back.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
-}
-
-/// Why a reader's stream ended.
-enum End {
-    /// The reader went away, the server is stopping, or the socket stalled.
-    Gone,
-}
-
-/// Feeds one reader: the backlog after `after`, then the hub's frames, with heartbeats.
-async fn pump(
-    state: Arc<State>,
-    mut after: u64,
-    sender: mpsc::Sender<Bytes>,
-    mut live: broadcast::Receiver<Arc<Frame>>,
-) {
-    let _reader = ReaderSlot(Arc::clone(&state));
-    let mut stop = state.stop_streams.subscribe();
-    let _ = backlog(&state, &mut after, &sender, &mut stop).await;
-    let mut heartbeat = tokio::time::interval(state.config.sse_heartbeat);
-    heartbeat.tick().await;
-    loop {
-        let frame = tokio::select! {
-            received = live.recv() => match received {
-                Ok(frame) => frame,
-                Err(broadcast::error::RecvError::Lagged(_)) => {
-                    state.metrics.stream_lagged.fetch_add(1, Ordering::Relaxed);
-                    let text = format!(
-                        "event: lagged\ndata: {{\"resume_after\":{after}}}\n\n"
-                    );
-                    let _ = send(&state, &sender, &mut stop, Bytes::from(text)).await;
-                    return;
-                }
-                Err(broadcast::error::RecvError::Closed) => return,
-            },
-            _ = heartbeat.tick() => {
-                if send(&state, &sender, &mut stop, Bytes::from_static(b": heartbeat\n\n"))
-                    .await
-                    .is_err()
-                {
-                    return;
-                }
-                continue;
-            }
-            _ = stop.changed() => return,
-            () = sender.closed() => return,
-        };
-        if frame.seq <= after {
-            continue;
-        }
-        if frame.seq > after + 1 {
-            // Not expected (the ring holds every frame since the subscription), but if the
-            // hub skipped ahead, the engine has the events between.
-            if backlog(&state, &mut after, &sender, &mut stop)
-                .await
-                .is_err()
-            {
-                return;
-            }
-            if frame.seq <= after {
-                continue;
-            }
-        }
-        if send(&state, &sender, &mut stop, frame.bytes.clone())
-            .await
-            .is_err()
-        {
-            return;
-        }
-        after = frame.seq;
-    }
-}
-
-/// Sends the engine's events after `*after` until none is left, moving `*after`.
-async fn backlog(
-    state: &State,
-    after: &mut u64,
-    sender: &mpsc::Sender<Bytes>,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-) -> Result<(), End> {
-    loop {
-        let engine = state.engine.clone();
-        let from = *after;
-        let page = blocking(move || engine.events_after(from, BACKLOG_PAGE))
-            .await
-            .map_err(|_| End::Gone)?;
-        let Some(last) = page.last().map(|e| e.seq) else {
-            return Ok(());
-        };
-        for event in &page {
-            send(state, sender, stop, events::sse_frame(event).bytes).await?;
-        }
-        *after = last;
-    }
-}
-
-/// Queues one frame for the reader's socket, waiting at most the stall timeout for room.
-async fn send(
-    state: &State,
-    sender: &mpsc::Sender<Bytes>,
-    stop: &mut tokio::sync::watch::Receiver<bool>,
-    bytes: Bytes,
-) -> Result<(), End> {
-    tokio::select! {
-        sent = tokio::time::timeout(state.config.sse_stall_timeout, sender.send(bytes)) => match sent {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(End::Gone),
-            Err(_) => {
-                state.metrics.stream_stalled.fetch_add(1, Ordering::Relaxed);
-                Err(End::Gone)
-            }
-        },
-        _ = stop.changed() => Err(End::Gone),
-    }
-}
-
-/// A connected reader, counted while its task runs.
-struct ReaderSlot(Arc<State>);
-
-impl Drop for ReaderSlot {
-    fn drop(&mut self) {
-        self.0.metrics.stream_readers.fetch_sub(1, Ordering::AcqRel);
-    }
 }

@@ -1,10 +1,11 @@
 //! One delivery attempt: an HTTP/1.1 `POST` to a checked target under one deadline, and how long
 //! to wait before the next attempt.
 //!
-//! An attempt opens its own connection through [`guard::connect`] and closes it when done. Keeping
-//! connections to endpoints alive would save a handshake per delivery, but each new connection is
-//! where the address is checked, and an attempt that cannot outlive its deadline is simpler to
-//! reason about than a pool.
+//! A [`Session`] keeps one connection to its endpoint alive between attempts (each new one made
+//! through [`guard::connect`], which checks the address it dials), so a steady stream of
+//! deliveries costs no handshake each; a connection is dropped after any failed or timed-out
+//! attempt and after an answer whose body was not read to its end. [`post`] is one attempt on a
+//! connection of its own.
 
 use std::error::Error as _;
 use std::fmt;
@@ -108,8 +109,8 @@ impl Drop for AbortOnDrop {
     }
 }
 
-/// Posts `body` to `target` once and returns the status code the receiver answered, whatever it
-/// is: deciding what counts as delivered is the caller's.
+/// Posts `body` to `target` once, on a connection of its own, and returns the status code the
+/// receiver answered, whatever it is: deciding what counts as delivered is the caller's.
 ///
 /// The request carries `Host`, `content-type: application/json`, `user-agent` and then
 /// `headers` in order; the caller does not repeat the first three. Everything — resolving,
@@ -122,11 +123,108 @@ pub async fn post(
     body: Bytes,
     timeout: Duration,
 ) -> Result<u16, DeliveryError> {
-    // Built first, so a bad header costs no connection.
-    let request = request(target, headers, body)?;
-    tokio::time::timeout(timeout, exchange(target, allow, request, timeout))
+    Session::default()
+        .post(target, allow, headers, body, timeout)
         .await
-        .unwrap_or(Err(DeliveryError::Timeout(timeout)))
+}
+
+/// A kept-alive connection to one endpoint, reused by the attempts that follow.
+#[derive(Default)]
+pub struct Session {
+    open: Option<Open>,
+}
+
+/// An open connection: the request side and the task that drives it.
+struct Open {
+    sender: http1::SendRequest<Full<Bytes>>,
+    _driver: AbortOnDrop,
+}
+
+impl Session {
+    /// [`post`] on this session's connection, opening one if it has none (or the endpoint
+    /// closed it). After a failure the connection is dropped.
+    pub async fn post(
+        &mut self,
+        target: &Target,
+        allow: &AllowedNetworks,
+        headers: &[(&str, String)],
+        body: Bytes,
+        timeout: Duration,
+    ) -> Result<u16, DeliveryError> {
+        // Built first, so a bad header costs no connection.
+        let request = request(target, headers, body)?;
+        let result = tokio::time::timeout(timeout, self.exchange(target, allow, request, timeout))
+            .await
+            .unwrap_or(Err(DeliveryError::Timeout(timeout)));
+        if result.is_err() {
+            self.open = None;
+        }
+        result
+    }
+
+    async fn exchange(
+        &mut self,
+        target: &Target,
+        allow: &AllowedNetworks,
+        request: Request<Full<Bytes>>,
+        timeout: Duration,
+    ) -> Result<u16, DeliveryError> {
+        if self.open.as_ref().is_none_or(|o| o.sender.is_closed()) {
+            self.open = Some(open(target, allow, timeout).await?);
+        }
+        let Some(open) = self.open.as_mut() else {
+            unreachable!("opened above")
+        };
+        open.sender.ready().await.map_err(DeliveryError::Http)?;
+        let response = open
+            .sender
+            .send_request(request)
+            .await
+            .map_err(DeliveryError::Http)?;
+        let status = response.status().as_u16();
+        let mut body = response.into_body();
+        let mut read = 0;
+        let mut ended = false;
+        while read < RESPONSE_BODY_BYTES_MAX {
+            match body.frame().await {
+                Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
+                // The receiver has answered: a body that breaks off afterwards changes nothing.
+                Some(Err(_)) => break,
+                None => {
+                    ended = true;
+                    break;
+                }
+            }
+        }
+        if !ended {
+            // The rest of the body would be read as the next answer's start.
+            self.open = None;
+        }
+        Ok(status)
+    }
+}
+
+/// Opens a connection to `target` (checked by [`guard::connect`]).
+async fn open(
+    target: &Target,
+    allow: &AllowedNetworks,
+    timeout: Duration,
+) -> Result<Open, DeliveryError> {
+    let (stream, _addr) = guard::connect(target, allow, timeout).await?;
+    let (sender, connection) = http1::Builder::new()
+        .max_buf_size(RESPONSE_HEAD_BYTES_MAX)
+        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
+        .await
+        .map_err(DeliveryError::Http)?;
+    // The connection's own error needs no handling here: a failure that matters reaches the
+    // response future as well.
+    let driver = AbortOnDrop(tokio::spawn(async move {
+        let _ = connection.await;
+    }));
+    Ok(Open {
+        sender,
+        _driver: driver,
+    })
 }
 
 /// The request of one attempt, with every header checked.
@@ -160,41 +258,6 @@ fn request(
         fields.append(field, value);
     }
     Ok(request)
-}
-
-/// The attempt itself, which [`post`] bounds with its timeout.
-async fn exchange(
-    target: &Target,
-    allow: &AllowedNetworks,
-    request: Request<Full<Bytes>>,
-    timeout: Duration,
-) -> Result<u16, DeliveryError> {
-    let (stream, _addr) = guard::connect(target, allow, timeout).await?;
-    let (mut sender, connection) = http1::Builder::new()
-        .max_buf_size(RESPONSE_HEAD_BYTES_MAX)
-        .handshake::<_, Full<Bytes>>(TokioIo::new(stream))
-        .await
-        .map_err(DeliveryError::Http)?;
-    // The connection's own error needs no handling here: a failure that matters reaches the
-    // response future below as well.
-    let _driver = AbortOnDrop(tokio::spawn(async move {
-        let _ = connection.await;
-    }));
-    let response = sender
-        .send_request(request)
-        .await
-        .map_err(DeliveryError::Http)?;
-    let status = response.status().as_u16();
-    let mut body = response.into_body();
-    let mut read = 0;
-    while read < RESPONSE_BODY_BYTES_MAX {
-        match body.frame().await {
-            Some(Ok(frame)) => read += frame.data_ref().map_or(0, Bytes::len),
-            // The receiver has answered: a body that breaks off afterwards changes nothing.
-            Some(Err(_)) | None => break,
-        }
-    }
-    Ok(status)
 }
 
 /// How long to wait after the `failures`-th failure in a row (1-based) before the next attempt:
