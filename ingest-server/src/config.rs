@@ -55,6 +55,9 @@ pub struct ServerConfig {
     pub sse_heartbeat: Duration,
     /// A stream reader whose socket takes nothing for this long is disconnected.
     pub sse_stall_timeout: Duration,
+    /// A stream writes at most once per this time: events that come sooner go out together in
+    /// the next write (0: every event at once). Fewer, larger writes when the feed is busy.
+    pub sse_linger: Duration,
     /// Events the stream readers share in one ring: a reader further behind is told so
     /// (`lagged`) and disconnected, and resumes with `Last-Event-ID`.
     pub sse_buffer: usize,
@@ -89,6 +92,7 @@ impl Default for ServerConfig {
             sse_readers_max: 10_000,
             sse_heartbeat: Duration::from_secs(15),
             sse_stall_timeout: Duration::from_secs(30),
+            sse_linger: Duration::from_millis(30),
             sse_buffer: 4_096,
             webhook_allow_networks: AllowedNetworks::default(),
             webhook_timeout: Duration::from_secs(10),

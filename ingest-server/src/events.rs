@@ -11,7 +11,8 @@
 //! Each reader is a [`Stream`]: the body of its answer, with no task of its own. hyper asks it
 //! for data whenever the reader's socket took what it had; it answers with the backlog (read
 //! from the engine on the blocking pool), then with the frames the hub sent, as many as are
-//! ready in one piece, then heartbeats. A reader's socket that takes nothing means it is not
+//! ready in one piece and at most one write per `--sse-linger` (frames that come sooner wait in
+//! the ring and go out together), then heartbeats. A reader's socket that takes nothing means it is not
 //! asked, and the connection's watchdog closes it after `--sse-stall-timeout`.
 
 use std::future::Future;
@@ -203,6 +204,15 @@ fn recv(mut receiver: broadcast::Receiver<Arc<Frame>>) -> Recv {
     Box::pin(async move { (receiver.recv().await, receiver) })
 }
 
+/// What [`Stream::gather`] found.
+enum Gathered {
+    Ok,
+    /// The ring skipped ahead of the stream.
+    Gap,
+    /// The ring lapped the reader.
+    Lagged,
+}
+
 /// Where a stream is.
 enum Phase {
     /// Reading the events after `after` from the engine.
@@ -223,6 +233,13 @@ pub(crate) struct Stream {
     /// The hub's receiver, while no `recv` holds it.
     receiver: Option<broadcast::Receiver<Arc<Frame>>>,
     heartbeat: tokio::time::Interval,
+    /// Frames gathered and not yet handed to hyper.
+    out: BytesMut,
+    /// When data last went out.
+    written_at: Option<tokio::time::Instant>,
+    /// While set, the stream lingers until it fires (`--sse-linger` after the last write), so
+    /// that a busy feed goes out in fewer, larger writes.
+    hold: Option<Pin<Box<tokio::time::Sleep>>>,
 }
 
 impl Stream {
@@ -246,6 +263,9 @@ impl Stream {
             phase,
             receiver: Some(receiver),
             heartbeat,
+            out: BytesMut::new(),
+            written_at: None,
+            hold: None,
         }
     }
 
@@ -271,7 +291,8 @@ impl Stream {
                         };
                         continue;
                     };
-                    let mut out = BytesMut::new();
+                    // After what was gathered before a gap, if anything.
+                    let mut out = std::mem::take(&mut self.out);
                     for event in &events {
                         out.extend_from_slice(&sse_frame(event).bytes);
                     }
@@ -281,66 +302,103 @@ impl Stream {
                     return Poll::Ready(Some(out.freeze()));
                 }
                 Phase::Live(receiving) => {
-                    let Poll::Ready((received, mut receiver)) = receiving.as_mut().poll(cx) else {
+                    if let Some(hold) = &mut self.hold {
+                        // Lingering: what arrives meanwhile waits in the ring, to go out in
+                        // the same write.
+                        std::task::ready!(hold.as_mut().poll(cx));
+                        self.hold = None;
+                    }
+                    let polled = match receiving.as_mut().poll(cx) {
+                        Poll::Ready(polled) => Some(polled),
+                        Poll::Pending => None,
+                    };
+                    let received = polled.is_some();
+                    if let Some((received, mut receiver)) = polled {
+                        let frame = match received {
+                            Ok(frame) => frame,
+                            Err(RecvError::Lagged(_)) => {
+                                let out = std::mem::take(&mut self.out);
+                                return Poll::Ready(Some(self.lagged_after(out)));
+                            }
+                            Err(RecvError::Closed) => {
+                                self.phase = Phase::Done;
+                                let out = std::mem::take(&mut self.out);
+                                if out.is_empty() {
+                                    continue;
+                                }
+                                return Poll::Ready(Some(out.freeze()));
+                            }
+                        };
+                        match self.gather(frame, &mut receiver) {
+                            Gathered::Lagged => {
+                                let out = std::mem::take(&mut self.out);
+                                return Poll::Ready(Some(self.lagged_after(out)));
+                            }
+                            Gathered::Gap => {
+                                self.receiver = Some(receiver);
+                                self.phase = Phase::Backlog(backlog(&self.state, self.after));
+                            }
+                            Gathered::Ok => self.phase = Phase::Live(recv(receiver)),
+                        }
+                    }
+                    if self.out.is_empty() {
+                        if received {
+                            // Something came (a frame already sent, or a gap): look again.
+                            continue;
+                        }
                         if self.heartbeat.poll_tick(cx).is_ready() {
                             return Poll::Ready(Some(Bytes::from_static(b": heartbeat\n\n")));
                         }
+                        // The ring was polled above: its next frame wakes this stream.
                         return Poll::Pending;
-                    };
-                    let frame = match received {
-                        Ok(frame) => frame,
-                        Err(RecvError::Lagged(_)) => return Poll::Ready(Some(self.lagged())),
-                        Err(RecvError::Closed) => {
-                            self.phase = Phase::Done;
-                            continue;
-                        }
-                    };
-                    let mut out = BytesMut::new();
-                    let mut next = Some(frame);
-                    let mut gap = false;
-                    while let Some(frame) = next.take() {
-                        if frame.seq > self.after + 1 {
-                            // The ring holds every frame since the subscription, so this is
-                            // not expected; the engine has the events between.
-                            gap = true;
-                            break;
-                        }
-                        if frame.seq == self.after + 1 {
-                            out.extend_from_slice(&frame.bytes);
-                            self.after = frame.seq;
-                        }
-                        if out.len() >= GATHER_BYTES_MAX {
-                            break;
-                        }
-                        match receiver.try_recv() {
-                            Ok(frame) => next = Some(frame),
-                            Err(TryRecvError::Lagged(_)) => {
-                                return Poll::Ready(Some(self.lagged_after(out)));
-                            }
-                            Err(TryRecvError::Empty | TryRecvError::Closed) => {}
-                        }
                     }
-                    if gap {
-                        self.receiver = Some(receiver);
-                        self.phase = Phase::Backlog(backlog(&self.state, self.after));
-                    } else {
-                        self.phase = Phase::Live(recv(receiver));
-                    }
-                    if out.is_empty() {
+                    let now = tokio::time::Instant::now();
+                    let due = self
+                        .written_at
+                        .map_or(now, |at| at + self.state.config.sse_linger);
+                    if now < due && self.out.len() < GATHER_BYTES_MAX {
+                        self.hold = Some(Box::pin(tokio::time::sleep_until(due)));
                         continue;
                     }
+                    self.written_at = Some(now);
                     self.heartbeat.reset();
-                    return Poll::Ready(Some(out.freeze()));
+                    return Poll::Ready(Some(std::mem::take(&mut self.out).freeze()));
                 }
             }
         }
     }
 
-    /// The final `lagged` event: where the reader resumes.
-    fn lagged(&mut self) -> Bytes {
-        self.lagged_after(BytesMut::new())
+    /// Appends `frame` and every frame ready after it to the pending output, in order,
+    /// skipping what was sent.
+    fn gather(
+        &mut self,
+        frame: Arc<Frame>,
+        receiver: &mut broadcast::Receiver<Arc<Frame>>,
+    ) -> Gathered {
+        let mut next = Some(frame);
+        while let Some(frame) = next.take() {
+            if frame.seq > self.after + 1 {
+                // The ring holds every frame since the subscription, so this is not expected;
+                // the engine has the events between.
+                return Gathered::Gap;
+            }
+            if frame.seq == self.after + 1 {
+                self.out.extend_from_slice(&frame.bytes);
+                self.after = frame.seq;
+            }
+            if self.out.len() >= GATHER_BYTES_MAX {
+                break;
+            }
+            match receiver.try_recv() {
+                Ok(frame) => next = Some(frame),
+                Err(TryRecvError::Lagged(_)) => return Gathered::Lagged,
+                Err(TryRecvError::Empty | TryRecvError::Closed) => {}
+            }
+        }
+        Gathered::Ok
     }
 
+    /// `out`, then the final `lagged` event: where the reader resumes.
     fn lagged_after(&mut self, mut out: BytesMut) -> Bytes {
         self.state
             .metrics

@@ -163,6 +163,10 @@ struct Args {
         value_parser = positive_duration
     )]
     sse_stall_timeout: Duration,
+    /// An event stream writes at most once per this time; events that come sooner go out
+    /// together in the next write (0: each at once), e.g. 30ms.
+    #[arg(long, env = "INGEST_SSE_LINGER", default_value = "30ms", value_parser = duration)]
+    sse_linger: Duration,
     /// Events the stream readers share in one ring; a reader further behind gets a `lagged`
     /// event and is disconnected (it resumes with Last-Event-ID).
     #[arg(
@@ -321,6 +325,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     server_config.sse_readers_max = args.sse_readers_max;
     server_config.sse_heartbeat = args.sse_heartbeat;
     server_config.sse_stall_timeout = args.sse_stall_timeout;
+    server_config.sse_linger = args.sse_linger;
     server_config.sse_buffer = args.sse_buffer;
     server_config.webhook_allow_networks = args.webhook_allow_networks.clone();
     server_config.webhook_timeout = args.webhook_timeout;

@@ -40,6 +40,8 @@ enum Item {
 struct Stream {
     body: Incoming,
     text: String,
+    /// Body frames (chunks, one per write of the server) read so far.
+    frames: usize,
 }
 
 /// Opens a stream; the status, and the stream if it is 200.
@@ -78,6 +80,7 @@ async fn open_stream(
     let stream = Stream {
         body: response.into_body(),
         text: String::new(),
+        frames: 0,
     };
     (status, Some(stream))
 }
@@ -114,6 +117,7 @@ impl Stream {
             match frame {
                 Ok(Some(Ok(frame))) => {
                     if let Ok(bytes) = frame.into_data() {
+                        self.frames += 1;
                         self.text
                             .push_str(std::str::from_utf8(&bytes).expect("utf-8"));
                     }
@@ -257,6 +261,50 @@ async fn the_stream_resumes_from_every_position_without_gap_or_duplicate() {
         .await;
     assert_eq!(bad.status, 400);
     server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_busy_feed_goes_out_in_fewer_writes_while_a_stream_lingers() {
+    for (linger, writes_max) in [
+        (Duration::ZERO, None),
+        (Duration::from_millis(500), Some(3)),
+    ] {
+        let server = TestServer::start(|c| c.sse_linger = linger).await;
+        let thresholds: Vec<u64> = (1..=10).collect();
+        server
+            .register(
+                "p",
+                &serde_json::json!({ "thresholds": thresholds }).to_string(),
+            )
+            .await;
+        let (_, stream) = open_stream(server.addr, "/v1/events/stream", None).await;
+        let mut stream = stream.expect("200");
+        // Ten crossings in ten commits, well within the linger.
+        for i in 0..10 {
+            assert_eq!(
+                server.sign("p", &format!("s{i}@example.org")).await.status,
+                201
+            );
+        }
+        let mut ids = Vec::new();
+        while ids.len() < 11 {
+            let (id, _, _) = stream
+                .next_event(Duration::from_secs(10))
+                .await
+                .expect("every event");
+            ids.push(id.unwrap());
+        }
+        assert_eq!(ids, (1..=11).collect::<Vec<u64>>(), "all, in order");
+        match writes_max {
+            Some(most) => assert!(
+                stream.frames <= most,
+                "lingering {linger:?}: {} writes for 11 events",
+                stream.frames
+            ),
+            None => assert!(stream.frames > 3, "no linger: {} writes", stream.frames),
+        }
+        server.stop().await;
+    }
 }
 
 /// `ingest_<name>` from `/metrics`.
