@@ -66,7 +66,9 @@ pub(crate) struct DeliveryState {
     pub last_success_at: Option<String>,
     /// The status the receiver last answered, if it answered.
     pub last_status: Option<u16>,
+    /// The error of the last failed attempt (kept after a later success: see its time).
     pub last_error: Option<String>,
+    pub last_error_at: Option<String>,
     /// Failed attempts in a row (0 after a success).
     pub failures: u32,
     /// When the next attempt is due, while retrying.
@@ -368,6 +370,7 @@ impl Deliveries {
             s.state = "retrying";
             s.last_status = status;
             s.last_error = Some(why);
+            s.last_error_at = s.last_attempt_at.clone();
             s.failures += 1;
             failures = s.failures;
         });
