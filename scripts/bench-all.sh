@@ -12,6 +12,7 @@
 #           3 pairs of the floor and the engine at half that rate, alternately, then a
 #           P7_LONG_S-second engine run (default 300; 0 skips it)     → OUT/p7-*.json
 #   P3, P4  scripts/bench-http.sh (wrk vs the bare hyper hello-world)  → OUT/http.txt
+#   E1–E3   scripts/bench-events.sh 3 1000 1000 (event latency, throughput with readers) → OUT/events.txt
 #   L1      engine-bench lifecycle: SIGNATURES/2 pending, then their validations (at most 10 M)
 #                                                                      → OUT/l1.json
 #   L2, L3  engine-bench invalidate: preview and job on a petition holding 1 in 20 of
@@ -78,3 +79,5 @@ if command -v wrk >/dev/null; then
 else
   echo; echo "wrk not installed: HTTP benchmarks skipped (apt-get install wrk)"
 fi
+echo; echo "## E1–E3: events to 1,000 stream readers and a webhook, throughput with and without them"
+"$here/scripts/bench-events.sh" 3 1000 1000 | tee "$out/events.txt"

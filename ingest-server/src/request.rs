@@ -386,6 +386,64 @@ async fn read_frames<'s>(
     Ok(ReadBody { bytes, _held: held })
 }
 
+/// Parses a JSON body: 400 `malformed_json` for a body that is not JSON; 422 `invalid_code` for
+/// JSON of the wrong shape.
+// The error is the finished answer to send, built once per refused request.
+#[allow(clippy::result_large_err)]
+pub(crate) fn parse_json<'a, T: serde::Deserialize<'a>>(
+    body: &'a [u8],
+    invalid_code: &str,
+) -> Result<T, crate::response::Response> {
+    serde_json::from_slice(body).map_err(|e| {
+        let status = json_error_status(&e);
+        let code = if status == StatusCode::BAD_REQUEST {
+            "malformed_json"
+        } else {
+            invalid_code
+        };
+        crate::response::error(status, code, e)
+    })
+}
+
+/// `after` (a sequence, default 0) and `limit` (1 to 1000, default 100) of a feed's query; 400
+/// `invalid_parameter` for anything else.
+#[allow(clippy::result_large_err)]
+pub(crate) fn feed_query(
+    query: Option<&str>,
+    what: &str,
+) -> Result<(u64, usize), crate::response::Response> {
+    let (mut after, mut limit) = (0, 100);
+    for (key, value) in query_pairs(query) {
+        match key {
+            "after" => match value.parse::<u64>() {
+                Ok(n) => after = n,
+                Err(_) => {
+                    return Err(crate::response::bad_parameter(
+                        "after",
+                        &format!("after is {what} sequence number"),
+                    ))
+                }
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=1000).contains(&n) => limit = n,
+                _ => {
+                    return Err(crate::response::bad_parameter(
+                        "limit",
+                        "limit is 1 to 1000",
+                    ))
+                }
+            },
+            _ => {
+                return Err(crate::response::bad_parameter(
+                    key,
+                    "known parameters: after, limit",
+                ))
+            }
+        }
+    }
+    Ok((after, limit))
+}
+
 /// 400 for a body that is not JSON; 422 for JSON of the wrong shape (missing or unknown field,
 /// wrong type).
 pub(crate) fn json_error_status(e: &serde_json::Error) -> StatusCode {

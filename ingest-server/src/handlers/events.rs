@@ -19,28 +19,17 @@ use serde::Serialize;
 
 use super::blocking;
 use crate::events::{EventJson, Stream};
-use crate::request::query_pairs;
+use crate::request::{feed_query, query_pairs};
 use crate::response::{bad_parameter, error, json, retry_later, Reply, Response};
 use crate::state::State;
 use crate::watchdog::Clock;
 
 /// `GET /v1/events?after=SEQ&limit=N`: up to `limit` events after `after`, oldest first.
 pub(crate) async fn list(state: &State, query: Option<&str>) -> Response {
-    let mut after = 0;
-    let mut limit = 100;
-    for (key, value) in query_pairs(query) {
-        match key {
-            "after" => match value.parse::<u64>() {
-                Ok(n) => after = n,
-                Err(_) => return bad_parameter("after", "after is an event sequence number"),
-            },
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => limit = n,
-                _ => return bad_parameter("limit", "limit is 1 to 1000"),
-            },
-            _ => return bad_parameter(key, "known parameters: after, limit"),
-        }
-    }
+    let (after, limit) = match feed_query(query, "an event") {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
     // Memory holds the newest events; an older page is read from the store.
     let engine = state.engine.clone();
     let events = match blocking(move || engine.events_after(after, limit)).await {

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocking;
 use crate::auth::Role;
-use crate::request::{admit, admit_json, authorize, json_error_status, parse_time, Admitted, Body};
+use crate::request::{admit, admit_json, authorize, parse_json, parse_time, Admitted, Body};
 use crate::response::{error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 
@@ -147,17 +147,9 @@ pub(crate) async fn create(state: &State, headers: &HeaderMap, body: &mut Body) 
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let parsed: InvalidationBody = match serde_json::from_slice(&body) {
+    let parsed: InvalidationBody = match parse_json(&body, "invalid_criteria") {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let status = json_error_status(&e);
-            let code = if status == StatusCode::BAD_REQUEST {
-                "malformed_json"
-            } else {
-                "invalid_criteria"
-            };
-            return error(status, code, e);
-        }
+        Err(response) => return response,
     };
     drop(body);
     let criteria = match parsed.criteria.criteria() {

@@ -5,27 +5,16 @@
 use hyper::StatusCode;
 use serde::Serialize;
 
-use crate::request::query_pairs;
-use crate::response::{bad_parameter, json, rfc3339, Response};
+use crate::request::feed_query;
+use crate::response::{json, rfc3339, Response};
 use crate::state::State;
 
 /// `GET /v1/milestones?after=SEQ&limit=N`.
 pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
-    let mut after = 0;
-    let mut limit = 100;
-    for (key, value) in query_pairs(query) {
-        match key {
-            "after" => match value.parse::<u64>() {
-                Ok(n) => after = n,
-                Err(_) => return bad_parameter("after", "after is a milestone sequence number"),
-            },
-            "limit" => match value.parse::<usize>() {
-                Ok(n) if (1..=1000).contains(&n) => limit = n,
-                _ => return bad_parameter("limit", "limit is 1 to 1000"),
-            },
-            _ => return bad_parameter(key, "known parameters: after, limit"),
-        }
-    }
+    let (after, limit) = match feed_query(query, "a milestone") {
+        Ok(parsed) => parsed,
+        Err(response) => return response,
+    };
     #[derive(Serialize)]
     struct Item<'a> {
         seq: u64,

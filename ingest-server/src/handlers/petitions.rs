@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use super::blocking;
 use crate::auth::Role;
 use crate::request::{
-    admit, admit_json, authorize, json_error_status, parse_time, query_pairs, Admitted, Body,
+    admit, admit_json, authorize, parse_json, parse_time, query_pairs, Admitted, Body,
 };
 use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
@@ -354,17 +354,9 @@ pub(crate) async fn put(state: &State, id: &str, headers: &HeaderMap, body: &mut
     let parsed: PetitionBody = if body.iter().all(u8::is_ascii_whitespace) {
         PetitionBody::default()
     } else {
-        match serde_json::from_slice(&body) {
+        match parse_json(&body, "invalid_petition") {
             Ok(parsed) => parsed,
-            Err(e) => {
-                let status = json_error_status(&e);
-                let code = if status == StatusCode::BAD_REQUEST {
-                    "malformed_json"
-                } else {
-                    "invalid_petition"
-                };
-                return error(status, code, e);
-            }
+            Err(response) => return response,
         }
     };
     let deadline_ms = match parsed
@@ -462,17 +454,9 @@ pub(crate) async fn respond(
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let parsed: ResponseBody = match serde_json::from_slice(&body) {
+    let parsed: ResponseBody = match parse_json(&body, "invalid_response") {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let status = json_error_status(&e);
-            let code = if status == StatusCode::BAD_REQUEST {
-                "malformed_json"
-            } else {
-                "invalid_response"
-            };
-            return error(status, code, e);
-        }
+        Err(response) => return response,
     };
     drop(body);
     let id = id.to_string();

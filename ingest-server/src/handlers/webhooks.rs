@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::blocking;
 use crate::auth::Role;
 use crate::delivery::DeliveryState;
-use crate::request::{admit, admit_json, authorize, json_error_status, Admitted, Body};
+use crate::request::{admit, admit_json, authorize, parse_json, Admitted, Body};
 use crate::response::{error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 use crate::webhooks::guard;
@@ -86,17 +86,9 @@ pub(crate) async fn put(
         Ok(admitted) => admitted,
         Err(response) => return response,
     };
-    let parsed: WebhookBody = match serde_json::from_slice(&body) {
+    let parsed: WebhookBody = match parse_json(&body, "invalid_webhook") {
         Ok(parsed) => parsed,
-        Err(e) => {
-            let status = json_error_status(&e);
-            let code = if status == StatusCode::BAD_REQUEST {
-                "malformed_json"
-            } else {
-                "invalid_webhook"
-            };
-            return error(status, code, e);
-        }
+        Err(response) => return response,
     };
     drop(body);
     if let Err(e) = guard::check_url(&parsed.url, state.deliveries.allowed()) {
