@@ -384,7 +384,7 @@ impl Engine {
         if meta.closed_at_ms.is_none() {
             let now = shared.now_ms();
             let recorded = meta.deadline_ms.is_some_and(|d| d <= now)
-                && petition.tracking().deadline_closed == meta.deadline_ms;
+                && petition.deadline_closed() == meta.deadline_ms;
             meta.closed_at_ms = Some(now);
             let events = if recorded {
                 Vec::new()
@@ -784,6 +784,7 @@ impl Engine {
             created_at_ms: existing
                 .as_ref()
                 .map_or_else(|| shared.now_ms(), |h| h.created_at_ms),
+            revision: existing.as_ref().map_or(1, |h| h.revision + 1),
             name: spec.name,
             url: spec.url,
             events: spec.events,
@@ -813,14 +814,21 @@ impl Engine {
         self.shared().webhooks().values().cloned().collect()
     }
 
-    /// Moves a webhook's cursor to `cursor` (the last event delivered or skipped); a cursor
-    /// behind the stored one is ignored. Written without a sync: after a crash at most the
-    /// events since the last synced write are delivered again.
-    pub fn set_webhook_cursor(&self, name: &str, cursor: u64) -> Result<(), WebhookError> {
+    /// Moves a webhook's cursor to `cursor` (the last event delivered or skipped), for the
+    /// registration `revision` it was delivered under ([`Webhook::revision`]). A cursor behind
+    /// the stored one, or for a revision since replaced, is ignored. Written without a sync:
+    /// after a crash the events delivered since the last write reached the disk are delivered
+    /// again.
+    pub fn set_webhook_cursor(
+        &self,
+        name: &str,
+        revision: u64,
+        cursor: u64,
+    ) -> Result<(), WebhookError> {
         if !self.shared().webhooks().contains_key(name) {
             return Err(WebhookError::UnknownWebhook);
         }
-        self.change_webhook(WebhookChange::Cursor(name.to_owned(), cursor))
+        self.change_webhook(WebhookChange::Cursor(name.to_owned(), revision, cursor))
     }
 
     fn change_webhook(&self, change: WebhookChange) -> Result<(), WebhookError> {
@@ -833,9 +841,11 @@ impl Engine {
                 WebhookChange::Delete(name) => {
                     hooks.remove(&name);
                 }
-                WebhookChange::Cursor(name, cursor) => {
+                WebhookChange::Cursor(name, revision, cursor) => {
                     if let Some(hook) = hooks.get_mut(&name) {
-                        hook.cursor = hook.cursor.max(cursor);
+                        if hook.revision == revision {
+                            hook.cursor = hook.cursor.max(cursor);
+                        }
                     }
                 }
             }
@@ -996,7 +1006,7 @@ fn record_deadlines(shared: &Shared, sender: Option<&Sender<Job>>) -> Result<u64
         .into_iter()
         .filter_map(|p| {
             let deadline = p.deadline_passed(now)?;
-            (p.tracking().deadline_closed != Some(deadline)).then_some(NewEvent {
+            (p.deadline_closed() != Some(deadline)).then_some(NewEvent {
                 petition: p.num,
                 at_ms: deadline,
                 data: EventData::PetitionClosed {

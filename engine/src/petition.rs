@@ -448,6 +448,12 @@ impl Petition {
         self.tracking.lock().clone()
     }
 
+    /// The deadline a `petition_closed` (deadline) was recorded for, if any: without copying
+    /// the tracking (the lifecycle thread asks this of every petition whose deadline passed).
+    pub fn deadline_closed(&self) -> Option<u64> {
+        self.tracking.lock().deadline_closed
+    }
+
     /// Whether a response is due and not recorded: when it is due, if so.
     pub fn awaiting_since(&self) -> Option<u64> {
         let tracking = self.tracking.lock();

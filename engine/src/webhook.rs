@@ -48,6 +48,10 @@ pub struct Webhook {
     pub cursor: u64,
     /// When it was registered (Unix milliseconds).
     pub created_at_ms: u64,
+    /// 1 at registration, one more at each replacement. A cursor is moved only for the
+    /// revision it was delivered under, so a deliverer still running for a replaced
+    /// registration cannot undo a replacement's `after`.
+    pub revision: u64,
 }
 
 impl Webhook {
@@ -70,6 +74,7 @@ impl Webhook {
         out.push(mask);
         out.extend_from_slice(&self.cursor.to_be_bytes());
         out.extend_from_slice(&self.created_at_ms.to_be_bytes());
+        out.extend_from_slice(&self.revision.to_be_bytes());
         out
     }
 
@@ -91,6 +96,7 @@ impl Webhook {
             .collect();
         let cursor = r.u64()?;
         let created_at_ms = r.u64()?;
+        let revision = r.u64()?;
         r.finish()?;
         Ok(Webhook {
             name,
@@ -99,6 +105,7 @@ impl Webhook {
             secret,
             cursor,
             created_at_ms,
+            revision,
         })
     }
 }
@@ -145,8 +152,8 @@ pub(crate) enum WebhookChange {
     /// Register or replace.
     Put(Webhook),
     Delete(String),
-    /// Move a webhook's cursor forward.
-    Cursor(String, u64),
+    /// Move a webhook's cursor forward: name, the revision delivered under, cursor.
+    Cursor(String, u64, u64),
 }
 
 #[cfg(test)]
@@ -162,6 +169,7 @@ mod tests {
             secret: "whsec_abc".into(),
             cursor: 42,
             created_at_ms: 7,
+            revision: 3,
         };
         let bytes = hook.encode();
         assert_eq!(Webhook::decode(&bytes).expect("decodes"), hook);

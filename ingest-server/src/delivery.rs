@@ -167,11 +167,10 @@ impl Deliveries {
             .collect();
         let mut tasks = self.tasks.lock();
         tasks.retain(|name, (started_for, task)| {
-            let same = hooks.get(name).is_some_and(|h| {
-                h.url == started_for.url
-                    && h.secret == started_for.secret
-                    && h.events == started_for.events
-            });
+            // A replacement (a new revision) restarts the task from the stored cursor.
+            let same = hooks
+                .get(name)
+                .is_some_and(|h| h.revision == started_for.revision);
             if !same || task.is_finished() {
                 task.abort();
             }
@@ -219,7 +218,11 @@ impl Deliveries {
             moved: tokio::sync::Notify::new(),
             done: std::sync::atomic::AtomicBool::new(false),
         });
-        let saver = tokio::spawn(Arc::clone(&self).save_cursors(name.clone(), Arc::clone(&saved)));
+        let saver = tokio::spawn(Arc::clone(&self).save_cursors(
+            name.clone(),
+            hook.revision,
+            Arc::clone(&saved),
+        ));
         let ending = Ending(Arc::clone(&saved));
         self.send_events(&hook, &secret, &target, &saved).await;
         drop(ending);
@@ -274,7 +277,7 @@ impl Deliveries {
 
     /// Writes the webhook's confirmed cursor whenever it moved, the newest value each time,
     /// until its delivery task ends or the server stops (after one last write).
-    async fn save_cursors(self: Arc<Self>, name: String, cursor: Arc<Cursor>) {
+    async fn save_cursors(self: Arc<Self>, name: String, revision: u64, cursor: Arc<Cursor>) {
         let mut written = cursor.confirmed.load(Ordering::Acquire);
         let mut stop = self.stop.clone();
         loop {
@@ -287,7 +290,7 @@ impl Deliveries {
                 let engine = self.engine.clone();
                 let hook = name.clone();
                 let saved = tokio::task::spawn_blocking(move || {
-                    engine.set_webhook_cursor(&hook, confirmed)
+                    engine.set_webhook_cursor(&hook, revision, confirmed)
                 })
                 .await;
                 match saved {

@@ -388,11 +388,11 @@ impl Writer {
                 batch.delete_cf(cf, name.as_bytes());
                 (None, Durability::Sync)
             }
-            WebhookChange::Cursor(name, cursor) => {
+            WebhookChange::Cursor(name, revision, cursor) => {
                 let Some(hook) = hooks.get(name) else {
                     return Ok(());
                 };
-                if hook.cursor >= *cursor {
+                if hook.revision != *revision || hook.cursor >= *cursor {
                     return Ok(());
                 }
                 let hook = Webhook {

@@ -317,10 +317,16 @@ fn webhooks_and_their_cursors_survive_restart() {
     };
     let (hook, created) = engine.put_webhook(spec.clone()).expect("registers");
     assert!(created);
-    assert_eq!(hook.cursor, 1, "starts after the newest event");
-    engine.set_webhook_cursor("responders", 3).expect("moves");
+    assert_eq!(
+        (hook.cursor, hook.revision),
+        (1, 1),
+        "starts after the newest event"
+    );
     engine
-        .set_webhook_cursor("responders", 2)
+        .set_webhook_cursor("responders", 1, 3)
+        .expect("moves");
+    engine
+        .set_webhook_cursor("responders", 1, 2)
         .expect("a cursor behind is ignored");
     let (replaced, created) = engine
         .put_webhook(WebhookSpec {
@@ -329,9 +335,30 @@ fn webhooks_and_their_cursors_survive_restart() {
         })
         .expect("replaces");
     assert!(!created);
-    assert_eq!(replaced.cursor, 3, "a replacement keeps the cursor");
     assert_eq!(
-        engine.set_webhook_cursor("nope", 1),
+        (replaced.cursor, replaced.revision),
+        (3, 2),
+        "a replacement keeps the cursor"
+    );
+    // Replaying: a replacement with `after` moves the cursor back, and a deliverer still
+    // running for the replaced revision cannot move it forward again.
+    let (replay, _) = engine
+        .put_webhook(WebhookSpec {
+            url: "http://hooks.example/v2".into(),
+            after: Some(0),
+            ..spec.clone()
+        })
+        .expect("replaces");
+    assert_eq!((replay.cursor, replay.revision), (0, 3));
+    engine
+        .set_webhook_cursor("responders", 2, 5)
+        .expect("a replaced revision's cursor is ignored");
+    assert_eq!(engine.webhook("responders").map(|h| h.cursor), Some(0));
+    engine
+        .set_webhook_cursor("responders", 3, 3)
+        .expect("moves");
+    assert_eq!(
+        engine.set_webhook_cursor("nope", 1, 1),
         Err(WebhookError::UnknownWebhook)
     );
     assert!(matches!(
