@@ -164,7 +164,21 @@ impl Engine {
 
         let Some((store, _)) = store else {
             shared.set_ready();
-            return Ok(Engine::new(shared, None, None));
+            let engine = Engine::new(shared, None, None);
+            if let Some(interval) = engine.handle.shared.config().sweep_interval {
+                // Memory mode sweeps nothing, but deadlines still pass.
+                let shared = Arc::clone(&engine.handle.shared);
+                let wake = Arc::clone(&engine.handle.wake);
+                let thread = std::thread::Builder::new()
+                    .name("engine-deadlines".into())
+                    .spawn(move || run_deadlines(&shared, &wake, interval))
+                    .map_err(|error| OpenError::Io {
+                        what: "start the deadline thread",
+                        error,
+                    })?;
+                *engine.handle.background.lock() = Some(thread);
+            }
+            return Ok(engine);
         };
         let next_event_seq = load_registry(&shared, &store)?;
         let next_seq = store.next_signature_seq()?;
@@ -784,7 +798,7 @@ impl Engine {
             created_at_ms: existing
                 .as_ref()
                 .map_or_else(|| shared.now_ms(), |h| h.created_at_ms),
-            revision: existing.as_ref().map_or(1, |h| h.revision + 1),
+            revision: shared.next_webhook_revision(),
             name: spec.name,
             url: spec.url,
             events: spec.events,
@@ -989,6 +1003,25 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
             if !run_step(shared, sender, &record, &mut runs) {
                 return;
             }
+        }
+    }
+}
+
+/// Memory mode's background thread: records the closes of deadlines passed every `interval`.
+fn run_deadlines(shared: &Shared, wake: &Background, interval: Duration) {
+    loop {
+        {
+            let mut stop = wake.stop.lock();
+            if *stop {
+                return;
+            }
+            wake.wake.wait_for(&mut stop, interval);
+            if *stop {
+                return;
+            }
+        }
+        if let Err(PetitionError::ShuttingDown) = record_deadlines(shared, None) {
+            return;
         }
     }
 }
@@ -1240,6 +1273,7 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     }
     let mut webhooks = shared.webhooks();
     for hook in store.load_webhooks()? {
+        shared.webhook_revisions_from(hook.revision);
         webhooks.insert(hook.name.clone(), hook);
     }
     drop(webhooks);

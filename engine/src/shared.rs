@@ -48,6 +48,9 @@ pub(crate) struct Shared {
     memory_events: Mutex<()>,
     /// Webhooks by name, as the writer last wrote them.
     webhooks: Mutex<std::collections::BTreeMap<String, Webhook>>,
+    /// The last webhook revision handed out: a name deleted and registered again gets a new
+    /// one, so its old deliverer is told apart.
+    webhook_revision: AtomicU64,
     /// Signatures admitted and not yet answered.
     inflight: AtomicUsize,
     health: Health,
@@ -86,6 +89,7 @@ impl Shared {
             events: EventLog::new(bounded),
             memory_events: Mutex::new(()),
             webhooks: Mutex::new(std::collections::BTreeMap::new()),
+            webhook_revision: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
             health: Health::default(),
             closing: AtomicBool::new(false),
@@ -363,8 +367,26 @@ impl Shared {
     pub fn wait_events(&self, after: u64, limit: usize, timeout: Duration) -> Vec<Event> {
         match self.events.wait(after, limit, timeout) {
             Read::Memory(events) => events,
-            Read::Store => self.stored_events(after, limit),
+            Read::Store => {
+                let events = self.stored_events(after, limit);
+                if events.is_empty() {
+                    // The store is being recovered or failed the read: a caller that asks
+                    // again at once must not spin.
+                    std::thread::sleep(timeout.min(Duration::from_millis(50)));
+                }
+                events
+            }
         }
+    }
+
+    /// A revision no webhook has had since the engine opened (see `Webhook::revision`).
+    pub fn next_webhook_revision(&self) -> u64 {
+        self.webhook_revision.fetch_add(1, Ordering::AcqRel) + 1
+    }
+
+    /// At open: revisions go on from the highest stored.
+    pub fn webhook_revisions_from(&self, highest: u64) {
+        self.webhook_revision.fetch_max(highest, Ordering::AcqRel);
     }
 
     fn stored_events(&self, after: u64, limit: usize) -> Vec<Event> {

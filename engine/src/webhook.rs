@@ -48,9 +48,10 @@ pub struct Webhook {
     pub cursor: u64,
     /// When it was registered (Unix milliseconds).
     pub created_at_ms: u64,
-    /// 1 at registration, one more at each replacement. A cursor is moved only for the
-    /// revision it was delivered under, so a deliverer still running for a replaced
-    /// registration cannot undo a replacement's `after`.
+    /// New at each registration or replacement (increasing, never reused while the engine is
+    /// open). A cursor is moved only for the revision it was delivered under, so a deliverer
+    /// still running for a replaced (or deleted and registered again) webhook cannot undo the
+    /// new registration's `after`.
     pub revision: u64,
 }
 

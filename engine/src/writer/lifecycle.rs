@@ -35,7 +35,9 @@ impl Writer {
 
     /// Writes a control batch, synced; a failure fails the store like any write.
     fn write_control(&self, store: &Store, batch: WriteBatch) -> Result<(), StoreError> {
-        let result = store.write(batch, Durability::Sync);
+        let result = self
+            .settle_unlogged(store)
+            .and_then(|()| store.write(batch, Durability::Sync));
         if let Err(e) = &result {
             self.shared.health().fail(e);
         }

@@ -339,6 +339,13 @@ impl Writer {
                 store::encode_petition(meta),
             );
         }
+        let mut events = events;
+        let now = self.shared.now_ms();
+        for (num, meta) in petitions {
+            if let Some(due) = self.due_by_settings(*num, meta, now) {
+                events.push(due);
+            }
+        }
         let mut seq = self.next_event_seq;
         let mut published = Vec::with_capacity(events.len());
         for new in events {
@@ -350,7 +357,9 @@ impl Writer {
         }
         // Petition changes are rare and must survive power loss whatever the signature
         // durability: always sync.
-        let result = store.write(batch, Durability::Sync);
+        let result = self
+            .settle_unlogged(&store)
+            .and_then(|()| store.write(batch, Durability::Sync));
         match &result {
             Ok(()) => {
                 self.next_event_seq = seq;
@@ -365,6 +374,39 @@ impl Writer {
             Err(e) => self.shared.health().fail(e),
         }
         result
+    }
+
+    /// `response_due` for an existing petition whose new settings put its response threshold
+    /// at or below its count while no response is due or recorded (a lowered
+    /// `response_threshold`, or thresholds whose largest is now below the count): no crossing
+    /// would ever make it due. Decided here, after every earlier batch is published, so a
+    /// crossing in flight cannot make it due twice.
+    fn due_by_settings(&self, num: u32, meta: &PetitionMeta, now: u64) -> Option<NewEvent> {
+        let petition = self.shared.registry().by_num(num)?;
+        let threshold = meta.effective_response_threshold()?;
+        let count = petition.count.load(std::sync::atomic::Ordering::Acquire);
+        let tracking = petition.tracking();
+        let due = threshold <= count && tracking.due.is_none() && tracking.response.is_none();
+        due.then(|| NewEvent {
+            petition: num,
+            at_ms: now,
+            data: crate::event::EventData::ResponseDue {
+                threshold,
+                due_at_ms: meta.due_at(now),
+            },
+        })
+    }
+
+    /// Before a synced control batch under durability `none`: flushes the memtables, which
+    /// hold the batches written without a log. Otherwise a crash could keep the synced batch
+    /// (its events, say) and lose the unlogged ones before it (the crossings numbered before
+    /// those events), leaving a gap in the feed. Control batches are rare; this is what `none`
+    /// pays for them.
+    pub(super) fn settle_unlogged(&self, store: &Store) -> Result<(), StoreError> {
+        if self.durability == Durability::None {
+            store.flush(true)?;
+        }
+        Ok(())
     }
 
     /// Registers, replaces or deletes a webhook, or moves its cursor. A cursor is written

@@ -98,6 +98,13 @@ impl Writer {
                 petition.set_counts(counts);
             }
         }
+        // A petition change (a close, a registration) whose write reported failure may have
+        // reached the store with its events: the metas say what stands.
+        for (num, meta) in store.load_petitions()? {
+            if let Some(petition) = self.shared.registry().by_num(num) {
+                petition.set_meta(meta);
+            }
+        }
         let stored = store.load_events(self.next_event_seq, usize::MAX)?;
         let events = event::named(stored, |num| {
             self.shared.registry().by_num(num).map(|p| p.id.to_string())

@@ -223,6 +223,87 @@ fn a_deadline_close_is_recorded_once_and_an_admin_close_once() {
 }
 
 #[test]
+fn in_memory_a_passed_deadline_is_recorded_by_the_background_thread() {
+    let clock = Arc::new(ManualClock::starting_now());
+    let mut config = Config::in_memory();
+    config.clock = Arc::clone(&clock) as Arc<dyn Clock>;
+    config.sweep_interval = Some(Duration::from_millis(5));
+    let engine = Engine::open(config).expect("opens");
+    let mut spec = PetitionSpec::new("d");
+    spec.deadline_ms = Some(clock.now_ms() + 1_000);
+    engine.register(spec).expect("registers");
+    std::thread::sleep(Duration::from_millis(50));
+    assert_eq!(engine.last_event_seq(), 0, "not yet");
+    clock.advance(Duration::from_secs(2));
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while engine.last_event_seq() == 0 {
+        assert!(Instant::now() < deadline, "no close recorded");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    std::thread::sleep(Duration::from_millis(50));
+    let events = engine.events_after(0, 10);
+    assert_eq!(events.len(), 1, "once: {events:?}");
+    assert_eq!(
+        events[0].data,
+        EventData::PetitionClosed {
+            reason: CloseReason::Deadline
+        }
+    );
+    engine.close().expect("closes");
+}
+
+#[test]
+fn lowering_the_response_threshold_below_the_count_makes_the_response_due() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(ManualClock::starting_now());
+    let engine = open(config(dir.path(), &clock));
+    petition(&engine, "p", vec![1000], Some(3));
+    sign(&engine, "p", 0, 20);
+    assert!(!engine.petition("p").expect("exists").awaiting_response);
+    let mut spec = PetitionSpec::new("p");
+    spec.response_threshold = Some(10);
+    engine.register(spec.clone()).expect("updates");
+    let info = engine.petition("p").expect("exists");
+    assert!(info.awaiting_response, "10 is below the count of 20");
+    assert_eq!(info.response_due_at_ms, Some(clock.now_ms() + 3 * DAY_MS));
+    engine.register(spec).expect("the same again");
+    let kinds: Vec<EventKind> = engine
+        .events_after(0, 10)
+        .iter()
+        .map(|e| e.kind())
+        .collect();
+    assert_eq!(kinds, [EventKind::ResponseDue], "once");
+    engine.verify_store().expect("consistent");
+}
+
+#[test]
+fn a_webhook_registered_again_after_a_delete_gets_a_new_revision() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let engine = open(Config::persistent(dir.path()));
+    let spec = WebhookSpec {
+        name: "h".into(),
+        url: "http://hooks.example/".into(),
+        events: vec![],
+        secret: "s".into(),
+        after: Some(0),
+    };
+    let (first, _) = engine.put_webhook(spec.clone()).expect("registers");
+    engine.delete_webhook("h").expect("deletes");
+    let (second, created) = engine.put_webhook(spec.clone()).expect("registers");
+    assert!(created);
+    assert!(second.revision > first.revision);
+    engine
+        .set_webhook_cursor("h", first.revision, 7)
+        .expect("ignored");
+    assert_eq!(engine.webhook("h").map(|h| h.cursor), Some(0));
+    engine.close().expect("closes");
+    drop(engine);
+    let engine = open(Config::persistent(dir.path()));
+    let (third, _) = engine.put_webhook(spec).expect("replaces");
+    assert!(third.revision > second.revision, "after a restart too");
+}
+
+#[test]
 fn an_invalidation_below_the_response_threshold_ends_the_wait_until_crossed_again() {
     let dir = tempfile::tempdir().expect("temp dir");
     let clock = Arc::new(ManualClock::starting_now());
@@ -404,4 +485,45 @@ fn webhooks_and_their_cursors_survive_restart() {
         }),
         Err(WebhookError::TooMany(WEBHOOKS_MAX))
     );
+}
+
+/// The child's side of the test below: set by the parent.
+const NONE_CHILD_DIR: &str = "EVENTS_TEST_NONE_CHILD_DIR";
+
+/// Under durability `none`, signature batches skip the log while a response's batch is synced:
+/// the signatures' events (crossings, a response due) must not be lost behind a response that
+/// survives, which would leave a gap in the feed. The child aborts right after the response.
+#[test]
+fn a_crash_under_durability_none_leaves_no_gap_in_the_feed() {
+    if let Ok(dir) = std::env::var(NONE_CHILD_DIR) {
+        let mut config = Config::persistent(std::path::Path::new(&dir));
+        config.durability = engine::Durability::None;
+        let engine = open(config);
+        petition(&engine, "p", vec![1, 2], None);
+        sign(&engine, "p", 0, 2);
+        engine.respond("p", "Answered.", None).expect("responds");
+        std::process::abort();
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let status = std::process::Command::new(std::env::current_exe().expect("test binary"))
+        .args([
+            "events::a_crash_under_durability_none_leaves_no_gap_in_the_feed",
+            "--exact",
+        ])
+        .env(NONE_CHILD_DIR, dir.path())
+        .status()
+        .expect("the child runs");
+    assert!(!status.success(), "the child aborts: {status}");
+    let engine = open(Config::persistent(dir.path()));
+    use EventKind::*;
+    assert_eq!(
+        feed(&engine),
+        [
+            ev(ThresholdCrossed, "p", 1),
+            ev(ThresholdCrossed, "p", 2),
+            ev(ResponseDue, "p", 2),
+            ev(Responded, "p", 0),
+        ]
+    );
+    engine.verify_store().expect("consistent");
 }
