@@ -78,6 +78,11 @@ const REFUSED_V6: &[(Ipv6Addr, u8, &str)] = &[
         "unique local",
     ),
     (Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 0), 10, "link-local"),
+    (
+        Ipv6Addr::new(0x64, 0xff9b, 1, 0, 0, 0, 0, 0),
+        48,
+        "NAT64 (local use)",
+    ),
     (Ipv6Addr::new(0xfec0, 0, 0, 0, 0, 0, 0, 0), 10, "site-local"),
     (Ipv6Addr::new(0xff00, 0, 0, 0, 0, 0, 0, 0), 8, "multicast"),
 ];
@@ -278,6 +283,13 @@ pub enum UrlError {
     /// The URL's port is 0, out of range, or not a number.
     #[error("the URL's port must be a number from 1 to 65535")]
     Port,
+    /// The host is a number in a form other than a dotted quad (`127.1`, `2130706433`,
+    /// `0x7f000001`, `0177.0.0.1`), which resolvers read as an address.
+    #[error(
+        "the host {0} is a number but not a dotted-quad IPv4 address: write the address in \
+         full (a.b.c.d) or give a name"
+    )]
+    NumericHost(String),
     /// The host is an address webhooks are not delivered to.
     #[error(transparent)]
     Refused(#[from] RefusedAddress),
@@ -325,8 +337,13 @@ pub fn check_url(url: &str, allow: &AllowedNetworks) -> Result<Target, UrlError>
             _ => return Err(UrlError::Port),
         },
     };
-    if let Ok(ip) = host.parse::<IpAddr>() {
-        permitted(ip, allow)?;
+    match host.parse::<IpAddr>() {
+        Ok(ip) => permitted(ip, allow)?,
+        // No top-level domain is numeric, so a host whose last label is a number is meant as
+        // an address; resolvers take the shortened, decimal, octal and hex forms as one, and
+        // the literal-address check must not be walked around by a form it cannot parse.
+        Err(_) if numeric_host(host) => return Err(UrlError::NumericHost(host.to_string())),
+        Err(_) => {}
     }
     // `path()` is "/" for an empty path; the fragment, never sent, is already dropped.
     let path_and_query = match uri.query() {
@@ -339,6 +356,18 @@ pub fn check_url(url: &str, allow: &AllowedNetworks) -> Result<Target, UrlError>
         path_and_query,
         host_header: authority.as_str().to_string(),
     })
+}
+
+/// Whether `host` (not bracketed) ends in a label that is a decimal or hex number.
+fn numeric_host(host: &str) -> bool {
+    let Some(last) = host.trim_end_matches('.').rsplit('.').next() else {
+        return false;
+    };
+    let hex = last
+        .strip_prefix("0x")
+        .or_else(|| last.strip_prefix("0X"))
+        .is_some_and(|digits| digits.bytes().all(|b| b.is_ascii_hexdigit()));
+    hex || (!last.is_empty() && last.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Why [`connect`] has no connection.
@@ -708,6 +737,19 @@ mod tests {
         check(
             "http://169.254.169.254/latest/meta-data/",
             |e| matches!(e, UrlError::Refused(r) if r.range == "link-local"),
+        );
+        for numeric in [
+            "http://127.1/",
+            "http://2130706433/",
+            "http://0x7f000001/",
+            "http://0177.0.0.1/",
+            "http://10.1.2.3.4/",
+        ] {
+            check(numeric, |e| matches!(e, UrlError::NumericHost(_)));
+        }
+        check(
+            "http://[64:ff9b:1::a00:1]/",
+            |e| matches!(e, UrlError::Refused(r) if r.range == "NAT64 (local use)"),
         );
         check(
             "http://[::1]:8080/",
