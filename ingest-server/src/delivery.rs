@@ -91,6 +91,14 @@ pub(crate) struct Deliveries {
     stop: tokio::sync::watch::Receiver<bool>,
 }
 
+impl std::fmt::Debug for Deliveries {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Deliveries")
+            .field("tasks", &self.tasks.lock().len())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Deliveries {
     pub fn new(
         engine: Engine,

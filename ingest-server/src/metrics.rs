@@ -15,6 +15,7 @@ use prometheus_client::metrics::gauge::ConstGauge;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
+use crate::delivery::Deliveries;
 use crate::request::BodyBudget;
 use crate::routes::RouteId;
 
@@ -226,6 +227,7 @@ struct Scrape {
     engine: Engine,
     /// The small-body and batch budgets.
     body_budgets: [Arc<BodyBudget>; 2],
+    deliveries: Arc<Deliveries>,
 }
 
 /// A registry holding the scrape collector, with the `ingest` prefix.
@@ -233,12 +235,14 @@ pub(crate) fn registry(
     metrics: Arc<Metrics>,
     engine: Engine,
     body_budgets: [Arc<BodyBudget>; 2],
+    deliveries: Arc<Deliveries>,
 ) -> Registry {
     let mut registry = Registry::with_prefix("ingest");
     registry.register_collector(Box::new(Scrape {
         metrics,
         engine,
         body_budgets,
+        deliveries,
     }));
     registry
 }
@@ -499,12 +503,66 @@ impl Collector for Scrape {
                 *count += 1;
             }
         }
+        self.encode_webhooks(&mut encoder)?;
         seconds_histogram(
             &mut encoder,
             "response_time",
             "Time from a petition crossing its response threshold to its recorded response",
             &snapshot,
         )?;
+        Ok(())
+    }
+}
+
+impl Scrape {
+    /// Per webhook (labelled by name: at most 256, chosen by an administrator): how many events
+    /// it is behind, its failed attempts in a row, and the events delivered since start.
+    fn encode_webhooks(&self, encoder: &mut DescriptorEncoder) -> Fmt {
+        let hooks = self.engine.webhooks();
+        let last = self.engine.last_event_seq();
+        let rows: Vec<(String, u64, u64, u64)> = hooks
+            .iter()
+            .map(|hook| {
+                let state = self.deliveries.state(&hook.name);
+                (
+                    hook.name.clone(),
+                    last.saturating_sub(hook.cursor),
+                    u64::from(state.failures),
+                    state.delivered,
+                )
+            })
+            .collect();
+        let families: [(&str, &str, MetricType); 3] = [
+            (
+                "webhook_lag_events",
+                "Events after a webhook's durable cursor (not yet confirmed delivered)",
+                MetricType::Gauge,
+            ),
+            (
+                "webhook_failures",
+                "A webhook's failed delivery attempts in a row",
+                MetricType::Gauge,
+            ),
+            (
+                "webhook_delivered",
+                "Events a webhook's receiver confirmed since the server started",
+                MetricType::Counter,
+            ),
+        ];
+        for (at, (name, help, kind)) in families.into_iter().enumerate() {
+            let mut family = encoder.encode_descriptor(name, help, None, kind)?;
+            for row in &rows {
+                let value = [row.1, row.2, row.3][at];
+                let labels = [("webhook", row.0.as_str())];
+                match kind {
+                    MetricType::Counter => {
+                        ConstCounter::new(value).encode(family.encode_family(&labels)?)?
+                    }
+                    _ => ConstGauge::new(i64::try_from(value).unwrap_or(i64::MAX))
+                        .encode(family.encode_family(&labels)?)?,
+                }
+            }
+        }
         Ok(())
     }
 }

@@ -79,7 +79,7 @@ impl State {
         State {
             hub: Arc::new(Hub::new(config.sse_buffer)),
             stop_streams,
-            deliveries,
+            deliveries: Arc::clone(&deliveries),
             keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
             inflight: Arc::new(Semaphore::new(config.inflight_max)),
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
@@ -87,6 +87,7 @@ impl State {
                 metrics.clone(),
                 engine.clone(),
                 [small_body_budget.clone(), batch_body_budget.clone()],
+                Arc::clone(&deliveries),
             ),
             small_body_budget,
             batch_body_budget,

@@ -634,6 +634,15 @@ async fn webhooks_deliver_every_event_in_order_signed_through_failures() {
         if state["cursor"] == 22 && state["delivery"]["failures"] == 0 {
             assert_eq!(state["delivery"]["delivered"], 22);
             assert!(state.get("secret").is_none(), "shown only once");
+            let text = server.send(Method::GET, "/metrics", &[], "").await.body;
+            let text = String::from_utf8_lossy(&text).into_owned();
+            for line in [
+                "ingest_webhook_lag_events{webhook=\"responders\"} 0",
+                "ingest_webhook_failures{webhook=\"responders\"} 0",
+                "ingest_webhook_delivered_total{webhook=\"responders\"} 22",
+            ] {
+                assert!(text.lines().any(|l| l == line), "{line} in\n{text}");
+            }
             break;
         }
         assert!(Instant::now() < deadline, "{state}");
