@@ -6,6 +6,7 @@
 //!
 //! Layout, one noun per module. The ingest path:
 //! - `signature`: the input model, validation, the canonical signer identity;
+//! - `country`: the assigned ISO 3166-1 alpha-2 codes a `country` must be one of;
 //! - `fingerprint`: keyed 128-bit XXH3 fingerprints of `(petition, signer)`;
 //! - `index`: the sharded dedup index of fingerprints (pending / committed);
 //! - `admission`: one call's three passes: resolve and validate, claim in the index, count or
@@ -58,6 +59,7 @@
 mod admission;
 mod clock;
 mod config;
+mod country;
 mod engine;
 mod error;
 mod event;
@@ -81,6 +83,7 @@ mod writer;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT};
+pub use crate::country::is_assigned as is_country_code;
 pub use crate::engine::{Engine, Registered, ResponseStats};
 pub use crate::error::{
     FlushError, InvalidationError, OpenError, PetitionError, RecoveryError, StoreError,

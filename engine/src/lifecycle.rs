@@ -308,11 +308,11 @@ impl Criteria {
             })
             .transpose()?;
         let country = text(&self.country, "criteria.country", 2)?.map(|c| c.to_uppercase());
-        if country
+        if let Some(c) = country
             .as_deref()
-            .is_some_and(|c| c.len() != 2 || !c.bytes().all(|b| b.is_ascii_uppercase()))
+            .filter(|c| !crate::country::is_assigned(c))
         {
-            return Err(invalid("criteria.country", "must be two letters"));
+            return Err(invalid("criteria.country", crate::country::refusal(c)));
         }
         if self.region.is_some() {
             return Err(invalid("criteria.region", "signatures carry no region yet"));

@@ -235,10 +235,10 @@ pub(crate) fn validate<'a, T>(
         }
     })?;
     let country = optional(signature.country, "country", 2, |s| {
-        if s.len() == 2 && s.bytes().all(|b| b.is_ascii_alphabetic()) {
+        if crate::country::is_assigned(s) {
             Ok(())
         } else {
-            Err("must be an ISO 3166-1 alpha-2 code such as \"GB\"")
+            Err(crate::country::refusal(s))
         }
     })?;
     let ip = optional(signature.ip, "ip", 45, |s| {
@@ -1011,6 +1011,8 @@ mod tests {
         check_field(|s| s.country = Some("gb".into()), Ok(()));
         check_field(|s| s.country = Some("GBR".into()), Err("country"));
         check_field(|s| s.country = Some("1A".into()), Err("country"));
+        check_field(|s| s.country = Some("UK".into()), Err("country"));
+        check_field(|s| s.country = Some("ZZ".into()), Err("country"));
         check_field(|s| s.ip = Some("192.0.2.1".into()), Ok(()));
         check_field(|s| s.ip = Some("2001:db8::1".into()), Ok(()));
         check_field(|s| s.ip = Some("999.1.1.1".into()), Err("ip"));
