@@ -31,7 +31,7 @@ use tokio::task::JoinHandle;
 
 use crate::events::EventJson;
 use crate::response::rfc3339;
-use crate::webhooks::client::{self, DeliveryError, Session};
+use crate::webhooks::client::{self, DeliveryError, Endpoint};
 use crate::webhooks::guard::{self, AllowedNetworks, Target};
 use crate::webhooks::signing::WebhookSecret;
 
@@ -249,7 +249,7 @@ impl Deliveries {
         let mut watch = self.engine.watch_events();
         let mut stop = self.stop.clone();
         let mut cursor = hook.cursor;
-        let mut session = Session::default();
+        let mut endpoint = Endpoint::default();
         loop {
             let engine = self.engine.clone();
             let from = cursor;
@@ -271,7 +271,14 @@ impl Deliveries {
             for event in page {
                 if hook.wants(event.kind())
                     && !self
-                        .post_until_delivered(name, secret, target, &event, &mut session, &mut stop)
+                        .post_until_delivered(
+                            name,
+                            secret,
+                            target,
+                            &event,
+                            &mut endpoint,
+                            &mut stop,
+                        )
                         .await
                 {
                     return;
@@ -322,7 +329,7 @@ impl Deliveries {
         secret: &WebhookSecret,
         target: &Target,
         event: &Event,
-        session: &mut Session,
+        endpoint: &mut Endpoint,
         stop: &mut tokio::sync::watch::Receiver<bool>,
     ) -> bool {
         let id = format!("evt_{}", event.seq);
@@ -342,7 +349,7 @@ impl Deliveries {
                 s.last_attempt_at = Some(rfc3339(now.as_millis() as u64));
             });
             let result = tokio::select! {
-                result = session.post(target, &self.allow, &headers, body.clone(), self.timeout) => result,
+                result = endpoint.post(target, &self.allow, &headers, body.clone(), self.timeout) => result,
                 _ = stop.changed() => return false,
             };
             let failures = match &result {

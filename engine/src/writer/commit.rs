@@ -481,12 +481,17 @@ impl Writer {
             batch.put_cf(counts_cf, num.to_be_bytes(), &count[..len]);
             let (before, after) = (t.before.validated, t.after.validated);
             if after >= before {
-                for threshold in t.petition.crossed(before, after) {
+                let crossed = t.petition.crossed(before, after);
+                // The response threshold is always one of the thresholds: without a crossing
+                // it cannot fall due, and most batches cross nothing (one lock, not two).
+                let any = !crossed.is_empty();
+                for threshold in crossed {
                     new.push((&t.petition, EventData::ThresholdCrossed { threshold }));
                 }
-                if let Some((threshold, due_at_ms)) =
-                    t.petition.response_falls_due(before, after, now)
-                {
+                let due = any
+                    .then(|| t.petition.response_falls_due(before, after, now))
+                    .flatten();
+                if let Some((threshold, due_at_ms)) = due {
                     new.push((
                         &t.petition,
                         EventData::ResponseDue {

@@ -1,7 +1,7 @@
 //! One delivery attempt: an HTTP/1.1 `POST` to a checked target under one deadline, and how long
 //! to wait before the next attempt.
 //!
-//! A [`Session`] keeps one connection to its endpoint alive between attempts (each new one made
+//! An [`Endpoint`] keeps one connection to its endpoint alive between attempts (each new one made
 //! through [`guard::connect`], which checks the address it dials), so a steady stream of
 //! deliveries costs no handshake each; a connection is dropped after any failed or timed-out
 //! attempt and after an answer whose body was not read to its end. [`post`] is one attempt on a
@@ -123,14 +123,14 @@ pub async fn post(
     body: Bytes,
     timeout: Duration,
 ) -> Result<u16, DeliveryError> {
-    Session::default()
+    Endpoint::default()
         .post(target, allow, headers, body, timeout)
         .await
 }
 
 /// A kept-alive connection to one endpoint, reused by the attempts that follow.
 #[derive(Default)]
-pub struct Session {
+pub struct Endpoint {
     open: Option<Open>,
 }
 
@@ -140,8 +140,8 @@ struct Open {
     _driver: AbortOnDrop,
 }
 
-impl Session {
-    /// [`post`] on this session's connection, opening one if it has none (or the endpoint
+impl Endpoint {
+    /// [`post`] on this endpoint's kept connection, opening one if it has none (or the endpoint
     /// closed it). After a failure the connection is dropped.
     pub async fn post(
         &mut self,

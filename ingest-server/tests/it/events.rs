@@ -4,9 +4,8 @@
 //! Webhooks specification says), and deliveries across a kill -9 of the real binary.
 
 use std::collections::BTreeSet;
-use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -23,7 +22,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{Conn, TestServer, ADMIN, INGEST};
+use crate::support::{start_binary, Conn, TestServer, ADMIN, INGEST};
 
 /// One item of an event stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -651,42 +650,17 @@ async fn webhooks_deliver_every_event_in_order_signed_through_failures() {
     server.stop().await;
 }
 
-/// Starts the real binary on `dir`; returns the child and where it listens.
-fn start_binary(dir: &std::path::Path) -> (Child, SocketAddr) {
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir)
-        .args([
-            "--api-key",
-            "admin:admin-key-0001",
-            "--api-key",
-            "ingest:ingest-key-0001",
+/// Starts the real binary on `dir` with webhooks allowed to loopback and quick retries.
+fn start_server(dir: &std::path::Path) -> (Child, SocketAddr) {
+    let (child, addr, _logs) = start_binary(
+        dir,
+        &[
             "--webhook-allow-networks",
             "127.0.0.0/8",
             "--webhook-retry-first",
             "20ms",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("server starts");
-    let stdout = child.stdout.take().unwrap();
-    let (found, listen) = std::sync::mpsc::channel::<SocketAddr>();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("listen=") {
-                let addr = line[at + 7..].split_whitespace().next().unwrap_or("");
-                if let Ok(addr) = addr.parse() {
-                    let _ = found.send(addr);
-                }
-            }
-        }
-    });
-    let addr = listen
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs where it listens");
+        ],
+    );
     (child, addr)
 }
 
@@ -709,7 +683,7 @@ async fn kill_9_in_the_middle_of_deliveries_loses_nothing() {
     // A slow receiver: deliveries are in flight when the server dies.
     let (hook_addr, received) =
         receiver(Arc::clone(&secret), 0.0, seed(), Duration::from_millis(30)).await;
-    let (mut child, addr) = start_binary(dir.path());
+    let (mut child, addr) = start_server(dir.path());
     let mut admin = ready(addr).await;
     let json = ("content-type", "application/json");
     let put = admin
@@ -754,7 +728,7 @@ async fn kill_9_in_the_middle_of_deliveries_loses_nothing() {
     let before = received.lock().unwrap().attempts.len();
     assert!(before < 31, "killed in the middle: {before} delivered");
 
-    let (mut child, _addr) = start_binary(dir.path());
+    let (mut child, _addr) = start_server(dir.path());
     let first = wait_for(&received, 31).await;
     let expected: Vec<String> = (1..=31).map(|s| format!("evt_{s}")).collect();
     assert_eq!(first, expected, "every event, in order");

@@ -1,9 +1,7 @@
 //! SIGTERM under load: the real binary drains, flushes and exits 0, and every acknowledged
 //! signature is in the store afterwards.
 
-use std::io::{BufRead, BufReader};
-use std::net::SocketAddr;
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -11,44 +9,12 @@ use std::time::{Duration, Instant};
 use engine::{Config, Engine, NewSignature, Outcome};
 use hyper::Method;
 
-use crate::support::{Conn, ADMIN, INGEST};
+use crate::support::{start_binary, Conn, ADMIN, INGEST};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
-        .args(["--listen", "127.0.0.1:0", "--data-dir"])
-        .arg(dir.path())
-        .args([
-            "--api-key",
-            "admin:admin-key-0001",
-            "--api-key",
-            "ingest:ingest-key-0001",
-        ])
-        .env("RUST_LOG", "info")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("server starts");
-    let stdout = child.stdout.take().unwrap();
-    let (found, listen) = std::sync::mpsc::channel::<SocketAddr>();
-    let logs = std::thread::spawn(move || {
-        let mut lines = Vec::new();
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if let Some(at) = line.find("listen=") {
-                let addr = line[at + 7..].split_whitespace().next().unwrap_or("");
-                if let Ok(addr) = addr.parse() {
-                    let _ = found.send(addr);
-                }
-            }
-            lines.push(line);
-        }
-        lines
-    });
-    let addr = listen
-        .recv_timeout(Duration::from_secs(30))
-        .expect("the server logs where it listens");
+    let (mut child, addr, logs) = start_binary(dir.path(), &[]);
 
     let mut admin = Conn::open(addr).await;
     let deadline = Instant::now() + Duration::from_secs(30);

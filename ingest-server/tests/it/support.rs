@@ -288,6 +288,56 @@ impl Conn {
     }
 }
 
+/// The real binary, started on `dir` with the two test keys and `extra` flags, listening on
+/// 127.0.0.1:0: the child, where it listens, and the thread collecting its log lines (they end
+/// when it exits).
+pub fn start_binary(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::thread::JoinHandle<Vec<String>>,
+) {
+    use std::io::{BufRead, BufReader};
+    use std::process::{Command, Stdio};
+    let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
+        .args(["--listen", "127.0.0.1:0", "--data-dir"])
+        .arg(dir)
+        .args([
+            "--api-key",
+            "admin:admin-key-0001",
+            "--api-key",
+            "ingest:ingest-key-0001",
+        ])
+        .args(extra)
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("server starts");
+    let stdout = child.stdout.take().expect("piped");
+    let (found, listen) = std::sync::mpsc::channel::<SocketAddr>();
+    let logs = std::thread::spawn(move || {
+        let mut lines = Vec::new();
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if let Some(at) = line.find("listen=") {
+                let addr = line[at + 7..].split_whitespace().next().unwrap_or("");
+                if let Ok(addr) = addr.parse() {
+                    let _ = found.send(addr);
+                }
+            }
+            lines.push(line);
+        }
+        lines
+    });
+    let addr = listen
+        .recv_timeout(Duration::from_secs(30))
+        .expect("the server logs where it listens");
+    (child, addr, logs)
+}
+
 /// Sends raw bytes on a new TCP connection and reads until the server closes it (or 10 s).
 pub async fn raw(addr: SocketAddr, request: &[u8]) -> String {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
