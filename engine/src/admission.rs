@@ -19,8 +19,10 @@ use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence, PREFETCH_DISTANCE};
 use crate::job::{reply_channel, Caller, Item, ItemKind, Job, Outcome, SignJob, Waiting};
-use crate::petition::{Petition, RegistryRead};
+use crate::petition::{Changes, Petition, RegistryRead};
+use crate::place::{Place, RegionKey, RegionsFull};
 use crate::shared::Shared;
+use crate::signature::InvalidField;
 use crate::signature::{self, AsSignatureRef, Op, ValidRef};
 use crate::token::TokenError;
 
@@ -136,11 +138,14 @@ struct Claim {
     slot: u32,
     fp: Fingerprint,
     inserted: bool,
+    /// Its country and region.
+    place: Place,
 }
 
-/// Hashes the engine's own dense petition numbers (not caller input) for the per-call slot map.
+/// Hashes the engine's own dense numbers (petitions, places: not caller input) for per-call
+/// and per-batch maps.
 #[derive(Default)]
-struct NumberHasher(u64);
+pub(crate) struct NumberHasher(u64);
 
 impl Hasher for NumberHasher {
     fn finish(&self) -> u64 {
@@ -244,6 +249,9 @@ impl Call<'_> {
         let mut valid = Vec::new();
         let mut rejected = 0u64;
         let registry = shared.registry().read();
+        let regions = shared.regions().read();
+        // Claims whose region is not in the dictionary yet: named after this pass.
+        let mut unnamed: Vec<(usize, RegionKey)> = Vec::new();
         let mut recent = Recent::default();
         for (index, op) in signatures.iter().enumerate() {
             let signature = match op.op() {
@@ -277,11 +285,20 @@ impl Call<'_> {
             });
             match checked {
                 Ok((fields, slot, fp)) => {
+                    let mut place = Place::of_country(fields.country);
+                    if let Some(region) = fields.region {
+                        let key = RegionKey::new(place.country(), region);
+                        match regions.find(&key) {
+                            Some(id) => place = Place::new(place.country(), id),
+                            None => unnamed.push((self.claims.len(), key)),
+                        }
+                    }
                     self.claims.push(Claim {
                         index,
                         slot,
                         fp,
                         inserted: false,
+                        place,
                     });
                     if !self.memory {
                         valid.push(fields);
@@ -294,10 +311,45 @@ impl Call<'_> {
             }
         }
         drop(registry);
+        drop(regions);
+        if !unnamed.is_empty() {
+            rejected += self.name_regions(unnamed, &mut valid);
+        }
         if rejected > 0 {
             shared.count_rejected(rejected);
         }
         valid
+    }
+
+    /// Names the regions the dictionary did not hold (new ones get ids); a claim whose region
+    /// cannot be named (the dictionary is full) is refused. Returns how many were refused.
+    #[cold]
+    fn name_regions(
+        &mut self,
+        unnamed: Vec<(usize, RegionKey)>,
+        valid: &mut Vec<ValidRef<'_>>,
+    ) -> u64 {
+        let mut refused = Vec::new();
+        for (at, key) in unnamed {
+            let claim = &mut self.claims[at];
+            match self.shared.regions().intern(key) {
+                Ok(id) => claim.place = Place::new(claim.place.country(), id),
+                Err(RegionsFull) => {
+                    self.results[claim.index] = Err(SubmitError::Invalid(InvalidField {
+                        field: "region",
+                        reason: "too many distinct regions: the store names as many as it may",
+                    }));
+                    refused.push(at);
+                }
+            }
+        }
+        for &at in refused.iter().rev() {
+            self.claims.remove(at);
+            if !self.memory {
+                valid.remove(at);
+            }
+        }
+        refused.len() as u64
     }
 
     /// A validation: checks the token (its tag, in constant time) and queues it for the writer,
@@ -332,8 +384,10 @@ impl Call<'_> {
             kind: ItemKind::Validate {
                 seq: named.seq,
                 expires_at_ms: named.expires_at_ms,
+                place: named.place,
             },
             by_email: true,
+            place: Place::NONE,
         });
         Ok(())
     }
@@ -378,6 +432,7 @@ impl Call<'_> {
                         record: valid[at].encode(slot.petition.num, self.now, &mut records),
                         kind: ItemKind::Sign,
                         by_email: slot.by_email,
+                        place: claim.place,
                     })
                 }
                 Insert::Present(Presence::Committed)
@@ -395,6 +450,7 @@ impl Call<'_> {
                         record: valid[at].encode(slot.petition.num, self.now, &mut records),
                         kind: ItemKind::Resubmit,
                         by_email: true,
+                        place: claim.place,
                     })
                 }
                 _ => {
@@ -422,10 +478,46 @@ impl Call<'_> {
     #[inline]
     fn count_in_memory(&mut self) {
         let mut total = 0u64;
-        for slot in self.slots.iter_mut().filter(|slot| slot.accepted > 0) {
+        // The accepted signers' places, grouped by slot: `slot << 32 | place`, sorted. Without
+        // any place named (no country), each slot's signers all count under none.
+        let named = self
+            .claims
+            .iter()
+            .any(|claim| claim.inserted && claim.place != Place::NONE);
+        let mut placed: Vec<u64> = Vec::new();
+        if named {
+            placed.extend(
+                self.claims
+                    .iter()
+                    .filter(|claim| claim.inserted)
+                    .map(|claim| u64::from(claim.slot) << 32 | u64::from(claim.place.0)),
+            );
+            placed.sort_unstable();
+        }
+        let mut at = 0;
+        let mut changes = Changes::default();
+        let recent = self.shared.recent();
+        for (number, slot) in self.slots.iter_mut().enumerate() {
+            if slot.accepted == 0 {
+                continue;
+            }
             let k = slot.accepted;
             total += k;
-            let before = slot.petition.count.fetch_add(k, Ordering::AcqRel);
+            changes.places.clear();
+            if named {
+                while at < placed.len() && placed[at] >> 32 == number as u64 {
+                    let place = Place(placed[at] as u32);
+                    match changes.places.last_mut() {
+                        Some((last, n)) if *last == place => *n += 1,
+                        _ => changes.places.push((place, 1)),
+                    }
+                    at += 1;
+                }
+            } else {
+                changes.places.push((Place::NONE, k as i64));
+            }
+            changes.history = Some((self.now, k as i64));
+            let before = slot.petition.add_accepted(k, &changes, recent);
             let crossed = slot.petition.crossed(before, before + k);
             if !crossed.is_empty() {
                 self.shared

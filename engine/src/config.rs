@@ -104,7 +104,16 @@ pub struct Config {
     pub invalidation_step: usize,
     /// Most invalidation jobs running at once.
     pub invalidation_jobs_max: usize,
+    /// Most distinct regions the store names (each costs ~60 bytes of memory for good); a
+    /// signature naming a new region past it is refused (`region`). At most 4,194,303.
+    pub regions_max: u32,
+    /// How old a trending list may be before a read computes it again: the bound on how often
+    /// trending reads look at the petitions active in their window.
+    pub trending_refresh: Duration,
 }
+
+/// Most distinct regions by default.
+pub const REGIONS_MAX_DEFAULT: u32 = 1_000_000;
 
 /// The default grace period of a pending signature.
 pub const PENDING_GRACE_DEFAULT: Duration = Duration::from_secs(7 * 24 * 3600);
@@ -126,6 +135,8 @@ impl Config {
             lifecycle_step: 16_384,
             invalidation_step: 65_536,
             invalidation_jobs_max: 4,
+            regions_max: REGIONS_MAX_DEFAULT,
+            trending_refresh: Duration::from_secs(1),
         }
     }
 

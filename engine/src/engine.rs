@@ -28,7 +28,8 @@ use crate::petition::{
     Milestone, Petition, PetitionInfo, PetitionMeta, PetitionSpec, DEFAULT_THRESHOLDS,
     RESPONSE_DUE_DAYS_DEFAULT,
 };
-use crate::shared::Shared;
+use crate::place::{Bucket, CountryCount, Place, RegionCount, Resolution, MINUTES_KEPT};
+use crate::shared::{Shared, TRENDING_KEPT};
 use crate::signature::{AsSignatureRef, NewSignature, Op};
 use crate::stats::Stats;
 use crate::store::{Meta, Store, FORMAT_VERSION, FORMAT_VERSION_3, SIGNER_RULES};
@@ -591,9 +592,15 @@ impl Engine {
         let mut matching = 0u64;
         let mut cursor = 0;
         loop {
-            let step =
-                invalidation::scan(&store, self.shared().states(), &scope, cursor, PREVIEW_STEP)
-                    .map_err(|_| InvalidationError::StorageUnavailable)?;
+            let step = invalidation::scan(
+                &store,
+                self.shared().states(),
+                self.shared().regions(),
+                &scope,
+                cursor,
+                PREVIEW_STEP,
+            )
+            .map_err(|_| InvalidationError::StorageUnavailable)?;
             matching += step.matching.len() as u64;
             if step.done {
                 return Ok(matching);
@@ -679,6 +686,92 @@ impl Engine {
     pub fn petition(&self, id: &str) -> Option<PetitionInfo> {
         let now = self.shared().now_ms();
         self.shared().registry().get(id).map(|p| p.info(now))
+    }
+
+    /// A petition's count and its counts by country, the largest first (ties by code);
+    /// signatures that name no country count under [`crate::NO_COUNTRY`] (`ZZ`). The counts
+    /// sum to the count, both read at one instant. `None`: no such petition.
+    pub fn countries(&self, id: &str) -> Option<(u64, Vec<CountryCount>)> {
+        let petition = self.shared().registry().get(id)?;
+        let (count, countries) = petition.countries();
+        let countries = countries
+            .into_iter()
+            .map(|(country, n)| CountryCount::new(country, n))
+            .collect();
+        Some((count, countries))
+    }
+
+    /// A petition's counts by region, the largest first (ties by country, then region): of one
+    /// country (`Some(code)`, either case), or of all. `Ok(None)`: no such petition;
+    /// `Err`: `country` is not an assigned ISO 3166-1 alpha-2 code.
+    pub fn regions(
+        &self,
+        id: &str,
+        country: Option<&str>,
+    ) -> Result<Option<Vec<RegionCount>>, InvalidField> {
+        let wanted = match country {
+            Some(code) if crate::country::is_assigned(code) => Some(Place::country_number(code)),
+            Some(code) => {
+                return Err(InvalidField {
+                    field: "country",
+                    reason: crate::country::refusal(code),
+                })
+            }
+            None => None,
+        };
+        let Some(petition) = self.shared().registry().get(id) else {
+            return Ok(None);
+        };
+        let places: Vec<(Place, u64)> = petition.with_breakdown(|_, b| {
+            b.places()
+                .filter(|(place, _)| {
+                    place.region() != 0 && wanted.is_none_or(|c| place.country() == c)
+                })
+                .collect()
+        });
+        let regions = self.shared().regions();
+        let mut out: Vec<RegionCount> = places
+            .into_iter()
+            .filter_map(|(place, count)| {
+                let key = regions.key(place.region())?;
+                Some(RegionCount {
+                    country: String::from_utf8_lossy(&place.country_code()).into_owned(),
+                    region: key.text().to_owned(),
+                    count,
+                })
+            })
+            .collect();
+        out.sort_by(|a, b| {
+            b.count
+                .cmp(&a.count)
+                .then_with(|| a.country.cmp(&b.country))
+                .then_with(|| a.region.cmp(&b.region))
+        });
+        Ok(Some(out))
+    }
+
+    /// A petition's history at `resolution`: how its count changed in each minute of the last
+    /// 48 hours, or in each hour of its life, oldest first, empty buckets left out. A bucket
+    /// counts the signatures counted in it (accepted, or validated) less those invalidated in
+    /// it, so the hours sum to the count. `None`: no such petition.
+    pub fn history(&self, id: &str, resolution: Resolution) -> Option<Vec<Bucket>> {
+        let now = self.shared().now_ms();
+        let petition = self.shared().registry().get(id)?;
+        Some(petition.history(resolution, now))
+    }
+
+    /// The petitions whose count grew most in the last `window_minutes` whole minutes (the
+    /// current one included; 1 to 2,880), most first (ties by id), at most `limit` (at most
+    /// 1,000), each with its growth. Computed from the petitions that changed count in the
+    /// window, at most once per [`Config::trending_refresh`].
+    pub fn trending(&self, window_minutes: u32, limit: usize) -> Vec<(PetitionInfo, i64)> {
+        let now = self.shared().now_ms();
+        let window = window_minutes.clamp(1, MINUTES_KEPT);
+        self.shared()
+            .trending(window, limit.min(TRENDING_KEPT))
+            .into_iter()
+            .map(|(p, change)| (p.info(now), change))
+            .collect()
     }
 
     /// Up to `limit` petitions with the highest counts, highest first (ties by id).
@@ -1133,6 +1226,7 @@ fn run_step(
     let scanned = invalidation::scan(
         &store,
         shared.states(),
+        shared.regions(),
         &scope,
         record.cursor,
         shared.config().invalidation_step,
@@ -1219,7 +1313,8 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
 /// These changed only for emails that are not all ASCII, so a store of older rules without any
 /// is upgraded as it is. One with some is refused: their stored fingerprints may differ from
 /// what this build derives, which would let such a signer sign twice.
-/// A store of format 3 has its petition index and current rules: only its version changes.
+/// A store of format 3 or 4 has its petition index and current rules. Every older store gets
+/// its counts by place and history from one more scan of its records (`Store::write_places`).
 fn upgrade(store: &Store, stored_rules: u8, stored_format: u8) -> Result<(), OpenError> {
     let refused = |non_ascii| OpenError::SignerRules {
         stored: stored_rules,
@@ -1229,7 +1324,10 @@ fn upgrade(store: &Store, stored_rules: u8, stored_format: u8) -> Result<(), Ope
     if stored_rules > SIGNER_RULES {
         return Err(refused(0));
     }
-    if stored_format == FORMAT_VERSION_3 && stored_rules == SIGNER_RULES {
+    if stored_format >= FORMAT_VERSION_3 && stored_rules == SIGNER_RULES {
+        // Formats 3 and 4 have the petition index and the current rules: they lack only the
+        // counts by place and the history.
+        store.write_places()?;
         store.set_current_format()?;
         return Ok(());
     }
@@ -1237,6 +1335,7 @@ fn upgrade(store: &Store, stored_rules: u8, stored_format: u8) -> Result<(), Ope
     if stored_rules != SIGNER_RULES && non_ascii > 0 {
         return Err(refused(non_ascii));
     }
+    store.write_places()?;
     store.set_current_format()?;
     Ok(())
 }
@@ -1280,6 +1379,7 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     for (_, bytes) in store.load_jobs()? {
         shared.jobs().insert(JobRecord::decode(&bytes)?);
     }
+    shared.load_places(store, true)?;
     let stored: u64 = counts.values().map(Counts::held).sum();
     shared.expect_recovered(stored);
     shared

@@ -18,6 +18,7 @@ use parking_lot::Mutex;
 
 use crate::error::{InvalidationError, StoreError};
 use crate::lifecycle::{Criteria, Matcher, SignatureState};
+use crate::place::{place_of_record, Place, Regions};
 use crate::record::Reader;
 use crate::states::States;
 use crate::store::Store;
@@ -245,7 +246,7 @@ impl Jobs {
 pub(crate) struct Step {
     pub job: u64,
     /// Matching signatures (sequence, petition number) that were pending or validated when read.
-    pub matching: Vec<(u64, u32)>,
+    pub matching: Vec<(u64, u32, Place)>,
     /// Signatures read in this step.
     pub scanned: u64,
     /// Where the next step starts.
@@ -302,11 +303,12 @@ fn seqs_of(runs: &[(u64, u64)], from: u64, limit: usize) -> Vec<u64> {
 pub(crate) fn scan(
     store: &Store,
     states: &States,
+    regions: &Regions,
     scope: &Scope<'_>,
     cursor: u64,
     limit: usize,
 ) -> Result<Step, StoreError> {
-    let mut candidates: Vec<(u64, u32)> = Vec::new();
+    let mut candidates: Vec<(u64, u32, Place)> = Vec::new();
     let mut scanned = 0u64;
     let (next, done) = match scope.runs {
         Some(runs) => {
@@ -314,7 +316,7 @@ pub(crate) fn scan(
             store.records(&seqs, |seq, record| {
                 scanned += 1;
                 if scope.matcher.matches(&record) {
-                    candidates.push((seq, record.petition));
+                    candidates.push((seq, record.petition, place_of_record(regions, &record)));
                 }
             })?;
             match seqs.last() {
@@ -326,7 +328,7 @@ pub(crate) fn scan(
             let next = store.records_from(cursor, scope.upto, limit, |seq, record| {
                 scanned += 1;
                 if scope.matcher.matches(&record) {
-                    candidates.push((seq, record.petition));
+                    candidates.push((seq, record.petition, place_of_record(regions, &record)));
                 }
             })?;
             match next {
@@ -338,7 +340,7 @@ pub(crate) fn scan(
     let states = states.read();
     let matching = candidates
         .into_iter()
-        .filter(|(seq, _)| {
+        .filter(|(seq, _, _)| {
             matches!(
                 states.get(*seq),
                 SignatureState::Pending | SignatureState::Validated

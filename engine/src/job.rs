@@ -9,6 +9,7 @@ use crate::event::NewEvent;
 use crate::fingerprint::Fingerprint;
 use crate::invalidation::{JobChange, Step, StepResult};
 use crate::petition::{Petition, PetitionMeta};
+use crate::place::Place;
 use crate::token::Token;
 use crate::verify::VerifyReport;
 use crate::webhook::WebhookChange;
@@ -71,8 +72,13 @@ pub(crate) enum ItemKind {
     /// writer looks for its pending signature (same token back) or answers duplicate.
     Resubmit,
     /// A genuine token's validation of the signature `seq`, which expires at `expires_at_ms`
-    /// (both from the token).
-    Validate { seq: u64, expires_at_ms: u64 },
+    /// (both from the token), at the place the token names (`None`: a version 1 token, whose
+    /// place is read from the record).
+    Validate {
+        seq: u64,
+        expires_at_ms: u64,
+        place: Option<Place>,
+    },
 }
 
 /// One signature on its way to the writer.
@@ -91,6 +97,8 @@ pub(crate) struct Item {
     pub kind: ItemKind,
     /// Its petition validated by email when it was admitted: a new signature is stored pending.
     pub by_email: bool,
+    /// Its country and region (signatures).
+    pub place: Place,
 }
 
 /// Answers by position in the caller's batch.

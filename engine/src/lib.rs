@@ -31,6 +31,9 @@
 //!
 //! The domain, the handle and its state:
 //! - `petition`: the registry, counts, deadlines, thresholds and milestones;
+//! - `place`: a signature's country and region as one number, the regions' dictionary, and
+//!   each petition's counts by place and history of its count (minutes, hours), and which
+//!   petitions changed count in each recent minute (trending);
 //! - `event`: the events feed (thresholds, closes, responses due and recorded), its stored
 //!   form, the newest events in memory, subscriptions, and each petition's response tracking;
 //! - `webhook`: webhook registrations and their durable cursors (delivery is the embedder's);
@@ -70,6 +73,7 @@ mod invalidation;
 mod job;
 mod lifecycle;
 mod petition;
+mod place;
 mod record;
 mod shared;
 mod signature;
@@ -82,7 +86,9 @@ mod webhook;
 mod writer;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
-pub use crate::config::{Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT};
+pub use crate::config::{
+    Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT, REGIONS_MAX_DEFAULT,
+};
 pub use crate::country::is_assigned as is_country_code;
 pub use crate::engine::{Engine, Registered, ResponseStats};
 pub use crate::error::{
@@ -99,12 +105,15 @@ pub use crate::job::Outcome;
 pub use crate::lifecycle::{Criteria, SignatureState, Validation, RESUBMITS_MAX};
 pub use crate::petition::{
     Milestone, MilestoneKind, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS,
-    RESPONSE_DUE_DAYS_DEFAULT, RESPONSE_DUE_DAYS_MAX, THRESHOLDS_MAX,
+    RESPONSE_DUE_DAYS_DEFAULT, RESPONSE_DUE_DAYS_MAX, THRESHOLDS_MAX, TOP_COUNTRIES,
+};
+pub use crate::place::{
+    Bucket, CountryCount, RegionCount, Resolution, MINUTES_KEPT, NO_COUNTRY, REGIONS_LIMIT,
 };
 pub use crate::signature::{
     canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature, Op,
     SignatureRef, SignerPolicy, EMAIL_BYTES_MAX, NAME_BYTES_MAX, PETITION_ID_BYTES_MAX,
-    POSTCODE_BYTES_MAX, SOURCE_BYTES_MAX,
+    POSTCODE_BYTES_MAX, REGION_BYTES_MAX, SOURCE_BYTES_MAX,
 };
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
 pub use crate::token::{Token, TokenText, TOKEN_CHARS};

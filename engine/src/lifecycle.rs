@@ -22,6 +22,7 @@ use std::net::IpAddr;
 
 use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
+use crate::place::Place;
 use crate::record::{decode_u64, Reader, Record};
 use crate::signature::InvalidField;
 
@@ -187,14 +188,21 @@ pub(crate) struct PendingSigner {
     pub seq: u64,
     pub expires_at_ms: u64,
     pub resubmits: u8,
+    /// Its signature's place, for the token given back; `None` in an entry written before
+    /// places (17 bytes: the place is then read from the record).
+    pub place: Option<Place>,
 }
 
 impl PendingSigner {
-    pub fn encode(&self) -> [u8; 17] {
-        let mut out = [0u8; 17];
-        out[..8].copy_from_slice(&self.seq.to_be_bytes());
-        out[8..16].copy_from_slice(&self.expires_at_ms.to_be_bytes());
-        out[16] = self.resubmits;
+    /// 21 bytes: sequence, expiry, re-submissions, place.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut out = Vec::with_capacity(21);
+        out.extend_from_slice(&self.seq.to_be_bytes());
+        out.extend_from_slice(&self.expires_at_ms.to_be_bytes());
+        out.push(self.resubmits);
+        if let Some(place) = self.place {
+            out.extend_from_slice(&place.0.to_be_bytes());
+        }
         out
     }
 
@@ -204,6 +212,10 @@ impl PendingSigner {
             seq: r.u64()?,
             expires_at_ms: r.u64()?,
             resubmits: r.u8()?,
+            place: match bytes.len() {
+                17 => None,
+                _ => Some(Place(r.u32()?)),
+            },
         };
         r.finish()?;
         Ok(signer)
@@ -226,7 +238,7 @@ pub struct Criteria {
     pub ip: Option<String>,
     /// An ISO 3166-1 alpha-2 country code (case-insensitive).
     pub country: Option<String>,
-    /// A region code. Signatures carry no region yet, so a criterion on it is refused.
+    /// A region code, exactly (case-insensitive).
     pub region: Option<String>,
     /// A postcode, compared without spaces and case.
     pub postcode: Option<String>,
@@ -243,6 +255,7 @@ pub(crate) struct Matcher {
     email_pattern: Option<glob::Pattern>,
     ip: Option<ipnet::IpNet>,
     country: Option<String>,
+    region: Option<String>,
     postcode: Option<String>,
     received_after_ms: Option<u64>,
     received_before_ms: Option<u64>,
@@ -314,8 +327,20 @@ impl Criteria {
         {
             return Err(invalid("criteria.country", crate::country::refusal(c)));
         }
-        if self.region.is_some() {
-            return Err(invalid("criteria.region", "signatures carry no region yet"));
+        let region = text(
+            &self.region,
+            "criteria.region",
+            crate::signature::REGION_BYTES_MAX,
+        )?
+        .map(|r| r.to_ascii_uppercase());
+        if region
+            .as_deref()
+            .is_some_and(|r| !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+        {
+            return Err(invalid(
+                "criteria.region",
+                "may only contain letters, digits and '-'",
+            ));
         }
         let postcode = text(&self.postcode, "criteria.postcode", 16)?.map(|p| squeeze_postcode(&p));
         if let (Some(after), Some(before)) = (self.received_after_ms, self.received_before_ms) {
@@ -331,6 +356,7 @@ impl Criteria {
             email_pattern,
             ip,
             country,
+            region,
             postcode,
             received_after_ms: self.received_after_ms,
             received_before_ms: self.received_before_ms,
@@ -407,6 +433,11 @@ impl Matcher {
         }
         if let Some(country) = &self.country {
             if record.country != Some(country.as_str()) {
+                return false;
+            }
+        }
+        if let Some(region) = &self.region {
+            if record.region != Some(region.as_str()) {
                 return false;
             }
         }
@@ -506,6 +537,7 @@ mod tests {
             country: Some("GB"),
             ip,
             source: None,
+            region: Some("E14000639"),
         }
     }
 
@@ -527,8 +559,16 @@ mod tests {
             seq: 5,
             expires_at_ms: 6,
             resubmits: 2,
+            place: Some(Place(77)),
         };
         assert_eq!(PendingSigner::decode(&signer.encode()), Ok(signer));
+        let old = PendingSigner {
+            place: None,
+            ..signer
+        };
+        assert_eq!(old.encode().len(), 17, "the entry of a build before places");
+        assert_eq!(PendingSigner::decode(&old.encode()), Ok(old));
+        assert!(PendingSigner::decode(&signer.encode()[..19]).is_err());
     }
 
     #[test]
@@ -568,7 +608,7 @@ mod tests {
             "criteria.country"
         );
         assert_eq!(
-            refused(c(|c| c.region = Some("GB-ENG".into()))),
+            refused(c(|c| c.region = Some("GB ENG".into()))),
             "criteria.region"
         );
         assert_eq!(
@@ -602,6 +642,11 @@ mod tests {
         assert!(!m(|c| c.ip = Some("2001:db8::/32".into())).matches(&jo));
         assert!(!m(|c| c.ip = Some("203.0.113.0/24".into())).matches(&record("a@b.c", None)));
         assert!(m(|c| c.country = Some("gb".into())).matches(&jo));
+        assert!(m(|c| c.region = Some("e14000639".into())).matches(&jo));
+        assert!(!m(|c| c.region = Some("E14000640".into())).matches(&jo));
+        let mut elsewhere = jo.clone();
+        elsewhere.region = None;
+        assert!(!m(|c| c.region = Some("E14000639".into())).matches(&elsewhere));
         assert!(m(|c| c.postcode = Some("SW1A1AA".into())).matches(&jo));
         assert!(m(|c| c.received_after_ms = Some(1_000)).matches(&jo));
         assert!(!m(|c| c.received_before_ms = Some(1_000)).matches(&jo));

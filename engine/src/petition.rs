@@ -7,7 +7,7 @@
 //! `submit_batch` call in memory mode), never once per signature by many threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -15,6 +15,7 @@ use parking_lot::{Mutex, RwLock};
 use crate::error::StoreError;
 use crate::event::{EventData, Response, Tracking};
 use crate::lifecycle::Validation;
+use crate::place::{country_code, Breakdown, Bucket, CountryCount, Place, Recent, Resolution};
 use crate::record::decode_u64;
 use crate::signature::{validate_petition_id, InvalidField};
 
@@ -194,7 +195,13 @@ pub struct PetitionInfo {
     pub overdue: bool,
     /// The recorded response, if any.
     pub response: Option<Response>,
+    /// Its counts by country, the largest first, at most [`TOP_COUNTRIES`]: signatures that
+    /// name no country count under `ZZ`.
+    pub countries: Vec<CountryCount>,
 }
+
+/// Countries a [`PetitionInfo`] carries.
+pub const TOP_COUNTRIES: usize = 10;
 
 /// Which way a milestone moved.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
@@ -320,6 +327,19 @@ pub(crate) struct Petition {
     reached: Mutex<Vec<u64>>,
     /// Its response tracking, folded from its events as they are published.
     tracking: Mutex<Tracking>,
+    /// Its counts by place and its history; changed with `count`, under this lock.
+    breakdown: Mutex<Breakdown>,
+    /// The minute of its last change of count noted in [`Recent`] (`u32::MAX`: none yet).
+    noted_minute: AtomicU32,
+}
+
+/// What one batch (or one call in memory mode) changes in a petition's breakdown.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct Changes {
+    /// Changes of counts by place, ascending by place, each place once.
+    pub places: Vec<(Place, i64)>,
+    /// The change of the count, and when.
+    pub history: Option<(u64, i64)>,
 }
 
 impl Petition {
@@ -336,7 +356,70 @@ impl Petition {
             meta: Mutex::new(meta),
             reached: Mutex::new(Vec::new()),
             tracking: Mutex::new(Tracking::default()),
+            breakdown: Mutex::new(Breakdown::default()),
+            noted_minute: AtomicU32::new(u32::MAX),
         }
+    }
+
+    /// Publishes counts made durable with the breakdown changes that go with them, under the
+    /// breakdown's lock: a reader of the countries sees them sum to the count it reads with them.
+    pub fn publish(&self, counts: Counts, changes: &Changes, recent: &Recent) {
+        let mut breakdown = self.breakdown.lock();
+        self.set_counts(counts);
+        self.apply(&mut breakdown, changes, recent);
+    }
+
+    /// Memory mode: adds `k` accepted signers to the count with their breakdown changes; returns
+    /// the count before.
+    pub fn add_accepted(&self, k: u64, changes: &Changes, recent: &Recent) -> u64 {
+        let mut breakdown = self.breakdown.lock();
+        let before = self.count.fetch_add(k, Ordering::AcqRel);
+        self.apply(&mut breakdown, changes, recent);
+        before
+    }
+
+    fn apply(&self, breakdown: &mut Breakdown, changes: &Changes, recent: &Recent) {
+        breakdown.add_places_sorted(&changes.places);
+        if let Some((at_ms, delta)) = changes.history {
+            breakdown.add_history(at_ms, delta);
+            let minute = (at_ms / 60_000) as u32;
+            if self.noted_minute.swap(minute, Ordering::AcqRel) != minute {
+                recent.note(self.num, at_ms);
+            }
+        }
+    }
+
+    /// Runs `f` on the breakdown, with the validated count read under the same lock.
+    pub fn with_breakdown<T>(&self, f: impl FnOnce(u64, &mut Breakdown) -> T) -> T {
+        let mut breakdown = self.breakdown.lock();
+        let count = self.count.load(Ordering::Acquire);
+        f(count, &mut breakdown)
+    }
+
+    /// Forgets what the store holds no more (before a reload of the breakdowns).
+    pub fn clear_breakdown(&self) {
+        self.breakdown.lock().clear();
+        self.noted_minute.store(u32::MAX, Ordering::Release);
+    }
+
+    /// The change of its count in the `minutes` whole minutes up to `now_ms`.
+    pub fn window(&self, minutes: u32, now_ms: u64) -> i64 {
+        self.breakdown.lock().window(minutes, now_ms)
+    }
+
+    /// Its history at `resolution` as of `now_ms`.
+    pub fn history(&self, resolution: Resolution, now_ms: u64) -> Vec<Bucket> {
+        self.breakdown.lock().history(resolution, now_ms)
+    }
+
+    /// Its count and counts by country number (ZZ is 0), the largest first (ties by code).
+    pub fn countries(&self) -> (u64, Vec<(u32, u64)>) {
+        let (count, mut countries) = self.with_breakdown(|count, b| (count, b.countries()));
+        countries.sort_unstable_by(|a, b| {
+            b.1.cmp(&a.1)
+                .then(country_code(a.0).cmp(&country_code(b.0)))
+        });
+        (count, countries)
     }
 
     /// Whether a signature received at `now_ms` may be accepted.
@@ -491,6 +574,8 @@ impl Petition {
         } else {
             PetitionState::Open
         };
+        let (_, mut countries) = self.countries();
+        countries.truncate(TOP_COUNTRIES);
         let counts = self.counts();
         PetitionInfo {
             id: meta.id,
@@ -511,6 +596,10 @@ impl Petition {
             awaiting_response: tracking.awaiting(),
             overdue: tracking.awaiting() && tracking.due.is_some_and(|d| now_ms >= d.due_at_ms),
             response: tracking.response,
+            countries: countries
+                .into_iter()
+                .map(|(country, count)| CountryCount::new(country, count))
+                .collect(),
         }
     }
 }

@@ -9,6 +9,7 @@
 //! | 8         | received at, ms since the epoch                              |
 //! | 1 + n     | email: length, then the bytes as given (trimmed)             |
 //! | 1 (+ n)   | each of name, postcode, country, ip, source: 0 for none, else length + 1, then the bytes |
+//! | 1 (+ n)   | region, the same way (version 2; a version 1 record has none)  |
 //!
 //! A fingerprint batch (a value of the `fingerprints` column family, keyed by the sequence of the
 //! batch's first signature): the batch's fingerprints back to back, [`Fingerprint::BYTES`] each,
@@ -24,7 +25,8 @@ use crate::error::StoreError;
 use crate::fingerprint::Fingerprint;
 use crate::signature::ValidRef;
 
-const RECORD_VERSION: u8 = 1;
+/// The version written: 2 adds the region. Version 1 records (no region) are read as well.
+const RECORD_VERSION: u8 = 2;
 
 /// One signature as stored.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -37,31 +39,35 @@ pub(crate) struct Record<'a> {
     pub country: Option<&'a str>,
     pub ip: Option<&'a str>,
     pub source: Option<&'a str>,
+    pub region: Option<&'a str>,
 }
 
 impl ValidRef<'_> {
     /// The most bytes [`ValidRef::encode`] appends for this signature.
     pub fn encoded_len_max(&self) -> usize {
         32 + self.email.len()
-            + [self.name, self.postcode, self.country, self.ip, self.source]
-                .iter()
-                .map(|field| field.map_or(1, |f| f.len() + 2))
-                .sum::<usize>()
+            + [
+                self.name,
+                self.postcode,
+                self.country,
+                self.ip,
+                self.source,
+                self.region,
+            ]
+            .iter()
+            .map(|field| field.map_or(1, |f| f.len() + 2))
+            .sum::<usize>()
     }
 
     /// Appends the stored record of this signature (see [`encode`]) to `out`, and returns where
     /// it lies there. Encoded at admission, all of a call's records in one buffer, so that the
     /// writer, the one serial stage, only copies bytes into its batch, and no signature costs an
-    /// allocation. The country is stored upper-case.
+    /// allocation. The country and the region are stored upper-case.
     pub fn encode(self, petition: u32, received_at_ms: u64, out: &mut Vec<u8>) -> Range<usize> {
         let mut country = [0u8; 2];
-        let country = self.country.map(|code| {
-            // Validated: two ASCII letters.
-            for (to, from) in country.iter_mut().zip(code.bytes()) {
-                *to = from.to_ascii_uppercase();
-            }
-            std::str::from_utf8(&country[..code.len()]).unwrap_or(code)
-        });
+        let country = self.country.map(|code| upper(code, &mut country));
+        let mut region = [0u8; crate::signature::REGION_BYTES_MAX];
+        let region = self.region.map(|code| upper(code, &mut region));
         let start = out.len();
         encode(
             &Record {
@@ -73,11 +79,25 @@ impl ValidRef<'_> {
                 country,
                 ip: self.ip,
                 source: self.source,
+                region,
             },
             out,
         );
         start..out.len()
     }
+}
+
+/// `code` upper-cased into `buffer`. Validated codes are ASCII and fit; anything else is
+/// returned as it is.
+fn upper<'b>(code: &'b str, buffer: &'b mut [u8]) -> &'b str {
+    if !code.is_ascii() || code.len() > buffer.len() {
+        return code;
+    }
+    let buffer = &mut buffer[..code.len()];
+    for (to, from) in buffer.iter_mut().zip(code.bytes()) {
+        *to = from.to_ascii_uppercase();
+    }
+    std::str::from_utf8(buffer).unwrap_or(code)
 }
 
 fn push_optional(out: &mut Vec<u8>, value: Option<&str>) {
@@ -106,12 +126,14 @@ pub(crate) fn encode(record: &Record<'_>, out: &mut Vec<u8>) {
     push_optional(out, record.country);
     push_optional(out, record.ip);
     push_optional(out, record.source);
+    push_optional(out, record.region);
 }
 
 /// Decodes one record written by [`encode`].
 pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, StoreError> {
     let mut r = Reader::new(bytes, "signature record");
-    if r.u8()? != RECORD_VERSION {
+    let version = r.u8()?;
+    if !(1..=RECORD_VERSION).contains(&version) {
         return Err(StoreError::Corrupt {
             what: "signature record",
         });
@@ -129,6 +151,11 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<Record<'_>, StoreError> {
         country: r.optional_str()?,
         ip: r.optional_str()?,
         source: r.optional_str()?,
+        region: if version >= 2 {
+            r.optional_str()?
+        } else {
+            None
+        },
     };
     r.finish()?;
     Ok(record)
@@ -260,10 +287,21 @@ mod tests {
             country: Some("GB"),
             ip: Some("2001:db8::1"),
             source: Some(""),
+            region: Some("E14000639"),
         };
         let mut bytes = Vec::new();
         encode(&record, &mut bytes);
         assert_eq!(decode(&bytes).expect("decodes"), record);
+        // A version 1 record: the same fields without the region.
+        let mut v1 = bytes.clone();
+        v1[0] = 1;
+        v1.truncate(v1.len() - 1 - "E14000639".len());
+        let old = decode(&v1).expect("a version 1 record decodes");
+        assert_eq!(old.region, None);
+        assert_eq!(old.source, record.source);
+        let mut v3 = bytes.clone();
+        v3[0] = 3;
+        assert!(decode(&v3).is_err(), "an unknown version");
         for len in 0..bytes.len() {
             assert!(decode(&bytes[..len]).is_err(), "prefix of {len} bytes");
         }
@@ -272,9 +310,10 @@ mod tests {
     }
 
     #[test]
-    fn country_is_stored_upper_case() {
+    fn country_and_region_are_stored_upper_case() {
         let mut signature = NewSignature::new("p1", " A@Example.org ");
         signature.country = Some("gb".into());
+        signature.region = Some(" e14000639-x ".into());
         let (valid, signer) =
             validate(&signature.as_signature_ref(), OFF, str::to_owned).expect("valid");
         let mut bytes = vec![7; 3];
@@ -284,6 +323,7 @@ mod tests {
         assert_eq!(bytes[..3], [7; 3], "appends");
         let valid = decode(&bytes[at]).expect("decodes");
         assert_eq!(valid.country, Some("GB"));
+        assert_eq!(valid.region, Some("E14000639-X"));
         assert_eq!(valid.email, "A@Example.org");
         assert_eq!(signer, "a@example.org");
     }

@@ -13,12 +13,14 @@ use parking_lot::{Condvar, Mutex, MutexGuard};
 
 use crate::config::Config;
 use crate::error::RecoveryError;
+use crate::error::StoreError;
 use crate::event::{self, Event, EventData, EventLog, Read};
 use crate::fingerprint::Fingerprinter;
 use crate::health::Health;
 use crate::index::Index;
 use crate::invalidation::Jobs;
 use crate::petition::{Milestone, MilestoneKind, Petition, Registry};
+use crate::place::{Place, Recent, Regions, Resolution, MINUTES_KEPT};
 use crate::states::States;
 use crate::stats::{LatencyHistogram, Stats};
 use crate::store::Store;
@@ -32,6 +34,14 @@ struct Readiness {
 }
 
 /// State shared by the handles, the writer and recovery.
+/// Most petitions a trending list keeps (the most a read can ask for).
+pub(crate) const TRENDING_KEPT: usize = 1_000;
+/// A trending list: when it was computed, and (petition number, change) most first.
+type Trending = (u64, Arc<Vec<(u32, i64)>>);
+
+/// Most windows whose trending lists are kept at once.
+const TRENDING_WINDOWS_CACHED: usize = 16;
+
 pub(crate) struct Shared {
     config: Config,
     fingerprinter: Fingerprinter,
@@ -71,6 +81,12 @@ pub(crate) struct Shared {
     recovery_expected: AtomicU64,
     recovery_started: Instant,
     recovery_elapsed_us: AtomicU64,
+    /// The regions signatures name, each with its id.
+    regions: Regions,
+    /// Which petitions changed count in each recent minute (for trending).
+    recent: Recent,
+    /// Trending lists by window (minutes), with when they were computed.
+    trending: Mutex<std::collections::HashMap<u32, Trending>>,
 }
 
 impl Shared {
@@ -79,6 +95,9 @@ impl Shared {
         let bounded = config.storage != crate::config::Storage::Memory;
         Shared {
             index: Index::new(config.index_shard_bits, config.signatures_expected),
+            regions: Regions::new(config.regions_max),
+            recent: Recent::default(),
+            trending: Mutex::default(),
             config,
             tokens: TokenKey::new(fingerprinter.secret()),
             jobs: Jobs::default(),
@@ -112,6 +131,115 @@ impl Shared {
     }
 
     #[inline]
+    /// Loads every petition's counts by place and history from the store (at open, and after
+    /// a recovery, when the store says what stands), and at open the regions; returns how many
+    /// regions the store holds.
+    pub fn load_places(&self, store: &Store, open: bool) -> Result<u32, StoreError> {
+        let stored = store.load_regions()?;
+        let count = stored.last().map_or(0, |(id, _)| *id);
+        if open {
+            for (id, key) in stored {
+                if !self.regions.restore(id, key) {
+                    return Err(StoreError::Corrupt {
+                        what: "regions (ids not dense)",
+                    });
+                }
+            }
+        }
+        let registry = self.registry();
+        let petitions = registry.all();
+        for petition in &petitions {
+            petition.clear_breakdown();
+        }
+        self.recent.clear();
+        self.trending.lock().clear();
+        let mut current: Option<u32> = None;
+        let mut places: Vec<(Place, i64)> = Vec::new();
+        let flush = |num: u32, places: &mut Vec<(Place, i64)>| {
+            if let Some(petition) = registry.by_num(num) {
+                petition.with_breakdown(|_, b| b.add_places_sorted(places));
+            }
+            places.clear();
+        };
+        store.scan_breakdowns(|num, place, count| {
+            if current.is_some_and(|c| c != num) {
+                flush(current.unwrap_or_default(), &mut places);
+            }
+            current = Some(num);
+            places.push((place, count));
+        })?;
+        if let Some(num) = current {
+            flush(num, &mut places);
+        }
+        let now = self.now_ms();
+        let minutes_from = ((now / 60_000) as u32).saturating_sub(MINUTES_KEPT - 1);
+        store.scan_history(minutes_from, |resolution, bucket, num, change| {
+            if let Some(petition) = petitions.get(num as usize) {
+                petition.with_breakdown(|_, b| b.restore_bucket(resolution, bucket, change, now));
+                if resolution == Resolution::Minute {
+                    self.recent.note(num, u64::from(bucket) * 60_000);
+                }
+            }
+        })?;
+        for petition in &petitions {
+            petition.with_breakdown(|_, b| b.shrink());
+        }
+        Ok(count)
+    }
+
+    pub fn regions(&self) -> &Regions {
+        &self.regions
+    }
+
+    pub fn recent(&self) -> &Recent {
+        &self.recent
+    }
+
+    /// The petitions with the largest change of count in the `window` minutes up to now,
+    /// largest first, at most `limit`: from a list at most `trending_refresh` old, computed from
+    /// the petitions that changed count in the window (never from every petition).
+    pub fn trending(&self, window: u32, limit: usize) -> Vec<(Arc<Petition>, i64)> {
+        let now = self.now_ms();
+        let refresh = self.config.trending_refresh.as_millis() as u64;
+        let cached = self.trending.lock().get(&window).cloned();
+        let list = match cached {
+            Some((at, list)) if now >= at && now - at < refresh && now / 60_000 == at / 60_000 => {
+                list
+            }
+            _ => {
+                let registry = self.registry();
+                let mut found: Vec<(Arc<Petition>, i64)> = self
+                    .recent
+                    .since(window, now)
+                    .into_iter()
+                    .filter_map(|num| {
+                        let petition = registry.by_num(num)?;
+                        let change = petition.window(window, now);
+                        (change > 0).then_some((petition, change))
+                    })
+                    .collect();
+                found.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
+                let mut list: Vec<(u32, i64)> = found
+                    .into_iter()
+                    .map(|(p, change)| (p.num, change))
+                    .collect();
+                list.truncate(TRENDING_KEPT);
+                let list = Arc::new(list);
+                let mut cache = self.trending.lock();
+                if cache.len() >= TRENDING_WINDOWS_CACHED && !cache.contains_key(&window) {
+                    cache.clear();
+                }
+                cache.insert(window, (now, Arc::clone(&list)));
+                list
+            }
+        };
+        let registry = self.registry();
+        list.iter()
+            .take(limit)
+            .filter_map(|&(num, change)| Some((registry.by_num(num)?, change)))
+            .collect()
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -458,6 +586,12 @@ impl Shared {
             .map(|p| p.count.load(Ordering::Acquire))
             .sum();
         let counts_bytes = (petitions.len() * std::mem::size_of::<Petition>()) as u64;
+        let breakdown_bytes = petitions
+            .iter()
+            .map(|p| p.with_breakdown(|_, b| b.bytes()))
+            .sum::<u64>()
+            + self.regions.bytes()
+            + self.recent.bytes();
         Stats {
             ready: self.is_ready(),
             storage_healthy: self.health.is_healthy(),
@@ -476,6 +610,7 @@ impl Shared {
             index_entries,
             index_bytes,
             counts_bytes,
+            breakdown_bytes,
             states_bytes: self.states.bytes(),
             storage_errors_total: self.health.errors_total(),
             last_storage_error: self.health.last_error(),

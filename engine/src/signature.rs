@@ -29,6 +29,8 @@ pub const NAME_BYTES_MAX: usize = 200;
 pub const POSTCODE_BYTES_MAX: usize = 16;
 /// Longest `source` tag, in bytes.
 pub const SOURCE_BYTES_MAX: usize = 64;
+/// Longest region code, in bytes.
+pub const REGION_BYTES_MAX: usize = 16;
 
 /// A signature as submitted by an upstream tier, before validation.
 ///
@@ -45,6 +47,9 @@ pub struct NewSignature {
     pub postcode: Option<String>,
     /// Optional ISO 3166-1 alpha-2 country code; stored upper-case.
     pub country: Option<String>,
+    /// Optional region within the country (a constituency code, `US-CA`): 1–16 characters of
+    /// `[A-Za-z0-9-]`, stored upper-case; requires `country`.
+    pub region: Option<String>,
     /// Optional IPv4 or IPv6 address of the signer, as text.
     pub ip: Option<String>,
     /// Optional tag naming the upstream tier or API key that sent the signature.
@@ -116,6 +121,8 @@ pub struct SignatureRef<'a> {
     pub postcode: Option<&'a str>,
     /// Optional ISO 3166-1 alpha-2 country code.
     pub country: Option<&'a str>,
+    /// Optional region within the country, as in [`NewSignature::region`].
+    pub region: Option<&'a str>,
     /// Optional IPv4 or IPv6 address, as text.
     pub ip: Option<&'a str>,
     /// Optional upstream tag.
@@ -131,6 +138,7 @@ impl NewSignature {
             name: self.name.as_deref(),
             postcode: self.postcode.as_deref(),
             country: self.country.as_deref(),
+            region: self.region.as_deref(),
             ip: self.ip.as_deref(),
             source: self.source.as_deref(),
         }
@@ -177,6 +185,7 @@ pub(crate) struct ValidRef<'a> {
     pub name: Option<&'a str>,
     pub postcode: Option<&'a str>,
     pub country: Option<&'a str>,
+    pub region: Option<&'a str>,
     pub ip: Option<&'a str>,
     pub source: Option<&'a str>,
 }
@@ -241,6 +250,16 @@ pub(crate) fn validate<'a, T>(
             Err(crate::country::refusal(s))
         }
     })?;
+    let region = optional(signature.region, "region", REGION_BYTES_MAX, |s| {
+        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+            Ok(())
+        } else {
+            Err("may only contain letters, digits and '-'")
+        }
+    })?;
+    if region.is_some() && country.is_none() {
+        return Err(invalid("region", "a region needs a country"));
+    }
     let ip = optional(signature.ip, "ip", 45, |s| {
         s.parse::<IpAddr>()
             .map(|_| ())
@@ -258,6 +277,7 @@ pub(crate) fn validate<'a, T>(
         name,
         postcode,
         country,
+        region,
         ip,
         source,
     };
@@ -1013,6 +1033,20 @@ mod tests {
         check_field(|s| s.country = Some("1A".into()), Err("country"));
         check_field(|s| s.country = Some("UK".into()), Err("country"));
         check_field(|s| s.country = Some("ZZ".into()), Err("country"));
+        let in_gb = |region: &str| {
+            let region = region.to_string();
+            move |s: &mut NewSignature| {
+                s.country = Some("GB".into());
+                s.region = Some(region);
+            }
+        };
+        check_field(in_gb("E14000639"), Ok(()));
+        check_field(in_gb("us-ca"), Ok(()));
+        check_field(in_gb(&"R".repeat(16)), Ok(()));
+        check_field(in_gb(&"R".repeat(17)), Err("region"));
+        check_field(in_gb("E1 4"), Err("region"));
+        check_field(in_gb("E1_4"), Err("region"));
+        check_field(|s| s.region = Some("E14000639".into()), Err("region"));
         check_field(|s| s.ip = Some("192.0.2.1".into()), Ok(()));
         check_field(|s| s.ip = Some("2001:db8::1".into()), Ok(()));
         check_field(|s| s.ip = Some("999.1.1.1".into()), Err("ip"));

@@ -104,6 +104,9 @@ pub struct Stats {
     pub index_bytes: u64,
     /// Bytes held by the petition table and counts.
     pub counts_bytes: u64,
+    /// Bytes the counts by place and the histories hold beyond the petition table (their
+    /// entries), with the dictionary of regions and the list of recently changed petitions.
+    pub breakdown_bytes: u64,
     /// Bytes of the signature states in memory (2 bits per signature in the pages that hold a
     /// signature that is not simply validated; none for petitions that do not validate by
     /// email).

@@ -18,6 +18,9 @@
 //! | `removed`      | signature sequence (u64)| nothing: this signature no longer holds its signer's slot |
 //! | `jobs`         | job id (u64)            | an invalidation job (`invalidation.rs`)          |
 //! | `webhooks`     | name                    | a webhook and its cursor (`webhook.rs`)          |
+//! | `breakdowns`   | petition (u32), place (u32) | change of the place's count (i64 LE), merged by addition |
+//! | `history`      | resolution (u8: 0 minute, 1 hour), bucket number (u32), petition (u32) | change of the count in the bucket (i64 LE), merged by addition |
+//! | `regions`      | region id (u32)         | the region's country (2 letters) and text        |
 //!
 //! A count is three u64s: validated, pending and invalidated signatures (a store of format 2
 //! holds the validated count alone).
@@ -45,6 +48,7 @@ use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
 use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validation};
 use crate::petition::{Counts, PetitionMeta, RESPONSE_DUE_DAYS_DEFAULT};
+use crate::place::{Place, RegionKey, Resolution};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
 use crate::webhook::Webhook;
@@ -59,7 +63,9 @@ use crate::webhook::Webhook;
 /// Version 4 came with the events feed (events other than milestones, response tracking,
 /// webhooks): a build of version 3 would refuse those events as corrupt. Upgrading a version 3
 /// store changes nothing but the version.
-pub const FORMAT_VERSION: u8 = 4;
+pub const FORMAT_VERSION: u8 = 5;
+/// The format version before counts by place and the history.
+pub(crate) const FORMAT_VERSION_4: u8 = 4;
 /// The format version before signer rules were recorded.
 const FORMAT_VERSION_1: u8 = 1;
 /// The format version before the signature lifecycle.
@@ -85,7 +91,10 @@ pub(crate) const CF_REMOVED: &str = "removed";
 pub(crate) const CF_JOBS: &str = "jobs";
 pub(crate) const CF_TRANSITIONS: &str = "transitions";
 pub(crate) const CF_WEBHOOKS: &str = "webhooks";
-const COLUMN_FAMILIES: [&str; 13] = [
+pub(crate) const CF_BREAKDOWNS: &str = "breakdowns";
+pub(crate) const CF_HISTORY: &str = "history";
+pub(crate) const CF_REGIONS: &str = "regions";
+const COLUMN_FAMILIES: [&str; 16] = [
     CF_META,
     CF_PETITIONS,
     CF_COUNTS,
@@ -99,7 +108,52 @@ const COLUMN_FAMILIES: [&str; 13] = [
     CF_JOBS,
     CF_TRANSITIONS,
     CF_WEBHOOKS,
+    CF_BREAKDOWNS,
+    CF_HISTORY,
+    CF_REGIONS,
 ];
+
+/// The key of a petition's count at a place in `breakdowns`.
+pub(crate) fn breakdown_key(petition: u32, place: Place) -> [u8; 8] {
+    let mut key = [0u8; 8];
+    key[..4].copy_from_slice(&petition.to_be_bytes());
+    key[4..].copy_from_slice(&place.0.to_be_bytes());
+    key
+}
+
+/// The key of a petition's history bucket at `resolution` holding `at_ms`.
+pub(crate) fn history_key(resolution: Resolution, at_ms: u64, petition: u32) -> [u8; 9] {
+    let mut key = [0u8; 9];
+    key[0] = resolution.kind();
+    key[1..5].copy_from_slice(&((at_ms / resolution.millis()) as u32).to_be_bytes());
+    key[5..].copy_from_slice(&petition.to_be_bytes());
+    key
+}
+
+/// The merge of `breakdowns` and `history`: values are i64 (little-endian) changes, merged by
+/// adding them. A value of another length is corrupt: the merge fails, and so does the read.
+fn add_i64(
+    _key: &[u8],
+    existing: Option<&[u8]>,
+    operands: &rocksdb::MergeOperands,
+) -> Option<Vec<u8>> {
+    let decode = |bytes: &[u8]| <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes);
+    let mut sum = match existing {
+        Some(bytes) => decode(bytes)?,
+        None => 0,
+    };
+    for operand in operands {
+        sum = sum.wrapping_add(decode(operand)?);
+    }
+    Some(sum.to_le_bytes().to_vec())
+}
+
+/// A stored change (`breakdowns`, `history`).
+fn decode_change(bytes: &[u8], what: &'static str) -> Result<i64, StoreError> {
+    <[u8; 8]>::try_from(bytes)
+        .map(i64::from_le_bytes)
+        .map_err(|_| StoreError::Corrupt { what })
+}
 
 const META_FORMAT: &[u8] = b"format";
 const META_SECRET: &[u8] = b"secret";
@@ -210,6 +264,16 @@ fn cf_options(name: &str) -> Options {
             table.set_bloom_filter(10.0, false);
             options.set_block_based_table_factory(&table);
         }
+        CF_BREAKDOWNS | CF_HISTORY => {
+            // Changes merged by addition: no read before a write (the UK site's `GB` row was
+            // its hot spot), one operand per petition and place per batch, at scattered keys,
+            // so a vector memtable (see `by_petition`). Read only at open and by `verify`.
+            options.set_write_buffer_size(32 << 20);
+            options.set_max_write_buffer_number(4);
+            options.set_compression_type(DBCompressionType::None);
+            options.set_memtable_factory(rocksdb::MemtableFactory::Vector);
+            options.set_merge_operator_associative("add_i64", add_i64);
+        }
         CF_LIFECYCLE | CF_PENDING_SIGNERS | CF_REMOVED | CF_TRANSITIONS => {
             // Small values, read by key: bloom filters spare the reads of keys not there.
             options.set_write_buffer_size(32 << 20);
@@ -289,6 +353,7 @@ impl Store {
             Some(format) => {
                 let format = match format.as_slice() {
                     [FORMAT_VERSION] => FORMAT_VERSION,
+                    [FORMAT_VERSION_4] => FORMAT_VERSION_4,
                     [FORMAT_VERSION_3] => FORMAT_VERSION_3,
                     [FORMAT_VERSION_2] => FORMAT_VERSION_2,
                     [FORMAT_VERSION_1] => FORMAT_VERSION_1,
@@ -381,6 +446,60 @@ impl Store {
         }
         self.write(batch, Durability::Sync)?;
         Ok(non_ascii)
+    }
+
+    /// Writes the counts by place and the history of every petition from one scan of the
+    /// records (the upgrade from format 4 and older, which kept neither): each counted
+    /// signature at its country (records of those formats name no region), in the minute and
+    /// hour it was received. Its states come from the `lifecycle` entries and `transitions`.
+    pub fn write_places(&self) -> Result<(), StoreError> {
+        let mut states: std::collections::HashMap<u64, lifecycle::SignatureState> =
+            Default::default();
+        self.all_lifecycle(|seq, _| {
+            states.insert(seq, lifecycle::SignatureState::Pending);
+        })?;
+        self.all_transitions(|t| {
+            states.insert(t.seq, t.state);
+        })?;
+        let mut places: std::collections::BTreeMap<(u32, Place), i64> = Default::default();
+        let mut history: std::collections::BTreeMap<[u8; 9], i64> = Default::default();
+        self.scan_signatures(|seq, record| {
+            let counted = states
+                .get(&seq)
+                .is_none_or(|s| *s == lifecycle::SignatureState::Validated);
+            if counted {
+                *places
+                    .entry((record.petition, Place::of_country(record.country)))
+                    .or_default() += 1;
+                for resolution in [Resolution::Minute, Resolution::Hour] {
+                    *history
+                        .entry(history_key(
+                            resolution,
+                            record.received_at_ms,
+                            record.petition,
+                        ))
+                        .or_default() += 1;
+                }
+            }
+        })?;
+        let mut batch = WriteBatch::default();
+        for ((petition, place), count) in places {
+            batch.put_cf(
+                self.cf(CF_BREAKDOWNS),
+                breakdown_key(petition, place),
+                count.to_le_bytes(),
+            );
+            if batch.len() >= 65_536 {
+                self.write(std::mem::take(&mut batch), Durability::Sync)?;
+            }
+        }
+        for (key, count) in history {
+            batch.put_cf(self.cf(CF_HISTORY), key, count.to_le_bytes());
+            if batch.len() >= 65_536 {
+                self.write(std::mem::take(&mut batch), Durability::Sync)?;
+            }
+        }
+        self.write(batch, Durability::Sync)
     }
 
     /// Makes the store look as a build from before the signer rules left it: format version 1,
@@ -489,6 +608,67 @@ impl Store {
             counts.push((decode_u32(&key, "count key")?, Counts::decode(&value)?));
         }
         Ok(counts)
+    }
+
+    /// Every stored region, by id (ascending).
+    pub fn load_regions(&self) -> Result<Vec<(u32, RegionKey)>, StoreError> {
+        let mut regions = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_REGIONS), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let id = decode_u32(&key, "region key")?;
+            let region = RegionKey::decode(&value).ok_or(StoreError::Corrupt { what: "region" })?;
+            regions.push((id, region));
+        }
+        Ok(regions)
+    }
+
+    /// Calls `each` with every petition's count at every place (ascending by petition, then
+    /// place).
+    pub fn scan_breakdowns(&self, mut each: impl FnMut(u32, Place, i64)) -> Result<(), StoreError> {
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_BREAKDOWNS), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let petition = decode_u32(key.get(..4).unwrap_or(&[]), "breakdown key")?;
+            let place = decode_u32(key.get(4..).unwrap_or(&[]), "breakdown key")?;
+            each(petition, Place(place), decode_change(&value, "breakdown")?);
+        }
+        Ok(())
+    }
+
+    /// Calls `each` with every hour bucket, and every minute bucket from minute `minutes_from`
+    /// on: (resolution, bucket number, petition, change).
+    pub fn scan_history(
+        &self,
+        minutes_from: u32,
+        mut each: impl FnMut(Resolution, u32, u32, i64),
+    ) -> Result<(), StoreError> {
+        for resolution in [Resolution::Minute, Resolution::Hour] {
+            let mut start = vec![resolution.kind()];
+            if resolution == Resolution::Minute {
+                start.extend_from_slice(&minutes_from.to_be_bytes());
+            }
+            let mode = IteratorMode::From(&start, Direction::Forward);
+            for entry in self.db.iterator_cf(self.cf(CF_HISTORY), mode) {
+                let (key, value) = entry?;
+                if key.first() != Some(&resolution.kind()) {
+                    break;
+                }
+                let bucket = decode_u32(key.get(1..5).unwrap_or(&[]), "history key")?;
+                let petition = decode_u32(key.get(5..).unwrap_or(&[]), "history key")?;
+                each(
+                    resolution,
+                    bucket,
+                    petition,
+                    decode_change(&value, "history")?,
+                );
+            }
+        }
+        Ok(())
     }
 
     /// Events with sequence ≥ `from`, in order, at most `limit`.

@@ -12,12 +12,18 @@
 //! a PRF of the body, is the IV). The same signature always gets the same token, as a pending
 //! signer who signs again must.
 //!
-//! Text form ([`Token::text`]): 72 lower-case hex digits (36 bytes: the encrypted body of
-//! petition u32, sequence u64 and expiry u64 in ms since the epoch, all big-endian, then the
-//! 16-byte tag).
+//! Text form ([`Token::text`]): 72 lower-case hex digits (36 bytes: the encrypted 20-byte body,
+//! then the 16-byte tag). The body, big-endian, is version 2's: petition u32, sequence (40 bits),
+//! expiry (48 bits, ms since the epoch), the signature's place u32 (its country and region, so
+//! that a validation counts it there without reading the record) and a zero byte. Version 1
+//! (petition u32, sequence u64, expiry u64, no place) was issued before places existed; its
+//! tokens stay valid, under version 1's keys, and their validation reads the place from the
+//! record. A token is tried under version 2's keys first.
 
 use hmac::{Hmac, Mac};
 use sha2::{Digest, Sha256};
+
+use crate::place::Place;
 
 /// Bytes of a token before hex encoding.
 const TOKEN_BYTES: usize = 36;
@@ -94,7 +100,13 @@ pub(crate) struct Named {
     pub petition: u32,
     pub seq: u64,
     pub expires_at_ms: u64,
+    /// The signature's place; `None` in a version 1 token.
+    pub place: Option<Place>,
 }
+
+/// Sequences and expiries a version 2 body has room for.
+const SEQ_V2_LIMIT: u64 = 1 << 40;
+const EXPIRY_V2_LIMIT: u64 = 1 << 48;
 
 /// Why a token names nothing.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -110,6 +122,9 @@ pub(crate) struct TokenKey {
     mac: Hmac<Sha256>,
     /// Derives the keystream that encrypts the body, from the tag.
     stream: Hmac<Sha256>,
+    /// Version 1's (see the module documentation).
+    mac_v1: Hmac<Sha256>,
+    stream_v1: Hmac<Sha256>,
 }
 
 impl TokenKey {
@@ -124,14 +139,16 @@ impl TokenKey {
                 .expect("HMAC takes keys of any length")
         };
         TokenKey {
-            mac: derive(b"petition-engine validation token v1\0"),
-            stream: derive(b"petition-engine validation token body v1\0"),
+            mac: derive(b"petition-engine validation token v2\0"),
+            stream: derive(b"petition-engine validation token body v2\0"),
+            mac_v1: derive(b"petition-engine validation token v1\0"),
+            stream_v1: derive(b"petition-engine validation token body v1\0"),
         }
     }
 
-    /// Encrypts or decrypts `body` in place with the keystream of `tag`.
-    fn crypt(&self, tag: &[u8], body: &mut [u8]) {
-        let mut stream = self.stream.clone();
+    /// Encrypts or decrypts `body` in place with the keystream of `tag` under `stream`.
+    fn crypt(stream: &Hmac<Sha256>, tag: &[u8], body: &mut [u8]) {
+        let mut stream = stream.clone();
         stream.update(tag);
         let keystream = stream.finalize().into_bytes();
         for (byte, key) in body.iter_mut().zip(keystream) {
@@ -139,25 +156,42 @@ impl TokenKey {
         }
     }
 
-    fn body(named: Named) -> [u8; BODY_BYTES] {
+    /// The body of `named`, and whether it is version 2's (version 1's when the place is
+    /// unknown or a field does not fit version 2).
+    fn body(named: Named) -> ([u8; BODY_BYTES], bool) {
         let mut body = [0u8; BODY_BYTES];
         body[..4].copy_from_slice(&named.petition.to_be_bytes());
-        body[4..12].copy_from_slice(&named.seq.to_be_bytes());
-        body[12..].copy_from_slice(&named.expires_at_ms.to_be_bytes());
-        body
+        match named.place {
+            Some(place) if named.seq < SEQ_V2_LIMIT && named.expires_at_ms < EXPIRY_V2_LIMIT => {
+                body[4..9].copy_from_slice(&named.seq.to_be_bytes()[3..]);
+                body[9..15].copy_from_slice(&named.expires_at_ms.to_be_bytes()[2..]);
+                body[15..19].copy_from_slice(&place.0.to_be_bytes());
+                (body, true)
+            }
+            _ => {
+                body[4..12].copy_from_slice(&named.seq.to_be_bytes());
+                body[12..].copy_from_slice(&named.expires_at_ms.to_be_bytes());
+                (body, false)
+            }
+        }
     }
 
     /// The token of the signature `named`.
     pub fn issue(&self, named: Named) -> Token {
-        let body = Self::body(named);
-        let mut mac = self.mac.clone();
+        let (body, v2) = Self::body(named);
+        let (mac, stream) = if v2 {
+            (&self.mac, &self.stream)
+        } else {
+            (&self.mac_v1, &self.stream_v1)
+        };
+        let mut mac = mac.clone();
         mac.update(&body);
         let tag = mac.finalize().into_bytes();
         let mut bytes = [0u8; TOKEN_BYTES];
         bytes[..BODY_BYTES].copy_from_slice(&body);
         bytes[BODY_BYTES..].copy_from_slice(&tag[..TAG_BYTES]);
         let (body, tag) = bytes.split_at_mut(BODY_BYTES);
-        self.crypt(tag, body);
+        Self::crypt(stream, tag, body);
         Token {
             bytes,
             expires_at_ms: named.expires_at_ms,
@@ -177,23 +211,34 @@ impl TokenKey {
             };
             *byte = high << 4 | low;
         }
-        let (body, tag) = bytes.split_at_mut(BODY_BYTES);
-        self.crypt(tag, body);
-        let mut mac = self.mac.clone();
-        mac.update(body);
-        mac.verify_truncated_left(tag)
-            .map_err(|_| TokenError::Unknown)?;
-        let u64_at = |at: usize| {
-            let mut field = [0u8; 8];
-            field.copy_from_slice(&bytes[at..at + 8]);
-            u64::from_be_bytes(field)
+        let (sealed, tag) = bytes.split_at(BODY_BYTES);
+        let open = |mac: &Hmac<Sha256>, stream: &Hmac<Sha256>| {
+            let mut body = [0u8; BODY_BYTES];
+            body.copy_from_slice(sealed);
+            Self::crypt(stream, tag, &mut body);
+            let mut mac = mac.clone();
+            mac.update(&body);
+            mac.verify_truncated_left(tag).ok().map(|()| body)
         };
-        let mut petition = [0u8; 4];
-        petition.copy_from_slice(&bytes[..4]);
+        let field = |body: &[u8], range: std::ops::Range<usize>| {
+            body[range]
+                .iter()
+                .fold(0u64, |n, &byte| n << 8 | u64::from(byte))
+        };
+        if let Some(body) = open(&self.mac, &self.stream) {
+            return Ok(Named {
+                petition: field(&body, 0..4) as u32,
+                seq: field(&body, 4..9),
+                expires_at_ms: field(&body, 9..15),
+                place: Some(Place(field(&body, 15..19) as u32)),
+            });
+        }
+        let body = open(&self.mac_v1, &self.stream_v1).ok_or(TokenError::Unknown)?;
         Ok(Named {
-            petition: u32::from_be_bytes(petition),
-            seq: u64_at(4),
-            expires_at_ms: u64_at(12),
+            petition: field(&body, 0..4) as u32,
+            seq: field(&body, 4..12),
+            expires_at_ms: field(&body, 12..20),
+            place: None,
         })
     }
 }
@@ -217,7 +262,35 @@ mod tests {
         petition: 7,
         seq: 123_456_789,
         expires_at_ms: 1_800_000_000_000,
+        place: Some(Place(0x1234_5678)),
     };
+
+    #[test]
+    fn version_1_tokens_still_name_their_signature_without_a_place() {
+        let key = TokenKey::new(&[1; 192]);
+        let v1 = Named {
+            place: None,
+            ..NAMED
+        };
+        let token = key.issue(v1);
+        assert_eq!(key.check(token.text().as_str()), Ok(v1));
+        assert_ne!(token, key.issue(NAMED), "another version, another token");
+        // Fields beyond version 2's room go out as version 1.
+        let far = Named {
+            seq: SEQ_V2_LIMIT,
+            ..NAMED
+        };
+        assert_eq!(
+            key.check(key.issue(far).text().as_str()),
+            Ok(Named { place: None, ..far })
+        );
+        let last = Named {
+            seq: SEQ_V2_LIMIT - 1,
+            expires_at_ms: EXPIRY_V2_LIMIT - 1,
+            ..NAMED
+        };
+        assert_eq!(key.check(key.issue(last).text().as_str()), Ok(last));
+    }
 
     #[test]
     fn a_token_names_what_it_was_issued_for() {

@@ -1,6 +1,6 @@
 //! A full consistency check of the store against itself and memory.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 
 use crate::error::VerifyError;
 use crate::event::{EventData, Tracking};
@@ -8,6 +8,7 @@ use crate::fingerprint::Fingerprint;
 use crate::index::Presence;
 use crate::lifecycle::{LifecycleEntry, SignatureState};
 use crate::petition::Counts;
+use crate::place::{Place, RegionKey, Resolution, MINUTES_KEPT};
 use crate::record;
 use crate::shared::Shared;
 use crate::signature::canonical_signer;
@@ -47,8 +48,9 @@ pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, Ver
         }
     }
     drop(memory);
-    let (from_records, per_petition) =
+    let (from_records, per_petition, places) =
         scan_records(shared, store, &lifecycle, &states, &mut problems)?;
+    check_places(shared, store, &places, &per_petition, &mut problems)?;
     check_fingerprints(shared, store, &from_records, &states, &mut problems)?;
     check_pending_signers(store, &from_records, &lifecycle, &states, &mut problems)?;
     let petitions = check_counts(shared, store, &per_petition, &mut problems)?;
@@ -65,8 +67,13 @@ pub(crate) fn verify(shared: &Shared, store: &Store) -> Result<VerifyReport, Ver
     }
 }
 
-/// Each record's (sequence, fingerprint), and the counts per petition by state.
-type Scanned = (Vec<(u64, u128)>, HashMap<u32, Counts>);
+/// Each record's (sequence, fingerprint), the counts per petition by state, and the validated
+/// signatures per petition and place.
+type Scanned = (
+    Vec<(u64, u128)>,
+    HashMap<u32, Counts>,
+    BTreeMap<(u32, Place), i64>,
+);
 
 /// Reads every signature record: each signer once per petition, each in a state that keeps a
 /// record. Returns each record's (sequence, fingerprint) and the counts per petition.
@@ -81,6 +88,8 @@ fn scan_records(
     let mut seen: HashSet<(u32, u128)> = HashSet::new();
     let mut per_petition: HashMap<u32, Counts> = HashMap::new();
     let mut from_records: Vec<(u64, u128)> = Vec::new();
+    let mut places: BTreeMap<(u32, Place), i64> = BTreeMap::new();
+    let regions = shared.regions().read();
     store.scan_signatures(|seq, record| {
         let signer = match canonical_signer(record.email, policy) {
             Ok(signer) => signer,
@@ -111,7 +120,19 @@ fn scan_records(
             .copied()
             .unwrap_or(SignatureState::Validated)
         {
-            SignatureState::Validated => counts.validated += 1,
+            SignatureState::Validated => {
+                counts.validated += 1;
+                let mut place = Place::of_country(record.country);
+                if let Some(region) = record.region {
+                    match regions.find(&RegionKey::new(place.country(), region)) {
+                        Some(id) => place = Place::new(place.country(), id),
+                        None => problems.push(format!(
+                            "signature {seq}: region {region} is not in the dictionary"
+                        )),
+                    }
+                }
+                *places.entry((record.petition, place)).or_default() += 1;
+            }
             SignatureState::Pending => {
                 counts.pending += 1;
                 if entry.is_some_and(|e| e.fp.0 != fp) {
@@ -125,7 +146,116 @@ fn scan_records(
         }
         from_records.push((seq, fp));
     })?;
-    Ok((from_records, per_petition))
+    Ok((from_records, per_petition, places))
+}
+
+/// Counts by place: the stored ones are what the validated records give, memory holds the
+/// stored ones, and each petition's sum is its count. The history: each petition's hours sum
+/// to its count, in the store and in memory alike, and memory's minutes are the store's. The
+/// stored regions are memory's.
+fn check_places(
+    shared: &Shared,
+    store: &Store,
+    from_records: &BTreeMap<(u32, Place), i64>,
+    per_petition: &HashMap<u32, Counts>,
+    problems: &mut Vec<String>,
+) -> Result<(), VerifyError> {
+    let mut stored: BTreeMap<(u32, Place), i64> = BTreeMap::new();
+    store.scan_breakdowns(|num, place, count| {
+        if count != 0 {
+            stored.insert((num, place), count);
+        }
+    })?;
+    if &stored != from_records {
+        let differ = stored
+            .iter()
+            .find(|(key, count)| from_records.get(key) != Some(count))
+            .map(|(key, _)| *key)
+            .or_else(|| {
+                from_records
+                    .keys()
+                    .find(|key| !stored.contains_key(key))
+                    .copied()
+            });
+        problems.push(format!(
+            "counts by place: {} stored, {} from the records (first to differ: {differ:?})",
+            stored.len(),
+            from_records.len()
+        ));
+    }
+    let mut hours: HashMap<u32, i64> = HashMap::new();
+    let mut minutes: BTreeMap<(u32, u32), i64> = BTreeMap::new();
+    let now = shared.now_ms();
+    let minutes_from = ((now / 60_000) as u32).saturating_sub(MINUTES_KEPT - 1);
+    store.scan_history(
+        minutes_from,
+        |resolution, bucket, num, change| match resolution {
+            Resolution::Hour => *hours.entry(num).or_default() += change,
+            Resolution::Minute => {
+                if change != 0 {
+                    minutes.insert((num, bucket), change);
+                }
+            }
+        },
+    )?;
+    for petition in shared.registry().all() {
+        let num = petition.num;
+        let count = per_petition.get(&num).map_or(0, |c| c.validated) as i64;
+        let (places, memory_hours, memory_minutes) = petition.with_breakdown(|_, b| {
+            let places: Vec<(Place, i64)> = b.places().map(|(p, c)| (p, c as i64)).collect();
+            let minutes = b.history(Resolution::Minute, now);
+            (places, b.hours_total(), minutes)
+        });
+        let sum: i64 = places.iter().map(|&(_, c)| c).sum();
+        if sum != count {
+            problems.push(format!(
+                "petition {}: counts by place sum to {sum}, its count is {count}",
+                petition.id
+            ));
+        }
+        let in_store: Vec<(Place, i64)> = stored
+            .range((num, Place(0))..=(num, Place(u32::MAX)))
+            .map(|(&(_, place), &c)| (place, c))
+            .collect();
+        if places != in_store {
+            problems.push(format!(
+                "petition {}: counts by place in memory differ from the store's",
+                petition.id
+            ));
+        }
+        let stored_hours = hours.get(&num).copied().unwrap_or(0);
+        if stored_hours != count || memory_hours != count {
+            problems.push(format!(
+                "petition {}: its hours sum to {stored_hours} stored, {memory_hours} in memory; \
+                 its count is {count}",
+                petition.id
+            ));
+        }
+        let stored_minutes: Vec<(u32, i64)> = minutes
+            .range((num, 0)..=(num, u32::MAX))
+            .map(|(&(_, m), &c)| (m, c))
+            .collect();
+        let memory_minutes: Vec<(u32, i64)> = memory_minutes
+            .iter()
+            .map(|b| ((b.start_ms / 60_000) as u32, b.count))
+            .collect();
+        if stored_minutes != memory_minutes {
+            problems.push(format!(
+                "petition {}: minutes in memory differ from the store's",
+                petition.id
+            ));
+        }
+    }
+    let regions = shared.regions();
+    for (id, key) in store.load_regions()? {
+        if regions.key(id) != Some(key) {
+            problems.push(format!(
+                "region {id}: stored as {}, not so in memory",
+                key.text()
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// The fingerprint batches match the records one for one, but for expired signatures (whose
@@ -303,12 +433,30 @@ pub(crate) fn verify_memory(shared: &Shared) -> Result<VerifyReport, VerifyError
     let (entries, _) = shared.index().usage();
     let petitions = shared.registry().all();
     let counted: u64 = petitions.iter().map(|p| p.counts().held()).sum();
+    let mut problems = Vec::new();
     if entries != counted {
-        return Err(VerifyError::Inconsistent {
-            problems: vec![format!(
-                "index holds {entries} signers, counts sum to {counted}"
-            )],
+        problems.push(format!(
+            "index holds {entries} signers, counts sum to {counted}"
+        ));
+    }
+    for petition in &petitions {
+        let (count, places, hours) = petition.with_breakdown(|count, b| {
+            (
+                count as i64,
+                b.places().map(|(_, c)| c as i64).sum::<i64>(),
+                b.hours_total(),
+            )
         });
+        if places != count || hours != count {
+            problems.push(format!(
+                "petition {}: places sum to {places}, hours to {hours}; its count is {count}",
+                petition.id
+            ));
+        }
+    }
+    if !problems.is_empty() {
+        problems.truncate(20);
+        return Err(VerifyError::Inconsistent { problems });
     }
     Ok(VerifyReport {
         signatures: counted,

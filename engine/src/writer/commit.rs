@@ -6,6 +6,7 @@
 //! fingerprint once and every record decoding to its petition.
 
 use std::collections::{BTreeMap, HashMap};
+use std::hash::BuildHasherDefault;
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -13,6 +14,7 @@ use rocksdb::WriteBatch;
 
 use super::syncer::{self, Syncer, Written};
 use super::{Prepared, Writer};
+use crate::admission::NumberHasher;
 use crate::config::Durability;
 use crate::error::{StoreError, SubmitError};
 use crate::event::{self, Event, EventData, NewEvent};
@@ -22,20 +24,60 @@ use crate::job::{Item, ItemKind, Outcome, SignJob};
 use crate::lifecycle::{
     self, LifecycleEntry, PendingSigner, SignatureState, Transition, RESUBMITS_MAX,
 };
-use crate::petition::{Counts, Petition};
+use crate::petition::{Changes, Counts, Petition};
+use crate::place::{place_of_record, Place, Regions, Resolution};
 use crate::record;
 use crate::states::States;
 use crate::store::{
-    Store, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE, CF_MILESTONES,
-    CF_PENDING_SIGNERS, CF_REMOVED, CF_SIGNATURES, CF_TRANSITIONS,
+    breakdown_key, history_key, Store, CF_BREAKDOWNS, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS,
+    CF_HISTORY, CF_LIFECYCLE, CF_MILESTONES, CF_PENDING_SIGNERS, CF_REGIONS, CF_REMOVED,
+    CF_SIGNATURES, CF_TRANSITIONS,
 };
 use crate::token::Named;
 
-/// A petition a batch changes: its counts before the batch and after it.
+/// A petition a batch changes: its counts before the batch and after it, and the changes of
+/// its counts by place.
 pub(super) struct Touched {
     pub petition: Arc<Petition>,
     pub before: Counts,
     pub after: Counts,
+    /// Ascending by place, each place once.
+    pub places: Vec<(Place, i64)>,
+}
+
+/// Changes of counts by `petition << 32 | place`, gathered over a batch.
+pub(super) type PlaceChanges = HashMap<u64, i64, BuildHasherDefault<NumberHasher>>;
+
+/// Adds `delta` to the count of `place` in `petition`.
+#[inline]
+pub(super) fn count_place(changes: &mut PlaceChanges, petition: u32, place: Place, delta: i64) {
+    *changes
+        .entry(u64::from(petition) << 32 | u64::from(place.0))
+        .or_insert(0) += delta;
+}
+
+/// Hands the gathered changes by place to their petitions' `Touched` (every petition named
+/// must be touched), each list ascending by place.
+pub(super) fn sort_places(changes: PlaceChanges, touched: &mut HashMap<u32, Touched>) {
+    let mut changes: Vec<(u64, i64)> = changes.into_iter().filter(|&(_, d)| d != 0).collect();
+    changes.sort_unstable();
+    for (key, delta) in changes {
+        if let Some(t) = touched.get_mut(&((key >> 32) as u32)) {
+            t.places.push((Place(key as u32), delta));
+        }
+    }
+}
+
+impl Touched {
+    /// What publishing it changes in its petition's breakdown: its places, and the change of
+    /// its count at `now`.
+    pub fn changes(&mut self, now: u64) -> Changes {
+        let delta = self.after.validated as i64 - self.before.validated as i64;
+        Changes {
+            places: std::mem::take(&mut self.places),
+            history: (delta != 0).then_some((now, delta)),
+        }
+    }
 }
 
 impl Touched {
@@ -50,6 +92,7 @@ impl Touched {
             petition: Arc::clone(petition),
             before: counts,
             after: counts,
+            places: Vec::new(),
         }
     }
 }
@@ -103,6 +146,7 @@ struct Finished {
     fingerprints: Vec<u8>,
     by_petition: BTreeMap<u32, Vec<u8>>,
     next_transition: u64,
+    places: PlaceChanges,
 }
 
 /// One batch being built: what its items have written so far, so that a later item of the same
@@ -133,9 +177,24 @@ struct Building<'s> {
     created: Vec<(u64, LifecycleEntry)>,
     /// The key of the next `transitions` entry.
     next_transition: u64,
+    regions: &'s Regions,
+    /// Changes of counts by place.
+    places: PlaceChanges,
 }
 
 impl Building<'_> {
+    /// The place of the stored signature `seq` (for a token or an entry from before places
+    /// carried it): read from its record.
+    fn place_of(&self, seq: u64) -> Place {
+        let mut place = Place::NONE;
+        // A read failure leaves the place unknown: the signature counts under no country, and
+        // the count stays exact.
+        let _ = self.store.records(&[seq], |_, record| {
+            place = place_of_record(self.regions, &record);
+        });
+        place
+    }
+
     /// The state of the signature `seq`, with this batch's changes so far.
     fn state(&self, seq: u64) -> SignatureState {
         match self.changed.get(&seq) {
@@ -189,15 +248,17 @@ impl Building<'_> {
             fingerprints: self.fingerprints,
             by_petition: self.by_petition,
             next_transition: self.next_transition,
+            places: self.places,
         }
     }
 
-    fn token(&self, petition: u32, seq: u64, expires_at_ms: u64) -> Outcome {
+    fn token(&self, petition: u32, seq: u64, expires_at_ms: u64, place: Place) -> Outcome {
         Outcome::Pending {
             token: self.tokens.issue(Named {
                 petition,
                 seq,
                 expires_at_ms,
+                place: Some(place),
             }),
         }
     }
@@ -228,6 +289,7 @@ impl Building<'_> {
         );
         if !item.by_email {
             counts.after.validated += 1;
+            count_place(&mut self.places, petition, item.place, 1);
             return Outcome::Accepted {
                 count: counts.after.validated,
             };
@@ -244,12 +306,13 @@ impl Building<'_> {
             seq,
             expires_at_ms,
             resubmits: 0,
+            place: Some(item.place),
         };
         self.signers.insert(item.fp, Some(signer));
         self.created.push((seq, entry));
         self.changed.insert(seq, SignatureState::Pending);
         counts.after.pending += 1;
-        self.token(petition, seq, expires_at_ms)
+        self.token(petition, seq, expires_at_ms, item.place)
     }
 
     /// A signer the index holds signs a petition that validates by email again.
@@ -293,12 +356,14 @@ impl Building<'_> {
         if signer.resubmits >= RESUBMITS_MAX {
             return Err(SubmitError::TooManyResubmits);
         }
+        let place = signer.place.unwrap_or_else(|| self.place_of(signer.seq));
         let again = PendingSigner {
             resubmits: signer.resubmits + 1,
+            place: Some(place),
             ..signer
         };
         self.signers.insert(item.fp, Some(again));
-        Ok(self.token(petition, signer.seq, signer.expires_at_ms))
+        Ok(self.token(petition, signer.seq, signer.expires_at_ms, place))
     }
 
     /// A genuine token validates the signature `seq`, which expires at `expires_at_ms`.
@@ -306,6 +371,7 @@ impl Building<'_> {
         &mut self,
         seq: u64,
         expires_at_ms: u64,
+        place: Option<Place>,
         petition: &Petition,
         counts: &mut Touched,
     ) -> Result<Outcome, SubmitError> {
@@ -318,6 +384,8 @@ impl Building<'_> {
                 self.transition(seq, SignatureState::Validated);
                 counts.after.pending -= 1;
                 counts.after.validated += 1;
+                let place = place.unwrap_or_else(|| self.place_of(seq));
+                count_place(&mut self.places, petition.num, place, 1);
                 Ok(Outcome::Validated {
                     count: counts.after.validated,
                 })
@@ -371,6 +439,8 @@ impl Writer {
             changed: HashMap::new(),
             created: Vec::new(),
             next_transition: self.next_transition_seq,
+            regions: self.shared.regions(),
+            places: PlaceChanges::default(),
         };
         let mut commits = Vec::new();
         let mut touched: HashMap<u32, Touched> = HashMap::new();
@@ -394,9 +464,11 @@ impl Writer {
                     resubmit_at += 1;
                     b.resubmit(job, item, petition.num, counts, read)
                 }
-                ItemKind::Validate { seq, expires_at_ms } => {
-                    b.validate(seq, expires_at_ms, petition, counts)
-                }
+                ItemKind::Validate {
+                    seq,
+                    expires_at_ms,
+                    place,
+                } => b.validate(seq, expires_at_ms, place, petition, counts),
             };
             answers.push(answer);
         }
@@ -407,6 +479,7 @@ impl Writer {
             fingerprints,
             by_petition,
             next_transition,
+            places,
         } = b.finish();
         let written = next_seq - first_seq;
         assert_eq!(
@@ -437,6 +510,7 @@ impl Writer {
             grown, signed,
             "signers held grow by the new signers written"
         );
+        sort_places(places, &mut touched);
         let (events, next_event_seq) = self.put_counts(store, &mut batch, &touched, now);
         let _ = first_seq;
         Ok(Prepared {
@@ -444,7 +518,10 @@ impl Writer {
             counts: touched
                 .into_values()
                 .filter(|t| t.after != t.before)
-                .map(|t| (t.petition, t.after))
+                .map(|mut t| {
+                    let changes = t.changes(now);
+                    (t.petition, t.after, changes)
+                })
                 .collect(),
             answers,
             commits,
@@ -469,6 +546,8 @@ impl Writer {
     ) -> (Vec<Event>, u64) {
         let mut new = Vec::new();
         let counts_cf = store.cf(CF_COUNTS);
+        self.put_regions(store, batch);
+        let (breakdowns_cf, history_cf) = (store.cf(CF_BREAKDOWNS), store.cf(CF_HISTORY));
         // In key order: a memtable insert next to the one before is cheap, one at a random
         // place walks the skip list from the top (see `Building`).
         let mut touched: Vec<(&u32, &Touched)> = touched.iter().collect();
@@ -479,7 +558,20 @@ impl Writer {
             }
             let (count, len) = t.after.encode();
             batch.put_cf(counts_cf, num.to_be_bytes(), &count[..len]);
+            for &(place, delta) in &t.places {
+                batch.merge_cf(
+                    breakdowns_cf,
+                    breakdown_key(*num, place),
+                    delta.to_le_bytes(),
+                );
+            }
             let (before, after) = (t.before.validated, t.after.validated);
+            if after != before {
+                let delta = (after as i64 - before as i64).to_le_bytes();
+                for resolution in [Resolution::Minute, Resolution::Hour] {
+                    batch.merge_cf(history_cf, history_key(resolution, now, *num), delta);
+                }
+            }
             if after >= before {
                 let crossed = t.petition.crossed(before, after);
                 // The response threshold is always one of the thresholds: without a crossing
@@ -512,6 +604,23 @@ impl Writer {
             .map(|(petition, data)| self.put_event(store, batch, &mut seq, petition, now, data))
             .collect();
         (events, seq)
+    }
+
+    /// Puts the regions named since the last batch into `batch` (each batch carries the ones
+    /// its signatures may name; the dictionary only grows).
+    fn put_regions(&self, store: &Store, batch: &mut WriteBatch) {
+        let stored = self.regions_stored.get();
+        let regions = self.shared.regions();
+        if regions.len() == stored {
+            return;
+        }
+        let cf = store.cf(CF_REGIONS);
+        let mut last = stored;
+        for (id, key) in regions.since(stored + 1) {
+            batch.put_cf(cf, id.to_be_bytes(), key.encode());
+            last = id;
+        }
+        self.regions_stored.set(last);
     }
 
     /// Puts one event into `batch` under sequence `*seq` (then advanced) and returns it.
@@ -575,7 +684,7 @@ impl Writer {
         };
         let first_seq = self.next_seq;
         let first_event_seq = self.next_event_seq;
-        for (petition, counts) in &prepared.counts {
+        for (petition, counts, _) in &prepared.counts {
             self.written_counts.insert(petition.num, *counts);
         }
         let fingerprints = prepared.commits;

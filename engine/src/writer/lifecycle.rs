@@ -11,7 +11,7 @@ use std::collections::HashMap;
 
 use rocksdb::WriteBatch;
 
-use super::commit::{drop_record, put_transition, Touched};
+use super::commit::{count_place, drop_record, put_transition, sort_places, PlaceChanges, Touched};
 use super::Writer;
 use crate::config::Durability;
 use crate::error::{InvalidationError, StoreError};
@@ -45,9 +45,10 @@ impl Writer {
     }
 
     /// Publishes what a control batch changed, once it is durable.
-    fn publish_lowered(&mut self, touched: HashMap<u32, Touched>, events: Vec<Event>) {
-        for t in touched.into_values() {
-            t.petition.set_counts(t.after);
+    fn publish_lowered(&mut self, touched: HashMap<u32, Touched>, now: u64, events: Vec<Event>) {
+        for mut t in touched.into_values() {
+            let changes = t.changes(now);
+            t.petition.publish(t.after, &changes, self.shared.recent());
         }
         if let Some(last) = events.last() {
             self.next_event_seq = last.seq + 1;
@@ -142,7 +143,7 @@ impl Writer {
         for (_, entry) in &due {
             self.shared.index().remove(entry.fp);
         }
-        self.publish_lowered(touched, events);
+        self.publish_lowered(touched, now, events);
         self.sweep_cursor = cursor;
         Ok((due.len() as u64, more))
     }
@@ -162,7 +163,8 @@ impl Writer {
         let mut batch = WriteBatch::default();
         let mut touched: HashMap<u32, Touched> = HashMap::new();
         let mut changes = Vec::new();
-        for &(seq, num) in &step.matching {
+        let mut places = PlaceChanges::default();
+        for &(seq, num, place) in &step.matching {
             let state = self.shared.states().get(seq);
             if !matches!(state, SignatureState::Pending | SignatureState::Validated) {
                 continue;
@@ -178,6 +180,7 @@ impl Writer {
                 counts.pending -= 1;
             } else {
                 counts.validated -= 1;
+                count_place(&mut places, num, place, -1);
             }
             counts.invalidated += 1;
             put_transition(
@@ -193,6 +196,7 @@ impl Writer {
             changes.push((seq, SignatureState::Invalidated));
         }
         let invalidated = changes.len() as u64;
+        sort_places(places, &mut touched);
         let (events, _) = self.put_counts(&store, &mut batch, &touched, now);
         let job = &mut record.job;
         job.scanned += step.scanned;
@@ -207,7 +211,7 @@ impl Writer {
         // The writer counts on from the new states; a failed write rebuilds them from the store.
         self.shared.states().set_all(changes);
         self.write_control(&store, batch)?;
-        self.publish_lowered(touched, events);
+        self.publish_lowered(touched, now, events);
         let state = record.job.state;
         self.shared.jobs().insert(record);
         Ok(state)

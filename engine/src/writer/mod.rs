@@ -43,7 +43,7 @@ use crate::event::{Event, NewEvent};
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::job::{Item, ItemKind, Job, Outcome, SignJob};
-use crate::petition::Counts;
+use crate::petition::{Changes, Counts};
 use crate::petition::{Petition, PetitionMeta};
 use crate::shared::Shared;
 use crate::store::{self, Store, CF_PETITIONS, CF_WEBHOOKS};
@@ -74,8 +74,9 @@ type ShutdownReply = std::sync::mpsc::SyncSender<Result<(), StoreError>>;
 /// (Built by `commit.rs`; declared here, beside the writer's other state.)
 struct Prepared {
     batch: WriteBatch,
-    /// Each petition whose counts the batch changes, and its counts after it.
-    counts: Vec<(Arc<Petition>, Counts)>,
+    /// Each petition whose counts the batch changes, its counts after it and its breakdown's
+    /// changes.
+    counts: Vec<(Arc<Petition>, Counts, Changes)>,
     /// Per fresh item, its answer (given once the batch is durable).
     answers: Vec<Result<Outcome, SubmitError>>,
     /// The new signers, pending in the index until the batch is durable.
@@ -96,6 +97,9 @@ pub(crate) struct Writer {
     syncer: Option<Syncer>,
     /// Petitions' counts as written, for those whose batches the syncer has not published yet.
     written_counts: HashMap<u32, Counts>,
+    /// Regions (by id, from 1) put into a batch so far: the next batch carries the rest. A
+    /// recovery sets it from the store.
+    regions_stored: std::cell::Cell<u32>,
     receiver: Receiver<Job>,
     durability: Durability,
     batch_signatures_max: usize,
@@ -128,12 +132,15 @@ impl Writer {
         };
         let store = Arc::new(store);
         shared.set_store(Some(Arc::clone(&store)));
+        // At open the dictionary holds what the store holds.
+        let regions_stored = std::cell::Cell::new(shared.regions().len());
         Ok(Writer {
             path: store.path().to_owned(),
             shared,
             store: Some(store),
             syncer,
             written_counts: HashMap::new(),
+            regions_stored,
             receiver,
             durability,
             batch_signatures_max,

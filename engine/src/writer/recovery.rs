@@ -98,6 +98,11 @@ impl Writer {
                 petition.set_counts(counts);
             }
         }
+        // Counts by place and the history, as the store has them (a failed batch's changes were
+        // never published; the ones that reached the store are there); regions named but not
+        // stored go with the next batch.
+        self.regions_stored
+            .set(self.shared.load_places(store, false)?);
         // A petition change (a close, a registration) whose write reported failure may have
         // reached the store with its events: the metas say what stands.
         for (num, meta) in store.load_petitions()? {

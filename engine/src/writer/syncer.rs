@@ -26,8 +26,8 @@ use crate::event::Event;
 use crate::fingerprint::Fingerprint;
 use crate::index::PREFETCH_DISTANCE;
 use crate::job::Caller;
-use crate::petition::Counts;
 use crate::petition::Petition;
+use crate::petition::{Changes, Counts};
 use crate::shared::Shared;
 use crate::store::Store;
 
@@ -41,7 +41,7 @@ pub(crate) struct Written {
     /// Its signers, pending in the index until the sync.
     pub fingerprints: Vec<Fingerprint>,
     /// Each petition whose counts it changed and those counts once it is durable.
-    pub counts: Vec<(Arc<Petition>, Counts)>,
+    pub counts: Vec<(Arc<Petition>, Counts, Changes)>,
     pub events: Vec<Event>,
     /// Its callers, each whole: every answer already decided, `Accepted` ones valid once synced.
     pub callers: Vec<Caller>,
@@ -215,7 +215,7 @@ fn commit(shared: &Shared, written: Written) {
 pub(crate) fn publish(
     shared: &Shared,
     fingerprints: &[Fingerprint],
-    counts: &[(Arc<Petition>, Counts)],
+    counts: &[(Arc<Petition>, Counts, Changes)],
     events: Vec<Event>,
 ) {
     let index = shared.index();
@@ -226,8 +226,8 @@ pub(crate) fn publish(
         let was_pending = index.commit(*fp);
         debug_assert!(was_pending, "an accepted fingerprint was committed twice");
     }
-    for (petition, counts) in counts {
-        petition.set_counts(*counts);
+    for (petition, counts, changes) in counts {
+        petition.publish(*counts, changes, shared.recent());
     }
     shared.publish_events(events);
     shared.count_batch(fingerprints.len() as u64);

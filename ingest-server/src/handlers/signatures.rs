@@ -47,6 +47,8 @@ macro_rules! signature_json {
             #[serde(borrow)]
             country: Option<Cow<$a, str>>,
             #[serde(borrow)]
+            region: Option<Cow<$a, str>>,
+            #[serde(borrow)]
             ip: Option<Cow<$a, str>>,
         }
 
@@ -64,6 +66,7 @@ macro_rules! signature_json {
                     name: self.name.as_deref(),
                     postcode: self.postcode.as_deref(),
                     country: self.country.as_deref(),
+                    region: self.region.as_deref(),
                     ip: self.ip.as_deref(),
                     source,
                 }
