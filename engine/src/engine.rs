@@ -1510,6 +1510,55 @@ mod tests {
     }
 
     #[test]
+    fn a_format_4_store_gets_its_counts_by_country_at_open() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
+        engine.wait_ready().expect("ready");
+        engine.register(PetitionSpec::new("p")).expect("registers");
+        let mut by_email = PetitionSpec::new("e");
+        by_email.validation = Some(crate::Validation::Email);
+        engine.register(by_email).expect("registers");
+        let countries = [Some("GB"), Some("FR"), None];
+        let signature = |petition: &str, i: usize| {
+            let mut s = NewSignature::new(petition, format!("s{i}@x.example"));
+            s.country = countries[i % 3].map(str::to_owned);
+            s
+        };
+        let batch = (0..30).map(|i| signature("p", i)).collect();
+        assert!(engine.submit_batch(batch).iter().all(|o| o.is_ok()));
+        // Of the email petition's, validate every other one: only those count.
+        let pending = engine.submit_batch((0..6).map(|i| signature("e", i)).collect());
+        for (i, outcome) in pending.into_iter().enumerate() {
+            let Ok(Outcome::Pending { token }) = outcome else {
+                panic!("pending: {outcome:?}");
+            };
+            if i % 2 == 0 {
+                engine.validate(token.text().as_str()).expect("validates");
+            }
+        }
+        let before = (engine.countries("p"), engine.countries("e"));
+        assert_eq!(before.1.as_ref().map(|(count, _)| *count), Some(3));
+        engine.close().expect("closes");
+        drop(engine);
+        Store::open(dir.path())
+            .expect("store opens")
+            .make_format_4()
+            .expect("made old");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("upgraded");
+        engine.wait_ready().expect("ready");
+        assert_eq!((engine.countries("p"), engine.countries("e")), before);
+        let hours: i64 = engine
+            .history("p", crate::Resolution::Hour)
+            .expect("registered")
+            .iter()
+            .map(|b| b.count)
+            .sum();
+        assert_eq!(hours, 30, "the history from the records' times");
+        engine.verify_store().expect("consistent");
+        engine.close().expect("closes");
+    }
+
+    #[test]
     fn a_format_2_store_gets_its_petition_index_at_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(Config::persistent(dir.path())).expect("opens");

@@ -513,6 +513,20 @@ impl Store {
         self.write(batch, Durability::Sync)
     }
 
+    /// Makes the store look as a build of format 4 left it: no counts by place, no history
+    /// (tests only; for a store whose records name no region).
+    #[cfg(test)]
+    pub fn make_format_4(&self) -> Result<(), StoreError> {
+        let mut batch = WriteBatch::default();
+        batch.put_cf(self.cf(CF_META), META_FORMAT, [FORMAT_VERSION_4]);
+        for cf in [CF_BREAKDOWNS, CF_HISTORY, CF_REGIONS] {
+            for entry in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
+                batch.delete_cf(self.cf(cf), entry?.0);
+            }
+        }
+        self.write(batch, Durability::Sync)
+    }
+
     /// Makes the store look as a build of format 2 left it: no petition index, counts of the
     /// validated signatures alone, petitions and milestones in their old encodings (tests only;
     /// for a store without pending or invalidated signatures).

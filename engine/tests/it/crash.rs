@@ -36,6 +36,28 @@ const EMAIL_THRESHOLDS: [u64; 3] = [5, 20, 60];
 /// Grace of a pending signature in the child: short, so that expiries happen under load.
 const GRACE: Duration = Duration::from_millis(400);
 
+/// The country and region signer `s` signs from (a function of the signer, so the parent can
+/// tell from the ledger where each acknowledged signature counts).
+fn place(s: u64) -> (Option<&'static str>, Option<&'static str>) {
+    match s % 5 {
+        0 => (Some("GB"), Some("E14000639")),
+        1 => (Some("GB"), Some("E14000640")),
+        2 => (Some("FR"), None),
+        3 => (None, None),
+        _ => (Some("US"), Some("US-CA")),
+    }
+}
+
+/// A signature of signer `s` (`email` is `<letter><s>@...`) with its place.
+fn placed(petition: &str, email: String) -> NewSignature {
+    let s: u64 = email[1..email.find('@').unwrap_or(1)].parse().unwrap_or(0);
+    let (country, region) = place(s);
+    let mut signature = NewSignature::new(petition, email);
+    signature.country = country.map(str::to_owned);
+    signature.region = region.map(str::to_owned);
+    signature
+}
+
 fn petition(n: u32) -> String {
     format!("crash-{n}")
 }
@@ -95,7 +117,7 @@ fn child(dir: &Path, ledger: &Path, seed: u64) -> ! {
                                 rng.random_range(0..PETITIONS)
                             };
                             let s = rng.random_range(0..SIGNERS);
-                            NewSignature::new(petition(p), format!("s{s}@example.org"))
+                            placed(&petition(p), format!("s{s}@example.org"))
                         })
                         .collect();
                     let outcomes = engine.submit_batch(batch.clone());
@@ -136,7 +158,7 @@ fn lifecycle(engine: &Engine, ledger: &Mutex<std::fs::File>, seed: u64) {
             .map(|_| {
                 let s = rng.random_range(0..20_000);
                 let domain = if s % 4 == 0 { "bad" } else { "good" };
-                NewSignature::new(EMAIL_PETITION, format!("e{s}@{domain}.example"))
+                placed(EMAIL_PETITION, format!("e{s}@{domain}.example"))
             })
             .collect();
         for (signature, outcome) in batch.iter().zip(engine.submit_batch(batch.clone())) {
@@ -315,11 +337,47 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
                 "cycle {cycle}: {petition} counts {count} but {} were acknowledged",
                 emails.len()
             );
+            // Every acknowledged signer counts where it signed from: at least the acknowledged
+            // ones in each country and region, and the countries sum to the count.
+            let mut countries: HashMap<&str, u64> = HashMap::new();
+            let mut regions: HashMap<&str, u64> = HashMap::new();
+            for email in emails {
+                let (country, region) =
+                    place(email[1..email.find('@').unwrap_or(1)].parse().unwrap_or(0));
+                *countries.entry(country.unwrap_or("ZZ")).or_default() += 1;
+                if let Some(region) = region {
+                    *regions.entry(region).or_default() += 1;
+                }
+            }
+            let (total, stored) = engine.countries(petition).expect("exists");
+            assert_eq!(total, count, "cycle {cycle}: {petition}");
+            assert_eq!(stored.iter().map(|c| c.count).sum::<u64>(), count);
+            for (country, acked) in countries {
+                let n = stored
+                    .iter()
+                    .find(|c| c.country == country)
+                    .map_or(0, |c| c.count);
+                assert!(
+                    n >= acked,
+                    "cycle {cycle}: {petition} counts {n} in {country}, {acked} acknowledged"
+                );
+            }
+            let stored = engine
+                .regions(petition, None)
+                .expect("valid")
+                .expect("exists");
+            for (region, acked) in regions {
+                let n = stored
+                    .iter()
+                    .find(|r| r.region == region)
+                    .map_or(0, |r| r.count);
+                assert!(
+                    n >= acked,
+                    "cycle {cycle}: {petition} counts {n} in {region}, {acked} acknowledged"
+                );
+            }
             // Every acknowledged signer must be known: a re-send is a duplicate.
-            let batch = emails
-                .iter()
-                .map(|e| NewSignature::new(petition.clone(), e.clone()))
-                .collect();
+            let batch = emails.iter().map(|e| placed(petition, e.clone())).collect();
             for (email, outcome) in emails.iter().zip(engine.submit_batch(batch)) {
                 assert!(
                     matches!(outcome, Ok(Outcome::Duplicate { .. })),

@@ -3,13 +3,14 @@
 //! moves, expiry sweeps, invalidation jobs (some cancelled at once) and restarts, against a
 //! plain model of states, counts and milestones. Replay a failure with the printed seed.
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use engine::{
     Clock, Config, Criteria, Engine, InvalidationError, InvalidationRequest, JobState, ManualClock,
-    MilestoneKind, NewSignature, Outcome, PetitionSpec, SubmitError, Validation, RESUBMITS_MAX,
+    MilestoneKind, NewSignature, Outcome, PetitionSpec, Resolution, SubmitError, Validation,
+    RESUBMITS_MAX,
 };
 use rand::rngs::StdRng;
 use rand::{Rng, SeedableRng};
@@ -37,6 +38,28 @@ struct Signer {
     /// Where it was written: (signing call, petition number, position in the call). A call's
     /// signatures are written in one batch, grouped by petition: the order jobs scan in.
     order: (u64, usize, usize),
+    /// The country and region its stored signature names (upper-case, as counted).
+    place: Place,
+}
+
+/// A signature's country and region, as given and as counted.
+type Place = (Option<&'static str>, Option<&'static str>);
+
+/// The places signatures name, as sent (mixed case): the model counts them upper-cased.
+const PLACES: [Place; 6] = [
+    (Some("GB"), Some("E14000639")),
+    (Some("gb"), Some("e14000640")),
+    (Some("GB"), None),
+    (Some("fr"), None),
+    (None, None),
+    (Some("US"), Some("us-ca")),
+];
+
+fn counted(place: Place) -> (String, Option<String>) {
+    (
+        place.0.map_or("ZZ".to_owned(), str::to_uppercase),
+        place.1.map(str::to_uppercase),
+    )
 }
 
 #[derive(Debug, Default)]
@@ -169,20 +192,26 @@ fn run(seed: u64) {
 
 fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: usize) {
     let n = rng.random_range(1..6);
-    let picks: Vec<(&'static str, String)> = (0..n)
+    let picks: Vec<(&'static str, String, Place)> = (0..n)
         .map(|_| {
             let (id, _) = PETITIONS[rng.random_range(0..PETITIONS.len())];
-            (id, email(rng.random_range(0..24)))
+            let place = PLACES[rng.random_range(0..PLACES.len())];
+            (id, email(rng.random_range(0..24)), place)
         })
         .collect();
     let batch = picks
         .iter()
-        .map(|(id, email)| NewSignature::new(*id, email.to_uppercase()))
+        .map(|(id, email, place)| {
+            let mut signature = NewSignature::new(*id, email.to_uppercase());
+            signature.country = place.0.map(str::to_owned);
+            signature.region = place.1.map(str::to_owned);
+            signature
+        })
         .collect();
     let outcomes = engine.submit_batch(batch);
     model.calls += 1;
     let call = model.calls;
-    for (i, ((id, email), got)) in picks.into_iter().zip(outcomes).enumerate() {
+    for (i, ((id, email, place), got)) in picks.into_iter().zip(outcomes).enumerate() {
         let number = PETITIONS.iter().position(|(p, _)| *p == id).expect("known");
         let at = format!("step {step} item {i}: {email} on {id}");
         let p = model.petitions.get_mut(id).expect("petition");
@@ -196,6 +225,7 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
                     expires_at_ms: now + GRACE_MS,
                     resubmits: 0,
                     order: (call, number, i),
+                    place,
                 };
                 if p.email {
                     let Ok(Outcome::Pending { token }) = got else {
@@ -237,6 +267,7 @@ fn sign(engine: &Engine, model: &mut Model, rng: &mut StdRng, now: u64, step: us
                         expires_at_ms: now + GRACE_MS,
                         resubmits: 0,
                         order: (call, number, i),
+                        place,
                         ..signer
                     },
                 );
@@ -392,6 +423,36 @@ fn check(engine: &Engine, model: &Model, step: usize) {
             info.milestones_reached, reached,
             "step {step}: reached of {id}"
         );
+        // Counts by country and region: the validated signatures' places, as first signed.
+        let mut countries: BTreeMap<String, u64> = BTreeMap::new();
+        let mut regions: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for signer in p.signers.values().filter(|s| s.state == State::Validated) {
+            let (country, region) = counted(signer.place);
+            if let Some(region) = region {
+                *regions.entry((country.clone(), region)).or_default() += 1;
+            }
+            *countries.entry(country).or_default() += 1;
+        }
+        let (count, got) = engine.countries(id).expect("registered");
+        assert_eq!(count, info.count, "step {step}: countries' count of {id}");
+        let got: BTreeMap<String, u64> = got.into_iter().map(|c| (c.country, c.count)).collect();
+        assert_eq!(got, countries, "step {step}: countries of {id}");
+        assert_eq!(got.values().sum::<u64>(), count, "step {step}: {id}");
+        let got: BTreeMap<(String, String), u64> = engine
+            .regions(id, None)
+            .expect("no country given")
+            .expect("registered")
+            .into_iter()
+            .map(|r| ((r.country, r.region), r.count))
+            .collect();
+        assert_eq!(got, regions, "step {step}: regions of {id}");
+        let hours: i64 = engine
+            .history(id, Resolution::Hour)
+            .expect("registered")
+            .iter()
+            .map(|b| b.count)
+            .sum();
+        assert_eq!(hours, count as i64, "step {step}: hours of {id}");
     }
 }
 

@@ -7,5 +7,6 @@ mod events;
 mod lifecycle;
 mod lifecycle_model;
 mod model;
+mod places;
 mod signers;
 mod support;
