@@ -1510,6 +1510,85 @@ mod tests {
     }
 
     #[test]
+    fn tokens_and_pending_signers_from_before_places_count_the_recorded_place() {
+        use crate::token::Named;
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
+        engine.wait_ready().expect("ready");
+        let mut spec = PetitionSpec::new("e");
+        spec.validation = Some(crate::Validation::Email);
+        engine.register(spec).expect("registers");
+        let placed = |email: &str, country: &str, region: &str| {
+            let mut s = NewSignature::new("e", email);
+            s.country = Some(country.into());
+            s.region = Some(region.into());
+            s
+        };
+        let pending = |outcome: Result<Outcome, SubmitError>| match outcome {
+            Ok(Outcome::Pending { token }) => token,
+            other => panic!("pending: {other:?}"),
+        };
+        let a = pending(engine.submit(placed("a@x.example", "GB", "E1")));
+        let b = pending(engine.submit(placed("b@x.example", "FR", "F2")));
+        // `a`'s token as a build before places issued it (version 1, no place).
+        let named = engine
+            .shared()
+            .tokens()
+            .check(a.text().as_str())
+            .expect("genuine");
+        assert!(named.place.is_some(), "a version 2 token carries the place");
+        let v1 = engine.shared().tokens().issue(Named {
+            place: None,
+            ..named
+        });
+        assert_ne!(v1, a);
+        // `b`'s pending signer entry as a build before places wrote it (17 bytes).
+        let store = engine.shared().store().expect("open");
+        let fp = engine
+            .shared()
+            .fingerprinter()
+            .fingerprint(named.petition, "b@x.example");
+        let signer = store.pending_signers(&[fp]).expect("reads")[0].expect("pending");
+        let old = crate::lifecycle::PendingSigner {
+            place: None,
+            ..signer
+        };
+        let mut batch = rocksdb::WriteBatch::default();
+        batch.put_cf(
+            store.cf(crate::store::CF_PENDING_SIGNERS),
+            fp.to_bytes(),
+            old.encode(),
+        );
+        store.write(batch, crate::Durability::Sync).expect("writes");
+        drop(store);
+        // Signing again from elsewhere gives back the same token, whose place is the first one.
+        let again = pending(engine.submit(placed("b@x.example", "DE", "D9")));
+        assert_eq!(again, b, "the same token back");
+        assert_eq!(
+            engine.validate(v1.text().as_str()),
+            Ok(Outcome::Validated { count: 1 })
+        );
+        assert_eq!(
+            engine.validate(b.text().as_str()),
+            Ok(Outcome::Validated { count: 2 })
+        );
+        let mut regions: Vec<(String, String)> = engine
+            .regions("e", None)
+            .expect("valid")
+            .expect("registered")
+            .into_iter()
+            .map(|r| (r.country, r.region))
+            .collect();
+        regions.sort();
+        assert_eq!(
+            regions,
+            vec![("FR".into(), "F2".into()), ("GB".into(), "E1".into())]
+        );
+        engine.verify_store().expect("consistent");
+        engine.close().expect("closes");
+    }
+
+    #[test]
     fn a_format_4_store_gets_its_counts_by_country_at_open() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
