@@ -1379,7 +1379,7 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     for (_, bytes) in store.load_jobs()? {
         shared.jobs().insert(JobRecord::decode(&bytes)?);
     }
-    shared.load_places(store, true)?;
+    shared.load_places(store, true, None)?;
     let stored: u64 = counts.values().map(Counts::held).sum();
     shared.expect_recovered(stored);
     shared

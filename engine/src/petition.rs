@@ -396,9 +396,14 @@ impl Petition {
         f(count, &mut breakdown)
     }
 
-    /// Forgets what the store holds no more (before a reload of the breakdowns).
-    pub fn clear_breakdown(&self) {
-        self.breakdown.lock().clear();
+    /// Puts a breakdown loaded from the store in place (and the counts with it, if given),
+    /// under the breakdown's lock.
+    pub fn replace_breakdown(&self, counts: Option<Counts>, loaded: Breakdown) {
+        let mut breakdown = self.breakdown.lock();
+        if let Some(counts) = counts {
+            self.set_counts(counts);
+        }
+        *breakdown = loaded;
         self.noted_minute.store(u32::MAX, Ordering::Release);
     }
 
@@ -574,9 +579,13 @@ impl Petition {
         } else {
             PetitionState::Open
         };
-        let (_, mut countries) = self.countries();
+        // The count and the countries read together, so the countries sum to the count shown.
+        let (validated, mut countries) = self.countries();
         countries.truncate(TOP_COUNTRIES);
-        let counts = self.counts();
+        let counts = Counts {
+            validated,
+            ..self.counts()
+        };
         PetitionInfo {
             id: meta.id,
             count: counts.validated,

@@ -595,11 +595,6 @@ impl Breakdown {
         self.minutes.shrink_to_fit();
         self.hours.shrink_to_fit();
     }
-
-    /// Forgets everything (before a reload from the store).
-    pub fn clear(&mut self) {
-        *self = Breakdown::default();
-    }
 }
 
 fn add_sorted_deque(deque: &mut VecDeque<(u32, i32)>, index: u32, delta: i32) {

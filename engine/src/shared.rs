@@ -19,8 +19,9 @@ use crate::fingerprint::Fingerprinter;
 use crate::health::Health;
 use crate::index::Index;
 use crate::invalidation::Jobs;
+use crate::petition::Counts;
 use crate::petition::{Milestone, MilestoneKind, Petition, Registry};
-use crate::place::{Place, Recent, Regions, Resolution, MINUTES_KEPT};
+use crate::place::{Breakdown, Place, Recent, Regions, Resolution, MINUTES_KEPT};
 use crate::states::States;
 use crate::stats::{LatencyHistogram, Stats};
 use crate::store::Store;
@@ -87,6 +88,8 @@ pub(crate) struct Shared {
     recent: Recent,
     /// Trending lists by window (minutes), with when they were computed.
     trending: Mutex<std::collections::HashMap<u32, Trending>>,
+    /// Held while a trending list is computed.
+    trending_computing: Mutex<()>,
 }
 
 impl Shared {
@@ -98,6 +101,7 @@ impl Shared {
             regions: Regions::new(config.regions_max),
             recent: Recent::default(),
             trending: Mutex::default(),
+            trending_computing: Mutex::new(()),
             config,
             tokens: TokenKey::new(fingerprinter.secret()),
             jobs: Jobs::default(),
@@ -133,8 +137,14 @@ impl Shared {
     #[inline]
     /// Loads every petition's counts by place and history from the store (at open, and after
     /// a recovery, when the store says what stands), and at open the regions; returns how many
-    /// regions the store holds.
-    pub fn load_places(&self, store: &Store, open: bool) -> Result<u32, StoreError> {
+    /// regions the store holds. With `counts`, each petition's counts are set with its
+    /// breakdown, under its lock, so no reader sees one without the other.
+    pub fn load_places(
+        &self,
+        store: &Store,
+        open: bool,
+        counts: Option<&std::collections::HashMap<u32, Counts>>,
+    ) -> Result<u32, StoreError> {
         let stored = store.load_regions()?;
         let count = stored.last().map_or(0, |(id, _)| *id);
         if open {
@@ -146,43 +156,46 @@ impl Shared {
                 }
             }
         }
-        let registry = self.registry();
-        let petitions = registry.all();
-        for petition in &petitions {
-            petition.clear_breakdown();
-        }
-        self.recent.clear();
-        self.trending.lock().clear();
+        let petitions = self.registry().all();
+        let mut loaded: Vec<Breakdown> = petitions.iter().map(|_| Breakdown::default()).collect();
         let mut current: Option<u32> = None;
         let mut places: Vec<(Place, i64)> = Vec::new();
-        let flush = |num: u32, places: &mut Vec<(Place, i64)>| {
-            if let Some(petition) = registry.by_num(num) {
-                petition.with_breakdown(|_, b| b.add_places_sorted(places));
+        let mut flush = |num: u32, places: &mut Vec<(Place, i64)>| {
+            if let Some(b) = loaded.get_mut(num as usize) {
+                b.add_places_sorted(places);
             }
             places.clear();
         };
-        store.scan_breakdowns(|num, place, count| {
+        store.scan_breakdowns(|num, place, change| {
             if current.is_some_and(|c| c != num) {
                 flush(current.unwrap_or_default(), &mut places);
             }
             current = Some(num);
-            places.push((place, count));
+            places.push((place, change));
         })?;
         if let Some(num) = current {
             flush(num, &mut places);
         }
         let now = self.now_ms();
         let minutes_from = ((now / 60_000) as u32).saturating_sub(MINUTES_KEPT - 1);
+        let mut noted: Vec<(u32, u32)> = Vec::new();
         store.scan_history(minutes_from, |resolution, bucket, num, change| {
-            if let Some(petition) = petitions.get(num as usize) {
-                petition.with_breakdown(|_, b| b.restore_bucket(resolution, bucket, change, now));
+            if let Some(b) = loaded.get_mut(num as usize) {
+                b.restore_bucket(resolution, bucket, change, now);
                 if resolution == Resolution::Minute {
-                    self.recent.note(num, u64::from(bucket) * 60_000);
+                    noted.push((bucket, num));
                 }
             }
         })?;
-        for petition in &petitions {
-            petition.with_breakdown(|_, b| b.shrink());
+        self.recent.clear();
+        self.trending.lock().clear();
+        for (bucket, num) in noted {
+            self.recent.note(num, u64::from(bucket) * 60_000);
+        }
+        for (petition, mut breakdown) in petitions.iter().zip(loaded) {
+            breakdown.shrink();
+            let counts = counts.map(|c| c.get(&petition.num).copied().unwrap_or_default());
+            petition.replace_breakdown(counts, breakdown);
         }
         Ok(count)
     }
@@ -201,42 +214,69 @@ impl Shared {
     pub fn trending(&self, window: u32, limit: usize) -> Vec<(Arc<Petition>, i64)> {
         let now = self.now_ms();
         let refresh = self.config.trending_refresh.as_millis() as u64;
+        let fresh = |at: u64| now >= at && now - at < refresh && now / 60_000 == at / 60_000;
         let cached = self.trending.lock().get(&window).cloned();
         let list = match cached {
-            Some((at, list)) if now >= at && now - at < refresh && now / 60_000 == at / 60_000 => {
-                list
-            }
-            _ => {
-                let registry = self.registry();
-                let mut found: Vec<(Arc<Petition>, i64)> = self
-                    .recent
-                    .since(window, now)
-                    .into_iter()
-                    .filter_map(|num| {
-                        let petition = registry.by_num(num)?;
-                        let change = petition.window(window, now);
-                        (change > 0).then_some((petition, change))
-                    })
-                    .collect();
-                found.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
-                let mut list: Vec<(u32, i64)> = found
-                    .into_iter()
-                    .map(|(p, change)| (p.num, change))
-                    .collect();
-                list.truncate(TRENDING_KEPT);
-                let list = Arc::new(list);
-                let mut cache = self.trending.lock();
-                if cache.len() >= TRENDING_WINDOWS_CACHED && !cache.contains_key(&window) {
-                    cache.clear();
+            Some((at, list)) if fresh(at) => list,
+            stale => {
+                // One computation at a time: a storm of reads that find the list old waits
+                // for one of them, or takes the old list if it has one.
+                let _computing = match (&stale, self.trending_computing.try_lock()) {
+                    (_, Some(guard)) => guard,
+                    (Some((_, old)), None) => return self.trending_entries(old, limit),
+                    (None, None) => self.trending_computing.lock(),
+                };
+                let again = self.trending.lock().get(&window).cloned();
+                match again {
+                    // Another reader computed it meanwhile.
+                    Some((at, list)) if fresh(at) => list,
+                    _ => {
+                        let list = Arc::new(self.compute_trending(window, now));
+                        let mut cache = self.trending.lock();
+                        if cache.len() >= TRENDING_WINDOWS_CACHED && !cache.contains_key(&window) {
+                            let oldest =
+                                cache.iter().min_by_key(|(_, (at, _))| *at).map(|(w, _)| *w);
+                            if let Some(oldest) = oldest {
+                                cache.remove(&oldest);
+                            }
+                        }
+                        cache.insert(window, (now, Arc::clone(&list)));
+                        list
+                    }
                 }
-                cache.insert(window, (now, Arc::clone(&list)));
-                list
             }
         };
+        self.trending_entries(&list, limit)
+    }
+
+    /// The petitions of a trending list, at most `limit`.
+    fn trending_entries(&self, list: &[(u32, i64)], limit: usize) -> Vec<(Arc<Petition>, i64)> {
         let registry = self.registry();
         list.iter()
             .take(limit)
             .filter_map(|&(num, change)| Some((registry.by_num(num)?, change)))
+            .collect()
+    }
+
+    /// The trending list of `window` minutes at `now`: the petitions that changed count in the
+    /// window, with their growth (only those that grew), most first, ties by id.
+    fn compute_trending(&self, window: u32, now: u64) -> Vec<(u32, i64)> {
+        let registry = self.registry();
+        let mut found: Vec<(Arc<Petition>, i64)> = self
+            .recent
+            .since(window, now)
+            .into_iter()
+            .filter_map(|num| {
+                let petition = registry.by_num(num)?;
+                let change = petition.window(window, now);
+                (change > 0).then_some((petition, change))
+            })
+            .collect();
+        found.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.id.cmp(&b.0.id)));
+        found.truncate(TRENDING_KEPT);
+        found
+            .into_iter()
+            .map(|(p, change)| (p.num, change))
             .collect()
     }
 

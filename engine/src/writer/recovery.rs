@@ -5,6 +5,7 @@
 //! fingerprints (`record.rs`), none overlapping the one before, no signer stored twice, and the
 //! counts equal to the signers stored.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use rocksdb::WriteBatch;
@@ -19,6 +20,7 @@ use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence};
 use crate::invalidation::JobRecord;
 use crate::lifecycle::SignatureState;
+use crate::petition::Counts;
 use crate::record;
 use crate::shared::Shared;
 use crate::store::{Store, CF_META};
@@ -93,16 +95,13 @@ impl Writer {
         self.sweep_cursor = store.sweep_cursor()?;
         // A failed batch's states were applied when it was built: the store says which stand.
         self.rebuild_states(store)?;
-        for (num, counts) in store.load_counts()? {
-            if let Some(petition) = self.shared.registry().by_num(num) {
-                petition.set_counts(counts);
-            }
-        }
+        let counts: HashMap<u32, Counts> = store.load_counts()?.into_iter().collect();
         // Counts by place and the history, as the store has them (a failed batch's changes were
         // never published; the ones that reached the store are there); regions named but not
-        // stored go with the next batch.
+        // stored go with the next batch. The counts are set with them, under each petition's
+        // breakdown lock.
         self.regions_stored
-            .set(self.shared.load_places(store, false)?);
+            .set(self.shared.load_places(store, false, Some(&counts))?);
         // A petition change (a close, a registration) whose write reported failure may have
         // reached the store with its events: the metas say what stands.
         for (num, meta) in store.load_petitions()? {

@@ -234,3 +234,57 @@ fn a_full_dictionary_of_regions_refuses_a_new_region_and_nothing_else() {
     engine.verify_store().expect("consistent");
     engine.close().expect("closes");
 }
+
+#[test]
+fn trending_reads_in_a_storm_see_ordered_lists_while_signatures_come_in() {
+    let mut config = Config::in_memory();
+    config.clock = Arc::new(ManualClock::new(T0));
+    // Every read finds the list old: readers compute it, or take the last one while another
+    // computes.
+    config.trending_refresh = Duration::ZERO;
+    let engine = open(config);
+    let petitions: Vec<String> = (0..20).map(|i| format!("p{i}")).collect();
+    for id in &petitions {
+        engine
+            .register(engine::PetitionSpec::new(id.as_str()))
+            .expect("registers");
+    }
+    let done = std::sync::atomic::AtomicBool::new(false);
+    std::thread::scope(|scope| {
+        scope.spawn(|| {
+            for round in 0..200u32 {
+                let batch = petitions
+                    .iter()
+                    .enumerate()
+                    .flat_map(|(i, id)| {
+                        (0..i as u32 % 5 + 1)
+                            .map(move |k| signed(id, format!("r{round}k{k}@x.example"), None, None))
+                    })
+                    .collect();
+                for outcome in engine.submit_batch(batch) {
+                    assert!(outcome.is_ok(), "{outcome:?}");
+                }
+            }
+            done.store(true, std::sync::atomic::Ordering::Release);
+        });
+        for _ in 0..4 {
+            scope.spawn(|| {
+                let mut reads = 0u32;
+                while !done.load(std::sync::atomic::Ordering::Acquire) || reads < 100 {
+                    let list = engine.trending(60, 20);
+                    assert!(
+                        list.windows(2).all(|w| w[0].1 >= w[1].1),
+                        "most first: {list:?}"
+                    );
+                    reads += 1;
+                }
+            });
+        }
+    });
+    // Settled: every petition's growth in the hour is its count.
+    let list = engine.trending(60, 20);
+    assert_eq!(list.len(), 20);
+    for (info, growth) in list {
+        assert_eq!(growth as u64, info.count, "{}", info.id);
+    }
+}
