@@ -1293,7 +1293,82 @@ pub fn describe_shape(args: &RunArgs, seed: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// A phase-1 plan of one petition for `http://127.0.0.1:9/base` with key `k` and seed 7.
+    fn signing_plan(endpoint: Endpoint) -> Plan {
+        let target = crate::cli::parse_target("http://127.0.0.1:9/base").unwrap();
+        Plan {
+            fixed_path: format!("{}/v1/signatures:batch", target.base_path),
+            target,
+            endpoint,
+            phase: Phase::Sign {
+                validate_share: None,
+            },
+            auth: Some(client::bearer("k").unwrap()),
+            picker: Picker::new(ShapeKind::Uniform, 1, 0.9, Duration::ZERO, 1.0),
+            seed: 7,
+            dup_ratio: 0.0,
+            timeout: Duration::from_secs(1),
+            start: Instant::now(),
+            duration: Duration::from_secs(1),
+            interval_ns: None,
+            next_slot: AtomicU64::new(0),
+            stop: Arc::default(),
+            kept_total: AtomicUsize::new(0),
+            live: Live::default(),
+            crossings: None,
+        }
+    }
+
+    /// The bytes of the first `count` requests connection 3 builds on `plan`.
+    fn requests(plan: &Plan, count: u64) -> Vec<String> {
+        let mut worker = Worker::new(plan, 3, None);
+        (0..count)
+            .map(|number| {
+                worker.build_request(plan, number);
+                String::from_utf8(worker.request.clone()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn signature_requests_are_byte_for_byte_what_they_were() {
+        let single = requests(&signing_plan(Endpoint::Single), 2);
+        assert_eq!(
+            single,
+            [
+                "POST /base/v1/petitions/lt-7-0/signatures HTTP/1.1\r\n\
+                 host: 127.0.0.1:9\r\n\
+                 authorization: Bearer k\r\n\
+                 content-type: application/json\r\n\
+                 content-length: 65\r\n\
+                 \r\n\
+                 {\"email\":\"lt7.3.0@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}",
+                "POST /base/v1/petitions/lt-7-0/signatures HTTP/1.1\r\n\
+                 host: 127.0.0.1:9\r\n\
+                 authorization: Bearer k\r\n\
+                 content-type: application/json\r\n\
+                 content-length: 65\r\n\
+                 \r\n\
+                 {\"email\":\"lt7.3.1@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}",
+            ]
+        );
+        let batch = requests(&signing_plan(Endpoint::Batch(2)), 1);
+        assert_eq!(
+            batch,
+            ["POST /base/v1/signatures:batch HTTP/1.1\r\n\
+              host: 127.0.0.1:9\r\n\
+              authorization: Bearer k\r\n\
+              content-type: application/x-ndjson\r\n\
+              content-length: 172\r\n\
+              \r\n\
+              {\"petition\":\"lt-7-0\",\"email\":\"lt7.3.0@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}\n\
+              {\"petition\":\"lt-7-0\",\"email\":\"lt7.3.1@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}\n"]
+        );
+    }
 
     #[test]
     fn slots_not_taken_counts_the_slots_due_within_the_duration() {
