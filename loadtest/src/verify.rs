@@ -37,7 +37,7 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use crate::cli::{Target, VerifyArgs};
-use crate::client::{self, Client};
+use crate::client::{self, backoff, Client, ATTEMPTS_MAX};
 use crate::ledger::{self, Entry};
 use crate::outcome::{self, LedgerClass, Outcome};
 use crate::token::{self, Token};
@@ -72,9 +72,6 @@ const ENDS_PENDING: [&str; 3] = ["token_expired", "invalidated", "petition_close
 /// How far verify's clock and the server's may disagree: a token whose `expires_at` is less than
 /// this far ahead of verify's clock may have expired on the server.
 pub const CLOCK_SKEW_MAX: Duration = Duration::from_secs(60);
-
-/// Attempts per request when the server answers 429/503 or not at all.
-const ATTEMPTS_MAX: u32 = 5;
 
 /// Problems of one kind printed in full; the rest are counted.
 pub const PROBLEMS_SHOWN_MAX: usize = 20;
@@ -527,42 +524,9 @@ fn count_problems(e: &Expected, state: &PetitionState, read_unix_s: i64) -> Vec<
 /// Reads one petition's count (and pending and invalidated counts, if the server has them);
 /// `None` if the server does not know the petition (404).
 async fn read_state(client: &mut Client, id: &str) -> Result<Option<PetitionState>> {
-    let path = format!("/v1/petitions/{id}");
-    let mut last_error = None;
-    for attempt in 0..ATTEMPTS_MAX {
-        match client
-            .request(Method::GET, &path, None, "application/json", Bytes::new())
-            .await
-        {
-            Ok(answer) if answer.status == StatusCode::OK => {
-                let body: PetitionState = serde_json::from_slice(&answer.body)
-                    .with_context(|| format!("GET {path}: body without a count"))?;
-                return Ok(Some(body));
-            }
-            Ok(answer) if answer.status == StatusCode::NOT_FOUND => return Ok(None),
-            Ok(answer) => {
-                last_error = Some(format!(
-                    "answered {} {}",
-                    answer.status.as_u16(),
-                    outcome::error_code(answer.status, &answer.body)
-                ));
-                backoff(attempt, answer.retry_after).await;
-            }
-            Err(error) => {
-                last_error = Some(format!("{error:#}"));
-                backoff(attempt, None).await;
-            }
-        }
-    }
-    anyhow::bail!(
-        "GET {path}: {}",
-        last_error.unwrap_or_else(|| "no answer".to_owned())
-    )
-}
-
-async fn backoff(attempt: u32, retry_after: Option<Duration>) {
-    let wait = retry_after.unwrap_or(Duration::from_millis(100 << attempt));
-    tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+    client
+        .get_json(&format!("/v1/petitions/{id}"), "a count")
+        .await
 }
 
 /// Sends one request, retrying 429/503 and failures to answer; the outcome as `classify` reads
