@@ -80,6 +80,9 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
     if !args.get {
         eprintln!("loadtest: {}", run::describe_shape(&args, seed));
     }
+    if let Some(countries) = &args.countries {
+        eprintln!("loadtest: countries {}", countries.describe());
+    }
     let report = run::execute(&args, seed, progress).await?;
     let json_to_stdout = args
         .json
