@@ -10,6 +10,8 @@ use std::time::Duration;
 use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::header::HeaderValue;
 
+use crate::countries::Countries;
+
 /// `loadtest`: load generator and ack-ledger verifier for ingest-server.
 #[derive(Debug, Parser)]
 #[command(name = "loadtest", version, about, propagate_version = true)]
@@ -95,6 +97,18 @@ pub struct RunArgs {
     #[arg(long, default_value_t = 0.0, value_parser = parse_fraction)]
     pub dup_ratio: f64,
 
+    /// Give signatures a country, and some a region: SPEC is CODE:SHARE[:REGIONS],...
+    /// (e.g. GB:0.9:650,US:0.05,FR:0.05) or uniform:N (the first N of a fixed list of the 249
+    /// assigned codes, starting GB, US, FR, DE, CA, AU; equally likely). Codes are ISO 3166-1
+    /// alpha-2 (GB, not UK); shares are more than 0 and add up to at most 1, the rest of the
+    /// signatures carrying no country; with REGIONS (1 to 100000) a country's signatures carry
+    /// a region R1..RN, equally likely. Chosen from --seed and the signer, so a re-sent signer
+    /// carries the same. After the load, the report shows the server's breakdown by country of
+    /// the petition with the most signatures counted. Without it every signature carries
+    /// "country":"GB".
+    #[arg(long, value_name = "SPEC", value_parser = Countries::parse)]
+    pub countries: Option<Countries>,
+
     /// Use the NDJSON batch endpoint with this many signatures per request (-R stays in
     /// signatures per second).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -158,7 +172,7 @@ pub struct RunArgs {
     /// Send plain `GET <target URL>` requests instead of signatures: no registration, no ledger,
     /// no key needed. For measuring the load generator itself against a hello-world (compare
     /// with `wrk`).
-    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share", "threshold_step", "sse_readers", "webhook"])]
+    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share", "threshold_step", "sse_readers", "webhook", "countries"])]
     pub get: bool,
 
     /// Worker threads of the runtime [default: number of CPUs].

@@ -1,6 +1,6 @@
 //! A plain one-connection HTTP/1.1 client for the slow paths: registering petitions, reading
 //! counts and re-sending signers in `verify`. The load itself goes through `run`'s connection
-//! tasks, which drive hyper directly.
+//! tasks, which write their requests as bytes ([`crate::wire`]).
 
 use std::time::Duration;
 
@@ -11,9 +11,21 @@ use hyper::client::conn::http1;
 use hyper::header::{self, HeaderValue};
 use hyper::{Method, Request, StatusCode};
 use hyper_util::rt::TokioIo;
+use serde::de::DeserializeOwned;
 use tokio::net::TcpStream;
 
 use crate::cli::Target;
+use crate::outcome;
+
+/// Attempts per request of the slow paths when the server answers 429/503 or not at all.
+pub const ATTEMPTS_MAX: u32 = 5;
+
+/// Waits before attempt `attempt + 1`: `Retry-After` if the server gave one, else 100 ms doubled
+/// per attempt; at most 2 s either way.
+pub async fn backoff(attempt: u32, retry_after: Option<Duration>) {
+    let wait = retry_after.unwrap_or(Duration::from_millis(100 << attempt));
+    tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+}
 
 /// The body type every request of this crate uses: a pre-built buffer.
 pub type Body = Full<Bytes>;
@@ -133,5 +145,45 @@ impl Client {
             self.sender = None;
         }
         result.with_context(|| format!("{method} {uri}"))
+    }
+    /// `GET path` (below the target's base path) with its 200 body read as `T`, which must be
+    /// `what` (for the message when it is not). 429, 503 and failures to answer are retried up
+    /// to [`ATTEMPTS_MAX`] attempts in all, waiting as [`backoff`] says. `Ok(None)`: the server
+    /// answered 404.
+    pub async fn get_json<T: DeserializeOwned>(
+        &mut self,
+        path: &str,
+        what: &str,
+    ) -> Result<Option<T>> {
+        let mut last_error = None;
+        for attempt in 0..ATTEMPTS_MAX {
+            match self
+                .request(Method::GET, path, None, "application/json", Bytes::new())
+                .await
+            {
+                Ok(answer) if answer.status == StatusCode::OK => {
+                    let body: T = serde_json::from_slice(&answer.body)
+                        .with_context(|| format!("GET {path}: body without {what}"))?;
+                    return Ok(Some(body));
+                }
+                Ok(answer) if answer.status == StatusCode::NOT_FOUND => return Ok(None),
+                Ok(answer) => {
+                    last_error = Some(format!(
+                        "answered {} {}",
+                        answer.status.as_u16(),
+                        outcome::error_code(answer.status, &answer.body)
+                    ));
+                    backoff(attempt, answer.retry_after).await;
+                }
+                Err(error) => {
+                    last_error = Some(format!("{error:#}"));
+                    backoff(attempt, None).await;
+                }
+            }
+        }
+        anyhow::bail!(
+            "GET {path}: {}",
+            last_error.unwrap_or_else(|| "no answer".to_owned())
+        )
     }
 }

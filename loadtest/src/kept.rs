@@ -20,7 +20,7 @@ pub const KEPT_TOKENS_MAX: usize = 4 << 20;
 
 /// Bits of [`KeptToken`]'s packed signer that hold the signer number; the connection (at most
 /// 100,000, 17 bits) goes above them.
-const NUMBER_BITS: u32 = 47;
+pub(crate) const NUMBER_BITS: u32 = 47;
 
 /// One token kept for phase 2 and whose it is, in 48 bytes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -74,7 +74,7 @@ pub fn keep(seed: u64, connection: u32, number: u64, share: f64) -> bool {
 }
 
 /// SplitMix64's finaliser: a bijective mix of 64 bits.
-fn splitmix64(x: u64) -> u64 {
+pub(crate) fn splitmix64(x: u64) -> u64 {
     let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);

@@ -4,6 +4,8 @@
 //!
 //! - `cli`: flags and their checks;
 //! - `shape`: which petition each signature goes to (uniform, zipf, viral) and who signs it;
+//! - `countries`: with `--countries`, the country and region each signer carries, and the
+//!   server's breakdown of a count by country (read by the report and checked by `verify`);
 //! - `run`: petition registration, the connection tasks, open- and closed-loop pacing, progress,
 //!   and with `--validate-share` the second phase that validates the tokens kept;
 //! - `outcome`: reading the server's answers into outcomes and ledger classes;
@@ -26,6 +28,7 @@
 
 pub mod cli;
 pub mod client;
+pub mod countries;
 pub mod events;
 pub mod kept;
 pub mod ledger;
@@ -76,6 +79,9 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
     );
     if !args.get {
         eprintln!("loadtest: {}", run::describe_shape(&args, seed));
+    }
+    if let Some(countries) = &args.countries {
+        eprintln!("loadtest: countries {}", countries.describe());
     }
     let report = run::execute(&args, seed, progress).await?;
     let json_to_stdout = args

@@ -11,6 +11,7 @@ use hdrhistogram::Histogram;
 use serde::Serialize;
 
 use crate::cli::{RunArgs, ShapeKind};
+use crate::countries::{Breakdown, CountryCount};
 use crate::kept::KeptSet;
 use crate::run::{self, Endpoint};
 use crate::stats::{Counts, Stats};
@@ -55,6 +56,64 @@ pub struct Report {
     /// `--sse-readers`, `--webhook`: threshold crossings and how long their events took.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub events: Option<EventsReport>,
+    /// `--countries`: the server's breakdown by country of the busiest petition.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub countries: Option<CountriesReport>,
+}
+
+/// Countries shown in the table (the JSON has them all).
+pub const COUNTRIES_SHOWN_MAX: usize = 10;
+
+/// With `--countries`: the breakdown by country the server gave, after the load, for the
+/// petition the run's answers counted the most signatures on.
+#[derive(Debug, Clone, Serialize)]
+pub struct CountriesReport {
+    /// `--countries` as given.
+    pub spec: String,
+    /// The petition's id.
+    pub petition: String,
+    /// Signatures the run's answers said were counted on it (accepted, or validated).
+    pub counted_by_run: u64,
+    /// The count the breakdown came with; null if it could not be read.
+    pub count: Option<u64>,
+    /// Every country of the breakdown (`ZZ`: no country), highest count first, as the server
+    /// gave them; empty if it could not be read.
+    pub countries: Vec<CountryCount>,
+    /// Whether the countries add up to `count`, as the contract says; null if it could not be
+    /// read.
+    pub sum_matches: Option<bool>,
+    /// Why the breakdown could not be read.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+impl CountriesReport {
+    /// The block for `petition`, from what reading its breakdown gave.
+    pub fn new(
+        spec: &str,
+        petition: String,
+        counted_by_run: u64,
+        breakdown: anyhow::Result<Breakdown>,
+    ) -> CountriesReport {
+        let mut report = CountriesReport {
+            spec: spec.to_owned(),
+            petition,
+            counted_by_run,
+            count: None,
+            countries: Vec::new(),
+            sum_matches: None,
+            error: None,
+        };
+        match breakdown {
+            Ok(breakdown) => {
+                report.count = Some(breakdown.count);
+                report.sum_matches = Some(breakdown.sums_to_count());
+                report.countries = breakdown.countries;
+            }
+            Err(error) => report.error = Some(format!("{error:#}")),
+        }
+        report
+    }
 }
 
 /// Threshold crossings the load acknowledged, and how long their events took to reach the SSE
@@ -384,6 +443,7 @@ impl Report {
             outcomes: stats.counts.clone(),
             validation: None,
             events: None,
+            countries: None,
         }
     }
 
@@ -466,6 +526,9 @@ impl Report {
         }
         if let Some(events) = &self.events {
             events_table(&mut out, events);
+        }
+        if let Some(countries) = &self.countries {
+            countries_table(&mut out, countries);
         }
         out
     }
@@ -646,6 +709,64 @@ fn events_table(out: &mut String, e: &EventsReport) {
             hook.name
         );
     }
+}
+
+/// The countries' part of the table: the top [`COUNTRIES_SHOWN_MAX`] with their share of the
+/// count, the rest summed up, and whether they add up to the count.
+fn countries_table(out: &mut String, c: &CountriesReport) {
+    let _ = writeln!(
+        out,
+        "\ncountries  {} (the most signatures counted by this run: {}), --countries {}",
+        c.petition, c.counted_by_run, c.spec
+    );
+    let Some(count) = c.count else {
+        let _ = writeln!(
+            out,
+            "  the breakdown could not be read: {}",
+            c.error.as_deref().unwrap_or("no reason given")
+        );
+        return;
+    };
+    let share = |n: u64| {
+        if count > 0 {
+            100.0 * n as f64 / count as f64
+        } else {
+            0.0
+        }
+    };
+    for entry in c.countries.iter().take(COUNTRIES_SHOWN_MAX) {
+        let name = if entry.country == "ZZ" {
+            "ZZ (no country)".to_owned()
+        } else {
+            entry.country.clone()
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<34}{:>12}{:>9.2}%",
+            entry.count,
+            share(entry.count)
+        );
+    }
+    let rest = &c.countries[c.countries.len().min(COUNTRIES_SHOWN_MAX)..];
+    if !rest.is_empty() {
+        let n = rest.iter().fold(0u64, |sum, e| sum.saturating_add(e.count));
+        let name = format!("{} more countries", rest.len());
+        let _ = writeln!(out, "  {name:<34}{n:>12}{:>9.2}%", share(n));
+    }
+    let sum = c
+        .countries
+        .iter()
+        .fold(0u64, |sum, e| sum.saturating_add(e.count));
+    let verdict = if c.sum_matches == Some(true) {
+        format!("= count {count}")
+    } else {
+        format!("!= count {count}: the breakdown does NOT add up to the count")
+    };
+    let _ = writeln!(
+        out,
+        "  sum of {} countries {sum} {verdict}",
+        c.countries.len()
+    );
 }
 
 fn ms(value: f64) -> String {

@@ -23,7 +23,12 @@
 //! count of every accepted (or validated) answer and notes, when it is one of the petition's
 //! thresholds, the crossing and the instant the answer was parsed; without them the counts are
 //! not looked at.
+//!
+//! With `--countries` ([`crate::countries`]), each signature's JSON carries the country (and
+//! region) chosen for its signer, and each connection counts the signatures its answers say
+//! were counted, per petition, so that the report can read the breakdown of the busiest one.
 
+use std::collections::HashMap;
 use std::ops::Range;
 use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, OnceLock};
@@ -40,11 +45,12 @@ use tokio::sync::Notify;
 
 use crate::cli::{RunArgs, ShapeKind, Target};
 use crate::client::{self, Client};
+use crate::countries::{self, Countries, Tally};
 use crate::events::{Crossing, Crossings, Events, Thresholds};
 use crate::kept::{KeptSet, KeptToken, KEPT_TOKENS_MAX};
 use crate::ledger::{LedgerSink, LedgerWriter};
 use crate::outcome::{self, Carried, Outcome};
-use crate::report::{Report, ValidationReport};
+use crate::report::{CountriesReport, Report, ValidationReport};
 use crate::shape::{self, Picker};
 use crate::stats::{Live, Recent, Stats, FLUSH_INTERVAL};
 use crate::wire::Wire;
@@ -151,6 +157,11 @@ struct Plan {
     /// `--sse-readers`, `--webhook`: where the threshold crossings answers acknowledge go;
     /// without them, answers' counts are not even looked at.
     crossings: Option<Arc<Crossings>>,
+    /// `--countries`: the country and region of each signer; without it, every signature
+    /// carries `"country":"GB"`.
+    countries: Option<Countries>,
+    /// `--countries`: the signatures counted per petition (accepted, or validated).
+    tally: Option<Arc<Tally>>,
 }
 
 enum Slot {
@@ -283,6 +294,8 @@ struct Worker {
     /// Threshold crossings acknowledged since the last flush, with the instant their answer was
     /// parsed.
     crossings: Vec<(Crossing, Instant)>,
+    /// With `plan.tally`: signatures counted per petition since the last flush.
+    counted: HashMap<u32, u64>,
     response_body: Vec<u8>,
     /// The request being sent, head and body, rebuilt in place each time.
     request: Vec<u8>,
@@ -309,6 +322,7 @@ impl Worker {
             outcomes: Vec::new(),
             answer_counts: Vec::new(),
             crossings: Vec::new(),
+            counted: HashMap::new(),
             response_body: Vec::with_capacity(1024),
             request: Vec::with_capacity(512),
             common_headers: common_headers(plan),
@@ -351,8 +365,14 @@ impl Worker {
         shape::write_email(&mut self.text, plan.seed, self.id, signature.signer);
         self.body.extend_from_slice(b"\"email\":\"");
         self.body.extend_from_slice(self.text.as_bytes());
-        self.body
-            .extend_from_slice(b"\",\"name\":\"Load Test\",\"country\":\"GB\"}");
+        self.body.extend_from_slice(b"\",\"name\":\"Load Test\"");
+        match &plan.countries {
+            None => self.body.extend_from_slice(b",\"country\":\"GB\""),
+            Some(countries) => {
+                countries.write_members(&mut self.body, plan.seed, self.id, signature.signer);
+            }
+        }
+        self.body.push(b'}');
     }
 
     /// Builds the request of slot `number` into `request` and fills `in_flight` with the
@@ -454,6 +474,9 @@ impl Worker {
                 None => &self.outcomes[i],
             };
             self.recent.counts.add(outcome);
+            if plan.tally.is_some() && matches!(outcome, Outcome::Accepted) {
+                *self.counted.entry(signature.petition).or_default() += 1;
+            }
             if let (Some(crossings), None, Outcome::Accepted) = (&plan.crossings, &all, outcome) {
                 note_crossing(
                     crossings.thresholds(),
@@ -526,6 +549,9 @@ impl Worker {
                 None => &self.outcomes[i],
             };
             self.recent.counts.add(outcome);
+            if plan.tally.is_some() && matches!(outcome, Outcome::Validated) {
+                *self.counted.entry(kept.petition).or_default() += 1;
+            }
             if let (Some(crossings), None, Outcome::Validated) = (&plan.crossings, &all, outcome) {
                 note_crossing(
                     crossings.thresholds(),
@@ -556,6 +582,9 @@ impl Worker {
             plan.live.absorb(&mut self.recent);
             if let Some(crossings) = &plan.crossings {
                 crossings.absorb(&mut self.crossings);
+            }
+            if let Some(tally) = &plan.tally {
+                tally.absorb(&mut self.counted);
             }
             self.last_flush = now;
         }
@@ -799,6 +828,9 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) -
     plan.live.absorb(&mut worker.recent);
     if let Some(crossings) = &plan.crossings {
         crossings.absorb(&mut worker.crossings);
+    }
+    if let Some(tally) = &plan.tally {
+        tally.absorb(&mut worker.counted);
     }
     if let Some(ledger) = &mut worker.ledger {
         ledger.flush().await;
@@ -1045,6 +1077,9 @@ async fn run_phase(
 /// With `--sse-readers` or `--webhook`, the readers are connected and the webhook registered
 /// after the petitions and before the load; after it, the report waits for the last events
 /// ([`Events::finish`]), and the webhook is deleted whether the load succeeded or not.
+///
+/// With `--countries`, the report then reads the breakdown by country of the petition with the
+/// most signatures counted ([`countries_report`]).
 pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report> {
     let endpoint = if args.get {
         Endpoint::Get
@@ -1059,18 +1094,39 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
     }
     let events = Events::start(args, seed).await?;
     let crossings = events.as_ref().map(Events::crossings);
-    let result = run_load(args, seed, progress, endpoint, crossings).await;
-    match (result, events) {
+    let tally = args.countries.as_ref().map(|_| Arc::new(Tally::default()));
+    let result = run_load(args, seed, progress, endpoint, crossings, tally.clone()).await;
+    let mut report = match (result, events) {
         (Ok(mut report), Some(events)) => {
             report.events = Some(events.finish().await);
-            Ok(report)
+            report
         }
         (Err(error), Some(events)) => {
             events.abandon().await;
-            Err(error)
+            return Err(error);
         }
-        (result, None) => result,
+        (result, None) => result?,
+    };
+    if let (Some(countries), Some(tally)) = (&args.countries, &tally) {
+        report.countries = Some(countries_report(args, seed, countries, tally).await);
     }
+    Ok(report)
+}
+
+/// `--countries`: the server's breakdown by country of the petition the run's answers counted
+/// the most signatures on (the hot one of `--shape viral`; petition 0 if none was counted). A
+/// failure to read it is reported in the block, not raised: the rest of the report stands.
+async fn countries_report(
+    args: &RunArgs,
+    seed: u64,
+    countries: &Countries,
+    tally: &Tally,
+) -> CountriesReport {
+    let (index, counted) = tally.busiest().unwrap_or((0, 0));
+    let petition = shape::petition_id(seed, index);
+    let mut client = Client::new(&args.target, args.timeout);
+    let breakdown = countries::fetch_breakdown(&mut client, &petition).await;
+    CountriesReport::new(countries.spec(), petition, counted, breakdown)
 }
 
 /// The load of [`execute`]: both phases, the ledger, and the report without its events.
@@ -1080,6 +1136,7 @@ async fn run_load(
     progress: bool,
     endpoint: Endpoint,
     crossings: Option<Arc<Crossings>>,
+    tally: Option<Arc<Tally>>,
 ) -> Result<Report> {
     let auth = match &args.api_key {
         Some(key) if endpoint != Endpoint::Get => Some(client::bearer(key)?),
@@ -1127,6 +1184,8 @@ async fn run_load(
         kept_total: AtomicUsize::new(0),
         live: Live::default(),
         crossings: crossings.clone(),
+        countries: args.countries.clone(),
+        tally: tally.clone(),
     };
 
     // Ctrl-C ends the run early but still waits for the answers outstanding, so the ledger
@@ -1293,7 +1352,129 @@ pub fn describe_shape(args: &RunArgs, seed: u64) -> String {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
+
+    /// A phase-1 plan of one petition for `http://127.0.0.1:9/base` with key `k` and seed 7.
+    fn signing_plan(endpoint: Endpoint) -> Plan {
+        let target = crate::cli::parse_target("http://127.0.0.1:9/base").unwrap();
+        Plan {
+            fixed_path: format!("{}/v1/signatures:batch", target.base_path),
+            target,
+            endpoint,
+            phase: Phase::Sign {
+                validate_share: None,
+            },
+            auth: Some(client::bearer("k").unwrap()),
+            picker: Picker::new(ShapeKind::Uniform, 1, 0.9, Duration::ZERO, 1.0),
+            seed: 7,
+            dup_ratio: 0.0,
+            timeout: Duration::from_secs(1),
+            start: Instant::now(),
+            duration: Duration::from_secs(1),
+            interval_ns: None,
+            next_slot: AtomicU64::new(0),
+            stop: Arc::default(),
+            kept_total: AtomicUsize::new(0),
+            live: Live::default(),
+            crossings: None,
+            countries: None,
+            tally: None,
+        }
+    }
+
+    /// The bytes of the first `count` requests connection 3 builds on `plan`.
+    fn requests(plan: &Plan, count: u64) -> Vec<String> {
+        let mut worker = Worker::new(plan, 3, None);
+        (0..count)
+            .map(|number| {
+                worker.build_request(plan, number);
+                String::from_utf8(worker.request.clone()).unwrap()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn signature_requests_are_byte_for_byte_what_they_were() {
+        let single = requests(&signing_plan(Endpoint::Single), 2);
+        assert_eq!(
+            single,
+            [
+                "POST /base/v1/petitions/lt-7-0/signatures HTTP/1.1\r\n\
+                 host: 127.0.0.1:9\r\n\
+                 authorization: Bearer k\r\n\
+                 content-type: application/json\r\n\
+                 content-length: 65\r\n\
+                 \r\n\
+                 {\"email\":\"lt7.3.0@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}",
+                "POST /base/v1/petitions/lt-7-0/signatures HTTP/1.1\r\n\
+                 host: 127.0.0.1:9\r\n\
+                 authorization: Bearer k\r\n\
+                 content-type: application/json\r\n\
+                 content-length: 65\r\n\
+                 \r\n\
+                 {\"email\":\"lt7.3.1@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}",
+            ]
+        );
+        let batch = requests(&signing_plan(Endpoint::Batch(2)), 1);
+        assert_eq!(
+            batch,
+            ["POST /base/v1/signatures:batch HTTP/1.1\r\n\
+              host: 127.0.0.1:9\r\n\
+              authorization: Bearer k\r\n\
+              content-type: application/x-ndjson\r\n\
+              content-length: 172\r\n\
+              \r\n\
+              {\"petition\":\"lt-7-0\",\"email\":\"lt7.3.0@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}\n\
+              {\"petition\":\"lt-7-0\",\"email\":\"lt7.3.1@example.org\",\"name\":\"Load Test\",\"country\":\"GB\"}\n"]
+        );
+    }
+
+    #[test]
+    fn with_countries_each_signature_carries_its_signers_country_and_region() {
+        let countries = Countries::parse("GB:0.5:20,FR:0.3").unwrap();
+        for endpoint in [Endpoint::Single, Endpoint::Batch(300)] {
+            let mut plan = signing_plan(endpoint);
+            plan.countries = Some(countries.clone());
+            let mut kinds = std::collections::BTreeSet::new();
+            let mut number = 0u64;
+            for request in requests(&plan, 300 / u64::from(endpoint.size())) {
+                let (head, body) = request.split_once("\r\n\r\n").unwrap();
+                assert!(
+                    head.ends_with(&format!("content-length: {}", body.len())),
+                    "{head}"
+                );
+                for line in body.lines() {
+                    let signature: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let expected = countries.place(7, 3, number);
+                    assert_eq!(signature["email"], format!("lt7.3.{number}@example.org"));
+                    let field = |name: &str| signature.get(name).and_then(|v| v.as_str());
+                    assert_eq!(field("country"), expected.map(|p| p.country), "{line}");
+                    assert_eq!(
+                        field("region").map(str::to_owned),
+                        expected.and_then(|p| p.region).map(|r| format!("R{r}")),
+                        "{line}"
+                    );
+                    kinds.insert((
+                        field("country").map(str::to_owned),
+                        field("region").is_some(),
+                    ));
+                    number += 1;
+                }
+            }
+            assert_eq!(number, 300);
+            // GB with a region, FR without, and no country at all (no "country":"GB" default).
+            assert_eq!(
+                kinds.into_iter().collect::<Vec<_>>(),
+                [
+                    (None, false),
+                    (Some("FR".to_owned()), false),
+                    (Some("GB".to_owned()), true)
+                ]
+            );
+        }
+    }
 
     #[test]
     fn slots_not_taken_counts_the_slots_due_within_the_duration() {

@@ -13,6 +13,10 @@
 //! back duplicate (an `accepted`, or `pending` for a validated signer, means the server had lost
 //! it), and a validated signer's token re-validated must come back `already_validated`.
 //!
+//! With each count, the petition's breakdown by country is read
+//! (`GET /v1/petitions/{id}/countries`) and its countries must add up to the count that came
+//! with them (`countries: …`); the server reads both at one instant, so they must agree exactly.
+//!
 //! A petition is taken to have email validation when its ledger lines include any of the
 //! lifecycle classes (pending and the validations); on such a petition a signature answered
 //! `indeterminate` can at most be pending, never counted, since its token was never seen.
@@ -37,7 +41,8 @@ use rand::{Rng, SeedableRng};
 use serde::Deserialize;
 
 use crate::cli::{Target, VerifyArgs};
-use crate::client::{self, Client};
+use crate::client::{self, backoff, Client, ATTEMPTS_MAX};
+use crate::countries::{self, Breakdown};
 use crate::ledger::{self, Entry};
 use crate::outcome::{self, LedgerClass, Outcome};
 use crate::token::{self, Token};
@@ -72,9 +77,6 @@ const ENDS_PENDING: [&str; 3] = ["token_expired", "invalidated", "petition_close
 /// How far verify's clock and the server's may disagree: a token whose `expires_at` is less than
 /// this far ahead of verify's clock may have expired on the server.
 pub const CLOCK_SKEW_MAX: Duration = Duration::from_secs(60);
-
-/// Attempts per request when the server answers 429/503 or not at all.
-const ATTEMPTS_MAX: u32 = 5;
 
 /// Problems of one kind printed in full; the rest are counted.
 pub const PROBLEMS_SHOWN_MAX: usize = 20;
@@ -149,6 +151,8 @@ pub struct Verdict {
     pub pending_counted: u64,
     /// Sum of the server's `invalidated_count`s.
     pub invalidated_counted: u64,
+    /// Petitions whose breakdown by country was read (and checked against its count).
+    pub countries_checked: usize,
     /// Acknowledged signers re-sent.
     pub resent: usize,
     /// Validated signers whose token was re-validated.
@@ -168,12 +172,14 @@ impl Verdict {
     pub fn render(&self) -> String {
         let mut out = format!(
             "verify: {} ledger lines, {} petitions, {} acknowledged signers, {} indeterminate, \
-             server counts {} in all, {} acknowledged signers re-sent\n",
+             server counts {} in all, {} breakdowns by country read, {} acknowledged signers \
+             re-sent\n",
             self.entries,
             self.petitions,
             self.acknowledged,
             self.indeterminate,
             self.counted,
+            self.countries_checked,
             self.resent
         );
         if self.validated + self.pending_signers + self.pending_counted > 0 {
@@ -192,7 +198,7 @@ impl Verdict {
         if self.passed() {
             out.push_str(
                 "verify: PASS: every acknowledged signature is counted, none twice, \
-                 re-sends come back duplicate\n",
+                 re-sends come back duplicate, countries add up to the counts\n",
             );
             return out;
         }
@@ -524,45 +530,31 @@ fn count_problems(e: &Expected, state: &PetitionState, read_unix_s: i64) -> Vec<
     problems
 }
 
+/// The problem with a petition's breakdown by country, if its countries do not add up to the
+/// count it came with.
+fn breakdown_problem(id: &str, breakdown: &Breakdown) -> Option<String> {
+    if breakdown.sums_to_count() {
+        return None;
+    }
+    let (sum, count) = (breakdown.sum(), breakdown.count);
+    let (difference, side) = if sum < count {
+        (count - sum, "short of")
+    } else {
+        (sum - count, "over")
+    };
+    Some(format!(
+        "countries: petition {id}: the countries add up to {sum} but the count that came with \
+         them is {count} ({difference} {side} it, over {} countries)",
+        breakdown.countries.len()
+    ))
+}
+
 /// Reads one petition's count (and pending and invalidated counts, if the server has them);
 /// `None` if the server does not know the petition (404).
 async fn read_state(client: &mut Client, id: &str) -> Result<Option<PetitionState>> {
-    let path = format!("/v1/petitions/{id}");
-    let mut last_error = None;
-    for attempt in 0..ATTEMPTS_MAX {
-        match client
-            .request(Method::GET, &path, None, "application/json", Bytes::new())
-            .await
-        {
-            Ok(answer) if answer.status == StatusCode::OK => {
-                let body: PetitionState = serde_json::from_slice(&answer.body)
-                    .with_context(|| format!("GET {path}: body without a count"))?;
-                return Ok(Some(body));
-            }
-            Ok(answer) if answer.status == StatusCode::NOT_FOUND => return Ok(None),
-            Ok(answer) => {
-                last_error = Some(format!(
-                    "answered {} {}",
-                    answer.status.as_u16(),
-                    outcome::error_code(answer.status, &answer.body)
-                ));
-                backoff(attempt, answer.retry_after).await;
-            }
-            Err(error) => {
-                last_error = Some(format!("{error:#}"));
-                backoff(attempt, None).await;
-            }
-        }
-    }
-    anyhow::bail!(
-        "GET {path}: {}",
-        last_error.unwrap_or_else(|| "no answer".to_owned())
-    )
-}
-
-async fn backoff(attempt: u32, retry_after: Option<Duration>) {
-    let wait = retry_after.unwrap_or(Duration::from_millis(100 << attempt));
-    tokio::time::sleep(wait.min(Duration::from_secs(2))).await;
+    client
+        .get_json(&format!("/v1/petitions/{id}"), "a count")
+        .await
 }
 
 /// Sends one request, retrying 429/503 and failures to answer; the outcome as `classify` reads
@@ -759,9 +751,11 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
         PetitionState::default();
         expected.len()
     ]));
+    let breakdowns_read = Arc::new(AtomicUsize::new(0));
     let problems = {
         let expected = Arc::clone(&expected);
         let states = Arc::clone(&states);
+        let breakdowns_read = Arc::clone(&breakdowns_read);
         fan_out(
             &args.target,
             args.timeout,
@@ -770,9 +764,12 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
             move |mut client, index| {
                 let expected = Arc::clone(&expected);
                 let states = Arc::clone(&states);
+                let breakdowns_read = Arc::clone(&breakdowns_read);
                 async move {
                     let e = &expected[index];
-                    let problems = match read_state(&mut client, &e.id).await {
+                    let read = read_state(&mut client, &e.id).await;
+                    let found = matches!(read, Ok(Some(_)));
+                    let mut problems = match read {
                         Err(error) => vec![format!(
                             "petition {}: could not read the count: {error:#}",
                             e.id
@@ -789,12 +786,26 @@ pub async fn verify(args: &VerifyArgs) -> Result<Verdict> {
                             count_problems(e, &state, token::now_unix_s())
                         }
                     };
+                    if found {
+                        match countries::fetch_breakdown(&mut client, &e.id).await {
+                            Ok(breakdown) => {
+                                breakdowns_read.fetch_add(1, Ordering::Relaxed);
+                                problems.extend(breakdown_problem(&e.id, &breakdown));
+                            }
+                            Err(error) => problems.push(format!(
+                                "countries: petition {}: could not read the breakdown by \
+                                 country: {error:#}",
+                                e.id
+                            )),
+                        }
+                    }
                     (client, Ok(problems))
                 }
             },
         )
         .await?
     };
+    verdict.countries_checked = breakdowns_read.load(Ordering::Relaxed);
     if let Ok(states) = states.lock() {
         for state in states.iter() {
             verdict.counted += state.count;
@@ -1110,6 +1121,34 @@ mod tests {
             2_000_000_000 - 30,
             Some("pending over-counted"),
         );
+    }
+
+    #[test]
+    fn a_breakdown_must_add_up_to_its_count() {
+        let breakdown = |count: u64, counts: &[u64]| Breakdown {
+            count,
+            countries: counts
+                .iter()
+                .zip(["GB", "ZZ", "FR"])
+                .map(|(&count, code)| countries::CountryCount {
+                    country: code.to_owned(),
+                    count,
+                })
+                .collect(),
+        };
+        assert_eq!(breakdown_problem("p", &breakdown(10, &[7, 3])), None);
+        assert_eq!(breakdown_problem("p", &breakdown(0, &[])), None);
+        assert_eq!(
+            breakdown_problem("p", &breakdown(10, &[7, 2])).unwrap(),
+            "countries: petition p: the countries add up to 9 but the count that came with them \
+             is 10 (1 short of it, over 2 countries)"
+        );
+        assert_eq!(
+            breakdown_problem("q", &breakdown(10, &[7, 3, 5])).unwrap(),
+            "countries: petition q: the countries add up to 15 but the count that came with them \
+             is 10 (5 over it, over 3 countries)"
+        );
+        assert!(breakdown_problem("p", &breakdown(3, &[])).is_some());
     }
 
     #[test]

@@ -175,6 +175,32 @@ fn bad_event_flags_are_refused_with_a_reason() {
 }
 
 #[test]
+fn bad_country_specs_are_refused_with_a_reason() {
+    let t = "http://127.0.0.1:9";
+    let countries = |spec: &str, needle: &str| {
+        check(
+            &["run", "--target", t, "--api-key", "k", "--countries", spec],
+            2,
+            needle,
+        );
+    };
+    countries("UK:0.5", "the United Kingdom is GB");
+    countries("GB:0.6,US:0.5", "add up to 1.1, more than 1");
+    countries("GB:0.5,FR:x", "\"FR:x\": the share \"x\" is not a number");
+    countries(
+        "GB:0.5:0",
+        "regions \"0\" must be a whole number from 1 to 100000",
+    );
+    countries("uniform:250", "not 250");
+    countries("GB:0.5,GB:0.1", "GB is given twice");
+    check(
+        &["run", "--target", t, "--get", "--countries", "GB:1"],
+        2,
+        "cannot be used with",
+    );
+}
+
+#[test]
 fn operating_errors_exit_1_with_a_reason() {
     let dir = crate::scratch("cli");
     let missing = dir.join("missing.tsv");

@@ -10,6 +10,12 @@
 //! `GET /v1/events/stream` reader (each event written in three chunks cut mid-line, every other
 //! one with CRLF line ends) and as a `POST` to every webhook registered with
 //! `PUT /v1/webhooks/{name}`.
+//!
+//! Countries: a signature's `country` must be two upper-case letters other than `UK` and `ZZ`,
+//! and its `region` 1–16 of `[A-Za-z0-9-]` with a country (else 422 `invalid_signature`).
+//! Each signer's country and region are kept as first sent (a re-send that differs is counted,
+//! [`FakeServer::placement_changes`]), and counted by country (`ZZ` for none) whenever the
+//! signer's count is; `GET /v1/petitions/{id}/countries` answers with those counts.
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -66,6 +72,11 @@ pub enum Fault {
     SseReadersMax { max: usize },
     /// The first event-stream reader gets one event, then `event: lagged` and the end.
     LagFirstReader,
+    /// `GET /v1/petitions/{id}/countries` reports one signature fewer in its top country than
+    /// the count it answers with.
+    CountriesShort,
+    /// A server without the breakdown: `GET /v1/petitions/{id}/countries` is 404 `not_found`.
+    NoCountries,
 }
 
 /// A petition's thresholds when its registration names none (the real server's are 10,000 and
@@ -91,6 +102,53 @@ struct Petition {
     count: u64,
     /// Registered thresholds, or [`DEFAULT_THRESHOLDS`].
     thresholds: Vec<u64>,
+    /// Each signer's country and region, as first sent.
+    placements: HashMap<String, Placement>,
+    /// Counted signatures by country (`ZZ`: none).
+    by_country: HashMap<String, u64>,
+}
+
+/// A signature's country and region (upper-cased), if any.
+pub type Placement = (Option<String>, Option<String>);
+
+impl Petition {
+    /// Counts `signer` once more, under its country.
+    fn count_in(&mut self, signer: &str) {
+        let country = self
+            .placements
+            .get(signer)
+            .and_then(|(country, _)| country.clone())
+            .unwrap_or_else(|| "ZZ".to_owned());
+        *self.by_country.entry(country).or_default() += 1;
+        self.count += 1;
+    }
+}
+
+/// A signature's country and region, checked as the server checks them.
+fn placement_of(signature: &Value) -> Result<Placement, (StatusCode, &'static str)> {
+    let invalid = (StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature");
+    let text = |name: &str| match signature.get(name) {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(text)) => Ok(Some(text.clone())),
+        Some(_) => Err(invalid),
+    };
+    let (country, region) = (text("country")?, text("region")?);
+    if let Some(country) = &country {
+        let two_letters = country.len() == 2 && country.bytes().all(|b| b.is_ascii_uppercase());
+        if !two_letters || country == "UK" || country == "ZZ" {
+            return Err(invalid);
+        }
+    }
+    if let Some(region) = &region {
+        let well_formed = (1..=16).contains(&region.len())
+            && region
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-');
+        if !well_formed || country.is_none() {
+            return Err(invalid);
+        }
+    }
+    Ok((country, region.map(|r| r.to_ascii_uppercase())))
 }
 
 #[derive(Default)]
@@ -123,6 +181,8 @@ struct State {
     webhooks: Mutex<HashMap<String, String>>,
     /// The status each webhook delivery was answered with (0: not answered).
     delivery_statuses: Mutex<Vec<u16>>,
+    /// Signatures of a known signer whose country or region differed from its first.
+    placement_changes: AtomicU64,
 }
 
 /// A pending signer signing again gets its token back this many times; then 429.
@@ -153,6 +213,7 @@ impl FakeServer {
             readers_opened: AtomicU64::new(0),
             webhooks: Mutex::new(HashMap::new()),
             delivery_statuses: Mutex::new(Vec::new()),
+            placement_changes: AtomicU64::new(0),
         });
         tokio::spawn(publisher(Arc::clone(&state), publishing));
         let shared = Arc::clone(&state);
@@ -262,6 +323,46 @@ impl FakeServer {
     pub fn delivery_statuses(&self) -> Vec<u16> {
         self.state.delivery_statuses.lock().unwrap().clone()
     }
+
+    /// A petition's counted signatures by country (`ZZ`: none), highest first (ties by code).
+    pub fn countries(&self, petition: &str) -> Vec<(String, u64)> {
+        let model = self.state.model.lock().unwrap();
+        model
+            .petitions
+            .get(petition)
+            .map_or_else(Vec::new, |p| sorted_countries(&p.by_country))
+    }
+
+    /// Every signer of a petition (its email as sent, lower-cased) with its country and region as
+    /// first sent.
+    pub fn placements(&self, petition: &str) -> Vec<(String, Placement)> {
+        let model = self.state.model.lock().unwrap();
+        let mut placements: Vec<(String, Placement)> =
+            model.petitions.get(petition).map_or_else(Vec::new, |p| {
+                p.placements
+                    .iter()
+                    .map(|(signer, placement)| (signer.clone(), placement.clone()))
+                    .collect()
+            });
+        placements.sort();
+        placements
+    }
+
+    /// Signatures of a known signer whose country or region differed from its first.
+    pub fn placement_changes(&self) -> u64 {
+        self.state.placement_changes.load(Ordering::SeqCst)
+    }
+}
+
+/// Counts by country, highest first, ties by code.
+fn sorted_countries(by_country: &HashMap<String, u64>) -> Vec<(String, u64)> {
+    let mut countries: Vec<(String, u64)> = by_country
+        .iter()
+        .filter(|(_, &n)| n > 0)
+        .map(|(code, &n)| (code.clone(), n))
+        .collect();
+    countries.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    countries
 }
 
 /// The body of any answer: whole, or an event stream fed by a task.
@@ -483,12 +584,22 @@ fn sign(
     let Some(email) = signature.get("email").and_then(Value::as_str) else {
         return Err((StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature"));
     };
+    let placement = placement_of(signature)?;
     let mut model = state.model.lock().unwrap();
     let model = &mut *model;
     let Some(entry) = model.petitions.get_mut(petition) else {
         return Err((StatusCode::NOT_FOUND, "unknown_petition"));
     };
     let signer = email.trim().to_lowercase();
+    match entry.placements.get(&signer) {
+        Some(first) if *first != placement => {
+            state.placement_changes.fetch_add(1, Ordering::SeqCst);
+        }
+        Some(_) => {}
+        None => {
+            entry.placements.insert(signer.clone(), placement);
+        }
+    }
     if entry.signers.contains(&signer) {
         return Ok(Signed::Duplicate(entry.count));
     }
@@ -516,11 +627,11 @@ fn sign(
         Fault::LoseAck { nth: lost } if nth == lost => {
             return Ok(Signed::Accepted(entry.count + 1))
         }
-        Fault::DoubleCount { nth: twice } if nth == twice => entry.count += 1,
+        Fault::DoubleCount { nth: twice } if nth == twice => entry.count_in(&signer),
         _ => {}
     }
+    entry.count_in(&signer);
     entry.signers.insert(signer);
-    entry.count += 1;
     if entry.thresholds.contains(&entry.count) {
         publish(state, petition, entry.count);
     }
@@ -555,12 +666,12 @@ fn validate(state: &State, token: &str) -> Result<(bool, u64), (StatusCode, &'st
     let nth = state.validations.fetch_add(1, Ordering::SeqCst) + 1;
     match state.fault {
         Fault::LoseValidation { nth: lost } if nth == lost => return Ok((false, entry.count + 1)),
-        Fault::DoubleCountValidation { nth: twice } if nth == twice => entry.count += 1,
+        Fault::DoubleCountValidation { nth: twice } if nth == twice => entry.count_in(signer),
         _ => {}
     }
     entry.pending.remove(signer);
     entry.signers.insert(signer.clone());
-    entry.count += 1;
+    entry.count_in(signer);
     if entry.thresholds.contains(&entry.count) {
         publish(state, petition, entry.count);
     }
@@ -608,6 +719,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     }
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
+    let query = request.uri().query().unwrap_or("").to_owned();
     let role = role(&request);
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
@@ -637,6 +749,38 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
                 }
                 None => error(StatusCode::NOT_FOUND, "unknown_petition"),
             }
+        }
+        (&Method::GET, ["v1", "petitions", id, "countries"]) => {
+            if matches!(state.fault, Fault::NoCountries) {
+                return error(StatusCode::NOT_FOUND, "not_found");
+            }
+            let limit = match query.strip_prefix("limit=") {
+                None if query.is_empty() => 249,
+                Some(n) => match n.parse::<usize>() {
+                    Ok(n) if (1..=249).contains(&n) => n,
+                    _ => return error(StatusCode::BAD_REQUEST, "bad_request"),
+                },
+                None => return error(StatusCode::BAD_REQUEST, "bad_request"),
+            };
+            let model = state.model.lock().unwrap();
+            let Some(p) = model.petitions.get(*id) else {
+                return error(StatusCode::NOT_FOUND, "unknown_petition");
+            };
+            let mut countries = sorted_countries(&p.by_country);
+            if matches!(state.fault, Fault::CountriesShort) {
+                if let Some(top) = countries.first_mut() {
+                    top.1 -= 1;
+                }
+            }
+            countries.truncate(limit);
+            let countries: Vec<Value> = countries
+                .into_iter()
+                .map(|(country, count)| json!({"country": country, "count": count}))
+                .collect();
+            reply(
+                StatusCode::OK,
+                json!({"petition": id, "count": p.count, "countries": countries}),
+            )
         }
         (&Method::PUT, ["v1", "petitions", id]) => match role {
             None => error(StatusCode::UNAUTHORIZED, "unauthorized"),

@@ -3,6 +3,7 @@
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod cli;
+mod countries;
 mod crash_e2e;
 mod events;
 mod fake;
