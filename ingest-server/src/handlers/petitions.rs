@@ -6,14 +6,12 @@
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use engine::{
     JobState, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered, Validation,
 };
-use http_body_util::Full;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
@@ -22,7 +20,9 @@ use crate::auth::Role;
 use crate::request::{
     admit, admit_json, authorize, parse_json, parse_time, query_pairs, Admitted, Body,
 };
-use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response};
+use crate::response::{
+    bad_parameter, cacheable, error, etag_of, json, retry_later, rfc3339, shed, Response,
+};
 use crate::state::State;
 
 /// A petition as every petition route answers it.
@@ -181,11 +181,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
     // Settle first: the generation it may bump must be the one read below.
     let settled = jobs_settled(state);
     let generation = state.generation.load(Ordering::Acquire);
-    let now_ms = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
+    let now_ms = || state.config.clock.now_ms();
     // One lookup: the answer is taken along with what the quick check needs (two reference
     // counts of this thread's own buffers, dropped again in the rare case it fails).
     let quick = RENDERED.with_borrow(|servers| {
@@ -217,11 +213,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
         return unchanged;
     }
     let body = petition_json(&info);
-    let etag = HeaderValue::from_str(&format!(
-        "\"{:016x}\"",
-        xxhash_rust::xxh3::xxh3_64(body.as_bytes())
-    ))
-    .unwrap_or_else(|_| unreachable!("hex digits in quotes are a valid header value"));
+    let etag = etag_of(body.as_bytes());
     let rendered = Rendered {
         info,
         generation,
@@ -240,31 +232,10 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
 
 /// `GET /v1/petitions/{id}`.
 pub(crate) fn get(state: &State, id: &str, headers: &HeaderMap) -> Response {
-    let Some((body, etag)) = rendered_petition(state, id) else {
-        return unknown_petition();
-    };
-    let tag = etag.as_bytes();
-    let fresh = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|candidate| candidate.as_bytes() == tag || candidate == "*");
-    let mut response = if fresh {
-        let mut response = hyper::Response::new(Full::new(Bytes::new()));
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        response
-    } else {
-        json(StatusCode::OK, body)
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::ETAG, etag);
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=1"),
-    );
-    response
+    match rendered_petition(state, id) {
+        Some((body, etag)) => cacheable(headers, body, etag),
+        None => unknown_petition(),
+    }
 }
 
 /// `GET /v1/petitions?sort=count&limit=N` (the leaderboard), and
