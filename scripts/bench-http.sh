@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
-# HTTP benchmarks (P3, P4, petition reads) with wrk, against ingest-server and the bare hyper
-# hello-world, alternating in one run so the ratios are fair on a noisy machine.
+# HTTP benchmarks (P3, P4, petition, countries and history reads) with wrk, against
+# ingest-server and the bare hyper hello-world, alternating in one run so the ratios are fair on
+# a noisy machine.
 #
 #   scripts/bench-http.sh [ROUNDS] [DURATION]     (defaults: 3 rounds, 10s each)
 #
@@ -46,12 +47,23 @@ for round in $(seq 1 "$rounds"); do
 done
 curl -s http://127.0.0.1:18082/v1/petitions/bench | sed 's/^/  petition after P3: /'
 echo
+# The P3 signers name no country: add some from 10 countries and 200 regions, so the countries
+# and history answers have something to show.
+load_places 18082 bench 5000
+echo "  countries of bench: $(curl -s http://127.0.0.1:18082/v1/petitions/bench/countries | cut -c1-160)..."
+echo "  history of bench: $(curl -s 'http://127.0.0.1:18082/v1/petitions/bench/history?resolution=minute' | cut -c1-160)..."
+echo
 
-echo "== Petition read: GET /v1/petitions/bench, wrk -t2 -c64 -d$duration"
+echo "== Reads of bench, wrk -t2 -c64 -d$duration each: the hello-world, then GET"
+echo "   /v1/petitions/bench, /v1/petitions/bench/countries, /v1/petitions/bench/history?resolution=minute"
 for round in $(seq 1 "$rounds"); do
   h=$(wrk -t2 -c64 -d"$duration" http://127.0.0.1:18081/ | rate)
-  s=$(wrk -t2 -c64 -d"$duration" http://127.0.0.1:18082/v1/petitions/bench | rate)
-  awk -v r="$round" -v h="$h" -v s="$s" 'BEGIN {printf "round %d: hello %.0f req/s, petition read %.0f req/s, ratio %.3f\n", r, h, s, s/h}'
+  p=$(wrk -t2 -c64 -d"$duration" http://127.0.0.1:18082/v1/petitions/bench | rate)
+  c=$(wrk -t2 -c64 -d"$duration" http://127.0.0.1:18082/v1/petitions/bench/countries | rate)
+  m=$(wrk -t2 -c64 -d"$duration" 'http://127.0.0.1:18082/v1/petitions/bench/history?resolution=minute' | rate)
+  awk -v r="$round" -v h="$h" -v p="$p" -v c="$c" -v m="$m" 'BEGIN {
+    printf "round %d: hello %.0f req/s; petition %.0f (ratio %.3f), countries %.0f (%.3f), history %.0f (%.3f)\n",
+      r, h, p, p/h, c, c/h, m, m/h }'
 done
 echo
 

@@ -1,5 +1,6 @@
 # Shared by bench-http.sh and ab-http.sh (sourced, not run): a scratch dir and the background
-# processes, both cleaned up on exit, and helpers to wait for a server and register petitions.
+# processes, both cleaned up on exit, and helpers to wait for a server, register petitions and
+# sign one from many places.
 key=bench-admin-key-0001
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d)
@@ -27,4 +28,23 @@ register() { # port id...
     curl -sf -X PUT -H "Authorization: Bearer $key" -H 'content-type: application/json' \
       -d '{}' "http://127.0.0.1:$port/v1/petitions/$id" >/dev/null
   done
+}
+
+load_places() { # port id n: n new signers of petition id (n at most 10000), from 10 countries
+  # and 20 regions in each; one in 8 names no country (ZZ), one in 8 a country alone. One batch.
+  awk -v id="$2" -v n="$3" -v run="$(date +%s%N)" 'BEGIN {
+    split("GB FR DE US IE ES IT NL PL SE", cc, " ")
+    for (i = 0; i < n; i++) {
+      place = ""
+      if (i % 8 != 0) {
+        place = sprintf(",\"country\":\"%s\"", cc[i % 10 + 1])
+        if (i % 8 != 1) place = place sprintf(",\"region\":\"R%d\"", i % 200)
+      }
+      printf "{\"petition\":\"%s\",\"email\":\"places-%s-%d@example.org\"%s}\n", id, run, i, place
+    }
+  }' >"$work/places.ndjson"
+  curl -sf -X POST -H "Authorization: Bearer $key" -H 'content-type: application/x-ndjson' \
+    --data-binary "@$work/places.ndjson" "http://127.0.0.1:$1/v1/signatures:batch" |
+    awk -v n="$3" '/"status":"accepted"/ {ok++} END {
+      if (ok != n) {print "load_places: " ok + 0 " of " n " signatures accepted" > "/dev/stderr"; exit 1} }'
 }

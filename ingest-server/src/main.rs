@@ -139,6 +139,25 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..)
     )]
     invalidation_jobs_max: usize,
+    /// Most distinct regions the store names, each kept in memory for good (~60 bytes); a
+    /// signature naming a new region past it is refused with 422 (`region`). At most 4194303.
+    #[arg(
+        long,
+        env = "INGEST_REGIONS_MAX",
+        default_value_t = engine::REGIONS_MAX_DEFAULT,
+        value_parser = clap::builder::RangedU64ValueParser::<u32>::new()
+            .range(1..=u64::from(engine::REGIONS_LIMIT))
+    )]
+    regions_max: u32,
+    /// How old the trending list (GET /v1/petitions?sort=trending) may be before a read
+    /// computes it again, e.g. 1s; a list is also computed again when the minute changes.
+    #[arg(
+        long,
+        env = "INGEST_TRENDING_REFRESH",
+        default_value = "1s",
+        value_parser = positive_duration
+    )]
+    trending_refresh: Duration,
     /// Most event stream readers (GET /v1/events/stream) connected at once; past it, 503.
     #[arg(
         long,
@@ -285,6 +304,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.lifecycle_step = args.lifecycle_step;
     config.invalidation_step = args.invalidation_step;
     config.invalidation_jobs_max = args.invalidation_jobs_max;
+    config.regions_max = args.regions_max;
+    config.trending_refresh = args.trending_refresh;
     let opening = Instant::now();
     let engine = Engine::open(config)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -409,16 +430,21 @@ mod tests {
         assert_eq!(args.lifecycle_step, engine.lifecycle_step);
         assert_eq!(args.invalidation_step, engine.invalidation_step);
         assert_eq!(args.invalidation_jobs_max, engine.invalidation_jobs_max);
+        assert_eq!(args.regions_max, engine.regions_max);
+        assert_eq!(args.trending_refresh, engine.trending_refresh);
     }
 
     #[test]
-    fn lifecycle_flags_refuse_zero() {
+    fn engine_flags_refuse_what_is_out_of_range() {
         for flag in [
             "--pending-grace=0s",
             "--sweep-interval=0ms",
             "--lifecycle-step=0",
             "--invalidation-step=0",
             "--invalidation-jobs-max=0",
+            "--regions-max=0",
+            "--regions-max=4194304",
+            "--trending-refresh=0s",
         ] {
             assert!(
                 Args::try_parse_from(["ingest-server", flag]).is_err(),
@@ -427,5 +453,13 @@ mod tests {
         }
         let args = Args::try_parse_from(["ingest-server", "--pending-grace=2d"]).expect("parses");
         assert_eq!(args.pending_grace, Duration::from_secs(2 * 24 * 3600));
+        let args = Args::try_parse_from([
+            "ingest-server",
+            "--regions-max=4194303",
+            "--trending-refresh=250ms",
+        ])
+        .expect("parses");
+        assert_eq!(args.regions_max, engine::REGIONS_LIMIT);
+        assert_eq!(args.trending_refresh, Duration::from_millis(250));
     }
 }

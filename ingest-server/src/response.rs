@@ -1,12 +1,13 @@
 //! Building answers: the JSON and NDJSON content types, the error shape every non-2xx answer
-//! shares, `Retry-After` on what the caller should retry, and timestamps as the API writes them.
+//! shares, `Retry-After` on what the caller should retry, cacheable reads (ETag, 304) and
+//! timestamps as the API writes them.
 
 use std::fmt::Display;
 use std::time::{Duration, UNIX_EPOCH};
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::StatusCode;
 
 use crate::state::State;
@@ -93,6 +94,39 @@ pub(crate) fn rate_limited(state: &State) -> Response {
         "rate_limited",
         "this API key is over its signature rate, retry shortly",
     )
+}
+
+/// The quoted ETag of a rendered body: its XXH3 in hex.
+pub(crate) fn etag_of(body: &[u8]) -> HeaderValue {
+    HeaderValue::from_str(&format!("\"{:016x}\"", xxhash_rust::xxh3::xxh3_64(body)))
+        .unwrap_or_else(|_| unreachable!("hex digits in quotes are a valid header value"))
+}
+
+/// A public read's answer: 200 with `body`, or 304 without one when `If-None-Match` names
+/// `etag` (or is `*`); either way with the ETag and `Cache-Control: public, max-age=1`.
+pub(crate) fn cacheable(request: &HeaderMap, body: Bytes, etag: HeaderValue) -> Response {
+    let tag = etag.as_bytes();
+    let fresh = request
+        .get_all(header::IF_NONE_MATCH)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(|tag| tag.trim().trim_start_matches("W/"))
+        .any(|candidate| candidate.as_bytes() == tag || candidate == "*");
+    let mut response = if fresh {
+        let mut response = hyper::Response::new(Full::new(Bytes::new()));
+        *response.status_mut() = StatusCode::NOT_MODIFIED;
+        response
+    } else {
+        json(StatusCode::OK, body)
+    };
+    let headers = response.headers_mut();
+    headers.insert(header::ETAG, etag);
+    headers.insert(
+        header::CACHE_CONTROL,
+        HeaderValue::from_static("public, max-age=1"),
+    );
+    response
 }
 
 /// A time in milliseconds since the Unix epoch as the API writes it: RFC 3339 in UTC, to the

@@ -9,6 +9,9 @@ pub(crate) enum RouteId {
     Batch,
     PetitionGet,
     PetitionList,
+    PetitionCountries,
+    PetitionRegions,
+    PetitionHistory,
     PetitionPut,
     PetitionClose,
     Milestones,
@@ -32,11 +35,14 @@ pub(crate) enum RouteId {
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 24] = [
+    pub const LABELS: [&'static str; 27] = [
         "sign",
         "batch",
         "petition_get",
         "petition_list",
+        "petition_countries",
+        "petition_regions",
+        "petition_history",
         "petition_put",
         "petition_close",
         "milestones",
@@ -67,6 +73,9 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/signatures:batch"),
     ("GET", "/v1/petitions/{id}"),
     ("GET", "/v1/petitions"),
+    ("GET", "/v1/petitions/{id}/countries"),
+    ("GET", "/v1/petitions/{id}/regions"),
+    ("GET", "/v1/petitions/{id}/history"),
     ("PUT", "/v1/petitions/{id}"),
     ("POST", "/v1/petitions/{id}/close"),
     ("GET", "/v1/milestones"),
@@ -88,11 +97,14 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-const IDS: [RouteId; 23] = [
+const IDS: [RouteId; 26] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
     RouteId::PetitionList,
+    RouteId::PetitionCountries,
+    RouteId::PetitionRegions,
+    RouteId::PetitionHistory,
     RouteId::PetitionPut,
     RouteId::PetitionClose,
     RouteId::Milestones,
@@ -205,6 +217,31 @@ mod tests {
                 Method::POST,
                 "/v1/signatures:batch",
                 Ok((RouteId::Batch, "")),
+            ),
+            (
+                Method::GET,
+                "/v1/petitions/p-1/countries",
+                Ok((RouteId::PetitionCountries, "p-1")),
+            ),
+            (
+                Method::HEAD,
+                "/v1/petitions/p-1/regions",
+                Ok((RouteId::PetitionRegions, "p-1")),
+            ),
+            (
+                Method::GET,
+                "/v1/petitions/p-1/history",
+                Ok((RouteId::PetitionHistory, "p-1")),
+            ),
+            (
+                Method::POST,
+                "/v1/petitions/p-1/history",
+                Err(NoRoute::MethodNotAllowed("GET, HEAD".into())),
+            ),
+            (
+                Method::GET,
+                "/v1/petitions/p-1/countries/GB",
+                Err(NoRoute::NotFound),
             ),
             (
                 Method::DELETE,

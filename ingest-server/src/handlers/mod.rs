@@ -1,14 +1,16 @@
 //! Request handlers, one module per resource: `signatures`, `validations`, `petitions`,
-//! `invalidations`, `milestones`, `events` (the feed and its live stream), `webhooks` and
-//! `operations` (metrics, health, the OpenAPI document). This
-//! module is the service function hyper calls for every request: it matches the request against
-//! [`crate::routes::ROUTES`], calls the route's handler and counts the answer.
+//! `places` (a petition's countries, regions and history), `invalidations`, `milestones`,
+//! `events` (the feed and its live stream), `webhooks` and `operations` (metrics, health, the
+//! OpenAPI document). This module is the service function hyper calls for every request: it
+//! matches the request against [`crate::routes::ROUTES`], calls the route's handler and counts
+//! the answer.
 
 mod events;
 mod invalidations;
 mod milestones;
 mod operations;
 mod petitions;
+mod places;
 mod signatures;
 mod validations;
 mod webhooks;
@@ -96,6 +98,13 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::Batch => signatures::batch(state, &request.headers, body).await,
         RouteId::PetitionGet => petitions::get(state, id, &request.headers),
         RouteId::PetitionList => petitions::list(state, request.uri.query()),
+        RouteId::PetitionCountries => {
+            places::countries(state, id, request.uri.query(), &request.headers)
+        }
+        RouteId::PetitionRegions => places::regions(state, id, request.uri.query()),
+        RouteId::PetitionHistory => {
+            places::history(state, id, request.uri.query(), &request.headers)
+        }
         RouteId::PetitionPut => petitions::put(state, id, &request.headers, body).await,
         RouteId::PetitionClose => petitions::close(state, id, &request.headers).await,
         RouteId::Milestones => milestones::list(state, request.uri.query()),

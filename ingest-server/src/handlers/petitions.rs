@@ -1,28 +1,29 @@
 //! Petitions: `GET /v1/petitions/{id}` (rendered once per change and served from a per-thread
-//! cache, with an ETag), the `GET /v1/petitions` leaderboard and list of petitions awaiting a
-//! response, and the admin routes `PUT /v1/petitions/{id}`, `POST /v1/petitions/{id}/close`
-//! and `PUT /v1/petitions/{id}/response`.
+//! cache, with an ETag), the `GET /v1/petitions` leaderboard, trending list and list of
+//! petitions awaiting a response, and the admin routes `PUT /v1/petitions/{id}`,
+//! `POST /v1/petitions/{id}/close` and `PUT /v1/petitions/{id}/response`.
 
 use std::cell::RefCell;
 use std::collections::HashMap;
 use std::sync::atomic::Ordering;
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use engine::{
     JobState, PetitionError, PetitionInfo, PetitionSpec, PetitionState, Registered, Validation,
 };
-use http_body_util::Full;
-use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::header::{HeaderMap, HeaderValue};
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
 
 use super::blocking;
+use super::places::CountryJson;
 use crate::auth::Role;
 use crate::request::{
     admit, admit_json, authorize, parse_json, parse_time, query_pairs, Admitted, Body,
 };
-use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response};
+use crate::response::{
+    bad_parameter, cacheable, error, etag_of, json, retry_later, rfc3339, shed, Response,
+};
 use crate::state::State;
 
 /// A petition as every petition route answers it.
@@ -48,6 +49,8 @@ struct PetitionJson<'a> {
     awaiting_response: bool,
     overdue: bool,
     response: Option<ResponseJson<'a>>,
+    /// Its largest countries (at most [`engine::TOP_COUNTRIES`]), as in a countries answer.
+    countries: Vec<CountryJson<'a>>,
 }
 
 /// A recorded response.
@@ -83,6 +86,7 @@ impl<'a> PetitionJson<'a> {
                 url: r.url.as_deref(),
                 responded_at: rfc3339(r.at_ms),
             }),
+            countries: info.countries.iter().map(CountryJson::new).collect(),
         }
     }
 }
@@ -155,7 +159,7 @@ thread_local! {
 /// `jobs_settled`, asks the engine; once it sees none running, settles and bumps the generation:
 /// a job's last counts are published before it shows finished, so views rendered before now
 /// may be stale and views rendered after are exact.
-fn jobs_settled(state: &State) -> bool {
+pub(super) fn jobs_settled(state: &State) -> bool {
     let started = state.jobs_started.load(Ordering::Acquire);
     if started == state.jobs_settled.load(Ordering::Acquire) {
         return true;
@@ -181,11 +185,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
     // Settle first: the generation it may bump must be the one read below.
     let settled = jobs_settled(state);
     let generation = state.generation.load(Ordering::Acquire);
-    let now_ms = || {
-        SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as u64)
-    };
+    let now_ms = || state.config.clock.now_ms();
     // One lookup: the answer is taken along with what the quick check needs (two reference
     // counts of this thread's own buffers, dropped again in the rare case it fails).
     let quick = RENDERED.with_borrow(|servers| {
@@ -217,11 +217,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
         return unchanged;
     }
     let body = petition_json(&info);
-    let etag = HeaderValue::from_str(&format!(
-        "\"{:016x}\"",
-        xxhash_rust::xxh3::xxh3_64(body.as_bytes())
-    ))
-    .unwrap_or_else(|_| unreachable!("hex digits in quotes are a valid header value"));
+    let etag = etag_of(body.as_bytes());
     let rendered = Rendered {
         info,
         generation,
@@ -240,46 +236,40 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
 
 /// `GET /v1/petitions/{id}`.
 pub(crate) fn get(state: &State, id: &str, headers: &HeaderMap) -> Response {
-    let Some((body, etag)) = rendered_petition(state, id) else {
-        return unknown_petition();
-    };
-    let tag = etag.as_bytes();
-    let fresh = headers
-        .get_all(header::IF_NONE_MATCH)
-        .iter()
-        .filter_map(|v| v.to_str().ok())
-        .flat_map(|v| v.split(','))
-        .map(|tag| tag.trim().trim_start_matches("W/"))
-        .any(|candidate| candidate.as_bytes() == tag || candidate == "*");
-    let mut response = if fresh {
-        let mut response = hyper::Response::new(Full::new(Bytes::new()));
-        *response.status_mut() = StatusCode::NOT_MODIFIED;
-        response
-    } else {
-        json(StatusCode::OK, body)
-    };
-    let headers = response.headers_mut();
-    headers.insert(header::ETAG, etag);
-    headers.insert(
-        header::CACHE_CONTROL,
-        HeaderValue::from_static("public, max-age=1"),
-    );
-    response
+    match rendered_petition(state, id) {
+        Some((body, etag)) => cacheable(headers, body, etag),
+        None => unknown_petition(),
+    }
 }
 
-/// `GET /v1/petitions?sort=count&limit=N` (the leaderboard), and
+/// The order of `GET /v1/petitions`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Sort {
+    /// The highest count first.
+    Count,
+    /// The longest due response first (with `state=awaiting_response`).
+    Due,
+    /// The largest growth in a window first.
+    Trending,
+}
+
+/// `GET /v1/petitions?sort=count&limit=N` (the leaderboard),
 /// `GET /v1/petitions?state=awaiting_response&sort=due&limit=N` (petitions awaiting a
-/// response, the longest due first, overdue ones marked).
+/// response, the longest due first, overdue ones marked), and
+/// `GET /v1/petitions?sort=trending&window=1h&limit=N` (the largest growth in the window first).
 pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
     let mut limit = 10;
     let mut awaiting = false;
     let mut sort = None;
+    let mut window = None;
     for (key, value) in query_pairs(query) {
         match key {
-            "sort" if value == "count" || value == "due" => sort = Some(value),
-            "sort" => {
-                return bad_parameter("sort", "sort is count or due");
-            }
+            "sort" => match value {
+                "count" => sort = Some(Sort::Count),
+                "due" => sort = Some(Sort::Due),
+                "trending" => sort = Some(Sort::Trending),
+                _ => return bad_parameter("sort", "sort is count, due or trending"),
+            },
             "state" if value == "awaiting_response" => awaiting = true,
             "state" => {
                 return bad_parameter("state", "the only state listed is awaiting_response");
@@ -288,24 +278,37 @@ pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
                 Ok(n) if (1..=1000).contains(&n) => limit = n,
                 _ => return bad_parameter("limit", "limit is 1 to 1000"),
             },
+            "window" => match parse_window(value) {
+                Some(minutes) => window = Some(minutes),
+                None => {
+                    return bad_parameter(
+                        "window",
+                        "window is 1m to 48h, in minutes (15m) or hours (1h)",
+                    )
+                }
+            },
             _ => {
-                return bad_parameter(key, "known parameters: sort, state, limit");
+                return bad_parameter(key, "known parameters: sort, state, limit, window");
             }
         }
     }
-    let petitions = match (
-        awaiting,
-        sort.unwrap_or(if awaiting { "due" } else { "count" }),
-    ) {
-        (false, "count") => state.engine.top_petitions(limit),
-        (true, "due") => state.engine.awaiting_response(limit),
+    let sort = sort.unwrap_or(if awaiting { Sort::Due } else { Sort::Count });
+    if window.is_some() && sort != Sort::Trending {
+        return bad_parameter("window", "window goes with sort=trending");
+    }
+    let petitions = match (awaiting, sort) {
+        (false, Sort::Count) => state.engine.top_petitions(limit),
+        (false, Sort::Trending) => {
+            return trending(state, window.unwrap_or(TRENDING_WINDOW_DEFAULT), limit)
+        }
+        (true, Sort::Due) => state.engine.awaiting_response(limit),
         (true, _) => {
             return bad_parameter(
                 "sort",
                 "petitions awaiting a response are listed by sort=due",
             )
         }
-        (false, _) => {
+        (false, Sort::Due) => {
             return bad_parameter(
                 "sort",
                 "sort=due lists petitions awaiting a response: add state=awaiting_response",
@@ -322,6 +325,70 @@ pub(crate) fn list(state: &State, query: Option<&str>) -> Response {
     json(
         StatusCode::OK,
         serde_json::to_string(&list).unwrap_or_default(),
+    )
+}
+
+/// The window of `sort=trending` without `window`: the last hour.
+const TRENDING_WINDOW_DEFAULT: u32 = 60;
+/// The longest window: the 48 hours of minutes the engine keeps.
+const TRENDING_WINDOW_MAX: u32 = 48 * 60;
+
+/// Minutes of a trending window written `Nm` or `Nh` (decimal digits, no sign), from 1 minute
+/// to 48 hours.
+fn parse_window(text: &str) -> Option<u32> {
+    let (digits, per) = match text.as_bytes().last()? {
+        b'm' => (&text[..text.len() - 1], 1),
+        b'h' => (&text[..text.len() - 1], 60),
+        _ => return None,
+    };
+    if digits.is_empty() || digits.len() > 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let minutes = digits.parse::<u32>().ok()? * per;
+    (1..=TRENDING_WINDOW_MAX)
+        .contains(&minutes)
+        .then_some(minutes)
+}
+
+/// A window as answers write it: whole hours as `Nh`, else `Nm`.
+fn window_text(minutes: u32) -> String {
+    let (hours, rest) = (minutes / 60, minutes % 60);
+    if rest == 0 {
+        format!("{hours}h")
+    } else {
+        format!("{minutes}m")
+    }
+}
+
+/// `GET /v1/petitions?sort=trending`: the petitions whose count grew most in the last
+/// `window` whole minutes (the current one included), most first (ties by id), each with that
+/// growth. The engine computes the list at most once per `--trending-refresh`.
+fn trending(state: &State, window: u32, limit: usize) -> Response {
+    #[derive(Serialize)]
+    struct Entry<'a> {
+        #[serde(flatten)]
+        petition: PetitionJson<'a>,
+        signatures_in_window: i64,
+    }
+    #[derive(Serialize)]
+    struct Trending<'a> {
+        window: String,
+        petitions: Vec<Entry<'a>>,
+    }
+    let list = state.engine.trending(window, limit);
+    let answer = Trending {
+        window: window_text(window),
+        petitions: list
+            .iter()
+            .map(|(info, growth)| Entry {
+                petition: PetitionJson::new(info),
+                signatures_in_window: *growth,
+            })
+            .collect(),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&answer).unwrap_or_default(),
     )
 }
 
@@ -491,7 +558,7 @@ fn petition_error(state: &State, e: &PetitionError) -> Response {
     }
 }
 
-fn unknown_petition() -> Response {
+pub(super) fn unknown_petition() -> Response {
     error(
         StatusCode::NOT_FOUND,
         "unknown_petition",

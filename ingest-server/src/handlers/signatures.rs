@@ -97,6 +97,7 @@ impl BatchLine<'_> {
         let optional_fields = self.name.is_some()
             || self.postcode.is_some()
             || self.country.is_some()
+            || self.region.is_some()
             || self.ip.is_some();
         match (&self.validate, &self.petition, &self.email) {
             (Some(token), None, None) if !optional_fields => Ok(Op::Validate(token)),

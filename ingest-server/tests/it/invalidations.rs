@@ -349,7 +349,7 @@ async fn invalidation_requests_are_checked() {
             "criteria",
         ),
         (
-            r#"{"criteria":{"region":"GB-ENG"}}"#,
+            r#"{"criteria":{"region":"GB ENG"}}"#,
             422,
             "invalid_criteria",
             "criteria.region",

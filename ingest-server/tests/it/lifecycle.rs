@@ -335,6 +335,7 @@ async fn a_batch_mixes_signatures_and_validations() {
         json!({"validate": ta}).to_string(),
         json!({"petition": "e", "email": "c@x.org", "validate": tb}).to_string(),
         json!({"validate": tb, "name": "B"}).to_string(),
+        json!({"validate": tb, "region": "E1"}).to_string(),
         json!({"validate": "short"}).to_string(),
         json!({"validate": "0".repeat(72)}).to_string(),
         json!({"email": "d@x.org"}).to_string(),
@@ -348,6 +349,7 @@ async fn a_batch_mixes_signatures_and_validations() {
         json!({"status": "validated", "count": 1}),
         json!({"status": "accepted", "count": 1}),
         json!({"status": "already_validated", "count": 1}),
+        json!({"status": "error", "code": "invalid_validation"}),
         json!({"status": "error", "code": "invalid_validation"}),
         json!({"status": "error", "code": "invalid_validation"}),
         json!({"status": "error", "code": "malformed_token"}),
@@ -365,7 +367,7 @@ async fn a_batch_mixes_signatures_and_validations() {
             assert!(answer["message"].as_str().is_some_and(|m| !m.is_empty()));
         }
     }
-    assert_eq!(answers[9]["token"].as_str().map(str::len), Some(72));
+    assert_eq!(answers[10]["token"].as_str().map(str::len), Some(72));
     let view = server.petition("e").await;
     assert_eq!(
         (&view["count"], &view["pending_count"]),

@@ -8,6 +8,7 @@ mod invalidations;
 mod lifecycle;
 mod limits;
 mod openapi;
+mod places;
 mod quick_start;
 mod sigterm;
 mod support;
