@@ -525,7 +525,10 @@ fn pregenerate(workload: &Workload, threads: usize, input: Input) -> Vec<Option<
             .map(|t| {
                 scope.spawn(move || {
                     let share = workload.thread_range(t, threads);
-                    let mut batch = Batch::with_capacity((share.end - share.start) as usize);
+                    let mut batch = Batch::with_capacity(
+                        (share.end - share.start) as usize,
+                        workload.text_bytes_max(),
+                    );
                     workload.fill(share, &mut batch);
                     Some(batch)
                 })
