@@ -3,6 +3,8 @@
 #
 #   scripts/ab-engine.sh A_BIN B_BIN [ROUNDS] [SIGNATURES]     (defaults: 3 rounds, 20000000)
 #   AB_TARGETS=p1 scripts/ab-engine.sh ...                      (P1 only; default "p1 p2")
+#   AB_B_ARGS="--countries GB:0.9:650,US:0.1" scripts/ab-engine.sh ...
+#                           (extra arguments for B's runs only, split at spaces; AB_A_ARGS: A's)
 #
 # Each round runs both builds, in the order A B, then B A in the next round, and so on, so that a
 # drift of the machine's speed over the run weighs on both alike. P2 runs start from an empty
@@ -14,6 +16,8 @@ b=$2
 rounds=${3:-3}
 n=${4:-20000000}
 data=${BENCH_DATA:-/var/tmp/petition-ab}
+read -r -a a_args <<<"${AB_A_ARGS:-}"
+read -r -a b_args <<<"${AB_B_ARGS:-}"
 work=$(mktemp -d)
 trap 'rm -rf "$work" "$data"' EXIT
 
@@ -23,27 +27,31 @@ median() { # numbers on stdin
 rate() { # json report
   grep -o '"signatures_per_sec": *[0-9.]*' "$1" | grep -o '[0-9.]*$'
 }
-p1() { # bin json
+p1() { # bin json [extra args]
   "$1" memory --threads 2 --signatures "$n" --petitions 10000 --shape viral --hot-share 0.9 \
-    --json "$2" >/dev/null
+    --json "$2" "${@:3}" >/dev/null
 }
-p2() { # bin json
+p2() { # bin json [extra args]
   rm -rf "$data"
   sync
   sleep 4
   "$1" durable --signatures "$n" --petitions 100000 --shape viral --hot-share 0.9 --dup-ratio 0.05 \
     --durability sync --data-dir "$data" --threads 8 --batch 2048 --progress-s 0 --no-disk-probe \
-    --json "$2" >/dev/null
+    --json "$2" "${@:3}" >/dev/null
 }
 
 echo "# ab-engine: A=$a B=$b, $rounds rounds of $n signatures, $(nproc) cores, $(date -u +%FT%TZ)"
+[ ${#a_args[@]} -eq 0 ] || echo "# A's extra arguments: ${a_args[*]}"
+[ ${#b_args[@]} -eq 0 ] || echo "# B's extra arguments: ${b_args[*]}"
 for target in ${AB_TARGETS:-p1 p2}; do
   for round in $(seq 1 "$rounds"); do
     if [ $((round % 2)) -eq 1 ]; then order="A B"; else order="B A"; fi
     for build in $order; do
-      bin=$a
-      [ "$build" = B ] && bin=$b
-      "$target" "$bin" "$work/$target-$build-$round.json"
+      if [ "$build" = A ]; then
+        "$target" "$a" "$work/$target-$build-$round.json" "${a_args[@]}"
+      else
+        "$target" "$b" "$work/$target-$build-$round.json" "${b_args[@]}"
+      fi
       printf '%s round %d %s: %.0f signatures/s\n' "$target" "$round" "$build" \
         "$(rate "$work/$target-$build-$round.json")"
     done

@@ -1,9 +1,13 @@
 //! Deterministic signature workloads: signature `i` of a run is a pure function of the seed and
-//! `i`, so threads generate their share without coordination and runs repeat exactly.
+//! `i`, so threads generate their share without coordination and runs repeat exactly. That holds
+//! for its country and region too ([`Workload::with_places`]): a re-send names the place of the
+//! signature it repeats.
 
 use std::ops::Range;
 
 use engine::{NewSignature, SignatureRef};
+
+use crate::countries::{Countries, PLACE_BYTES_MAX};
 
 /// How a benchmark produces its input.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -34,23 +38,32 @@ impl Input {
     }
 }
 
-/// The longest text [`Workload::fill`] writes for one signature: 'p', a `u32` in decimal, 's',
-/// a `u64` in hex and "@example.org".
+/// The longest text [`Workload::fill`] writes for one signature without a place: 'p', a `u32` in
+/// decimal, 's', a `u64` in hex and "@example.org".
 const TEXT_BYTES_MAX: usize = 1 + 10 + 1 + 16 + 12;
+
+/// Where one signature's text lies in [`Batch::text`]: its petition id, email, country and
+/// region follow each other from `start`, with these lengths (0: the field is absent).
+#[derive(Debug, Clone, Copy)]
+struct Span {
+    start: usize,
+    /// Petition id, email, country, region.
+    lens: [u8; 4],
+}
 
 /// Signatures generated into reused buffers: once warm, filling it allocates nothing.
 #[derive(Debug, Default)]
 pub struct Batch {
     text: String,
-    /// Per signature: where its petition id starts, where its email starts, where it ends.
-    spans: Vec<[usize; 3]>,
+    spans: Vec<Span>,
 }
 
 impl Batch {
-    /// An empty batch that holds `signatures` without growing.
-    pub fn with_capacity(signatures: usize) -> Batch {
+    /// An empty batch that holds `signatures` of at most `text_bytes` each
+    /// ([`Workload::text_bytes_max`]) without growing.
+    pub fn with_capacity(signatures: usize, text_bytes: usize) -> Batch {
         Batch {
-            text: String::with_capacity(signatures * TEXT_BYTES_MAX),
+            text: String::with_capacity(signatures * text_bytes),
             spans: Vec::with_capacity(signatures),
         }
     }
@@ -74,10 +87,18 @@ impl Batch {
     pub fn signatures_in(&self, range: Range<usize>) -> Vec<SignatureRef<'_>> {
         self.spans[range]
             .iter()
-            .map(|&[petition, email, end]| SignatureRef {
-                petition: &self.text[petition..email],
-                email: &self.text[email..end],
-                ..SignatureRef::default()
+            .map(|&Span { start, lens }| {
+                let email = start + usize::from(lens[0]);
+                let country = email + usize::from(lens[1]);
+                let region = country + usize::from(lens[2]);
+                let end = region + usize::from(lens[3]);
+                SignatureRef {
+                    petition: &self.text[start..email],
+                    email: &self.text[email..country],
+                    country: (lens[2] > 0).then(|| &self.text[country..region]),
+                    region: (lens[3] > 0).then(|| &self.text[region..end]),
+                    ..SignatureRef::default()
+                }
             })
             .collect()
     }
@@ -152,10 +173,21 @@ pub struct Workload {
     hot_share: f64,
     dup_ratio: f64,
     seed: u64,
+    /// The places signatures name (`None`: none names a country).
+    countries: Option<Countries>,
+    /// The places the hot petition's signatures name, in the viral shape (`None`: those of
+    /// `countries`).
+    hot_countries: Option<Countries>,
+    /// Mixed with a signature's number to choose its place.
+    place_key: u64,
 }
 
+/// Mixed into the seed for the places, so that a signature's place does not follow its
+/// petition or whether it is a re-send.
+const PLACE_SALT: u64 = 0x636f_756e_7472_7921;
+
 /// SplitMix64: a fast, well-mixed function of one integer.
-fn mix(mut z: u64) -> u64 {
+pub(crate) fn mix(mut z: u64) -> u64 {
     z = z.wrapping_add(0x9e37_79b9_7f4a_7c15);
     z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
@@ -183,7 +215,35 @@ impl Workload {
             hot_share: hot_share.clamp(0.0, 1.0),
             dup_ratio: dup_ratio.clamp(0.0, 1.0),
             seed,
+            countries: None,
+            hot_countries: None,
+            place_key: mix(seed ^ PLACE_SALT),
         }
+    }
+
+    /// The same workload with signatures that name a country (and region) drawn from
+    /// `countries`, and in the viral shape, those of the hot petition from `hot_countries`
+    /// instead (if given). Without either, no signature names a country, as before.
+    pub fn with_places(
+        mut self,
+        countries: Option<Countries>,
+        hot_countries: Option<Countries>,
+    ) -> Workload {
+        self.countries = countries;
+        self.hot_countries = hot_countries;
+        self
+    }
+
+    /// The longest text [`Workload::fill`] writes for one signature.
+    pub fn text_bytes_max(&self) -> usize {
+        let place = [&self.countries, &self.hot_countries]
+            .into_iter()
+            .flatten()
+            .map(|c| 2 + c.region_bytes_max())
+            .max()
+            .unwrap_or(0);
+        debug_assert!(place <= PLACE_BYTES_MAX);
+        TEXT_BYTES_MAX + place
     }
 
     /// The id of petition `n`.
@@ -239,6 +299,19 @@ impl Workload {
         }
     }
 
+    /// The country code and region number (0: none) of the original signature `original` to
+    /// petition number `petition`; `None` when it names no country.
+    #[inline]
+    fn place_of(&self, original: u64, petition: u32) -> Option<(&str, u32)> {
+        let countries = match &self.hot_countries {
+            Some(hot) if petition == 0 && self.shape == Shape::Viral => hot,
+            _ => self.countries.as_ref()?,
+        };
+        let hash = mix(self.place_key ^ original.wrapping_mul(0xa076_1d64_78bd_642f));
+        let (index, region) = countries.choose(hash)?;
+        Some((countries.countries()[index].code.as_str(), region))
+    }
+
     /// The signer id of the original signature `original`.
     fn signer(&self, original: u64) -> u64 {
         // Multiplying by an odd constant is a bijection on u64: signer ids are unique.
@@ -252,14 +325,35 @@ impl Workload {
         batch.spans.clear();
         for i in range {
             let original = self.original(i);
-            let petition = batch.text.len();
+            let start = batch.text.len();
+            let petition = self.petition_of(original);
             batch.text.push('p');
-            push_decimal(&mut batch.text, self.petition_of(original));
+            push_decimal(&mut batch.text, petition);
             let email = batch.text.len();
             batch.text.push('s');
             push_hex(&mut batch.text, self.signer(original));
             batch.text.push_str("@example.org");
-            batch.spans.push([petition, email, batch.text.len()]);
+            let country = batch.text.len();
+            let mut region = country;
+            if let Some((code, number)) = self.place_of(original, petition) {
+                batch.text.push_str(code);
+                region = batch.text.len();
+                if number > 0 {
+                    batch.text.push('R');
+                    push_decimal(&mut batch.text, number);
+                }
+            }
+            let end = batch.text.len();
+            // Each field is at most 29 bytes (TEXT_BYTES_MAX, PLACE_BYTES_MAX).
+            batch.spans.push(Span {
+                start,
+                lens: [
+                    (email - start) as u8,
+                    (country - email) as u8,
+                    (region - country) as u8,
+                    (end - region) as u8,
+                ],
+            });
         }
     }
 
@@ -267,9 +361,15 @@ impl Workload {
     pub fn signature(&self, i: u64) -> NewSignature {
         let original = self.original(i);
         let signer = self.signer(original);
+        let petition = self.petition_of(original);
+        let place = self.place_of(original, petition);
         NewSignature {
-            petition: Workload::petition_id(self.petition_of(original)),
+            petition: Workload::petition_id(petition),
             email: format!("s{signer:x}@example.org"),
+            country: place.map(|(code, _)| code.to_owned()),
+            region: place
+                .filter(|&(_, region)| region > 0)
+                .map(|(_, region)| format!("R{region}")),
             ..NewSignature::default()
         }
     }
@@ -282,6 +382,8 @@ impl Workload {
 
 #[cfg(test)]
 mod tests {
+    #![allow(clippy::unwrap_used)]
+
     use super::*;
 
     #[test]
@@ -319,7 +421,7 @@ mod tests {
         }
         // One batch filled with everything holds the same signatures at the same positions,
         // and the longest signature fits the capacity it reserved.
-        let mut all = Batch::with_capacity(5_000);
+        let mut all = Batch::with_capacity(5_000, w.text_bytes_max());
         let capacity = all.text.capacity();
         w.fill(0..5_000, &mut all);
         assert_eq!(all.len(), 5_000);
@@ -341,6 +443,167 @@ mod tests {
             push_decimal(&mut text, n);
             assert_eq!(text, n.to_string());
         }
+    }
+
+    /// A digest of signatures `range`'s petition ids and emails.
+    fn digest(w: &Workload, range: Range<u64>) -> u64 {
+        let mut h = 0u64;
+        for s in w.signatures(range) {
+            let text = s.petition.bytes().chain([b'|']).chain(s.email.bytes());
+            for b in text.chain([b'\n']) {
+                h = mix(h ^ u64::from(b));
+            }
+        }
+        h
+    }
+
+    #[test]
+    fn without_countries_the_signatures_are_those_of_before() {
+        // Digests of the signatures generated before signatures could name a place (1e99467).
+        for (shape, hot, dup, seed, expected) in [
+            (Shape::Viral, 0.9, 0.05, 1u64, 0x987f_01be_a900_07dd_u64),
+            (Shape::Uniform, 0.0, 0.0, 7, 0xaec8_9572_ae0d_f5db),
+            (Shape::Zipf, 0.0, 0.1, 3, 0x99ef_95aa_8962_fb29),
+        ] {
+            let w = Workload::with(1_000_000, 10_000, shape, hot, dup, seed);
+            assert_eq!(digest(&w, 0..20_000), expected, "{shape}");
+            let w = w.with_places(None, None);
+            assert_eq!(digest(&w, 0..20_000), expected, "{shape}");
+            assert_eq!(w.text_bytes_max(), TEXT_BYTES_MAX);
+            let mut batch = Batch::default();
+            w.fill(0..20_000, &mut batch);
+            assert!(batch.signatures().iter().all(|s| *s
+                == SignatureRef {
+                    petition: s.petition,
+                    email: s.email,
+                    ..SignatureRef::default()
+                }));
+        }
+        let w = Workload::with(1_000_000, 10_000, Shape::Viral, 0.9, 0.05, 1);
+        let first = w.signature(1);
+        assert_eq!(
+            (first.petition.as_str(), first.email.as_str()),
+            ("p0", "s9e3779b97f4a7c14@example.org")
+        );
+        // A hot mix alone changes the hot petition's signatures only.
+        let hot = w
+            .clone()
+            .with_places(None, Some(Countries::parse("GB:1").unwrap()));
+        for i in 0..1_000 {
+            let (a, b) = (w.signature(i), hot.signature(i));
+            assert_eq!((&a.petition, &a.email), (&b.petition, &b.email));
+            assert_eq!(b.country.is_some(), b.petition == "p0");
+        }
+    }
+
+    #[test]
+    fn signatures_name_places_as_the_spec_says() {
+        let uk = Countries::parse("GB:0.9:650,US:0.04:50,FR:0.02,DE:0.02,IE:0.01").unwrap();
+        let w = Workload::with(200_000, 1_000, Shape::Uniform, 0.0, 0.1, 5)
+            .with_places(Some(uk.clone()), None);
+        let mut batch = Batch::with_capacity(200_000, w.text_bytes_max());
+        let capacity = batch.text.capacity();
+        w.fill(0..200_000, &mut batch);
+        assert_eq!(batch.text.capacity(), capacity, "the longest fits");
+        let signatures = batch.signatures();
+        let mut by_country = std::collections::HashMap::<Option<&str>, u32>::new();
+        let mut gb_regions = std::collections::HashSet::new();
+        for s in &signatures {
+            *by_country.entry(s.country).or_default() += 1;
+            match (s.country, s.region) {
+                (Some("GB"), Some(r)) => {
+                    let n: u32 = r.strip_prefix('R').unwrap().parse().unwrap();
+                    assert!((1..=650).contains(&n), "{r}");
+                    gb_regions.insert(n);
+                }
+                (Some("US"), Some(r)) => {
+                    let n: u32 = r.strip_prefix('R').unwrap().parse().unwrap();
+                    assert!((1..=50).contains(&n), "{r}");
+                }
+                (Some(_), None) | (None, None) => {}
+                other => panic!("{other:?}"),
+            }
+        }
+        // Expected 180,000, 8,000, 4,000, 4,000, 2,000 and 2,000 without a country.
+        let count = |c: Option<&str>| by_country.get(&c).copied().unwrap_or(0);
+        assert!(
+            (176_000..184_000).contains(&count(Some("GB"))),
+            "{by_country:?}"
+        );
+        assert!(
+            (7_200..8_800).contains(&count(Some("US"))),
+            "{by_country:?}"
+        );
+        assert!(
+            (3_400..4_600).contains(&count(Some("FR"))),
+            "{by_country:?}"
+        );
+        assert!(
+            (3_400..4_600).contains(&count(Some("DE"))),
+            "{by_country:?}"
+        );
+        assert!(
+            (1_600..2_400).contains(&count(Some("IE"))),
+            "{by_country:?}"
+        );
+        assert!((1_600..2_400).contains(&count(None)), "{by_country:?}");
+        assert_eq!(gb_regions.len(), 650);
+        // Signatures do not change with their places, a re-send names its original's place, and
+        // the owned and borrowed forms agree.
+        let plain = Workload::with(200_000, 1_000, Shape::Uniform, 0.0, 0.1, 5);
+        for i in (0..200_000).step_by(97) {
+            let owned = w.signature(i);
+            assert_eq!(signatures[i as usize], owned.as_signature_ref());
+            assert_eq!(owned.email, plain.signature(i).email);
+            assert_eq!(owned, w.signature(w.original(i)));
+        }
+        // Another seed draws other places.
+        let other =
+            Workload::with(200_000, 1_000, Shape::Uniform, 0.0, 0.1, 6).with_places(Some(uk), None);
+        let differ = (0..1_000)
+            .filter(|&i| other.signature(i).region != w.signature(i).region)
+            .count();
+        assert!(differ > 900, "{differ}");
+    }
+
+    #[test]
+    fn the_hot_petition_has_its_own_mix() {
+        let w = Workload::with(100_000, 10_000, Shape::Viral, 0.9, 0.0, 9).with_places(
+            Some(Countries::parse("uniform:50").unwrap()),
+            Some(Countries::parse("GB:0.9").unwrap()),
+        );
+        let (mut hot, mut hot_gb, mut rest, mut rest_gb, mut rest_none) = (0, 0, 0, 0, 0);
+        let mut rest_countries = std::collections::HashSet::new();
+        for s in w.signatures(0..100_000) {
+            if s.petition == "p0" {
+                hot += 1;
+                hot_gb += u32::from(s.country.as_deref() == Some("GB"));
+                assert!(s.country.is_none() || s.country.as_deref() == Some("GB"));
+            } else {
+                rest += 1;
+                rest_gb += u32::from(s.country.as_deref() == Some("GB"));
+                rest_none += u32::from(s.country.is_none());
+                rest_countries.insert(s.country.clone());
+            }
+            assert!(s.region.is_none());
+        }
+        // ~90,000 on the hot petition, 90% of them from GB; the rest over 50 countries (~200
+        // each from GB) and every one naming a country.
+        assert!((89_000..91_000).contains(&hot), "{hot}");
+        assert!(
+            (hot_gb as f64 / hot as f64 - 0.9).abs() < 0.01,
+            "{hot_gb} of {hot}"
+        );
+        assert_eq!(rest_none, 0);
+        assert_eq!(rest_countries.len(), 50);
+        assert!((100..300).contains(&rest_gb), "{rest_gb} of {rest}");
+        // The hot mix is the viral shape's only.
+        let uniform = Workload::with(1_000, 10, Shape::Uniform, 0.0, 0.0, 9)
+            .with_places(None, Some(Countries::parse("GB:1").unwrap()));
+        assert!(uniform
+            .signatures(0..1_000)
+            .iter()
+            .all(|s| s.country.is_none()));
     }
 
     #[test]

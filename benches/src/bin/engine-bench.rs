@@ -7,6 +7,10 @@
 //! - `recover`: open an existing data dir and time it to ready (P6);
 //! - `floor`: the durable-ack floor of this machine under `durable --rate` (P7): pacing, hand-off,
 //!   append and `fdatasync` only.
+//!
+//! `memory` and `durable` take `--countries SPEC` (the countries and regions the signatures name)
+//! and `--hot-countries SPEC` (those of the viral shape's hot petition), and report the bytes of
+//! the counts by place and histories (`breakdowns`) beside the index and counts.
 
 // The durable report is one `json!` literal with over sixty fields.
 #![recursion_limit = "256"]
@@ -17,6 +21,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use benches::countries::Countries;
 use benches::floor::Floor;
 use benches::open_loop::{latency_histogram, measure_wake_lateness, Pacer, WakeLateness};
 use benches::stalls::{self, SlowCall, SlowCalls};
@@ -67,9 +72,106 @@ struct Traffic {
     /// per call inside the timed loop (durable mode's default: no input held in memory).
     #[arg(long)]
     input: Option<Input>,
+    /// Countries (and regions) the signatures name: `CODE:SHARE[:REGIONS],...` (e.g.
+    /// `GB:0.9:650,US:0.05:50,FR:0.05`; the rest of the signatures name no country; with
+    /// REGIONS, regions R1…RN equally likely) or `uniform:N` (N countries equally likely).
+    /// Without it no signature names a country.
+    #[arg(long, value_parser = Countries::parse, value_name = "SPEC")]
+    countries: Option<Countries>,
+    /// Countries of the hot petition's signatures in the viral shape, instead of --countries
+    /// (same syntax). With --compare-rounds: the viral runs' hot petition.
+    #[arg(long, value_parser = Countries::parse, value_name = "SPEC")]
+    hot_countries: Option<Countries>,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+impl Traffic {
+    /// The workload of these flags in `shape`.
+    fn workload(&self, shape: Shape) -> Workload {
+        Workload::with(
+            self.signatures,
+            self.petitions,
+            shape,
+            self.hot_share,
+            self.dup_ratio,
+            self.seed,
+        )
+        .with_places(self.countries.clone(), self.hot_countries.clone())
+    }
+
+    /// Prints the countries, if any, and refuses a hot petition's mix without a hot petition.
+    fn check_countries(&self, compare: bool) -> Result<()> {
+        if self.hot_countries.is_some() && !compare && self.shape != Shape::Viral {
+            bail!("--hot-countries is for --shape viral (or --compare-rounds): the hot petition's signatures");
+        }
+        if let Some(countries) = &self.countries {
+            println!("countries: {}", countries.describe());
+        }
+        if let Some(hot) = &self.hot_countries {
+            println!("hot petition's countries: {}", hot.describe());
+        }
+        Ok(())
+    }
+
+    /// The specs, for the JSON reports.
+    fn countries_json(&self) -> (Option<&str>, Option<&str>) {
+        (
+            self.countries.as_ref().map(Countries::spec),
+            self.hot_countries.as_ref().map(Countries::spec),
+        )
+    }
+}
+
+/// The memory figures of a run, printed as two lines and reported in JSON.
+struct Memory {
+    signatures: u64,
+    index_bytes: u64,
+    counts_bytes: u64,
+    breakdown_bytes: u64,
+    rss: u64,
+}
+
+impl Memory {
+    fn of(stats: &engine::Stats, rss: u64) -> Memory {
+        Memory {
+            signatures: stats.signatures,
+            index_bytes: stats.index_bytes,
+            counts_bytes: stats.counts_bytes,
+            breakdown_bytes: stats.breakdown_bytes,
+            rss,
+        }
+    }
+
+    fn per_signature(&self, bytes: u64) -> f64 {
+        bytes as f64 / self.signatures.max(1) as f64
+    }
+
+    fn index_counts(&self) -> u64 {
+        self.index_bytes + self.counts_bytes
+    }
+
+    fn with_breakdowns(&self) -> u64 {
+        self.index_counts() + self.breakdown_bytes
+    }
+
+    fn print(&self) {
+        println!(
+            "index + counts: {:.2} bytes/signature ({} bytes for {} signatures); RSS {:.2} bytes/signature ({} MiB)",
+            self.per_signature(self.index_counts()),
+            self.index_counts(),
+            self.signatures,
+            self.per_signature(self.rss),
+            self.rss >> 20
+        );
+        println!(
+            "breakdowns: {} bytes ({:.2} B/signature); index + counts + breakdowns: {:.2} B/signature",
+            self.breakdown_bytes,
+            self.per_signature(self.breakdown_bytes),
+            self.per_signature(self.with_breakdowns())
+        );
+    }
 }
 
 #[derive(Subcommand)]
@@ -525,7 +627,10 @@ fn pregenerate(workload: &Workload, threads: usize, input: Input) -> Vec<Option<
             .map(|t| {
                 scope.spawn(move || {
                     let share = workload.thread_range(t, threads);
-                    let mut batch = Batch::with_capacity((share.end - share.start) as usize);
+                    let mut batch = Batch::with_capacity(
+                        (share.end - share.start) as usize,
+                        workload.text_bytes_max(),
+                    );
                     workload.fill(share, &mut batch);
                     Some(batch)
                 })
@@ -704,14 +809,7 @@ fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Sta
     config.signatures_expected = traffic.signatures;
     let engine = Engine::open(config)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
-    let workload = Workload::with(
-        traffic.signatures,
-        traffic.petitions,
-        shape,
-        traffic.hot_share,
-        traffic.dup_ratio,
-        traffic.seed,
-    );
+    let workload = traffic.workload(shape);
     let input = traffic.input.unwrap_or(Input::Pregenerated);
     let run = drive(
         &engine,
@@ -740,11 +838,12 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
         process::machine()
     );
     println!("input: {}", input.describe());
+    traffic.check_countries(compare_rounds > 0)?;
+    let (countries, hot_countries) = traffic.countries_json();
     if compare_rounds == 0 {
         let (run, stats, rss) = memory_run(&traffic, traffic.shape)?;
         let per_sec = traffic.signatures as f64 / run.elapsed.as_secs_f64();
-        let index_per_sig =
-            (stats.index_bytes + stats.counts_bytes) as f64 / stats.signatures.max(1) as f64;
+        let memory = Memory::of(&stats, rss);
         println!(
             "{}: {:.2} M signatures/s ({} accepted, {} duplicate) in {:.2} s",
             traffic.shape,
@@ -753,14 +852,7 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
             run.duplicates,
             run.elapsed.as_secs_f64()
         );
-        println!(
-            "index + counts: {:.2} bytes/signature ({} bytes for {} signatures); RSS {:.2} bytes/signature ({} MiB)",
-            index_per_sig,
-            stats.index_bytes + stats.counts_bytes,
-            stats.signatures,
-            rss as f64 / stats.signatures.max(1) as f64,
-            rss >> 20
-        );
+        memory.print();
         let report = json!({
             "mode": "memory",
             "shape": traffic.shape.to_string(),
@@ -773,12 +865,18 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
             "duplicates": run.duplicates,
             "elapsed_s": run.elapsed.as_secs_f64(),
             "signatures_per_sec": per_sec,
+            "countries": countries,
+            "hot_countries": hot_countries,
             "index_bytes": stats.index_bytes,
             "counts_bytes": stats.counts_bytes,
-            "index_bytes_per_signature": index_per_sig,
+            "index_bytes_per_signature": memory.per_signature(memory.index_counts()),
+            "breakdown_bytes": stats.breakdown_bytes,
+            "breakdown_bytes_per_signature": memory.per_signature(stats.breakdown_bytes),
+            "index_counts_breakdowns_bytes_per_signature":
+                memory.per_signature(memory.with_breakdowns()),
             "input": input.describe(),
             "rss_bytes": rss,
-            "rss_bytes_per_signature": rss as f64 / stats.signatures.max(1) as f64,
+            "rss_bytes_per_signature": memory.per_signature(rss),
             "machine": process::machine(),
         });
         write_json(traffic.json.as_ref(), &report)?;
@@ -812,6 +910,8 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
     let report = json!({
         "mode": "memory-compare",
         "hot_share": traffic.hot_share,
+        "countries": countries,
+        "hot_countries": hot_countries,
         "threads": traffic.threads,
         "petitions": traffic.petitions,
         "signatures": traffic.signatures,
@@ -860,6 +960,7 @@ fn durable(
         );
     }
     std::fs::create_dir_all(&data_dir)?;
+    traffic.check_countries(false)?;
     let probe = probe_disk(&data_dir, disk_probe)?;
     println!(
         "engine-bench durable: {} signatures, {} petitions, {} (hot share {}), {} threads × batch {}, durability {}, rate {}, {}",
@@ -880,14 +981,7 @@ fn durable(
     engine.wait_ready().map_err(anyhow::Error::msg)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
     let written_before = process::bytes_written();
-    let workload = Workload::with(
-        traffic.signatures,
-        traffic.petitions,
-        traffic.shape,
-        traffic.hot_share,
-        traffic.dup_ratio,
-        traffic.seed,
-    );
+    let workload = traffic.workload(traffic.shape);
     let run = drive(&engine, &traffic, &workload, input, pacing, true);
     engine.flush()?;
     let stats = engine.stats();
@@ -937,6 +1031,8 @@ fn durable(
         late.max()
     );
     let rss = process::rss_bytes();
+    let memory = Memory::of(&stats, rss);
+    memory.print();
     engine.close()?;
     let stalls = if rate > 0 {
         // RocksDB's LOG is complete once the engine has closed.
@@ -952,6 +1048,7 @@ fn durable(
     } else {
         serde_json::Value::Null
     };
+    let (countries, hot_countries) = traffic.countries_json();
     let report = json!({
         "mode": "durable",
         "durability": durability.as_str(),
@@ -990,7 +1087,14 @@ fn durable(
         "stalls": stalls,
         "bytes_written": written,
         "bytes_written_per_signature": bytes_per_sig,
+        "countries": countries,
+        "hot_countries": hot_countries,
         "index_bytes": stats.index_bytes,
+        "counts_bytes": stats.counts_bytes,
+        "breakdown_bytes": stats.breakdown_bytes,
+        "breakdown_bytes_per_signature": memory.per_signature(stats.breakdown_bytes),
+        "index_counts_breakdowns_bytes_per_signature":
+            memory.per_signature(memory.with_breakdowns()),
         "rss_bytes": rss,
         "disk_fsync_us_p50": probe.as_ref().map(|p| p.fsync_us_p50),
         "disk_fsync_us_p99": probe.as_ref().map(|p| p.fsync_us_p99),
