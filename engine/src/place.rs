@@ -359,14 +359,6 @@ impl Resolution {
             Resolution::Hour => HOUR_MS,
         }
     }
-
-    /// The stored key's kind byte.
-    pub(crate) fn kind(self) -> u8 {
-        match self {
-            Resolution::Minute => 0,
-            Resolution::Hour => 1,
-        }
-    }
 }
 
 /// One bucket of a petition's history: how its count changed in it.
@@ -414,6 +406,7 @@ impl Breakdown {
             _ => {
                 debug_assert!(delta > 0, "a count falls below zero");
                 if delta > 0 {
+                    grow(&mut self.places, 1);
                     self.places
                         .insert(at, key | delta.min(i64::from(u32::MAX)) as u64);
                 }
@@ -431,6 +424,7 @@ impl Breakdown {
         }
         let old = std::mem::take(&mut self.places);
         let mut merged = Vec::with_capacity(old.len() + deltas.len());
+        let capacity = merged.capacity();
         let (mut i, mut j) = (0, 0);
         while i < old.len() || j < deltas.len() {
             let old_place = old.get(i).map(|&e| (e >> 32) as u32);
@@ -463,6 +457,9 @@ impl Breakdown {
             if count > 0 {
                 merged.push(u64::from(place) << 32 | count.min(i64::from(u32::MAX)) as u64);
             }
+        }
+        if merged.capacity() == capacity && merged.len() * 5 < capacity * 4 {
+            merged.shrink_to(merged.len() + merged.len() / 4);
         }
         self.places = merged;
     }
@@ -594,6 +591,18 @@ impl Breakdown {
         self.places.shrink_to_fit();
         self.minutes.shrink_to_fit();
         self.hours.shrink_to_fit();
+    }
+}
+
+/// Makes room for `more` entries, growing by a quarter rather than doubling: a petition's
+/// places are most of the memory its breakdown takes, and most petitions are small.
+fn grow(entries: &mut Vec<u64>, more: usize) {
+    let needed = entries.len() + more;
+    if needed > entries.capacity() {
+        let target = (entries.capacity() + entries.capacity() / 4)
+            .max(needed)
+            .max(4);
+        entries.reserve_exact(target - entries.len());
     }
 }
 

@@ -24,7 +24,7 @@ use crate::petition::{Milestone, MilestoneKind, Petition, Registry};
 use crate::place::{Breakdown, Place, Recent, Regions, Resolution, MINUTES_KEPT};
 use crate::states::States;
 use crate::stats::{LatencyHistogram, Stats};
-use crate::store::Store;
+use crate::store::{Store, Stored};
 use crate::token::TokenKey;
 use crate::webhook::Webhook;
 
@@ -158,35 +158,34 @@ impl Shared {
         }
         let petitions = self.registry().all();
         let mut loaded: Vec<Breakdown> = petitions.iter().map(|_| Breakdown::default()).collect();
-        let mut current: Option<u32> = None;
-        let mut places: Vec<(Place, i64)> = Vec::new();
-        let mut flush = |num: u32, places: &mut Vec<(Place, i64)>| {
-            if let Some(b) = loaded.get_mut(num as usize) {
-                b.add_places_sorted(places);
-            }
-            places.clear();
-        };
-        store.scan_breakdowns(|num, place, change| {
-            if current.is_some_and(|c| c != num) {
-                flush(current.unwrap_or_default(), &mut places);
-            }
-            current = Some(num);
-            places.push((place, change));
-        })?;
-        if let Some(num) = current {
-            flush(num, &mut places);
-        }
         let now = self.now_ms();
         let minutes_from = ((now / 60_000) as u32).saturating_sub(MINUTES_KEPT - 1);
         let mut noted: Vec<(u32, u32)> = Vec::new();
-        store.scan_history(minutes_from, |resolution, bucket, num, change| {
-            if let Some(b) = loaded.get_mut(num as usize) {
-                b.restore_bucket(resolution, bucket, change, now);
-                if resolution == Resolution::Minute {
-                    noted.push((bucket, num));
+        let mut current: Option<u32> = None;
+        let mut places: Vec<(Place, i64)> = Vec::new();
+        store.scan_breakdowns(minutes_from, |num, stored| {
+            if current.is_some_and(|c| c != num) {
+                if let Some(b) = current.and_then(|c| loaded.get_mut(c as usize)) {
+                    b.add_places_sorted(&places);
+                }
+                places.clear();
+            }
+            current = Some(num);
+            match stored {
+                Stored::Place(place, count) => places.push((place, count)),
+                Stored::Bucket(resolution, bucket, change) => {
+                    if let Some(b) = loaded.get_mut(num as usize) {
+                        b.restore_bucket(resolution, bucket, change, now);
+                        if resolution == Resolution::Minute {
+                            noted.push((bucket, num));
+                        }
+                    }
                 }
             }
         })?;
+        if let Some(b) = current.and_then(|c| loaded.get_mut(c as usize)) {
+            b.add_places_sorted(&places);
+        }
         self.recent.clear();
         self.trending.lock().clear();
         for (bucket, num) in noted {

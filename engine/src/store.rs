@@ -18,8 +18,7 @@
 //! | `removed`      | signature sequence (u64)| nothing: this signature no longer holds its signer's slot |
 //! | `jobs`         | job id (u64)            | an invalidation job (`invalidation.rs`)          |
 //! | `webhooks`     | name                    | a webhook and its cursor (`webhook.rs`)          |
-//! | `breakdowns`   | petition (u32), place (u32) | change of the place's count (i64 LE), merged by addition |
-//! | `history`      | resolution (u8: 0 minute, 1 hour), bucket number (u32), petition (u32) | change of the count in the bucket (i64 LE), merged by addition |
+//! | `breakdowns`   | petition (u32)          | its counts by place and its history: entries (kind u8: 0 place, 1 minute, 2 hour; id u32 BE; change i64 LE), merged by adding the changes of equal entries |
 //! | `regions`      | region id (u32)         | the region's country (2 letters) and text        |
 //!
 //! A count is three u64s: validated, pending and invalidated signatures (a store of format 2
@@ -48,7 +47,7 @@ use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
 use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validation};
 use crate::petition::{Counts, PetitionMeta, RESPONSE_DUE_DAYS_DEFAULT};
-use crate::place::{Place, RegionKey, Resolution};
+use crate::place::{Place, RegionKey, Resolution, MINUTES_KEPT};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
 use crate::signature::SignerPolicy;
 use crate::webhook::Webhook;
@@ -92,9 +91,8 @@ pub(crate) const CF_JOBS: &str = "jobs";
 pub(crate) const CF_TRANSITIONS: &str = "transitions";
 pub(crate) const CF_WEBHOOKS: &str = "webhooks";
 pub(crate) const CF_BREAKDOWNS: &str = "breakdowns";
-pub(crate) const CF_HISTORY: &str = "history";
 pub(crate) const CF_REGIONS: &str = "regions";
-const COLUMN_FAMILIES: [&str; 16] = [
+const COLUMN_FAMILIES: [&str; 15] = [
     CF_META,
     CF_PETITIONS,
     CF_COUNTS,
@@ -109,50 +107,113 @@ const COLUMN_FAMILIES: [&str; 16] = [
     CF_TRANSITIONS,
     CF_WEBHOOKS,
     CF_BREAKDOWNS,
-    CF_HISTORY,
     CF_REGIONS,
 ];
 
-/// The key of a petition's count at a place in `breakdowns`.
-pub(crate) fn breakdown_key(petition: u32, place: Place) -> [u8; 8] {
-    let mut key = [0u8; 8];
-    key[..4].copy_from_slice(&petition.to_be_bytes());
-    key[4..].copy_from_slice(&place.0.to_be_bytes());
-    key
+/// One stored entry of a petition's breakdown.
+pub(crate) enum Stored {
+    /// Its count at a place.
+    Place(Place, i64),
+    /// The change of its count in a bucket (its number at the resolution).
+    Bucket(Resolution, u32, i64),
 }
 
-/// The key of a petition's history bucket at `resolution` holding `at_ms`.
-pub(crate) fn history_key(resolution: Resolution, at_ms: u64, petition: u32) -> [u8; 9] {
-    let mut key = [0u8; 9];
-    key[0] = resolution.kind();
-    key[1..5].copy_from_slice(&((at_ms / resolution.millis()) as u32).to_be_bytes());
-    key[5..].copy_from_slice(&petition.to_be_bytes());
-    key
+/// Kinds of the entries of a `breakdowns` value.
+const ENTRY_PLACE: u8 = 0;
+const ENTRY_MINUTE: u8 = 1;
+const ENTRY_HOUR: u8 = 2;
+/// Bytes of one entry: kind, id (place, minute or hour number), change.
+const ENTRY_BYTES: usize = 13;
+
+/// A petition's changes as one `breakdowns` operand (or value), built by a batch.
+#[derive(Default)]
+pub(crate) struct Entries(Vec<u8>);
+
+impl Entries {
+    fn push(&mut self, kind: u8, id: u32, change: i64) {
+        self.0.push(kind);
+        self.0.extend_from_slice(&id.to_be_bytes());
+        self.0.extend_from_slice(&change.to_le_bytes());
+    }
+
+    /// The change of the count at `place`.
+    pub fn place(&mut self, place: Place, change: i64) {
+        self.push(ENTRY_PLACE, place.0, change);
+    }
+
+    /// The change of the count at `at_ms`, in its minute and its hour.
+    pub fn history(&mut self, at_ms: u64, change: i64) {
+        for resolution in [Resolution::Minute, Resolution::Hour] {
+            let kind = match resolution {
+                Resolution::Minute => ENTRY_MINUTE,
+                Resolution::Hour => ENTRY_HOUR,
+            };
+            self.push(kind, (at_ms / resolution.millis()) as u32, change);
+        }
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
 }
 
-/// The merge of `breakdowns` and `history`: values are i64 (little-endian) changes, merged by
-/// adding them. A value of another length is corrupt: the merge fails, and so does the read.
-fn add_i64(
+/// The entries of a `breakdowns` value or operand; `None` if its length is not a whole number
+/// of entries.
+fn entries(bytes: &[u8]) -> Option<impl Iterator<Item = (u8, u32, i64)> + '_> {
+    if !bytes.chunks_exact(ENTRY_BYTES).remainder().is_empty() {
+        return None;
+    }
+    Some(bytes.chunks_exact(ENTRY_BYTES).map(|e| {
+        let mut id = [0u8; 4];
+        id.copy_from_slice(&e[1..5]);
+        let mut change = [0u8; 8];
+        change.copy_from_slice(&e[5..]);
+        (e[0], u32::from_be_bytes(id), i64::from_le_bytes(change))
+    }))
+}
+
+/// The merge of `breakdowns`: the entries of the value and every operand, equal ones (same
+/// kind and id) added up, those that come to zero dropped, and minutes more than 48 hours
+/// before the newest one dropped (a petition's value keeps its places, its hours and its last
+/// 48 hours of minutes). A malformed operand fails the merge, and so the read.
+fn merge_entries(
     _key: &[u8],
     existing: Option<&[u8]>,
     operands: &rocksdb::MergeOperands,
 ) -> Option<Vec<u8>> {
-    let decode = |bytes: &[u8]| <[u8; 8]>::try_from(bytes).ok().map(i64::from_le_bytes);
-    let mut sum = match existing {
-        Some(bytes) => decode(bytes)?,
-        None => 0,
-    };
-    for operand in operands {
-        sum = sum.wrapping_add(decode(operand)?);
+    let mut all: Vec<(u8, u32, i64)> = Vec::new();
+    if let Some(bytes) = existing {
+        all.extend(entries(bytes)?);
     }
-    Some(sum.to_le_bytes().to_vec())
-}
-
-/// A stored change (`breakdowns`, `history`).
-fn decode_change(bytes: &[u8], what: &'static str) -> Result<i64, StoreError> {
-    <[u8; 8]>::try_from(bytes)
-        .map(i64::from_le_bytes)
-        .map_err(|_| StoreError::Corrupt { what })
+    for operand in operands {
+        all.extend(entries(operand)?);
+    }
+    all.sort_unstable_by_key(|&(kind, id, _)| (kind, id));
+    let newest_minute = all
+        .iter()
+        .filter(|e| e.0 == ENTRY_MINUTE)
+        .map(|e| e.1)
+        .max()
+        .unwrap_or(0);
+    let mut out = Entries::default();
+    let mut at = 0;
+    while at < all.len() {
+        let (kind, id, mut change) = all[at];
+        at += 1;
+        while at < all.len() && (all[at].0, all[at].1) == (kind, id) {
+            change = change.wrapping_add(all[at].2);
+            at += 1;
+        }
+        let old_minute = kind == ENTRY_MINUTE && id + MINUTES_KEPT <= newest_minute;
+        if change != 0 && !old_minute {
+            out.push(kind, id, change);
+        }
+    }
+    Some(out.0)
 }
 
 const META_FORMAT: &[u8] = b"format";
@@ -264,15 +325,15 @@ fn cf_options(name: &str) -> Options {
             table.set_bloom_filter(10.0, false);
             options.set_block_based_table_factory(&table);
         }
-        CF_BREAKDOWNS | CF_HISTORY => {
+        CF_BREAKDOWNS => {
             // Changes merged by addition: no read before a write (the UK site's `GB` row was
-            // its hot spot), one operand per petition and place per batch, at scattered keys,
-            // so a vector memtable (see `by_petition`). Read only at open and by `verify`.
+            // its hot spot), one operand per petition per batch, at scattered keys, so a vector
+            // memtable (see `by_petition`). Read only at open and by `verify`.
             options.set_write_buffer_size(32 << 20);
             options.set_max_write_buffer_number(4);
             options.set_compression_type(DBCompressionType::None);
             options.set_memtable_factory(rocksdb::MemtableFactory::Vector);
-            options.set_merge_operator_associative("add_i64", add_i64);
+            options.set_merge_operator_associative("breakdown_entries", merge_entries);
         }
         CF_LIFECYCLE | CF_PENDING_SIGNERS | CF_REMOVED | CF_TRANSITIONS => {
             // Small values, read by key: bloom filters spare the reads of keys not there.
@@ -461,43 +522,50 @@ impl Store {
         self.all_transitions(|t| {
             states.insert(t.seq, t.state);
         })?;
-        let mut places: std::collections::BTreeMap<(u32, Place), i64> = Default::default();
-        let mut history: std::collections::BTreeMap<[u8; 9], i64> = Default::default();
+        // (petition, kind, id) → count.
+        let mut counted: std::collections::BTreeMap<(u32, u8, u32), i64> = Default::default();
         self.scan_signatures(|seq, record| {
-            let counted = states
+            let validated = states
                 .get(&seq)
                 .is_none_or(|s| *s == lifecycle::SignatureState::Validated);
-            if counted {
-                *places
-                    .entry((record.petition, Place::of_country(record.country)))
-                    .or_default() += 1;
-                for resolution in [Resolution::Minute, Resolution::Hour] {
-                    *history
-                        .entry(history_key(
-                            resolution,
-                            record.received_at_ms,
-                            record.petition,
-                        ))
-                        .or_default() += 1;
+            if validated {
+                let at = record.received_at_ms;
+                let place = Place::of_country(record.country);
+                for key in [
+                    (record.petition, ENTRY_PLACE, place.0),
+                    (
+                        record.petition,
+                        ENTRY_MINUTE,
+                        (at / Resolution::Minute.millis()) as u32,
+                    ),
+                    (
+                        record.petition,
+                        ENTRY_HOUR,
+                        (at / Resolution::Hour.millis()) as u32,
+                    ),
+                ] {
+                    *counted.entry(key).or_default() += 1;
                 }
             }
         })?;
         let mut batch = WriteBatch::default();
-        for ((petition, place), count) in places {
-            batch.put_cf(
-                self.cf(CF_BREAKDOWNS),
-                breakdown_key(petition, place),
-                count.to_le_bytes(),
-            );
-            if batch.len() >= 65_536 {
-                self.write(std::mem::take(&mut batch), Durability::Sync)?;
+        let mut current: Option<(u32, Entries)> = None;
+        for ((petition, kind, id), count) in counted {
+            if current.as_ref().is_some_and(|(p, _)| *p != petition) {
+                if let Some((p, value)) = current.take() {
+                    batch.put_cf(self.cf(CF_BREAKDOWNS), p.to_be_bytes(), value.bytes());
+                }
+                if batch.len() >= 4_096 {
+                    self.write(std::mem::take(&mut batch), Durability::Sync)?;
+                }
             }
+            current
+                .get_or_insert_with(|| (petition, Entries::default()))
+                .1
+                .push(kind, id, count);
         }
-        for (key, count) in history {
-            batch.put_cf(self.cf(CF_HISTORY), key, count.to_le_bytes());
-            if batch.len() >= 65_536 {
-                self.write(std::mem::take(&mut batch), Durability::Sync)?;
-            }
+        if let Some((p, value)) = current {
+            batch.put_cf(self.cf(CF_BREAKDOWNS), p.to_be_bytes(), value.bytes());
         }
         self.write(batch, Durability::Sync)
     }
@@ -519,7 +587,7 @@ impl Store {
     pub fn make_format_4(&self) -> Result<(), StoreError> {
         let mut batch = WriteBatch::default();
         batch.put_cf(self.cf(CF_META), META_FORMAT, [FORMAT_VERSION_4]);
-        for cf in [CF_BREAKDOWNS, CF_HISTORY, CF_REGIONS] {
+        for cf in [CF_BREAKDOWNS, CF_REGIONS] {
             for entry in self.db.iterator_cf(self.cf(cf), IteratorMode::Start) {
                 batch.delete_cf(self.cf(cf), entry?.0);
             }
@@ -639,47 +707,30 @@ impl Store {
         Ok(regions)
     }
 
-    /// Calls `each` with every petition's count at every place (ascending by petition, then
-    /// place).
-    pub fn scan_breakdowns(&self, mut each: impl FnMut(u32, Place, i64)) -> Result<(), StoreError> {
+    /// Calls `each` with every petition's stored entries, petition by petition (ascending), each
+    /// petition's places ascending: its counts by place, its hours, and its minutes from minute
+    /// `minutes_from` on.
+    pub fn scan_breakdowns(
+        &self,
+        minutes_from: u32,
+        mut each: impl FnMut(u32, Stored),
+    ) -> Result<(), StoreError> {
         for entry in self
             .db
             .iterator_cf(self.cf(CF_BREAKDOWNS), IteratorMode::Start)
         {
             let (key, value) = entry?;
-            let petition = decode_u32(key.get(..4).unwrap_or(&[]), "breakdown key")?;
-            let place = decode_u32(key.get(4..).unwrap_or(&[]), "breakdown key")?;
-            each(petition, Place(place), decode_change(&value, "breakdown")?);
-        }
-        Ok(())
-    }
-
-    /// Calls `each` with every hour bucket, and every minute bucket from minute `minutes_from`
-    /// on: (resolution, bucket number, petition, change).
-    pub fn scan_history(
-        &self,
-        minutes_from: u32,
-        mut each: impl FnMut(Resolution, u32, u32, i64),
-    ) -> Result<(), StoreError> {
-        for resolution in [Resolution::Minute, Resolution::Hour] {
-            let mut start = vec![resolution.kind()];
-            if resolution == Resolution::Minute {
-                start.extend_from_slice(&minutes_from.to_be_bytes());
-            }
-            let mode = IteratorMode::From(&start, Direction::Forward);
-            for entry in self.db.iterator_cf(self.cf(CF_HISTORY), mode) {
-                let (key, value) = entry?;
-                if key.first() != Some(&resolution.kind()) {
-                    break;
-                }
-                let bucket = decode_u32(key.get(1..5).unwrap_or(&[]), "history key")?;
-                let petition = decode_u32(key.get(5..).unwrap_or(&[]), "history key")?;
-                each(
-                    resolution,
-                    bucket,
-                    petition,
-                    decode_change(&value, "history")?,
-                );
+            let petition = decode_u32(&key, "breakdown key")?;
+            let corrupt = StoreError::Corrupt { what: "breakdown" };
+            for (kind, id, change) in entries(&value).ok_or(corrupt.clone())? {
+                let stored = match kind {
+                    ENTRY_PLACE => Stored::Place(Place(id), change),
+                    ENTRY_MINUTE if id < minutes_from => continue,
+                    ENTRY_MINUTE => Stored::Bucket(Resolution::Minute, id, change),
+                    ENTRY_HOUR => Stored::Bucket(Resolution::Hour, id, change),
+                    _ => return Err(corrupt),
+                };
+                each(petition, stored);
             }
         }
         Ok(())
@@ -1071,6 +1122,51 @@ pub(crate) fn decode_petition(bytes: &[u8]) -> Result<PetitionMeta, StoreError> 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn decoded(bytes: &[u8]) -> Vec<(u8, u32, i64)> {
+        entries(bytes).expect("whole entries").collect()
+    }
+
+    #[test]
+    fn breakdown_entries_merge_by_adding_and_forget_old_minutes() {
+        let gb = Place::new(Place::country_number("GB"), 3);
+        let mut a = Entries::default();
+        a.place(gb, 2);
+        a.place(Place::NONE, 1);
+        a.history(60_000 * 100, 3);
+        let mut b = Entries::default();
+        b.place(gb, -2);
+        b.history(60_000 * (100 + u64::from(MINUTES_KEPT)), 1);
+        let merged = merge_all(&[a.bytes(), b.bytes()]);
+        assert_eq!(
+            decoded(&merged),
+            vec![
+                (ENTRY_PLACE, Place::NONE.0, 1),
+                // Minute 100 is 48 hours before the newest: gone. Its hour stays.
+                (ENTRY_MINUTE, 100 + MINUTES_KEPT, 1),
+                (ENTRY_HOUR, 1, 3),
+                (ENTRY_HOUR, (100 + MINUTES_KEPT) / 60, 1),
+            ],
+            "gb came to zero and is dropped"
+        );
+        assert!(entries(&merged[1..]).is_none(), "not whole entries");
+    }
+
+    /// What RocksDB's merge gives for `operands` over no value (the operator on a real store).
+    fn merge_all(operands: &[&[u8]]) -> Vec<u8> {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let store = Store::open(dir.path()).expect("opens");
+        let mut batch = WriteBatch::default();
+        for operand in operands {
+            batch.merge_cf(store.cf(CF_BREAKDOWNS), 7u32.to_be_bytes(), operand);
+        }
+        store.write(batch, Durability::Sync).expect("writes");
+        store
+            .db
+            .get_cf(store.cf(CF_BREAKDOWNS), 7u32.to_be_bytes())
+            .expect("reads")
+            .expect("merged")
+    }
 
     #[test]
     fn direct_io_probe_leaves_nothing_behind_and_fails_cleanly() {

@@ -12,7 +12,7 @@ use crate::place::{Place, RegionKey, Resolution, MINUTES_KEPT};
 use crate::record;
 use crate::shared::Shared;
 use crate::signature::canonical_signer;
-use crate::store::Store;
+use crate::store::{Store, Stored};
 
 /// What [`crate::Engine::verify_store`] found consistent.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -161,9 +161,17 @@ fn check_places(
     problems: &mut Vec<String>,
 ) -> Result<(), VerifyError> {
     let mut stored: BTreeMap<(u32, Place), i64> = BTreeMap::new();
-    store.scan_breakdowns(|num, place, count| {
-        if count != 0 {
+    let mut hours: HashMap<u32, i64> = HashMap::new();
+    let mut minutes: BTreeMap<(u32, u32), i64> = BTreeMap::new();
+    let now = shared.now_ms();
+    let minutes_from = ((now / 60_000) as u32).saturating_sub(MINUTES_KEPT - 1);
+    store.scan_breakdowns(minutes_from, |num, entry| match entry {
+        Stored::Place(place, count) => {
             stored.insert((num, place), count);
+        }
+        Stored::Bucket(Resolution::Hour, _, change) => *hours.entry(num).or_default() += change,
+        Stored::Bucket(Resolution::Minute, bucket, change) => {
+            minutes.insert((num, bucket), change);
         }
     })?;
     if &stored != from_records {
@@ -183,21 +191,6 @@ fn check_places(
             from_records.len()
         ));
     }
-    let mut hours: HashMap<u32, i64> = HashMap::new();
-    let mut minutes: BTreeMap<(u32, u32), i64> = BTreeMap::new();
-    let now = shared.now_ms();
-    let minutes_from = ((now / 60_000) as u32).saturating_sub(MINUTES_KEPT - 1);
-    store.scan_history(
-        minutes_from,
-        |resolution, bucket, num, change| match resolution {
-            Resolution::Hour => *hours.entry(num).or_default() += change,
-            Resolution::Minute => {
-                if change != 0 {
-                    minutes.insert((num, bucket), change);
-                }
-            }
-        },
-    )?;
     for petition in shared.registry().all() {
         let num = petition.num;
         let count = per_petition.get(&num).map_or(0, |c| c.validated) as i64;

@@ -25,13 +25,12 @@ use crate::lifecycle::{
     self, LifecycleEntry, PendingSigner, SignatureState, Transition, RESUBMITS_MAX,
 };
 use crate::petition::{Changes, Counts, Petition};
-use crate::place::{place_of_record, Place, Regions, Resolution};
+use crate::place::{place_of_record, Place, Regions};
 use crate::record;
 use crate::states::States;
 use crate::store::{
-    breakdown_key, history_key, Store, CF_BREAKDOWNS, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS,
-    CF_HISTORY, CF_LIFECYCLE, CF_MILESTONES, CF_PENDING_SIGNERS, CF_REGIONS, CF_REMOVED,
-    CF_SIGNATURES, CF_TRANSITIONS,
+    Entries, Store, CF_BREAKDOWNS, CF_BY_PETITION, CF_COUNTS, CF_FINGERPRINTS, CF_LIFECYCLE,
+    CF_MILESTONES, CF_PENDING_SIGNERS, CF_REGIONS, CF_REMOVED, CF_SIGNATURES, CF_TRANSITIONS,
 };
 use crate::token::Named;
 
@@ -547,7 +546,7 @@ impl Writer {
         let mut new = Vec::new();
         let counts_cf = store.cf(CF_COUNTS);
         self.put_regions(store, batch);
-        let (breakdowns_cf, history_cf) = (store.cf(CF_BREAKDOWNS), store.cf(CF_HISTORY));
+        let breakdowns_cf = store.cf(CF_BREAKDOWNS);
         // In key order: a memtable insert next to the one before is cheap, one at a random
         // place walks the skip list from the top (see `Building`).
         let mut touched: Vec<(&u32, &Touched)> = touched.iter().collect();
@@ -558,19 +557,17 @@ impl Writer {
             }
             let (count, len) = t.after.encode();
             batch.put_cf(counts_cf, num.to_be_bytes(), &count[..len]);
-            for &(place, delta) in &t.places {
-                batch.merge_cf(
-                    breakdowns_cf,
-                    breakdown_key(*num, place),
-                    delta.to_le_bytes(),
-                );
-            }
+            // One operand a petition: its changes by place and of its history.
             let (before, after) = (t.before.validated, t.after.validated);
+            let mut entries = Entries::default();
+            for &(place, delta) in &t.places {
+                entries.place(place, delta);
+            }
             if after != before {
-                let delta = (after as i64 - before as i64).to_le_bytes();
-                for resolution in [Resolution::Minute, Resolution::Hour] {
-                    batch.merge_cf(history_cf, history_key(resolution, now, *num), delta);
-                }
+                entries.history(now, after as i64 - before as i64);
+            }
+            if !entries.is_empty() {
+                batch.merge_cf(breakdowns_cf, num.to_be_bytes(), entries.bytes());
             }
             if after >= before {
                 let crossed = t.petition.crossed(before, after);
