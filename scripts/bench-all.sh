@@ -18,6 +18,12 @@
 #   L2, L3  engine-bench invalidate: preview and job on a petition holding 1 in 20 of
 #           SIGNATURES, under 400 k/s of ingestion                     → OUT/l2-l3.json
 #   L4      is an A/B of two builds: scripts/ab-engine.sh OLD NEW 3 20000000 with AB_TARGETS=p2
+#   G1      P8 with countries: uniform over 50 countries vs a viral petition with a UK-like mix
+#                                                                      → OUT/g1.json
+#   G3      memory with a UK-like mix over 500,000 petitions, viral and uniform
+#                                                                      → OUT/g3-*.json
+#   G2      is an A/B of two builds: scripts/ab-engine.sh OLD NEW 3 20000000 with
+#           AB_B_ARGS="--countries $MIX"; G4 is in scripts/bench-http.sh
 #
 # Data dirs live under $BENCH_DATA (default /var/tmp/petition-bench) and are removed first.
 # Needs a release build (cargo build --release --workspace --all-targets) and wrk for HTTP.
@@ -42,6 +48,17 @@ echo; echo "## P8: uniform vs viral, 3 alternating rounds"
 small=$(( n < 20000000 ? n : 20000000 ))
 "$bench" memory --compare-rounds 3 --signatures "$small" --petitions 10000 --hot-share 0.9 \
   --json "$out/p8.json"
+
+mix=GB:0.9:650,US:0.04:50,FR:0.02,DE:0.02,IE:0.01
+echo; echo "## G1: P8 with countries (uniform: 50 countries; viral: the hot petition $mix)"
+"$bench" memory --compare-rounds 3 --signatures "$small" --petitions 10000 --hot-share 0.9 \
+  --countries uniform:50 --hot-countries "$mix" --json "$out/g1.json"
+
+echo; echo "## G3: memory with $mix over 500,000 petitions"
+for shape in viral uniform; do
+  "$bench" memory --threads 2 --signatures "$n" --petitions 500000 --shape "$shape" --hot-share 0.9 \
+    --countries "$mix" --json "$out/g3-$shape.json"
+done
 
 echo; echo "## P2: durable, sync, viral 0.9 over 100,000 petitions, 5% re-sends"
 "$bench" durable --signatures "$n" --petitions 100000 --shape viral --hot-share 0.9 --dup-ratio 0.05 \
