@@ -674,6 +674,12 @@ impl Engine {
         }
     }
 
+    /// The time by the engine's clock ([`Config::clock`]), Unix milliseconds: what its time
+    /// rules (deadlines, expiry, history buckets, trending windows) read.
+    pub fn now_ms(&self) -> u64 {
+        self.shared().now_ms()
+    }
+
     /// The petition's count of validated signatures, or `None` if it is unknown.
     pub fn count(&self, petition: &str) -> Option<u64> {
         self.shared()

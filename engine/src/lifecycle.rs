@@ -335,7 +335,7 @@ impl Criteria {
         .map(|r| r.to_ascii_uppercase());
         if region
             .as_deref()
-            .is_some_and(|r| !r.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-'))
+            .is_some_and(|r| !crate::signature::is_region_text(r))
         {
             return Err(invalid(
                 "criteria.region",

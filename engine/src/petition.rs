@@ -7,7 +7,7 @@
 //! `submit_batch` call in memory mode), never once per signature by many threads.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicU8, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 
 use parking_lot::{Mutex, RwLock};
@@ -329,8 +329,6 @@ pub(crate) struct Petition {
     tracking: Mutex<Tracking>,
     /// Its counts by place and its history; changed with `count`, under this lock.
     breakdown: Mutex<Breakdown>,
-    /// The minute of its last change of count noted in [`Recent`] (`u32::MAX`: none yet).
-    noted_minute: AtomicU32,
 }
 
 /// What one batch (or one call in memory mode) changes in a petition's breakdown.
@@ -357,7 +355,6 @@ impl Petition {
             reached: Mutex::new(Vec::new()),
             tracking: Mutex::new(Tracking::default()),
             breakdown: Mutex::new(Breakdown::default()),
-            noted_minute: AtomicU32::new(u32::MAX),
         }
     }
 
@@ -381,9 +378,10 @@ impl Petition {
     fn apply(&self, breakdown: &mut Breakdown, changes: &Changes, recent: &Recent) {
         breakdown.add_places_sorted(&changes.places);
         if let Some((at_ms, delta)) = changes.history {
+            // Listed in `Recent` once per minute: when this minute is not its newest yet.
+            let listed = breakdown.newest_minute() == Some((at_ms / 60_000) as u32);
             breakdown.add_history(at_ms, delta);
-            let minute = (at_ms / 60_000) as u32;
-            if self.noted_minute.swap(minute, Ordering::AcqRel) != minute {
+            if !listed {
                 recent.note(self.num, at_ms);
             }
         }
@@ -404,7 +402,6 @@ impl Petition {
             self.set_counts(counts);
         }
         *breakdown = loaded;
-        self.noted_minute.store(u32::MAX, Ordering::Release);
     }
 
     /// The change of its count in the `minutes` whole minutes up to `now_ms`.

@@ -151,7 +151,7 @@ impl RegionKey {
         let text = std::str::from_utf8(text).ok()?;
         let valid = crate::country::is_assigned(code)
             && (1..=REGION_BYTES_MAX).contains(&text.len())
-            && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-');
+            && crate::signature::is_region_text(text);
         valid.then(|| RegionKey::new(Place::country_number(code), text))
     }
 }
@@ -309,15 +309,21 @@ impl Regions {
 /// The place of a stored signature: its country, and its region's id (named now if the
 /// dictionary does not hold it; a full dictionary leaves the region out).
 pub(crate) fn place_of_record(regions: &Regions, record: &crate::record::Record<'_>) -> Place {
+    record_place(record, |key| regions.intern(key).ok()).unwrap_or_else(|country| country)
+}
+
+/// The place of a stored signature, its region's id given by `id_of`; `Err` with the place of
+/// its country alone when `id_of` gives none.
+pub(crate) fn record_place(
+    record: &crate::record::Record<'_>,
+    id_of: impl FnOnce(RegionKey) -> Option<u32>,
+) -> Result<Place, Place> {
     let place = Place::of_country(record.country);
     match record.region {
-        Some(region) if place != Place::NONE => {
-            let key = RegionKey::new(place.country(), region);
-            regions
-                .intern(key)
-                .map_or(place, |id| Place::new(place.country(), id))
-        }
-        _ => place,
+        Some(region) if place != Place::NONE => id_of(RegionKey::new(place.country(), region))
+            .map(|id| Place::new(place.country(), id))
+            .ok_or(place),
+        _ => Ok(place),
     }
 }
 
@@ -573,6 +579,11 @@ impl Breakdown {
             .filter(|&&(m, _)| m <= now)
             .map(|&(_, c)| i64::from(c))
             .sum()
+    }
+
+    /// The newest minute with a change, if any.
+    pub fn newest_minute(&self) -> Option<u32> {
+        self.minutes.back().map(|&(minute, _)| minute)
     }
 
     /// Sum of the hours (every change of the count since the history began).

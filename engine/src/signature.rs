@@ -190,6 +190,12 @@ pub(crate) struct ValidRef<'a> {
     pub source: Option<&'a str>,
 }
 
+/// Whether `text` has only the characters a region may: `[A-Za-z0-9-]` (its length is the
+/// caller's to check).
+pub(crate) fn is_region_text(text: &str) -> bool {
+    text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-')
+}
+
 /// Checks a petition id: 1–64 characters of `[A-Za-z0-9._-]`, and not `.` or `..` (which
 /// clients and proxies that normalise URL paths would resolve away).
 pub fn validate_petition_id(id: &str) -> Result<(), InvalidField> {
@@ -251,7 +257,7 @@ pub(crate) fn validate<'a, T>(
         }
     })?;
     let region = optional(signature.region, "region", REGION_BYTES_MAX, |s| {
-        if s.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
+        if is_region_text(s) {
             Ok(())
         } else {
             Err("may only contain letters, digits and '-'")

@@ -8,7 +8,7 @@ use crate::fingerprint::Fingerprint;
 use crate::index::Presence;
 use crate::lifecycle::{LifecycleEntry, SignatureState};
 use crate::petition::Counts;
-use crate::place::{Place, RegionKey, Resolution, MINUTES_KEPT};
+use crate::place::{record_place, Place, Resolution, MINUTES_KEPT};
 use crate::record;
 use crate::shared::Shared;
 use crate::signature::canonical_signer;
@@ -122,15 +122,14 @@ fn scan_records(
         {
             SignatureState::Validated => {
                 counts.validated += 1;
-                let mut place = Place::of_country(record.country);
-                if let Some(region) = record.region {
-                    match regions.find(&RegionKey::new(place.country(), region)) {
-                        Some(id) => place = Place::new(place.country(), id),
-                        None => problems.push(format!(
-                            "signature {seq}: region {region} is not in the dictionary"
-                        )),
-                    }
-                }
+                let place =
+                    record_place(&record, |key| regions.find(&key)).unwrap_or_else(|country| {
+                        problems.push(format!(
+                            "signature {seq}: region {:?} is not in the dictionary",
+                            record.region
+                        ));
+                        country
+                    });
                 *places.entry((record.petition, place)).or_default() += 1;
             }
             SignatureState::Pending => {

@@ -1,10 +1,7 @@
 //! Server limits and settings.
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::Duration;
-
-use engine::{Clock, SystemClock};
 
 use crate::auth::ApiKey;
 use crate::webhooks::guard::AllowedNetworks;
@@ -72,11 +69,6 @@ pub struct ServerConfig {
     /// The wait before the first retry of a failed delivery; each further failure in a row
     /// doubles it, up to 5 minutes.
     pub webhook_retry_first: Duration,
-    /// Where the server reads the time for its cached reads: whether a petition's deadline or
-    /// a response's due time has passed, and the minute a minute history was rendered in. Give
-    /// it the engine's clock ([`engine::Config::clock`]) when that is not the system's, as tests
-    /// with a [`engine::ManualClock`] do.
-    pub clock: Arc<dyn Clock>,
 }
 
 impl Default for ServerConfig {
@@ -105,7 +97,6 @@ impl Default for ServerConfig {
             webhook_allow_networks: AllowedNetworks::default(),
             webhook_timeout: Duration::from_secs(10),
             webhook_retry_first: Duration::from_secs(1),
-            clock: Arc::new(SystemClock),
         }
     }
 }

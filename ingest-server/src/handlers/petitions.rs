@@ -185,7 +185,7 @@ fn rendered_petition(state: &State, id: &str) -> Option<(Bytes, HeaderValue)> {
     // Settle first: the generation it may bump must be the one read below.
     let settled = jobs_settled(state);
     let generation = state.generation.load(Ordering::Acquire);
-    let now_ms = || state.config.clock.now_ms();
+    let now_ms = || state.engine.now_ms();
     // One lookup: the answer is taken along with what the quick check needs (two reference
     // counts of this thread's own buffers, dropped again in the rare case it fails).
     let quick = RENDERED.with_borrow(|servers| {

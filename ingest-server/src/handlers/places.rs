@@ -63,7 +63,7 @@ enum View {
 /// - `jobs`: [`State::jobs_settled`], read after [`jobs_settled`] found no invalidation job
 ///   running. While a job may run nothing is reused; once one is found finished this moves on
 ///   and every answer rendered before is stale.
-/// - `minute`: for the minute history, the minute of [`crate::ServerConfig::clock`] before the
+/// - `minute`: for the minute history, the minute of [`engine::Engine::now_ms`] before the
 ///   engine was asked: the 48 h window moves with it and its oldest minutes leave the answer.
 ///   0 for answers time alone does not change (countries, the hourly history).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -156,7 +156,7 @@ fn rendered(
     let settled = jobs_settled(state);
     let jobs = state.jobs_settled.load(Ordering::Acquire);
     let minute = match view {
-        View::History(Resolution::Minute) => state.config.clock.now_ms() / 60_000,
+        View::History(Resolution::Minute) => state.engine.now_ms() / 60_000,
         _ => 0,
     };
     let count = state.engine.count(id)?;
