@@ -262,12 +262,16 @@ pub(crate) fn answer(shared: &Shared, caller: Caller) {
 #[cfg(test)]
 pub(crate) mod fault {
     use std::path::{Path, PathBuf};
-    use std::time::Duration;
+    use std::sync::Arc;
+    use std::time::{Duration, Instant};
 
-    use parking_lot::Mutex;
+    use parking_lot::{Condvar, Mutex};
 
     static FAILURES: Mutex<Vec<(PathBuf, u32)>> = Mutex::new(Vec::new());
-    static PAUSES: Mutex<Vec<(PathBuf, Point, Duration)>> = Mutex::new(Vec::new());
+    static HOLDS: Mutex<Vec<(PathBuf, Point, Arc<Gate>)>> = Mutex::new(Vec::new());
+
+    /// How long a test waits for a thread to reach a held point before it fails.
+    const ARRIVAL_LIMIT: Duration = Duration::from_secs(30);
 
     /// Where a test can hold a thread once, to force an interleaving.
     #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -280,21 +284,71 @@ pub(crate) mod fault {
         WriterRound,
     }
 
-    /// The next time a thread of the store at `path` reaches `point`, it sleeps `pause`.
-    pub fn pause_once(path: &Path, point: Point, pause: Duration) {
-        PAUSES.lock().push((path.to_owned(), point, pause));
+    #[derive(Default)]
+    struct GateState {
+        arrived: bool,
+        released: bool,
     }
 
-    /// Sleeps here if a test asked for it.
+    #[derive(Default)]
+    struct Gate {
+        state: Mutex<GateState>,
+        changed: Condvar,
+    }
+
+    /// A point held by a test: the next thread of its store to reach it waits there until the
+    /// test releases it (or drops the hold, as a failing test does).
+    pub struct Hold(Arc<Gate>);
+
+    /// Holds the next thread of the store at `path` that reaches `point`.
+    pub fn hold(path: &Path, point: Point) -> Hold {
+        let gate = Arc::new(Gate::default());
+        HOLDS
+            .lock()
+            .push((path.to_owned(), point, Arc::clone(&gate)));
+        Hold(gate)
+    }
+
+    impl Hold {
+        /// Waits until a thread is held here; fails the test if none comes in time.
+        pub fn wait_arrival(&self) {
+            let deadline = Instant::now() + ARRIVAL_LIMIT;
+            let mut state = self.0.state.lock();
+            while !state.arrived {
+                let timed_out = self.0.changed.wait_until(&mut state, deadline).timed_out();
+                assert!(
+                    !timed_out || state.arrived,
+                    "no thread reached the held point"
+                );
+            }
+        }
+
+        /// Lets the held thread (or the next one to arrive) go on.
+        pub fn release(self) {}
+    }
+
+    impl Drop for Hold {
+        fn drop(&mut self) {
+            self.0.state.lock().released = true;
+            self.0.changed.notify_all();
+        }
+    }
+
+    /// Waits here while a test holds this point.
     pub fn pause(path: &Path, point: Point) {
-        let pause = {
-            let mut pauses = PAUSES.lock();
-            let Some(at) = pauses.iter().position(|(p, q, _)| p == path && *q == point) else {
+        let gate = {
+            let mut holds = HOLDS.lock();
+            let Some(at) = holds.iter().position(|(p, q, _)| p == path && *q == point) else {
                 return;
             };
-            pauses.swap_remove(at).2
+            holds.swap_remove(at).2
         };
-        std::thread::sleep(pause);
+        let mut state = gate.state.lock();
+        state.arrived = true;
+        gate.changed.notify_all();
+        while !state.released {
+            gate.changed.wait(&mut state);
+        }
     }
 
     /// The next `n` syncs of the store at `path` fail.
@@ -413,6 +467,8 @@ mod tests {
         let path = dir.path().join("data");
         let mut config = Config::persistent(&path);
         config.durability = Durability::Sync;
+        // No expiry sweep: its control job would wait for a held sync and hold up the writer.
+        config.sweep_interval = None;
         let engine = Engine::open(config.clone()).expect("opens");
         engine.wait_ready().expect("ready");
         let mut spec = PetitionSpec::new("p");
@@ -436,6 +492,18 @@ mod tests {
         }
     }
 
+    /// The failed sync is reported on the syncer's thread; poll for it with a bound.
+    fn wait_unhealthy(engine: &Engine) {
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while engine.stats().storage_healthy {
+            assert!(
+                Instant::now() < deadline,
+                "the failed sync was not reported"
+            );
+            std::thread::sleep(Duration::from_millis(5));
+        }
+    }
+
     fn three(prefix: &str) -> Vec<NewSignature> {
         (0..3)
             .map(|i| NewSignature::new("p", format!("{prefix}{i}@example.org")))
@@ -444,19 +512,25 @@ mod tests {
 
     /// A's sync fails while the writer is already in B's round, past its health check: B must
     /// count on from A's written count (A's records and count are in the log), or the store
-    /// holds a count below its signers and a milestone twice. Forced interleaving: A's failing
-    /// sync is held 100 ms, B's round 300 ms.
+    /// holds a count below its signers and a milestone twice. The interleaving is forced: A's
+    /// failing sync is held until B's round has passed its health check, and B's round until
+    /// the failure is reported.
     #[test]
     fn a_sync_failure_during_the_next_round_keeps_counts_and_milestones_exact() {
-        use super::fault::{fail_syncs, pause_once, Point};
+        use super::fault::{fail_syncs, hold, Point};
         let (_dir, path, config, engine) = sync_engine(vec![3]);
         fail_syncs(&path, 1);
-        pause_once(&path, Point::FailingSync, Duration::from_millis(100));
+        let failing = hold(&path, Point::FailingSync);
         let (a, b) = std::thread::scope(|scope| {
             let a = scope.spawn(|| engine.submit_batch(three("a")));
-            std::thread::sleep(Duration::from_millis(30));
-            pause_once(&path, Point::WriterRound, Duration::from_millis(300));
+            failing.wait_arrival();
+            let round = hold(&path, Point::WriterRound);
             let b = scope.spawn(|| engine.submit_batch(three("b")));
+            round.wait_arrival();
+            assert!(engine.stats().storage_healthy, "B's round began healthy");
+            failing.release();
+            wait_unhealthy(&engine);
+            round.release();
             (a.join().expect("a"), b.join().expect("b"))
         });
         for outcome in a.iter().chain(&b) {
@@ -477,15 +551,27 @@ mod tests {
 
     /// The last batch's sync fails just after the writer's health check: the writer must not
     /// then block waiting for a job, since admission refuses every signature while the engine
-    /// is failing and no job would come to wake it.
+    /// is failing and no job would come to wake it. The interleaving is forced: the failing
+    /// sync is held until the writer's loop has passed its health check, and the loop until the
+    /// failure is reported.
     #[test]
     fn a_sync_failure_as_the_writer_goes_idle_is_still_recovered() {
-        use super::fault::{fail_syncs, pause_once, Point};
+        use super::fault::{fail_syncs, hold, Point};
         let (_dir, path, _config, engine) = sync_engine(vec![1_000]);
         fail_syncs(&path, 1);
-        pause_once(&path, Point::FailingSync, Duration::from_millis(100));
-        pause_once(&path, Point::WriterLoop, Duration::from_millis(300));
-        let outcome = engine.submit(NewSignature::new("p", "a@example.org"));
+        let failing = hold(&path, Point::FailingSync);
+        let outcome = std::thread::scope(|scope| {
+            let submitted = scope.spawn(|| engine.submit(NewSignature::new("p", "a@example.org")));
+            failing.wait_arrival();
+            // The writer has handed the batch over; while its sync is held the writer looks at
+            // the syncer again and again, so its next look is held here.
+            let idle = hold(&path, Point::WriterLoop);
+            idle.wait_arrival();
+            failing.release();
+            wait_unhealthy(&engine);
+            idle.release();
+            submitted.join().expect("submitter")
+        });
         assert!(
             matches!(&outcome, Err(e) if e.is_retryable()),
             "{outcome:?}"
