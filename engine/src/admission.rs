@@ -103,6 +103,9 @@ fn check_taking(shared: &Shared, memory: bool, n: usize) -> Result<(), SubmitErr
     if !shared.health().is_healthy() {
         return Err(SubmitError::StorageUnavailable);
     }
+    if shared.guards().is_read_only() {
+        return Err(SubmitError::ReadOnly);
+    }
     if !memory && !shared.reserve_inflight(n) {
         return Err(SubmitError::Overloaded);
     }
@@ -116,6 +119,8 @@ struct Slot {
     open: bool,
     /// Whether its new signatures are stored pending (validation by email).
     by_email: bool,
+    /// Whether its signing was paused when the call began.
+    paused: bool,
     /// Signers accepted in this call (memory mode).
     accepted: u64,
 }
@@ -125,6 +130,7 @@ impl Slot {
         Slot {
             open: petition.is_open(now),
             by_email: petition.validates_by_email(),
+            paused: petition.is_paused(),
             petition: Arc::clone(petition),
             accepted: 0,
         }
@@ -250,6 +256,8 @@ impl Call<'_> {
         let mut rejected = 0u64;
         let registry = shared.registry().read();
         let regions = shared.regions().read();
+        let guards = shared.guards().read();
+        let paused = shared.guards().is_paused();
         // Claims whose region is not in the dictionary yet: named after this pass.
         let mut unnamed: Vec<(usize, RegionKey)> = Vec::new();
         let mut recent = Recent::default();
@@ -282,6 +290,15 @@ impl Call<'_> {
                 (Some(slot), Some(fp)) => Ok((fields, slot, fp)),
                 (Some(_), None) => Err(SubmitError::PetitionClosed),
                 (None, _) => Err(SubmitError::UnknownPetition),
+            })
+            .and_then(|(fields, slot, fp)| {
+                if paused || self.slots[slot as usize].paused {
+                    Err(SubmitError::SigningPaused)
+                } else if guards.blocks(fields.ip, fields.email) {
+                    Err(SubmitError::Blocked)
+                } else {
+                    Ok((fields, slot, fp))
+                }
             });
             match checked {
                 Ok((fields, slot, fp)) => {
@@ -312,6 +329,7 @@ impl Call<'_> {
         }
         drop(registry);
         drop(regions);
+        drop(guards);
         if !unnamed.is_empty() {
             rejected += self.name_regions(unnamed, &mut valid);
         }

@@ -18,6 +18,10 @@ use crate::error::{
 };
 use crate::event::{self, CloseReason, Event, EventData, NewEvent, Subscription};
 use crate::fingerprint::{Fingerprinter, SECRET_BYTES};
+use crate::guard::{
+    self, check_by, Change, EntrySpec, GuardChange, GuardError, ListEntry, ListName, Switches,
+    LIST_ENTRIES_MAX,
+};
 use crate::invalidation::{
     self, InvalidationJob, InvalidationRequest, JobChange, JobRecord, JobState, Scope,
 };
@@ -360,6 +364,9 @@ impl Engine {
         if shared.is_closing() {
             return vec![Err(PetitionError::ShuttingDown); specs.len()];
         }
+        if shared.guards().is_read_only() {
+            return vec![Err(PetitionError::ReadOnly); specs.len()];
+        }
         let _registering = shared.registering_lock();
         let (results, planned) = plan_registrations(shared, specs);
         if planned.is_empty() {
@@ -390,6 +397,9 @@ impl Engine {
     /// petition is a no-op.
     pub fn close_petition(&self, id: &str) -> Result<PetitionInfo, PetitionError> {
         let shared = self.shared();
+        if shared.guards().is_read_only() {
+            return Err(PetitionError::ReadOnly);
+        }
         let _registering = shared.registering_lock();
         let petition = shared
             .registry()
@@ -437,6 +447,9 @@ impl Engine {
         let shared = self.shared();
         if shared.is_closing() {
             return Err(PetitionError::ShuttingDown);
+        }
+        if shared.guards().is_read_only() {
+            return Err(PetitionError::ReadOnly);
         }
         let _registering = shared.registering_lock();
         let petition = shared
@@ -616,6 +629,9 @@ impl Engine {
         &self,
         request: InvalidationRequest,
     ) -> Result<InvalidationJob, InvalidationError> {
+        if self.shared().guards().is_read_only() {
+            return Err(InvalidationError::ReadOnly);
+        }
         let (petition_num, _) = self.resolve_invalidation(&request)?;
         let record = JobRecord {
             job: InvalidationJob {
@@ -975,6 +991,144 @@ impl Engine {
             Ok(Ok(())) => Ok(()),
             Ok(Err(_)) => Err(WebhookError::StorageUnavailable),
             Err(_) => Err(WebhookError::ShuttingDown),
+        }
+    }
+
+    /// Adds an entry to the block or allow list. Durable before it returns, and in effect for
+    /// every signature admitted after.
+    pub fn add_list_entry(&self, spec: EntrySpec) -> Result<ListEntry, GuardError> {
+        let value = spec.normalized()?;
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        let guards = shared.guards();
+        if let Some(id) = guards.find(spec.list, spec.kind, &value) {
+            return Err(GuardError::Listed(id));
+        }
+        if guards.len() >= LIST_ENTRIES_MAX {
+            return Err(GuardError::TooMany(LIST_ENTRIES_MAX));
+        }
+        let entry = ListEntry {
+            id: guards.next_id(),
+            list: spec.list,
+            kind: spec.kind,
+            value,
+            added: Change {
+                by: spec.by,
+                at_ms: shared.now_ms(),
+            },
+        };
+        self.change_guard(GuardChange::Add(entry.clone()))?;
+        Ok(entry)
+    }
+
+    /// Takes entry `id` off its list; answers the entry. Durable before it returns.
+    pub fn remove_list_entry(&self, id: u64) -> Result<ListEntry, GuardError> {
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        let entry = shared.guards().entry(id).ok_or(GuardError::UnknownEntry)?;
+        self.change_guard(GuardChange::Remove(id))?;
+        Ok(entry)
+    }
+
+    /// The entries of `list`, by id.
+    pub fn list_entries(&self, list: ListName) -> Vec<ListEntry> {
+        self.shared().guards().entries(list)
+    }
+
+    /// The list entry numbered `id`.
+    pub fn list_entry(&self, id: u64) -> Option<ListEntry> {
+        self.shared().guards().entry(id)
+    }
+
+    /// Whether `ip` is on the allow list.
+    pub fn is_allowed(&self, ip: std::net::IpAddr) -> bool {
+        self.shared().guards().allows(ip)
+    }
+
+    /// The engine-wide switches.
+    pub fn switches(&self) -> Switches {
+        self.shared().guards().switches()
+    }
+
+    /// Sets the engine-wide switches: `paused` stops new signatures, `read_only` every change
+    /// (see [`Switches`]). Durable before it returns, and in effect for every call after.
+    pub fn set_switches(
+        &self,
+        paused: bool,
+        read_only: bool,
+        by: &str,
+    ) -> Result<Switches, GuardError> {
+        check_by(by)?;
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        let switches = Switches {
+            paused,
+            read_only,
+            changed: Some(Change {
+                by: by.to_owned(),
+                at_ms: shared.now_ms(),
+            }),
+        };
+        self.change_guard(GuardChange::Switches(switches.clone()))?;
+        Ok(switches)
+    }
+
+    /// Pauses signing on petition `id`: it refuses new signatures (`SigningPaused`) until
+    /// resumed; its pending signatures can still be validated, and it can still be read,
+    /// closed or invalidated. Durable before it returns. Pausing a paused petition keeps who
+    /// paused it first.
+    pub fn pause_petition(&self, id: &str, by: &str) -> Result<PetitionInfo, GuardError> {
+        check_by(by)?;
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        let petition = shared
+            .registry()
+            .read()
+            .get(id)
+            .cloned()
+            .ok_or(GuardError::UnknownPetition)?;
+        if !petition.is_paused() {
+            let change = Change {
+                by: by.to_owned(),
+                at_ms: shared.now_ms(),
+            };
+            self.change_guard(GuardChange::Pause(petition.num, Some(change)))?;
+        }
+        Ok(petition.info(shared.now_ms()))
+    }
+
+    /// Resumes signing on petition `id`. Durable before it returns.
+    pub fn resume_petition(&self, id: &str) -> Result<PetitionInfo, GuardError> {
+        let shared = self.shared();
+        let _registering = shared.registering_lock();
+        let petition = shared
+            .registry()
+            .read()
+            .get(id)
+            .cloned()
+            .ok_or(GuardError::UnknownPetition)?;
+        if petition.is_paused() {
+            self.change_guard(GuardChange::Pause(petition.num, None))?;
+        }
+        Ok(petition.info(shared.now_ms()))
+    }
+
+    fn change_guard(&self, change: GuardChange) -> Result<(), GuardError> {
+        let Some(sender) = &self.handle.sender else {
+            guard::apply(self.shared(), change);
+            return Ok(());
+        };
+        if self.shared().is_closing() {
+            return Err(GuardError::ShuttingDown);
+        }
+        let (reply, answer) = std::sync::mpsc::sync_channel(1);
+        sender
+            .send(Job::Guard(change, reply))
+            .map_err(|_| GuardError::ShuttingDown)?;
+        match answer.recv() {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(_)) => Err(GuardError::StorageUnavailable),
+            Err(_) => Err(GuardError::ShuttingDown),
         }
     }
 
@@ -1382,6 +1536,15 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
         webhooks.insert(hook.name.clone(), hook);
     }
     drop(webhooks);
+    let guards = store.load_guards()?;
+    shared
+        .guards()
+        .load(guards.entries, guards.switches, guards.last_id);
+    for (num, by) in guards.paused {
+        if let Some(petition) = shared.registry().by_num(num) {
+            petition.set_paused(Some(by));
+        }
+    }
     for (_, bytes) in store.load_jobs()? {
         shared.jobs().insert(JobRecord::decode(&bytes)?);
     }

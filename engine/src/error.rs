@@ -119,6 +119,15 @@ pub enum SubmitError {
     /// Validation by email needs a persistent engine. Not retryable.
     #[error("validation by email needs a persistent engine")]
     Unsupported,
+    /// The signer's address, email domain or email is on a block list. Not retryable.
+    #[error("blocked")]
+    Blocked,
+    /// Signing is paused, everywhere or for this petition. Retry once it is resumed.
+    #[error("signing is paused")]
+    SigningPaused,
+    /// The engine is read-only: it takes no change. Retry once it is writable again.
+    #[error("the engine is read-only")]
+    ReadOnly,
 }
 
 impl SubmitError {
@@ -138,6 +147,9 @@ impl SubmitError {
             SubmitError::Invalidated => "invalidated",
             SubmitError::TooManyResubmits => "too_many_resubmissions",
             SubmitError::Unsupported => "unsupported",
+            SubmitError::Blocked => "blocked",
+            SubmitError::SigningPaused => "signing_paused",
+            SubmitError::ReadOnly => "read_only",
         }
     }
 
@@ -175,6 +187,9 @@ pub enum PetitionError {
     /// Validation by email needs a persistent engine.
     #[error("validation by email needs a persistent engine")]
     Unsupported,
+    /// The engine is read-only: it takes no change.
+    #[error("the engine is read-only")]
+    ReadOnly,
 }
 
 /// Why a webhook change failed.
@@ -226,6 +241,9 @@ pub enum InvalidationError {
     /// The engine is closing or closed.
     #[error("engine is shutting down")]
     ShuttingDown,
+    /// The engine is read-only: it starts no invalidation.
+    #[error("the engine is read-only")]
+    ReadOnly,
 }
 
 impl InvalidationError {
@@ -240,6 +258,7 @@ impl InvalidationError {
             InvalidationError::StorageUnavailable => "storage_unavailable",
             InvalidationError::Unsupported => "unsupported",
             InvalidationError::ShuttingDown => "shutting_down",
+            InvalidationError::ReadOnly => "read_only",
         }
     }
 }

@@ -119,6 +119,12 @@ pub(crate) enum Job {
         WebhookChange,
         std::sync::mpsc::SyncSender<Result<(), StoreError>>,
     ),
+    /// Add or remove a list entry, set the switches, or pause or resume a petition: synced,
+    /// then in effect.
+    Guard(
+        crate::guard::GuardChange,
+        std::sync::mpsc::SyncSender<Result<(), StoreError>>,
+    ),
     /// Sync everything written so far.
     Flush(std::sync::mpsc::SyncSender<Result<(), StoreError>>),
     /// Check the whole store (see `verify.rs`).

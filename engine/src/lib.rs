@@ -67,6 +67,7 @@ mod engine;
 mod error;
 mod event;
 mod fingerprint;
+mod guard;
 mod health;
 mod index;
 mod invalidation;
@@ -100,6 +101,10 @@ pub use crate::event::{
     RESPONSE_URL_BYTES_MAX,
 };
 pub use crate::fingerprint::{Fingerprint, Fingerprinter, SECRET_BYTES};
+pub use crate::guard::{
+    Change, EntryKind, EntrySpec, GuardError, ListEntry, ListName, Switches, BY_BYTES_MAX,
+    LIST_ENTRIES_MAX, LIST_VALUE_BYTES_MAX,
+};
 pub use crate::invalidation::{InvalidationJob, InvalidationRequest, JobState};
 pub use crate::job::Outcome;
 pub use crate::lifecycle::{Criteria, SignatureState, Validation, RESUBMITS_MAX};

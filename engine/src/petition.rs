@@ -198,6 +198,9 @@ pub struct PetitionInfo {
     /// Its counts by country, the largest first, at most [`TOP_COUNTRIES`]: signatures that
     /// name no country count under `ZZ`.
     pub countries: Vec<CountryCount>,
+    /// Who paused its signing and when, if it is paused (it then takes no signature; its
+    /// pending signatures can still be validated).
+    pub paused: Option<crate::guard::Change>,
 }
 
 /// Countries a [`PetitionInfo`] carries.
@@ -329,6 +332,9 @@ pub(crate) struct Petition {
     tracking: Mutex<Tracking>,
     /// Its counts by place and its history; changed with `count`, under this lock.
     breakdown: Mutex<Breakdown>,
+    /// Whether its signing is paused (admission reads it on every call), and who paused it.
+    paused: AtomicBool,
+    paused_by: Mutex<Option<crate::guard::Change>>,
 }
 
 /// What one batch (or one call in memory mode) changes in a petition's breakdown.
@@ -355,6 +361,8 @@ impl Petition {
             reached: Mutex::new(Vec::new()),
             tracking: Mutex::new(Tracking::default()),
             breakdown: Mutex::new(Breakdown::default()),
+            paused: AtomicBool::new(false),
+            paused_by: Mutex::new(None),
         }
     }
 
@@ -422,6 +430,19 @@ impl Petition {
                 .then(country_code(a.0).cmp(&country_code(b.0)))
         });
         (count, countries)
+    }
+
+    /// Whether its signing is paused.
+    #[inline]
+    pub fn is_paused(&self) -> bool {
+        self.paused.load(Ordering::Acquire)
+    }
+
+    /// Pauses its signing (`Some`: who and when) or resumes it (`None`).
+    pub fn set_paused(&self, change: Option<crate::guard::Change>) {
+        let mut by = self.paused_by.lock();
+        self.paused.store(change.is_some(), Ordering::Release);
+        *by = change;
     }
 
     /// Whether a signature received at `now_ms` may be accepted.
@@ -606,6 +627,7 @@ impl Petition {
                 .into_iter()
                 .map(|(country, count)| CountryCount::new(country, count))
                 .collect(),
+            paused: self.paused_by.lock().clone(),
         }
     }
 }

@@ -57,6 +57,8 @@ pub(crate) struct Shared {
     events: EventLog,
     /// Memory mode: orders the numbering of events.
     memory_events: Mutex<()>,
+    /// Block and allow lists and switches, as the writer last wrote them.
+    guards: crate::guard::Guards,
     /// Webhooks by name, as the writer last wrote them.
     webhooks: Mutex<std::collections::BTreeMap<String, Webhook>>,
     /// The last webhook revision handed out: a name deleted and registered again gets a new
@@ -111,6 +113,7 @@ impl Shared {
             registry: Registry::default(),
             events: EventLog::new(bounded),
             memory_events: Mutex::new(()),
+            guards: crate::guard::Guards::new(),
             webhooks: Mutex::new(std::collections::BTreeMap::new()),
             webhook_revision: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
@@ -610,6 +613,10 @@ impl Shared {
                 }
             }
         }
+    }
+
+    pub fn guards(&self) -> &crate::guard::Guards {
+        &self.guards
     }
 
     pub fn webhooks(&self) -> MutexGuard<'_, std::collections::BTreeMap<String, Webhook>> {

@@ -20,6 +20,7 @@
 //! | `webhooks`     | name                    | a webhook and its cursor (`webhook.rs`)          |
 //! | `breakdowns`   | petition (u32)          | its counts by place and its history: entries (kind u8: 0 place, 1 minute, 2 hour; id u32 BE; change i64 LE), merged by adding the changes of equal entries |
 //! | `regions`      | region id (u32)         | the region's country (2 letters) and text        |
+//! | `guards`       | `e` + entry id (u64), `s`, `p` + petition (u32) | a block or allow list entry, the switches, a petition's pause (`guard.rs`) |
 //!
 //! A count is three u64s: validated, pending and invalidated signatures (a store of format 2
 //! holds the validated count alone).
@@ -45,6 +46,7 @@ use crate::error::StoreError;
 use crate::event::{self, NewEvent};
 use crate::fingerprint::Fingerprint;
 use crate::fingerprint::SECRET_BYTES;
+use crate::guard::{self, ListEntry, Switches};
 use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validation};
 use crate::petition::{Counts, PetitionMeta, RESPONSE_DUE_DAYS_DEFAULT};
 use crate::place::{Place, RegionKey, Resolution, MINUTES_KEPT};
@@ -92,7 +94,8 @@ pub(crate) const CF_TRANSITIONS: &str = "transitions";
 pub(crate) const CF_WEBHOOKS: &str = "webhooks";
 pub(crate) const CF_BREAKDOWNS: &str = "breakdowns";
 pub(crate) const CF_REGIONS: &str = "regions";
-const COLUMN_FAMILIES: [&str; 15] = [
+pub(crate) const CF_GUARDS: &str = "guards";
+const COLUMN_FAMILIES: [&str; 16] = [
     CF_META,
     CF_PETITIONS,
     CF_COUNTS,
@@ -108,7 +111,17 @@ const COLUMN_FAMILIES: [&str; 15] = [
     CF_WEBHOOKS,
     CF_BREAKDOWNS,
     CF_REGIONS,
+    CF_GUARDS,
 ];
+
+/// What the `guards` column family holds.
+#[derive(Default)]
+pub(crate) struct LoadedGuards {
+    pub entries: Vec<ListEntry>,
+    pub switches: Option<Switches>,
+    pub paused: Vec<(u32, guard::Change)>,
+    pub last_id: u64,
+}
 
 /// One stored entry of a petition's breakdown.
 pub(crate) enum Stored {
@@ -751,6 +764,40 @@ impl Store {
             events.push((seq, event::decode(&value)?));
         }
         Ok(events)
+    }
+
+    /// The lists, the switches (if ever set) and the paused petitions, as stored.
+    pub fn load_guards(&self) -> Result<LoadedGuards, StoreError> {
+        let mut loaded = LoadedGuards::default();
+        for entry in self.db.iterator_cf(self.cf(CF_GUARDS), IteratorMode::Start) {
+            let (key, value) = entry?;
+            match (key.first(), key.get(1..)) {
+                (Some(&guard::KEY_ENTRY), Some(id)) => {
+                    let id = decode_u64(id, "list entry key")?;
+                    loaded.entries.push(ListEntry::decode(id, &value)?);
+                }
+                (Some(&guard::KEY_LAST_ID), Some([])) => {
+                    let bytes: [u8; 8] =
+                        value.as_ref().try_into().map_err(|_| StoreError::Corrupt {
+                            what: "last list entry id",
+                        })?;
+                    loaded.last_id = u64::from_le_bytes(bytes);
+                }
+                (Some(&guard::KEY_SWITCHES), Some([])) => {
+                    loaded.switches = Some(Switches::decode(&value)?);
+                }
+                (Some(&guard::KEY_PAUSED), Some(num)) => {
+                    let num: [u8; 4] = num
+                        .try_into()
+                        .map_err(|_| StoreError::Corrupt { what: "pause key" })?;
+                    loaded
+                        .paused
+                        .push((u32::from_be_bytes(num), guard::decode_pause(&value)?));
+                }
+                _ => return Err(StoreError::Corrupt { what: "guard key" }),
+            }
+        }
+        Ok(loaded)
     }
 
     /// Every webhook.

@@ -41,12 +41,13 @@ use crate::config::Durability;
 use crate::error::{RecoveryError, StoreError, SubmitError, VerifyError};
 use crate::event::{Event, NewEvent};
 use crate::fingerprint::Fingerprint;
+use crate::guard::{self, GuardChange};
 use crate::index::{Insert, Presence};
 use crate::job::{Item, ItemKind, Job, Outcome, SignJob};
 use crate::petition::{Changes, Counts};
 use crate::petition::{Petition, PetitionMeta};
 use crate::shared::Shared;
-use crate::store::{self, Store, CF_PETITIONS, CF_WEBHOOKS};
+use crate::store::{self, Store, CF_GUARDS, CF_PETITIONS, CF_WEBHOOKS};
 use crate::webhook::{Webhook, WebhookChange};
 use syncer::Syncer;
 
@@ -287,6 +288,10 @@ impl Writer {
                 let _ = reply.send(result);
                 None
             }
+            Job::Guard(change, reply) => {
+                let _ = reply.send(self.change_guard(change));
+                None
+            }
             Job::Flush(reply) => {
                 let result = match &self.store {
                     Some(store) if self.shared.health().is_healthy() => {
@@ -413,6 +418,39 @@ impl Writer {
         if self.durability == Durability::None {
             store.flush(true)?;
         }
+        Ok(())
+    }
+
+    /// Persists a change of the lists, the switches or a petition's pause (synced), then puts
+    /// it in effect.
+    fn change_guard(&mut self, change: GuardChange) -> Result<(), StoreError> {
+        if !self.shared.health().is_healthy() {
+            self.try_recover();
+        }
+        let Some(store) = self.store.clone() else {
+            return Err(StoreError::Failing);
+        };
+        let cf = store.cf(CF_GUARDS);
+        let mut batch = WriteBatch::default();
+        match &change {
+            GuardChange::Add(entry) => {
+                batch.put_cf(cf, guard::entry_key(entry.id), entry.encode());
+                batch.put_cf(cf, [guard::KEY_LAST_ID], entry.id.to_le_bytes());
+            }
+            GuardChange::Remove(id) => batch.delete_cf(cf, guard::entry_key(*id)),
+            GuardChange::Switches(switches) => {
+                batch.put_cf(cf, [guard::KEY_SWITCHES], switches.encode())
+            }
+            GuardChange::Pause(num, Some(by)) => {
+                batch.put_cf(cf, guard::paused_key(*num), guard::encode_pause(by))
+            }
+            GuardChange::Pause(num, None) => batch.delete_cf(cf, guard::paused_key(*num)),
+        }
+        if let Err(e) = store.write(batch, Durability::Sync) {
+            self.shared.health().fail(&e);
+            return Err(e);
+        }
+        guard::apply(&self.shared, change);
         Ok(())
     }
 

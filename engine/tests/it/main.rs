@@ -4,6 +4,7 @@ mod concurrency;
 mod crash;
 mod durability;
 mod events;
+mod guards;
 mod lifecycle;
 mod lifecycle_model;
 mod model;
