@@ -84,6 +84,14 @@ impl FromStr for ApiKey {
     }
 }
 
+/// A key's name in the records of administrative changes (see [`Keys::who`]).
+fn key_name(key: &ApiKey) -> String {
+    use sha2::{Digest, Sha256};
+    let digest = Sha256::digest(key.key.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("{}:{hex}", key.role.as_str())
+}
+
 /// Who made a request.
 #[derive(Debug, Clone, Copy)]
 pub(crate) struct Caller {
@@ -117,6 +125,9 @@ pub(crate) struct Keys {
     digests: Vec<([u8; 16], Role)>,
     /// The engine's `source` tag per key: its role and position, never the key.
     sources: Vec<String>,
+    /// Who a key is in the records of administrative changes: its role and the first 8 hex
+    /// digits of its SHA-256 (stable across restarts; not enough to find the key).
+    names: Vec<String>,
     limiters: Vec<Mutex<Bucket>>,
     rate_per_s: u32,
 }
@@ -135,6 +146,7 @@ impl Keys {
                 .enumerate()
                 .map(|(index, k)| format!("{}-key-{}", k.role.as_str(), index + 1))
                 .collect(),
+            names: keys.iter().map(key_name).collect(),
             limiters: keys
                 .iter()
                 .map(|_| Mutex::new(Bucket::full(rate_per_s)))
@@ -168,6 +180,14 @@ impl Keys {
             return Err(Denied::Forbidden);
         }
         Ok(Caller { key: Some(index) })
+    }
+
+    /// Who the caller is in the records of administrative changes: `admin:3f9a61c0` (its role
+    /// and the first 8 hex digits of its key's SHA-256), or `open` in open mode.
+    pub fn who(&self, caller: Caller) -> &str {
+        caller
+            .key
+            .map_or("open", |index| self.names[index].as_str())
     }
 
     /// The engine's `source` tag for this caller (`None` in open mode).

@@ -62,6 +62,12 @@ outcomes! {
         BatchExceedsRate = "batch_exceeds_rate",
         /// Validation by email on an in-memory engine.
         Unsupported = "unsupported",
+        /// The signer's address, email domain or email is on a block list.
+        Blocked = "blocked",
+        /// Signing is paused, everywhere or on the petition.
+        SigningPaused = "signing_paused",
+        /// The engine is read-only.
+        ReadOnly = "read_only",
         Overloaded = "overloaded",
         StorageUnavailable = "storage_unavailable",
         Recovering = "recovering",
@@ -88,6 +94,8 @@ outcomes! {
         RateLimited = "rate_limited",
         BatchExceedsRate = "batch_exceeds_rate",
         Unsupported = "unsupported",
+        /// The engine is read-only.
+        ReadOnly = "read_only",
         Overloaded = "overloaded",
         StorageUnavailable = "storage_unavailable",
         Recovering = "recovering",
@@ -104,6 +112,9 @@ impl From<&SubmitError> for SignatureOutcome {
             SubmitError::PetitionClosed => SignatureOutcome::PetitionClosed,
             SubmitError::TooManyResubmits => SignatureOutcome::TooManyResubmissions,
             SubmitError::Unsupported => SignatureOutcome::Unsupported,
+            SubmitError::Blocked => SignatureOutcome::Blocked,
+            SubmitError::SigningPaused => SignatureOutcome::SigningPaused,
+            SubmitError::ReadOnly => SignatureOutcome::ReadOnly,
             SubmitError::Overloaded => SignatureOutcome::Overloaded,
             SubmitError::StorageUnavailable => SignatureOutcome::StorageUnavailable,
             SubmitError::Recovering => SignatureOutcome::Recovering,
@@ -122,6 +133,7 @@ impl From<&SubmitError> for ValidationOutcome {
             SubmitError::PetitionClosed => ValidationOutcome::PetitionClosed,
             SubmitError::Invalidated => ValidationOutcome::Invalidated,
             SubmitError::Unsupported => ValidationOutcome::Unsupported,
+            SubmitError::ReadOnly => ValidationOutcome::ReadOnly,
             SubmitError::Overloaded => ValidationOutcome::Overloaded,
             SubmitError::StorageUnavailable => ValidationOutcome::StorageUnavailable,
             SubmitError::Recovering => ValidationOutcome::Recovering,

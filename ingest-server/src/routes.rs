@@ -18,6 +18,16 @@ pub(crate) enum RouteId {
     Events,
     EventStream,
     PetitionRespond,
+    BlockList,
+    BlockAdd,
+    BlockDelete,
+    AllowList,
+    AllowAdd,
+    AllowDelete,
+    SwitchesGet,
+    SwitchesPut,
+    PetitionPause,
+    PetitionResume,
     WebhookList,
     WebhookPut,
     WebhookGet,
@@ -35,7 +45,7 @@ pub(crate) enum RouteId {
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 27] = [
+    pub const LABELS: [&'static str; 37] = [
         "sign",
         "batch",
         "petition_get",
@@ -49,6 +59,16 @@ impl RouteId {
         "events",
         "event_stream",
         "petition_respond",
+        "block_list",
+        "block_add",
+        "block_delete",
+        "allow_list",
+        "allow_add",
+        "allow_delete",
+        "switches_get",
+        "switches_put",
+        "petition_pause",
+        "petition_resume",
         "webhook_list",
         "webhook_put",
         "webhook_get",
@@ -67,7 +87,8 @@ impl RouteId {
 }
 
 /// Every route the server answers: method and path template (`{id}` is a petition id, under
-/// `/v1/invalidations` a job id, under `/v1/webhooks` a webhook name).
+/// `/v1/invalidations` a job id, under `/v1/webhooks` a webhook name, under `/v1/admin` a list
+/// entry's id).
 pub const ROUTES: &[(&str, &str)] = &[
     ("POST", "/v1/petitions/{id}/signatures"),
     ("POST", "/v1/signatures:batch"),
@@ -82,6 +103,16 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/v1/events"),
     ("GET", "/v1/events/stream"),
     ("PUT", "/v1/petitions/{id}/response"),
+    ("GET", "/v1/admin/blocks"),
+    ("POST", "/v1/admin/blocks"),
+    ("DELETE", "/v1/admin/blocks/{id}"),
+    ("GET", "/v1/admin/allows"),
+    ("POST", "/v1/admin/allows"),
+    ("DELETE", "/v1/admin/allows/{id}"),
+    ("GET", "/v1/admin/switches"),
+    ("PUT", "/v1/admin/switches"),
+    ("POST", "/v1/petitions/{id}/pause"),
+    ("POST", "/v1/petitions/{id}/resume"),
     ("GET", "/v1/webhooks"),
     ("PUT", "/v1/webhooks/{id}"),
     ("GET", "/v1/webhooks/{id}"),
@@ -97,7 +128,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-const IDS: [RouteId; 26] = [
+const IDS: [RouteId; 36] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
@@ -111,6 +142,16 @@ const IDS: [RouteId; 26] = [
     RouteId::Events,
     RouteId::EventStream,
     RouteId::PetitionRespond,
+    RouteId::BlockList,
+    RouteId::BlockAdd,
+    RouteId::BlockDelete,
+    RouteId::AllowList,
+    RouteId::AllowAdd,
+    RouteId::AllowDelete,
+    RouteId::SwitchesGet,
+    RouteId::SwitchesPut,
+    RouteId::PetitionPause,
+    RouteId::PetitionResume,
     RouteId::WebhookList,
     RouteId::WebhookPut,
     RouteId::WebhookGet,

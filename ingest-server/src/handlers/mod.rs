@@ -5,6 +5,7 @@
 //! matches the request against [`crate::routes::ROUTES`], calls the route's handler and counts
 //! the answer.
 
+mod controls;
 mod events;
 mod invalidations;
 mod milestones;
@@ -17,6 +18,8 @@ mod webhooks;
 
 use std::convert::Infallible;
 use std::sync::Arc;
+
+use engine::ListName;
 
 use hyper::body::Incoming;
 use hyper::header::{self, HeaderValue};
@@ -111,6 +114,20 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::Events => events::list(state, request.uri.query()).await,
         RouteId::EventStream => unreachable!("the event stream is answered by `handle`"),
         RouteId::PetitionRespond => petitions::respond(state, id, &request.headers, body).await,
+        RouteId::BlockList => controls::list(state, &request.headers, ListName::Block),
+        RouteId::BlockAdd => controls::add(state, &request.headers, body, ListName::Block).await,
+        RouteId::BlockDelete => {
+            controls::delete(state, id, &request.headers, ListName::Block).await
+        }
+        RouteId::AllowList => controls::list(state, &request.headers, ListName::Allow),
+        RouteId::AllowAdd => controls::add(state, &request.headers, body, ListName::Allow).await,
+        RouteId::AllowDelete => {
+            controls::delete(state, id, &request.headers, ListName::Allow).await
+        }
+        RouteId::SwitchesGet => controls::switches(state, &request.headers),
+        RouteId::SwitchesPut => controls::put_switches(state, &request.headers, body).await,
+        RouteId::PetitionPause => controls::pause(state, id, &request.headers, true).await,
+        RouteId::PetitionResume => controls::pause(state, id, &request.headers, false).await,
         RouteId::WebhookList => webhooks::list(state, &request.headers),
         RouteId::WebhookPut => webhooks::put(state, id, &request.headers, body).await,
         RouteId::WebhookGet => webhooks::get(state, id, &request.headers),

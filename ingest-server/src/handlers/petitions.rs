@@ -51,6 +51,24 @@ struct PetitionJson<'a> {
     response: Option<ResponseJson<'a>>,
     /// Its largest countries (at most [`engine::TOP_COUNTRIES`]), as in a countries answer.
     countries: Vec<CountryJson<'a>>,
+    /// Who paused its signing and when; `null` when it is not paused.
+    paused: Option<ChangeJson<'a>>,
+}
+
+/// Who made an administrative change, and when.
+#[derive(Serialize)]
+pub(super) struct ChangeJson<'a> {
+    pub by: &'a str,
+    pub at: String,
+}
+
+impl<'a> ChangeJson<'a> {
+    pub(super) fn new(change: &'a engine::Change) -> ChangeJson<'a> {
+        ChangeJson {
+            by: &change.by,
+            at: rfc3339(change.at_ms),
+        }
+    }
 }
 
 /// A recorded response.
@@ -87,11 +105,12 @@ impl<'a> PetitionJson<'a> {
                 responded_at: rfc3339(r.at_ms),
             }),
             countries: info.countries.iter().map(CountryJson::new).collect(),
+            paused: info.paused.as_ref().map(ChangeJson::new),
         }
     }
 }
 
-fn petition_json(info: &PetitionInfo) -> String {
+pub(super) fn petition_json(info: &PetitionInfo) -> String {
     serde_json::to_string(&PetitionJson::new(info)).unwrap_or_default()
 }
 
@@ -548,6 +567,9 @@ fn petition_error(state: &State, e: &PetitionError) -> Response {
         PetitionError::UnknownPetition => unknown_petition(),
         PetitionError::TooMany => error(StatusCode::CONFLICT, "too_many_petitions", e),
         PetitionError::Unsupported => error(StatusCode::NOT_IMPLEMENTED, "unsupported", e),
+        PetitionError::ReadOnly => {
+            retry_later(state, StatusCode::SERVICE_UNAVAILABLE, "read_only", e)
+        }
         PetitionError::StorageUnavailable => retry_later(
             state,
             StatusCode::SERVICE_UNAVAILABLE,

@@ -434,13 +434,17 @@ fn submit_status(e: &SubmitError) -> StatusCode {
         // Not a rate that passes: no `Retry-After` (the error is not retryable).
         SubmitError::TooManyResubmits => StatusCode::TOO_MANY_REQUESTS,
         SubmitError::Unsupported => StatusCode::NOT_IMPLEMENTED,
+        SubmitError::Blocked => StatusCode::FORBIDDEN,
+        // Paused and read-only come with `Retry-After`: they pass when an administrator
+        // resumes.
         _ => StatusCode::SERVICE_UNAVAILABLE,
     }
 }
 
 /// The answer to a refused signature or validation; `Retry-After` when retrying may succeed.
 pub(super) fn submit_error(state: &State, e: &SubmitError) -> Response {
-    if e.is_retryable() {
+    let passes = matches!(e, SubmitError::SigningPaused | SubmitError::ReadOnly);
+    if e.is_retryable() || passes {
         retry_later(state, submit_status(e), e.code(), e)
     } else {
         error(submit_status(e), e.code(), e)

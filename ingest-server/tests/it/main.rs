@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod controls;
 mod events;
 mod exhaustion;
 mod invalidations;

@@ -540,6 +540,183 @@ async fn every_answer_matches_the_document() {
         .await;
     assert_eq!(hooks.status, 200);
 
+    // Abuse controls: the lists, the switches, a petition's pause, and what they refuse.
+    let put = "/v1/petitions/{id}";
+    let reply = lifecycle
+        .call(Method::PUT, "/v1/petitions/g", put, ADMIN, "{}")
+        .await;
+    assert_eq!(reply.status, 201);
+    let (blocks, block) = ("/v1/admin/blocks", "/v1/admin/blocks/{id}");
+    let (allows, allow) = ("/v1/admin/allows", "/v1/admin/allows/{id}");
+    let switches = "/v1/admin/switches";
+    let (pause, resume) = ("/v1/petitions/{id}/pause", "/v1/petitions/{id}/resume");
+    let from_blocked = r#"{"email":"s1@b.org","ip":"198.51.100.20"}"#;
+    let from_elsewhere = r#"{"email":"s2@b.org","ip":"192.0.2.20"}"#;
+    for (method, path, template, auth, body, status) in [
+        (
+            Method::POST,
+            blocks,
+            blocks,
+            ADMIN,
+            r#"{"kind":"ip","value":"198.51.100.0/24"}"#,
+            201,
+        ),
+        (
+            Method::POST,
+            blocks,
+            blocks,
+            ADMIN,
+            r#"{"kind":"ip","value":"198.51.100.9/24"}"#,
+            409,
+        ),
+        (
+            Method::POST,
+            blocks,
+            blocks,
+            ADMIN,
+            r#"{"kind":"ip","value":"nope"}"#,
+            422,
+        ),
+        (
+            Method::POST,
+            blocks,
+            blocks,
+            ADMIN,
+            r#"{"kind":"phone","value":"1"}"#,
+            422,
+        ),
+        (Method::POST, blocks, blocks, ADMIN, "{", 400),
+        (Method::POST, blocks, blocks, INGEST, "{}", 403),
+        (Method::GET, blocks, blocks, ADMIN, "", 200),
+        (Method::GET, blocks, blocks, "", "", 401),
+        (
+            Method::POST,
+            "/v1/petitions/g/signatures",
+            sign,
+            INGEST,
+            from_blocked,
+            403,
+        ),
+        (
+            Method::POST,
+            "/v1/petitions/g/signatures",
+            sign,
+            INGEST,
+            from_elsewhere,
+            201,
+        ),
+        (
+            Method::POST,
+            allows,
+            allows,
+            ADMIN,
+            r#"{"kind":"ip","value":"2001:db8::/48"}"#,
+            201,
+        ),
+        (
+            Method::POST,
+            allows,
+            allows,
+            ADMIN,
+            r#"{"kind":"email","value":"a@b.org"}"#,
+            422,
+        ),
+        (Method::GET, allows, allows, ADMIN, "", 200),
+        (Method::DELETE, "/v1/admin/allows/1", allow, ADMIN, "", 404),
+        (Method::DELETE, "/v1/admin/allows/2", allow, ADMIN, "", 200),
+        (Method::DELETE, "/v1/admin/allows/2", allow, ADMIN, "", 404),
+        (Method::DELETE, "/v1/admin/blocks/1", block, INGEST, "", 403),
+        (Method::DELETE, "/v1/admin/blocks/1", block, ADMIN, "", 200),
+        (Method::DELETE, "/v1/admin/blocks/x", block, ADMIN, "", 404),
+        (
+            Method::POST,
+            "/v1/petitions/g/signatures",
+            sign,
+            INGEST,
+            from_blocked,
+            201,
+        ),
+        (Method::GET, switches, switches, ADMIN, "", 200),
+        (
+            Method::PUT,
+            switches,
+            switches,
+            ADMIN,
+            r#"{"paused":true}"#,
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/petitions/g/signatures",
+            sign,
+            INGEST,
+            r#"{"email":"s3@b.org"}"#,
+            503,
+        ),
+        (
+            Method::PUT,
+            switches,
+            switches,
+            ADMIN,
+            r#"{"paused":"yes"}"#,
+            422,
+        ),
+        (
+            Method::PUT,
+            switches,
+            switches,
+            ADMIN,
+            r#"{"paused":false,"read_only":true}"#,
+            200,
+        ),
+        (Method::PUT, "/v1/petitions/g", put, ADMIN, "{}", 503),
+        (
+            Method::PUT,
+            switches,
+            switches,
+            ADMIN,
+            r#"{"read_only":false}"#,
+            200,
+        ),
+        (Method::POST, "/v1/petitions/g/pause", pause, ADMIN, "", 200),
+        (
+            Method::POST,
+            "/v1/petitions/g/signatures",
+            sign,
+            INGEST,
+            r#"{"email":"s3@b.org"}"#,
+            503,
+        ),
+        (Method::POST, "/v1/petitions/x/pause", pause, ADMIN, "", 404),
+        (
+            Method::POST,
+            "/v1/petitions/g/resume",
+            resume,
+            INGEST,
+            "",
+            403,
+        ),
+        (
+            Method::POST,
+            "/v1/petitions/g/resume",
+            resume,
+            ADMIN,
+            "",
+            200,
+        ),
+        (
+            Method::POST,
+            "/v1/petitions/g/signatures",
+            sign,
+            INGEST,
+            r#"{"email":"s3@b.org"}"#,
+            201,
+        ),
+    ] {
+        let reply = lifecycle.call(method, path, template, auth, body).await;
+        assert_eq!(reply.status, status, "{path} {body}: {reply:?}");
+    }
+
     let all: BTreeSet<(String, String)> = ROUTES
         .iter()
         .map(|(m, p)| (m.to_string(), p.to_string()))

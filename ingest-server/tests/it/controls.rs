@@ -1,0 +1,209 @@
+//! Abuse controls over HTTP: who a change records, lists in effect at once on both signing
+//! routes, and what paused and read-only answer.
+
+use hyper::Method;
+use sha2::{Digest, Sha256};
+
+use crate::support::{TestServer, ADMIN, INGEST};
+
+/// `admin:` and the first 8 hex digits of the admin key's SHA-256.
+fn admin_name() -> String {
+    let key = ADMIN.strip_prefix("Bearer ").expect("bearer");
+    let digest = Sha256::digest(key.as_bytes());
+    let hex: String = digest[..4].iter().map(|b| format!("{b:02x}")).collect();
+    format!("admin:{hex}")
+}
+
+async fn put_switches(server: &TestServer, body: &str) -> serde_json::Value {
+    let reply = server
+        .send(
+            Method::PUT,
+            "/v1/admin/switches",
+            &[
+                ("authorization", ADMIN),
+                ("content-type", "application/json"),
+            ],
+            body,
+        )
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    reply.json()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_record_who_made_them_and_when() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    let added = server
+        .post_json(
+            "/v1/admin/blocks",
+            ADMIN,
+            r#"{"kind":"email_domain","value":"*.Spam.Test"}"#,
+        )
+        .await;
+    assert_eq!(added.status, 201, "{added:?}");
+    let added = added.json();
+    assert_eq!(added["value"], "*.spam.test");
+    assert_eq!(added["kind"], "email_domain");
+    assert_eq!(added["added"]["by"], admin_name().as_str());
+    assert!(added["added"]["at"].as_str().expect("at").ends_with('Z'));
+    let list = server.get_admin("/v1/admin/blocks").await.json();
+    assert_eq!(list["entries"], serde_json::json!([added]));
+    let switches = put_switches(&server, r#"{"paused":true}"#).await;
+    assert_eq!(switches["paused"], true);
+    assert_eq!(switches["read_only"], false);
+    assert_eq!(switches["changed"]["by"], admin_name().as_str());
+    put_switches(&server, r#"{"paused":false}"#).await;
+    let paused = server
+        .send(
+            Method::POST,
+            "/v1/petitions/p/pause",
+            &[("authorization", ADMIN)],
+            "",
+        )
+        .await;
+    assert_eq!(paused.status, 200);
+    assert_eq!(paused.json()["paused"]["by"], admin_name().as_str());
+    assert_eq!(
+        server.petition("p").await["paused"]["by"],
+        admin_name().as_str(),
+        "the petition's view shows it at once"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_block_applies_at_once_to_single_and_batch_signatures() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    let batch = |emails: &[&str]| {
+        emails
+            .iter()
+            .map(|e| format!("{{\"petition\":\"p\",\"email\":\"{e}\",\"ip\":\"2001:db8::7\"}}\n"))
+            .collect::<String>()
+    };
+    let ndjson = [
+        ("authorization", INGEST),
+        ("content-type", "application/x-ndjson"),
+    ];
+    let reply = server
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &ndjson,
+            &batch(&["a@b.org"]),
+        )
+        .await;
+    assert!(
+        String::from_utf8_lossy(&reply.body).contains("accepted"),
+        "{reply:?}"
+    );
+    let added = server
+        .post_json(
+            "/v1/admin/blocks",
+            ADMIN,
+            r#"{"kind":"ip","value":"2001:db8::/64"}"#,
+        )
+        .await;
+    assert_eq!(added.status, 201);
+    let reply = server
+        .send(
+            Method::POST,
+            "/v1/signatures:batch",
+            &ndjson,
+            &batch(&["c@b.org", "a@b.org"]),
+        )
+        .await;
+    let lines: Vec<serde_json::Value> = String::from_utf8_lossy(&reply.body)
+        .lines()
+        .map(|l| serde_json::from_str(l).expect("json line"))
+        .collect();
+    assert_eq!(lines.len(), 2, "{reply:?}");
+    for line in &lines {
+        assert_eq!(line["code"], "blocked", "{line}");
+    }
+    let single = server
+        .post_json(
+            "/v1/petitions/p/signatures",
+            INGEST,
+            r#"{"email":"d@b.org","ip":"2001:db8::1:2"}"#,
+        )
+        .await;
+    assert_eq!(single.status, 403);
+    assert_eq!(single.code(), "blocked");
+    assert!(single.header("retry-after").is_none());
+    assert_eq!(
+        server.petition("p").await["count"],
+        1,
+        "nothing blocked was counted"
+    );
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paused_and_read_only_answer_503_with_retry_after_and_reads_go_on() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    server.register("q", "{}").await;
+    assert_eq!(server.sign("p", "a@b.org").await.status, 201);
+    let pause = server
+        .send(
+            Method::POST,
+            "/v1/petitions/q/pause",
+            &[("authorization", ADMIN)],
+            "",
+        )
+        .await;
+    assert_eq!(pause.status, 200);
+    let refused = server.sign("q", "a@b.org").await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (503, "signing_paused")
+    );
+    assert!(refused.header("retry-after").is_some());
+    assert_eq!(
+        server.sign("p", "b@b.org").await.status,
+        201,
+        "only q is paused"
+    );
+
+    put_switches(&server, r#"{"read_only":true}"#).await;
+    let refused = server.sign("p", "c@b.org").await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (503, "read_only")
+    );
+    assert!(refused.header("retry-after").is_some());
+    let refused = server
+        .send(
+            Method::PUT,
+            "/v1/petitions/r",
+            &[
+                ("authorization", ADMIN),
+                ("content-type", "application/json"),
+            ],
+            "{}",
+        )
+        .await;
+    assert_eq!(
+        (refused.status, refused.code().as_str()),
+        (503, "read_only")
+    );
+    assert_eq!(server.petition("p").await["count"], 2, "reads go on");
+    let switches = server.get_admin("/v1/admin/switches").await.json();
+    assert_eq!(switches["read_only"], true);
+
+    put_switches(&server, r#"{"read_only":false}"#).await;
+    assert_eq!(server.sign("p", "c@b.org").await.status, 201);
+    let resumed = server
+        .send(
+            Method::POST,
+            "/v1/petitions/q/resume",
+            &[("authorization", ADMIN)],
+            "",
+        )
+        .await;
+    assert_eq!(resumed.json()["paused"], serde_json::Value::Null);
+    assert_eq!(server.sign("q", "a@b.org").await.status, 201);
+    server.stop().await;
+}
