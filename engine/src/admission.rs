@@ -10,6 +10,7 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
+use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -258,6 +259,7 @@ impl Call<'_> {
         let regions = shared.regions().read();
         let guards = shared.guards().read();
         let paused = shared.guards().is_paused();
+        let limiter = shared.limiter();
         // Claims whose region is not in the dictionary yet: named after this pass.
         let mut unnamed: Vec<(usize, RegionKey)> = Vec::new();
         let mut recent = Recent::default();
@@ -293,12 +295,25 @@ impl Call<'_> {
             })
             .and_then(|(fields, slot, fp)| {
                 if paused || self.slots[slot as usize].paused {
-                    Err(SubmitError::SigningPaused)
-                } else if guards.blocks(fields.ip, fields.email) {
-                    Err(SubmitError::Blocked)
-                } else {
-                    Ok((fields, slot, fp))
+                    return Err(SubmitError::SigningPaused);
                 }
+                if guards.blocks(fields.ip, fields.email) {
+                    return Err(SubmitError::Blocked);
+                }
+                if let (Some(limiter), Some(ip)) = (limiter, fields.ip) {
+                    // Validated as an address already.
+                    if let Ok(ip) = ip.parse::<IpAddr>() {
+                        if !guards.allows(ip) {
+                            let num = self.slots[slot as usize].petition.num;
+                            limiter.take(num, ip, self.now).map_err(|limited| {
+                                SubmitError::RateLimited {
+                                    retry_after_s: limited.retry_after_s,
+                                }
+                            })?;
+                        }
+                    }
+                }
+                Ok((fields, slot, fp))
             });
             match checked {
                 Ok((fields, slot, fp)) => {

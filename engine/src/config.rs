@@ -110,6 +110,9 @@ pub struct Config {
     /// How old a trending list may be before a read computes it again: the bound on how often
     /// trending reads look at the petitions active in their window.
     pub trending_refresh: Duration,
+    /// Limits of signatures per (petition, address) ([`RateLimits::UK`] by default); `None`
+    /// limits nothing. Only signatures that carry an `ip` are limited.
+    pub rate_limits: Option<crate::limit::RateLimits>,
 }
 
 /// Most distinct regions by default.
@@ -137,6 +140,7 @@ impl Config {
             invalidation_jobs_max: 4,
             regions_max: REGIONS_MAX_DEFAULT,
             trending_refresh: Duration::from_secs(1),
+            rate_limits: Some(crate::limit::RateLimits::UK),
         }
     }
 

@@ -27,6 +27,7 @@ use crate::invalidation::{
 };
 use crate::job::{Answers, Job, Outcome, Waiting};
 use crate::lifecycle::Validation;
+use crate::limit::RateLimits;
 use crate::petition::Counts;
 use crate::petition::{
     Milestone, Petition, PetitionInfo, PetitionMeta, PetitionSpec, DEFAULT_THRESHOLDS,
@@ -1045,6 +1046,11 @@ impl Engine {
         self.shared().guards().allows(ip)
     }
 
+    /// The limits of signatures per (petition, address), if any.
+    pub fn rate_limits(&self) -> Option<RateLimits> {
+        self.shared().limiter().map(|l| l.limits())
+    }
+
     /// The engine-wide switches.
     pub fn switches(&self) -> Switches {
         self.shared().guards().switches()
@@ -1435,6 +1441,9 @@ fn check_config(config: &Config) -> Result<(), OpenError> {
     }
     if config.pending_grace.is_zero() {
         return Err(OpenError::Config("pending_grace must be positive"));
+    }
+    if let Some(limits) = config.rate_limits {
+        limits.check().map_err(OpenError::Config)?;
     }
     Ok(())
 }

@@ -128,6 +128,13 @@ pub enum SubmitError {
     /// The engine is read-only: it takes no change. Retry once it is writable again.
     #[error("the engine is read-only")]
     ReadOnly,
+    /// Too many signatures to this petition from this address in a window; retry after
+    /// `retry_after_s` seconds.
+    #[error("too many signatures to this petition from this address: retry in {retry_after_s} s")]
+    RateLimited {
+        /// Seconds until the address may sign this petition again.
+        retry_after_s: u32,
+    },
 }
 
 impl SubmitError {
@@ -150,6 +157,7 @@ impl SubmitError {
             SubmitError::Blocked => "blocked",
             SubmitError::SigningPaused => "signing_paused",
             SubmitError::ReadOnly => "read_only",
+            SubmitError::RateLimited { .. } => "ip_rate_limited",
         }
     }
 

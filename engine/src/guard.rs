@@ -418,8 +418,9 @@ struct Lists {
 pub(crate) struct Guards {
     lists: RwLock<Lists>,
     switches: RwLock<Switches>,
-    /// Whether any block is listed: admission looks no further when not.
+    /// Whether any block is listed, or any allow: admission looks no further when neither is.
     blocking: AtomicBool,
+    allowing: AtomicBool,
     paused: AtomicBool,
     read_only: AtomicBool,
     /// The last entry id handed out (ids are never reused, even after a removal).
@@ -438,6 +439,9 @@ impl GuardRead<'_> {
         let Some(lists) = &self.lists else {
             return false;
         };
+        if lists.block.is_empty() {
+            return false;
+        }
         if lists.block.has_networks() {
             if let Some(ip) = ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
                 if lists.block.matches_ip(ip) {
@@ -446,6 +450,14 @@ impl GuardRead<'_> {
             }
         }
         lists.block.matches_email(email.trim())
+    }
+
+    /// Whether `ip` is on the allow list.
+    #[inline]
+    pub fn allows(&self, ip: IpAddr) -> bool {
+        self.lists
+            .as_ref()
+            .is_some_and(|lists| lists.allow.has_networks() && lists.allow.matches_ip(ip))
     }
 }
 
@@ -459,6 +471,7 @@ impl Guards {
             }),
             switches: RwLock::new(Switches::default()),
             blocking: AtomicBool::new(false),
+            allowing: AtomicBool::new(false),
             paused: AtomicBool::new(false),
             read_only: AtomicBool::new(false),
             last_id: AtomicU64::new(0),
@@ -474,19 +487,19 @@ impl Guards {
         lists.allow = Matcher::build(lists.entries.values().filter(|e| e.list == ListName::Allow));
         self.blocking
             .store(!lists.block.is_empty(), Ordering::Release);
+        self.allowing
+            .store(!lists.allow.is_empty(), Ordering::Release);
         self.last_id.store(last, Ordering::Release);
         drop(lists);
         self.set_switches(switches.unwrap_or_default());
     }
 
-    /// The block lists for one call (nothing to lock when none is listed).
+    /// The lists for one call (nothing to lock when none is listed).
     #[inline]
     pub fn read(&self) -> GuardRead<'_> {
+        let listed = self.blocking.load(Ordering::Acquire) || self.allowing.load(Ordering::Acquire);
         GuardRead {
-            lists: self
-                .blocking
-                .load(Ordering::Acquire)
-                .then(|| self.lists.read()),
+            lists: listed.then(|| self.lists.read()),
         }
     }
 
@@ -573,6 +586,8 @@ impl Guards {
         }
         self.blocking
             .store(!lists.block.is_empty(), Ordering::Release);
+        self.allowing
+            .store(!lists.allow.is_empty(), Ordering::Release);
     }
 }
 

@@ -73,6 +73,7 @@ mod index;
 mod invalidation;
 mod job;
 mod lifecycle;
+mod limit;
 mod petition;
 mod place;
 mod record;
@@ -108,6 +109,7 @@ pub use crate::guard::{
 pub use crate::invalidation::{InvalidationJob, InvalidationRequest, JobState};
 pub use crate::job::Outcome;
 pub use crate::lifecycle::{Criteria, SignatureState, Validation, RESUBMITS_MAX};
+pub use crate::limit::{RateLimits, Window, WINDOW_COUNT_MAX, WINDOW_SECONDS_MAX};
 pub use crate::petition::{
     Milestone, MilestoneKind, PetitionInfo, PetitionSpec, PetitionState, DEFAULT_THRESHOLDS,
     RESPONSE_DUE_DAYS_DEFAULT, RESPONSE_DUE_DAYS_MAX, THRESHOLDS_MAX, TOP_COUNTRIES,

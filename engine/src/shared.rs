@@ -59,6 +59,8 @@ pub(crate) struct Shared {
     memory_events: Mutex<()>,
     /// Block and allow lists and switches, as the writer last wrote them.
     guards: crate::guard::Guards,
+    /// Limits of signatures per (petition, address), if any.
+    limiter: Option<crate::limit::Limiter>,
     /// Webhooks by name, as the writer last wrote them.
     webhooks: Mutex<std::collections::BTreeMap<String, Webhook>>,
     /// The last webhook revision handed out: a name deleted and registered again gets a new
@@ -98,6 +100,7 @@ impl Shared {
     /// Fresh state: no petitions, an empty index sized from `config`, not ready.
     pub fn new(config: Config, fingerprinter: Fingerprinter, recovery_started: Instant) -> Shared {
         let bounded = config.storage != crate::config::Storage::Memory;
+        let limiter = config.rate_limits.map(crate::limit::Limiter::new);
         Shared {
             index: Index::new(config.index_shard_bits, config.signatures_expected),
             regions: Regions::new(config.regions_max),
@@ -114,6 +117,7 @@ impl Shared {
             events: EventLog::new(bounded),
             memory_events: Mutex::new(()),
             guards: crate::guard::Guards::new(),
+            limiter,
             webhooks: Mutex::new(std::collections::BTreeMap::new()),
             webhook_revision: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
@@ -619,6 +623,10 @@ impl Shared {
         &self.guards
     }
 
+    pub fn limiter(&self) -> Option<&crate::limit::Limiter> {
+        self.limiter.as_ref()
+    }
+
     pub fn webhooks(&self) -> MutexGuard<'_, std::collections::BTreeMap<String, Webhook>> {
         self.webhooks.lock()
     }
@@ -657,6 +665,7 @@ impl Shared {
             index_bytes,
             counts_bytes,
             breakdown_bytes,
+            rate_limit_bytes: self.limiter.as_ref().map_or(0, |l| l.bytes()),
             states_bytes: self.states.bytes(),
             storage_errors_total: self.health.errors_total(),
             last_storage_error: self.health.last_error(),

@@ -107,6 +107,9 @@ pub struct Stats {
     /// Bytes the counts by place and the histories hold beyond the petition table (their
     /// entries), with the dictionary of regions and the list of recently changed petitions.
     pub breakdown_bytes: u64,
+    /// Bytes the limits per (petition, address) take (at most `entries × 32`, made as
+    /// addresses arrive).
+    pub rate_limit_bytes: u64,
     /// Bytes of the signature states in memory (2 bits per signature in the pages that hold a
     /// signature that is not simply validated; none for petitions that do not validate by
     /// email).

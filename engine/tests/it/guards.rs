@@ -1,11 +1,14 @@
-//! Abuse controls through the library: block lists refuse and count nothing, the allow list is
-//! kept, switches and a petition's pause stop what they say and nothing else, and all of it is
-//! durable across a reopen.
+//! Abuse controls through the library: block lists refuse and count nothing, the allow list
+//! exempts from the limits per (petition, address), switches and a petition's pause stop what
+//! they say and nothing else, and lists and switches are durable across a reopen.
+
+use std::sync::Arc;
+use std::time::Duration;
 
 use engine::{
-    Config, Criteria, Engine, EntryKind, EntrySpec, GuardError, InvalidationError,
-    InvalidationRequest, ListName, NewSignature, Outcome, PetitionError, PetitionSpec, SubmitError,
-    Validation,
+    Clock, Config, Criteria, Engine, EntryKind, EntrySpec, GuardError, InvalidationError,
+    InvalidationRequest, ListName, ManualClock, NewSignature, Outcome, PetitionError, PetitionSpec,
+    RateLimits, SubmitError, Validation, Window,
 };
 
 use crate::support::{open, register};
@@ -269,4 +272,122 @@ fn a_pause_lets_validations_through_and_read_only_stops_every_change() {
     engine.set_switches(false, false, BY).expect("writable");
     assert!(engine.register(PetitionSpec::new("new")).is_ok());
     engine.verify_store().expect("consistent");
+}
+
+fn limited(outcome: Result<Outcome, SubmitError>) -> Option<u32> {
+    match outcome {
+        Err(SubmitError::RateLimited { retry_after_s }) => Some(retry_after_s),
+        _ => None,
+    }
+}
+
+/// The UK defaults through the engine, on its clock: per (petition, address), duplicates
+/// counted, refusals not, the allow list exempt, and signatures without an address untouched.
+#[test]
+fn rate_limits_count_per_petition_and_address_on_the_engine_clock() {
+    let clock = Arc::new(ManualClock::new(1_700_000_000_000));
+    let mut config = Config::in_memory();
+    config.clock = Arc::clone(&clock) as Arc<dyn Clock>;
+    config.sweep_interval = None;
+    let engine = Engine::open(config).expect("opens");
+    register(&engine, &["p", "q"]);
+    assert_eq!(engine.rate_limits(), Some(RateLimits::UK));
+    let ip = "203.0.113.5";
+    assert!(accepted(engine.submit(from("p", "a@example.org", ip))));
+    assert_eq!(
+        limited(engine.submit(from("p", "b@example.org", ip))),
+        Some(60)
+    );
+    assert!(
+        limited(engine.submit(from("p", "a@example.org", ip))).is_some(),
+        "a duplicate from the address counts against it as well"
+    );
+    assert!(
+        accepted(engine.submit(from("q", "b@example.org", ip))),
+        "per petition"
+    );
+    assert!(accepted(engine.submit(from(
+        "p",
+        "b@example.org",
+        "203.0.113.6"
+    ))));
+    assert!(accepted(
+        engine.submit(NewSignature::new("p", "c@example.org"))
+    ));
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(
+        limited(engine.submit(from("p", "d@example.org", ip))),
+        Some(1)
+    );
+    clock.advance(Duration::from_secs(1));
+    assert!(accepted(engine.submit(from("p", "d@example.org", ip))));
+    // A minute apart, the address keeps signing.
+    for (at, email) in ["e", "f", "g"].iter().enumerate() {
+        clock.advance(Duration::from_secs(60));
+        assert!(
+            accepted(engine.submit(from("p", &format!("{email}@example.org"), ip))),
+            "{at}"
+        );
+    }
+    clock.advance(Duration::from_secs(59));
+    assert_eq!(
+        limited(engine.submit(from("p", "h@example.org", ip))),
+        Some(1)
+    );
+    // The allow list beats the limit, for that network only.
+    engine
+        .add_list_entry(entry(ListName::Allow, EntryKind::Ip, "203.0.113.0/29"))
+        .expect("allowed");
+    for i in 0..10 {
+        assert!(accepted(engine.submit(from(
+            "p",
+            &format!("lib{i}@example.org"),
+            ip
+        ))));
+    }
+    assert!(accepted(engine.submit(from(
+        "p",
+        "x@example.org",
+        "203.0.113.9"
+    ))));
+    assert!(limited(engine.submit(from("p", "y@example.org", "203.0.113.9"))).is_some());
+}
+
+#[test]
+fn rate_limits_can_be_set_or_turned_off() {
+    let mut config = Config::in_memory();
+    config.rate_limits = None;
+    let engine = Engine::open(config).expect("opens");
+    register(&engine, &["p"]);
+    for i in 0..20 {
+        assert!(accepted(engine.submit(from(
+            "p",
+            &format!("{i}@example.org"),
+            "192.0.2.1"
+        ))));
+    }
+    let mut config = Config::in_memory();
+    config.rate_limits = Some(RateLimits {
+        burst: Window {
+            count: 3,
+            seconds: 10,
+        },
+        ..RateLimits::UK
+    });
+    let engine = Engine::open(config).expect("opens");
+    register(&engine, &["p"]);
+    let outcomes: Vec<_> = (0..4)
+        .map(|i| engine.submit(from("p", &format!("{i}@example.org"), "192.0.2.1")))
+        .collect();
+    assert_eq!(outcomes.iter().filter(|o| o.is_ok()).count(), 3);
+    assert!(limited(outcomes[3].clone()).is_some());
+    let mut config = Config::in_memory();
+    config.rate_limits = Some(RateLimits {
+        entries: 10,
+        ..RateLimits::UK
+    });
+    assert!(
+        Engine::open(config).is_err(),
+        "too small a table is refused at open"
+    );
 }
