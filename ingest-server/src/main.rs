@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use engine::{Config, Durability, Engine};
+use engine::{Config, Durability, Engine, RateLimits, Window};
 use ingest_server::{AllowedNetworks, ApiKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -158,6 +158,27 @@ struct Args {
         value_parser = positive_duration
     )]
     trending_refresh: Duration,
+    /// Limits of signatures per (petition, address), for signatures that carry an `ip`:
+    /// BURST/SECONDS,SUSTAINED/SECONDS (each "at most N in any S seconds"; the UK site's
+    /// 1/60,5/300 by default), or off. Over a limit: 429 ip_rate_limited with Retry-After;
+    /// addresses on the allow list (/v1/admin/allows) are exempt.
+    #[arg(
+        long,
+        env = "INGEST_RATE_LIMITS",
+        default_value = "1/60,5/300",
+        value_parser = rate_limits_arg
+    )]
+    rate_limits: RateLimitsArg,
+    /// (petition, address) pairs the limits remember at once, 32 bytes each (1000000: 32 MB).
+    /// Past it the least recently active pair is forgotten, which can only let a signature
+    /// through, never refuse one.
+    #[arg(
+        long,
+        env = "INGEST_RATE_LIMIT_ENTRIES",
+        default_value_t = 1_000_000,
+        value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1_000..=1 << 30)
+    )]
+    rate_limit_entries: usize,
     /// Most event stream readers (GET /v1/events/stream) connected at once; past it, 503.
     #[arg(
         long,
@@ -306,6 +327,11 @@ fn run(args: Args) -> anyhow::Result<()> {
     config.invalidation_jobs_max = args.invalidation_jobs_max;
     config.regions_max = args.regions_max;
     config.trending_refresh = args.trending_refresh;
+    config.rate_limits = args.rate_limits.0.map(|(burst, sustained)| RateLimits {
+        burst,
+        sustained,
+        entries: args.rate_limit_entries,
+    });
     let opening = Instant::now();
     let engine = Engine::open(config)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -415,6 +441,45 @@ async fn shutdown_signal() {
     tracing::info!("shutdown signal received");
 }
 
+/// `--rate-limits`: two windows, or none.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct RateLimitsArg(Option<(Window, Window)>);
+
+fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
+    if text == "off" {
+        return Ok(RateLimitsArg(None));
+    }
+    let window = |part: &str| -> Result<Window, String> {
+        let (count, seconds) = part
+            .split_once('/')
+            .ok_or_else(|| format!("{part:?} is not COUNT/SECONDS"))?;
+        let window = Window {
+            count: count
+                .trim()
+                .parse()
+                .map_err(|_| format!("{count:?} is not a count"))?,
+            seconds: seconds
+                .trim()
+                .parse()
+                .map_err(|_| format!("{seconds:?} is not a number of seconds"))?,
+        };
+        if !(1..=engine::WINDOW_COUNT_MAX).contains(&window.count)
+            || !(1..=engine::WINDOW_SECONDS_MAX).contains(&window.seconds)
+        {
+            return Err(format!(
+                "{part:?}: a window allows 1 to {} signatures in 1 to {} seconds",
+                engine::WINDOW_COUNT_MAX,
+                engine::WINDOW_SECONDS_MAX
+            ));
+        }
+        Ok(window)
+    };
+    let (burst, sustained) = text
+        .split_once(',')
+        .ok_or("BURST/SECONDS,SUSTAINED/SECONDS (e.g. 1/60,5/300), or off")?;
+    Ok(RateLimitsArg(Some((window(burst)?, window(sustained)?))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -432,6 +497,12 @@ mod tests {
         assert_eq!(args.invalidation_jobs_max, engine.invalidation_jobs_max);
         assert_eq!(args.regions_max, engine.regions_max);
         assert_eq!(args.trending_refresh, engine.trending_refresh);
+        let limits = engine.rate_limits.expect("on by default");
+        assert_eq!(
+            args.rate_limits,
+            RateLimitsArg(Some((limits.burst, limits.sustained)))
+        );
+        assert_eq!(args.rate_limit_entries, limits.entries);
     }
 
     #[test]
@@ -445,6 +516,13 @@ mod tests {
             "--regions-max=0",
             "--regions-max=4194304",
             "--trending-refresh=0s",
+            "--rate-limits=1/60",
+            "--rate-limits=0/60,5/300",
+            "--rate-limits=1/60,7/300",
+            "--rate-limits=1/0,5/300",
+            "--rate-limits=1/60,5/x",
+            "--rate-limits=none",
+            "--rate-limit-entries=999",
         ] {
             assert!(
                 Args::try_parse_from(["ingest-server", flag]).is_err(),
@@ -461,5 +539,22 @@ mod tests {
         .expect("parses");
         assert_eq!(args.regions_max, engine::REGIONS_LIMIT);
         assert_eq!(args.trending_refresh, Duration::from_millis(250));
+        let args = Args::try_parse_from(["ingest-server", "--rate-limits=off"]).expect("parses");
+        assert_eq!(args.rate_limits, RateLimitsArg(None));
+        let args = Args::try_parse_from(["ingest-server", "--rate-limits", "2/10, 6/3600"])
+            .expect("parses");
+        assert_eq!(
+            args.rate_limits,
+            RateLimitsArg(Some((
+                Window {
+                    count: 2,
+                    seconds: 10
+                },
+                Window {
+                    count: 6,
+                    seconds: 3600
+                }
+            )))
+        );
     }
 }

@@ -64,6 +64,8 @@ outcomes! {
         Unsupported = "unsupported",
         /// The signer's address, email domain or email is on a block list.
         Blocked = "blocked",
+        /// Over the limits of signatures per (petition, address).
+        IpRateLimited = "ip_rate_limited",
         /// Signing is paused, everywhere or on the petition.
         SigningPaused = "signing_paused",
         /// The engine is read-only.
@@ -113,6 +115,7 @@ impl From<&SubmitError> for SignatureOutcome {
             SubmitError::TooManyResubmits => SignatureOutcome::TooManyResubmissions,
             SubmitError::Unsupported => SignatureOutcome::Unsupported,
             SubmitError::Blocked => SignatureOutcome::Blocked,
+            SubmitError::RateLimited { .. } => SignatureOutcome::IpRateLimited,
             SubmitError::SigningPaused => SignatureOutcome::SigningPaused,
             SubmitError::ReadOnly => SignatureOutcome::ReadOnly,
             SubmitError::Overloaded => SignatureOutcome::Overloaded,

@@ -435,6 +435,7 @@ fn submit_status(e: &SubmitError) -> StatusCode {
         SubmitError::TooManyResubmits => StatusCode::TOO_MANY_REQUESTS,
         SubmitError::Unsupported => StatusCode::NOT_IMPLEMENTED,
         SubmitError::Blocked => StatusCode::FORBIDDEN,
+        SubmitError::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
         // Paused and read-only come with `Retry-After`: they pass when an administrator
         // resumes.
         _ => StatusCode::SERVICE_UNAVAILABLE,
@@ -443,6 +444,14 @@ fn submit_status(e: &SubmitError) -> StatusCode {
 
 /// The answer to a refused signature or validation; `Retry-After` when retrying may succeed.
 pub(super) fn submit_error(state: &State, e: &SubmitError) -> Response {
+    if let SubmitError::RateLimited { retry_after_s } = e {
+        let mut response = error(submit_status(e), e.code(), e);
+        response.headers_mut().insert(
+            hyper::header::RETRY_AFTER,
+            hyper::header::HeaderValue::from(*retry_after_s),
+        );
+        return response;
+    }
     let passes = matches!(e, SubmitError::SigningPaused | SubmitError::ReadOnly);
     if e.is_retryable() || passes {
         retry_later(state, submit_status(e), e.code(), e)

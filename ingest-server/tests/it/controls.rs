@@ -207,3 +207,51 @@ async fn paused_and_read_only_answer_503_with_retry_after_and_reads_go_on() {
     assert_eq!(server.sign("q", "a@b.org").await.status, 201);
     server.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_address_over_its_limit_gets_429_with_retry_after_unless_allowed() {
+    let server = TestServer::start(|_| {}).await;
+    server.register("p", "{}").await;
+    server.register("q", "{}").await;
+    let sign = |petition: &'static str, email: &'static str, ip: &'static str| {
+        let body = format!(r#"{{"email":"{email}","ip":"{ip}"}}"#);
+        let path = format!("/v1/petitions/{petition}/signatures");
+        let server = &server;
+        async move { server.post_json(&path, INGEST, &body).await }
+    };
+    assert_eq!(sign("p", "a@b.org", "203.0.113.1").await.status, 201);
+    let limited = sign("p", "b@b.org", "203.0.113.1").await;
+    assert_eq!(
+        (limited.status, limited.code().as_str()),
+        (429, "ip_rate_limited")
+    );
+    let wait: u32 = limited
+        .header("retry-after")
+        .expect("Retry-After")
+        .parse()
+        .expect("seconds");
+    assert!((59..=60).contains(&wait), "{wait}");
+    assert_eq!(
+        sign("q", "b@b.org", "203.0.113.1").await.status,
+        201,
+        "per petition"
+    );
+    assert_eq!(
+        sign("p", "c@b.org", "203.0.113.2").await.status,
+        201,
+        "per address"
+    );
+    let allowed = server
+        .post_json(
+            "/v1/admin/allows",
+            ADMIN,
+            r#"{"kind":"ip","value":"203.0.113.0/24"}"#,
+        )
+        .await;
+    assert_eq!(allowed.status, 201);
+    for email in ["d@b.org", "e@b.org", "f@b.org"] {
+        assert_eq!(sign("p", email, "203.0.113.1").await.status, 201);
+    }
+    assert_eq!(server.petition("p").await["count"], 5);
+    server.stop().await;
+}
