@@ -42,14 +42,17 @@ impl Input {
 /// decimal, 's', a `u64` in hex and "@example.org".
 const TEXT_BYTES_MAX: usize = 1 + 10 + 1 + 16 + 12;
 
-/// Where one signature's text lies in [`Batch::text`]: its petition id, email, country and
-/// region follow each other from `start`, with these lengths (0: the field is absent).
+/// Where one signature's text lies in [`Batch::text`]: its petition id, email, country, region
+/// and address follow each other from `start`, with these lengths (0: the field is absent).
 #[derive(Debug, Clone, Copy)]
 struct Span {
     start: usize,
-    /// Petition id, email, country, region.
-    lens: [u8; 4],
+    /// Petition id, email, country, region, ip.
+    lens: [u8; 5],
 }
+
+/// The longest address [`Workload::fill`] writes: a dotted IPv4 address.
+const IP_BYTES_MAX: usize = 15;
 
 /// Signatures generated into reused buffers: once warm, filling it allocates nothing.
 #[derive(Debug, Default)]
@@ -91,12 +94,14 @@ impl Batch {
                 let email = start + usize::from(lens[0]);
                 let country = email + usize::from(lens[1]);
                 let region = country + usize::from(lens[2]);
-                let end = region + usize::from(lens[3]);
+                let ip = region + usize::from(lens[3]);
+                let end = ip + usize::from(lens[4]);
                 SignatureRef {
                     petition: &self.text[start..email],
                     email: &self.text[email..country],
                     country: (lens[2] > 0).then(|| &self.text[country..region]),
-                    region: (lens[3] > 0).then(|| &self.text[region..end]),
+                    region: (lens[3] > 0).then(|| &self.text[region..ip]),
+                    ip: (lens[4] > 0).then(|| &self.text[ip..end]),
                     ..SignatureRef::default()
                 }
             })
@@ -180,6 +185,8 @@ pub struct Workload {
     hot_countries: Option<Countries>,
     /// Mixed with a signature's number to choose its place.
     place_key: u64,
+    /// Distinct addresses the signatures come from (`None`: they carry none).
+    ips: Option<u64>,
 }
 
 /// Mixed into the seed for the places, so that a signature's place does not follow its
@@ -218,7 +225,23 @@ impl Workload {
             countries: None,
             hot_countries: None,
             place_key: mix(seed ^ PLACE_SALT),
+            ips: None,
         }
+    }
+
+    /// The same workload with signatures from `ips` distinct IPv4 addresses (at most 2^32),
+    /// each signature's drawn from a hash of its number, a re-send from its original's.
+    pub fn with_ips(mut self, ips: Option<u64>) -> Workload {
+        self.ips = ips.map(|n| n.clamp(1, 1 << 32));
+        self
+    }
+
+    /// The address of original signature `original`, as a number.
+    fn ip_of(&self, original: u64) -> Option<u32> {
+        let n = self.ips?;
+        let index = mix(original ^ self.place_key.rotate_left(17)) % n;
+        // An odd multiplier is a bijection of u32: distinct indexes, distinct addresses.
+        Some((index as u32).wrapping_mul(0x9e37_79b1))
     }
 
     /// The same workload with signatures that name a country (and region) drawn from
@@ -243,7 +266,8 @@ impl Workload {
             .max()
             .unwrap_or(0);
         debug_assert!(place <= PLACE_BYTES_MAX);
-        TEXT_BYTES_MAX + place
+        let ip = if self.ips.is_some() { IP_BYTES_MAX } else { 0 };
+        TEXT_BYTES_MAX + place + ip
     }
 
     /// The id of petition `n`.
@@ -343,15 +367,25 @@ impl Workload {
                     push_decimal(&mut batch.text, number);
                 }
             }
+            let ip = batch.text.len();
+            if let Some(address) = self.ip_of(original) {
+                for (at, octet) in address.to_be_bytes().into_iter().enumerate() {
+                    if at > 0 {
+                        batch.text.push('.');
+                    }
+                    push_decimal(&mut batch.text, u32::from(octet));
+                }
+            }
             let end = batch.text.len();
-            // Each field is at most 29 bytes (TEXT_BYTES_MAX, PLACE_BYTES_MAX).
+            // Each field is at most 29 bytes (TEXT_BYTES_MAX, PLACE_BYTES_MAX, IP_BYTES_MAX).
             batch.spans.push(Span {
                 start,
                 lens: [
                     (email - start) as u8,
                     (country - email) as u8,
                     (region - country) as u8,
-                    (end - region) as u8,
+                    (ip - region) as u8,
+                    (end - ip) as u8,
                 ],
             });
         }
@@ -370,6 +404,9 @@ impl Workload {
             region: place
                 .filter(|&(_, region)| region > 0)
                 .map(|(_, region)| format!("R{region}")),
+            ip: self
+                .ip_of(original)
+                .map(|ip| std::net::Ipv4Addr::from(ip).to_string()),
             ..NewSignature::default()
         }
     }
@@ -493,6 +530,46 @@ mod tests {
             let (a, b) = (w.signature(i), hot.signature(i));
             assert_eq!((&a.petition, &a.email), (&b.petition, &b.email));
             assert_eq!(b.country.is_some(), b.petition == "p0");
+        }
+    }
+
+    /// Addresses: as many distinct ones as asked, a re-send from its original's, the filled
+    /// batch and the owned signatures alike, and nothing else changed.
+    #[test]
+    fn signatures_come_from_the_addresses_asked_for() {
+        let plain = Workload::with(50_000, 100, Shape::Uniform, 0.0, 0.2, 9);
+        let w = plain.clone().with_ips(Some(1_000));
+        let mut batch = Batch::with_capacity(50_000, w.text_bytes_max());
+        let capacity = batch.text.capacity();
+        w.fill(0..50_000, &mut batch);
+        assert_eq!(batch.text.capacity(), capacity, "the longest fits");
+        let filled = batch.signatures();
+        let mut seen = std::collections::HashSet::new();
+        for (i, s) in filled.iter().enumerate() {
+            let owned = w.signature(i as u64);
+            let ip = s.ip.expect("an address");
+            assert_eq!(Some(ip), owned.ip.as_deref());
+            assert!(ip.parse::<std::net::Ipv4Addr>().is_ok(), "{ip}");
+            assert_eq!(
+                (s.petition, s.email),
+                (owned.petition.as_str(), owned.email.as_str())
+            );
+            let before = plain.signature(i as u64);
+            assert_eq!(
+                (&before.petition, &before.email),
+                (&owned.petition, &owned.email)
+            );
+            seen.insert(ip.to_owned());
+        }
+        assert!((990..=1_000).contains(&seen.len()), "{}", seen.len());
+        // A re-send (the same signer on the same petition) comes from its original's address.
+        let mut by_signer = std::collections::HashMap::new();
+        for i in 0..50_000u64 {
+            let s = w.signature(i);
+            let ip = by_signer
+                .entry((s.petition, s.email))
+                .or_insert(s.ip.clone());
+            assert_eq!(*ip, s.ip);
         }
     }
 

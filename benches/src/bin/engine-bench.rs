@@ -28,7 +28,7 @@ use benches::stalls::{self, SlowCall, SlowCalls};
 use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
-use engine::{Config, Durability, Engine, Outcome};
+use engine::{Config, Durability, Engine, Outcome, RateLimits, SubmitError, Window};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -82,9 +82,46 @@ struct Traffic {
     /// (same syntax). With --compare-rounds: the viral runs' hot petition.
     #[arg(long, value_parser = Countries::parse, value_name = "SPEC")]
     hot_countries: Option<Countries>,
+    /// Distinct IPv4 addresses the signatures come from (each signature's drawn at random, a
+    /// re-send from its original's); without it signatures carry no address.
+    #[arg(long, value_name = "N")]
+    ips: Option<u64>,
+    /// The engine's limits per (petition, address): BURST/SECONDS,SUSTAINED/SECONDS (the
+    /// defaults: 1/60,5/300) or off. Only signatures with an address (--ips) are limited.
+    #[arg(long, default_value = "1/60,5/300", value_parser = rate_limits_arg, value_name = "SPEC")]
+    rate_limits: RateLimitsArg,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// `--rate-limits`: two windows, or none.
+#[derive(Debug, Clone, Copy)]
+struct RateLimitsArg(Option<RateLimits>);
+
+fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
+    if text == "off" {
+        return Ok(RateLimitsArg(None));
+    }
+    let window = |part: &str| -> Option<Window> {
+        let (count, seconds) = part.split_once('/')?;
+        Some(Window {
+            count: count.trim().parse().ok()?,
+            seconds: seconds.trim().parse().ok()?,
+        })
+    };
+    let limits = text
+        .split_once(',')
+        .and_then(|(burst, sustained)| {
+            Some(RateLimits {
+                burst: window(burst)?,
+                sustained: window(sustained)?,
+                ..RateLimits::UK
+            })
+        })
+        .ok_or("BURST/SECONDS,SUSTAINED/SECONDS (e.g. 1/60,5/300), or off")?;
+    limits.check()?;
+    Ok(RateLimitsArg(Some(limits)))
 }
 
 impl Traffic {
@@ -99,6 +136,7 @@ impl Traffic {
             self.seed,
         )
         .with_places(self.countries.clone(), self.hot_countries.clone())
+        .with_ips(self.ips)
     }
 
     /// Prints the countries, if any, and refuses a hot petition's mix without a hot petition.
@@ -579,6 +617,8 @@ struct RunResult {
     accepted: u64,
     duplicates: u64,
     errors: u64,
+    /// Refused by the limits per (petition, address).
+    limited: u64,
     latency_us: Histogram<u64>,
     /// Per call, µs from the call to `submit_batch_ref` to its return: the engine's own part of
     /// `latency_us`, without the load thread's late wake-ups or earlier calls' delays.
@@ -698,7 +738,7 @@ fn drive(
                 scope.spawn(move || {
                     let mut histogram = latency_histogram();
                     let mut calls = histogram.clone();
-                    let (mut accepted, mut duplicates, mut errors) = (0, 0, 0);
+                    let (mut accepted, mut duplicates, mut errors, mut limited) = (0, 0, 0, 0);
                     let share = workload.thread_range(t, threads);
                     // Threads are spread evenly over one interval, so that the total rate is
                     // constant rather than `threads` calls arriving at once every interval.
@@ -731,6 +771,7 @@ fn drive(
                             match outcome {
                                 Ok(Outcome::Accepted { .. }) => accepted += 1,
                                 Ok(Outcome::Duplicate { .. }) => duplicates += 1,
+                                Err(SubmitError::RateLimited { .. }) => limited += 1,
                                 // These petitions do not validate by email.
                                 Ok(_) | Err(_) => errors += 1,
                             }
@@ -742,9 +783,7 @@ fn drive(
                         i = end;
                     }
                     (
-                        accepted,
-                        duplicates,
-                        errors,
+                        (accepted, duplicates, errors, limited),
                         histogram,
                         calls,
                         pacer.late(),
@@ -777,11 +816,13 @@ fn drive(
     let mut latency_us = latency_histogram();
     let mut call_us = latency_us.clone();
     let (mut accepted, mut duplicates, mut errors, mut late_calls) = (0, 0, 0, 0);
+    let mut limited = 0;
     let (mut slow_calls, mut slow_calls_dropped) = (Vec::new(), 0);
-    for (a, d, e, h, c, l, slow) in results {
+    for ((a, d, e, r), h, c, l, slow) in results {
         accepted += a;
         duplicates += d;
         errors += e;
+        limited += r;
         latency_us.add(h).expect("same bounds");
         call_us.add(c).expect("same bounds");
         late_calls += l;
@@ -793,6 +834,7 @@ fn drive(
         accepted,
         duplicates,
         errors,
+        limited,
         latency_us,
         call_us,
         wake_late_us: wake.histogram,
@@ -807,6 +849,7 @@ fn drive(
 fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Stats, u64)> {
     let mut config = Config::in_memory();
     config.signatures_expected = traffic.signatures;
+    config.rate_limits = traffic.rate_limits.0;
     let engine = Engine::open(config)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
     let workload = traffic.workload(shape);
@@ -863,6 +906,7 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
             "signatures": traffic.signatures,
             "accepted": run.accepted,
             "duplicates": run.duplicates,
+            "ip_rate_limited": run.limited,
             "elapsed_s": run.elapsed.as_secs_f64(),
             "signatures_per_sec": per_sec,
             "countries": countries,
@@ -977,6 +1021,7 @@ fn durable(
     let mut config = Config::persistent(&data_dir);
     config.durability = durability;
     config.signatures_expected = traffic.signatures;
+    config.rate_limits = traffic.rate_limits.0;
     let engine = Engine::open(config)?;
     engine.wait_ready().map_err(anyhow::Error::msg)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
@@ -1063,6 +1108,7 @@ fn durable(
         "accepted": run.accepted,
         "duplicates": run.duplicates,
         "refused": run.errors,
+        "ip_rate_limited": run.limited,
         "elapsed_s": run.elapsed.as_secs_f64(),
         "signatures_per_sec": per_sec,
         "input": input.describe(),
