@@ -10,7 +10,6 @@
 
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
-use std::net::IpAddr;
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
@@ -20,6 +19,7 @@ use crate::error::SubmitError;
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence, PREFETCH_DISTANCE};
 use crate::job::{reply_channel, Caller, Item, ItemKind, Job, Outcome, SignJob, Waiting};
+use crate::limit::{Key as LimitKey, Limiter};
 use crate::petition::{Changes, Petition, RegistryRead};
 use crate::place::{Place, RegionKey, RegionsFull};
 use crate::shared::Shared;
@@ -260,6 +260,9 @@ impl Call<'_> {
         let guards = shared.guards().read();
         let paused = shared.guards().is_paused();
         let limiter = shared.limiter();
+        // Signatures for the limits per (petition, address), by input index: taken in a pass
+        // of their own, each set prefetched a few ahead.
+        let mut limit_keys: Vec<(usize, LimitKey)> = Vec::new();
         // Claims whose region is not in the dictionary yet: named after this pass.
         let mut unnamed: Vec<(usize, RegionKey)> = Vec::new();
         let mut recent = Recent::default();
@@ -300,23 +303,16 @@ impl Call<'_> {
                 if guards.blocks(fields.ip, fields.email) {
                     return Err(SubmitError::Blocked);
                 }
-                if let (Some(limiter), Some(ip)) = (limiter, fields.ip) {
-                    // Validated as an address already.
-                    if let Ok(ip) = ip.parse::<IpAddr>() {
-                        if !guards.allows(ip) {
-                            let num = self.slots[slot as usize].petition.num;
-                            limiter.take(num, ip, self.now).map_err(|limited| {
-                                SubmitError::RateLimited {
-                                    retry_after_s: limited.retry_after_s,
-                                }
-                            })?;
-                        }
-                    }
-                }
                 Ok((fields, slot, fp))
             });
             match checked {
                 Ok((fields, slot, fp)) => {
+                    if let (Some(limiter), Some(ip)) = (limiter, fields.ip_addr) {
+                        if !guards.allows(ip) {
+                            let num = self.slots[slot as usize].petition.num;
+                            limit_keys.push((index, limiter.key(num, ip)));
+                        }
+                    }
                     let mut place = Place::of_country(fields.country);
                     if let Some(region) = fields.region {
                         let key = RegionKey::new(place.country(), region);
@@ -347,6 +343,9 @@ impl Call<'_> {
         drop(guards);
         if !unnamed.is_empty() {
             rejected += self.name_regions(unnamed, &mut valid);
+        }
+        if let (Some(limiter), false) = (limiter, limit_keys.is_empty()) {
+            rejected += self.limit(limiter, &limit_keys, &mut valid);
         }
         if rejected > 0 {
             shared.count_rejected(rejected);
@@ -381,6 +380,54 @@ impl Call<'_> {
             if !self.memory {
                 valid.remove(at);
             }
+        }
+        refused.len() as u64
+    }
+
+    /// Counts each signature of `keys` (by input index, in input order) against the limits per
+    /// (petition, address); a claim over a limit is refused. Returns how many were refused.
+    fn limit(
+        &mut self,
+        limiter: &Limiter,
+        keys: &[(usize, LimitKey)],
+        valid: &mut Vec<ValidRef<'_>>,
+    ) -> u64 {
+        for &(_, key) in keys.iter().take(PREFETCH_DISTANCE) {
+            limiter.prefetch(key);
+        }
+        let mut refused: Vec<usize> = Vec::new();
+        for (at, &(index, key)) in keys.iter().enumerate() {
+            if let Some(&(_, ahead)) = keys.get(at + PREFETCH_DISTANCE) {
+                limiter.prefetch(ahead);
+            }
+            if let Err(limited) = limiter.take_key(key, self.now) {
+                self.results[index] = Err(SubmitError::RateLimited {
+                    retry_after_s: limited.retry_after_s,
+                });
+                refused.push(index);
+            }
+        }
+        if refused.is_empty() {
+            return 0;
+        }
+        // Claims and `keys` are both in input order: one pass marks the refused claims.
+        let mut next = refused.iter().peekable();
+        let drop: Vec<bool> = self
+            .claims
+            .iter()
+            .map(|claim| next.next_if(|&&index| index == claim.index).is_some())
+            .collect();
+        let mut at = 0;
+        self.claims.retain(|_| {
+            at += 1;
+            !drop[at - 1]
+        });
+        if !self.memory {
+            let mut at = 0;
+            valid.retain(|_| {
+                at += 1;
+                !drop[at - 1]
+            });
         }
         refused.len() as u64
     }

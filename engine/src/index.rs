@@ -327,7 +327,7 @@ impl Hint {
 /// Asks the CPU to bring the cache line at `address` into every cache level. A hint only.
 #[inline(always)]
 #[allow(unsafe_code)]
-fn prefetch_line(address: *const u8) {
+pub(crate) fn prefetch_line(address: *const u8) {
     #[cfg(target_arch = "x86_64")]
     // SAFETY: a prefetch instruction only hints the cache: it never faults and never reads or
     // writes memory as far as the program can tell, whatever the address (stale, freed or

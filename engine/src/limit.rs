@@ -8,8 +8,9 @@
 //!
 //! The table is fixed-size: `entries` slots in sets of [`WAYS`], sharded under 256 locks. A
 //! slot holds a 64-bit tag of its (petition, address) under a per-process seed and the times
-//! (whole seconds) of its newest signatures, newest first; a set keeps its eight tags on one
-//! cache line. A new pair takes
+//! (whole seconds) of its newest signatures, newest first. A set is two cache lines: the tags,
+//! newest times and counts of its four slots on the first, their older times on the second; a
+//! pair seen for the first time reads and writes the first line only. A new pair takes
 //! an empty slot of its set, else one idle for the longest window (it holds nothing that could
 //! refuse a signature), else the one whose newest signature is oldest. So memory is at most
 //! `entries × 32` bytes (a shard's part is made on its first signature), whatever the traffic; dropping a live slot forgets signatures, which can
@@ -21,14 +22,16 @@
 
 use std::net::IpAddr;
 
+use std::sync::atomic::{AtomicUsize, Ordering};
+
 use parking_lot::Mutex;
 
 /// Slots per set.
-pub const WAYS: usize = 8;
+pub const WAYS: usize = 4;
 /// Locks over the table.
 const SHARDS: usize = 256;
 /// Most signatures a window may allow (the times a slot keeps).
-pub const WINDOW_COUNT_MAX: u32 = 6;
+pub const WINDOW_COUNT_MAX: u32 = 5;
 /// The longest window.
 pub const WINDOW_SECONDS_MAX: u32 = 86_400;
 /// Bytes of one slot: its tag and times.
@@ -70,7 +73,7 @@ impl RateLimits {
     pub fn check(&self) -> Result<(), &'static str> {
         for w in [self.burst, self.sustained] {
             if !(1..=WINDOW_COUNT_MAX).contains(&w.count) {
-                return Err("rate limits: a window allows 1 to 6 signatures");
+                return Err("rate limits: a window allows 1 to 5 signatures");
             }
             if !(1..=WINDOW_SECONDS_MAX).contains(&w.seconds) {
                 return Err("rate limits: a window is 1 to 86,400 seconds");
@@ -96,13 +99,41 @@ fn sets_per_shard(entries: usize) -> usize {
     entries.div_ceil(SHARDS * WAYS).max(1)
 }
 
-/// A set of slots: each slot's tag (0: empty) on one cache line, and its newest signatures'
-/// times, newest first (0: none).
+/// A set of slots, on two cache lines. Per slot: the tag of its pair (0: empty), the time of
+/// its newest signature, how many times it keeps (at most [`WINDOW_COUNT_MAX`]), and on the
+/// second line the older times, newest first.
 #[derive(Clone, Copy, Default)]
-#[repr(align(64))]
+#[repr(C, align(64))]
 struct Set {
     tags: [u64; WAYS],
-    times: [[u32; WINDOW_COUNT_MAX as usize]; WAYS],
+    newest: [u32; WAYS],
+    kept: [u32; WAYS],
+    older: [[u32; WINDOW_COUNT_MAX as usize - 1]; WAYS],
+}
+
+impl Set {
+    /// The `k`-th newest time of slot `way` (0: the newest), or 0 if it keeps fewer.
+    fn time(&self, way: usize, k: usize) -> u32 {
+        if k >= self.kept[way] as usize {
+            0
+        } else if k == 0 {
+            self.newest[way]
+        } else {
+            self.older[way][k - 1]
+        }
+    }
+
+    /// Records a signature at `now` in slot `way`.
+    fn push(&mut self, way: usize, now: u32) {
+        let kept = self.kept[way] as usize;
+        if kept > 0 {
+            let older = &mut self.older[way];
+            older.copy_within(..WINDOW_COUNT_MAX as usize - 2, 1);
+            older[0] = self.newest[way];
+        }
+        self.newest[way] = now;
+        self.kept[way] = (kept + 1).min(WINDOW_COUNT_MAX as usize) as u32;
+    }
 }
 
 /// A signature the limit refuses, and when the pair may sign again.
@@ -116,6 +147,16 @@ pub(crate) struct Limiter {
     seed: u64,
     sets: usize,
     shards: Vec<Mutex<Vec<Set>>>,
+    /// Each shard's table address once made (0 before): read without its lock, to prefetch.
+    bases: Vec<AtomicUsize>,
+}
+
+/// Where a (petition, address) pair lives in the table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct Key {
+    tag: u64,
+    shard: u32,
+    set: u32,
 }
 
 impl Limiter {
@@ -126,50 +167,81 @@ impl Limiter {
             seed: rand::random(),
             sets,
             shards: (0..SHARDS).map(|_| Mutex::new(Vec::new())).collect(),
+            bases: (0..SHARDS).map(|_| AtomicUsize::new(0)).collect(),
         }
     }
 
-    /// Counts a signature from `ip` to petition `petition` at `now_ms`, unless the limits
-    /// refuse it.
-    pub fn take(&self, petition: u32, ip: IpAddr, now_ms: u64) -> Result<(), Limited> {
-        let now = (now_ms / 1_000).max(1) as u32;
+    /// The key of a signature from `ip` to petition `petition`.
+    #[inline]
+    pub fn key(&self, petition: u32, ip: IpAddr) -> Key {
         let v6 = match crate::guard::unmap(ip) {
             IpAddr::V4(v4) => v4.to_ipv6_mapped(),
             IpAddr::V6(v6) => v6,
         };
-        let mut key = [0u8; 20];
-        key[..4].copy_from_slice(&petition.to_le_bytes());
-        key[4..].copy_from_slice(&v6.octets());
-        let hash = xxhash_rust::xxh3::xxh3_128_with_seed(&key, self.seed);
-        let tag = (hash as u64) | 1;
+        let mut bytes = [0u8; 20];
+        bytes[..4].copy_from_slice(&petition.to_le_bytes());
+        bytes[4..].copy_from_slice(&v6.octets());
+        let hash = xxhash_rust::xxh3::xxh3_128_with_seed(&bytes, self.seed);
         let high = (hash >> 64) as u64;
-        let shard = (high as usize) % SHARDS;
-        let set = ((high >> 8) as usize) % self.sets;
+        Key {
+            tag: (hash as u64) | 1,
+            shard: (high as usize % SHARDS) as u32,
+            set: ((high >> 8) as usize % self.sets) as u32,
+        }
+    }
+
+    /// Asks the CPU for the first line of the set of `key`, all a new pair needs (a hint;
+    /// call it a few signatures ahead).
+    #[inline]
+    pub fn prefetch(&self, key: Key) {
+        let base = self.bases[key.shard as usize].load(Ordering::Relaxed);
+        if base == 0 {
+            return;
+        }
+        let set = base.wrapping_add(key.set as usize * std::mem::size_of::<Set>());
+        crate::index::prefetch_line(set as *const u8);
+    }
+
+    /// Counts a signature from `ip` to petition `petition` at `now_ms`, unless the limits
+    /// refuse it.
+    #[cfg(test)]
+    pub fn take(&self, petition: u32, ip: IpAddr, now_ms: u64) -> Result<(), Limited> {
+        self.take_key(self.key(petition, ip), now_ms)
+    }
+
+    /// [`Limiter::take`] of a signature whose key is known.
+    pub fn take_key(&self, key: Key, now_ms: u64) -> Result<(), Limited> {
+        let now = (now_ms / 1_000).max(1) as u32;
+        let Key { tag, shard, set } = key;
+        let shard = shard as usize;
+        let set = set as usize;
         let mut sets = self.shards[shard].lock();
         if sets.is_empty() {
             // A shard's table is made on its first signature: an engine that never sees an
-            // address holds none.
+            // address holds none. It is never resized after, so its address stays valid.
             sets.resize(self.sets, Set::default());
+            self.bases[shard].store(sets.as_ptr() as usize, Ordering::Relaxed);
         }
         let set = &mut sets[set];
         let way = match set.tags.iter().position(|&t| t == tag) {
             Some(way) => way,
             None => {
+                // An empty slot, an idle one, or the one whose newest signature is oldest: all
+                // on the first line.
                 let idle_before = now.saturating_sub(self.limits.longest());
                 let way = (0..WAYS)
-                    .position(|w| set.tags[w] == 0 || set.times[w][0] <= idle_before)
-                    .unwrap_or_else(|| (0..WAYS).min_by_key(|&w| set.times[w][0]).unwrap_or(0));
+                    .position(|w| set.tags[w] == 0 || set.newest[w] <= idle_before)
+                    .unwrap_or_else(|| (0..WAYS).min_by_key(|&w| set.newest[w]).unwrap_or(0));
                 set.tags[way] = tag;
-                set.times[way] = [0; WINDOW_COUNT_MAX as usize];
+                set.kept[way] = 0;
                 way
             }
         };
-        let times = &mut set.times[way];
         let mut retry_after_s = 0;
         for window in [self.limits.burst, self.limits.sustained] {
             // The signatures in the window now: the last `count` kept, newer than
             // `now - seconds`. If there are `count` of them, the oldest must leave first.
-            let oldest = times[window.count as usize - 1];
+            let oldest = set.time(way, window.count as usize - 1);
             if oldest != 0 && now - oldest.min(now) < window.seconds {
                 retry_after_s = retry_after_s.max(oldest + window.seconds - now);
             }
@@ -177,8 +249,7 @@ impl Limiter {
         if retry_after_s > 0 {
             return Err(Limited { retry_after_s });
         }
-        times.copy_within(..WINDOW_COUNT_MAX as usize - 1, 1);
-        times[0] = now;
+        set.push(way, now);
         Ok(())
     }
 
@@ -194,7 +265,7 @@ impl Limiter {
                     .iter()
                     .map(|set| {
                         (0..WAYS)
-                            .filter(|&w| set.tags[w] != 0 && set.times[w][0] > idle_before)
+                            .filter(|&w| set.tags[w] != 0 && set.newest[w] > idle_before)
                             .count()
                     })
                     .sum::<usize>()
@@ -308,6 +379,8 @@ mod tests {
     /// slots are reused, and no address is ever refused on its first signature.
     #[test]
     fn memory_is_bounded_and_eviction_never_refuses_a_new_signer() {
+        assert_eq!(std::mem::size_of::<Set>(), 2 * 64, "two cache lines");
+        assert_eq!(std::mem::size_of::<Set>(), WAYS * SLOT_BYTES);
         let limiter = small();
         let bytes = limiter.limits().bytes();
         assert!(bytes <= 2_048 * SLOT_BYTES as u64, "{bytes}");
@@ -339,7 +412,7 @@ mod tests {
             },
             RateLimits {
                 sustained: Window {
-                    count: 7,
+                    count: 6,
                     seconds: 300,
                 },
                 ..RateLimits::UK

@@ -187,6 +187,8 @@ pub(crate) struct ValidRef<'a> {
     pub country: Option<&'a str>,
     pub region: Option<&'a str>,
     pub ip: Option<&'a str>,
+    /// `ip` as parsed.
+    pub ip_addr: Option<IpAddr>,
     pub source: Option<&'a str>,
 }
 
@@ -266,10 +268,13 @@ pub(crate) fn validate<'a, T>(
     if region.is_some() && country.is_none() {
         return Err(invalid("region", "a region needs a country"));
     }
+    let ip_addr = std::cell::Cell::new(None);
     let ip = optional(signature.ip, "ip", 45, |s| {
-        s.parse::<IpAddr>()
-            .map(|_| ())
-            .map_err(|_| "must be an IPv4 or IPv6 address")
+        let parsed = s
+            .parse::<IpAddr>()
+            .map_err(|_| "must be an IPv4 or IPv6 address")?;
+        ip_addr.set(Some(parsed));
+        Ok(())
     })?;
     let source = optional(signature.source, "source", SOURCE_BYTES_MAX, |s| {
         if s.bytes().all(|b| b.is_ascii_graphic()) {
@@ -279,6 +284,7 @@ pub(crate) fn validate<'a, T>(
         }
     })?;
     let valid = ValidRef {
+        ip_addr: ip_addr.get(),
         email,
         name,
         postcode,

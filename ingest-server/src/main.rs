@@ -518,7 +518,7 @@ mod tests {
             "--trending-refresh=0s",
             "--rate-limits=1/60",
             "--rate-limits=0/60,5/300",
-            "--rate-limits=1/60,7/300",
+            "--rate-limits=1/60,6/300",
             "--rate-limits=1/0,5/300",
             "--rate-limits=1/60,5/x",
             "--rate-limits=none",
@@ -541,7 +541,7 @@ mod tests {
         assert_eq!(args.trending_refresh, Duration::from_millis(250));
         let args = Args::try_parse_from(["ingest-server", "--rate-limits=off"]).expect("parses");
         assert_eq!(args.rate_limits, RateLimitsArg(None));
-        let args = Args::try_parse_from(["ingest-server", "--rate-limits", "2/10, 6/3600"])
+        let args = Args::try_parse_from(["ingest-server", "--rate-limits", "2/10, 5/3600"])
             .expect("parses");
         assert_eq!(
             args.rate_limits,
@@ -551,7 +551,7 @@ mod tests {
                     seconds: 10
                 },
                 Window {
-                    count: 6,
+                    count: 5,
                     seconds: 3600
                 }
             )))

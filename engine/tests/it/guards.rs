@@ -391,3 +391,49 @@ fn rate_limits_can_be_set_or_turned_off() {
         "too small a table is refused at open"
     );
 }
+
+/// Within one call: the first signature of each address is taken, the rest refused, and the
+/// claims and records of the taken ones stay matched (the store verifies).
+#[test]
+fn a_batch_takes_the_first_of_each_address_and_stores_exactly_those() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    for config in [
+        Config::in_memory(),
+        Config::persistent(dir.path().join("data")),
+    ] {
+        let engine = open(config);
+        register(&engine, &["p"]);
+        let batch = vec![
+            from("p", "a@example.org", "192.0.2.1"),
+            from("p", "b@example.org", "192.0.2.2"),
+            from("p", "c@example.org", "192.0.2.1"),
+            NewSignature::new("p", "d@example.org"),
+            from("p", "e@example.org", "::ffff:192.0.2.1"),
+            from("p", "f@example.org", "192.0.2.2"),
+            from("p", "g@example.org", "2001:db8::1"),
+        ];
+        let outcomes = engine.submit_batch(batch);
+        let taken: Vec<bool> = outcomes.iter().map(|o| o.is_ok()).collect();
+        assert_eq!(
+            taken,
+            [true, true, false, true, false, false, true],
+            "{outcomes:?}"
+        );
+        assert_eq!(engine.count("p"), Some(4));
+        // The refused ones hold no slot: with the limits lifted by the allow list they sign.
+        engine
+            .add_list_entry(entry(ListName::Allow, EntryKind::Ip, "192.0.2.0/24"))
+            .expect("allowed");
+        for email in ["c", "e", "f"] {
+            assert!(accepted(engine.submit(from(
+                "p",
+                &format!("{email}@example.org"),
+                "192.0.2.1"
+            ))));
+        }
+        assert_eq!(engine.count("p"), Some(7));
+        if engine.stats().persistent {
+            engine.verify_store().expect("consistent");
+        }
+    }
+}
