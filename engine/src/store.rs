@@ -20,7 +20,7 @@
 //! | `webhooks`     | name                    | a webhook and its cursor (`webhook.rs`)          |
 //! | `breakdowns`   | petition (u32)          | its counts by place and its history: entries (kind u8: 0 place, 1 minute, 2 hour; id u32 BE; change i64 LE), merged by adding the changes of equal entries |
 //! | `regions`      | region id (u32)         | the region's country (2 letters) and text        |
-//! | `guards`       | `e` + entry id (u64), `s`, `p` + petition (u32) | a block or allow list entry, the switches, a petition's pause (`guard.rs`) |
+//! | `guards`       | `e` + entry id (u64), `s`, `n`, `p` + petition (u32) | a block or allow list entry, the switches, the last entry id, a petition's pause (`guard.rs`) |
 //!
 //! A count is three u64s: validated, pending and invalidated signatures (a store of format 2
 //! holds the validated count alone).

@@ -915,6 +915,8 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
             "counts_bytes": stats.counts_bytes,
             "index_bytes_per_signature": memory.per_signature(memory.index_counts()),
             "breakdown_bytes": stats.breakdown_bytes,
+        "rate_limit_bytes": stats.rate_limit_bytes,
+            "rate_limit_bytes": stats.rate_limit_bytes,
             "breakdown_bytes_per_signature": memory.per_signature(stats.breakdown_bytes),
             "index_counts_breakdowns_bytes_per_signature":
                 memory.per_signature(memory.with_breakdowns()),
