@@ -245,6 +245,23 @@ pub struct ValidationCounts {
     pub not_sent: u64,
 }
 
+/// Phase 2's refusals by code: the 4xx but 429 `rate_limited`, and with them the abuse
+/// controls' `ip_rate_limited` and `blocked`, should a server answer a validation so (the
+/// signature counts keep those apart; the validation counts have no fields of their own for
+/// them).
+fn validation_rejected(c: &Counts) -> BTreeMap<String, u64> {
+    let mut rejected = c.rejected.clone();
+    for (code, n) in [
+        (crate::outcome::IP_RATE_LIMITED, c.ip_rate_limited),
+        (crate::outcome::BLOCKED, c.blocked),
+    ] {
+        if n > 0 {
+            *rejected.entry(code.to_owned()).or_default() += n;
+        }
+    }
+    rejected
+}
+
 impl ValidationReport {
     /// Builds the report of phase 2 from what phase 1 `kept` (its `count` tokens, now handed
     /// over) and what phase 2 measured.
@@ -287,7 +304,7 @@ impl ValidationReport {
                 answered: c.answered,
                 validated: c.validated,
                 already_validated: c.already_validated,
-                rejected: c.rejected.clone(),
+                rejected: validation_rejected(c),
                 rate_limited: c.rate_limited,
                 unavailable: c.unavailable.clone(),
                 server_errors: c.server_errors.clone(),
@@ -498,6 +515,12 @@ impl Report {
             row(&format!("rejected {code}"), *n);
         }
         row("rate limited (429)", o.rate_limited);
+        if self.endpoint != "get" || o.ip_rate_limited > 0 {
+            row("ip rate limited (429)", o.ip_rate_limited);
+        }
+        if self.endpoint != "get" || o.blocked > 0 {
+            row("blocked (403)", o.blocked);
+        }
         if o.unavailable.is_empty() {
             row("unavailable (503)", 0);
         }
@@ -780,5 +803,57 @@ pub fn format_latency(latency: Duration) -> String {
         format!("{:.2}s", ms / 1000.0)
     } else {
         format!("{ms:.2}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::outcome::Outcome;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut args = vec![
+            "loadtest",
+            "run",
+            "--target",
+            "http://127.0.0.1:9",
+            "--api-key",
+            "k",
+        ];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Run(args) => args,
+            Command::Verify(_) => unreachable!(),
+        }
+    }
+
+    #[test]
+    fn a_validation_refused_by_the_abuse_controls_is_not_lost_from_phase_2() {
+        let args = run_args(&["--validate-share", "1"]);
+        let mut stats = Stats::default();
+        for outcome in [
+            Outcome::Validated,
+            Outcome::Blocked,
+            Outcome::IpRateLimited,
+            Outcome::Rejected("unknown_token".into()),
+        ] {
+            stats.counts.add(&outcome);
+        }
+        let kept = KeptSet::default();
+        let v = ValidationReport::new(&args, 1.0, &kept, 4, Duration::from_secs(1), &stats);
+        assert_eq!(v.outcomes.validated, 1);
+        assert_eq!(
+            v.outcomes.rejected,
+            BTreeMap::from([
+                ("blocked".to_owned(), 1),
+                ("ip_rate_limited".to_owned(), 1),
+                ("unknown_token".to_owned(), 1)
+            ])
+        );
     }
 }

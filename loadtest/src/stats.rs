@@ -57,11 +57,18 @@ pub struct Counts {
     pub already_validated: u64,
     /// `--get`: 2xx.
     pub ok: u64,
-    /// 4xx other than a 429 `rate_limited`, by error code (a 429 `too_many_resubmissions` is
-    /// here).
+    /// 4xx other than a 429 `rate_limited`, a 429 `ip_rate_limited` and a 403 `blocked`, by
+    /// error code (a 429 `too_many_resubmissions` is here).
     pub rejected: BTreeMap<String, u64>,
-    /// 429 `rate_limited` (any 429 but `too_many_resubmissions`).
+    /// 429 `rate_limited`, the per-key limit (any 429 but `too_many_resubmissions` and
+    /// `ip_rate_limited`).
     pub rate_limited: u64,
+    /// 429 `ip_rate_limited` (and batch lines with that code): over the server's limits per
+    /// (petition, address). A final refusal, not an error.
+    pub ip_rate_limited: u64,
+    /// 403 `blocked` (and batch lines with that code): a block list matched. A final refusal,
+    /// not an error.
+    pub blocked: u64,
     /// 503 by error code.
     pub unavailable: BTreeMap<String, u64>,
     /// Other 5xx by status.
@@ -99,6 +106,8 @@ impl Counts {
                     Outcome::Ok => self.ok += 1,
                     Outcome::Rejected(code) => *self.rejected.entry(code.clone()).or_default() += 1,
                     Outcome::RateLimited => self.rate_limited += 1,
+                    Outcome::IpRateLimited => self.ip_rate_limited += 1,
+                    Outcome::Blocked => self.blocked += 1,
                     Outcome::Unavailable(code) => {
                         *self.unavailable.entry(code.clone()).or_default() += 1;
                     }
@@ -113,7 +122,8 @@ impl Counts {
     }
 
     /// Everything that is not accepted, duplicate, pending, validated, already validated or ok
-    /// (connect failures included).
+    /// (connect failures included), nor a final refusal of the abuse controls
+    /// (`ip_rate_limited`, `blocked`): those are the server doing its job.
     pub fn errors(&self) -> u64 {
         self.rejected.values().sum::<u64>()
             + self.rate_limited
@@ -139,6 +149,8 @@ impl Counts {
             *self.rejected.entry(code.clone()).or_default() += n;
         }
         self.rate_limited += other.rate_limited;
+        self.ip_rate_limited += other.ip_rate_limited;
+        self.blocked += other.blocked;
         for (code, n) in &other.unavailable {
             *self.unavailable.entry(code.clone()).or_default() += n;
         }
@@ -300,6 +312,24 @@ mod tests {
         let mut d = c.clone();
         d.merge(&c);
         assert_eq!((d.pending, d.validated, d.already_validated), (2, 2, 2));
+
+        // The abuse controls' final refusals are counted apart, and are not errors; the
+        // per-key limit's 429 still is one.
+        let mut e = Counts::default();
+        for outcome in [
+            Outcome::IpRateLimited,
+            Outcome::IpRateLimited,
+            Outcome::Blocked,
+            Outcome::RateLimited,
+        ] {
+            e.add(&outcome);
+        }
+        assert_eq!((e.ip_rate_limited, e.blocked, e.rate_limited), (2, 1, 1));
+        assert_eq!((e.answered, e.errors()), (4, 1));
+        assert!(e.rejected.is_empty());
+        let mut f = e.clone();
+        f.merge(&e);
+        assert_eq!((f.ip_rate_limited, f.blocked, f.rate_limited), (4, 2, 2));
     }
 
     #[test]
