@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::ips::GroupSplit;
 use crate::outcome::Outcome;
 
 /// Highest latency the histograms hold, in microseconds (one hour); longer ones are clamped.
@@ -36,7 +37,7 @@ pub fn micros(duration: Duration) -> u64 {
 /// Counts by outcome. Signature outcomes are counted per signature (a batch of 100 adds 100),
 /// validation outcomes per validation. The JSON report's `outcomes` is this struct as it stands
 /// (map keys become strings) but for the validation counts, which only phase 2 has and which its
-/// own `validation.outcomes` shows.
+/// own `validation.outcomes` shows, and the split by group, which `ips.groups` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// HTTP requests that got an answer (any status).
@@ -87,6 +88,9 @@ pub struct Counts {
     /// Ctrl-C stopped it) that no connection took, the connections being behind schedule. They
     /// are never sent, and are not in `answered`.
     pub not_sent: u64,
+    /// With `--abusers`: the signatures' outcomes per group (the report's `ips.groups`).
+    #[serde(skip)]
+    pub groups: GroupSplit,
 }
 
 impl Counts {
@@ -163,6 +167,7 @@ impl Counts {
         self.not_sent += other.not_sent;
         self.connect_failures += other.connect_failures;
         self.resends += other.resends;
+        self.groups.merge(&other.groups);
     }
 }
 
