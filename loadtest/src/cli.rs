@@ -22,6 +22,9 @@ pub struct Cli {
 }
 
 /// The two jobs of the binary.
+// Built once per process, from the command line: the size of its largest variant is of no
+// consequence, and boxing it would only burden its users.
+#[allow(clippy::large_enum_variant)]
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Send signatures (or plain GETs) at a target and report rate, latency and outcomes.
@@ -109,6 +112,33 @@ pub struct RunArgs {
     #[arg(long, value_name = "SPEC", value_parser = Countries::parse)]
     pub countries: Option<Countries>,
 
+    /// Give every signature its signer's source address ("ip"): one of N IPv4 addresses,
+    /// 10.0.0.1, 10.0.0.2, ... (N from 1 to 16777214, all in 10.0.0.0/8), chosen from --seed
+    /// and the signer, so a re-sent signer comes from the same address. The server limits
+    /// signatures per (petition, address), by default 1 in 60 s and 5 in 300 s: for ordinary
+    /// signers to stay under that, N × --petitions must be well above 60 × the signatures per
+    /// second. A 429 ip_rate_limited or 403 blocked answer is counted as a final refusal (not
+    /// retried, not acknowledged, not an error). Without it no signature carries an address.
+    #[arg(long, value_name = "N", value_parser = crate::ips::parse_ips)]
+    pub ips: Option<u32>,
+
+    /// An abuse mix: K more addresses, 198.18.0.1, 198.18.0.2, ... (K from 1 to 131070, all in
+    /// 198.18.0.0/15, so none is one of the --ips addresses and one block list entry covers
+    /// them all), send --abuse-share of the signatures; the rest come from the --ips
+    /// addresses. Chosen per signer from --seed, as --ips is. The report then splits the
+    /// outcomes by group, abusers and everyone else: signatures sent, accepted (duplicates and
+    /// pending included), limited (429 ip_rate_limited), blocked (403). Needs --ips and
+    /// --abuse-share.
+    #[arg(long, value_name = "K", value_parser = crate::ips::parse_abusers, requires_all = ["ips", "abuse_share"])]
+    pub abusers: Option<u32>,
+
+    /// With --abusers: the share F of the signers, more than 0 and less than 1, whose
+    /// signatures come from the abusers' addresses. A --dup-ratio re-send comes from its
+    /// signer's address, so the abusers' share of all signatures is F without --dup-ratio, and
+    /// lower with it (their signers, mostly refused, are seldom re-sent).
+    #[arg(long, value_name = "F", value_parser = crate::ips::parse_abuse_share, requires = "abusers")]
+    pub abuse_share: Option<f64>,
+
     /// Use the NDJSON batch endpoint with this many signatures per request (-R stays in
     /// signatures per second).
     #[arg(long, value_parser = clap::value_parser!(u32).range(1..=100_000))]
@@ -172,7 +202,7 @@ pub struct RunArgs {
     /// Send plain `GET <target URL>` requests instead of signatures: no registration, no ledger,
     /// no key needed. For measuring the load generator itself against a hello-world (compare
     /// with `wrk`).
-    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share", "threshold_step", "sse_readers", "webhook", "countries"])]
+    #[arg(long, conflicts_with_all = ["batch", "ledger", "durability_check", "no_register", "validate_share", "threshold_step", "sse_readers", "webhook", "countries", "ips", "abusers", "abuse_share"])]
     pub get: bool,
 
     /// Worker threads of the runtime [default: number of CPUs].

@@ -316,7 +316,7 @@ impl Countries {
 }
 
 /// A share as a percentage without trailing zeros: `0.05` → `5`, `0.125` → `12.5`.
-fn percent(share: f64) -> String {
+pub(crate) fn percent(share: f64) -> String {
     let text = format!("{:.4}", share * 100.0);
     text.trim_end_matches('0').trim_end_matches('.').to_owned()
 }

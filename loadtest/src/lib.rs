@@ -6,6 +6,9 @@
 //! - `shape`: which petition each signature goes to (uniform, zipf, viral) and who signs it;
 //! - `countries`: with `--countries`, the country and region each signer carries, and the
 //!   server's breakdown of a count by country (read by the report and checked by `verify`);
+//! - `ips`: with `--ips`, the source address each signer carries, and with `--abusers` the
+//!   abuse mix (a share of the signers from a few addresses of their own) and the outcomes
+//!   counted per group, which the report splits;
 //! - `run`: petition registration, the connection tasks, open- and closed-loop pacing, progress,
 //!   and with `--validate-share` the second phase that validates the tokens kept;
 //! - `outcome`: reading the server's answers into outcomes and ledger classes;
@@ -30,6 +33,7 @@ pub mod cli;
 pub mod client;
 pub mod countries;
 pub mod events;
+pub mod ips;
 pub mod kept;
 pub mod ledger;
 pub mod outcome;
@@ -82,6 +86,11 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
     }
     if let Some(countries) = &args.countries {
         eprintln!("loadtest: countries {}", countries.describe());
+    }
+    if let Some(ips) = ips::Ips::from_flags(args.ips, args.abusers, args.abuse_share)
+        .map_err(anyhow::Error::msg)?
+    {
+        eprintln!("loadtest: sources {}", ips.describe());
     }
     let report = run::execute(&args, seed, progress).await?;
     let json_to_stdout = args

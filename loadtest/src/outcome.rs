@@ -3,6 +3,22 @@
 //! Two views: [`Outcome`] is the detailed one the report counts; [`LedgerClass`] is the one that
 //! matters for durability: was the signature acknowledged (counted, or pending validation),
 //! definitely refused, or can we not tell? Likewise for a validation.
+//!
+//! The load path sends every signature once and retries nothing: an answer is an outcome,
+//! counted. Among the refusals, three kinds of answer are the server doing its job, and are
+//! told apart from the rest:
+//!
+//! - 429 `ip_rate_limited` ([`Outcome::IpRateLimited`]; a batch line with that code too): the
+//!   signer's address is over the server's limits per (petition, address). Final: counted, not
+//!   acknowledged, `failed` in the ledger (the server took nothing), and not an error in the
+//!   progress line. Distinct from the per-key 429 `rate_limited` ([`Outcome::RateLimited`]),
+//!   which is handled as before.
+//! - 403 `blocked` ([`Outcome::Blocked`]; a batch line too): a block list matches the signer.
+//!   Final, in the same way.
+//! - 503 `signing_paused` and `read_only` ([`SWITCH_CODES`]; batch lines too): an operator's
+//!   switch. Counted as unavailable by code with the other 503s (and as errors in the progress
+//!   line: no signature gets in while a switch is on), but `failed` in the ledger rather than
+//!   `indeterminate`, since the server refuses these before it stores anything.
 
 use hyper::StatusCode;
 use serde::Deserialize;
@@ -21,6 +37,17 @@ pub const RETRYABLE_CODES: [&str; 4] = [
 /// The error code of a 429 that refuses a pending signer's resubmissions for good (it is not
 /// a rate limit, and retrying does not help).
 pub const TOO_MANY_RESUBMISSIONS: &str = "too_many_resubmissions";
+
+/// The error code of a 429 (or batch line) that refuses a signature over the server's limits
+/// per (petition, address).
+pub const IP_RATE_LIMITED: &str = "ip_rate_limited";
+
+/// The error code of a 403 (or batch line) that refuses a signature a block list matches.
+pub const BLOCKED: &str = "blocked";
+
+/// Error codes of a 503 (or batch line) that an operator's switch answers: the server refused
+/// the signature (or validation) before storing anything.
+pub const SWITCH_CODES: [&str; 2] = ["signing_paused", "read_only"];
 
 /// What a request carried, and so which answers it may get.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -53,12 +80,18 @@ pub enum Outcome {
     AlreadyValidated,
     /// `--get` mode: any 2xx.
     Ok,
-    /// A 4xx other than a 429 `rate_limited` (or a non-retryable batch line error), by error
-    /// code; a 429 `too_many_resubmissions` is one.
+    /// A 4xx other than a 429 `rate_limited`, a 429 `ip_rate_limited` and a 403 `blocked` (or
+    /// a non-retryable batch line error), by error code; a 429 `too_many_resubmissions` is one.
     Rejected(String),
-    /// 429 (but `too_many_resubmissions`).
+    /// 429 `rate_limited`, the per-key limit (any 429 but `too_many_resubmissions` and
+    /// `ip_rate_limited`).
     RateLimited,
-    /// 503 (or a retryable batch line error), by error code.
+    /// 429 `ip_rate_limited` (or a batch line with that code): over the limits per (petition,
+    /// address). A final refusal.
+    IpRateLimited,
+    /// 403 `blocked` (or a batch line with that code): a block list matches. A final refusal.
+    Blocked,
+    /// 503 (or a retryable or [`SWITCH_CODES`] batch line error), by error code.
     Unavailable(String),
     /// Any other 5xx, by status.
     ServerError(u16),
@@ -78,7 +111,7 @@ pub enum LedgerClass {
     Accepted,
     /// The server said the signer was counted before.
     Duplicate,
-    /// The server said no and did not take the signature (4xx, 429).
+    /// The server said no and did not take the signature (4xx, 429, a switch's 503).
     Failed,
     /// Cannot tell: timeout, reset, 5xx, nonsense.
     Indeterminate,
@@ -88,7 +121,7 @@ pub enum LedgerClass {
     Validated,
     /// A validation: the server said the token had been validated before.
     AlreadyValidated,
-    /// A validation the server refused without counting the signer (4xx, 429).
+    /// A validation the server refused without counting the signer (4xx, 429, a switch's 503).
     ValidationFailed,
     /// A validation whose outcome cannot be told: timeout, reset, 5xx, nonsense.
     ValidationIndeterminate,
@@ -147,7 +180,11 @@ impl Outcome {
             Outcome::Accepted => LedgerClass::Accepted,
             Outcome::Duplicate => LedgerClass::Duplicate,
             Outcome::Pending { .. } => LedgerClass::Pending,
-            Outcome::Rejected(_) | Outcome::RateLimited => LedgerClass::Failed,
+            Outcome::Rejected(_)
+            | Outcome::RateLimited
+            | Outcome::IpRateLimited
+            | Outcome::Blocked => LedgerClass::Failed,
+            Outcome::Unavailable(code) if is_switch(code) => LedgerClass::Failed,
             // `Ok` only happens in --get mode, which keeps no ledger; the classifiers never
             // give a signature a validation's answer (it would be a `BadResponse`).
             Outcome::Ok
@@ -166,7 +203,11 @@ impl Outcome {
         match self {
             Outcome::Validated => LedgerClass::Validated,
             Outcome::AlreadyValidated => LedgerClass::AlreadyValidated,
-            Outcome::Rejected(_) | Outcome::RateLimited => LedgerClass::ValidationFailed,
+            Outcome::Rejected(_)
+            | Outcome::RateLimited
+            | Outcome::IpRateLimited
+            | Outcome::Blocked => LedgerClass::ValidationFailed,
+            Outcome::Unavailable(code) if is_switch(code) => LedgerClass::ValidationFailed,
             // As above: a validation is never classified as a signature's answer.
             Outcome::Accepted
             | Outcome::Duplicate
@@ -180,7 +221,9 @@ impl Outcome {
         }
     }
 
-    /// Whether this counts as an error in the live progress line.
+    /// Whether this counts as an error in the live progress line: not the answers the server
+    /// owes (accepted, duplicate, pending, validated, ok), nor its abuse controls' final
+    /// refusals (`ip_rate_limited`, `blocked`), which are the server doing its job.
     pub fn is_error(&self) -> bool {
         !matches!(
             self,
@@ -190,6 +233,8 @@ impl Outcome {
                 | Outcome::Pending { .. }
                 | Outcome::Validated
                 | Outcome::AlreadyValidated
+                | Outcome::IpRateLimited
+                | Outcome::Blocked
         )
     }
 
@@ -198,6 +243,8 @@ impl Outcome {
         match self {
             Outcome::Rejected(code) | Outcome::Unavailable(code) => code.clone(),
             Outcome::RateLimited => "rate_limited".to_owned(),
+            Outcome::IpRateLimited => IP_RATE_LIMITED.to_owned(),
+            Outcome::Blocked => BLOCKED.to_owned(),
             Outcome::ServerError(status) => format!("http_{status}"),
             Outcome::BadResponse => "bad_response".to_owned(),
             Outcome::Timeout => "timeout".to_owned(),
@@ -222,6 +269,8 @@ impl Outcome {
             Outcome::Ok => "ok".to_owned(),
             Outcome::Rejected(code) => format!("rejected {code}"),
             Outcome::RateLimited => "rate limited".to_owned(),
+            Outcome::IpRateLimited => "ip rate limited".to_owned(),
+            Outcome::Blocked => "blocked".to_owned(),
             Outcome::Unavailable(code) => format!("unavailable {code}"),
             Outcome::ServerError(status) => format!("server error {status}"),
             Outcome::BadResponse => "an answer outside the contract".to_owned(),
@@ -283,12 +332,22 @@ pub fn error_code(status: StatusCode, body: &[u8]) -> String {
     }
 }
 
+/// Whether `code` is one of the [`SWITCH_CODES`].
+fn is_switch(code: &str) -> bool {
+    SWITCH_CODES.contains(&code)
+}
+
 /// Classifies a non-2xx answer (shared by all endpoints).
 fn classify_error(status: StatusCode, body: &[u8]) -> Outcome {
     match status.as_u16() {
         429 => match error_code(status, body) {
             code if code == TOO_MANY_RESUBMISSIONS => Outcome::Rejected(code),
+            code if code == IP_RATE_LIMITED => Outcome::IpRateLimited,
             _ => Outcome::RateLimited,
+        },
+        403 => match error_code(status, body) {
+            code if code == BLOCKED => Outcome::Blocked,
+            code => Outcome::Rejected(code),
         },
         503 => Outcome::Unavailable(error_code(status, body)),
         400..=499 => Outcome::Rejected(error_code(status, body)),
@@ -411,7 +470,9 @@ fn classify_batch_lines(
                 (Carried::Validations, "validated") => Outcome::Validated,
                 (Carried::Validations, "already_validated") => Outcome::AlreadyValidated,
                 (_, "error") => match parsed.code {
-                    Some(code) if RETRYABLE_CODES.contains(&code.as_ref()) => {
+                    Some(code) if code == IP_RATE_LIMITED => Outcome::IpRateLimited,
+                    Some(code) if code == BLOCKED => Outcome::Blocked,
+                    Some(code) if RETRYABLE_CODES.contains(&code.as_ref()) || is_switch(&code) => {
                         Outcome::Unavailable(code.into_owned())
                     }
                     Some(code) => Outcome::Rejected(code.into_owned()),
@@ -760,6 +821,88 @@ mod tests {
                 Outcome::BadResponse,
             ]
         );
+    }
+
+    #[test]
+    fn the_abuse_controls_are_final_refusals_apart_from_the_key_limit() {
+        let error = |code: &str| format!(r#"{{"error":{{"code":"{code}","message":"m"}}}}"#);
+        let status = |n: u16| StatusCode::from_u16(n).expect("valid status");
+        let single = |n: u16, code: &str| classify_single(status(n), error(code).as_bytes());
+        assert_eq!(single(429, "ip_rate_limited"), Outcome::IpRateLimited);
+        assert_eq!(single(403, "blocked"), Outcome::Blocked);
+        // The per-key limit, and other 403s, as before.
+        assert_eq!(single(429, "rate_limited"), Outcome::RateLimited);
+        assert_eq!(
+            single(403, "forbidden"),
+            Outcome::Rejected("forbidden".into())
+        );
+        assert_eq!(
+            single(503, "signing_paused"),
+            Outcome::Unavailable("signing_paused".into())
+        );
+        assert_eq!(
+            classify_validation(status(403), error("blocked").as_bytes()),
+            Outcome::Blocked
+        );
+        // Batch lines with the same codes.
+        let body = concat!(
+            r#"{"status":"error","code":"ip_rate_limited","message":"m"}"#,
+            "\n",
+            r#"{"status":"error","code":"blocked","message":"m"}"#,
+            "\n",
+            r#"{"status":"error","code":"signing_paused","message":"m"}"#,
+            "\n",
+            r#"{"status":"error","code":"read_only","message":"m"}"#,
+            "\n",
+        );
+        let mut out = Vec::new();
+        classify_batch(
+            StatusCode::OK,
+            body.as_bytes(),
+            4,
+            Carried::Signatures,
+            &mut out,
+        );
+        assert_eq!(
+            out,
+            vec![
+                Outcome::IpRateLimited,
+                Outcome::Blocked,
+                Outcome::Unavailable("signing_paused".into()),
+                Outcome::Unavailable("read_only".into()),
+            ]
+        );
+        // In the ledger: refused for good, with the code; neither lost nor in doubt.
+        for outcome in [
+            Outcome::IpRateLimited,
+            Outcome::Blocked,
+            Outcome::Unavailable("signing_paused".into()),
+            Outcome::Unavailable("read_only".into()),
+        ] {
+            assert_eq!(outcome.ledger_class(), LedgerClass::Failed, "{outcome:?}");
+            assert_eq!(
+                outcome.validation_ledger_class(),
+                LedgerClass::ValidationFailed,
+                "{outcome:?}"
+            );
+        }
+        assert_eq!(Outcome::IpRateLimited.detail(), "ip_rate_limited");
+        assert_eq!(Outcome::Blocked.detail(), "blocked");
+        assert_eq!(
+            Outcome::Unavailable("signing_paused".into()).detail(),
+            "signing_paused"
+        );
+        // The other 503s stay in doubt: the signature may have reached the store.
+        assert_eq!(
+            Outcome::Unavailable("overloaded".into()).ledger_class(),
+            LedgerClass::Indeterminate
+        );
+        // The server doing its job is not an error; a switch's 503 and the key's 429 are.
+        assert!(!Outcome::IpRateLimited.is_error());
+        assert!(!Outcome::Blocked.is_error());
+        assert!(Outcome::RateLimited.is_error());
+        assert!(Outcome::Unavailable("signing_paused".into()).is_error());
+        assert_eq!(Outcome::IpRateLimited.describe(), "ip rate limited");
     }
 
     #[test]

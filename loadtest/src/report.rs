@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::cli::{RunArgs, ShapeKind};
 use crate::countries::{Breakdown, CountryCount};
+use crate::ips::{GroupCounts, GroupSplit, Ips, ABUSER_FIRST, NORMAL_FIRST};
 use crate::kept::KeptSet;
 use crate::run::{self, Endpoint};
 use crate::stats::{Counts, Stats};
@@ -59,6 +60,43 @@ pub struct Report {
     /// `--countries`: the server's breakdown by country of the busiest petition.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub countries: Option<CountriesReport>,
+    /// `--ips`: where the signatures came from and, with `--abusers`, the outcomes per group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub ips: Option<IpsReport>,
+}
+
+/// With `--ips`: the addresses signatures came from and, with `--abusers`, what each group's
+/// signatures got, so that an operator can see the abusers limited and everyone else accepted.
+#[derive(Debug, Clone, Serialize)]
+pub struct IpsReport {
+    /// `--ips`: the addresses everyone else signs from, from `first`.
+    pub addresses: u32,
+    /// The first of them, `10.0.0.1`.
+    pub first: String,
+    /// `--abusers`: the abusers' addresses, from `abusers_first`; null without.
+    pub abusers: Option<u32>,
+    /// The first of them, `198.18.0.1`; null without `--abusers`.
+    pub abusers_first: Option<String>,
+    /// `--abuse-share`: the share of the signers that are the abusers'; null without.
+    pub abuse_share: Option<f64>,
+    /// With `--abusers`: the signatures' outcomes per group.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub groups: Option<GroupSplit>,
+}
+
+impl IpsReport {
+    /// The block of a run with `ips`, from its counts.
+    pub fn new(ips: &Ips, counts: &Counts) -> IpsReport {
+        let abusers = ips.abusers();
+        IpsReport {
+            addresses: ips.normal(),
+            first: NORMAL_FIRST.to_string(),
+            abusers,
+            abusers_first: abusers.map(|_| ABUSER_FIRST.to_string()),
+            abuse_share: ips.abuse_share(),
+            groups: abusers.map(|_| counts.groups),
+        }
+    }
 }
 
 /// Countries shown in the table (the JSON has them all).
@@ -245,6 +283,23 @@ pub struct ValidationCounts {
     pub not_sent: u64,
 }
 
+/// Phase 2's refusals by code: the 4xx but 429 `rate_limited`, and with them the abuse
+/// controls' `ip_rate_limited` and `blocked`, should a server answer a validation so (the
+/// signature counts keep those apart; the validation counts have no fields of their own for
+/// them).
+fn validation_rejected(c: &Counts) -> BTreeMap<String, u64> {
+    let mut rejected = c.rejected.clone();
+    for (code, n) in [
+        (crate::outcome::IP_RATE_LIMITED, c.ip_rate_limited),
+        (crate::outcome::BLOCKED, c.blocked),
+    ] {
+        if n > 0 {
+            *rejected.entry(code.to_owned()).or_default() += n;
+        }
+    }
+    rejected
+}
+
 impl ValidationReport {
     /// Builds the report of phase 2 from what phase 1 `kept` (its `count` tokens, now handed
     /// over) and what phase 2 measured.
@@ -287,7 +342,7 @@ impl ValidationReport {
                 answered: c.answered,
                 validated: c.validated,
                 already_validated: c.already_validated,
-                rejected: c.rejected.clone(),
+                rejected: validation_rejected(c),
                 rate_limited: c.rate_limited,
                 unavailable: c.unavailable.clone(),
                 server_errors: c.server_errors.clone(),
@@ -444,6 +499,7 @@ impl Report {
             validation: None,
             events: None,
             countries: None,
+            ips: None,
         }
     }
 
@@ -498,6 +554,12 @@ impl Report {
             row(&format!("rejected {code}"), *n);
         }
         row("rate limited (429)", o.rate_limited);
+        if self.endpoint != "get" || o.ip_rate_limited > 0 {
+            row("ip rate limited (429)", o.ip_rate_limited);
+        }
+        if self.endpoint != "get" || o.blocked > 0 {
+            row("blocked (403)", o.blocked);
+        }
         if o.unavailable.is_empty() {
             row("unavailable (503)", 0);
         }
@@ -529,6 +591,9 @@ impl Report {
         }
         if let Some(countries) = &self.countries {
             countries_table(&mut out, countries);
+        }
+        if let Some(ips) = &self.ips {
+            ips_table(&mut out, ips);
         }
         out
     }
@@ -711,6 +776,62 @@ fn events_table(out: &mut String, e: &EventsReport) {
     }
 }
 
+/// The addresses' part of the table: where the signatures came from and, with `--abusers`, a
+/// row per group.
+fn ips_table(out: &mut String, ips: &IpsReport) {
+    let plural = |n: u32, one: &str, many: &str| {
+        if n == 1 {
+            format!("{n} {one}")
+        } else {
+            format!("{n} {many}")
+        }
+    };
+    let mut line = format!(
+        "\nsources    {} from {}",
+        plural(ips.addresses, "address", "addresses"),
+        ips.first
+    );
+    if let (Some(abusers), Some(first), Some(share)) =
+        (ips.abusers, &ips.abusers_first, ips.abuse_share)
+    {
+        let _ = write!(
+            line,
+            "; {} from {first} sending {}% of the signers",
+            plural(abusers, "abuser", "abusers"),
+            crate::countries::percent(share)
+        );
+    }
+    let _ = writeln!(out, "{line}");
+    let Some(groups) = &ips.groups else {
+        return;
+    };
+    let sent = groups.abusers.sent + groups.others.sent;
+    let _ = writeln!(
+        out,
+        "  {:<20}{:>12}{:>8}{:>12}{:>12}{:>12}{:>12}",
+        "signatures by group", "sent", "share", "accepted", "limited", "blocked", "other"
+    );
+    let mut row = |name: &str, g: &GroupCounts| {
+        let share = if sent > 0 {
+            100.0 * g.sent as f64 / sent as f64
+        } else {
+            0.0
+        };
+        let _ = writeln!(
+            out,
+            "  {name:<20}{:>12}{:>7.1}%{:>12}{:>12}{:>12}{:>12}",
+            g.sent, share, g.accepted, g.limited, g.blocked, g.other
+        );
+    };
+    row("abusers", &groups.abusers);
+    row("everyone else", &groups.others);
+    let _ = writeln!(
+        out,
+        "             (accepted: 201, 200 duplicate or 202 pending; limited: 429 ip_rate_limited; \
+         blocked: 403)"
+    );
+}
+
 /// The countries' part of the table: the top [`COUNTRIES_SHOWN_MAX`] with their share of the
 /// count, the rest summed up, and whether they add up to the count.
 fn countries_table(out: &mut String, c: &CountriesReport) {
@@ -780,5 +901,169 @@ pub fn format_latency(latency: Duration) -> String {
         format!("{:.2}s", ms / 1000.0)
     } else {
         format!("{ms:.2}ms")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use clap::Parser;
+
+    use super::*;
+    use crate::cli::{Cli, Command};
+    use crate::ips::Group;
+    use crate::outcome::Outcome;
+
+    fn run_args(extra: &[&str]) -> RunArgs {
+        let mut args = vec![
+            "loadtest",
+            "run",
+            "--target",
+            "http://127.0.0.1:9",
+            "--api-key",
+            "k",
+        ];
+        args.extend_from_slice(extra);
+        match Cli::try_parse_from(args).unwrap().command {
+            Command::Run(args) => args,
+            Command::Verify(_) => unreachable!(),
+        }
+    }
+
+    /// A report of `outcomes`, each counted in its group when `ips` has abusers.
+    fn report(extra: &[&str], outcomes: &[(Group, Outcome, u64)]) -> Report {
+        let args = run_args(extra);
+        let ips = Ips::from_flags(args.ips, args.abusers, args.abuse_share).unwrap();
+        let mut stats = Stats::default();
+        for (group, outcome, n) in outcomes {
+            for _ in 0..*n {
+                stats.counts.add(outcome);
+                if ips.is_some_and(|ips| ips.abusers().is_some()) {
+                    stats.counts.groups.add(*group, outcome);
+                }
+            }
+        }
+        let mut report = Report::new(&args, 5, Endpoint::Single, Duration::from_secs(1), &stats);
+        report.ips = ips.map(|ips| IpsReport::new(&ips, &stats.counts));
+        report
+    }
+
+    #[test]
+    fn the_table_counts_the_abuse_controls_and_splits_by_group() {
+        let report = report(
+            &["--ips", "1000", "--abusers", "3", "--abuse-share", "0.2"],
+            &[
+                (Group::Abuser, Outcome::Accepted, 15),
+                (Group::Abuser, Outcome::IpRateLimited, 180),
+                (Group::Abuser, Outcome::Blocked, 5),
+                (Group::Other, Outcome::Accepted, 790),
+                (Group::Other, Outcome::Duplicate, 8),
+                (Group::Other, Outcome::IpRateLimited, 1),
+                (Group::Other, Outcome::Timeout, 1),
+            ],
+        );
+        let table = report.table();
+        for line in [
+            "  ip rate limited (429)                      181",
+            "  blocked (403)                                5",
+            "  rate limited (429)                           0",
+            "sources    1000 addresses from 10.0.0.1; 3 abusers from 198.18.0.1 sending 20% of \
+             the signers",
+            concat!(
+                "  signatures by group         sent   share    accepted     limited     blocked",
+                "       other"
+            ),
+            concat!(
+                "  abusers                      200   20.0%          15         180           5",
+                "           0"
+            ),
+            concat!(
+                "  everyone else                800   80.0%         798           1           0",
+                "           1"
+            ),
+        ] {
+            assert!(table.lines().any(|l| l == line), "{line:?} not in\n{table}");
+        }
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["outcomes"]["ip_rate_limited"], 181);
+        assert_eq!(json["outcomes"]["blocked"], 5);
+        assert!(json["outcomes"].get("groups").is_none());
+        let ips = &json["ips"];
+        assert_eq!(ips["addresses"], 1000);
+        assert_eq!(ips["first"], "10.0.0.1");
+        assert_eq!(ips["abusers"], 3);
+        assert_eq!(ips["abusers_first"], "198.18.0.1");
+        assert_eq!(ips["abuse_share"], 0.2);
+        let abusers = &ips["groups"]["abusers"];
+        assert_eq!(
+            [
+                &abusers["sent"],
+                &abusers["accepted"],
+                &abusers["limited"],
+                &abusers["blocked"],
+                &abusers["other"]
+            ],
+            [200, 15, 180, 5, 0]
+        );
+        assert_eq!(ips["groups"]["others"]["accepted"], 798);
+        assert_eq!(ips["groups"]["others"]["other"], 1);
+        // The final refusals are not errors; the timeout is.
+        assert_eq!(report.outcomes.errors(), 1);
+    }
+
+    #[test]
+    fn without_abusers_there_is_no_split_and_without_ips_no_block() {
+        let report = report(&["--ips", "1"], &[(Group::Other, Outcome::Accepted, 3)]);
+        let table = report.table();
+        assert!(
+            table
+                .lines()
+                .any(|l| l == "sources    1 address from 10.0.0.1"),
+            "{table}"
+        );
+        assert!(!table.contains("signatures by group"), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert_eq!(json["ips"]["abusers"], serde_json::Value::Null);
+        assert!(json["ips"].get("groups").is_none());
+
+        let report = report_without_ips();
+        let table = report.table();
+        assert!(!table.contains("sources "), "{table}");
+        // The rows are there, at 0, for every signature run.
+        assert!(table.contains("  ip rate limited (429) "), "{table}");
+        assert!(table.contains("  blocked (403) "), "{table}");
+        let json = serde_json::to_value(&report).unwrap();
+        assert!(json.get("ips").is_none());
+        assert_eq!(json["outcomes"]["ip_rate_limited"], 0);
+    }
+
+    fn report_without_ips() -> Report {
+        report(&[], &[(Group::Other, Outcome::Accepted, 3)])
+    }
+
+    #[test]
+    fn a_validation_refused_by_the_abuse_controls_is_not_lost_from_phase_2() {
+        let args = run_args(&["--validate-share", "1"]);
+        let mut stats = Stats::default();
+        for outcome in [
+            Outcome::Validated,
+            Outcome::Blocked,
+            Outcome::IpRateLimited,
+            Outcome::Rejected("unknown_token".into()),
+        ] {
+            stats.counts.add(&outcome);
+        }
+        let kept = KeptSet::default();
+        let v = ValidationReport::new(&args, 1.0, &kept, 4, Duration::from_secs(1), &stats);
+        assert_eq!(v.outcomes.validated, 1);
+        assert_eq!(
+            v.outcomes.rejected,
+            BTreeMap::from([
+                ("blocked".to_owned(), 1),
+                ("ip_rate_limited".to_owned(), 1),
+                ("unknown_token".to_owned(), 1)
+            ])
+        );
     }
 }

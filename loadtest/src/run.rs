@@ -27,6 +27,12 @@
 //! With `--countries` ([`crate::countries`]), each signature's JSON carries the country (and
 //! region) chosen for its signer, and each connection counts the signatures its answers say
 //! were counted, per petition, so that the report can read the breakdown of the busiest one.
+//!
+//! With `--ips` ([`crate::ips`]), each signature's JSON also carries its signer's address, and
+//! with `--abusers` each connection counts its signatures' outcomes per group (abusers,
+//! everyone else) for the report. Nothing is ever retried: a 429 `ip_rate_limited` or a 403
+//! `blocked` is a final refusal, counted, never acknowledged (so never re-sent by
+//! `--dup-ratio`), `failed` in the ledger.
 
 use std::collections::HashMap;
 use std::ops::Range;
@@ -47,10 +53,11 @@ use crate::cli::{RunArgs, ShapeKind, Target};
 use crate::client::{self, Client};
 use crate::countries::{self, Countries, Tally};
 use crate::events::{Crossing, Crossings, Events, Thresholds};
+use crate::ips::Ips;
 use crate::kept::{KeptSet, KeptToken, KEPT_TOKENS_MAX};
 use crate::ledger::{LedgerSink, LedgerWriter};
 use crate::outcome::{self, Carried, Outcome};
-use crate::report::{CountriesReport, Report, ValidationReport};
+use crate::report::{CountriesReport, IpsReport, Report, ValidationReport};
 use crate::shape::{self, Picker};
 use crate::stats::{Live, Recent, Stats, FLUSH_INTERVAL};
 use crate::wire::Wire;
@@ -162,6 +169,9 @@ struct Plan {
     countries: Option<Countries>,
     /// `--countries`: the signatures counted per petition (accepted, or validated).
     tally: Option<Arc<Tally>>,
+    /// `--ips` (and `--abusers`): the address of each signer; without it, signatures carry
+    /// none.
+    ips: Option<Ips>,
 }
 
 enum Slot {
@@ -372,6 +382,9 @@ impl Worker {
                 countries.write_members(&mut self.body, plan.seed, self.id, signature.signer);
             }
         }
+        if let Some(ips) = &plan.ips {
+            ips.write_member(&mut self.body, plan.seed, self.id, signature.signer);
+        }
         self.body.push(b'}');
     }
 
@@ -474,6 +487,10 @@ impl Worker {
                 None => &self.outcomes[i],
             };
             self.recent.counts.add(outcome);
+            if let Some(ips) = plan.ips.filter(|ips| ips.abusers().is_some()) {
+                let group = ips.group(plan.seed, self.id, signature.signer);
+                self.recent.counts.groups.add(group, outcome);
+            }
             if plan.tally.is_some() && matches!(outcome, Outcome::Accepted) {
                 *self.counted.entry(signature.petition).or_default() += 1;
             }
@@ -1089,13 +1106,24 @@ pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report
             None => Endpoint::Single,
         }
     };
+    let ips =
+        Ips::from_flags(args.ips, args.abusers, args.abuse_share).map_err(anyhow::Error::msg)?;
     if endpoint != Endpoint::Get && !args.no_register {
         register(args, seed).await?;
     }
     let events = Events::start(args, seed).await?;
     let crossings = events.as_ref().map(Events::crossings);
     let tally = args.countries.as_ref().map(|_| Arc::new(Tally::default()));
-    let result = run_load(args, seed, progress, endpoint, crossings, tally.clone()).await;
+    let result = run_load(
+        args,
+        seed,
+        progress,
+        endpoint,
+        ips,
+        crossings,
+        tally.clone(),
+    )
+    .await;
     let mut report = match (result, events) {
         (Ok(mut report), Some(events)) => {
             report.events = Some(events.finish().await);
@@ -1135,6 +1163,7 @@ async fn run_load(
     seed: u64,
     progress: bool,
     endpoint: Endpoint,
+    ips: Option<Ips>,
     crossings: Option<Arc<Crossings>>,
     tally: Option<Arc<Tally>>,
 ) -> Result<Report> {
@@ -1186,6 +1215,7 @@ async fn run_load(
         crossings: crossings.clone(),
         countries: args.countries.clone(),
         tally: tally.clone(),
+        ips,
     };
 
     // Ctrl-C ends the run early but still waits for the answers outstanding, so the ledger
@@ -1261,6 +1291,7 @@ async fn run_load(
             slots_not_taken(taken, interval_ns, end) * u64::from(endpoint.size());
     }
     let mut report = Report::new(args, seed, endpoint, signing.elapsed, &stats);
+    report.ips = ips.map(|ips| IpsReport::new(&ips, &stats.counts));
     report.validation = validating.transpose()?;
     Ok(report)
 }
@@ -1381,6 +1412,7 @@ mod tests {
             crossings: None,
             countries: None,
             tally: None,
+            ips: None,
         }
     }
 
@@ -1474,6 +1506,44 @@ mod tests {
                 ]
             );
         }
+    }
+
+    #[test]
+    fn with_ips_each_signature_carries_its_signers_address_last() {
+        let ips = Ips::new(50, Some((2, 0.3))).unwrap();
+        for endpoint in [Endpoint::Single, Endpoint::Batch(400)] {
+            let mut plan = signing_plan(endpoint);
+            plan.ips = Some(ips);
+            plan.countries = Some(Countries::parse("FR:0.5:3").unwrap());
+            let mut groups = std::collections::BTreeMap::new();
+            let mut number = 0u64;
+            for request in requests(&plan, 400 / u64::from(endpoint.size())) {
+                let (head, body) = request.split_once("\r\n\r\n").unwrap();
+                assert!(
+                    head.ends_with(&format!("content-length: {}", body.len())),
+                    "{head}"
+                );
+                for line in body.lines() {
+                    let signature: serde_json::Value = serde_json::from_str(line).unwrap();
+                    let source = ips.source(7, 3, number);
+                    assert_eq!(signature["email"], format!("lt7.3.{number}@example.org"));
+                    assert_eq!(signature["ip"], source.address().to_string(), "{line}");
+                    // The address comes after everything else, the country included.
+                    assert!(
+                        line.ends_with(&format!(",\"ip\":\"{}\"}}", source.address())),
+                        "{line}"
+                    );
+                    *groups.entry(source.group).or_insert(0u32) += 1;
+                    number += 1;
+                }
+            }
+            assert_eq!(number, 400);
+            assert_eq!(groups.len(), 2, "both groups among 400 signers: {groups:?}");
+        }
+        // Without --ips not one byte changes (signature_requests_are_byte_for_byte_what_they_were
+        // pins the bytes): no signature carries an address.
+        let plain = requests(&signing_plan(Endpoint::Batch(50)), 1);
+        assert!(!plain[0].contains("\"ip\""), "{}", plain[0]);
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use hdrhistogram::Histogram;
 
+use crate::ips::GroupSplit;
 use crate::outcome::Outcome;
 
 /// Highest latency the histograms hold, in microseconds (one hour); longer ones are clamped.
@@ -36,7 +37,7 @@ pub fn micros(duration: Duration) -> u64 {
 /// Counts by outcome. Signature outcomes are counted per signature (a batch of 100 adds 100),
 /// validation outcomes per validation. The JSON report's `outcomes` is this struct as it stands
 /// (map keys become strings) but for the validation counts, which only phase 2 has and which its
-/// own `validation.outcomes` shows.
+/// own `validation.outcomes` shows, and the split by group, which `ips.groups` shows.
 #[derive(Debug, Clone, Default, PartialEq, Eq, serde::Serialize)]
 pub struct Counts {
     /// HTTP requests that got an answer (any status).
@@ -57,11 +58,18 @@ pub struct Counts {
     pub already_validated: u64,
     /// `--get`: 2xx.
     pub ok: u64,
-    /// 4xx other than a 429 `rate_limited`, by error code (a 429 `too_many_resubmissions` is
-    /// here).
+    /// 4xx other than a 429 `rate_limited`, a 429 `ip_rate_limited` and a 403 `blocked`, by
+    /// error code (a 429 `too_many_resubmissions` is here).
     pub rejected: BTreeMap<String, u64>,
-    /// 429 `rate_limited` (any 429 but `too_many_resubmissions`).
+    /// 429 `rate_limited`, the per-key limit (any 429 but `too_many_resubmissions` and
+    /// `ip_rate_limited`).
     pub rate_limited: u64,
+    /// 429 `ip_rate_limited` (and batch lines with that code): over the server's limits per
+    /// (petition, address). A final refusal, not an error.
+    pub ip_rate_limited: u64,
+    /// 403 `blocked` (and batch lines with that code): a block list matched. A final refusal,
+    /// not an error.
+    pub blocked: u64,
     /// 503 by error code.
     pub unavailable: BTreeMap<String, u64>,
     /// Other 5xx by status.
@@ -80,6 +88,9 @@ pub struct Counts {
     /// Ctrl-C stopped it) that no connection took, the connections being behind schedule. They
     /// are never sent, and are not in `answered`.
     pub not_sent: u64,
+    /// With `--abusers`: the signatures' outcomes per group (the report's `ips.groups`).
+    #[serde(skip)]
+    pub groups: GroupSplit,
 }
 
 impl Counts {
@@ -99,6 +110,8 @@ impl Counts {
                     Outcome::Ok => self.ok += 1,
                     Outcome::Rejected(code) => *self.rejected.entry(code.clone()).or_default() += 1,
                     Outcome::RateLimited => self.rate_limited += 1,
+                    Outcome::IpRateLimited => self.ip_rate_limited += 1,
+                    Outcome::Blocked => self.blocked += 1,
                     Outcome::Unavailable(code) => {
                         *self.unavailable.entry(code.clone()).or_default() += 1;
                     }
@@ -113,7 +126,8 @@ impl Counts {
     }
 
     /// Everything that is not accepted, duplicate, pending, validated, already validated or ok
-    /// (connect failures included).
+    /// (connect failures included), nor a final refusal of the abuse controls
+    /// (`ip_rate_limited`, `blocked`): those are the server doing its job.
     pub fn errors(&self) -> u64 {
         self.rejected.values().sum::<u64>()
             + self.rate_limited
@@ -139,6 +153,8 @@ impl Counts {
             *self.rejected.entry(code.clone()).or_default() += n;
         }
         self.rate_limited += other.rate_limited;
+        self.ip_rate_limited += other.ip_rate_limited;
+        self.blocked += other.blocked;
         for (code, n) in &other.unavailable {
             *self.unavailable.entry(code.clone()).or_default() += n;
         }
@@ -151,6 +167,7 @@ impl Counts {
         self.not_sent += other.not_sent;
         self.connect_failures += other.connect_failures;
         self.resends += other.resends;
+        self.groups.merge(&other.groups);
     }
 }
 
@@ -300,6 +317,24 @@ mod tests {
         let mut d = c.clone();
         d.merge(&c);
         assert_eq!((d.pending, d.validated, d.already_validated), (2, 2, 2));
+
+        // The abuse controls' final refusals are counted apart, and are not errors; the
+        // per-key limit's 429 still is one.
+        let mut e = Counts::default();
+        for outcome in [
+            Outcome::IpRateLimited,
+            Outcome::IpRateLimited,
+            Outcome::Blocked,
+            Outcome::RateLimited,
+        ] {
+            e.add(&outcome);
+        }
+        assert_eq!((e.ip_rate_limited, e.blocked, e.rate_limited), (2, 1, 1));
+        assert_eq!((e.answered, e.errors()), (4, 1));
+        assert!(e.rejected.is_empty());
+        let mut f = e.clone();
+        f.merge(&e);
+        assert_eq!((f.ip_rate_limited, f.blocked, f.rate_limited), (4, 2, 2));
     }
 
     #[test]

@@ -1012,6 +1012,40 @@ mod tests {
         );
     }
 
+    #[test]
+    fn refusals_of_the_abuse_controls_are_neither_lost_nor_in_doubt() {
+        // Signers refused by the limits per address, a block list or a switch, beside one
+        // accepted whose re-send was then limited (a duplicate counts toward the limits).
+        let lines = [
+            "a accepted",
+            "a failed ip_rate_limited",
+            "b failed ip_rate_limited",
+            "c failed blocked",
+            "d failed signing_paused",
+            "e failed read_only",
+        ];
+        check(&lines, [1, 0, 0, 0]);
+        let text = ledger(&lines);
+        assert!(problems_of(&text).is_empty(), "{:?}", problems_of(&text));
+        let summary = summary_of(&text);
+        let e = expect("p", &summary.petitions["p"], token::now_unix_s() + 60);
+        let state = |count| PetitionState {
+            count,
+            pending_count: Some(0),
+            invalidated_count: Some(0),
+        };
+        // Counted exactly once: nothing lost, nothing over; counting a refused one is over.
+        assert!(count_problems(&e, &state(1), 0).is_empty());
+        let over = count_problems(&e, &state(2), 0);
+        assert!(
+            over.len() == 1 && over[0].starts_with("over-counted: petition p: count 2"),
+            "{over:?}"
+        );
+        // Only the acknowledged signer is sampled for a re-send.
+        let sampled: Vec<&str> = summary.sample.iter().map(|s| s.email.as_str()).collect();
+        assert_eq!(sampled, ["a@x"]);
+    }
+
     fn problems_of(lines: &str) -> Vec<String> {
         let summary = summary_of(lines);
         let mut problems = Vec::new();

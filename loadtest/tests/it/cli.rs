@@ -201,6 +201,73 @@ fn bad_country_specs_are_refused_with_a_reason() {
 }
 
 #[test]
+fn bad_address_flags_are_refused_with_a_reason() {
+    let t = "http://127.0.0.1:9";
+    let run = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["run", "--target", t, "--api-key", "k"];
+        args.extend_from_slice(extra);
+        args
+    };
+    // Each flag's own values.
+    check(&run(&["--ips", "0"]), 2, "must be from 1 to 16777214");
+    check(&run(&["--ips", "16777215"]), 2, "not 16777215");
+    check(
+        &run(&["--ips", "many"]),
+        2,
+        "is not a whole number of addresses",
+    );
+    let mix = |abusers: &'static str, share: &'static str| {
+        run(&["--ips", "100", "--abusers", abusers, "--abuse-share", share])
+    };
+    check(&mix("0", "0.2"), 2, "must be at least 1");
+    check(&mix("131071", "0.2"), 2, "must be from 1 to 131070");
+    for share in ["0", "1", "1.5", "nan"] {
+        check(&mix("3", share), 2, "must be more than 0 and less than 1");
+    }
+    check(
+        &run(&["--ips", "100", "--abusers", "3", "--abuse-share=-0.1"]),
+        2,
+        "must be more than 0 and less than 1",
+    );
+    check(&mix("3", "20%"), 2, "is not a number");
+    // The flags that go together.
+    check(
+        &run(&["--abusers", "3", "--abuse-share", "0.2"]),
+        2,
+        "the following required arguments were not provided:\n  --ips <N>",
+    );
+    check(
+        &run(&["--ips", "100", "--abusers", "3"]),
+        2,
+        "the following required arguments were not provided:\n  --abuse-share <F>",
+    );
+    check(
+        &run(&["--ips", "100", "--abuse-share", "0.2"]),
+        2,
+        "the following required arguments were not provided:\n  --abusers <K>",
+    );
+    check(
+        &["run", "--target", t, "--get", "--ips", "10"],
+        2,
+        "cannot be used with",
+    );
+    // The help says what they are for.
+    let help = loadtest(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "--ips <N>",
+        "--abusers <K>",
+        "--abuse-share <F>",
+        "10.0.0.1",
+        "198.18.0.0/15",
+        "ip_rate_limited",
+        "Needs --ips and --abuse-share",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in {help}");
+    }
+}
+
+#[test]
 fn operating_errors_exit_1_with_a_reason() {
     let dir = crate::scratch("cli");
     let missing = dir.join("missing.tsv");

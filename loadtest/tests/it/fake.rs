@@ -16,6 +16,15 @@
 //! Each signer's country and region are kept as first sent (a re-send that differs is counted,
 //! [`FakeServer::placement_changes`]), and counted by country (`ZZ` for none) whenever the
 //! signer's count is; `GET /v1/petitions/{id}/countries` answers with those counts.
+//!
+//! Abuse controls ([`Controls`], given to [`FakeServer::start_with`]), for signatures that carry
+//! an `ip` (which must parse as an address, else 422): with `paused`, every signature is 503
+//! `signing_paused`; an address starting with one of `blocked_prefixes` is 403 `blocked`; past
+//! `ip_limit` signatures taken (accepted, duplicate or pending) on one (petition, address), 429
+//! `ip_rate_limited`, all with `Retry-After` but the 403, and batch lines with the same codes.
+//! Each signer's address is kept as first sent (a re-send from another is counted,
+//! [`FakeServer::address_changes`]), every signature received is counted per signer
+//! ([`FakeServer::receipts`]), and every answer per address ([`FakeServer::answers_by_address`]).
 
 use std::collections::{HashMap, HashSet};
 use std::convert::Infallible;
@@ -77,6 +86,30 @@ pub enum Fault {
     CountriesShort,
     /// A server without the breakdown: `GET /v1/petitions/{id}/countries` is 404 `not_found`.
     NoCountries,
+}
+
+/// The abuse controls the fake applies (all off by default).
+#[derive(Debug, Clone, Default)]
+pub struct Controls {
+    /// Signatures taken per (petition, address) before the next is 429 `ip_rate_limited`.
+    pub ip_limit: Option<u64>,
+    /// Addresses that start with one of these are 403 `blocked`.
+    pub blocked_prefixes: Vec<&'static str>,
+    /// Every signature is 503 `signing_paused`.
+    pub paused: bool,
+}
+
+/// What the fake answered the signatures from one address.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct AddressAnswers {
+    /// Accepted, duplicate or pending.
+    pub taken: u64,
+    /// 429 `ip_rate_limited`.
+    pub limited: u64,
+    /// 403 `blocked`.
+    pub blocked: u64,
+    /// Anything else.
+    pub other: u64,
 }
 
 /// A petition's thresholds when its registration names none (the real server's are 10,000 and
@@ -158,10 +191,19 @@ struct Model {
     tokens: HashMap<String, (String, String)>,
     /// Every token a validation was asked for, in order of arrival.
     validation_requests: Vec<String>,
+    /// (petition, signer) → its address as first sent (`None`: it carried none).
+    addresses: HashMap<(String, String), Option<String>>,
+    /// (petition, signer) → signatures received.
+    receipts: HashMap<(String, String), u32>,
+    /// (petition, address) → signatures taken.
+    taken_per_pair: HashMap<(String, String), u64>,
+    /// Address (`None`: none) → what its signatures were answered.
+    answers: HashMap<Option<String>, AddressAnswers>,
 }
 
 struct State {
     fault: Fault,
+    controls: Controls,
     model: Mutex<Model>,
     accepted: AtomicU64,
     validations: AtomicU64,
@@ -183,6 +225,8 @@ struct State {
     delivery_statuses: Mutex<Vec<u16>>,
     /// Signatures of a known signer whose country or region differed from its first.
     placement_changes: AtomicU64,
+    /// Signatures of a known signer whose address differed from its first.
+    address_changes: AtomicU64,
 }
 
 /// A pending signer signing again gets its token back this many times; then 429.
@@ -195,11 +239,17 @@ pub struct FakeServer {
 
 impl FakeServer {
     pub async fn start(fault: Fault) -> FakeServer {
+        FakeServer::start_with(fault, Controls::default()).await
+    }
+
+    /// A fake with `fault` that applies the abuse `controls`.
+    pub async fn start_with(fault: Fault, controls: Controls) -> FakeServer {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let addr = listener.local_addr().unwrap();
         let (to_publish, publishing) = mpsc::unbounded_channel();
         let state = Arc::new(State {
             fault,
+            controls,
             model: Mutex::new(Model::default()),
             accepted: AtomicU64::new(0),
             validations: AtomicU64::new(0),
@@ -214,6 +264,7 @@ impl FakeServer {
             webhooks: Mutex::new(HashMap::new()),
             delivery_statuses: Mutex::new(Vec::new()),
             placement_changes: AtomicU64::new(0),
+            address_changes: AtomicU64::new(0),
         });
         tokio::spawn(publisher(Arc::clone(&state), publishing));
         let shared = Arc::clone(&state);
@@ -351,6 +402,33 @@ impl FakeServer {
     /// Signatures of a known signer whose country or region differed from its first.
     pub fn placement_changes(&self) -> u64 {
         self.state.placement_changes.load(Ordering::SeqCst)
+    }
+
+    /// Every (petition, signer) seen, with its address as first sent, sorted.
+    pub fn addresses(&self) -> Vec<((String, String), Option<String>)> {
+        let model = self.state.model.lock().unwrap();
+        let mut addresses: Vec<_> = model
+            .addresses
+            .iter()
+            .map(|(key, address)| (key.clone(), address.clone()))
+            .collect();
+        addresses.sort();
+        addresses
+    }
+
+    /// Signatures of a known signer whose address differed from its first.
+    pub fn address_changes(&self) -> u64 {
+        self.state.address_changes.load(Ordering::SeqCst)
+    }
+
+    /// Signatures received per (petition, signer).
+    pub fn receipts(&self) -> HashMap<(String, String), u32> {
+        self.state.model.lock().unwrap().receipts.clone()
+    }
+
+    /// What the signatures from each address (`None`: none) were answered.
+    pub fn answers_by_address(&self) -> HashMap<Option<String>, AddressAnswers> {
+        self.state.model.lock().unwrap().answers.clone()
     }
 }
 
@@ -575,8 +653,98 @@ impl Signed {
     }
 }
 
-/// Dedups and counts one signature (or makes it pending), applying the fault.
+/// Signs one signature ([`sign_controlled`]) and counts its answer under its address.
 fn sign(
+    state: &State,
+    petition: &str,
+    signature: &Value,
+) -> Result<Signed, (StatusCode, &'static str)> {
+    let result = sign_controlled(state, petition, signature);
+    let address = signature
+        .get("ip")
+        .and_then(Value::as_str)
+        .map(str::to_owned);
+    let mut model = state.model.lock().unwrap();
+    let answers = model.answers.entry(address).or_default();
+    match &result {
+        Ok(_) => answers.taken += 1,
+        Err((_, "ip_rate_limited")) => answers.limited += 1,
+        Err((_, "blocked")) => answers.blocked += 1,
+        Err(_) => answers.other += 1,
+    }
+    result
+}
+
+/// The abuse controls, then [`sign_counted`]; records the signer's address and receipt.
+fn sign_controlled(
+    state: &State,
+    petition: &str,
+    signature: &Value,
+) -> Result<Signed, (StatusCode, &'static str)> {
+    let invalid = (StatusCode::UNPROCESSABLE_ENTITY, "invalid_signature");
+    let Some(email) = signature.get("email").and_then(Value::as_str) else {
+        return Err(invalid);
+    };
+    let address = match signature.get("ip") {
+        None => None,
+        Some(Value::String(text)) if text.parse::<std::net::IpAddr>().is_ok() => Some(text.clone()),
+        Some(_) => return Err(invalid),
+    };
+    let signer = email.trim().to_lowercase();
+    {
+        let mut model = state.model.lock().unwrap();
+        let key = (petition.to_owned(), signer.clone());
+        *model.receipts.entry(key.clone()).or_default() += 1;
+        match model.addresses.get(&key) {
+            Some(first) if *first != address => {
+                state.address_changes.fetch_add(1, Ordering::SeqCst);
+            }
+            Some(_) => {}
+            None => {
+                model.addresses.insert(key, address.clone());
+            }
+        }
+    }
+    if state.controls.paused {
+        return Err((StatusCode::SERVICE_UNAVAILABLE, "signing_paused"));
+    }
+    let Some(address) = address else {
+        return sign_counted(state, petition, signature);
+    };
+    if state
+        .controls
+        .blocked_prefixes
+        .iter()
+        .any(|prefix| address.starts_with(prefix))
+    {
+        return Err((StatusCode::FORBIDDEN, "blocked"));
+    }
+    let Some(limit) = state.controls.ip_limit else {
+        return sign_counted(state, petition, signature);
+    };
+    // The slot is taken before the signature is signed, under the lock, so that connections
+    // racing on one (petition, address) cannot pass the limit together; a refusal gives it
+    // back (a duplicate counts toward the limit, a refusal does not).
+    let pair = (petition.to_owned(), address);
+    {
+        let mut model = state.model.lock().unwrap();
+        let taken = model.taken_per_pair.entry(pair.clone()).or_default();
+        if *taken >= limit {
+            return Err((StatusCode::TOO_MANY_REQUESTS, "ip_rate_limited"));
+        }
+        *taken += 1;
+    }
+    let result = sign_counted(state, petition, signature);
+    if result.is_err() {
+        if let Some(taken) = state.model.lock().unwrap().taken_per_pair.get_mut(&pair) {
+            *taken -= 1;
+        }
+    }
+    result
+}
+
+/// Dedups and counts one signature (or makes it pending), applying the fault.
+fn sign_counted(
     state: &State,
     petition: &str,
     signature: &Value,

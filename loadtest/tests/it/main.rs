@@ -2,6 +2,7 @@
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
+mod abuse;
 mod cli;
 mod countries;
 mod crash_e2e;
