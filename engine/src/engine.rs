@@ -981,17 +981,29 @@ impl Engine {
             }
             return Ok(());
         };
+        match self.synced_change(sender, |reply| Job::Webhook(change, reply)) {
+            Ok(()) => Ok(()),
+            Err(Changed::StorageUnavailable) => Err(WebhookError::StorageUnavailable),
+            Err(Changed::ShuttingDown) => Err(WebhookError::ShuttingDown),
+        }
+    }
+
+    /// Sends the writer a change it answers once it is written (`job` makes the job around the
+    /// reply channel), and waits for the answer.
+    fn synced_change(
+        &self,
+        sender: &Sender<Job>,
+        job: impl FnOnce(std::sync::mpsc::SyncSender<Result<(), StoreError>>) -> Job,
+    ) -> Result<(), Changed> {
         if self.shared().is_closing() {
-            return Err(WebhookError::ShuttingDown);
+            return Err(Changed::ShuttingDown);
         }
         let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        sender
-            .send(Job::Webhook(change, reply))
-            .map_err(|_| WebhookError::ShuttingDown)?;
+        sender.send(job(reply)).map_err(|_| Changed::ShuttingDown)?;
         match answer.recv() {
             Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(WebhookError::StorageUnavailable),
-            Err(_) => Err(WebhookError::ShuttingDown),
+            Ok(Err(_)) => Err(Changed::StorageUnavailable),
+            Err(_) => Err(Changed::ShuttingDown),
         }
     }
 
@@ -1124,17 +1136,10 @@ impl Engine {
             guard::apply(self.shared(), change);
             return Ok(());
         };
-        if self.shared().is_closing() {
-            return Err(GuardError::ShuttingDown);
-        }
-        let (reply, answer) = std::sync::mpsc::sync_channel(1);
-        sender
-            .send(Job::Guard(change, reply))
-            .map_err(|_| GuardError::ShuttingDown)?;
-        match answer.recv() {
-            Ok(Ok(())) => Ok(()),
-            Ok(Err(_)) => Err(GuardError::StorageUnavailable),
-            Err(_) => Err(GuardError::ShuttingDown),
+        match self.synced_change(sender, |reply| Job::Guard(change, reply)) {
+            Ok(()) => Ok(()),
+            Err(Changed::StorageUnavailable) => Err(GuardError::StorageUnavailable),
+            Err(Changed::ShuttingDown) => Err(GuardError::ShuttingDown),
         }
     }
 
@@ -1564,6 +1569,12 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
         .index()
         .reserve(stored.max(shared.config().signatures_expected));
     Ok(next_event_seq)
+}
+
+/// Why a change sent to the writer did not happen.
+enum Changed {
+    StorageUnavailable,
+    ShuttingDown,
 }
 
 /// A registration to persist: the petition's number, its new meta, and the petition if it exists.
