@@ -300,7 +300,7 @@ impl Call<'_> {
                 if paused || self.slots[slot as usize].paused {
                     return Err(SubmitError::SigningPaused);
                 }
-                if guards.blocks(fields.ip, fields.email) {
+                if guards.blocks(fields.ip_addr, fields.email) {
                     return Err(SubmitError::Blocked);
                 }
                 Ok((fields, slot, fp))

@@ -1101,9 +1101,7 @@ impl Engine {
         let _registering = shared.registering_lock();
         let petition = shared
             .registry()
-            .read()
             .get(id)
-            .cloned()
             .ok_or(GuardError::UnknownPetition)?;
         if !petition.is_paused() {
             let change = Change {
@@ -1121,9 +1119,7 @@ impl Engine {
         let _registering = shared.registering_lock();
         let petition = shared
             .registry()
-            .read()
             .get(id)
-            .cloned()
             .ok_or(GuardError::UnknownPetition)?;
         if petition.is_paused() {
             self.change_guard(GuardChange::Pause(petition.num, None))?;

@@ -304,15 +304,14 @@ pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
     }
 }
 
-/// One list compiled for matching.
+/// One list compiled for matching, changed in place as entries come and go.
 #[derive(Default)]
 struct Matcher {
-    /// Networks by prefix length: (prefix length, network address). A lookup tries each prefix
-    /// length listed, longest first.
+    /// Networks, host bits cleared. A lookup tries each prefix length listed, longest first.
     networks: HashSet<IpNet>,
-    /// The prefix lengths present, v4 and v6 apart, longest first.
-    v4_prefixes: Vec<u8>,
-    v6_prefixes: Vec<u8>,
+    /// How many networks are listed at each prefix length, v4 and v6 apart.
+    v4_prefixes: Vec<u32>,
+    v6_prefixes: Vec<u32>,
     /// Whole domains, and the suffixes listed as `*.suffix`.
     domains: HashSet<String>,
     under: HashSet<String>,
@@ -320,39 +319,36 @@ struct Matcher {
 }
 
 impl Matcher {
-    fn build<'a>(entries: impl Iterator<Item = &'a ListEntry>) -> Matcher {
-        let mut m = Matcher::default();
-        for entry in entries {
-            match entry.kind {
-                EntryKind::Ip => {
-                    if let Some(net) = parse_network(&entry.value) {
-                        m.networks.insert(net);
-                    }
+    /// Adds (`add`) or removes an entry's value.
+    fn change(&mut self, entry: &ListEntry, add: bool) {
+        let set = match entry.kind {
+            EntryKind::Ip => {
+                let Some(net) = parse_network(&entry.value) else {
+                    return;
+                };
+                let changed = if add {
+                    self.networks.insert(net)
+                } else {
+                    self.networks.remove(&net)
+                };
+                if changed {
+                    let (counts, len) = match net {
+                        IpNet::V4(v4) => (&mut self.v4_prefixes, v4.prefix_len()),
+                        IpNet::V6(v6) => (&mut self.v6_prefixes, v6.prefix_len()),
+                    };
+                    counts.resize(counts.len().max(usize::from(len) + 1), 0);
+                    let count = &mut counts[usize::from(len)];
+                    *count = if add { *count + 1 } else { *count - 1 };
                 }
-                EntryKind::EmailDomain => match entry.value.strip_prefix("*.") {
-                    Some(suffix) => {
-                        m.under.insert(suffix.to_owned());
-                    }
-                    None => {
-                        m.domains.insert(entry.value.clone());
-                    }
-                },
-                EntryKind::Email => {
-                    m.emails.insert(entry.value.clone());
-                }
+                return;
             }
-        }
-        for net in &m.networks {
-            match net {
-                IpNet::V4(v4) => m.v4_prefixes.push(v4.prefix_len()),
-                IpNet::V6(v6) => m.v6_prefixes.push(v6.prefix_len()),
-            }
-        }
-        for prefixes in [&mut m.v4_prefixes, &mut m.v6_prefixes] {
-            prefixes.sort_unstable_by(|a, b| b.cmp(a));
-            prefixes.dedup();
-        }
-        m
+            EntryKind::EmailDomain => match entry.value.strip_prefix("*.") {
+                Some(suffix) => return set_change(&mut self.under, suffix, add),
+                None => &mut self.domains,
+            },
+            EntryKind::Email => &mut self.emails,
+        };
+        set_change(set, &entry.value, add);
     }
 
     fn is_empty(&self) -> bool {
@@ -368,15 +364,18 @@ impl Matcher {
 
     fn matches_ip(&self, ip: IpAddr) -> bool {
         let ip = unmap(ip);
-        let prefixes = match ip {
+        let counts = match ip {
             IpAddr::V4(_) => &self.v4_prefixes,
             IpAddr::V6(_) => &self.v6_prefixes,
         };
-        prefixes.iter().any(|&len| {
-            IpNet::new(ip, len)
-                .map(|net| self.networks.contains(&net.trunc()))
-                .unwrap_or(false)
-        })
+        (0..counts.len())
+            .rev()
+            .filter(|&len| counts[len] > 0)
+            .any(|len| {
+                IpNet::new(ip, len as u8)
+                    .map(|net| self.networks.contains(&net.trunc()))
+                    .unwrap_or(false)
+            })
     }
 
     /// Whether `email` (trimmed; any case) or its domain is listed.
@@ -384,8 +383,18 @@ impl Matcher {
         if self.domains.is_empty() && self.under.is_empty() && self.emails.is_empty() {
             return false;
         }
-        let email = email.to_ascii_lowercase();
-        if self.emails.contains(&email) {
+        // Lower case in a buffer on the stack: no allocation per signature.
+        let mut buffer = [0u8; crate::signature::EMAIL_BYTES_MAX];
+        let Some(lower) = buffer.get_mut(..email.len()) else {
+            return false;
+        };
+        lower.copy_from_slice(email.as_bytes());
+        lower.make_ascii_lowercase();
+        // ASCII case changes keep UTF-8 valid.
+        let Ok(email) = std::str::from_utf8(lower) else {
+            return false;
+        };
+        if self.emails.contains(email) {
             return true;
         }
         let Some((_, domain)) = email.rsplit_once('@') else {
@@ -403,6 +412,14 @@ impl Matcher {
             rest = suffix;
         }
         false
+    }
+}
+
+fn set_change(set: &mut HashSet<String>, value: &str, add: bool) {
+    if add {
+        set.insert(value.to_owned());
+    } else {
+        set.remove(value);
     }
 }
 
@@ -433,20 +450,18 @@ pub(crate) struct GuardRead<'a> {
 }
 
 impl GuardRead<'_> {
-    /// Whether a signature from `ip` (as given; validated) with `email` is blocked.
+    /// Whether a signature from `ip` with `email` is blocked.
     #[inline]
-    pub fn blocks(&self, ip: Option<&str>, email: &str) -> bool {
+    pub fn blocks(&self, ip: Option<IpAddr>, email: &str) -> bool {
         let Some(lists) = &self.lists else {
             return false;
         };
         if lists.block.is_empty() {
             return false;
         }
-        if lists.block.has_networks() {
-            if let Some(ip) = ip.and_then(|ip| ip.parse::<IpAddr>().ok()) {
-                if lists.block.matches_ip(ip) {
-                    return true;
-                }
+        if let Some(ip) = ip.filter(|_| lists.block.has_networks()) {
+            if lists.block.matches_ip(ip) {
+                return true;
             }
         }
         lists.block.matches_email(email.trim())
@@ -480,17 +495,11 @@ impl Guards {
 
     /// Puts back what the store holds (at open).
     pub fn load(&self, entries: Vec<ListEntry>, switches: Option<Switches>, last_id: u64) {
-        let mut lists = self.lists.write();
         let last = entries.iter().map(|e| e.id).max().unwrap_or(0).max(last_id);
-        lists.entries = entries.into_iter().map(|e| (e.id, e)).collect();
-        lists.block = Matcher::build(lists.entries.values().filter(|e| e.list == ListName::Block));
-        lists.allow = Matcher::build(lists.entries.values().filter(|e| e.list == ListName::Allow));
-        self.blocking
-            .store(!lists.block.is_empty(), Ordering::Release);
-        self.allowing
-            .store(!lists.allow.is_empty(), Ordering::Release);
         self.last_id.store(last, Ordering::Release);
-        drop(lists);
+        for entry in entries {
+            self.add(entry);
+        }
         self.set_switches(switches.unwrap_or_default());
     }
 
@@ -563,31 +572,38 @@ impl Guards {
         self.last_id.load(Ordering::Acquire) + 1
     }
 
-    /// Puts `entry` on its list (or takes entry `remove` off), and recompiles that list.
-    pub fn change(&self, add: Option<ListEntry>, remove: Option<u64>) {
+    /// Puts `entry` on its list.
+    pub fn add(&self, entry: ListEntry) {
         let mut lists = self.lists.write();
-        let mut touched = Vec::new();
-        if let Some(entry) = add {
-            touched.push(entry.list);
-            self.last_id.fetch_max(entry.id, Ordering::AcqRel);
-            lists.entries.insert(entry.id, entry);
+        self.last_id.fetch_max(entry.id, Ordering::AcqRel);
+        lists.matcher(entry.list).change(&entry, true);
+        lists.entries.insert(entry.id, entry);
+        self.note_listed(&lists);
+    }
+
+    /// Takes entry `id` off its list.
+    pub fn remove(&self, id: u64) {
+        let mut lists = self.lists.write();
+        if let Some(entry) = lists.entries.remove(&id) {
+            lists.matcher(entry.list).change(&entry, false);
         }
-        if let Some(id) = remove {
-            if let Some(entry) = lists.entries.remove(&id) {
-                touched.push(entry.list);
-            }
-        }
-        for list in touched {
-            let matcher = Matcher::build(lists.entries.values().filter(|e| e.list == list));
-            match list {
-                ListName::Block => lists.block = matcher,
-                ListName::Allow => lists.allow = matcher,
-            }
-        }
+        self.note_listed(&lists);
+    }
+
+    fn note_listed(&self, lists: &Lists) {
         self.blocking
             .store(!lists.block.is_empty(), Ordering::Release);
         self.allowing
             .store(!lists.allow.is_empty(), Ordering::Release);
+    }
+}
+
+impl Lists {
+    fn matcher(&mut self, list: ListName) -> &mut Matcher {
+        match list {
+            ListName::Block => &mut self.block,
+            ListName::Allow => &mut self.allow,
+        }
     }
 }
 
@@ -604,8 +620,8 @@ pub(crate) enum GuardChange {
 /// Puts a change in effect (after the writer persisted it, or at once in memory mode).
 pub(crate) fn apply(shared: &crate::shared::Shared, change: GuardChange) {
     match change {
-        GuardChange::Add(entry) => shared.guards().change(Some(entry), None),
-        GuardChange::Remove(id) => shared.guards().change(None, Some(id)),
+        GuardChange::Add(entry) => shared.guards().add(entry),
+        GuardChange::Remove(id) => shared.guards().remove(id),
         GuardChange::Switches(switches) => shared.guards().set_switches(switches),
         GuardChange::Pause(num, by) => {
             if let Some(petition) = shared.registry().by_num(num) {
@@ -724,6 +740,10 @@ pub(crate) fn decode_pause(bytes: &[u8]) -> Result<Change, StoreError> {
 mod tests {
     use super::*;
 
+    fn ip(text: &str) -> Option<IpAddr> {
+        Some(text.parse().expect("an address"))
+    }
+
     fn spec(list: ListName, kind: EntryKind, value: &str) -> EntrySpec {
         EntrySpec {
             list,
@@ -739,19 +759,16 @@ mod tests {
             let value = spec(ListName::Block, kind, value)
                 .normalized()
                 .expect("valid");
-            guards.change(
-                Some(ListEntry {
-                    id: at as u64 + 1,
-                    list: ListName::Block,
-                    kind,
-                    value,
-                    added: Change {
-                        by: "t".into(),
-                        at_ms: 0,
-                    },
-                }),
-                None,
-            );
+            guards.add(ListEntry {
+                id: at as u64 + 1,
+                list: ListName::Block,
+                kind,
+                value,
+                added: Change {
+                    by: "t".into(),
+                    at_ms: 0,
+                },
+            });
         }
         guards
     }
@@ -765,7 +782,7 @@ mod tests {
             (EntryKind::Ip, "::ffff:203.0.113.0/120"),
         ]);
         let read = guards.read();
-        let blocked = |ip: &str| read.blocks(Some(ip), "a@example.org");
+        let blocked = |text: &str| read.blocks(ip(text), "a@example.org");
         assert!(blocked("192.0.2.0") && blocked("192.0.2.255"));
         assert!(!blocked("192.0.1.255") && !blocked("192.0.3.0"));
         assert!(blocked("198.51.100.7") && !blocked("198.51.100.8"));
@@ -784,20 +801,20 @@ mod tests {
     #[test]
     fn whole_address_spaces_and_single_hosts() {
         let all_v4 = listed(&[(EntryKind::Ip, "0.0.0.0/0")]);
-        assert!(all_v4.read().blocks(Some("8.8.8.8"), "a@b.org"));
-        assert!(all_v4.read().blocks(Some("::ffff:8.8.8.8"), "a@b.org"));
-        assert!(!all_v4.read().blocks(Some("2001:db8::1"), "a@b.org"));
+        assert!(all_v4.read().blocks(ip("8.8.8.8"), "a@b.org"));
+        assert!(all_v4.read().blocks(ip("::ffff:8.8.8.8"), "a@b.org"));
+        assert!(!all_v4.read().blocks(ip("2001:db8::1"), "a@b.org"));
         let all_v6 = listed(&[(EntryKind::Ip, "::/0")]);
-        assert!(all_v6.read().blocks(Some("2001:db8::1"), "a@b.org"));
-        assert!(!all_v6.read().blocks(Some("8.8.8.8"), "a@b.org"));
+        assert!(all_v6.read().blocks(ip("2001:db8::1"), "a@b.org"));
+        assert!(!all_v6.read().blocks(ip("8.8.8.8"), "a@b.org"));
         let host = listed(&[
             (EntryKind::Ip, "2001:db8::5/128"),
             (EntryKind::Ip, "10.0.0.1/32"),
         ]);
-        assert!(host.read().blocks(Some("2001:db8::5"), "a@b.org"));
-        assert!(!host.read().blocks(Some("2001:db8::4"), "a@b.org"));
-        assert!(host.read().blocks(Some("10.0.0.1"), "a@b.org"));
-        assert!(!host.read().blocks(Some("10.0.0.0"), "a@b.org"));
+        assert!(host.read().blocks(ip("2001:db8::5"), "a@b.org"));
+        assert!(!host.read().blocks(ip("2001:db8::4"), "a@b.org"));
+        assert!(host.read().blocks(ip("10.0.0.1"), "a@b.org"));
+        assert!(!host.read().blocks(ip("10.0.0.0"), "a@b.org"));
     }
 
     #[test]
@@ -922,7 +939,7 @@ mod tests {
     fn removing_the_last_block_stops_the_checks() {
         let guards = listed(&[(EntryKind::Email, "a@b.org")]);
         assert!(guards.read().blocks(None, "a@b.org"));
-        guards.change(None, Some(1));
+        guards.remove(1);
         assert!(!guards.read().blocks(None, "a@b.org"));
         assert!(guards.read().lists.is_none());
     }

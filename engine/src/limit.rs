@@ -69,6 +69,42 @@ impl RateLimits {
         entries: 1_000_000,
     };
 
+    /// Parses the windows as flags give them: `BURST/SECONDS,SUSTAINED/SECONDS` (e.g.
+    /// `1/60,5/300`), or `off` (`None`); each window checked as [`RateLimits::check`] does.
+    pub fn parse_windows(text: &str) -> Result<Option<(Window, Window)>, String> {
+        if text == "off" {
+            return Ok(None);
+        }
+        let window = |part: &str| -> Result<Window, String> {
+            let (count, seconds) = part
+                .split_once('/')
+                .ok_or_else(|| format!("{part:?} is not COUNT/SECONDS"))?;
+            let window = Window {
+                count: count
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{count:?} is not a count"))?,
+                seconds: seconds
+                    .trim()
+                    .parse()
+                    .map_err(|_| format!("{seconds:?} is not a number of seconds"))?,
+            };
+            if !(1..=WINDOW_COUNT_MAX).contains(&window.count)
+                || !(1..=WINDOW_SECONDS_MAX).contains(&window.seconds)
+            {
+                return Err(format!(
+                    "{part:?}: a window allows 1 to {WINDOW_COUNT_MAX} signatures in 1 to \
+                     {WINDOW_SECONDS_MAX} seconds"
+                ));
+            }
+            Ok(window)
+        };
+        let (burst, sustained) = text
+            .split_once(',')
+            .ok_or("BURST/SECONDS,SUSTAINED/SECONDS (e.g. 1/60,5/300), or off")?;
+        Ok(Some((window(burst)?, window(sustained)?)))
+    }
+
     /// Checks the limits; the message names what is wrong.
     pub fn check(&self) -> Result<(), &'static str> {
         for w in [self.burst, self.sustained] {
@@ -279,7 +315,11 @@ impl Limiter {
 
     /// Bytes the table takes now (the shards made so far).
     pub fn bytes(&self) -> u64 {
-        let made = self.shards.iter().filter(|s| !s.lock().is_empty()).count();
+        let made = self
+            .bases
+            .iter()
+            .filter(|base| base.load(Ordering::Relaxed) != 0)
+            .count();
         (made * self.sets * std::mem::size_of::<Set>()) as u64
     }
 }
@@ -389,8 +429,11 @@ mod tests {
             let at = T0 + u64::from(i) / 1_000 * S;
             assert_eq!(limiter.take(7, ip, at), Ok(()), "{ip} at {i}");
         }
+        // Every shard was made, at the stated size, and every slot holds a pair of the last
+        // 300 s: the table is full and no larger, whatever the million addresses.
+        assert_eq!(limiter.bytes(), limiter.limits().bytes());
         let live = limiter.live(T0 + 999 * S);
-        assert!(live <= SHARDS * WAYS * sets_per_shard(1_000), "{live}");
+        assert_eq!(live, SHARDS * WAYS * sets_per_shard(1_000));
         // The last second's addresses are remembered (a second is 1,000 of them, well within
         // the table): each is refused a second signature.
         let last = 999_999u32.wrapping_mul(2_654_435_761);

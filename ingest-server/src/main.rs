@@ -446,38 +446,7 @@ async fn shutdown_signal() {
 struct RateLimitsArg(Option<(Window, Window)>);
 
 fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
-    if text == "off" {
-        return Ok(RateLimitsArg(None));
-    }
-    let window = |part: &str| -> Result<Window, String> {
-        let (count, seconds) = part
-            .split_once('/')
-            .ok_or_else(|| format!("{part:?} is not COUNT/SECONDS"))?;
-        let window = Window {
-            count: count
-                .trim()
-                .parse()
-                .map_err(|_| format!("{count:?} is not a count"))?,
-            seconds: seconds
-                .trim()
-                .parse()
-                .map_err(|_| format!("{seconds:?} is not a number of seconds"))?,
-        };
-        if !(1..=engine::WINDOW_COUNT_MAX).contains(&window.count)
-            || !(1..=engine::WINDOW_SECONDS_MAX).contains(&window.seconds)
-        {
-            return Err(format!(
-                "{part:?}: a window allows 1 to {} signatures in 1 to {} seconds",
-                engine::WINDOW_COUNT_MAX,
-                engine::WINDOW_SECONDS_MAX
-            ));
-        }
-        Ok(window)
-    };
-    let (burst, sustained) = text
-        .split_once(',')
-        .ok_or("BURST/SECONDS,SUSTAINED/SECONDS (e.g. 1/60,5/300), or off")?;
-    Ok(RateLimitsArg(Some((window(burst)?, window(sustained)?))))
+    RateLimits::parse_windows(text).map(RateLimitsArg)
 }
 
 #[cfg(test)]

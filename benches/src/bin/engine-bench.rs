@@ -28,7 +28,7 @@ use benches::stalls::{self, SlowCall, SlowCalls};
 use benches::workload::{Batch, Input, Shape, Workload};
 use benches::{disk, process};
 use clap::{Parser, Subcommand};
-use engine::{Config, Durability, Engine, Outcome, RateLimits, SubmitError, Window};
+use engine::{Config, Durability, Engine, Outcome, RateLimits, SubmitError};
 use hdrhistogram::Histogram;
 use serde_json::json;
 
@@ -100,28 +100,14 @@ struct Traffic {
 struct RateLimitsArg(Option<RateLimits>);
 
 fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
-    if text == "off" {
-        return Ok(RateLimitsArg(None));
-    }
-    let window = |part: &str| -> Option<Window> {
-        let (count, seconds) = part.split_once('/')?;
-        Some(Window {
-            count: count.trim().parse().ok()?,
-            seconds: seconds.trim().parse().ok()?,
-        })
-    };
-    let limits = text
-        .split_once(',')
-        .and_then(|(burst, sustained)| {
-            Some(RateLimits {
-                burst: window(burst)?,
-                sustained: window(sustained)?,
-                ..RateLimits::UK
-            })
-        })
-        .ok_or("BURST/SECONDS,SUSTAINED/SECONDS (e.g. 1/60,5/300), or off")?;
-    limits.check()?;
-    Ok(RateLimitsArg(Some(limits)))
+    let windows = RateLimits::parse_windows(text)?;
+    Ok(RateLimitsArg(windows.map(|(burst, sustained)| {
+        RateLimits {
+            burst,
+            sustained,
+            ..RateLimits::UK
+        }
+    })))
 }
 
 impl Traffic {

@@ -337,12 +337,7 @@ impl Writer {
         petitions: &[(u32, PetitionMeta)],
         events: Vec<NewEvent>,
     ) -> Result<(), StoreError> {
-        if !self.shared.health().is_healthy() {
-            self.try_recover();
-        }
-        let Some(store) = self.store.clone() else {
-            return Err(StoreError::Failing);
-        };
+        let store = self.recovered_store()?;
         let mut batch = WriteBatch::default();
         for (num, meta) in petitions {
             batch.put_cf(
@@ -421,15 +416,18 @@ impl Writer {
         Ok(())
     }
 
-    /// Persists a change of the lists, the switches or a petition's pause (synced), then puts
-    /// it in effect.
-    fn change_guard(&mut self, change: GuardChange) -> Result<(), StoreError> {
+    /// The store for a control job's write, after a recovery if the store is failing.
+    fn recovered_store(&mut self) -> Result<Arc<Store>, StoreError> {
         if !self.shared.health().is_healthy() {
             self.try_recover();
         }
-        let Some(store) = self.store.clone() else {
-            return Err(StoreError::Failing);
-        };
+        self.store.clone().ok_or(StoreError::Failing)
+    }
+
+    /// Persists a change of the lists, the switches or a petition's pause (synced), then puts
+    /// it in effect.
+    fn change_guard(&mut self, change: GuardChange) -> Result<(), StoreError> {
+        let store = self.recovered_store()?;
         let cf = store.cf(CF_GUARDS);
         let mut batch = WriteBatch::default();
         match &change {
@@ -457,12 +455,7 @@ impl Writer {
     /// Registers, replaces or deletes a webhook, or moves its cursor. A cursor is written
     /// without a sync (a lost one only means events delivered again); the rest is synced.
     fn change_webhook(&mut self, change: WebhookChange) -> Result<(), StoreError> {
-        if !self.shared.health().is_healthy() {
-            self.try_recover();
-        }
-        let Some(store) = self.store.clone() else {
-            return Err(StoreError::Failing);
-        };
+        let store = self.recovered_store()?;
         let cf = store.cf(CF_WEBHOOKS);
         let mut batch = WriteBatch::default();
         let mut hooks = self.shared.webhooks();
