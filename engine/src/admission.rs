@@ -16,6 +16,7 @@ use std::sync::Arc;
 use crossbeam_channel::Sender;
 
 use crate::error::SubmitError;
+use crate::event::{EventData, NewEvent};
 use crate::fingerprint::Fingerprint;
 use crate::index::{Insert, Presence, PREFETCH_DISTANCE};
 use crate::job::{reply_channel, Caller, Item, ItemKind, Job, Outcome, SignJob, Waiting};
@@ -25,6 +26,7 @@ use crate::place::{Place, RegionKey, RegionsFull};
 use crate::shared::Shared;
 use crate::signature::InvalidField;
 use crate::signature::{self, AsSignatureRef, Op, ValidRef};
+use crate::sources::{Alert, Signer, Sources};
 use crate::token::TokenError;
 
 /// What admission takes: signatures, or a mix of signatures and validations ([`Op`]).
@@ -79,9 +81,12 @@ pub(crate) fn admit<S: AsOp>(
         claims: Vec::with_capacity(n),
         validations: Vec::new(),
     };
-    let valid = call.resolve(signatures);
+    let (valid, signers) = call.resolve(signatures);
     let (mut items, records) = call.claim(&valid);
     items.append(&mut call.validations);
+    if let Some(sources) = shared.sources().filter(|_| !signers.is_empty()) {
+        call.track_sources(sources, &signers, sender);
+    }
     match sender {
         None => {
             call.count_in_memory();
@@ -247,9 +252,13 @@ struct Call<'a> {
 
 impl Call<'_> {
     /// Pass 1: resolve, validate, fingerprint. Returns the validated fields of each claim
-    /// (persistent mode only: they are encoded for the writer in pass 2).
+    /// (persistent mode only: they are encoded for the writer in pass 2) and, if trending
+    /// sources are tracked, each claim's sources by input index.
     #[inline]
-    fn resolve<'s, S: AsOp>(&mut self, signatures: &'s [S]) -> Vec<ValidRef<'s>> {
+    fn resolve<'s, S: AsOp>(
+        &mut self,
+        signatures: &'s [S],
+    ) -> (Vec<ValidRef<'s>>, Vec<(usize, Signer<'s>)>) {
         let shared = self.shared;
         let policy = shared.config().signer_policy;
         let fingerprinter = shared.fingerprinter();
@@ -260,6 +269,8 @@ impl Call<'_> {
         let guards = shared.guards().read();
         let paused = shared.guards().is_paused();
         let limiter = shared.limiter();
+        let tracking = shared.sources().is_some();
+        let mut signers = Vec::new();
         // Signatures for the limits per (petition, address), by input index: taken in a pass
         // of their own, each set prefetched a few ahead.
         let mut limit_keys: Vec<(usize, LimitKey)> = Vec::new();
@@ -313,6 +324,15 @@ impl Call<'_> {
                             limit_keys.push((index, limiter.key(num, ip)));
                         }
                     }
+                    if tracking {
+                        signers.push((
+                            index,
+                            Signer {
+                                ip: fields.ip_addr,
+                                email: fields.email,
+                            },
+                        ));
+                    }
                     let mut place = Place::of_country(fields.country);
                     if let Some(region) = fields.region {
                         let key = RegionKey::new(place.country(), region);
@@ -350,7 +370,88 @@ impl Call<'_> {
         if rejected > 0 {
             shared.count_rejected(rejected);
         }
-        valid
+        (valid, signers)
+    }
+
+    /// Counts the sources of the new signers claimed (`signers`: by input index, a superset
+    /// of the claims), under one lock per petition, and hands the alerts they make to the
+    /// writer (memory mode: publishes them).
+    fn track_sources(
+        &self,
+        sources: &Sources,
+        signers: &[(usize, Signer<'_>)],
+        sender: Option<&Sender<Job>>,
+    ) {
+        // The new signers' sources, grouped by petition slot (a counting sort: each
+        // petition's signers stay in input order).
+        let mut starts = vec![0u32; self.slots.len() + 1];
+        let mut claimed: Vec<(u32, &Signer<'_>)> = Vec::with_capacity(self.claims.len());
+        let mut next = signers.iter().peekable();
+        for claim in self.claims.iter().filter(|claim| claim.inserted) {
+            while next.next_if(|(index, _)| *index < claim.index).is_some() {}
+            if let Some((_, signer)) = next.next_if(|(index, _)| *index == claim.index) {
+                claimed.push((claim.slot, signer));
+                starts[claim.slot as usize + 1] += 1;
+            }
+        }
+        for at in 1..starts.len() {
+            starts[at] += starts[at - 1];
+        }
+        let mut grouped: Vec<&Signer<'_>> = Vec::new();
+        if let (Some(&(_, first)), false) = (claimed.first(), self.slots.len() == 1) {
+            grouped.resize(claimed.len(), first);
+            let mut place = starts.clone();
+            for &(slot, signer) in &claimed {
+                grouped[place[slot as usize] as usize] = signer;
+                place[slot as usize] += 1;
+            }
+        } else {
+            grouped.extend(claimed.iter().map(|&(_, signer)| signer));
+        }
+        let mut alerts = Vec::new();
+        for (slot, range) in starts.windows(2).enumerate() {
+            if range[0] == range[1] {
+                continue;
+            }
+            let run = &grouped[range[0] as usize..range[1] as usize];
+            alerts.extend(sources.record(&self.slots[slot].petition, run, self.now));
+        }
+        if !alerts.is_empty() {
+            self.raise(alerts, sender);
+        }
+    }
+
+    /// Sends source alerts to the writer to number and store (without waiting), or in memory
+    /// mode publishes them.
+    #[cold]
+    fn raise(&self, alerts: Vec<Alert>, sender: Option<&Sender<Job>>) {
+        let events: Vec<NewEvent> = alerts
+            .into_iter()
+            .map(|alert| NewEvent {
+                petition: alert.petition,
+                at_ms: self.now,
+                data: EventData::SourceAlert {
+                    source: alert.source,
+                    count: alert.count,
+                    threshold: alert.threshold,
+                },
+            })
+            .collect();
+        match sender {
+            Some(sender) => {
+                // Nobody waits for the answer: a failed write marks the store unhealthy.
+                let (reply, _) = std::sync::mpsc::sync_channel(1);
+                let _ = sender.send(Job::Petitions(Vec::new(), events, reply));
+            }
+            None => {
+                for event in events {
+                    if let Some(petition) = self.shared.registry().by_num(event.petition) {
+                        self.shared
+                            .publish_memory_events(&petition, event.at_ms, vec![event.data]);
+                    }
+                }
+            }
+        }
     }
 
     /// Names the regions the dictionary did not hold (new ones get ids); a claim whose region
@@ -501,6 +602,7 @@ impl Call<'_> {
                     self.slots[claim.slot as usize].accepted += 1;
                 }
                 Insert::Inserted | Insert::Present(Presence::Pending) if !memory => {
+                    claim.inserted = inserted == Insert::Inserted;
                     let slot = &self.slots[claim.slot as usize];
                     items.push(Item {
                         index: claim.index,

@@ -113,6 +113,11 @@ pub struct Config {
     /// Limits of signatures per (petition, address) ([`RateLimits::UK`] by default); `None`
     /// limits nothing. Only signatures that carry an `ip` are limited.
     pub rate_limits: Option<crate::limit::RateLimits>,
+    /// Trending sources per petition and their alerts ([`SourcesConfig::DEFAULT`]: alerts at
+    /// 100 an hour); `None` tracks none.
+    ///
+    /// [`SourcesConfig::DEFAULT`]: crate::SourcesConfig::DEFAULT
+    pub sources: Option<crate::sources::SourcesConfig>,
 }
 
 /// Most distinct regions by default.
@@ -141,6 +146,7 @@ impl Config {
             regions_max: REGIONS_MAX_DEFAULT,
             trending_refresh: Duration::from_secs(1),
             rate_limits: Some(crate::limit::RateLimits::UK),
+            sources: Some(crate::sources::SourcesConfig::DEFAULT),
         }
     }
 

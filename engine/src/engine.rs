@@ -36,6 +36,7 @@ use crate::petition::{
 use crate::place::{Bucket, CountryCount, Place, RegionCount, Resolution, MINUTES_KEPT};
 use crate::shared::{Shared, TRENDING_KEPT};
 use crate::signature::{AsSignatureRef, NewSignature, Op};
+use crate::sources::{SourceHour, SourcesConfig, SourcesError, TopSources};
 use crate::stats::Stats;
 use crate::store::{Meta, Store, FORMAT_VERSION, FORMAT_VERSION_3, SIGNER_RULES};
 
@@ -553,6 +554,16 @@ impl Engine {
         }
     }
 
+    /// Drops the trending-source tables of petitions with no source in the last hour, which
+    /// returns their slots to the budget. The background thread does this every
+    /// `sweep_interval`; this runs it now.
+    pub fn sweep_sources(&self) {
+        let shared = self.shared();
+        if let Some(sources) = shared.sources() {
+            sources.sweep(shared.now_ms());
+        }
+    }
+
     /// The petition number and compiled criteria of an invalidation request.
     fn resolve_invalidation(
         &self,
@@ -1063,6 +1074,29 @@ impl Engine {
         self.shared().limiter().map(|l| l.limits())
     }
 
+    /// How trending sources are tracked, if they are.
+    pub fn sources_config(&self) -> Option<SourcesConfig> {
+        self.shared().sources().map(|s| s.config())
+    }
+
+    /// The `limit` top addresses, networks and email domains of each kind signing petition
+    /// `id` in the clock hour `hour` (the current one so far, or the one before), highest
+    /// first, each with its error bound (see [`crate::SourceCount`]).
+    pub fn sources(
+        &self,
+        id: &str,
+        hour: SourceHour,
+        limit: usize,
+    ) -> Result<TopSources, SourcesError> {
+        let shared = self.shared();
+        let sources = shared.sources().ok_or(SourcesError::Off)?;
+        let petition = shared
+            .registry()
+            .get(id)
+            .ok_or(SourcesError::UnknownPetition)?;
+        Ok(sources.top(&petition, hour, limit, shared.now_ms()))
+    }
+
     /// The engine-wide switches.
     pub fn switches(&self) -> Switches {
         self.shared().guards().switches()
@@ -1254,6 +1288,9 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
                 if engine_gone {
                     return;
                 }
+                if let Some(sources) = shared.sources() {
+                    sources.sweep(shared.now_ms());
+                }
                 next_sweep = Instant::now() + interval;
             }
         }
@@ -1282,6 +1319,9 @@ fn run_deadlines(shared: &Shared, wake: &Background, interval: Duration) {
         }
         if let Err(PetitionError::ShuttingDown) = record_deadlines(shared, None) {
             return;
+        }
+        if let Some(sources) = shared.sources() {
+            sources.sweep(shared.now_ms());
         }
     }
 }
@@ -1445,6 +1485,9 @@ fn check_config(config: &Config) -> Result<(), OpenError> {
     }
     if let Some(limits) = config.rate_limits {
         limits.check().map_err(OpenError::Config)?;
+    }
+    if let Some(sources) = config.sources {
+        sources.check().map_err(OpenError::Config)?;
     }
     Ok(())
 }

@@ -17,6 +17,7 @@ use parking_lot::{Condvar, Mutex};
 
 use crate::error::StoreError;
 use crate::record::Reader;
+use crate::sources::{Source, SourceKind};
 
 /// Events kept in memory (the newest); older ones are read from the store.
 pub const TAIL_MAX: usize = 65_536;
@@ -39,16 +40,20 @@ pub enum EventKind {
     ResponseDue,
     /// An administrator recorded the petition's response.
     Responded,
+    /// A source (address, network or email domain) reached the alert threshold of signatures
+    /// to the petition in an hour.
+    SourceAlert,
 }
 
 impl EventKind {
     /// Every kind, in the order of their stored codes.
-    pub const ALL: [EventKind; 5] = [
+    pub const ALL: [EventKind; 6] = [
         EventKind::ThresholdCrossed,
         EventKind::ThresholdRegressed,
         EventKind::PetitionClosed,
         EventKind::ResponseDue,
         EventKind::Responded,
+        EventKind::SourceAlert,
     ];
 
     /// The name the HTTP API, the stream and webhooks use.
@@ -59,6 +64,7 @@ impl EventKind {
             EventKind::PetitionClosed => "petition_closed",
             EventKind::ResponseDue => "response_due",
             EventKind::Responded => "responded",
+            EventKind::SourceAlert => "source_alert",
         }
     }
 
@@ -74,6 +80,7 @@ impl EventKind {
             EventKind::PetitionClosed => 2,
             EventKind::ResponseDue => 3,
             EventKind::Responded => 4,
+            EventKind::SourceAlert => 5,
         }
     }
 }
@@ -113,6 +120,13 @@ pub enum EventData {
         summary: String,
         url: Option<String>,
     },
+    /// `source` had at least `count` signatures to the petition in the hour: `threshold` or
+    /// more. One per (petition, source) per clock hour.
+    SourceAlert {
+        source: Source,
+        count: u64,
+        threshold: u64,
+    },
 }
 
 impl EventData {
@@ -124,6 +138,7 @@ impl EventData {
             EventData::PetitionClosed { .. } => EventKind::PetitionClosed,
             EventData::ResponseDue { .. } => EventKind::ResponseDue,
             EventData::Responded { .. } => EventKind::Responded,
+            EventData::SourceAlert { .. } => EventKind::SourceAlert,
         }
     }
 }
@@ -203,7 +218,8 @@ pub(crate) struct NewEvent {
 
 /// The stored form (column family `milestones`, keyed by sequence): petition number (u32), a
 /// u64 (the threshold, or 0), the time (u64), the kind's code, then what the kind adds (a close
-/// reason byte; a due time; a response's summary and optional URL, each with a u16 length).
+/// reason byte; a due time; a response's summary and optional URL, each with a u16 length; a
+/// source alert's count (u64), source kind and source, with a u16 length).
 /// Threshold events are 21 bytes; a 20-byte value (format 2) is a crossing.
 pub(crate) fn encode(event: &NewEvent) -> Vec<u8> {
     let (number, extra_len) = match &event.data {
@@ -215,6 +231,9 @@ pub(crate) fn encode(event: &NewEvent) -> Vec<u8> {
         EventData::Responded { summary, url } => {
             (0, 5 + summary.len() + url.as_ref().map_or(0, String::len))
         }
+        EventData::SourceAlert {
+            source, threshold, ..
+        } => (*threshold, 11 + source.value.len()),
     };
     let mut out = Vec::with_capacity(21 + extra_len);
     out.extend_from_slice(&event.petition.to_be_bytes());
@@ -236,6 +255,13 @@ pub(crate) fn encode(event: &NewEvent) -> Vec<u8> {
             let url = url.as_deref().unwrap_or("");
             out.extend_from_slice(&(url.len() as u16).to_be_bytes());
             out.extend_from_slice(url.as_bytes());
+        }
+        EventData::SourceAlert { source, count, .. } => {
+            out.extend_from_slice(&count.to_be_bytes());
+            out.push(source.kind.code());
+            // A domain or an address: far below u16::MAX.
+            out.extend_from_slice(&(source.value.len() as u16).to_be_bytes());
+            out.extend_from_slice(source.value.as_bytes());
         }
     }
     out
@@ -278,6 +304,18 @@ pub(crate) fn decode(bytes: &[u8]) -> Result<NewEvent, StoreError> {
             EventData::Responded {
                 summary,
                 url: has_url.then_some(url),
+            }
+        }
+        5 => {
+            let count = r.u64()?;
+            let kind =
+                SourceKind::from_code(r.u8()?).ok_or(StoreError::Corrupt { what: "event" })?;
+            let len = usize::from(r.u16()?);
+            let value = r.str(len)?.to_owned();
+            EventData::SourceAlert {
+                source: Source { kind, value },
+                count,
+                threshold: number,
             }
         }
         _ => return Err(corrupt),
@@ -344,7 +382,8 @@ impl Tracking {
             EventData::PetitionClosed {
                 reason: CloseReason::Admin,
             }
-            | EventData::ThresholdCrossed { .. } => {}
+            | EventData::ThresholdCrossed { .. }
+            | EventData::SourceAlert { .. } => {}
         }
     }
 
@@ -557,6 +596,20 @@ mod tests {
             summary: "No.".into(),
             url: None,
         });
+        for (kind, value) in [
+            (SourceKind::Ip, "203.0.113.7"),
+            (SourceKind::Network, "2001:db8:1::/48"),
+            (SourceKind::EmailDomain, "example.org"),
+        ] {
+            round_trip(EventData::SourceAlert {
+                source: Source {
+                    kind,
+                    value: value.into(),
+                },
+                count: 100,
+                threshold: 100,
+            });
+        }
     }
 
     #[test]

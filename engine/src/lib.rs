@@ -79,6 +79,7 @@ mod place;
 mod record;
 mod shared;
 mod signature;
+mod sources;
 mod states;
 mod stats;
 mod store;
@@ -121,6 +122,10 @@ pub use crate::signature::{
     canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature, Op,
     SignatureRef, SignerPolicy, EMAIL_BYTES_MAX, NAME_BYTES_MAX, PETITION_ID_BYTES_MAX,
     POSTCODE_BYTES_MAX, REGION_BYTES_MAX, SOURCE_BYTES_MAX,
+};
+pub use crate::sources::{
+    Source, SourceCount, SourceHour, SourceKind, SourcesConfig, SourcesError, TopSources,
+    HOUR_MS as SOURCE_HOUR_MS, SLOT_BYTES as SOURCE_SLOT_BYTES, TABLE_SLOTS_MAX,
 };
 pub use crate::stats::{HistogramSnapshot, LatencyHistogram, Stats, LATENCY_BOUNDS_SECONDS};
 pub use crate::token::{Token, TokenText, TOKEN_CHARS};

@@ -335,6 +335,8 @@ pub(crate) struct Petition {
     /// Whether its signing is paused (admission reads it on every call), and who paused it.
     paused: AtomicBool,
     paused_by: Mutex<Option<crate::guard::Change>>,
+    /// Its trending sources, once a signature with a source came (see `sources.rs`).
+    pub sources: Mutex<Option<Box<crate::sources::PetitionSources>>>,
 }
 
 /// What one batch (or one call in memory mode) changes in a petition's breakdown.
@@ -363,6 +365,7 @@ impl Petition {
             breakdown: Mutex::new(Breakdown::default()),
             paused: AtomicBool::new(false),
             paused_by: Mutex::new(None),
+            sources: Mutex::new(None),
         }
     }
 

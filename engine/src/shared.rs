@@ -61,6 +61,8 @@ pub(crate) struct Shared {
     guards: crate::guard::Guards,
     /// Limits of signatures per (petition, address), if any.
     limiter: Option<crate::limit::Limiter>,
+    /// Trending sources per petition, if tracked.
+    sources: Option<crate::sources::Sources>,
     /// Webhooks by name, as the writer last wrote them.
     webhooks: Mutex<std::collections::BTreeMap<String, Webhook>>,
     /// The last webhook revision handed out: a name deleted and registered again gets a new
@@ -101,6 +103,7 @@ impl Shared {
     pub fn new(config: Config, fingerprinter: Fingerprinter, recovery_started: Instant) -> Shared {
         let bounded = config.storage != crate::config::Storage::Memory;
         let limiter = config.rate_limits.map(crate::limit::Limiter::new);
+        let sources = config.sources.map(crate::sources::Sources::new);
         Shared {
             index: Index::new(config.index_shard_bits, config.signatures_expected),
             regions: Regions::new(config.regions_max),
@@ -118,6 +121,7 @@ impl Shared {
             memory_events: Mutex::new(()),
             guards: crate::guard::Guards::new(),
             limiter,
+            sources,
             webhooks: Mutex::new(std::collections::BTreeMap::new()),
             webhook_revision: AtomicU64::new(0),
             inflight: AtomicUsize::new(0),
@@ -519,6 +523,11 @@ impl Shared {
         for event in &new {
             if let Some(petition) = self.registry.get(&event.petition) {
                 petition.apply_event(event.at_ms, &event.data);
+                if let (EventData::SourceAlert { source, .. }, Some(sources)) =
+                    (&event.data, &self.sources)
+                {
+                    sources.note_alert(&petition, source, event.at_ms, self.now_ms());
+                }
             }
         }
         self.events.push(new);
@@ -627,6 +636,10 @@ impl Shared {
         self.limiter.as_ref()
     }
 
+    pub fn sources(&self) -> Option<&crate::sources::Sources> {
+        self.sources.as_ref()
+    }
+
     pub fn webhooks(&self) -> MutexGuard<'_, std::collections::BTreeMap<String, Webhook>> {
         self.webhooks.lock()
     }
@@ -666,6 +679,7 @@ impl Shared {
             counts_bytes,
             breakdown_bytes,
             rate_limit_bytes: self.limiter.as_ref().map_or(0, |l| l.bytes()),
+            source_bytes: self.sources.as_ref().map_or(0, |s| s.bytes()),
             states_bytes: self.states.bytes(),
             storage_errors_total: self.health.errors_total(),
             last_storage_error: self.health.last_error(),

@@ -110,6 +110,10 @@ pub struct Stats {
     /// Bytes the limits per (petition, address) take (at most `entries × 32`, made as
     /// addresses arrive).
     pub rate_limit_bytes: u64,
+    /// Bytes the trending sources' tables take (32 per slot, without the email domains' names:
+    /// at most the slot budget plus one set per kind and hour of each petition signed in the
+    /// last two hours).
+    pub source_bytes: u64,
     /// Bytes of the signature states in memory (2 bits per signature in the pages that hold a
     /// signature that is not simply validated; none for petitions that do not validate by
     /// email).

@@ -409,7 +409,7 @@ pub(crate) fn payload(event: &Event) -> String {
     serde_json::to_string(&Payload {
         kind: event.kind().as_str(),
         timestamp: rfc3339(event.at_ms),
-        data: EventJson::new(event),
+        data: EventJson::new(event, true),
     })
     .unwrap_or_default()
 }

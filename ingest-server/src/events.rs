@@ -37,15 +37,28 @@ const BACKLOG_PAGE: usize = 256;
 /// Most bytes one answer to hyper gathers from the ring.
 const GATHER_BYTES_MAX: usize = 64 * 1024;
 
-/// An event ready to send: its sequence and its SSE frame.
+/// An event ready to send: its sequence and its SSE frame, as anyone may read it and, when
+/// that differs (a `source_alert` names its source only to administrators), in full.
 #[derive(Debug, Clone)]
 pub(crate) struct Frame {
     pub seq: u64,
     pub bytes: Bytes,
+    pub full: Option<Bytes>,
+}
+
+impl Frame {
+    /// The frame as a reader sees it: in full for an administrator.
+    pub fn for_reader(&self, admin: bool) -> &Bytes {
+        match &self.full {
+            Some(full) if admin => full,
+            _ => &self.bytes,
+        }
+    }
 }
 
 /// An event as JSON: `seq`, `type`, `petition`, `at`, and what the type adds (`threshold`;
-/// `reason`; `threshold` and `due_at`; `summary` and `url`).
+/// `reason`; `threshold` and `due_at`; `summary` and `url`; `source_kind`, `count`, `threshold`
+/// and, in full only, `source`).
 #[derive(Serialize)]
 pub(crate) struct EventJson<'a> {
     pub seq: u64,
@@ -64,10 +77,17 @@ pub(crate) struct EventJson<'a> {
     /// Present (possibly null) on `responded` only.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub url: Option<Option<&'a str>>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source_kind: Option<&'static str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub source: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub count: Option<u64>,
 }
 
 impl<'a> EventJson<'a> {
-    pub fn new(event: &'a Event) -> EventJson<'a> {
+    /// The event's JSON; `full`: with what only administrators see (a source alert's source).
+    pub fn new(event: &'a Event, full: bool) -> EventJson<'a> {
         let mut json = EventJson {
             seq: event.seq,
             kind: event.kind().as_str(),
@@ -78,6 +98,9 @@ impl<'a> EventJson<'a> {
             due_at: None,
             summary: None,
             url: None,
+            source_kind: None,
+            source: None,
+            count: None,
         };
         match &event.data {
             EventData::ThresholdCrossed { threshold }
@@ -94,28 +117,41 @@ impl<'a> EventJson<'a> {
                 json.summary = Some(summary);
                 json.url = Some(url.as_deref());
             }
+            EventData::SourceAlert {
+                source,
+                count,
+                threshold,
+            } => {
+                json.source_kind = Some(source.kind.as_str());
+                json.source = full.then_some(source.value.as_str());
+                json.count = Some(*count);
+                json.threshold = Some(*threshold);
+            }
         }
         json
     }
 }
 
-/// The event as one line of JSON.
-pub(crate) fn to_json(event: &Event) -> String {
-    serde_json::to_string(&EventJson::new(event)).unwrap_or_default()
+/// The event as one line of JSON (`full`: see [`EventJson::new`]).
+pub(crate) fn to_json(event: &Event, full: bool) -> String {
+    serde_json::to_string(&EventJson::new(event, full)).unwrap_or_default()
 }
 
 /// The event as a Server-Sent Events frame: `id`, `event` (its type) and `data` (its JSON, one
-/// line).
+/// line), for anyone and, if that differs, in full.
 pub(crate) fn sse_frame(event: &Event) -> Frame {
-    let json = to_json(event);
-    let text = format!(
-        "id: {}\nevent: {}\ndata: {json}\n\n",
-        event.seq,
-        event.kind().as_str()
-    );
+    let text = |full| {
+        Bytes::from(format!(
+            "id: {}\nevent: {}\ndata: {}\n\n",
+            event.seq,
+            event.kind().as_str(),
+            to_json(event, full)
+        ))
+    };
     Frame {
         seq: event.seq,
-        bytes: Bytes::from(text),
+        bytes: text(false),
+        full: matches!(event.data, EventData::SourceAlert { .. }).then(|| text(true)),
     }
 }
 
@@ -229,6 +265,8 @@ pub(crate) struct Stream {
     clock: Arc<Clock>,
     /// The last event sent.
     after: u64,
+    /// Whether the reader presented an administrator's key (sees events in full).
+    admin: bool,
     phase: Phase,
     /// The hub's receiver, while no `recv` holds it.
     receiver: Option<broadcast::Receiver<Arc<Frame>>>,
@@ -249,6 +287,7 @@ impl Stream {
         state: Arc<State>,
         clock: Arc<Clock>,
         after: u64,
+        admin: bool,
         receiver: broadcast::Receiver<Arc<Frame>>,
     ) -> Stream {
         let mut heartbeat = tokio::time::interval(state.config.sse_heartbeat);
@@ -260,6 +299,7 @@ impl Stream {
             state,
             clock,
             after,
+            admin,
             phase,
             receiver: Some(receiver),
             heartbeat,
@@ -294,7 +334,7 @@ impl Stream {
                     // After what was gathered before a gap, if anything.
                     let mut out = std::mem::take(&mut self.out);
                     for event in &events {
-                        out.extend_from_slice(&sse_frame(event).bytes);
+                        out.extend_from_slice(sse_frame(event).for_reader(self.admin));
                     }
                     self.after = last;
                     self.phase = Phase::Backlog(backlog(&self.state, last));
@@ -383,7 +423,7 @@ impl Stream {
                 return Gathered::Gap;
             }
             if frame.seq == self.after + 1 {
-                self.out.extend_from_slice(&frame.bytes);
+                self.out.extend_from_slice(frame.for_reader(self.admin));
                 self.after = frame.seq;
             }
             if self.out.len() >= GATHER_BYTES_MAX {
@@ -451,27 +491,36 @@ mod tests {
     #[test]
     fn each_kind_renders_what_it_adds() {
         assert_eq!(
-            to_json(&event(EventData::ThresholdCrossed { threshold: 10 })),
+            to_json(&event(EventData::ThresholdCrossed { threshold: 10 }), false),
             r#"{"seq":7,"type":"threshold_crossed","petition":"p","at":"2025-11-30T08:00:00.000Z","threshold":10}"#
         );
         assert_eq!(
-            to_json(&event(EventData::PetitionClosed {
-                reason: CloseReason::Deadline
-            })),
+            to_json(
+                &event(EventData::PetitionClosed {
+                    reason: CloseReason::Deadline
+                }),
+                false
+            ),
             r#"{"seq":7,"type":"petition_closed","petition":"p","at":"2025-11-30T08:00:00.000Z","reason":"deadline"}"#
         );
         assert_eq!(
-            to_json(&event(EventData::ResponseDue {
-                threshold: 10,
-                due_at_ms: 1_764_489_600_000
-            })),
+            to_json(
+                &event(EventData::ResponseDue {
+                    threshold: 10,
+                    due_at_ms: 1_764_489_600_000
+                }),
+                false
+            ),
             r#"{"seq":7,"type":"response_due","petition":"p","at":"2025-11-30T08:00:00.000Z","threshold":10,"due_at":"2025-11-30T08:00:00.000Z"}"#
         );
         assert_eq!(
-            to_json(&event(EventData::Responded {
-                summary: "a \"quoted\"\nline".into(),
-                url: None
-            })),
+            to_json(
+                &event(EventData::Responded {
+                    summary: "a \"quoted\"\nline".into(),
+                    url: None
+                }),
+                false
+            ),
             r#"{"seq":7,"type":"responded","petition":"p","at":"2025-11-30T08:00:00.000Z","summary":"a \"quoted\"\nline","url":null}"#
         );
         let frame = sse_frame(&event(EventData::ThresholdRegressed { threshold: 3 }));
@@ -479,5 +528,30 @@ mod tests {
         assert!(text.starts_with("id: 7\nevent: threshold_regressed\ndata: {"));
         assert!(text.ends_with("}\n\n"));
         assert_eq!(text.matches('\n').count(), 4, "the data is one line");
+        assert!(frame.full.is_none(), "the same for every reader");
+    }
+
+    #[test]
+    fn a_source_alert_names_its_source_to_administrators_only() {
+        let alert = event(EventData::SourceAlert {
+            source: engine::Source {
+                kind: engine::SourceKind::Network,
+                value: "203.0.113.0/24".into(),
+            },
+            count: 100,
+            threshold: 100,
+        });
+        let public = r#"{"seq":7,"type":"source_alert","petition":"p","at":"2025-11-30T08:00:00.000Z","threshold":100,"source_kind":"network","count":100}"#;
+        let full = r#"{"seq":7,"type":"source_alert","petition":"p","at":"2025-11-30T08:00:00.000Z","threshold":100,"source_kind":"network","source":"203.0.113.0/24","count":100}"#;
+        assert_eq!(to_json(&alert, false), public);
+        assert_eq!(to_json(&alert, true), full);
+        let frame = sse_frame(&alert);
+        let text = |admin| {
+            std::str::from_utf8(frame.for_reader(admin))
+                .expect("utf-8")
+                .to_owned()
+        };
+        assert!(text(false).contains(public) && !text(false).contains("203.0.113"));
+        assert!(text(true).contains(full));
     }
 }

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use clap::Parser;
-use engine::{Config, Durability, Engine, RateLimits, Window};
+use engine::{Config, Durability, Engine, RateLimits, SourcesConfig, Window};
 use ingest_server::{AllowedNetworks, ApiKey, Server, ServerConfig};
 use tracing_subscriber::EnvFilter;
 
@@ -179,6 +179,26 @@ struct Args {
         value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1_000..=1 << 30)
     )]
     rate_limit_entries: usize,
+    /// Trending sources (GET /v1/petitions/{id}/sources): the slot budget over all petitions,
+    /// 32 bytes a slot (1048576: 32 MB; each petition signed in the last two hours also has 24
+    /// slots an hour of its own), or off, which tracks no sources and raises no source_alert.
+    #[arg(
+        long,
+        env = "INGEST_SOURCE_SLOTS",
+        default_value = "1048576",
+        value_parser = source_slots_arg
+    )]
+    source_slots: OptionArg<usize>,
+    /// A source_alert event when one address, network or email domain reaches this many
+    /// signatures to one petition in an hour (at most one per petition, source and clock
+    /// hour), or off.
+    #[arg(
+        long,
+        env = "INGEST_SOURCE_ALERT",
+        default_value = "100",
+        value_parser = source_alert_arg
+    )]
+    source_alert: OptionArg<u64>,
     /// Most event stream readers (GET /v1/events/stream) connected at once; past it, 503.
     #[arg(
         long,
@@ -332,6 +352,10 @@ fn run(args: Args) -> anyhow::Result<()> {
         sustained,
         entries: args.rate_limit_entries,
     });
+    config.sources = args.source_slots.0.map(|slots| SourcesConfig {
+        alert_threshold: args.source_alert.0,
+        slots,
+    });
     let opening = Instant::now();
     let engine = Engine::open(config)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -449,6 +473,44 @@ fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
     RateLimits::parse_windows(text).map(RateLimitsArg)
 }
 
+/// A number, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct OptionArg<T>(Option<T>);
+
+fn source_slots_arg(text: &str) -> Result<OptionArg<usize>, String> {
+    if text == "off" {
+        return Ok(OptionArg(None));
+    }
+    let slots = text
+        .parse()
+        .map_err(|_| format!("{text:?}: a number of slots or off"))?;
+    let config = SourcesConfig {
+        slots,
+        ..SourcesConfig::DEFAULT
+    };
+    config
+        .check()
+        .map(|()| OptionArg(Some(slots)))
+        .map_err(str::to_owned)
+}
+
+fn source_alert_arg(text: &str) -> Result<OptionArg<u64>, String> {
+    if text == "off" {
+        return Ok(OptionArg(None));
+    }
+    let threshold = text
+        .parse()
+        .map_err(|_| format!("{text:?}: signatures an hour, or off"))?;
+    let config = SourcesConfig {
+        alert_threshold: Some(threshold),
+        ..SourcesConfig::DEFAULT
+    };
+    config
+        .check()
+        .map(|()| OptionArg(Some(threshold)))
+        .map_err(str::to_owned)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -472,6 +534,9 @@ mod tests {
             RateLimitsArg(Some((limits.burst, limits.sustained)))
         );
         assert_eq!(args.rate_limit_entries, limits.entries);
+        let sources = engine.sources.expect("on by default");
+        assert_eq!(args.source_slots, OptionArg(Some(sources.slots)));
+        assert_eq!(args.source_alert, OptionArg(sources.alert_threshold));
     }
 
     #[test]
@@ -492,6 +557,10 @@ mod tests {
             "--rate-limits=1/60,5/x",
             "--rate-limits=none",
             "--rate-limit-entries=999",
+            "--source-slots=1023",
+            "--source-slots=none",
+            "--source-alert=0",
+            "--source-alert=4294967296",
         ] {
             assert!(
                 Args::try_parse_from(["ingest-server", flag]).is_err(),
@@ -508,6 +577,11 @@ mod tests {
         .expect("parses");
         assert_eq!(args.regions_max, engine::REGIONS_LIMIT);
         assert_eq!(args.trending_refresh, Duration::from_millis(250));
+        let args =
+            Args::try_parse_from(["ingest-server", "--source-slots=off", "--source-alert=off"])
+                .expect("parses");
+        assert_eq!(args.source_slots, OptionArg(None));
+        assert_eq!(args.source_alert, OptionArg(None));
         let args = Args::try_parse_from(["ingest-server", "--rate-limits=off"]).expect("parses");
         assert_eq!(args.rate_limits, RateLimitsArg(None));
         let args = Args::try_parse_from(["ingest-server", "--rate-limits", "2/10, 5/3600"])

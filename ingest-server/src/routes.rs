@@ -28,6 +28,7 @@ pub(crate) enum RouteId {
     SwitchesPut,
     PetitionPause,
     PetitionResume,
+    PetitionSources,
     WebhookList,
     WebhookPut,
     WebhookGet,
@@ -45,7 +46,7 @@ pub(crate) enum RouteId {
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 37] = [
+    pub const LABELS: [&'static str; 38] = [
         "sign",
         "batch",
         "petition_get",
@@ -69,6 +70,7 @@ impl RouteId {
         "switches_put",
         "petition_pause",
         "petition_resume",
+        "petition_sources",
         "webhook_list",
         "webhook_put",
         "webhook_get",
@@ -113,6 +115,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("PUT", "/v1/admin/switches"),
     ("POST", "/v1/petitions/{id}/pause"),
     ("POST", "/v1/petitions/{id}/resume"),
+    ("GET", "/v1/petitions/{id}/sources"),
     ("GET", "/v1/webhooks"),
     ("PUT", "/v1/webhooks/{id}"),
     ("GET", "/v1/webhooks/{id}"),
@@ -128,7 +131,7 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/openapi.json"),
 ];
 
-const IDS: [RouteId; 36] = [
+const IDS: [RouteId; 37] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
@@ -152,6 +155,7 @@ const IDS: [RouteId; 36] = [
     RouteId::SwitchesPut,
     RouteId::PetitionPause,
     RouteId::PetitionResume,
+    RouteId::PetitionSources,
     RouteId::WebhookList,
     RouteId::WebhookPut,
     RouteId::WebhookGet,

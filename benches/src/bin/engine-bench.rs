@@ -90,9 +90,31 @@ struct Traffic {
     /// defaults: 1/60,5/300) or off. Only signatures with an address (--ips) are limited.
     #[arg(long, default_value = "1/60,5/300", value_parser = rate_limits_arg, value_name = "SPEC")]
     rate_limits: RateLimitsArg,
+    /// Trending sources: the engine's slot budget (56 bytes a slot; the default 1048576) or
+    /// off. Every signature's email domain is a source, and its address and network with --ips.
+    #[arg(long, default_value = "1048576", value_parser = source_slots_arg, value_name = "N|off")]
+    source_slots: SourceSlotsArg,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
+}
+
+/// `--source-slots`: a budget, or off.
+#[derive(Debug, Clone, Copy)]
+struct SourceSlotsArg(Option<engine::SourcesConfig>);
+
+fn source_slots_arg(text: &str) -> Result<SourceSlotsArg, String> {
+    if text == "off" {
+        return Ok(SourceSlotsArg(None));
+    }
+    let config = engine::SourcesConfig {
+        slots: text
+            .parse()
+            .map_err(|_| format!("{text:?}: a number of slots or off"))?,
+        ..engine::SourcesConfig::DEFAULT
+    };
+    config.check()?;
+    Ok(SourceSlotsArg(Some(config)))
 }
 
 /// `--rate-limits`: two windows, or none.
@@ -836,6 +858,7 @@ fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Sta
     let mut config = Config::in_memory();
     config.signatures_expected = traffic.signatures;
     config.rate_limits = traffic.rate_limits.0;
+    config.sources = traffic.source_slots.0;
     let engine = Engine::open(config)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
     let workload = traffic.workload(shape);
@@ -902,7 +925,10 @@ fn memory(mut traffic: Traffic, compare_rounds: usize) -> Result<()> {
             "index_bytes_per_signature": memory.per_signature(memory.index_counts()),
             "breakdown_bytes": stats.breakdown_bytes,
         "rate_limit_bytes": stats.rate_limit_bytes,
+        "source_bytes": stats.source_bytes,
             "rate_limit_bytes": stats.rate_limit_bytes,
+            "source_bytes": stats.source_bytes,
+        "source_bytes": stats.source_bytes,
             "breakdown_bytes_per_signature": memory.per_signature(stats.breakdown_bytes),
             "index_counts_breakdowns_bytes_per_signature":
                 memory.per_signature(memory.with_breakdowns()),
@@ -1010,6 +1036,7 @@ fn durable(
     config.durability = durability;
     config.signatures_expected = traffic.signatures;
     config.rate_limits = traffic.rate_limits.0;
+    config.sources = traffic.source_slots.0;
     let engine = Engine::open(config)?;
     engine.wait_ready().map_err(anyhow::Error::msg)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;

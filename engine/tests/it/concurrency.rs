@@ -147,14 +147,17 @@ fn a_milestone_fires_once_when_crossed_concurrently() {
         sorted.sort_unstable();
         assert_eq!(sorted, vec![100, 1_000, 1_001], "{name}: {milestones:?}");
         assert!(milestones.iter().all(|m| m.petition == "viral"));
+        // The feed also holds the source alert of example.org (100 signatures in the hour).
         let seqs: Vec<u64> = milestones.iter().map(|m| m.seq).collect();
+        assert!(seqs.is_sorted(), "{name}: the milestones are in order");
+        let feed: Vec<u64> = engine.events_after(0, 100).iter().map(|e| e.seq).collect();
         assert_eq!(
-            seqs,
-            vec![1, 2, 3],
+            feed,
+            (1..=4).collect::<Vec<u64>>(),
             "{name}: the feed is gapless and ordered"
         );
         assert_eq!(
-            engine.milestones_after(2, 100).len(),
+            engine.milestones_after(seqs[1], 100).len(),
             1,
             "{name}: resumable"
         );

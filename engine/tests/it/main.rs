@@ -10,4 +10,5 @@ mod lifecycle_model;
 mod model;
 mod places;
 mod signers;
+mod sources;
 mod support;

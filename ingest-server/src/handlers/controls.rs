@@ -14,7 +14,10 @@
 
 use std::sync::atomic::Ordering;
 
-use engine::{EntryKind, EntrySpec, GuardError, ListEntry, ListName, Switches};
+use engine::{
+    EntryKind, EntrySpec, GuardError, ListEntry, ListName, SourceCount, SourceHour, SourcesError,
+    Switches,
+};
 use hyper::header::HeaderMap;
 use hyper::StatusCode;
 use serde::{Deserialize, Serialize};
@@ -22,8 +25,8 @@ use serde::{Deserialize, Serialize};
 use super::blocking;
 use super::petitions::{petition_json, unknown_petition, ChangeJson};
 use crate::auth::Role;
-use crate::request::{admit, admit_json, authorize, parse_json, Admitted, Body};
-use crate::response::{error, json, retry_later, shed, Response};
+use crate::request::{admit, admit_json, authorize, parse_json, query_pairs, Admitted, Body};
+use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 
 /// The body of `POST /v1/admin/blocks` and `/allows`.
@@ -256,4 +259,107 @@ fn guard_error(state: &State, e: &GuardError) -> Response {
         GuardError::UnknownPetition => unknown_petition(),
         _ => retry_later(state, StatusCode::SERVICE_UNAVAILABLE, e.code(), e),
     }
+}
+
+/// Most sources of each kind a read of trending sources returns.
+pub(crate) const SOURCES_LIMIT_MAX: usize = 100;
+/// Sources of each kind by default.
+pub(crate) const SOURCES_LIMIT_DEFAULT: usize = 10;
+
+/// `GET /v1/petitions/{id}/sources?window=1h&hour=current|previous&limit=10` (admin: it names
+/// addresses): the top addresses, networks and email domains signing the petition in a clock
+/// hour, each with its count and error bound (the true count lies in `[count - error, count]`).
+/// Sources are counted per clock hour (`window=1h`, the only window).
+pub(crate) fn sources(
+    state: &State,
+    id: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+) -> Response {
+    if let Err(response) = authorize(state, headers, Role::Admin) {
+        return response;
+    }
+    let mut hour = SourceHour::Current;
+    let mut limit = SOURCES_LIMIT_DEFAULT;
+    for (key, value) in query_pairs(query) {
+        match key {
+            "window" if value == "1h" => {}
+            "window" => {
+                return bad_parameter("window", "window is 1h: sources are counted per clock hour")
+            }
+            "hour" => match value {
+                "current" => hour = SourceHour::Current,
+                "previous" => hour = SourceHour::Previous,
+                _ => return bad_parameter("hour", "hour is current or previous"),
+            },
+            "limit" => match value.parse::<usize>() {
+                Ok(n) if (1..=SOURCES_LIMIT_MAX).contains(&n) => limit = n,
+                _ => return bad_parameter("limit", "limit is 1 to 100"),
+            },
+            _ => return bad_parameter(key, "known parameters: window, hour, limit"),
+        }
+    }
+    let top = match state.engine.sources(id, hour, limit) {
+        Ok(top) => top,
+        Err(SourcesError::UnknownPetition) => return unknown_petition(),
+        Err(SourcesError::Off) => {
+            return error(
+                StatusCode::NOT_FOUND,
+                "sources_off",
+                "trending sources are off on this server (--source-slots off)",
+            )
+        }
+    };
+    #[derive(Serialize)]
+    struct Sources<'a> {
+        petition: &'a str,
+        window: &'static str,
+        hour: &'static str,
+        since: String,
+        until: String,
+        at: String,
+        alert_threshold: Option<u64>,
+        ips: Vec<CountJson<'a>>,
+        networks: Vec<CountJson<'a>>,
+        email_domains: Vec<CountJson<'a>>,
+    }
+    let answer = Sources {
+        petition: id,
+        window: "1h",
+        hour: match hour {
+            SourceHour::Current => "current",
+            SourceHour::Previous => "previous",
+        },
+        since: rfc3339(top.hour_start_ms),
+        until: rfc3339(top.hour_start_ms + engine::SOURCE_HOUR_MS),
+        at: rfc3339(top.at_ms),
+        alert_threshold: state
+            .engine
+            .sources_config()
+            .and_then(|c| c.alert_threshold),
+        ips: count_json(&top.ips),
+        networks: count_json(&top.networks),
+        email_domains: count_json(&top.email_domains),
+    };
+    json(
+        StatusCode::OK,
+        serde_json::to_string(&answer).unwrap_or_default(),
+    )
+}
+
+#[derive(Serialize)]
+struct CountJson<'a> {
+    source: &'a str,
+    count: u64,
+    error: u64,
+}
+
+fn count_json(list: &[SourceCount]) -> Vec<CountJson<'_>> {
+    list.iter()
+        .map(|c| CountJson {
+            source: &c.source.value,
+            count: c.count,
+            error: c.error,
+        })
+        .collect()
 }

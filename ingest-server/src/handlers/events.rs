@@ -25,7 +25,8 @@ use crate::state::State;
 use crate::watchdog::Clock;
 
 /// `GET /v1/events?after=SEQ&limit=N`: up to `limit` events after `after`, oldest first.
-pub(crate) async fn list(state: &State, query: Option<&str>) -> Response {
+pub(crate) async fn list(state: &State, headers: &HeaderMap, query: Option<&str>) -> Response {
+    let admin = is_admin(state, headers);
     let (after, limit) = match feed_query(query, "an event") {
         Ok(parsed) => parsed,
         Err(response) => return response,
@@ -46,7 +47,7 @@ pub(crate) async fn list(state: &State, query: Option<&str>) -> Response {
     let feed = Feed {
         next_after: events.last().map_or(after, |e| e.seq),
         last: state.engine.last_event_seq(),
-        events: events.iter().map(EventJson::new).collect(),
+        events: events.iter().map(|e| EventJson::new(e, admin)).collect(),
     };
     json(
         StatusCode::OK,
@@ -117,7 +118,8 @@ pub(crate) fn stream(
     // Subscribe before the backlog is read: what is published meanwhile is in the ring.
     let live = state.hub.subscribe();
     let after = after.unwrap_or_else(|| state.engine.last_event_seq());
-    let stream = Stream::new(Arc::clone(state), Arc::clone(clock), after, live);
+    let admin = is_admin(state, headers);
+    let stream = Stream::new(Arc::clone(state), Arc::clone(clock), after, admin, live);
     let mut response = hyper::Response::new(Reply::Stream(stream));
     let headers = response.headers_mut();
     headers.insert(
@@ -128,4 +130,19 @@ pub(crate) fn stream(
     // Proxies (nginx) must not hold the stream back.
     headers.insert("x-accel-buffering", HeaderValue::from_static("no"));
     response
+}
+
+/// Whether the request carries an administrator's key (or the server is open): the feed is
+/// public, and such a reader also sees what a `source_alert` names. Any other key, or a wrong
+/// one, reads what everyone reads.
+fn is_admin(state: &State, headers: &HeaderMap) -> bool {
+    state
+        .keys
+        .authorize(
+            headers
+                .get(header::AUTHORIZATION)
+                .map(HeaderValue::as_bytes),
+            crate::auth::Role::Admin,
+        )
+        .is_ok()
 }

@@ -111,7 +111,7 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::PetitionPut => petitions::put(state, id, &request.headers, body).await,
         RouteId::PetitionClose => petitions::close(state, id, &request.headers).await,
         RouteId::Milestones => milestones::list(state, request.uri.query()),
-        RouteId::Events => events::list(state, request.uri.query()).await,
+        RouteId::Events => events::list(state, &request.headers, request.uri.query()).await,
         RouteId::EventStream => unreachable!("the event stream is answered by `handle`"),
         RouteId::PetitionRespond => petitions::respond(state, id, &request.headers, body).await,
         RouteId::BlockList => controls::list(state, &request.headers, ListName::Block),
@@ -128,6 +128,9 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::SwitchesPut => controls::put_switches(state, &request.headers, body).await,
         RouteId::PetitionPause => controls::pause(state, id, &request.headers, true).await,
         RouteId::PetitionResume => controls::pause(state, id, &request.headers, false).await,
+        RouteId::PetitionSources => {
+            controls::sources(state, id, request.uri.query(), &request.headers)
+        }
         RouteId::WebhookList => webhooks::list(state, &request.headers),
         RouteId::WebhookPut => webhooks::put(state, id, &request.headers, body).await,
         RouteId::WebhookGet => webhooks::get(state, id, &request.headers),

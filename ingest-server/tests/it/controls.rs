@@ -255,3 +255,157 @@ async fn an_address_over_its_limit_gets_429_with_retry_after_unless_allowed() {
     assert_eq!(server.petition("p").await["count"], 5);
     server.stop().await;
 }
+
+/// Trending sources over HTTP: counts equal to what was sent, the window and limit checked,
+/// admin only; a source alert in the feed names its source to an admin key only.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sources_count_what_was_sent_and_alerts_name_them_to_admins_only() {
+    let server = TestServer::start_with(
+        |config| {
+            config.rate_limits = None;
+            config.sources = Some(engine::SourcesConfig {
+                alert_threshold: Some(3),
+                ..engine::SourcesConfig::DEFAULT
+            });
+        },
+        |_| {},
+    )
+    .await;
+    server.register("p", "{}").await;
+    let sent = [
+        ("a1@Example.org", "203.0.113.7"),
+        ("a2@example.org", "203.0.113.7"),
+        ("a3@example.org", "203.0.113.8"),
+        ("a4@other.example", "2001:db8:5:1::9"),
+        ("a1@example.org", "192.0.2.1"),
+    ];
+    for (n, (email, ip)) in sent.iter().enumerate() {
+        let body = format!(r#"{{"email":"{email}","ip":"{ip}"}}"#);
+        let reply = server
+            .post_json("/v1/petitions/p/signatures", INGEST, &body)
+            .await;
+        // The last one repeats the first signer: a duplicate, not a source of signatures.
+        assert_eq!(reply.status, if n == 4 { 200 } else { 201 }, "{reply:?}");
+    }
+    let reply = server
+        .get_admin("/v1/petitions/p/sources?window=1h&hour=current")
+        .await;
+    assert_eq!(reply.status, 200, "{reply:?}");
+    let top = reply.json();
+    assert_eq!(
+        (&top["window"], &top["hour"]),
+        (&"1h".into(), &"current".into())
+    );
+    assert_eq!(top["alert_threshold"], 3);
+    let list = |kind: &str| -> Vec<(String, u64, u64)> {
+        top[kind]
+            .as_array()
+            .expect("a list")
+            .iter()
+            .map(|c| {
+                (
+                    c["source"].as_str().expect("source").to_owned(),
+                    c["count"].as_u64().expect("count"),
+                    c["error"].as_u64().expect("error"),
+                )
+            })
+            .collect()
+    };
+    assert_eq!(
+        list("ips"),
+        [
+            ("203.0.113.7".to_owned(), 2, 0),
+            ("203.0.113.8".to_owned(), 1, 0),
+            ("2001:db8:5:1::9".to_owned(), 1, 0)
+        ]
+    );
+    assert_eq!(
+        list("networks"),
+        [
+            ("203.0.113.0/24".to_owned(), 3, 0),
+            ("2001:db8:5::/48".to_owned(), 1, 0)
+        ]
+    );
+    assert_eq!(
+        list("email_domains"),
+        [
+            ("example.org".to_owned(), 3, 0),
+            ("other.example".to_owned(), 1, 0)
+        ]
+    );
+    let reply = server.get_admin("/v1/petitions/p/sources?limit=1").await;
+    assert_eq!(reply.json()["ips"].as_array().map(Vec::len), Some(1));
+    let reply = server
+        .get_admin("/v1/petitions/p/sources?hour=previous")
+        .await;
+    assert_eq!(
+        reply.json()["ips"],
+        serde_json::json!([]),
+        "nothing last hour"
+    );
+    for (path, auth, status) in [
+        ("/v1/petitions/p/sources", INGEST, 403),
+        ("/v1/petitions/p/sources", "", 401),
+        ("/v1/petitions/p/sources?window=2h", ADMIN, 400),
+        ("/v1/petitions/p/sources?hour=next", ADMIN, 400),
+        ("/v1/petitions/p/sources?limit=0", ADMIN, 400),
+        ("/v1/petitions/p/sources?top=1", ADMIN, 400),
+        ("/v1/petitions/nope/sources", ADMIN, 404),
+    ] {
+        let headers: Vec<(&str, &str)> = if auth.is_empty() {
+            Vec::new()
+        } else {
+            vec![("authorization", auth)]
+        };
+        let reply = server.send(Method::GET, path, &headers, "").await;
+        assert_eq!(reply.status, status, "{path}: {reply:?}");
+    }
+    // The third signature from 203.0.113.0/24 and example.org made one alert each.
+    let feed = |auth: &'static str| {
+        let server = &server;
+        async move {
+            let headers: Vec<(&str, &str)> = if auth.is_empty() {
+                Vec::new()
+            } else {
+                vec![("authorization", auth)]
+            };
+            let reply = server
+                .send(Method::GET, "/v1/events?after=0", &headers, "")
+                .await;
+            assert_eq!(reply.status, 200);
+            reply.json()["events"]
+                .as_array()
+                .expect("events")
+                .iter()
+                .filter(|e| e["type"] == "source_alert")
+                .cloned()
+                .collect::<Vec<_>>()
+        }
+    };
+    let admin = feed(ADMIN).await;
+    let kinds: Vec<(&str, &str, u64)> = admin
+        .iter()
+        .map(|e| {
+            (
+                e["source_kind"].as_str().expect("kind"),
+                e["source"].as_str().expect("an admin sees the source"),
+                e["count"].as_u64().expect("count"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("network", "203.0.113.0/24", 3),
+            ("email_domain", "example.org", 3)
+        ]
+    );
+    for auth in ["", INGEST] {
+        let public = feed(auth).await;
+        assert_eq!(public.len(), 2);
+        for event in &public {
+            assert!(event.get("source").is_none(), "{event}");
+            assert_eq!(event["threshold"], 3);
+        }
+    }
+}

@@ -550,6 +550,7 @@ async fn every_answer_matches_the_document() {
     let (allows, allow) = ("/v1/admin/allows", "/v1/admin/allows/{id}");
     let switches = "/v1/admin/switches";
     let (pause, resume) = ("/v1/petitions/{id}/pause", "/v1/petitions/{id}/resume");
+    let sources = "/v1/petitions/{id}/sources";
     let from_blocked = r#"{"email":"s1@b.org","ip":"198.51.100.20"}"#;
     let from_elsewhere = r#"{"email":"s2@b.org","ip":"192.0.2.20"}"#;
     for (method, path, template, auth, body, status) in [
@@ -711,6 +712,47 @@ async fn every_answer_matches_the_document() {
             INGEST,
             r#"{"email":"s3@b.org"}"#,
             201,
+        ),
+        (
+            Method::GET,
+            "/v1/petitions/g/sources?window=1h&hour=previous&limit=5",
+            sources,
+            ADMIN,
+            "",
+            200,
+        ),
+        (
+            Method::GET,
+            "/v1/petitions/g/sources",
+            sources,
+            INGEST,
+            "",
+            403,
+        ),
+        (Method::GET, "/v1/petitions/g/sources", sources, "", "", 401),
+        (
+            Method::GET,
+            "/v1/petitions/g/sources?window=15m",
+            sources,
+            ADMIN,
+            "",
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/petitions/g/sources?limit=101",
+            sources,
+            ADMIN,
+            "",
+            400,
+        ),
+        (
+            Method::GET,
+            "/v1/petitions/x/sources",
+            sources,
+            ADMIN,
+            "",
+            404,
         ),
     ] {
         let reply = lifecycle.call(method, path, template, auth, body).await;
