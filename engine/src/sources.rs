@@ -707,24 +707,30 @@ impl Sources {
         if self.swept.swap(hour, Ordering::Relaxed) == hour {
             return;
         }
-        let mut active = self.active.lock();
-        active.retain(|petition| {
-            let mut held = petition.sources.lock();
-            let Some(sources) = held.as_mut() else {
-                return false;
-            };
-            if sources.previous.as_ref().is_some_and(|p| p.hour + 1 < hour) {
-                let freed = sources.previous.take().map_or(0, |p| p.slots());
-                self.used.fetch_sub(freed, Ordering::Relaxed);
-            }
-            if sources.current.hour + 1 < hour {
-                self.used
-                    .fetch_sub(sources.current.slots(), Ordering::Relaxed);
-                *held = None;
-                return false;
-            }
-            true
-        });
+        // Taken out of the list, so that no petition's lock is waited for under the list's
+        // (admission takes the list's under a petition's, to add one).
+        let taken = std::mem::take(&mut *self.active.lock());
+        let kept: Vec<Arc<Petition>> = taken
+            .into_iter()
+            .filter(|petition| {
+                let mut held = petition.sources.lock();
+                let Some(sources) = held.as_mut() else {
+                    return false;
+                };
+                if sources.previous.as_ref().is_some_and(|p| p.hour + 1 < hour) {
+                    let freed = sources.previous.take().map_or(0, |p| p.slots());
+                    self.used.fetch_sub(freed, Ordering::Relaxed);
+                }
+                if sources.current.hour + 1 < hour {
+                    self.used
+                        .fetch_sub(sources.current.slots(), Ordering::Relaxed);
+                    *held = None;
+                    return false;
+                }
+                true
+            })
+            .collect();
+        self.active.lock().extend(kept);
     }
 }
 
