@@ -26,7 +26,7 @@ use crate::place::{Place, RegionKey, RegionsFull};
 use crate::shared::Shared;
 use crate::signature::InvalidField;
 use crate::signature::{self, AsSignatureRef, Op, ValidRef};
-use crate::sources::{Alert, Signer, Sources};
+use crate::sources::{Signer, Sources};
 use crate::token::TokenError;
 
 /// What admission takes: signatures, or a mix of signatures and validations ([`Op`]).
@@ -84,15 +84,17 @@ pub(crate) fn admit<S: AsOp>(
     let (valid, signers) = call.resolve(signatures);
     let (mut items, records) = call.claim(&valid);
     items.append(&mut call.validations);
-    if let Some(sources) = shared.sources().filter(|_| !signers.is_empty()) {
-        call.track_sources(sources, &signers, sender);
-    }
+    let alerts = match shared.sources() {
+        Some(sources) if !signers.is_empty() => call.track_sources(sources, &signers),
+        _ => Vec::new(),
+    };
     match sender {
         None => {
             call.count_in_memory();
+            call.publish_alerts(alerts);
             (call.results, None)
         }
-        Some(sender) => call.hand_over(sender, items, records, generation, async_reply),
+        Some(sender) => call.hand_over(sender, items, records, alerts, generation, async_reply),
     }
 }
 
@@ -374,14 +376,8 @@ impl Call<'_> {
     }
 
     /// Counts the sources of the new signers claimed (`signers`: by input index, a superset
-    /// of the claims), under one lock per petition, and hands the alerts they make to the
-    /// writer (memory mode: publishes them).
-    fn track_sources(
-        &self,
-        sources: &Sources,
-        signers: &[(usize, Signer<'_>)],
-        sender: Option<&Sender<Job>>,
-    ) {
+    /// of the claims), under one lock per petition; returns the alerts they make, as events.
+    fn track_sources(&self, sources: &Sources, signers: &[(usize, Signer<'_>)]) -> Vec<NewEvent> {
         // The new signers' sources, grouped by petition slot (a counting sort: each
         // petition's signers stay in input order).
         let mut starts = vec![0u32; self.slots.len() + 1];
@@ -416,16 +412,7 @@ impl Call<'_> {
             let run = &grouped[range[0] as usize..range[1] as usize];
             alerts.extend(sources.record(&self.slots[slot].petition, run, self.now));
         }
-        if !alerts.is_empty() {
-            self.raise(alerts, sender);
-        }
-    }
-
-    /// Sends source alerts to the writer to number and store (without waiting), or in memory
-    /// mode publishes them.
-    #[cold]
-    fn raise(&self, alerts: Vec<Alert>, sender: Option<&Sender<Job>>) {
-        let events: Vec<NewEvent> = alerts
+        alerts
             .into_iter()
             .map(|alert| NewEvent {
                 petition: alert.petition,
@@ -436,20 +423,17 @@ impl Call<'_> {
                     threshold: alert.threshold,
                 },
             })
-            .collect();
-        match sender {
-            Some(sender) => {
-                // Nobody waits for the answer: a failed write marks the store unhealthy.
-                let (reply, _) = std::sync::mpsc::sync_channel(1);
-                let _ = sender.send(Job::Petitions(Vec::new(), events, reply));
-            }
-            None => {
-                for event in events {
-                    if let Some(petition) = self.shared.registry().by_num(event.petition) {
-                        self.shared
-                            .publish_memory_events(&petition, event.at_ms, vec![event.data]);
-                    }
-                }
+            .collect()
+    }
+
+    /// Memory mode: numbers and publishes source alerts (a persistent engine's go to the
+    /// writer with the signatures that made them).
+    #[cold]
+    fn publish_alerts(&self, alerts: Vec<NewEvent>) {
+        for event in alerts {
+            if let Some(petition) = self.shared.registry().by_num(event.petition) {
+                self.shared
+                    .publish_memory_events(&petition, event.at_ms, vec![event.data]);
             }
         }
     }
@@ -725,13 +709,14 @@ impl Call<'_> {
     }
 
     /// Pass 3, persistent mode: releases the reservation of the signatures answered already and
-    /// sends the rest to the writer as one job.
+    /// sends the rest to the writer as one job, with the source alerts they made.
     #[inline]
     fn hand_over(
         mut self,
         sender: &Sender<Job>,
         items: Vec<Item>,
         records: Vec<u8>,
+        alerts: Vec<NewEvent>,
         generation: u64,
         async_reply: bool,
     ) -> (Results, Option<Waiting>) {
@@ -750,6 +735,7 @@ impl Call<'_> {
             petitions: self.slots.into_iter().map(|slot| slot.petition).collect(),
             records,
             generation,
+            alerts,
             caller: Caller {
                 reply,
                 answers: Vec::new(),

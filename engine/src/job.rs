@@ -151,6 +151,9 @@ pub(crate) struct SignJob {
     pub records: Vec<u8>,
     /// The engine's reconcile generation when the items were admitted.
     pub generation: u64,
+    /// Source alerts its signers made (see `sources.rs`): written in the batch that writes
+    /// them, so an alert exists exactly when the signatures that raised it do.
+    pub alerts: Vec<NewEvent>,
     /// Who waits for the items, and the answers decided so far (the writer adds them as it
     /// resolves items; the job is answered once `items` is empty).
     pub caller: Caller,

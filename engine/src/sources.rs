@@ -29,10 +29,12 @@
 //! set stays in the cache); one with a million one-off addresses in an hour grows to what it
 //! needs.
 //!
-//! Alerts: when a source's lower bound (`count - error`) reaches the threshold, admission hands
-//! one `source_alert` to the writer, which numbers and stores it in the events feed: one per
-//! (petition, source, clock hour). The sources alerted in the hour are remembered per petition,
-//! and after a restart they are read back from the feed.
+//! Alerts: when a source's lower bound (`count - error`) reaches the threshold, admission puts
+//! one `source_alert` in the writer's job with the signatures that raised it, and the writer
+//! numbers and stores it in their batch (no write of its own): one per (petition, source, clock
+//! hour). The sources alerted in the hour are remembered per petition, and after a restart they
+//! are read back from the feed. A batch the store fails to write takes its alerts with it, and
+//! they are not raised again in that hour: at most once if the store fails.
 //!
 //! Memory: [`SLOT_BYTES`] per slot (an email domain's name lies on the heap besides), at most
 //! `slots` (the budget) plus one set per kind and hour of each petition signed in the last two
@@ -568,7 +570,7 @@ impl Sources {
 
     /// The tables of `petition` for `hour` (`held`: under its lock), made on first sight; the
     /// current hour becomes the previous one when the clock enters the next. `None` for an
-    /// hour already past (the clock went back).
+    /// hour before the previous one (the clock went back).
     fn hour_of<'t>(
         &self,
         held: &'t mut Option<Box<PetitionSources>>,
@@ -594,7 +596,12 @@ impl Sources {
             }
             self.used.fetch_sub(freed, Ordering::Relaxed);
         }
-        (sources.current.hour == hour).then_some(&mut sources.current)
+        if sources.current.hour == hour {
+            return Some(&mut sources.current);
+        }
+        // A call that read the clock just before the hour ended, counted after another
+        // moved the tables on: its signers still count in their hour.
+        sources.previous.as_mut().filter(|p| p.hour == hour)
     }
 
     /// Counts `n` signatures of one source; an alert if it reached the threshold.
@@ -675,9 +682,13 @@ impl Sources {
         limit: usize,
         now_ms: u64,
     ) -> TopSources {
-        let hour = now_ms / HOUR_MS - u64::from(which == SourceHour::Previous);
+        let hour = match which {
+            SourceHour::Current => Some(now_ms / HOUR_MS),
+            // None before the clock's first hour ended: an empty answer.
+            SourceHour::Previous => (now_ms / HOUR_MS).checked_sub(1),
+        };
         let mut top = TopSources {
-            hour_start_ms: hour * HOUR_MS,
+            hour_start_ms: hour.unwrap_or(0) * HOUR_MS,
             at_ms: now_ms,
             ips: Vec::new(),
             networks: Vec::new(),
@@ -688,7 +699,7 @@ impl Sources {
             [Some(&sources.current), sources.previous.as_ref()]
                 .into_iter()
                 .flatten()
-                .find(|h| h.hour == hour)
+                .find(|h| Some(h.hour) == hour)
         });
         if let Some(found) = found {
             let [ips, networks, domains] = &found.tables;

@@ -27,7 +27,8 @@ pub struct WebhookSpec {
     pub name: String,
     /// Where deliveries go. The engine checks only its length; the deliverer checks the rest.
     pub url: String,
-    /// The kinds delivered; empty means every kind.
+    /// The kinds delivered; empty means every kind but `source_alert`, which names signers'
+    /// addresses and is delivered only when listed.
     pub events: Vec<EventKind>,
     /// The signing secret, opaque to the engine.
     pub secret: String,
@@ -41,7 +42,8 @@ pub struct WebhookSpec {
 pub struct Webhook {
     pub name: String,
     pub url: String,
-    /// The kinds delivered; empty means every kind.
+    /// The kinds delivered; empty means every kind but `source_alert`, which names signers'
+    /// addresses and is delivered only when listed.
     pub events: Vec<EventKind>,
     pub secret: String,
     /// The last event delivered (or skipped as not wanted): delivery resumes after it.
@@ -58,7 +60,10 @@ pub struct Webhook {
 impl Webhook {
     /// Whether it wants events of `kind`.
     pub fn wants(&self, kind: EventKind) -> bool {
-        self.events.is_empty() || self.events.contains(&kind)
+        if self.events.is_empty() {
+            return kind != EventKind::SourceAlert;
+        }
+        self.events.contains(&kind)
     }
 
     pub(crate) fn encode(&self) -> Vec<u8> {
@@ -166,7 +171,11 @@ mod tests {
         let hook = Webhook {
             name: "responders".into(),
             url: "http://10.0.0.5:8080/hook".into(),
-            events: vec![EventKind::ThresholdCrossed, EventKind::Responded],
+            events: vec![
+                EventKind::ThresholdCrossed,
+                EventKind::Responded,
+                EventKind::SourceAlert,
+            ],
             secret: "whsec_abc".into(),
             cursor: 42,
             created_at_ms: 7,
@@ -176,12 +185,17 @@ mod tests {
         assert_eq!(Webhook::decode(&bytes).expect("decodes"), hook);
         assert!(Webhook::decode(&bytes[..bytes.len() - 1]).is_err());
         assert!(hook.wants(EventKind::Responded));
+        assert!(hook.wants(EventKind::SourceAlert));
         assert!(!hook.wants(EventKind::PetitionClosed));
         let all = Webhook {
             events: vec![],
             ..hook
         };
         assert!(all.wants(EventKind::PetitionClosed));
+        assert!(
+            !all.wants(EventKind::SourceAlert),
+            "addresses only to a webhook that lists source_alert"
+        );
     }
 
     #[test]

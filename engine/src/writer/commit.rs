@@ -408,6 +408,7 @@ impl Writer {
         store: &Store,
         open: &[SignJob],
         fresh: &[(usize, Item)],
+        alerts: Vec<NewEvent>,
     ) -> Result<Prepared, StoreError> {
         assert!(!fresh.is_empty(), "a batch holds at least one item");
         debug_assert!(
@@ -510,7 +511,19 @@ impl Writer {
             "signers held grow by the new signers written"
         );
         sort_places(places, &mut touched);
-        let (events, next_event_seq) = self.put_counts(store, &mut batch, &touched, now);
+        let (mut events, mut next_event_seq) = self.put_counts(store, &mut batch, &touched, now);
+        for alert in alerts {
+            if let Some(petition) = self.shared.registry().by_num(alert.petition) {
+                events.push(self.put_event(
+                    store,
+                    &mut batch,
+                    &mut next_event_seq,
+                    &petition,
+                    alert.at_ms,
+                    alert.data,
+                ));
+            }
+        }
         let _ = first_seq;
         Ok(Prepared {
             batch,
@@ -652,7 +665,12 @@ impl Writer {
 
     /// Writes `fresh` without a sync and hands the batch, with every job of the round, to the
     /// syncer, which makes it durable and answers.
-    pub(super) fn write_for_syncer(&mut self, mut open: Vec<SignJob>, fresh: Vec<(usize, Item)>) {
+    pub(super) fn write_for_syncer(
+        &mut self,
+        mut open: Vec<SignJob>,
+        fresh: Vec<(usize, Item)>,
+        alerts: Vec<NewEvent>,
+    ) {
         let Some(store) = self.store.clone() else {
             unreachable!("write_for_syncer is only called with a healthy store")
         };
@@ -662,7 +680,7 @@ impl Writer {
             // must count on from them; the recovery reloads them all.)
             self.written_counts.clear();
         }
-        let prepared = self.prepare(&store, &open, &fresh);
+        let prepared = self.prepare(&store, &open, &fresh, alerts);
         let started = Instant::now();
         let written = prepared.and_then(|mut p| {
             store
@@ -710,11 +728,16 @@ impl Writer {
     }
 
     /// Writes `fresh` in one batch, synced as the durability says, and commits it.
-    pub(super) fn write_fresh(&mut self, open: &mut [SignJob], fresh: Vec<(usize, Item)>) {
+    pub(super) fn write_fresh(
+        &mut self,
+        open: &mut [SignJob],
+        fresh: Vec<(usize, Item)>,
+        alerts: Vec<NewEvent>,
+    ) {
         let Some(store) = self.store.clone() else {
             unreachable!("write_fresh is only called with a healthy store")
         };
-        let mut prepared = match self.prepare(&store, open, &fresh) {
+        let mut prepared = match self.prepare(&store, open, &fresh, alerts) {
             Ok(prepared) => prepared,
             Err(e) => return self.fail_fresh(open, fresh, &e),
         };

@@ -512,6 +512,11 @@ impl Writer {
         }
         let mut open: Vec<SignJob> = std::mem::take(&mut self.deferred);
         open.extend(jobs);
+        // Written with this round's batch, once: a deferred job comes back without them.
+        let alerts: Vec<NewEvent> = open
+            .iter_mut()
+            .flat_map(|job| std::mem::take(&mut job.alerts))
+            .collect();
         if !self.shared.health().is_healthy() {
             self.try_recover();
         }
@@ -585,10 +590,10 @@ impl Writer {
                 self.refuse_fresh(&mut open, fresh);
             } else if !awaiting && self.syncer.is_some() {
                 // Every job is whole once its fresh items are durable: the syncer answers them.
-                self.write_for_syncer(open, fresh);
+                self.write_for_syncer(open, fresh, alerts);
                 return;
             } else {
-                self.write_fresh(&mut open, fresh);
+                self.write_fresh(&mut open, fresh, alerts);
             }
         }
         self.settle(open, healthy);

@@ -331,6 +331,11 @@ fn hours_roll_over_on_the_engine_clock() {
     assert_eq!(both(), (0, 7));
     sign(2);
     assert_eq!(both(), (2, 7));
+    // A call that read the clock just before the hour ended counts in that hour.
+    clock.set(T0 + 59 * 60_000);
+    sign(1);
+    clock.set(T0 + 61 * 60_000);
+    assert_eq!(both(), (2, 8));
     let top = engine
         .sources("p", SourceHour::Previous, 10)
         .expect("reads");
@@ -492,6 +497,26 @@ fn an_alert_is_not_repeated_in_its_hour_after_a_reopen() {
         value: "a.example".to_owned(),
     };
     assert!(got[4..].contains(&(source.kind, source.value, 5)));
+}
+
+/// The previous hour before the clock's first hour ended is empty, not a wrapped hour.
+#[test]
+fn the_previous_hour_of_the_first_hour_is_empty() {
+    let clock = Arc::new(ManualClock::new(1_000));
+    let engine =
+        Engine::open(config(Config::in_memory(), &clock, SourcesConfig::DEFAULT)).expect("opens");
+    register(&engine, &["p"]);
+    assert!(matches!(
+        engine.submit(from("p", "a@example.org", "192.0.2.1")),
+        Ok(Outcome::Accepted { .. })
+    ));
+    let previous = engine
+        .sources("p", SourceHour::Previous, 10)
+        .expect("reads");
+    assert_eq!(previous.hour_start_ms, 0);
+    assert!(previous.ips.is_empty());
+    let current = engine.sources("p", SourceHour::Current, 10).expect("reads");
+    assert_eq!(current.ips.len(), 1);
 }
 
 #[test]

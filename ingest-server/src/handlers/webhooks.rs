@@ -26,7 +26,8 @@ use crate::webhooks::signing::WebhookSecret;
 #[serde(deny_unknown_fields)]
 struct WebhookBody {
     url: String,
-    /// Event types to deliver; absent or empty: every type.
+    /// Event types to deliver; absent or empty: every type but `source_alert` (it names
+    /// signers' addresses: delivered only when listed).
     #[serde(default)]
     events: Vec<String>,
     /// `whsec_<base64>`; absent: generated.
@@ -41,7 +42,7 @@ struct WebhookBody {
 struct WebhookJson<'a> {
     name: &'a str,
     url: &'a str,
-    /// Empty: every type.
+    /// Empty: every type but `source_alert`.
     events: Vec<&'static str>,
     created_at: String,
     /// The last event delivered (or skipped as not wanted).
