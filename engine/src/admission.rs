@@ -762,11 +762,14 @@ impl Call<'_> {
 /// call, and that call was 6% of in-memory admission's time (commit 51ed48e, 2026-11-29).
 #[inline]
 fn same_id(a: &str, b: &str) -> bool {
-    a.len() == b.len()
-        && a.bytes()
-            .zip(b.bytes())
-            .fold(0u8, |differ, (x, y)| differ | (x ^ y))
-            == 0
+    same_bytes(a.as_bytes(), b.as_bytes())
+}
+
+/// `a == b` for short byte strings, without a call into the C library's `bcmp` (see
+/// [`same_id`]).
+#[inline]
+pub(crate) fn same_bytes(a: &[u8], b: &[u8]) -> bool {
+    a.len() == b.len() && a.iter().zip(b).fold(0u8, |differ, (x, y)| differ | (x ^ y)) == 0
 }
 
 #[cfg(test)]

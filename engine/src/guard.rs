@@ -233,7 +233,7 @@ impl EntrySpec {
             (_, EntryKind::EmailDomain) => {
                 let domain = value.to_ascii_lowercase();
                 let name = domain.strip_prefix("*.").unwrap_or(&domain);
-                if is_domain(name) {
+                if crate::signature::labels_ok(name) {
                     Ok(domain)
                 } else {
                     Err(invalid(
@@ -247,7 +247,7 @@ impl EntrySpec {
                 match email.rsplit_once('@') {
                     Some((local, domain))
                         if !local.is_empty()
-                            && is_domain(domain)
+                            && crate::signature::labels_ok(domain)
                             && email.bytes().all(|b| b.is_ascii_graphic()) =>
                     {
                         Ok(email)
@@ -257,21 +257,6 @@ impl EntrySpec {
             }
         }
     }
-}
-
-/// A domain name: dot-separated labels of `[a-z0-9-]`, none empty, none starting or ending
-/// with `-`.
-fn is_domain(name: &str) -> bool {
-    !name.is_empty()
-        && name.split('.').all(|label| {
-            !label.is_empty()
-                && label.len() <= 63
-                && !label.starts_with('-')
-                && !label.ends_with('-')
-                && label
-                    .bytes()
-                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
-        })
 }
 
 /// An address or network, IPv4-mapped IPv6 taken as IPv4, host bits cleared.
@@ -301,6 +286,15 @@ pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
         v4 => v4,
+    }
+}
+
+/// An address as 128 bits: IPv4 as its IPv4-mapped IPv6 form, so an address and its mapped
+/// form are one key.
+pub(crate) fn mapped(ip: IpAddr) -> std::net::Ipv6Addr {
+    match unmap(ip) {
+        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
+        IpAddr::V6(v6) => v6,
     }
 }
 

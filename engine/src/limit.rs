@@ -210,10 +210,7 @@ impl Limiter {
     /// The key of a signature from `ip` to petition `petition`.
     #[inline]
     pub fn key(&self, petition: u32, ip: IpAddr) -> Key {
-        let v6 = match crate::guard::unmap(ip) {
-            IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-            IpAddr::V6(v6) => v6,
-        };
+        let v6 = crate::guard::mapped(ip);
         let mut bytes = [0u8; 20];
         bytes[..4].copy_from_slice(&petition.to_le_bytes());
         bytes[4..].copy_from_slice(&v6.octets());

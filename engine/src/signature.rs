@@ -340,7 +340,13 @@ fn local_part_ok(local: &str) -> bool {
 /// ASCII alphanumerics or '-', not starting or ending with '-'. (A non-ASCII domain is checked
 /// by UTS 46 in [`idn_domain`], and its A-label form here.)
 fn domain_ok(domain: &str) -> bool {
-    let label_ok = |label: &str| {
+    domain.contains('.') && labels_ok(domain)
+}
+
+/// Whether every dot-separated label of `name` is 1-63 ASCII alphanumerics or '-', not starting
+/// or ending with '-' (a single label too: the block lists take `*.ru`).
+pub(crate) fn labels_ok(name: &str) -> bool {
+    name.split('.').all(|label| {
         !label.is_empty()
             && label.len() <= 63
             && !label.starts_with('-')
@@ -348,8 +354,7 @@ fn domain_ok(domain: &str) -> bool {
             && label
                 .bytes()
                 .all(|b| b.is_ascii_alphanumeric() || b == b'-')
-    };
-    domain.contains('.') && domain.split('.').all(label_ok)
+    })
 }
 
 const ERROR_LENGTH: InvalidField = invalid("email", "longer than 254 bytes");

@@ -48,6 +48,7 @@ use std::sync::Arc;
 
 use parking_lot::Mutex;
 
+use crate::admission::same_bytes;
 use crate::index::PREFETCH_DISTANCE;
 use crate::petition::Petition;
 
@@ -477,7 +478,7 @@ impl Sources {
 
     /// An address and its network, as sources.
     fn ip_seen(&self, ip: IpAddr) -> [Seen<'static>; 2] {
-        let bits = u128::from(mapped(ip));
+        let bits = u128::from(crate::guard::mapped(ip));
         let net = if crate::guard::unmap(ip).is_ipv4() {
             bits & !0xff
         } else {
@@ -521,23 +522,27 @@ impl Sources {
         };
         let num = petition.num;
         // The sets of the addresses a few signers ahead are asked of the CPU early: a viral
-        // petition's tables outgrow the cache, and one-off addresses miss it.
-        let prefetch = |current: &Hour, signer: Option<&&Signer<'_>>| {
-            if let Some(ip) = signer.and_then(|s| s.ip) {
-                let [ip, net] = self.ip_seen(ip);
+        // petition's tables outgrow the cache, and one-off addresses miss it. Each signer's
+        // address and network are hashed once, when prefetched, and kept in a ring until used.
+        let mut ahead: [Option<[Seen<'static>; 2]>; PREFETCH_DISTANCE] = [None; PREFETCH_DISTANCE];
+        let look_ahead = |current: &Hour, signer: Option<&&Signer<'_>>| {
+            let seen = signer.and_then(|s| s.ip).map(|ip| self.ip_seen(ip));
+            if let Some([ip, net]) = &seen {
                 current.tables[SourceKind::Ip as usize].prefetch(ip.tag);
                 current.tables[SourceKind::Network as usize].prefetch(net.tag);
             }
+            seen
         };
-        for ahead in signers.iter().take(PREFETCH_DISTANCE) {
-            prefetch(current, Some(ahead));
+        for (at, signer) in signers.iter().take(PREFETCH_DISTANCE).enumerate() {
+            ahead[at] = look_ahead(current, Some(signer));
         }
         // Per kind: the source of the current run and its length.
         let mut runs: [Option<(Seen<'_>, u32)>; 3] = [None, None, None];
         for (at, signer) in signers.iter().enumerate() {
-            prefetch(current, signers.get(at + PREFETCH_DISTANCE));
-            if let Some(ip) = signer.ip {
-                let [ip, net] = self.ip_seen(ip);
+            let slot = at % PREFETCH_DISTANCE;
+            let seen = ahead[slot].take();
+            ahead[slot] = look_ahead(current, signers.get(at + PREFETCH_DISTANCE));
+            if let Some([ip, net]) = seen {
                 for (kind, seen) in [(SourceKind::Ip, ip), (SourceKind::Network, net)] {
                     match &mut runs[kind as usize] {
                         Some((run, n)) if run.tag == seen.tag => *n += 1,
@@ -753,24 +758,13 @@ fn domain_of(email: &str) -> Option<&str> {
 }
 
 /// Whether `email` (validated: its domain holds no '@') ends with '@' and `domain`, compared
-/// without a search for the '@' or a call into the C library's `bcmp`.
+/// without a search for the '@' (nor a call into `bcmp`: [`same_bytes`]).
 #[inline]
 fn has_domain(email: &str, domain: &str) -> bool {
     let (email, domain) = (email.as_bytes(), domain.as_bytes());
     email.len() > domain.len()
         && email[email.len() - domain.len() - 1] == b'@'
-        && email[email.len() - domain.len()..]
-            .iter()
-            .zip(domain)
-            .fold(0u8, |differ, (x, y)| differ | (x ^ y))
-            == 0
-}
-
-fn mapped(ip: IpAddr) -> Ipv6Addr {
-    match crate::guard::unmap(ip) {
-        IpAddr::V4(v4) => v4.to_ipv6_mapped(),
-        IpAddr::V6(v6) => v6,
-    }
+        && same_bytes(&email[email.len() - domain.len()..], domain)
 }
 
 /// The address of a source key: IPv4 for an IPv4-mapped one.

@@ -106,6 +106,24 @@ pub(crate) async fn admit_json<'s>(
     })
 }
 
+/// An administrator's JSON body, parsed: [`admit_json`] with the admin role, then
+/// [`parse_json`] (`invalid_code` for a body of the wrong shape); the body's bytes are given
+/// back before the handler goes on. Bind the permit for as long as the request is served.
+pub(crate) async fn admin_json<T: serde::de::DeserializeOwned>(
+    state: &State,
+    headers: &HeaderMap,
+    body: &mut Body,
+    invalid_code: &str,
+) -> Result<(T, Caller, OwnedSemaphorePermit), Response> {
+    let Admitted {
+        body,
+        caller,
+        permit,
+    } = admit_json(state, headers, body, Role::Admin, || {}).await?;
+    let parsed = parse_json(&body, invalid_code)?;
+    Ok((parsed, caller, permit))
+}
+
 /// Accepts a missing `Content-Type` or one of `allowed` (parameters such as charset ignored).
 pub(crate) fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), Response> {
     let Some(value) = headers.get(header::CONTENT_TYPE) else {

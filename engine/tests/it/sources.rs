@@ -36,6 +36,12 @@ fn config(base: Config, clock: &Arc<ManualClock>, sources: SourcesConfig) -> Con
     config
 }
 
+/// A random address of 10.0.0.0/8.
+fn random_v4(rng: &mut impl Rng) -> String {
+    let [a, b, c]: [u8; 3] = rng.random();
+    format!("10.{a}.{b}.{c}")
+}
+
 fn counts(list: &[engine::SourceCount]) -> HashMap<String, (u64, u64)> {
     list.iter()
         .map(|c| (c.source.value.clone(), (c.count, c.error)))
@@ -183,12 +189,7 @@ fn a_full_table_keeps_its_error_bound_and_the_heavy_sources() {
         let ip = if n % 10 < 3 {
             heavy[(n % 10) as usize].to_owned()
         } else {
-            format!(
-                "10.{}.{}.{}",
-                rng.random::<u8>(),
-                rng.random::<u8>(),
-                rng.random::<u8>()
-            )
+            random_v4(&mut rng)
         };
         *exact.entry(ip.clone()).or_default() += 1;
         batch.push(from("p", &format!("s{n}@example.org"), &ip));
@@ -249,12 +250,7 @@ fn counts_bracket_the_truth_and_the_abuser_alerts_by_a_quarter_over() {
         let ip = if n % 462 == 0 {
             abuser.to_owned()
         } else {
-            format!(
-                "10.{}.{}.{}",
-                rng.random::<u8>(),
-                rng.random::<u8>(),
-                rng.random::<u8>()
-            )
+            random_v4(&mut rng)
         };
         *exact.entry(ip.clone()).or_default() += 1;
         batch.push(from("p", &format!("s{n}@example.org"), &ip));

@@ -25,7 +25,7 @@ use serde::{Deserialize, Serialize};
 use super::blocking;
 use super::petitions::{petition_json, unknown_petition, ChangeJson};
 use crate::auth::Role;
-use crate::request::{admit, admit_json, authorize, parse_json, query_pairs, Admitted, Body};
+use crate::request::{admin_json, admit, authorize, query_pairs, Body};
 use crate::response::{bad_parameter, error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 
@@ -87,19 +87,11 @@ pub(crate) async fn add(
     body: &mut Body,
     list: ListName,
 ) -> Response {
-    let Admitted {
-        body,
-        caller,
-        permit: _permit,
-    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
-    let parsed: EntryBody = match parse_json(&body, "invalid_entry") {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    drop(body);
+    let (parsed, caller, _permit) =
+        match admin_json::<EntryBody>(state, headers, body, "invalid_entry").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let Some(kind) = EntryKind::parse(&parsed.kind) else {
         return error(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -186,19 +178,11 @@ struct SwitchesBody {
 
 /// `PUT /v1/admin/switches`.
 pub(crate) async fn put_switches(state: &State, headers: &HeaderMap, body: &mut Body) -> Response {
-    let Admitted {
-        body,
-        caller,
-        permit: _permit,
-    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
-    let parsed: SwitchesBody = match parse_json(&body, "invalid_switches") {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    drop(body);
+    let (parsed, caller, _permit) =
+        match admin_json::<SwitchesBody>(state, headers, body, "invalid_switches").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let now = state.engine.switches();
     let paused = parsed.paused.unwrap_or(now.paused);
     let read_only = parsed.read_only.unwrap_or(now.read_only);

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 
 use super::blocking;
 use crate::auth::Role;
-use crate::request::{admit, admit_json, authorize, parse_json, parse_time, Admitted, Body};
+use crate::request::{admin_json, admit, authorize, parse_time, Body};
 use crate::response::{error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 
@@ -139,19 +139,11 @@ fn job_json(status: StatusCode, job: &InvalidationJob) -> Response {
 
 /// `POST /v1/invalidations` (admin).
 pub(crate) async fn create(state: &State, headers: &HeaderMap, body: &mut Body) -> Response {
-    let Admitted {
-        body,
-        permit: _permit,
-        ..
-    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
-    let parsed: InvalidationBody = match parse_json(&body, "invalid_criteria") {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    drop(body);
+    let (parsed, _, _permit) =
+        match admin_json::<InvalidationBody>(state, headers, body, "invalid_criteria").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let criteria = match parsed.criteria.criteria() {
         Ok(criteria) => criteria,
         Err(message) => {

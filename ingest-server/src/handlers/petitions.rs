@@ -19,7 +19,7 @@ use super::blocking;
 use super::places::CountryJson;
 use crate::auth::Role;
 use crate::request::{
-    admit, admit_json, authorize, parse_json, parse_time, query_pairs, Admitted, Body,
+    admin_json, admit, admit_json, authorize, parse_json, parse_time, query_pairs, Admitted, Body,
 };
 use crate::response::{
     bad_parameter, cacheable, error, etag_of, json, retry_later, rfc3339, shed, Response,
@@ -532,19 +532,11 @@ pub(crate) async fn respond(
     headers: &HeaderMap,
     body: &mut Body,
 ) -> Response {
-    let Admitted {
-        body,
-        permit: _permit,
-        ..
-    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
-    let parsed: ResponseBody = match parse_json(&body, "invalid_response") {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    drop(body);
+    let (parsed, _, _permit) =
+        match admin_json::<ResponseBody>(state, headers, body, "invalid_response").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     let id = id.to_string();
     let engine = state.engine.clone();
     let result =

@@ -15,7 +15,7 @@ use serde::{Deserialize, Serialize};
 use super::blocking;
 use crate::auth::Role;
 use crate::delivery::DeliveryState;
-use crate::request::{admit, admit_json, authorize, parse_json, Admitted, Body};
+use crate::request::{admin_json, admit, authorize, Body};
 use crate::response::{error, json, retry_later, rfc3339, shed, Response};
 use crate::state::State;
 use crate::webhooks::guard;
@@ -79,19 +79,11 @@ pub(crate) async fn put(
     headers: &HeaderMap,
     body: &mut Body,
 ) -> Response {
-    let Admitted {
-        body,
-        permit: _permit,
-        ..
-    } = match admit_json(state, headers, body, Role::Admin, || {}).await {
-        Ok(admitted) => admitted,
-        Err(response) => return response,
-    };
-    let parsed: WebhookBody = match parse_json(&body, "invalid_webhook") {
-        Ok(parsed) => parsed,
-        Err(response) => return response,
-    };
-    drop(body);
+    let (parsed, _, _permit) =
+        match admin_json::<WebhookBody>(state, headers, body, "invalid_webhook").await {
+            Ok(admitted) => admitted,
+            Err(response) => return response,
+        };
     if let Err(e) = guard::check_url(&parsed.url, state.deliveries.allowed()) {
         return invalid(format_args!("url: {e}"));
     }

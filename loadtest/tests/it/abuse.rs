@@ -61,18 +61,7 @@ async fn run_then_verify(server: &FakeServer, name: &str, seed: u64, extra: &[&s
     let answers = server.answers_by_address();
     // (verify re-sends signers without their address: it does not know them.)
     let address_changes = server.address_changes();
-    let verdict = loadtest::verify::verify(&crate::verify_args(&[
-        "--target",
-        &url,
-        "--ledger",
-        ledger_text,
-        "--api-key",
-        INGEST_KEY,
-        "--sample",
-        "100",
-    ]))
-    .await
-    .unwrap();
+    let verdict = crate::verify_ledger(&url, ledger_text, 100).await;
     print!("{}", verdict.render());
     let ledger = std::fs::read_to_string(&ledger).unwrap();
     std::fs::remove_dir_all(&dir).unwrap();

@@ -61,18 +61,7 @@ async fn run_then_verify(server: &FakeServer, name: &str, extra: &[&str]) -> Run
     print!("{}", report.table());
     assert!(report.outcomes.accepted > 200, "{:?}", report.outcomes);
     let placement_changes = server.placement_changes();
-    let verdict = loadtest::verify::verify(&crate::verify_args(&[
-        "--target",
-        &url,
-        "--ledger",
-        ledger_text,
-        "--api-key",
-        INGEST_KEY,
-        "--sample",
-        "100",
-    ]))
-    .await
-    .unwrap();
+    let verdict = crate::verify_ledger(&url, ledger_text, 100).await;
     print!("{}", verdict.render());
     std::fs::remove_dir_all(&dir).unwrap();
     Run {

@@ -54,18 +54,7 @@ async fn run_then_verify(server: &FakeServer, name: &str, extra: &[&str]) -> Ver
         report.outcomes.answered + report.outcomes.timeouts + report.outcomes.connection_errors;
     assert_eq!(lines.lines().count() as u64, signatures + 1);
 
-    let verdict = loadtest::verify::verify(&crate::verify_args(&[
-        "--target",
-        &url,
-        "--ledger",
-        ledger_text,
-        "--api-key",
-        INGEST_KEY,
-        "--sample",
-        "200",
-    ]))
-    .await
-    .unwrap();
+    let verdict = crate::verify_ledger(&url, ledger_text, 200).await;
     print!("{}", verdict.render());
     std::fs::remove_dir_all(&dir).unwrap();
     verdict

@@ -33,6 +33,24 @@ pub fn verify_args(args: &[&str]) -> VerifyArgs {
     }
 }
 
+/// `loadtest verify` of `ledger` against `url` with the ingest key, re-sending a sample of
+/// `sample` signers.
+pub async fn verify_ledger(url: &str, ledger: &str, sample: u32) -> loadtest::verify::Verdict {
+    let sample = sample.to_string();
+    loadtest::verify::verify(&verify_args(&[
+        "--target",
+        url,
+        "--ledger",
+        ledger,
+        "--api-key",
+        fake::INGEST_KEY,
+        "--sample",
+        &sample,
+    ]))
+    .await
+    .unwrap()
+}
+
 /// A fresh directory for one test's files.
 pub fn scratch(name: &str) -> std::path::PathBuf {
     let dir = std::env::temp_dir().join(format!("loadtest-it-{}-{name}", std::process::id()));

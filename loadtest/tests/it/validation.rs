@@ -72,18 +72,7 @@ async fn run_then_verify(server: &FakeServer, name: &str, share: &str, extra: &[
 }
 
 async fn verify(url: &str, ledger: &Path) -> Verdict {
-    loadtest::verify::verify(&crate::verify_args(&[
-        "--target",
-        url,
-        "--ledger",
-        ledger.to_str().unwrap(),
-        "--api-key",
-        INGEST_KEY,
-        "--sample",
-        "100",
-    ]))
-    .await
-    .unwrap()
+    crate::verify_ledger(url, ledger.to_str().unwrap(), 100).await
 }
 
 /// The ledger's lines as (petition, email, class, token).
