@@ -42,11 +42,13 @@ pub(crate) enum RouteId {
     Livez,
     Readyz,
     OpenApi,
+    Console,
+    Root,
 }
 
 impl RouteId {
     /// Metric labels, by `RouteId as usize`, plus one for unmatched requests.
-    pub const LABELS: [&'static str; 38] = [
+    pub const LABELS: [&'static str; 40] = [
         "sign",
         "batch",
         "petition_get",
@@ -84,6 +86,8 @@ impl RouteId {
         "livez",
         "readyz",
         "openapi",
+        "console",
+        "root",
         "unmatched",
     ];
 }
@@ -129,9 +133,11 @@ pub const ROUTES: &[(&str, &str)] = &[
     ("GET", "/livez"),
     ("GET", "/readyz"),
     ("GET", "/openapi.json"),
+    ("GET", "/console"),
+    ("GET", "/"),
 ];
 
-const IDS: [RouteId; 37] = [
+const IDS: [RouteId; 39] = [
     RouteId::Sign,
     RouteId::Batch,
     RouteId::PetitionGet,
@@ -169,6 +175,8 @@ const IDS: [RouteId; 37] = [
     RouteId::Livez,
     RouteId::Readyz,
     RouteId::OpenApi,
+    RouteId::Console,
+    RouteId::Root,
 ];
 
 /// Why no route matched.
@@ -336,7 +344,10 @@ mod tests {
             ),
             (Method::GET, "/v1/petitions/", Err(NoRoute::NotFound)),
             (Method::GET, "/v1/petitions/a/b/c", Err(NoRoute::NotFound)),
-            (Method::GET, "/", Err(NoRoute::NotFound)),
+            (Method::GET, "/", Ok((RouteId::Root, ""))),
+            (Method::HEAD, "/console", Ok((RouteId::Console, ""))),
+            (Method::GET, "/console/", Err(NoRoute::NotFound)),
+            (Method::GET, "/consoles", Err(NoRoute::NotFound)),
             (
                 Method::POST,
                 "/v1/petitions//signatures",
@@ -345,6 +356,36 @@ mod tests {
         ];
         for (method, path, expected) in cases {
             assert_eq!(&route(method, path), expected, "{method} {path}");
+        }
+    }
+
+    /// Each operation of the OpenAPI document is named after its route's metric label, in
+    /// lower camel case (`petition_get`: `petitionGet`), so a client's generated method, the
+    /// document and the `route` label of the metrics name the same thing.
+    #[test]
+    fn operation_ids_are_the_route_labels() {
+        let root: serde_json::Value =
+            serde_json::from_str(crate::OPENAPI_JSON).expect("openapi.json is JSON");
+        for (at, (method, path)) in ROUTES.iter().enumerate() {
+            let label = RouteId::LABELS[IDS[at] as usize];
+            let mut camel = String::new();
+            for (n, word) in label.split('_').enumerate() {
+                let mut chars = word.chars();
+                if let Some(first) = chars.next() {
+                    if n == 0 {
+                        camel.push(first);
+                    } else {
+                        camel.push(first.to_ascii_uppercase());
+                    }
+                    camel.extend(chars);
+                }
+            }
+            let operation = &root["paths"][path][method.to_ascii_lowercase()];
+            assert_eq!(
+                operation["operationId"].as_str(),
+                Some(camel.as_str()),
+                "{method} {path}"
+            );
         }
     }
 }

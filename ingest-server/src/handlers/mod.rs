@@ -1,10 +1,11 @@
 //! Request handlers, one module per resource: `signatures`, `validations`, `petitions`,
 //! `places` (a petition's countries, regions and history), `invalidations`, `milestones`,
-//! `events` (the feed and its live stream), `webhooks` and `operations` (metrics, health, the
-//! OpenAPI document). This module is the service function hyper calls for every request: it
+//! `events` (the feed and its live stream), `webhooks`, `operations` (metrics, health, the
+//! OpenAPI document) and `console` (the operator's page). This module is the service function hyper calls for every request: it
 //! matches the request against [`crate::routes::ROUTES`], calls the route's handler and counts
 //! the answer.
 
+mod console;
 mod controls;
 mod events;
 mod invalidations;
@@ -144,6 +145,8 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::Livez => operations::livez(),
         RouteId::Readyz => operations::readyz(state),
         RouteId::OpenApi => operations::openapi(),
+        RouteId::Console => console::page(),
+        RouteId::Root => console::root(),
     };
     (Some(route_id), response)
 }

@@ -754,9 +754,14 @@ async fn every_answer_matches_the_document() {
             "",
             404,
         ),
+        (Method::GET, "/console", "/console", "", "", 200),
+        (Method::GET, "/", "/", "", "", 307),
     ] {
         let reply = lifecycle.call(method, path, template, auth, body).await;
         assert_eq!(reply.status, status, "{path} {body}: {reply:?}");
+        if template == "/" {
+            assert_eq!(reply.header("location"), Some("/console"));
+        }
     }
 
     let all: BTreeSet<(String, String)> = ROUTES

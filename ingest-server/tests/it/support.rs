@@ -356,3 +356,32 @@ pub fn raw_status(answer: &str) -> u16 {
         .and_then(|code| code.parse().ok())
         .unwrap_or_else(|| panic!("not an HTTP answer: {answer:?}"))
 }
+
+/// An outside program a test drives (`promtool`, `chromium`): its path, found on `PATH` or
+/// named by the variable `env` (e.g. `PROMTOOL=/opt/bin/promtool`). Missing, the test is
+/// skipped with a message saying what to install, unless `INGEST_TEST_TOOLS=required` (as
+/// `.ci/run` sets, after installing them): then a missing program fails the test.
+#[allow(dead_code)]
+pub fn tool(test: &str, names: &[&str], env: &str, install: &str) -> Option<std::path::PathBuf> {
+    let found = std::env::var_os(env)
+        .map(std::path::PathBuf::from)
+        .filter(|path| path.is_file())
+        .or_else(|| {
+            let path = std::env::var_os("PATH")?;
+            std::env::split_paths(&path)
+                .flat_map(|dir| names.iter().map(move |name| dir.join(name)))
+                .find(|candidate| candidate.is_file())
+        });
+    if found.is_none() {
+        let message = format!(
+            "{test} needs {} (on PATH, or named by {env}): {install}",
+            names.join(" or ")
+        );
+        assert!(
+            std::env::var("INGEST_TEST_TOOLS").as_deref() != Ok("required"),
+            "{message}"
+        );
+        eprintln!("skipped: {message}");
+    }
+    found
+}
