@@ -11,6 +11,7 @@ use clap::{Args, Parser, Subcommand, ValueEnum};
 use hyper::header::HeaderValue;
 
 use crate::countries::Countries;
+use crate::criteria::Criteria;
 
 /// `loadtest`: load generator and ack-ledger verifier for ingest-server.
 #[derive(Debug, Parser)]
@@ -52,10 +53,13 @@ pub struct RunArgs {
     pub target: Target,
 
     /// Key sent as `Authorization: Bearer KEY` with every signature (role ingest or admin).
-    #[arg(long, env = "LOADTEST_API_KEY", required_unless_present = "get")]
+    /// Without it (a server with keys off), no `Authorization` header is sent; a server that
+    /// wants one answers 401, and the run says a key is needed.
+    #[arg(long, env = "LOADTEST_API_KEY")]
     pub api_key: Option<String>,
 
-    /// Key used to register the petitions (role admin); defaults to --api-key.
+    /// Key used to register the petitions (role admin) [default: --api-key; without either,
+    /// petitions are registered without a key].
     #[arg(long, env = "LOADTEST_ADMIN_KEY")]
     pub admin_key: Option<String>,
 
@@ -181,6 +185,20 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub ledger: Option<PathBuf>,
 
+    /// Pass criterion: the run fails (exit 3, after its full report) if the corrected p99 of
+    /// its requests (the report's p99: from the intended send time with -R) is above LATENCY,
+    /// a number with a unit: 10ms, 2.5ms, 500us, 1s. Judges phase 1 only.
+    #[arg(long, value_name = "LATENCY", value_parser = crate::criteria::parse_latency_limit)]
+    pub max_p99: Option<Duration>,
+
+    /// Pass criterion: the run fails (exit 3, after its full report) if its error rate is above
+    /// RATE, a percentage (0.1%) or a fraction (0.001). Errors: 4xx (but 429 ip_rate_limited
+    /// and 403 blocked), 429 rate_limited, 503 and other 5xx, answers outside the contract,
+    /// timeouts, connection errors and failed connects; over the signatures (or GETs) sent plus
+    /// the failed connects. Judges phase 1 only.
+    #[arg(long, value_name = "RATE", value_parser = crate::criteria::parse_error_rate)]
+    pub max_error_rate: Option<f64>,
+
     /// Write the final report as JSON to FILE (`-` for stdout, the table then goes to stderr;
     /// schema in README).
     #[arg(long, value_name = "FILE")]
@@ -212,6 +230,16 @@ pub struct RunArgs {
     /// No live progress bar.
     #[arg(long)]
     pub no_progress: bool,
+}
+
+impl RunArgs {
+    /// The pass criteria given.
+    pub fn criteria(&self) -> Criteria {
+        Criteria {
+            max_p99: self.max_p99,
+            max_error_rate: self.max_error_rate,
+        }
+    }
 }
 
 /// Flags of `loadtest verify`.

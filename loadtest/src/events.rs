@@ -622,7 +622,8 @@ impl HookBoard {
 pub struct Webhook {
     name: String,
     path: String,
-    auth: HeaderValue,
+    /// The admin key; none against a server with keys off.
+    auth: Option<HeaderValue>,
     client: Client,
     board: Arc<HookBoard>,
     server: Receiver,
@@ -670,10 +671,10 @@ impl Receiver {
 
 impl Webhook {
     /// Starts the receiver and registers webhook `loadtest-<seed>` for `threshold_crossed` at
-    /// `http://127.0.0.1:PORT/hook`, with the admin key `auth`.
+    /// `http://127.0.0.1:PORT/hook`, with the admin key `auth` (none: no `Authorization`).
     pub async fn start(
         target: &Target,
-        auth: HeaderValue,
+        auth: Option<HeaderValue>,
         seed: u64,
         ours: Ours,
         timeout: Duration,
@@ -713,7 +714,7 @@ impl Webhook {
             .request(
                 Method::PUT,
                 &path,
-                Some(&auth),
+                auth.as_ref(),
                 "application/json",
                 Bytes::from(body),
             )
@@ -722,10 +723,13 @@ impl Webhook {
         match answer.status.as_u16() {
             200 | 201 => {}
             status => {
-                let hint = match status {
-                    401 | 403 => " (registering a webhook needs an admin key: pass --admin-key)",
-                    404 => " (does the server have webhooks?)",
-                    400 | 422 => {
+                let hint = match (status, &auth) {
+                    (401, None) => " (the server wants a key and none was given: pass --admin-key)",
+                    (401 | 403, _) => {
+                        " (registering a webhook needs an admin key: pass --admin-key)"
+                    }
+                    (404, _) => " (does the server have webhooks?)",
+                    (400 | 422, _) => {
                         " (a receiver on 127.0.0.1 needs the server started with \
                          --webhook-allow-networks 127.0.0.0/8)"
                     }
@@ -762,7 +766,7 @@ impl Webhook {
             .request(
                 Method::DELETE,
                 &self.path,
-                Some(&self.auth),
+                self.auth.as_ref(),
                 "application/json",
                 Bytes::new(),
             )
@@ -948,12 +952,11 @@ impl Events {
             None
         };
         let webhook = if args.webhook {
-            let key = args
-                .admin_key
-                .as_deref()
-                .or(args.api_key.as_deref())
-                .context("registering a webhook needs --admin-key")?;
-            let auth = client::bearer(key)?;
+            // --admin-key, else --api-key, else none (a server with keys off).
+            let auth = match args.admin_key.as_deref().or(args.api_key.as_deref()) {
+                Some(key) => Some(client::bearer(key)?),
+                None => None,
+            };
             Some(Webhook::start(&args.target, auth, seed, Ours::new(seed), args.timeout).await?)
         } else {
             None

@@ -20,6 +20,8 @@
 //!   and the latencies between the two; `events::sse` is the readers' `text/event-stream`
 //!   parser;
 //! - `report`: the final table and JSON;
+//! - `criteria`: the pass criteria (`--max-p99`, `--max-error-rate`) and the exit code of a run
+//!   that fails one;
 //! - `ledger`: the ack ledger file (writer thread, reader);
 //! - `verify`: checks a ledger against the server's counts and re-sends a sample;
 //! - `wire`: the load path's HTTP/1.1 client: requests written as bytes, answers parsed with
@@ -32,6 +34,7 @@
 pub mod cli;
 pub mod client;
 pub mod countries;
+pub mod criteria;
 pub mod events;
 pub mod ips;
 pub mod kept;
@@ -57,11 +60,22 @@ const DURABILITY_CHECK_CONNECTIONS_MAX: u32 = 8;
 /// Acknowledged signers `--durability-check` re-sends.
 const DURABILITY_CHECK_SAMPLE: usize = 1000;
 
+/// How a finished `loadtest run` went, which decides the exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RunStatus {
+    /// Everything checked passed (exit 0).
+    Passed,
+    /// `--durability-check` failed (exit 1); this wins over failed criteria.
+    DurabilityFailed,
+    /// A pass criterion failed (exit [`criteria::EXIT_CRITERIA_FAILED`]).
+    CriteriaFailed,
+}
+
 /// `loadtest run`: runs the load, prints the table (and JSON), and with `--durability-check`
 /// verifies the ledger. With `--json -` the JSON alone goes to stdout, so that it can be piped,
-/// and the table and the verdict go to stderr. Returns whether the run passed (false only when
-/// the durability check failed).
-pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
+/// and the table and the verdict go to stderr. The report is printed and written in full
+/// whatever the verdict.
+pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<RunStatus> {
     let seed = args.seed.unwrap_or_else(run::default_seed);
     let temporary_ledger = if args.durability_check && args.ledger.is_none() {
         let path =
@@ -119,8 +133,25 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
             eprintln!("loadtest: ledger written to {}", path.display());
         }
     }
+    if let Some(hint) = unauthorized_hint(&args, &report.outcomes) {
+        eprintln!("loadtest: {hint}");
+    }
+    let criteria_passed = match &report.criteria {
+        Some(criteria) => {
+            for failure in criteria.failures() {
+                eprintln!("loadtest: {failure}");
+            }
+            criteria.passed
+        }
+        None => true,
+    };
+    let criteria_status = if criteria_passed {
+        RunStatus::Passed
+    } else {
+        RunStatus::CriteriaFailed
+    };
     if !args.durability_check {
-        return Ok(true);
+        return Ok(criteria_status);
     }
     let ledger: PathBuf = args
         .ledger
@@ -145,7 +176,33 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<bool> {
             eprintln!("loadtest: ledger kept at {}", path.display());
         }
     }
-    Ok(verdict.passed())
+    Ok(if verdict.passed() {
+        criteria_status
+    } else {
+        RunStatus::DurabilityFailed
+    })
+}
+
+/// When the server answered 401 to signatures: a sentence saying that a key is needed (none
+/// was given) or that the one given was refused.
+pub fn unauthorized_hint(args: &RunArgs, outcomes: &stats::Counts) -> Option<String> {
+    let refused = ["unauthorized", "http_401"]
+        .iter()
+        .filter_map(|code| outcomes.rejected.get(*code))
+        .sum::<u64>();
+    if refused == 0 {
+        return None;
+    }
+    Some(match &args.api_key {
+        None => format!(
+            "the server answered 401 unauthorized to {refused} signatures: it needs a key; \
+             pass --api-key (or LOADTEST_API_KEY)"
+        ),
+        Some(_) => format!(
+            "the server answered 401 unauthorized to {refused} signatures: it does not \
+             accept the --api-key given"
+        ),
+    })
 }
 
 /// `loadtest verify`: prints the verdict; returns whether it passed.

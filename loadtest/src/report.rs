@@ -12,6 +12,7 @@ use serde::Serialize;
 
 use crate::cli::{RunArgs, ShapeKind};
 use crate::countries::{Breakdown, CountryCount};
+use crate::criteria::CriteriaReport;
 use crate::ips::{GroupCounts, GroupSplit, Ips, ABUSER_FIRST, NORMAL_FIRST};
 use crate::kept::KeptSet;
 use crate::run::{self, Endpoint};
@@ -63,6 +64,9 @@ pub struct Report {
     /// `--ips`: where the signatures came from and, with `--abusers`, the outcomes per group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ips: Option<IpsReport>,
+    /// `--max-p99`, `--max-error-rate`: how the run fared against its pass criteria.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub criteria: Option<CriteriaReport>,
 }
 
 /// With `--ips`: the addresses signatures came from and, with `--abusers`, what each group's
@@ -500,6 +504,7 @@ impl Report {
             events: None,
             countries: None,
             ips: None,
+            criteria: None,
         }
     }
 
@@ -594,6 +599,9 @@ impl Report {
         }
         if let Some(ips) = &self.ips {
             ips_table(&mut out, ips);
+        }
+        if let Some(criteria) = &self.criteria {
+            criteria.table(&mut out);
         }
         out
     }

@@ -36,7 +36,6 @@ fn bad_flags_are_refused_with_a_reason() {
     let t = "http://127.0.0.1:9";
     check(&[], 2, "Usage");
     check(&["run", "--api-key", "k"], 2, "--target");
-    check(&["run", "--target", t], 2, "--api-key");
     check(
         &["run", "--target", "https://127.0.0.1", "--api-key", "k"],
         2,
@@ -88,6 +87,39 @@ fn bad_flags_are_refused_with_a_reason() {
         "cannot be used with",
     );
     check(&["verify", "--target", t, "--ledger", "x"], 2, "--api-key");
+}
+
+#[test]
+fn bad_criteria_are_refused_with_a_reason() {
+    let run = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["run", "--target", "http://127.0.0.1:9"];
+        args.extend_from_slice(extra);
+        args
+    };
+    check(&run(&["--max-p99", "10"]), 2, "\"10\" has no unit");
+    check(&run(&["--max-p99", "0ms"]), 2, "must be more than zero");
+    check(&run(&["--max-p99", "fast"]), 2, "--max-p99");
+    check(&run(&["--max-p99", "2h"]), 2, "has no unit");
+    check(
+        &run(&["--max-error-rate", "5"]),
+        2,
+        "(for 5 percent, write 5%)",
+    );
+    check(
+        &run(&["--max-error-rate", "150%"]),
+        2,
+        "a percentage must be from 0% to 100%, not 150%",
+    );
+    check(
+        &run(&["--max-error-rate", "few"]),
+        2,
+        "expected a percentage (0.1%) or a fraction (0.001)",
+    );
+    let help = loadtest(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in ["--max-p99 <LATENCY>", "--max-error-rate <RATE>", "exit 3"] {
+        assert!(help.contains(needle), "{needle:?} not in {help}");
+    }
 }
 
 #[test]

@@ -97,6 +97,8 @@ pub struct Controls {
     pub blocked_prefixes: Vec<&'static str>,
     /// Every signature is 503 `signing_paused`.
     pub paused: bool,
+    /// Keys off: a request without `Authorization` is admitted as admin.
+    pub open: bool,
 }
 
 /// What the fake answered the signatures from one address.
@@ -227,6 +229,8 @@ struct State {
     placement_changes: AtomicU64,
     /// Signatures of a known signer whose address differed from its first.
     address_changes: AtomicU64,
+    /// Requests that carried an `Authorization` header.
+    authorized: AtomicU64,
 }
 
 /// A pending signer signing again gets its token back this many times; then 429.
@@ -265,6 +269,7 @@ impl FakeServer {
             delivery_statuses: Mutex::new(Vec::new()),
             placement_changes: AtomicU64::new(0),
             address_changes: AtomicU64::new(0),
+            authorized: AtomicU64::new(0),
         });
         tokio::spawn(publisher(Arc::clone(&state), publishing));
         let shared = Arc::clone(&state);
@@ -424,6 +429,16 @@ impl FakeServer {
     /// Signatures received per (petition, signer).
     pub fn receipts(&self) -> HashMap<(String, String), u32> {
         self.state.model.lock().unwrap().receipts.clone()
+    }
+
+    /// Requests that carried an `Authorization` header.
+    pub fn authorized_requests(&self) -> u64 {
+        self.state.authorized.load(Ordering::SeqCst)
+    }
+
+    /// Requests received (event streams included).
+    pub fn requests(&self) -> u64 {
+        self.state.requests.load(Ordering::SeqCst)
     }
 
     /// What the signatures from each address (`None`: none) were answered.
@@ -617,8 +632,11 @@ enum Role {
     Admin,
 }
 
-fn role(request: &Request<Incoming>) -> Option<Role> {
-    let value = request.headers().get(hyper::header::AUTHORIZATION)?;
+fn role(state: &State, request: &Request<Incoming>) -> Option<Role> {
+    let Some(value) = request.headers().get(hyper::header::AUTHORIZATION) else {
+        return state.controls.open.then_some(Role::Admin);
+    };
+    state.authorized.fetch_add(1, Ordering::SeqCst);
     match value.to_str().ok()?.strip_prefix("Bearer ")? {
         INGEST_KEY => Some(Role::Ingest),
         ADMIN_KEY => Some(Role::Admin),
@@ -888,7 +906,7 @@ async fn handle(state: &State, request: Request<Incoming>) -> Response<Full<Byte
     let method = request.method().clone();
     let path = request.uri().path().to_owned();
     let query = request.uri().query().unwrap_or("").to_owned();
-    let role = role(&request);
+    let role = role(state, &request);
     let body = match request.into_body().collect().await {
         Ok(body) => body.to_bytes(),
         Err(_) => return error(StatusCode::BAD_REQUEST, "bad_request"),

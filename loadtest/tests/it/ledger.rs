@@ -188,7 +188,10 @@ async fn durability_check_flag_verifies_after_the_run() {
         "--durability-check",
         "--no-progress",
     ]);
-    assert!(loadtest::run_command(args, false).await.unwrap());
+    assert_eq!(
+        loadtest::run_command(args, false).await.unwrap(),
+        loadtest::RunStatus::Passed
+    );
 
     let lossy = FakeServer::start(Fault::LoseAck { nth: 10 }).await;
     let args = crate::run_args(&[
@@ -209,7 +212,10 @@ async fn durability_check_flag_verifies_after_the_run() {
         "--durability-check",
         "--no-progress",
     ]);
-    assert!(!loadtest::run_command(args, false).await.unwrap());
+    assert_eq!(
+        loadtest::run_command(args, false).await.unwrap(),
+        loadtest::RunStatus::DurabilityFailed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

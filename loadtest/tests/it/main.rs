@@ -6,6 +6,7 @@ mod abuse;
 mod cli;
 mod countries;
 mod crash_e2e;
+mod criteria;
 mod events;
 mod fake;
 mod latency;

@@ -429,13 +429,19 @@ async fn durability_check_covers_validations() {
         ])
     };
     let server = FakeServer::start(Fault::None).await;
-    assert!(loadtest::run_command(flags(&server.url(), "32"), false)
-        .await
-        .unwrap());
+    assert_eq!(
+        loadtest::run_command(flags(&server.url(), "32"), false)
+            .await
+            .unwrap(),
+        loadtest::RunStatus::Passed
+    );
     let lossy = FakeServer::start(Fault::LoseValidation { nth: 5 }).await;
-    assert!(!loadtest::run_command(flags(&lossy.url(), "33"), false)
-        .await
-        .unwrap());
+    assert_eq!(
+        loadtest::run_command(flags(&lossy.url(), "33"), false)
+            .await
+            .unwrap(),
+        loadtest::RunStatus::DurabilityFailed
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
