@@ -199,6 +199,12 @@ pub struct RunArgs {
     #[arg(long, value_name = "RATE", value_parser = crate::criteria::parse_error_rate)]
     pub max_error_rate: Option<f64>,
 
+    /// Write the histogram of the corrected latencies (the report's, of phase 1) to FILE in
+    /// HdrHistogram's percentile distribution format (.hgrm, values in milliseconds), which
+    /// HdrHistogram's plotter reads.
+    #[arg(long, value_name = "FILE")]
+    pub hgrm: Option<PathBuf>,
+
     /// Write the final report as JSON to FILE (`-` for stdout, the table then goes to stderr;
     /// schema in README).
     #[arg(long, value_name = "FILE")]

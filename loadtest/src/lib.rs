@@ -20,6 +20,7 @@
 //!   and the latencies between the two; `events::sse` is the readers' `text/event-stream`
 //!   parser;
 //! - `report`: the final table and JSON;
+//! - `hgrm`: `--hgrm`, the latency histogram in HdrHistogram's percentile distribution format;
 //! - `criteria`: the pass criteria (`--max-p99`, `--max-error-rate`) and the exit code of a run
 //!   that fails one;
 //! - `ledger`: the ack ledger file (writer thread, reader);
@@ -36,6 +37,7 @@ pub mod client;
 pub mod countries;
 pub mod criteria;
 pub mod events;
+pub mod hgrm;
 pub mod ips;
 pub mod kept;
 pub mod ledger;
@@ -127,6 +129,10 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<RunStatus>
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
         }
+    }
+    if let Some(path) = &args.hgrm {
+        std::fs::write(path, hgrm::percentile_distribution(&report.histogram))
+            .with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.ledger {
         if temporary_ledger.is_none() {

@@ -67,6 +67,9 @@ pub struct Report {
     /// `--max-p99`, `--max-error-rate`: how the run fared against its pass criteria.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub criteria: Option<CriteriaReport>,
+    /// The corrected latencies of phase 1 in microseconds, whole: what `--hgrm` writes.
+    #[serde(skip)]
+    pub histogram: Histogram<u64>,
 }
 
 /// With `--ips`: the addresses signatures came from and, with `--abusers`, what each group's
@@ -505,6 +508,7 @@ impl Report {
             countries: None,
             ips: None,
             criteria: None,
+            histogram: stats.corrected.clone(),
         }
     }
 

@@ -11,6 +11,7 @@ mod events;
 mod fake;
 mod latency;
 mod ledger;
+mod outputs;
 mod validation;
 
 use clap::Parser;
