@@ -12,6 +12,7 @@ use hyper::header::HeaderValue;
 
 use crate::countries::Countries;
 use crate::criteria::Criteria;
+use crate::schedule::Stages;
 
 /// `loadtest`: load generator and ack-ledger verifier for ingest-server.
 #[derive(Debug, Parser)]
@@ -77,6 +78,14 @@ pub struct RunArgs {
     /// intended send time. Without it: closed loop, each connection sends as fast as answered.
     #[arg(short = 'R', long, value_parser = parse_rate)]
     pub rate: Option<f64>,
+
+    /// Open loop in stages, as k6's ramping arrival rate: DURATION:RATE,... (e.g.
+    /// 30s:1000,1m:20000,30s:0), each stage ramping the rate linearly from the previous stage's
+    /// RATE (0 before the first) to its own over its DURATION; RATE is signatures per second, 0
+    /// or more. The run lasts the stages' sum, so -z and -R are refused with it (and
+    /// --validate-share, whose second phase is paced at -R).
+    #[arg(long, value_name = "STAGES", value_parser = Stages::parse, conflicts_with_all = ["rate", "duration", "validate_share"])]
+    pub stages: Option<Stages>,
 
     /// Number of petitions to register and sign (ids `lt-<seed>-<i>`).
     #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u32).range(1..=10_000_000))]
@@ -205,6 +214,13 @@ pub struct RunArgs {
     #[arg(long, value_name = "FILE")]
     pub hgrm: Option<PathBuf>,
 
+    /// Write the per-second timeline to FILE as NDJSON, one line per second of the run (phase
+    /// 1): signatures sent and answered, answers by outcome class, errors, achieved and target
+    /// rates, and the corrected p50/p90/p99/max latency of the requests answered in it. The
+    /// JSON report carries the same rows (`timeline`).
+    #[arg(long, value_name = "FILE")]
+    pub timeline: Option<PathBuf>,
+
     /// Write the final report as JSON to FILE (`-` for stdout, the table then goes to stderr;
     /// schema in README).
     #[arg(long, value_name = "FILE")]
@@ -239,6 +255,15 @@ pub struct RunArgs {
 }
 
 impl RunArgs {
+    /// The flags as the run uses them: with `--stages`, the duration is the stages' sum.
+    pub fn resolved(&self) -> RunArgs {
+        let mut args = self.clone();
+        if let Some(stages) = &self.stages {
+            args.duration = stages.duration();
+        }
+        args
+    }
+
     /// The pass criteria given.
     pub fn criteria(&self) -> Criteria {
         Criteria {

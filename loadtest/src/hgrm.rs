@@ -74,6 +74,30 @@ pub fn percentile_distribution(histogram: &Histogram<u64>) -> String {
     out
 }
 
+/// One step of a percentile distribution: a quantile and the latency reached at it.
+#[derive(Debug, Clone, Copy, PartialEq, serde::Serialize, serde::Deserialize)]
+pub struct QuantileValue {
+    /// The quantile, 0 to 1.
+    pub quantile: f64,
+    /// The latency in milliseconds.
+    pub ms: f64,
+}
+
+/// The percentile distribution of `histogram` (in microseconds) as the `.hgrm` rows have it:
+/// one step per quantile of [`Histogram::iter_quantiles`], the last at quantile 1.
+pub fn distribution(histogram: &Histogram<u64>) -> Vec<QuantileValue> {
+    if histogram.is_empty() {
+        return Vec::new();
+    }
+    histogram
+        .iter_quantiles(TICKS_PER_HALF_DISTANCE)
+        .map(|step| QuantileValue {
+            quantile: step.quantile_iterated_to(),
+            ms: step.value_iterated_to() as f64 / MICROS_PER_MS,
+        })
+        .collect()
+}
+
 /// HdrHistogram's sub-buckets per bucket for `sigfig` significant digits: the power of two at
 /// or above 2 × 10^sigfig (2048 for 3). The crate keeps the figure private.
 fn sub_buckets(sigfig: u8) -> u32 {

@@ -19,6 +19,8 @@
 //!   acknowledges, the event-stream readers and the webhook receiver that see their events,
 //!   and the latencies between the two; `events::sse` is the readers' `text/event-stream`
 //!   parser;
+//! - `schedule`: when each open-loop request is due, at `-R` or in `--stages`;
+//! - `timeline`: the per-second rows of the report and `--timeline`, kept in bounded memory;
 //! - `report`: the final table and JSON;
 //! - `hgrm`: `--hgrm`, the latency histogram in HdrHistogram's percentile distribution format;
 //! - `criteria`: the pass criteria (`--max-p99`, `--max-error-rate`) and the exit code of a run
@@ -44,8 +46,10 @@ pub mod ledger;
 pub mod outcome;
 pub mod report;
 pub mod run;
+pub mod schedule;
 pub mod shape;
 pub mod stats;
+pub mod timeline;
 pub mod token;
 pub mod verify;
 pub mod wire;
@@ -77,7 +81,8 @@ pub enum RunStatus {
 /// verifies the ledger. With `--json -` the JSON alone goes to stdout, so that it can be piped,
 /// and the table and the verdict go to stderr. The report is printed and written in full
 /// whatever the verdict.
-pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<RunStatus> {
+pub async fn run_command(args: RunArgs, progress: bool) -> Result<RunStatus> {
+    let mut args = args.resolved();
     let seed = args.seed.unwrap_or_else(run::default_seed);
     let temporary_ledger = if args.durability_check && args.ledger.is_none() {
         let path =
@@ -92,9 +97,10 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<RunStatus>
         args.target.url,
         humantime::format_duration(args.duration),
         args.connections,
-        match args.rate {
-            Some(rate) => format!("open loop at {rate}/s"),
-            None => "closed loop".to_owned(),
+        match (&args.stages, args.rate) {
+            (Some(stages), _) => format!("open loop in stages {}", stages.spec),
+            (None, Some(rate)) => format!("open loop at {rate}/s"),
+            (None, None) => "closed loop".to_owned(),
         },
     );
     if !args.get {
@@ -129,6 +135,14 @@ pub async fn run_command(mut args: RunArgs, progress: bool) -> Result<RunStatus>
             std::fs::write(path, json + "\n")
                 .with_context(|| format!("writing {}", path.display()))?;
         }
+    }
+    if let Some(path) = &args.timeline {
+        let mut lines = String::new();
+        for row in &report.timeline {
+            lines.push_str(&serde_json::to_string(row).context("encoding the timeline")?);
+            lines.push('\n');
+        }
+        std::fs::write(path, lines).with_context(|| format!("writing {}", path.display()))?;
     }
     if let Some(path) = &args.hgrm {
         std::fs::write(path, hgrm::percentile_distribution(&report.histogram))

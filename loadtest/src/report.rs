@@ -13,10 +13,12 @@ use serde::Serialize;
 use crate::cli::{RunArgs, ShapeKind};
 use crate::countries::{Breakdown, CountryCount};
 use crate::criteria::CriteriaReport;
+use crate::hgrm::QuantileValue;
 use crate::ips::{GroupCounts, GroupSplit, Ips, ABUSER_FIRST, NORMAL_FIRST};
 use crate::kept::KeptSet;
 use crate::run::{self, Endpoint};
 use crate::stats::{Counts, Stats};
+use crate::timeline::TimelineRow;
 
 /// Version of the JSON report.
 pub const SCHEMA: &str = "loadtest.report.v1";
@@ -64,6 +66,18 @@ pub struct Report {
     /// `--ips`: where the signatures came from and, with `--abusers`, the outcomes per group.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub ips: Option<IpsReport>,
+    /// `--stages`: the open loop's stages (then `rate.target_per_s` is null).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub stages: Option<Vec<StageReport>>,
+    /// Phase 1, second by second (the same rows as `--timeline`).
+    pub timeline: Vec<TimelineRow>,
+    /// Answers (and failed connects) that came after their second of the timeline was closed:
+    /// in the totals, in no row.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub timeline_late: u64,
+    /// The corrected latencies' percentile distribution, for `loadtest plot`: HdrHistogram's
+    /// quantile steps (as in `--hgrm`).
+    pub latency_distribution_ms: Vec<QuantileValue>,
     /// `--max-p99`, `--max-error-rate`: how the run fared against its pass criteria.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub criteria: Option<CriteriaReport>,
@@ -104,6 +118,19 @@ impl IpsReport {
             groups: abusers.map(|_| counts.groups),
         }
     }
+}
+
+/// One stage of `--stages`.
+#[derive(Debug, Clone, Serialize)]
+pub struct StageReport {
+    /// How long it ramps.
+    pub duration_s: f64,
+    /// The rate it ramps to, in signatures per second (from the previous stage's, 0 first).
+    pub target_per_s: f64,
+}
+
+fn is_zero(n: &u64) -> bool {
+    *n == 0
 }
 
 /// Countries shown in the table (the JSON has them all).
@@ -465,7 +492,7 @@ impl Report {
         Report {
             schema: SCHEMA,
             target: args.target.url.clone(),
-            mode: if args.rate.is_some() {
+            mode: if args.rate.is_some() || args.stages.is_some() {
                 "open"
             } else {
                 "closed"
@@ -508,6 +535,19 @@ impl Report {
             countries: None,
             ips: None,
             criteria: None,
+            stages: args.stages.as_ref().map(|stages| {
+                stages
+                    .stages
+                    .iter()
+                    .map(|stage| StageReport {
+                        duration_s: stage.duration.as_secs_f64(),
+                        target_per_s: stage.target_per_s,
+                    })
+                    .collect()
+            }),
+            timeline: Vec::new(),
+            timeline_late: 0,
+            latency_distribution_ms: crate::hgrm::distribution(&stats.corrected),
             histogram: stats.corrected.clone(),
         }
     }
@@ -535,10 +575,17 @@ impl Report {
         } else {
             "signatures"
         };
-        let target = self
-            .rate
-            .target_per_s
-            .map_or_else(|| "max (closed loop)".to_owned(), |r| format!("{r:.1}/s"));
+        let target = match (&self.stages, self.rate.target_per_s) {
+            (Some(stages), _) => {
+                let stages: Vec<String> = stages
+                    .iter()
+                    .map(|s| format!("{}s:{}", s.duration_s, s.target_per_s))
+                    .collect();
+                format!("stages {}", stages.join(","))
+            }
+            (None, Some(rate)) => format!("{rate:.1}/s"),
+            (None, None) => "max (closed loop)".to_owned(),
+        };
         let _ = writeln!(
             out,
             "rate       target {target}   achieved {:.1} {unit}/s ({:.1} requests/s) over {:.2}s",

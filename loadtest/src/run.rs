@@ -58,8 +58,10 @@ use crate::kept::{KeptSet, KeptToken, KEPT_TOKENS_MAX};
 use crate::ledger::{LedgerSink, LedgerWriter};
 use crate::outcome::{self, Carried, Outcome};
 use crate::report::{CountriesReport, IpsReport, Report, ValidationReport};
+use crate::schedule::Schedule;
 use crate::shape::{self, Picker};
 use crate::stats::{Live, Recent, Stats, FLUSH_INTERVAL};
+use crate::timeline::TimelineRow;
 use crate::wire::Wire;
 
 /// Acknowledged (or pending) signers a connection remembers for `--dup-ratio` re-sends.
@@ -109,6 +111,15 @@ pub fn default_seed() -> u64 {
         .map_or(1, |d| d.as_nanos() as u64 % 1_000_000_000_000)
 }
 
+/// The open loop's schedule: `--stages`, or `-R`; None in closed loop.
+pub fn schedule_of(args: &RunArgs, endpoint: Endpoint) -> Option<Schedule> {
+    match (&args.stages, args.rate) {
+        (Some(stages), _) => Some(Schedule::stages(stages, endpoint.size())),
+        (None, Some(rate)) => Some(Schedule::constant(rate, endpoint.size())),
+        (None, None) => None,
+    }
+}
+
 /// The viral ramp: `--ramp`, or a quarter of the duration.
 pub fn ramp_of(args: &RunArgs) -> Duration {
     args.ramp.unwrap_or(args.duration / 4)
@@ -153,8 +164,8 @@ struct Plan {
     timeout: Duration,
     start: Instant,
     duration: Duration,
-    /// Open loop: nanoseconds between two due requests.
-    interval_ns: Option<f64>,
+    /// Open loop (`-R`, `--stages`): when each request is due.
+    schedule: Option<Schedule>,
     /// Slots taken so far (open loop, and phase 2 in either loop).
     next_slot: AtomicU64,
     stop: Arc<Stop>,
@@ -191,7 +202,7 @@ impl Plan {
         if self.stop.is_requested() || self.start.elapsed() >= self.duration {
             return Slot::Done;
         }
-        let number = match (&self.phase, self.interval_ns) {
+        let number = match (&self.phase, &self.schedule) {
             (Phase::Sign { .. }, None) => return Slot::Now { number: 0 },
             _ => self.next_slot.fetch_add(1, Ordering::Relaxed),
         };
@@ -200,18 +211,14 @@ impl Plan {
                 return Slot::Done;
             }
         }
-        match self.interval_ns {
-            Some(interval_ns) => {
-                let offset = slot_offset(number, interval_ns);
-                if offset >= self.duration {
-                    Slot::Done
-                } else {
-                    Slot::Due {
-                        at: self.start + offset,
-                        number,
-                    }
-                }
-            }
+        match &self.schedule {
+            Some(schedule) => match schedule.offset(number) {
+                Some(offset) if offset < self.duration => Slot::Due {
+                    at: self.start + offset,
+                    number,
+                },
+                _ => Slot::Done,
+            },
             None => Slot::Now { number },
         }
     }
@@ -240,22 +247,10 @@ impl Plan {
     }
 }
 
-/// When open-loop slot `k` is due, from the start.
-fn slot_offset(k: u64, interval_ns: f64) -> Duration {
-    Duration::from_nanos((k as f64 * interval_ns) as u64)
-}
-
 /// Open loop: the slots due before `end` (the duration, or the moment the run was stopped),
 /// and of them how many no connection took.
-fn slots_not_taken(taken: u64, interval_ns: f64, end: Duration) -> u64 {
-    let mut due = (end.as_nanos() as f64 / interval_ns).ceil() as u64;
-    while due > 0 && slot_offset(due - 1, interval_ns) >= end {
-        due -= 1;
-    }
-    while due < u64::MAX && slot_offset(due, interval_ns) < end {
-        due += 1;
-    }
-    due.saturating_sub(taken)
+fn slots_not_taken(taken: u64, schedule: &Schedule, end: Duration) -> u64 {
+    schedule.due_before(end).saturating_sub(taken)
 }
 
 /// One signature in a request: petition index, signer number (of this connection), re-send?
@@ -473,9 +468,10 @@ impl Worker {
             self.settle_validations(plan, tokens, all);
             return;
         }
+        let second = plan.live.second_of(Instant::now());
         if plan.endpoint == Endpoint::Get {
             if let Some(outcome) = all.as_ref().or(self.outcomes.first()) {
-                self.recent.counts.add(outcome);
+                self.recent.add(second, outcome);
             }
             return;
         }
@@ -486,7 +482,7 @@ impl Worker {
                 Some(outcome) => outcome,
                 None => &self.outcomes[i],
             };
-            self.recent.counts.add(outcome);
+            self.recent.add(second, outcome);
             if let Some(ips) = plan.ips.filter(|ips| ips.abusers().is_some()) {
                 let group = ips.group(plan.seed, self.id, signature.signer);
                 self.recent.counts.groups.add(group, outcome);
@@ -560,12 +556,13 @@ impl Worker {
     /// Phase 2's [`Worker::settle`]: one outcome per token in `validating`.
     fn settle_validations(&mut self, plan: &Plan, tokens: &[KeptToken], all: Option<Outcome>) {
         let mut parsed_at = None;
+        let second = plan.live.second_of(Instant::now());
         for (i, kept) in tokens[self.validating.clone()].iter().enumerate() {
             let outcome = match &all {
                 Some(outcome) => outcome,
                 None => &self.outcomes[i],
             };
-            self.recent.counts.add(outcome);
+            self.recent.add(second, outcome);
             if plan.tally.is_some() && matches!(outcome, Outcome::Validated) {
                 *self.counted.entry(kept.petition).or_default() += 1;
             }
@@ -638,6 +635,12 @@ impl Worker {
             self.build_request(plan, number);
             let sent_at = Instant::now();
             self.pending = true;
+            let carried = match (&plan.phase, plan.endpoint) {
+                (Phase::Validate { .. }, _) => self.validating.len(),
+                (Phase::Sign { .. }, Endpoint::Get) => 1,
+                (Phase::Sign { .. }, _) => self.in_flight.len(),
+            };
+            plan.live.note_sent(sent_at, carried as u64);
             watch.sent_ns.store(
                 (sent_at.duration_since(plan.start).as_nanos() as u64).max(1),
                 Ordering::Relaxed,
@@ -648,6 +651,7 @@ impl Worker {
             let replace = match result {
                 Ok(status) => {
                     self.recent.record_latency(
+                        plan.live.second_of(answered_at),
                         answered_at.duration_since(due.unwrap_or(sent_at)),
                         answered_at.duration_since(sent_at),
                     );
@@ -821,7 +825,9 @@ async fn connection_task(plan: Arc<Plan>, id: u32, ledger: Option<LedgerSink>) -
             break;
         }
         let Some((mut wire, duplicate)) = open_connection(&plan).await else {
-            worker.recent.counts.connect_failures += 1;
+            worker
+                .recent
+                .connect_failed(plan.live.second_of(Instant::now()));
             worker.maybe_flush(&plan, Instant::now()).await;
             tokio::time::sleep(backoff).await;
             backoff = (backoff * 2).min(CONNECT_BACKOFF_MAX);
@@ -1023,6 +1029,12 @@ struct PhaseResult {
     kept: KeptSet,
     /// Connection tasks that panicked (their figures are missing).
     panicked: usize,
+    /// The per-second timeline (target rates not filled in yet).
+    timeline: Vec<TimelineRow>,
+    /// Seconds past the timeline's bound, not in it.
+    timeline_dropped: u64,
+    /// Answers that came after their second was closed.
+    timeline_late: u64,
 }
 
 /// Runs one phase: its connections on `--threads` load threads, with the progress line if
@@ -1077,11 +1089,15 @@ async fn run_phase(
     if let Some(task) = progress_task {
         let _ = task.await;
     }
+    let (timeline, timeline_dropped, timeline_late) = plan.live.finish_timeline(elapsed);
     Ok(PhaseResult {
         stats: plan.live.total(),
         elapsed,
         kept,
         panicked,
+        timeline,
+        timeline_dropped,
+        timeline_late,
     })
 }
 
@@ -1097,6 +1113,7 @@ async fn run_phase(
 /// With `--countries`, the report then reads the breakdown by country of the petition with the
 /// most signatures counted ([`countries_report`]).
 pub async fn execute(args: &RunArgs, seed: u64, progress: bool) -> Result<Report> {
+    let args = &args.resolved();
     let endpoint = if args.get {
         Endpoint::Get
     } else {
@@ -1192,33 +1209,34 @@ async fn run_load(
         ramp_of(args),
         args.zipf_exponent,
     );
-    let interval_ns = args
-        .rate
-        .map(|rate| 1e9 * f64::from(endpoint.size()) / rate);
+    let schedule = schedule_of(args, endpoint);
     let stop = Arc::new(Stop::default());
-    let plan_of = |phase: Phase, fixed_path: String| Plan {
-        target: args.target.clone(),
-        endpoint,
-        phase,
-        fixed_path,
-        auth: auth.clone(),
-        picker: picker.clone(),
-        seed,
-        dup_ratio: args.dup_ratio,
-        timeout: args.timeout,
+    let plan_of = |phase: Phase, fixed_path: String| {
         // A moment to start the load threads and open the connections, so the first due
         // requests are not late for reasons of our own.
-        start: Instant::now() + START_DELAY,
-        duration: args.duration,
-        interval_ns,
-        next_slot: AtomicU64::new(0),
-        stop: Arc::clone(&stop),
-        kept_total: AtomicUsize::new(0),
-        live: Live::default(),
-        crossings: crossings.clone(),
-        countries: args.countries.clone(),
-        tally: tally.clone(),
-        ips,
+        let start = Instant::now() + START_DELAY;
+        Plan {
+            target: args.target.clone(),
+            endpoint,
+            phase,
+            fixed_path,
+            auth: auth.clone(),
+            picker: picker.clone(),
+            seed,
+            dup_ratio: args.dup_ratio,
+            timeout: args.timeout,
+            start,
+            duration: args.duration,
+            schedule: schedule.clone(),
+            next_slot: AtomicU64::new(0),
+            stop: Arc::clone(&stop),
+            kept_total: AtomicUsize::new(0),
+            live: Live::new(start),
+            crossings: crossings.clone(),
+            countries: args.countries.clone(),
+            tally: tally.clone(),
+            ips,
+        }
     };
 
     // Ctrl-C ends the run early but still waits for the answers outstanding, so the ledger
@@ -1283,17 +1301,37 @@ async fn run_load(
         );
     }
     let mut stats = signing.stats;
-    if let Some(interval_ns) = plan.interval_ns {
+    if let Some(schedule) = &plan.schedule {
         let taken = plan.next_slot.load(Ordering::Relaxed);
         // After Ctrl-C only the slots due before the stop count as not sent.
         let end = match stop.at.get() {
             Some(at) => plan.duration.min(at.saturating_duration_since(plan.start)),
             None => plan.duration,
         };
-        stats.counts.not_sent =
-            slots_not_taken(taken, interval_ns, end) * u64::from(endpoint.size());
+        stats.counts.not_sent = slots_not_taken(taken, schedule, end) * u64::from(endpoint.size());
     }
     let mut report = Report::new(args, seed, endpoint, signing.elapsed, &stats);
+    report.timeline = signing.timeline;
+    if let Some(schedule) = &plan.schedule {
+        let size = f64::from(endpoint.size());
+        for row in &mut report.timeline {
+            // The rate due over the row's span, of which only what falls before -z counts.
+            let from = Duration::from_secs(u64::from(row.second));
+            let to = from + Duration::from_secs_f64(row.span_s);
+            let due = schedule
+                .due_before(to.min(plan.duration))
+                .saturating_sub(schedule.due_before(from.min(plan.duration)));
+            row.target_per_s = Some(due as f64 * size / row.span_s);
+        }
+    }
+    report.timeline_late = signing.timeline_late;
+    if signing.timeline_dropped > 0 {
+        eprintln!(
+            "loadtest: the timeline keeps {} seconds; the last {} are not in it",
+            crate::timeline::ROWS_MAX,
+            signing.timeline_dropped
+        );
+    }
     report.ips = ips.map(|ips| IpsReport::new(&ips, &stats.counts));
     report.validation = validating.transpose()?;
     Ok(report)
@@ -1407,7 +1445,7 @@ mod tests {
             timeout: Duration::from_secs(1),
             start: Instant::now(),
             duration: Duration::from_secs(1),
-            interval_ns: None,
+            schedule: None,
             next_slot: AtomicU64::new(0),
             stop: Arc::default(),
             kept_total: AtomicUsize::new(0),
@@ -1552,18 +1590,20 @@ mod tests {
     #[test]
     fn slots_not_taken_counts_the_slots_due_within_the_duration() {
         let second = Duration::from_secs(1);
+        let every = |interval_ns| Schedule::Constant { interval_ns };
         // 4 per second for 1 s: slots at 0, 250, 500 and 750 ms.
-        assert_eq!(slots_not_taken(0, 250e6, second), 4);
-        assert_eq!(slots_not_taken(3, 250e6, second), 1);
+        assert_eq!(slots_not_taken(0, &every(250e6), second), 4);
+        assert_eq!(slots_not_taken(3, &every(250e6), second), 1);
         // Taking past the end (the calls that found the run over) is not negative.
-        assert_eq!(slots_not_taken(9, 250e6, second), 0);
+        assert_eq!(slots_not_taken(9, &every(250e6), second), 0);
         // 3 per second: 0, 333 and 666 ms; a fourth at 999.99 ms would also be due.
-        assert_eq!(slots_not_taken(0, 1e9 / 3.0, second), 3);
-        assert_eq!(slots_not_taken(0, 333_333_333.0, second), 4);
+        assert_eq!(slots_not_taken(0, &every(1e9 / 3.0), second), 3);
+        assert_eq!(slots_not_taken(0, &every(333_333_333.0), second), 4);
         // Stopped at 600 ms with 2 taken: the slot at 500 ms was due and not sent; the one at
         // 750 ms never came due.
-        assert_eq!(slots_not_taken(2, 250e6, Duration::from_millis(600)), 1);
+        let stopped = Duration::from_millis(600);
+        assert_eq!(slots_not_taken(2, &every(250e6), stopped), 1);
         // An absurd rate does not overflow.
-        assert_eq!(slots_not_taken(0, 1e-30, second), u64::MAX);
+        assert_eq!(slots_not_taken(0, &every(1e-30), second), u64::MAX);
     }
 }

@@ -1,17 +1,18 @@
 //! Latency histograms and outcome counters.
 //!
-//! Each connection task records into its own [`Stats`] (no sharing on the hot path) and merges it
-//! into the shared [`Live`] every [`FLUSH_INTERVAL`], which the progress line and the final
-//! report read.
+//! Each connection task records into its own [`Recent`] (no sharing on the hot path) and merges
+//! it into the shared [`Live`] every [`FLUSH_INTERVAL`], which the progress line and the final
+//! report read; [`Live`] also keeps the per-second timeline ([`crate::timeline`]).
 
 use std::collections::BTreeMap;
 use std::sync::{Mutex, MutexGuard, PoisonError};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hdrhistogram::Histogram;
 
 use crate::ips::GroupSplit;
 use crate::outcome::Outcome;
+use crate::timeline::{self, SecondCounts, SentRing, TimelineRow, Window};
 
 /// Highest latency the histograms hold, in microseconds (one hour); longer ones are clamped.
 pub const LATENCY_MAX_US: u64 = 3_600_000_000;
@@ -194,28 +195,66 @@ impl Default for Stats {
 }
 
 /// What one connection recorded since it last merged into [`Live`]: raw latency samples (cheaper
-/// to merge than a histogram of 22,000 buckets) and counts.
+/// to merge than a histogram of 22,000 buckets) and counts, in total and by second.
 #[derive(Debug, Clone, Default)]
 pub struct Recent {
-    /// (corrected, uncorrected) latency of each answered request, in microseconds.
-    pub samples: Vec<(u32, u32)>,
-    /// Counts by outcome.
+    /// (corrected, uncorrected) latency of each answered request, in microseconds, and the
+    /// second of the run it was answered in.
+    pub samples: Vec<(u32, u32, u32)>,
+    /// Counts by outcome. Count outcomes with [`Recent::add`], so that the timeline gets them.
     pub counts: Counts,
+    /// The outcomes by second of the run (a few seconds at most between two merges).
+    pub seconds: Vec<(u32, SecondCounts)>,
 }
 
 impl Recent {
-    /// Records the latency of one answered request.
-    pub fn record_latency(&mut self, corrected: Duration, uncorrected: Duration) {
+    /// Records the latency of one request answered in `second`.
+    pub fn record_latency(&mut self, second: u32, corrected: Duration, uncorrected: Duration) {
         // The histogram's range ends at one hour, which fits in a u32 of microseconds.
         let clamp = |d: Duration| micros(d).min(u64::from(u32::MAX)) as u32;
-        self.samples.push((clamp(corrected), clamp(uncorrected)));
+        self.samples
+            .push((clamp(corrected), clamp(uncorrected), second));
+    }
+
+    /// Counts one outcome, which came in `second`.
+    pub fn add(&mut self, second: u32, outcome: &Outcome) {
+        self.counts.add(outcome);
+        self.second(second).add(outcome);
+    }
+
+    /// Counts a failed connect in `second`.
+    pub fn connect_failed(&mut self, second: u32) {
+        self.counts.connect_failures += 1;
+        self.second(second).connect_failures += 1;
+    }
+
+    fn second(&mut self, second: u32) -> &mut SecondCounts {
+        // Seconds come in order but for a few stragglers; look from the newest.
+        let index = match self.seconds.iter().rposition(|(s, _)| *s == second) {
+            Some(index) => index,
+            None => {
+                self.seconds.push((second, SecondCounts::default()));
+                self.seconds.len() - 1
+            }
+        };
+        &mut self.seconds[index].1
     }
 }
 
-/// Totals shared by the connection tasks and read by the progress line.
-#[derive(Debug, Default)]
+/// Totals shared by the connection tasks and read by the progress line, and the timeline.
+#[derive(Debug)]
 pub struct Live {
+    /// Second 0 of the timeline: the first due request.
+    start: Instant,
+    /// Signatures sent per second, counted without the lock.
+    sent: SentRing,
     inner: Mutex<LiveInner>,
+}
+
+impl Default for Live {
+    fn default() -> Live {
+        Live::new(Instant::now())
+    }
 }
 
 #[derive(Debug, Default)]
@@ -223,9 +262,30 @@ struct LiveInner {
     total: Stats,
     /// Corrected latencies since the progress line last looked.
     interval: Option<Histogram<u64>>,
+    /// The open seconds of the timeline and the rows of the closed ones.
+    window: Window,
 }
 
 impl Live {
+    /// Totals whose timeline starts at `start`.
+    pub fn new(start: Instant) -> Live {
+        Live {
+            start,
+            sent: SentRing::default(),
+            inner: Mutex::default(),
+        }
+    }
+
+    /// The second of the run `at` falls in.
+    pub fn second_of(&self, at: Instant) -> u32 {
+        timeline::second_of(self.start, at)
+    }
+
+    /// Counts `signatures` sent at `at` (one atomic add; no lock).
+    pub fn note_sent(&self, at: Instant, signatures: u64) {
+        self.sent.add(self.second_of(at), signatures);
+    }
+
     fn lock(&self) -> MutexGuard<'_, LiveInner> {
         // A panic in another task while holding the lock leaves plain numbers behind, still
         // worth reporting.
@@ -238,7 +298,7 @@ impl Live {
         let mut guard = self.lock();
         let inner = &mut *guard;
         let interval = inner.interval.get_or_insert_with(new_histogram);
-        for &(corrected, uncorrected) in &recent.samples {
+        for &(corrected, uncorrected, second) in &recent.samples {
             inner
                 .total
                 .corrected
@@ -248,11 +308,28 @@ impl Live {
                 .uncorrected
                 .saturating_record(u64::from(uncorrected));
             interval.saturating_record(u64::from(corrected));
+            inner
+                .window
+                .record_latency(second, u64::from(corrected), &self.sent);
         }
         inner.total.counts.merge(&recent.counts);
+        for (second, counts) in &recent.seconds {
+            inner.window.add_counts(*second, counts, &self.sent);
+        }
+        inner
+            .window
+            .close_before(self.second_of(Instant::now()), &self.sent);
         drop(guard);
         recent.samples.clear();
+        recent.seconds.clear();
         recent.counts = Counts::default();
+    }
+
+    /// At the end of the phase, `elapsed` after the start (every connection merged): the
+    /// timeline's rows, the seconds dropped past [`timeline::ROWS_MAX`], and the answers that
+    /// came after their second was closed.
+    pub fn finish_timeline(&self, elapsed: Duration) -> (Vec<TimelineRow>, u64, u64) {
+        self.lock().window.finish(elapsed, &self.sent)
     }
 
     /// The counts so far and the corrected p99 since the last call (None if nothing was answered).
@@ -341,15 +418,19 @@ mod tests {
     fn live_interval_resets() {
         let live = Live::default();
         let mut recent = Recent::default();
-        recent.record_latency(Duration::from_millis(100), Duration::from_millis(1));
-        recent.counts.add(&Outcome::Accepted);
+        recent.record_latency(0, Duration::from_millis(100), Duration::from_millis(1));
+        recent.add(0, &Outcome::Accepted);
         live.absorb(&mut recent);
         assert!(recent.counts.accepted == 0 && recent.samples.is_empty());
+        assert!(recent.seconds.is_empty());
         let (counts, p99) = live.snapshot();
         assert_eq!(counts.accepted, 1);
         let p99 = p99.expect("one sample");
         assert!(p99 >= Duration::from_millis(99) && p99 <= Duration::from_millis(101));
         assert_eq!(live.snapshot().1, None);
         assert_eq!(live.total().corrected.len(), 1);
+        let (rows, dropped, late) = live.finish_timeline(Duration::from_millis(500));
+        assert_eq!((rows.len(), dropped, late), (1, 0, 0));
+        assert_eq!((rows[0].answered, rows[0].latency_ms.count), (1, 1));
     }
 }

@@ -123,6 +123,41 @@ fn bad_criteria_are_refused_with_a_reason() {
 }
 
 #[test]
+fn bad_stages_are_refused_with_a_reason() {
+    let run = |extra: &[&'static str]| -> Vec<&'static str> {
+        let mut args = vec!["run", "--target", "http://127.0.0.1:9"];
+        args.extend_from_slice(extra);
+        args
+    };
+    check(&run(&["--stages", ""]), 2, "no stages");
+    check(&run(&["--stages", "30s"]), 2, "a stage is DURATION:RATE");
+    check(&run(&["--stages", "0s:10"]), 2, "must last more than zero");
+    check(
+        &run(&["--stages", "5s:-1"]),
+        2,
+        "0 or more signatures per second",
+    );
+    check(&run(&["--stages", "5s:0"]), 2, "the run would send nothing");
+    for (flag, value) in [("-z", "5s"), ("-R", "100"), ("--validate-share", "0.5")] {
+        check(
+            &run(&["--stages", "5s:10", flag, value]),
+            2,
+            "cannot be used with",
+        );
+    }
+    let help = loadtest(&["run", "--help"]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    for needle in [
+        "--stages <STAGES>",
+        "30s:1000,1m:20000,30s:0",
+        "--timeline <FILE>",
+        "--hgrm <FILE>",
+    ] {
+        assert!(help.contains(needle), "{needle:?} not in {help}");
+    }
+}
+
+#[test]
 fn bad_validate_shares_are_refused_with_a_reason() {
     let run = ["run", "--target", "http://127.0.0.1:9", "--api-key", "k"];
     let check_share = |share: &str, needle: &str| {

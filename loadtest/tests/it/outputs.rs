@@ -115,3 +115,92 @@ async fn the_hgrm_file_is_hdrhistograms_percentile_distribution() {
     assert_eq!(footer_field(footer[2], "SubBuckets"), 2048.0);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn stages_show_in_the_timelines_target_and_achieved_rates() {
+    let server = FakeServer::start(Fault::None).await;
+    let dir = crate::scratch("stages");
+    let (timeline, json) = (dir.join("run.ndjson"), dir.join("run.json"));
+    // Up from 0 to 300/s over a second, 300/s for a second, down to 0 over a second: 150, 300
+    // and 150 due in the three seconds, 600 in all.
+    let args = run_flags(
+        &server.url(),
+        &[
+            "--stages",
+            "1s:300,1s:300,1s:0",
+            "-c",
+            "8",
+            "--seed",
+            "72",
+            "--timeline",
+            timeline.to_str().unwrap(),
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    loadtest::run_command(args, false).await.unwrap();
+    let report = read_json(&json);
+    assert_eq!(report["mode"], "open");
+    assert_eq!(report["duration_s"], 3.0);
+    assert_eq!(report["rate"]["target_per_s"], Value::Null);
+    assert_eq!(report["stages"][1]["target_per_s"], 300.0);
+    let outcomes = &report["outcomes"];
+    assert_eq!(outcomes["accepted"], 600, "{outcomes}");
+    assert_eq!(outcomes["not_sent"], 0);
+
+    // The file is the report's rows, one line each.
+    let rows: Vec<Value> = std::fs::read_to_string(&timeline)
+        .unwrap()
+        .lines()
+        .map(|line| serde_json::from_str(line).unwrap())
+        .collect();
+    assert_eq!(Value::Array(rows.clone()), report["timeline"]);
+    // Three seconds, and a short fourth for the last answers if they came after 3 s.
+    assert!(rows.len() == 3 || rows.len() == 4, "{rows:?}");
+    assert!(report["elapsed_s"].as_f64().unwrap() > 2.5);
+    for (i, row) in rows.iter().enumerate() {
+        assert_eq!(row["second"], i);
+    }
+    let number = |row: &Value, field: &str| row[field].as_f64().unwrap();
+    for (i, (row, expected)) in rows.iter().zip([150.0, 300.0, 150.0]).enumerate() {
+        // The last second ends with the last answer, soon after the last slot of the ramp
+        // down (due at about 2.92 s).
+        let span = number(row, "span_s");
+        assert!(span == 1.0 || (i == 2 && span > 0.5), "{row}");
+        let due = number(row, "target_per_s") * span;
+        assert!((due - expected).abs() <= 2.0, "due {due}: {row}");
+        // Sent on schedule (a send late by a timer tick may land in the next second).
+        let sent = number(row, "sent");
+        assert!(
+            (sent - expected).abs() <= expected * 0.1,
+            "sent {sent}: {row}"
+        );
+        let answered = number(row, "achieved_per_s") * span;
+        assert!(
+            (answered - expected).abs() <= expected * 0.1,
+            "answered {answered}: {row}"
+        );
+        assert_eq!(row["errors"], 0);
+        assert_eq!(row["outcomes"]["taken"], row["answered"]);
+        let latency = &row["latency_ms"];
+        assert!(latency["count"].as_u64().unwrap() > 0);
+        assert!(number(latency, "p50") <= number(latency, "p90"));
+        assert!(number(latency, "p90") <= number(latency, "p99"));
+        assert!(number(latency, "p99") <= number(latency, "max"));
+    }
+    if let Some(last) = rows.get(3) {
+        assert!(number(last, "span_s") < 1.0);
+        assert_eq!(number(last, "target_per_s"), 0.0);
+    }
+    // Every send and answer is in exactly one row.
+    let sum = |field: &str| rows.iter().map(|r| r[field].as_u64().unwrap()).sum::<u64>();
+    assert_eq!(sum("sent"), 600);
+    assert_eq!(sum("answered"), 600);
+    assert!(report.get("timeline_late").is_none());
+    let answered_requests: u64 = rows
+        .iter()
+        .map(|r| r["latency_ms"]["count"].as_u64().unwrap())
+        .sum();
+    assert_eq!(answered_requests, 600);
+    std::fs::remove_dir_all(&dir).unwrap();
+}
