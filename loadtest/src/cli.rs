@@ -23,7 +23,7 @@ pub struct Cli {
     pub command: Command,
 }
 
-/// The two jobs of the binary.
+/// The jobs of the binary.
 // Built once per process, from the command line: the size of its largest variant is of no
 // consequence, and boxing it would only burden its users.
 #[allow(clippy::large_enum_variant)]
@@ -33,6 +33,21 @@ pub enum Command {
     Run(RunArgs),
     /// Check a ledger written by `run --ledger` against the server's counts.
     Verify(VerifyArgs),
+    /// Draw a run's JSON report (`run --json`) as one self-contained HTML page: latency
+    /// percentiles and rates second by second, and the latency percentile distribution.
+    Plot(PlotArgs),
+}
+
+/// Flags of `loadtest plot`.
+#[derive(Debug, Clone, Args)]
+pub struct PlotArgs {
+    /// The JSON report of a run (`loadtest run --json RUN.json`).
+    #[arg(value_name = "RUN.json")]
+    pub report: PathBuf,
+
+    /// The HTML page to write [default: the report's path with .html].
+    #[arg(short = 'o', long, value_name = "FILE")]
+    pub output: Option<PathBuf>,
 }
 
 /// How signatures are spread over the petitions.

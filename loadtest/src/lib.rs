@@ -22,6 +22,7 @@
 //! - `schedule`: when each open-loop request is due, at `-R` or in `--stages`;
 //! - `timeline`: the per-second rows of the report and `--timeline`, kept in bounded memory;
 //! - `report`: the final table and JSON;
+//! - `plot`: `loadtest plot`, a JSON report drawn as one self-contained HTML page;
 //! - `hgrm`: `--hgrm`, the latency histogram in HdrHistogram's percentile distribution format;
 //! - `criteria`: the pass criteria (`--max-p99`, `--max-error-rate`) and the exit code of a run
 //!   that fails one;
@@ -31,8 +32,8 @@
 //!   `httparse` (hyper's client cost 2–3 µs of CPU per request; see README "Keeping up");
 //! - `client`: a plain keep-alive hyper client for registration and verification.
 //!
-//! The binary's `main` only parses flags, builds the runtime and calls [`run_command`] or
-//! [`verify_command`].
+//! The binary's `main` only parses flags, builds the runtime and calls [`run_command`],
+//! [`verify_command`] or [`plot_command`].
 
 pub mod cli;
 pub mod client;
@@ -44,6 +45,7 @@ pub mod ips;
 pub mod kept;
 pub mod ledger;
 pub mod outcome;
+pub mod plot;
 pub mod report;
 pub mod run;
 pub mod schedule;
@@ -223,6 +225,17 @@ pub fn unauthorized_hint(args: &RunArgs, outcomes: &stats::Counts) -> Option<Str
              accept the --api-key given"
         ),
     })
+}
+
+/// `loadtest plot`: writes the page and says where.
+pub fn plot_command(args: &cli::PlotArgs) -> Result<()> {
+    let output = args
+        .output
+        .clone()
+        .unwrap_or_else(|| args.report.with_extension("html"));
+    plot::plot(&args.report, &output)?;
+    eprintln!("loadtest: plot written to {}", output.display());
+    Ok(())
 }
 
 /// `loadtest verify`: prints the verdict; returns whether it passed.

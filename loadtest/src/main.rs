@@ -35,6 +35,7 @@ fn main() -> ExitCode {
                         RunStatus::CriteriaFailed => ExitCode::from(EXIT_CRITERIA_FAILED),
                     })
             }
+            Command::Plot(args) => loadtest::plot_command(&args).map(|()| ExitCode::SUCCESS),
             Command::Verify(args) => loadtest::verify_command(args).await.map(|passed| {
                 if passed {
                     ExitCode::SUCCESS

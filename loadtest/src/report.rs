@@ -986,7 +986,7 @@ mod tests {
         args.extend_from_slice(extra);
         match Cli::try_parse_from(args).unwrap().command {
             Command::Run(args) => args,
-            Command::Verify(_) => unreachable!(),
+            Command::Verify(_) | Command::Plot(_) => unreachable!(),
         }
     }
 

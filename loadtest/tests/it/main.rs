@@ -22,7 +22,7 @@ pub fn run_args(args: &[&str]) -> RunArgs {
     let cli = Cli::try_parse_from(["loadtest", "run"].iter().chain(args)).expect("valid flags");
     match cli.command {
         Command::Run(args) => args,
-        Command::Verify(_) => unreachable!(),
+        Command::Verify(_) | Command::Plot(_) => unreachable!(),
     }
 }
 
@@ -31,7 +31,7 @@ pub fn verify_args(args: &[&str]) -> VerifyArgs {
     let cli = Cli::try_parse_from(["loadtest", "verify"].iter().chain(args)).expect("valid flags");
     match cli.command {
         Command::Verify(args) => args,
-        Command::Run(_) => unreachable!(),
+        Command::Run(_) | Command::Plot(_) => unreachable!(),
     }
 }
 

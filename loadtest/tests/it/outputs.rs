@@ -204,3 +204,121 @@ async fn stages_show_in_the_timelines_target_and_achieved_rates() {
     assert_eq!(answered_requests, 600);
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+/// The `points` of the polyline of `series` in `html`, as (x, y) pairs.
+fn series_points(html: &str, series: &str) -> Vec<(f64, f64)> {
+    let marker = format!("data-series=\"{series}\"");
+    let at = html
+        .find(&marker)
+        .unwrap_or_else(|| panic!("no {series} series"));
+    let rest = &html[at..];
+    let start = rest.find("points=\"").unwrap() + "points=\"".len();
+    let end = start + rest[start..].find('"').unwrap();
+    rest[start..end]
+        .split_whitespace()
+        .map(|pair| {
+            let (x, y) = pair.split_once(',').unwrap();
+            (x.parse().unwrap(), y.parse().unwrap())
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn plot_draws_a_self_contained_page_from_the_json_report() {
+    let server = FakeServer::start(Fault::None).await;
+    let dir = crate::scratch("plot");
+    let json = dir.join("run.json");
+    let args = run_flags(
+        &server.url(),
+        &[
+            "-R",
+            "300",
+            "-c",
+            "4",
+            "-z",
+            "2s",
+            "--seed",
+            "73",
+            "--json",
+            json.to_str().unwrap(),
+        ],
+    );
+    loadtest::run_command(args, false).await.unwrap();
+    let report = read_json(&json);
+    let rows = report["timeline"].as_array().unwrap().len();
+    assert!(rows >= 2, "{report}");
+
+    let binary = env!("CARGO_BIN_EXE_loadtest");
+    let (json_path, html) = (json.clone(), dir.join("out.html"));
+    let html_path = html.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(binary)
+            .arg("plot")
+            .arg(&json_path)
+            .arg("-o")
+            .arg(&html_path)
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let page = std::fs::read_to_string(&html).unwrap();
+    assert!(page.starts_with("<!DOCTYPE html>"));
+    assert!(page.trim_end().ends_with("</html>"));
+    // Self-contained: nothing to fetch, no script at all.
+    for needle in ["src=", "href=", "<script", "<link", "@import", "url("] {
+        assert!(!page.contains(needle), "{needle} in the page");
+    }
+    assert_eq!(page.matches("<svg").count(), 3);
+    assert_eq!(page.matches("</svg>").count(), 3);
+    // The series are there, one point per second that had answers, inside the chart.
+    for series in ["p50", "p90", "p99", "achieved", "target", "distribution"] {
+        let points = series_points(&page, series);
+        assert!(!points.is_empty(), "{series}");
+        for (x, y) in &points {
+            assert!(
+                (0.0..=860.0).contains(x) && (0.0..=300.0).contains(y),
+                "{series}: {x},{y}"
+            );
+        }
+    }
+    assert_eq!(series_points(&page, "p99").len(), rows);
+    assert_eq!(series_points(&page, "achieved").len(), rows);
+    let distribution = series_points(&page, "distribution");
+    assert_eq!(
+        distribution.len(),
+        report["latency_distribution_ms"].as_array().unwrap().len()
+    );
+    // Left to right, and latency never goes down with the percentile (y grows downwards).
+    for pair in distribution.windows(2) {
+        assert!(pair[0].0 <= pair[1].0 && pair[0].1 >= pair[1].1, "{pair:?}");
+    }
+    for tick in ["90%", "99%", "99.9%"] {
+        assert!(page.contains(&format!(">{tick}</text>")), "{tick}");
+    }
+    assert!(page.contains(&format!("<title>loadtest: {}</title>", server.url())));
+
+    // Text from the report is escaped; a report without a timeline, or not a report, is
+    // refused.
+    let mut hostile = report.clone();
+    hostile["target"] = Value::from("http://x/<script>alert(\"&\")</script>");
+    let page = loadtest::plot::page(&hostile.to_string()).unwrap();
+    assert!(!page.contains("<script"), "{page}");
+    assert!(page.contains("http://x/&lt;script&gt;alert(&quot;&amp;&quot;)&lt;/script&gt;"));
+    let mut old = report.clone();
+    old.as_object_mut().unwrap().remove("timeline");
+    let error = format!("{:#}", loadtest::plot::page(&old.to_string()).unwrap_err());
+    assert!(error.contains("no timeline"), "{error}");
+    let output = std::process::Command::new(binary)
+        .args(["plot", dir.join("missing.json").to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(1));
+    assert!(String::from_utf8_lossy(&output.stderr).contains("reading"));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
