@@ -252,6 +252,17 @@ impl Engine {
         self.shared().is_ready()
     }
 
+    /// Whether the store takes writes, the storage errors since open and the last one's
+    /// message: the storage part of [`Engine::stats`], without its walk over the petitions.
+    pub fn storage_health(&self) -> (bool, u64, Option<String>) {
+        let health = self.shared().health();
+        (
+            health.is_healthy(),
+            health.errors_total(),
+            health.last_error(),
+        )
+    }
+
     /// Blocks until the index is rebuilt. Returns the recovery error if rebuilding failed.
     pub fn wait_ready(&self) -> Result<(), RecoveryError> {
         self.shared().wait_ready()

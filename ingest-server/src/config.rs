@@ -47,6 +47,14 @@ pub struct ServerConfig {
     pub rate_limit_per_key: u32,
     /// How long a drain waits for in-flight requests before closing connections.
     pub drain_timeout: Duration,
+    /// How long after the shutdown signal the server keeps its listener open while `/readyz`
+    /// answers 503 and every answer carries `Connection: close`, so that a load balancer
+    /// takes the server out of rotation before connections are refused (0: the listener
+    /// closes at once).
+    pub shutdown_delay: Duration,
+    /// Log every request at info level under the target `access`: method, path, route,
+    /// status, time taken, request id and peer address.
+    pub access_log: bool,
     /// The `Retry-After` value of 503 and 429 answers, in seconds.
     pub retry_after_s: u32,
     /// Most event stream readers connected at once; past it, 503.
@@ -88,6 +96,8 @@ impl Default for ServerConfig {
             batch_inflight_max: 32,
             rate_limit_per_key: 0,
             drain_timeout: Duration::from_secs(30),
+            shutdown_delay: Duration::ZERO,
+            access_log: false,
             retry_after_s: 1,
             sse_readers_max: 10_000,
             sse_heartbeat: Duration::from_secs(15),

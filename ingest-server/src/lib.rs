@@ -39,6 +39,7 @@ mod auth;
 mod config;
 mod delivery;
 mod events;
+mod exposition;
 mod handlers;
 mod metrics;
 mod request;

@@ -22,7 +22,7 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// Petition signature ingestion server: exact, durable, fast.
 ///
 /// Every flag has an environment variable of the same name in upper case with an `INGEST_`
-/// prefix. Log verbosity follows `RUST_LOG` (default `info`).
+/// prefix. Log verbosity follows `RUST_LOG` (default `info`; e.g. `info,access=off`).
 #[derive(Debug, Parser)]
 #[command(version, about)]
 struct Args {
@@ -93,6 +93,19 @@ struct Args {
     /// On SIGTERM/SIGINT, how long in-flight requests may take to finish, e.g. 30s.
     #[arg(long, env = "INGEST_DRAIN_TIMEOUT", default_value = "30s", value_parser = duration)]
     drain_timeout: Duration,
+    /// On SIGTERM/SIGINT, how long to keep accepting connections first, while /readyz answers
+    /// 503 and every answer carries `Connection: close`, so that a load balancer stops sending
+    /// traffic before the listener closes, e.g. 5s (0: close the listener at once). The drain
+    /// (--drain-timeout) follows; a supervisor's stop timeout must exceed the two together.
+    #[arg(long, env = "INGEST_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
+    shutdown_delay: Duration,
+    /// Log lines as text (for people) or json (one object per line, for log collectors).
+    #[arg(long, env = "INGEST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
+    log_format: String,
+    /// Log every request (method, path, route, status, time, request id, peer) at info level
+    /// under the target `access`.
+    #[arg(long, env = "INGEST_ACCESS_LOG")]
+    access_log: bool,
     /// Expected number of stored signatures: the dedup index is pre-sized for it.
     #[arg(long, env = "INGEST_SIGNATURES_EXPECTED", default_value_t = 0)]
     signatures_expected: u64,
@@ -300,13 +313,14 @@ fn durability_parser() -> impl clap::builder::TypedValueParser<Value = Durabilit
 }
 
 fn main() -> ExitCode {
-    tracing_subscriber::fmt()
-        .with_ansi(std::io::stdout().is_terminal())
-        .with_env_filter(
-            EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
-        )
-        .init();
     let args = Args::parse();
+    let filter = EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info"));
+    let logs = tracing_subscriber::fmt().with_env_filter(filter);
+    if args.log_format == "json" {
+        logs.json().flatten_event(true).init();
+    } else {
+        logs.with_ansi(std::io::stdout().is_terminal()).init();
+    }
     if args.sse_stall_timeout <= args.sse_heartbeat {
         // A healthy idle stream is asked for data once a heartbeat: a stall timeout no longer
         // than that would close it.
@@ -393,6 +407,8 @@ fn run(args: Args) -> anyhow::Result<()> {
     server_config.batch_inflight_max = args.batch_inflight_max;
     server_config.rate_limit_per_key = args.rate_limit_per_key;
     server_config.drain_timeout = args.drain_timeout;
+    server_config.shutdown_delay = args.shutdown_delay;
+    server_config.access_log = args.access_log;
     server_config.sse_readers_max = args.sse_readers_max;
     server_config.sse_heartbeat = args.sse_heartbeat;
     server_config.sse_stall_timeout = args.sse_stall_timeout;

@@ -6,12 +6,14 @@
 
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
+use std::time::Duration;
 
 use engine::{Engine, HistogramSnapshot, LatencyHistogram, SubmitError};
 use prometheus_client::collector::Collector;
-use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, NoLabelSet};
+use prometheus_client::encoding::{DescriptorEncoder, EncodeMetric, MetricEncoder, NoLabelSet};
 use prometheus_client::metrics::counter::ConstCounter;
 use prometheus_client::metrics::gauge::ConstGauge;
+use prometheus_client::metrics::info::Info;
 use prometheus_client::metrics::MetricType;
 use prometheus_client::registry::{Registry, Unit};
 
@@ -153,6 +155,8 @@ const BATCH_BOUNDS: [u64; 6] = [1, 10, 100, 1_000, 10_000, 100_000];
 #[derive(Debug)]
 pub(crate) struct Metrics {
     requests: Vec<[AtomicU64; 5]>,
+    /// Time from a request's head to its answer's head, per route (`RouteId::LABELS`).
+    request_duration: Vec<LatencyHistogram>,
     signatures: [AtomicU64; SignatureOutcome::ALL.len()],
     validations: [AtomicU64; ValidationOutcome::ALL.len()],
     batch_lines: [AtomicU64; BATCH_BOUNDS.len() + 1],
@@ -187,6 +191,9 @@ impl Metrics {
             requests: (0..RouteId::LABELS.len())
                 .map(|_| Default::default())
                 .collect(),
+            request_duration: (0..RouteId::LABELS.len())
+                .map(|_| LatencyHistogram::default())
+                .collect(),
             signatures: Default::default(),
             validations: Default::default(),
             batch_lines: Default::default(),
@@ -201,10 +208,12 @@ impl Metrics {
         }
     }
 
-    pub fn request(&self, route: Option<RouteId>, status: u16) {
+    /// Counts one answer, by route and status class, and the time it took.
+    pub fn request(&self, route: Option<RouteId>, status: u16, took: Duration) {
         let route = route.map_or(RouteId::LABELS.len() - 1, |r| r as usize);
         let class = usize::from(status / 100).clamp(1, 5) - 1;
         self.requests[route][class].fetch_add(1, Ordering::Relaxed);
+        self.request_duration[route].record(took);
     }
 
     /// Counts one signature's outcome.
@@ -253,6 +262,14 @@ pub(crate) fn registry(
     deliveries: Arc<Deliveries>,
 ) -> Registry {
     let mut registry = Registry::with_prefix("ingest");
+    registry.register(
+        "build",
+        "The server's version and the commit it was built from",
+        Info::new(vec![
+            ("version", env!("CARGO_PKG_VERSION")),
+            ("revision", env!("INGEST_REVISION")),
+        ]),
+    );
     registry.register_collector(Box::new(Scrape {
         metrics,
         engine,
@@ -284,6 +301,13 @@ fn seconds_histogram(
     help: &str,
     snapshot: &HistogramSnapshot,
 ) -> Fmt {
+    let mut metric =
+        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
+    encode_snapshot(&mut metric, snapshot)
+}
+
+/// One histogram's samples from its snapshot (buckets from cumulative counts).
+fn encode_snapshot(metric: &mut MetricEncoder, snapshot: &HistogramSnapshot) -> Fmt {
     let mut buckets = Vec::with_capacity(snapshot.cumulative_counts.len());
     let mut previous = 0;
     for (at, &cumulative) in snapshot.cumulative_counts.iter().enumerate() {
@@ -295,8 +319,6 @@ fn seconds_histogram(
         buckets.push((bound, cumulative - previous));
         previous = cumulative;
     }
-    let mut metric =
-        encoder.encode_descriptor(name, help, Some(&Unit::Seconds), MetricType::Histogram)?;
     metric.encode_histogram::<NoLabelSet>(snapshot.sum_seconds, snapshot.count(), &buckets, None)
 }
 
@@ -321,6 +343,23 @@ impl Collector for Scrape {
                     let labels = [("route", RouteId::LABELS[route]), ("class", CLASSES[class])];
                     ConstCounter::new(value).encode(family.encode_family(&labels)?)?;
                 }
+            }
+        }
+        {
+            let mut family = encoder.encode_descriptor(
+                "http_request_duration",
+                "Time from a request's head to its answer's head, by route (the event stream: to \
+                 its first byte)",
+                Some(&Unit::Seconds),
+                MetricType::Histogram,
+            )?;
+            for (route, histogram) in m.request_duration.iter().enumerate() {
+                let snapshot = histogram.snapshot();
+                if snapshot.count() == 0 {
+                    continue;
+                }
+                let labels = [("route", RouteId::LABELS[route])];
+                encode_snapshot(&mut family.encode_family(&labels)?, &snapshot)?;
             }
         }
         {

@@ -70,12 +70,33 @@ impl Server {
             tokio::spawn(async move { hub.run(engine, stop).await })
         };
         let deliveries = start_deliveries(&state);
+        tokio::spawn(watch_storage(
+            state.engine.clone(),
+            state.stop_streams.subscribe(),
+        ));
         let connections = Arc::new(Semaphore::new(state.config.connections_max));
         let graceful = GracefulShutdown::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        // Set once the shutdown signal came, when a shutdown delay is configured: until then
+        // the listener still accepts.
+        let mut listen_until: Option<tokio::time::Instant> = None;
         loop {
-            let (stream, _peer) = tokio::select! {
-                () = &mut shutdown => break,
+            let (stream, peer) = tokio::select! {
+                () = &mut shutdown, if listen_until.is_none() => {
+                    let delay = state.config.shutdown_delay;
+                    if delay.is_zero() {
+                        break;
+                    }
+                    state.draining.store(true, Ordering::Release);
+                    tracing::info!(
+                        delay = %humantime::format_duration(delay),
+                        "shutting down: /readyz answers 503 and every answer closes its \
+                         connection; the listener closes after the delay"
+                    );
+                    listen_until = Some(tokio::time::Instant::now() + delay);
+                    continue;
+                }
+                () = sleep_until(listen_until), if listen_until.is_some() => break,
                 accepted = listener.accept() => match accepted {
                     Ok(accepted) => accepted,
                     Err(e) => {
@@ -105,7 +126,12 @@ impl Server {
                 .serve_connection(
                     TokioIo::new(Watched::new(stream, clock.clone())),
                     service_fn(move |request| {
-                        handlers::handle(service_state.clone(), service_clock.clone(), request)
+                        handlers::handle(
+                            service_state.clone(),
+                            service_clock.clone(),
+                            peer,
+                            request,
+                        )
                     }),
                 );
             let connection = graceful.watch(connection);
@@ -229,4 +255,54 @@ async fn refuse(mut stream: TcpStream, retry_after_s: u32) {
         std::io::Result::Ok(())
     };
     let _ = tokio::time::timeout(Duration::from_secs(1), answer).await;
+}
+
+/// Completes at `until`; never, without one.
+async fn sleep_until(until: Option<tokio::time::Instant>) {
+    match until {
+        Some(until) => tokio::time::sleep_until(until).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Logs the store's health as it changes, until the server stops: an error when it starts
+/// failing (signatures are refused from then on) and every 10 s while errors go on, info when
+/// it is back.
+async fn watch_storage(engine: Engine, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let (mut healthy, mut errors, _) = engine.storage_health();
+    let mut logged = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_millis(250));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = tick.tick() => {}
+            _ = stop.wait_for(|stopped| *stopped) => return,
+        }
+        let (now_healthy, now_errors, last_error) = engine.storage_health();
+        let last_error = last_error.unwrap_or_default();
+        match (healthy, now_healthy) {
+            (true, false) => tracing::error!(
+                errors = now_errors,
+                error = %last_error,
+                "storage failing: signatures are refused until the store takes writes again"
+            ),
+            (false, true) => tracing::info!(errors = now_errors, "storage healthy again"),
+            (false, false)
+                if now_errors > errors && logged.elapsed() >= Duration::from_secs(10) =>
+            {
+                tracing::error!(errors = now_errors, error = %last_error, "storage still failing");
+            }
+            (false, false) => continue,
+            (true, true) if now_errors > errors => tracing::warn!(
+                errors = now_errors,
+                error = %last_error,
+                "storage error"
+            ),
+            _ => {}
+        }
+        if now_errors > errors || healthy != now_healthy {
+            logged = Instant::now();
+        }
+        (healthy, errors) = (now_healthy, now_errors);
+    }
 }

@@ -6,13 +6,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 
 use engine::Engine;
-use prometheus_client::registry::Registry;
 use tokio::sync::Semaphore;
 
 use crate::auth::Keys;
 use crate::config::ServerConfig;
 use crate::delivery::Deliveries;
 use crate::events::Hub;
+use crate::exposition::Exposition;
 use crate::metrics::{self, Metrics};
 use crate::request::BodyBudget;
 
@@ -43,7 +43,7 @@ pub(crate) struct State {
     /// worker thread's cache (tests run several servers on shared threads).
     pub instance: u64,
     pub metrics: Arc<Metrics>,
-    pub registry: Registry,
+    pub exposition: Exposition,
     /// Renders each new event once for the stream readers.
     pub hub: Arc<Hub>,
     /// Set when the server drains: streams end and webhook deliveries stop.
@@ -83,12 +83,12 @@ impl State {
             keys: Keys::new(&config.api_keys, config.rate_limit_per_key),
             inflight: Arc::new(Semaphore::new(config.inflight_max)),
             batch_inflight: Arc::new(Semaphore::new(config.batch_inflight_max)),
-            registry: metrics::registry(
+            exposition: Exposition::new(metrics::registry(
                 metrics.clone(),
                 engine.clone(),
                 [small_body_budget.clone(), batch_body_budget.clone()],
                 Arc::clone(&deliveries),
-            ),
+            )),
             small_body_budget,
             batch_body_budget,
             draining: AtomicBool::new(false),

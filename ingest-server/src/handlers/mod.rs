@@ -18,12 +18,15 @@ mod validations;
 mod webhooks;
 
 use std::convert::Infallible;
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
+use std::time::Instant;
 
 use engine::ListName;
 
 use hyper::body::Incoming;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderName, HeaderValue};
 use hyper::http::request::Parts;
 use hyper::{Request, StatusCode, Version};
 
@@ -33,22 +36,31 @@ use crate::routes::{route, NoRoute, RouteId};
 use crate::state::State;
 use crate::watchdog::Clock;
 
-/// The service function: routes, answers, counts.
+/// The service function: routes, answers, counts, and tags the answer with the request's id.
 pub(crate) async fn handle(
     state: Arc<State>,
     clock: Arc<Clock>,
+    peer: SocketAddr,
     request: Request<Incoming>,
 ) -> Result<hyper::Response<Reply>, Infallible> {
+    let started = Instant::now();
     clock.request_started();
     let (parts, body) = request.into_parts();
+    let request_id = request_id(&parts.headers);
     let get = parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD;
     if get && parts.uri.path() == EVENT_STREAM {
         // The one streamed answer: the connection is serving until the stream ends (its body
         // marks the request done when dropped).
-        let response = events::stream(&state, &clock, &parts.headers, parts.uri.query());
-        state
-            .metrics
-            .request(Some(RouteId::EventStream), response.status().as_u16());
+        let mut response = events::stream(&state, &clock, &parts.headers, parts.uri.query());
+        finish(
+            &state,
+            &parts,
+            Some(RouteId::EventStream),
+            &mut response,
+            request_id,
+            started,
+            peer,
+        );
         if let Reply::Full(_) = response.body() {
             clock.request_done();
         }
@@ -57,9 +69,72 @@ pub(crate) async fn handle(
     let mut body = Body::new(body);
     let (route_id, mut response) = dispatch(&state, &parts, &mut body).await;
     finish_unread(&mut body, &mut response).await;
-    state.metrics.request(route_id, response.status().as_u16());
+    finish(
+        &state,
+        &parts,
+        route_id,
+        &mut response,
+        request_id,
+        started,
+        peer,
+    );
     clock.request_done();
     Ok(response.map(Reply::Full))
+}
+
+/// What every answer gets last: its request's id, `Connection: close` while the server is
+/// shutting down, its count and time in the metrics, and its access log line.
+fn finish<B>(
+    state: &State,
+    request: &Parts,
+    route_id: Option<RouteId>,
+    response: &mut hyper::Response<B>,
+    request_id: HeaderValue,
+    started: Instant,
+    peer: SocketAddr,
+) {
+    let headers = response.headers_mut();
+    if state.draining.load(Ordering::Relaxed) {
+        // During the shutdown delay: the client opens its next connection, which the load
+        // balancer sends elsewhere once it has seen /readyz fail.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    let took = started.elapsed();
+    let status = response.status().as_u16();
+    state.metrics.request(route_id, status, took);
+    if state.config.access_log {
+        tracing::info!(
+            target: "access",
+            method = %request.method,
+            path = request.uri.path(),
+            route = route_id.map_or("unmatched", |r| RouteId::LABELS[r as usize]),
+            status,
+            micros = took.as_micros() as u64,
+            request_id = request_id.to_str().unwrap_or(""),
+            peer = %peer,
+        );
+    }
+    response.headers_mut().insert(REQUEST_ID, request_id);
+}
+
+/// `X-Request-Id`: taken from the request when it sends a usable one (1 to 128 visible ASCII
+/// characters), else made: 32 random hex digits. Echoed on the answer and logged with it.
+const REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+fn request_id(headers: &HeaderMap) -> HeaderValue {
+    if let Some(given) = headers.get(REQUEST_ID) {
+        let bytes = given.as_bytes();
+        if !bytes.is_empty() && bytes.len() <= 128 && bytes.iter().all(|b| b.is_ascii_graphic()) {
+            return given.clone();
+        }
+    }
+    let mut text = [0u8; 32];
+    let random: u128 = rand::random();
+    for (at, digit) in text.iter_mut().enumerate() {
+        let nibble = (random >> (4 * at)) as u8 & 0xf;
+        *digit = b"0123456789abcdef"[usize::from(nibble)];
+    }
+    HeaderValue::from_bytes(&text).expect("hex digits are a valid header value")
 }
 
 /// The path of the event stream (`RouteId::EventStream`), answered before the other routes.
@@ -141,7 +216,7 @@ async fn dispatch(state: &State, request: &Parts, body: &mut Body) -> (Option<Ro
         RouteId::InvalidationList => invalidations::list(state, &request.headers),
         RouteId::InvalidationGet => invalidations::get(state, id, &request.headers),
         RouteId::InvalidationCancel => invalidations::cancel(state, id, &request.headers).await,
-        RouteId::Metrics => operations::metrics(state),
+        RouteId::Metrics => operations::metrics(state, &request.headers),
         RouteId::Livez => operations::livez(),
         RouteId::Readyz => operations::readyz(state),
         RouteId::OpenApi => operations::openapi(),

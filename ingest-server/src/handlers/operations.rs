@@ -5,9 +5,10 @@ use std::sync::atomic::Ordering;
 
 use bytes::Bytes;
 use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::StatusCode;
 
+use crate::exposition::Format;
 use crate::response::{error, json, Response};
 use crate::state::State;
 
@@ -21,21 +22,27 @@ pub(crate) fn openapi() -> Response {
     json(StatusCode::OK, crate::OPENAPI_JSON)
 }
 
-/// `GET /metrics`: the Prometheus exposition (OpenMetrics text).
-pub(crate) fn metrics(state: &State) -> Response {
-    let mut text = String::with_capacity(8 * 1024);
-    if prometheus_client::encoding::text::encode(&mut text, &state.registry).is_err() {
+/// `GET /metrics`: the Prometheus exposition, OpenMetrics text or the text format 0.0.4 as
+/// `Accept` prefers (see `exposition`).
+pub(crate) fn metrics(state: &State, headers: &HeaderMap) -> Response {
+    let accept = headers
+        .get(header::ACCEPT)
+        .and_then(|value| value.to_str().ok());
+    let format = Format::negotiate(accept);
+    let Ok(text) = state.exposition.render(format) else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "metrics encoding failed",
         );
-    }
+    };
     let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
-    response.headers_mut().insert(
+    let headers = response.headers_mut();
+    headers.insert(
         header::CONTENT_TYPE,
-        HeaderValue::from_static("application/openmetrics-text; version=1.0.0; charset=utf-8"),
+        HeaderValue::from_static(format.content_type()),
     );
+    headers.insert(header::VARY, HeaderValue::from_static("accept"));
     response
 }
 

@@ -515,7 +515,16 @@ async fn metrics_parse_and_count() {
         (200, Some("ready"))
     );
 
-    let reply = server.send(Method::GET, "/metrics", &[], "").await;
+    // As Prometheus asks: OpenMetrics (the text format is checked by `promtool` in
+    // `operators`).
+    let reply = server
+        .send(
+            Method::GET,
+            "/metrics",
+            &[("accept", "application/openmetrics-text; version=1.0.0")],
+            "",
+        )
+        .await;
     assert_eq!(reply.status, 200);
     let text = String::from_utf8(reply.body.to_vec()).unwrap();
     let mut samples = std::collections::HashMap::new();
@@ -525,8 +534,14 @@ async fn metrics_parse_and_count() {
             let mut parts = rest.split(' ');
             let name = parts.next().unwrap();
             let kind = parts.next().unwrap();
-            assert!(name.starts_with("ingest_"), "{line}");
-            assert!(["counter", "gauge", "histogram"].contains(&kind), "{line}");
+            assert!(
+                name.starts_with("ingest_") || name.starts_with("process_"),
+                "{line}"
+            );
+            assert!(
+                ["counter", "gauge", "histogram", "info"].contains(&kind),
+                "{line}"
+            );
             families.insert(name.to_string());
             continue;
         }
@@ -547,7 +562,10 @@ async fn metrics_parse_and_count() {
                 .unwrap_or_else(|| panic!("labels in {line}"));
             for pair in labels.split(',') {
                 let (key, value) = pair.split_once('=').unwrap();
-                assert!(["route", "class", "outcome", "le"].contains(&key), "{line}");
+                assert!(
+                    ["route", "class", "outcome", "le", "version", "revision"].contains(&key),
+                    "{line}"
+                );
                 assert!(value.starts_with('"') && value.ends_with('"'), "{line}");
                 assert!(!value.contains('@'), "no email in labels: {line}");
             }
@@ -564,6 +582,10 @@ async fn metrics_parse_and_count() {
         "ingest_queue_signatures",
         "ingest_index_entries",
         "ingest_recovery_seconds",
+        "ingest_build",
+        "ingest_http_request_duration_seconds",
+        "process_cpu_seconds",
+        "process_resident_memory_bytes",
     ] {
         assert!(families.contains(family), "{family} missing from:\n{text}");
     }

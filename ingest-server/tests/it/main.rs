@@ -9,6 +9,7 @@ mod invalidations;
 mod lifecycle;
 mod limits;
 mod openapi;
+mod operators;
 mod places;
 mod quick_start;
 mod sigterm;

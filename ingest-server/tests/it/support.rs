@@ -235,14 +235,19 @@ impl Reply {
 
 impl Conn {
     pub async fn open(addr: SocketAddr) -> Conn {
-        let stream = TcpStream::connect(addr).await.expect("connects");
+        Conn::try_open(addr).await.expect("connects")
+    }
+
+    /// A connection, or why none could be made (refused, ...).
+    pub async fn try_open(addr: SocketAddr) -> std::io::Result<Conn> {
+        let stream = TcpStream::connect(addr).await?;
         let (sender, connection) = http1::handshake(TokioIo::new(stream))
             .await
-            .expect("handshake");
+            .map_err(std::io::Error::other)?;
         tokio::spawn(async move {
             let _ = connection.await;
         });
-        Conn { sender }
+        Ok(Conn { sender })
     }
 
     pub async fn send(
@@ -322,10 +327,13 @@ pub fn start_binary(
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
             let Ok(line) = line else { break };
-            if let Some(at) = line.find("listen=") {
-                let addr = line[at + 7..].split_whitespace().next().unwrap_or("");
-                if let Ok(addr) = addr.parse() {
-                    let _ = found.send(addr);
+            // `listen=ADDR` in text logs, `"listen":"ADDR"` in JSON ones.
+            for (key, end) in [("listen=", ' '), ("\"listen\":\"", '"')] {
+                if let Some(at) = line.find(key) {
+                    let addr = line[at + key.len()..].split(end).next().unwrap_or("");
+                    if let Ok(addr) = addr.parse() {
+                        let _ = found.send(addr);
+                    }
                 }
             }
             lines.push(line);
@@ -361,7 +369,6 @@ pub fn raw_status(answer: &str) -> u16 {
 /// named by the variable `env` (e.g. `PROMTOOL=/opt/bin/promtool`). Missing, the test is
 /// skipped with a message saying what to install, unless `INGEST_TEST_TOOLS=required` (as
 /// `.ci/run` sets, after installing them): then a missing program fails the test.
-#[allow(dead_code)]
 pub fn tool(test: &str, names: &[&str], env: &str, install: &str) -> Option<std::path::PathBuf> {
     let found = std::env::var_os(env)
         .map(std::path::PathBuf::from)

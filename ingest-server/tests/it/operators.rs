@@ -1,0 +1,324 @@
+//! What operators rely on: metrics that `promtool` accepts, in the format the scraper asks
+//! for; request ids; JSON and access logs; and a shutdown delay that a load balancer can
+//! follow without a refused connection.
+
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use engine::{Config, Engine, NewSignature, Outcome};
+use hyper::Method;
+
+use crate::support::{start_binary, tool, Conn, TestServer, ADMIN, INGEST};
+
+const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
+     application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_pass_promtool_and_come_in_the_format_asked_for() {
+    let server = TestServer::start(|_| {}).await;
+    let put = server
+        .send(
+            Method::PUT,
+            "/v1/petitions/m",
+            &[("authorization", ADMIN)],
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    let signed = server
+        .send(
+            Method::POST,
+            "/v1/petitions/m/signatures",
+            &[
+                ("authorization", INGEST),
+                ("content-type", "application/json"),
+            ],
+            r#"{"email":"a@example.org"}"#,
+        )
+        .await;
+    assert_eq!(signed.status, 201);
+
+    // Without Accept (curl, promtool): the text format 0.0.4.
+    let text = server.send(Method::GET, "/metrics", &[], "").await;
+    assert_eq!(text.status, 200);
+    assert_eq!(
+        text.header("content-type"),
+        Some("text/plain; version=0.0.4; charset=utf-8")
+    );
+    let body = String::from_utf8(text.body.to_vec()).unwrap();
+    for expected in [
+        "# TYPE ingest_signatures_total counter\n",
+        "ingest_signatures_total{outcome=\"accepted\"} 1\n",
+        "# TYPE ingest_build_info gauge\n",
+        "ingest_build_info{version=\"",
+        "ingest_http_request_duration_seconds_bucket{le=\"+Inf\",route=\"sign\"} 1\n",
+        "ingest_http_request_duration_seconds_count{route=\"petition_put\"} 1\n",
+        "# TYPE process_cpu_seconds_total counter\n",
+        "process_resident_memory_bytes ",
+        "process_open_fds ",
+        "process_start_time_seconds ",
+    ] {
+        assert!(
+            body.contains(expected),
+            "{expected:?} missing from:\n{body}"
+        );
+    }
+    assert!(!body.contains("# EOF") && !body.contains("# UNIT"));
+
+    // Prometheus's own Accept: OpenMetrics.
+    let openmetrics = server
+        .send(
+            Method::GET,
+            "/metrics",
+            &[("accept", PROMETHEUS_ACCEPT)],
+            "",
+        )
+        .await;
+    assert_eq!(
+        openmetrics.header("content-type"),
+        Some("application/openmetrics-text; version=1.0.0; charset=utf-8")
+    );
+    let om = String::from_utf8(openmetrics.body.to_vec()).unwrap();
+    assert!(om.ends_with("# EOF\n"), "{om}");
+    assert!(om.contains("# TYPE ingest_signatures counter\n"));
+    assert!(om.contains("# TYPE ingest_build info\n"));
+    server.stop().await;
+
+    let Some(promtool) = tool(
+        "metrics_pass_promtool_and_come_in_the_format_asked_for",
+        &["promtool"],
+        "PROMTOOL",
+        "apt-get install prometheus",
+    ) else {
+        return;
+    };
+    let mut check = Command::new(promtool)
+        .args(["check", "metrics"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    check
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(body.as_bytes())
+        .unwrap();
+    let out = check.wait_with_output().unwrap();
+    let said = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool check metrics: {said}");
+    assert_eq!(said.trim(), "", "promtool's lint findings");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn request_ids_are_echoed_or_made() {
+    let server = TestServer::start(|_| {}).await;
+    let given = server
+        .send(Method::GET, "/livez", &[("x-request-id", "lb-7f3a:42")], "")
+        .await;
+    assert_eq!(given.header("x-request-id"), Some("lb-7f3a:42"));
+
+    let is_made = |id: Option<&str>| {
+        id.is_some_and(|id| id.len() == 32 && id.bytes().all(|b| b.is_ascii_hexdigit()))
+    };
+    let first = server.send(Method::GET, "/v1/nothing-here", &[], "").await;
+    let second = server.send(Method::GET, "/livez", &[], "").await;
+    assert_eq!(first.status, 404);
+    assert!(is_made(first.header("x-request-id")), "{first:?}");
+    assert!(is_made(second.header("x-request-id")), "{second:?}");
+    assert_ne!(first.header("x-request-id"), second.header("x-request-id"));
+
+    // Unusable ids are replaced: too long, or with a space.
+    let long = "x".repeat(129);
+    for bad in [long.as_str(), "has space"] {
+        let reply = server
+            .send(Method::GET, "/livez", &[("x-request-id", bad)], "")
+            .await;
+        assert!(is_made(reply.header("x-request-id")), "{bad}: {reply:?}");
+    }
+    server.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn json_logs_carry_the_access_log() {
+    let dir = tempfile::tempdir().unwrap();
+    let (child, addr, logs) = start_binary(dir.path(), &["--log-format", "json", "--access-log"]);
+    let mut conn = Conn::open(addr).await;
+    let reply = conn
+        .send(
+            Method::GET,
+            "/v1/petitions/none",
+            &[("x-request-id", "trace-1")],
+            "",
+        )
+        .await;
+    assert_eq!(reply.status, 404);
+    drop(conn);
+    stop(child);
+    let logs = logs.join().unwrap();
+    let lines: Vec<serde_json::Value> = logs
+        .iter()
+        .map(|line| serde_json::from_str(line).unwrap_or_else(|e| panic!("not JSON ({e}): {line}")))
+        .collect();
+    let access = lines
+        .iter()
+        .find(|line| line["target"] == "access" && line["request_id"] == "trace-1")
+        .unwrap_or_else(|| panic!("no access line: {logs:#?}"));
+    assert_eq!(access["level"], "INFO");
+    assert_eq!(access["method"], "GET");
+    assert_eq!(access["path"], "/v1/petitions/none");
+    assert_eq!(access["route"], "petition_get");
+    assert_eq!(access["status"], 404);
+    assert!(access["micros"].as_u64().is_some(), "{access}");
+    assert!(lines.iter().any(|line| line["listen"] == addr.to_string()));
+}
+
+/// SIGTERM, and waits for the exit: it must be clean.
+fn stop(mut child: std::process::Child) {
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    assert!(child.wait().unwrap().success());
+}
+
+/// With `--shutdown-delay`, a SIGTERM under load turns `/readyz` to 503 and closes each
+/// connection after its answer, while new connections are still taken: clients that
+/// reconnect see no refused connection and no failed request, and every acknowledged
+/// signature is stored.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn shutdown_delay_refuses_no_connection_and_loses_nothing() {
+    let dir = tempfile::tempdir().unwrap();
+    let (mut child, addr, logs) = start_binary(dir.path(), &["--shutdown-delay", "4s"]);
+    let mut admin = Conn::open(addr).await;
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while admin.send(Method::GET, "/readyz", &[], "").await.status != 200 {
+        assert!(Instant::now() < deadline, "never ready");
+        tokio::task::yield_now().await;
+    }
+    let put = admin
+        .send(
+            Method::PUT,
+            "/v1/petitions/p",
+            &[("authorization", ADMIN)],
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 201);
+    drop(admin);
+
+    // Load: 8 workers signing distinct signers; a worker opens a new connection whenever an
+    // answer says `Connection: close`. They stop 2 s after the signal, within the delay.
+    let signalled = Arc::new(AtomicBool::new(false));
+    let stop_at = Arc::new(std::sync::Mutex::new(None::<Instant>));
+    let mut workers = Vec::new();
+    for worker in 0..8 {
+        let (signalled, stop_at) = (signalled.clone(), stop_at.clone());
+        workers.push(tokio::spawn(async move {
+            let (mut acked, mut closes_after_signal) = (Vec::new(), 0u32);
+            let mut conn = Conn::try_open(addr).await.expect("connects before SIGTERM");
+            for n in 0.. {
+                if stop_at
+                    .lock()
+                    .unwrap()
+                    .is_some_and(|at| Instant::now() >= at)
+                {
+                    break;
+                }
+                let email = format!("w{worker}-{n}@example.org");
+                let reply = conn
+                    .try_send(
+                        Method::POST,
+                        "/v1/petitions/p/signatures",
+                        &[
+                            ("authorization", INGEST),
+                            ("content-type", "application/json"),
+                        ],
+                        format!(r#"{{"email":"{email}"}}"#),
+                    )
+                    .await
+                    .unwrap_or_else(|e| panic!("request failed (signalled: {signalled:?}): {e}"));
+                assert_eq!(reply.status, 201, "{reply:?}");
+                acked.push(email);
+                if reply.header("connection") == Some("close") {
+                    assert!(signalled.load(Ordering::Acquire), "closed before SIGTERM");
+                    closes_after_signal += 1;
+                    conn = Conn::try_open(addr)
+                        .await
+                        .unwrap_or_else(|e| panic!("connection refused during the delay: {e}"));
+                }
+            }
+            (acked, closes_after_signal)
+        }));
+    }
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    signalled.store(true, Ordering::Release);
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    *stop_at.lock().unwrap() = Some(Instant::now() + Duration::from_secs(2));
+
+    // /readyz, on new connections: 503 `draining` once the signal is handled.
+    let deadline = Instant::now() + Duration::from_secs(2);
+    loop {
+        let mut probe = Conn::try_open(addr)
+            .await
+            .unwrap_or_else(|e| panic!("connection refused during the delay: {e}"));
+        let ready = probe.send(Method::GET, "/readyz", &[], "").await;
+        if ready.status == 503 {
+            assert_eq!(ready.code(), "draining");
+            assert_eq!(ready.header("connection"), Some("close"));
+            break;
+        }
+        assert!(Instant::now() < deadline, "/readyz still {ready:?}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+
+    let mut acked = Vec::new();
+    let mut closes = 0;
+    for worker in workers {
+        let (worker_acked, worker_closes) = worker.await.unwrap();
+        acked.extend(worker_acked);
+        closes += worker_closes;
+    }
+    assert!(closes >= 8, "every worker was told to close: {closes}");
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    let logs = logs.join().unwrap();
+    assert!(exit.success(), "exit {exit:?}; logs:\n{}", logs.join("\n"));
+    assert!(
+        logs.iter().any(|l| l.contains("shutting down")),
+        "{}",
+        logs.join("\n")
+    );
+
+    let engine = Engine::open(Config::persistent(dir.path())).unwrap();
+    engine.wait_ready().unwrap();
+    assert_eq!(engine.count("p").unwrap(), acked.len() as u64);
+    let answers = engine.submit_batch(
+        acked
+            .iter()
+            .map(|e| NewSignature::new("p", e.as_str()))
+            .collect(),
+    );
+    for (email, answer) in acked.iter().zip(answers) {
+        assert!(
+            matches!(answer, Ok(Outcome::Duplicate { .. })),
+            "{email} acknowledged but not stored: {answer:?}"
+        );
+    }
+    engine.close().unwrap();
+}
