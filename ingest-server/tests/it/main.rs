@@ -3,6 +3,7 @@
 
 mod api;
 mod controls;
+mod deploy;
 mod events;
 mod exhaustion;
 mod invalidations;
