@@ -2,6 +2,7 @@
 #![allow(clippy::unwrap_used)]
 
 mod api;
+mod console;
 mod controls;
 mod deploy;
 mod events;
