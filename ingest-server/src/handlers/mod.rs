@@ -112,6 +112,7 @@ fn finish<B>(
             micros = took.as_micros() as u64,
             request_id = request_id.to_str().unwrap_or(""),
             peer = %peer,
+            "request"
         );
     }
     response.headers_mut().insert(REQUEST_ID, request_id);
