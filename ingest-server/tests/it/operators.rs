@@ -7,10 +7,11 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{Config, Engine, NewSignature, Outcome};
 use hyper::Method;
 
-use crate::support::{start_binary, tool, Conn, TestServer, ADMIN, INGEST};
+use crate::support::{
+    exited_and_stored, ready_with_petition, start_binary, tool, Conn, TestServer, ADMIN, INGEST,
+};
 
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
      application/openmetrics-text;version=0.0.1;q=0.75,text/plain;version=0.0.4;q=0.5,*/*;q=0.1";
@@ -198,23 +199,8 @@ fn stop(mut child: std::process::Child) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn shutdown_delay_refuses_no_connection_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, logs) = start_binary(dir.path(), &["--shutdown-delay", "4s"]);
-    let mut admin = Conn::open(addr).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while admin.send(Method::GET, "/readyz", &[], "").await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::task::yield_now().await;
-    }
-    let put = admin
-        .send(
-            Method::PUT,
-            "/v1/petitions/p",
-            &[("authorization", ADMIN)],
-            "{}",
-        )
-        .await;
-    assert_eq!(put.status, 201);
-    drop(admin);
+    let (child, addr, logs) = start_binary(dir.path(), &["--shutdown-delay", "4s"]);
+    ready_with_petition(addr, "p").await;
 
     // Load: 8 workers signing distinct signers; a worker opens a new connection whenever an
     // answer says `Connection: close`. They stop 2 s after the signal, within the delay.
@@ -293,32 +279,6 @@ async fn shutdown_delay_refuses_no_connection_and_loses_nothing() {
         closes += worker_closes;
     }
     assert!(closes >= 8, "every worker was told to close: {closes}");
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = logs.join().unwrap();
-    assert!(exit.success(), "exit {exit:?}; logs:\n{}", logs.join("\n"));
-    assert!(
-        logs.iter().any(|l| l.contains("shutting down")),
-        "{}",
-        logs.join("\n")
-    );
-
-    let engine = Engine::open(Config::persistent(dir.path())).unwrap();
-    engine.wait_ready().unwrap();
-    assert_eq!(engine.count("p").unwrap(), acked.len() as u64);
-    let answers = engine.submit_batch(
-        acked
-            .iter()
-            .map(|e| NewSignature::new("p", e.as_str()))
-            .collect(),
-    );
-    for (email, answer) in acked.iter().zip(answers) {
-        assert!(
-            matches!(answer, Ok(Outcome::Duplicate { .. })),
-            "{email} acknowledged but not stored: {answer:?}"
-        );
-    }
-    engine.close().unwrap();
+    let count = exited_and_stored(child, logs, "shutting down", dir.path(), "p", &acked).await;
+    assert_eq!(count, acked.len() as u64);
 }

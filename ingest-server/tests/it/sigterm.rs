@@ -6,31 +6,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use engine::{Config, Engine, NewSignature, Outcome};
 use hyper::Method;
 
-use crate::support::{start_binary, Conn, ADMIN, INGEST};
+use crate::support::{exited_and_stored, ready_with_petition, start_binary, Conn, INGEST};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
-    let (mut child, addr, logs) = start_binary(dir.path(), &[]);
+    let (child, addr, logs) = start_binary(dir.path(), &[]);
 
+    ready_with_petition(addr, "p").await;
     let mut admin = Conn::open(addr).await;
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while admin.send(Method::GET, "/readyz", &[], "").await.status != 200 {
-        assert!(Instant::now() < deadline, "never ready");
-        tokio::task::yield_now().await;
-    }
-    let put = admin
-        .send(
-            Method::PUT,
-            "/v1/petitions/p",
-            &[("authorization", ADMIN)],
-            "{}",
-        )
-        .await;
-    assert_eq!(put.status, 201);
 
     // Load: 16 keep-alive connections submitting distinct signers until the server goes away.
     let signalled = Arc::new(AtomicBool::new(false));
@@ -103,39 +89,12 @@ async fn sigterm_under_load_drains_and_loses_nothing() {
         acked.extend(worker_acked);
         sent += worker_sent;
     }
-    let exit = tokio::task::spawn_blocking(move || child.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    let logs = logs.join().unwrap();
-    assert!(exit.success(), "exit {exit:?}; logs:\n{}", logs.join("\n"));
-    assert!(
-        logs.iter().any(|l| l.contains("closed cleanly")),
-        "{}",
-        logs.join("\n")
-    );
     assert!(acked.len() >= 500, "only {} acknowledged", acked.len());
-
-    let engine = Engine::open(Config::persistent(dir.path())).unwrap();
-    engine.wait_ready().unwrap();
-    let count = engine.count("p").unwrap();
+    let count = exited_and_stored(child, logs, "closed cleanly", dir.path(), "p", &acked).await;
     assert!(
         count >= acked.len() as u64,
         "count {count} < acknowledged {}",
         acked.len()
     );
     assert!(count <= sent, "count {count} > sent {sent}");
-    let answers = engine.submit_batch(
-        acked
-            .iter()
-            .map(|e| NewSignature::new("p", e.as_str()))
-            .collect(),
-    );
-    for (email, answer) in acked.iter().zip(answers) {
-        assert!(
-            matches!(answer, Ok(Outcome::Duplicate { .. })),
-            "{email} acknowledged but not stored: {answer:?}"
-        );
-    }
-    engine.close().unwrap();
 }

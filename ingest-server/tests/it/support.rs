@@ -392,3 +392,63 @@ pub fn tool(test: &str, names: &[&str], env: &str, install: &str) -> Option<std:
     }
     found
 }
+
+/// Waits (up to 30 s) until the server at `addr` is ready, then registers petition `id`.
+pub async fn ready_with_petition(addr: SocketAddr, id: &str) {
+    let mut admin = Conn::open(addr).await;
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    while admin.send(Method::GET, "/readyz", &[], "").await.status != 200 {
+        assert!(std::time::Instant::now() < deadline, "never ready");
+        tokio::task::yield_now().await;
+    }
+    let put = admin
+        .send(
+            Method::PUT,
+            &format!("/v1/petitions/{id}"),
+            &[("authorization", ADMIN)],
+            "{}",
+        )
+        .await;
+    assert_eq!(put.status, 201, "{put:?}");
+}
+
+/// Waits for the real binary to exit, which must be with success and after logging `line`;
+/// reopens its store in `dir` and checks that every signer of `acked` is stored on petition
+/// `petition`. Returns the petition's count.
+pub async fn exited_and_stored(
+    mut child: std::process::Child,
+    logs: std::thread::JoinHandle<Vec<String>>,
+    line: &str,
+    dir: &std::path::Path,
+    petition: &str,
+    acked: &[String],
+) -> u64 {
+    let exit = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .expect("joined")
+        .expect("waited");
+    let logs = logs.join().expect("log lines");
+    assert!(exit.success(), "exit {exit:?}; logs:\n{}", logs.join("\n"));
+    assert!(
+        logs.iter().any(|l| l.contains(line)),
+        "no {line:?} in the logs:\n{}",
+        logs.join("\n")
+    );
+    let engine = Engine::open(Config::persistent(dir)).expect("the store opens");
+    engine.wait_ready().expect("ready");
+    let count = engine.count(petition).expect("the petition");
+    let answers = engine.submit_batch(
+        acked
+            .iter()
+            .map(|e| engine::NewSignature::new(petition, e.as_str()))
+            .collect(),
+    );
+    for (email, answer) in acked.iter().zip(answers) {
+        assert!(
+            matches!(answer, Ok(engine::Outcome::Duplicate { .. })),
+            "{email} acknowledged but not stored: {answer:?}"
+        );
+    }
+    engine.close().expect("closes");
+    count
+}
