@@ -90,6 +90,11 @@ struct Traffic {
     /// defaults: 1/60,5/300) or off. Only signatures with an address (--ips) are limited.
     #[arg(long, default_value = "1/60,5/300", value_parser = rate_limits_arg, value_name = "SPEC")]
     rate_limits: RateLimitsArg,
+    /// (petition, address) pairs the limits remember, 32 bytes each (1000 to 2^30; the
+    /// default 1000000: 32 MB). A small table stays in the CPU's caches: against the default,
+    /// it separates what the limits compute from what their memory costs.
+    #[arg(long, default_value_t = RateLimits::UK.entries, value_name = "N")]
+    rate_limit_entries: usize,
     /// Trending sources: the engine's slot budget (56 bytes a slot; the default 1048576) or
     /// off. Every signature's email domain is a source, and its address and network with --ips.
     #[arg(long, default_value = "1048576", value_parser = source_slots_arg, value_name = "N|off")]
@@ -133,6 +138,19 @@ fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
 }
 
 impl Traffic {
+    /// The limits `--rate-limits` and `--rate-limit-entries` ask for.
+    fn limits(&self) -> Result<Option<RateLimits>> {
+        let Some(limits) = self.rate_limits.0 else {
+            return Ok(None);
+        };
+        let limits = RateLimits {
+            entries: self.rate_limit_entries,
+            ..limits
+        };
+        limits.check().map_err(anyhow::Error::msg)?;
+        Ok(Some(limits))
+    }
+
     /// The workload of these flags in `shape`.
     fn workload(&self, shape: Shape) -> Workload {
         Workload::with(
@@ -857,7 +875,7 @@ fn drive(
 fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Stats, u64)> {
     let mut config = Config::in_memory();
     config.signatures_expected = traffic.signatures;
-    config.rate_limits = traffic.rate_limits.0;
+    config.rate_limits = traffic.limits()?;
     config.sources = traffic.source_slots.0;
     let engine = Engine::open(config)?;
     benches::lifecycle::register(&engine, traffic.petitions, engine::Validation::None)?;
@@ -1035,7 +1053,7 @@ fn durable(
     let mut config = Config::persistent(&data_dir);
     config.durability = durability;
     config.signatures_expected = traffic.signatures;
-    config.rate_limits = traffic.rate_limits.0;
+    config.rate_limits = traffic.limits()?;
     config.sources = traffic.source_slots.0;
     let engine = Engine::open(config)?;
     engine.wait_ready().map_err(anyhow::Error::msg)?;
