@@ -22,7 +22,7 @@ use serde_json::Value;
 use sha2::Sha256;
 use tokio::net::{TcpListener, TcpStream};
 
-use crate::support::{start_binary, Conn, TestServer, ADMIN, INGEST};
+use crate::support::{start_binary, Conn, KillOnPanic, TestServer, ADMIN, INGEST};
 
 /// One item of an event stream.
 #[derive(Debug, Clone, PartialEq)]
@@ -684,6 +684,7 @@ async fn kill_9_in_the_middle_of_deliveries_loses_nothing() {
     let (hook_addr, received) =
         receiver(Arc::clone(&secret), 0.0, seed(), Duration::from_millis(30)).await;
     let (mut child, addr) = start_server(dir.path());
+    let _kill = KillOnPanic(child.id());
     let mut admin = ready(addr).await;
     let json = ("content-type", "application/json");
     let put = admin
@@ -729,6 +730,7 @@ async fn kill_9_in_the_middle_of_deliveries_loses_nothing() {
     assert!(before < 31, "killed in the middle: {before} delivered");
 
     let (mut child, _addr) = start_server(dir.path());
+    let _kill = KillOnPanic(child.id());
     let first = wait_for(&received, 31).await;
     let expected: Vec<String> = (1..=31).map(|s| format!("evt_{s}")).collect();
     assert_eq!(first, expected, "every event, in order");

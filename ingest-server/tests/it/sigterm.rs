@@ -8,12 +8,15 @@ use std::time::{Duration, Instant};
 
 use hyper::Method;
 
-use crate::support::{exited_and_stored, ready_with_petition, start_binary, Conn, INGEST};
+use crate::support::{
+    exited_and_stored, ready_with_petition, start_binary, Conn, KillOnPanic, INGEST,
+};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_under_load_drains_and_loses_nothing() {
     let dir = tempfile::tempdir().unwrap();
     let (child, addr, logs) = start_binary(dir.path(), &[]);
+    let _kill = KillOnPanic(child.id());
 
     ready_with_petition(addr, "p").await;
     let mut admin = Conn::open(addr).await;

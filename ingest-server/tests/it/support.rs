@@ -304,6 +304,20 @@ pub fn start_binary(
     SocketAddr,
     std::thread::JoinHandle<Vec<String>>,
 ) {
+    let (child, addr, logs, _live) = start_binary_live(dir, extra);
+    (child, addr, logs)
+}
+
+/// [`start_binary`], and each log line also as it comes.
+pub fn start_binary_live(
+    dir: &std::path::Path,
+    extra: &[&str],
+) -> (
+    std::process::Child,
+    SocketAddr,
+    std::thread::JoinHandle<Vec<String>>,
+    std::sync::mpsc::Receiver<String>,
+) {
     use std::io::{BufRead, BufReader};
     use std::process::{Command, Stdio};
     let mut child = Command::new(env!("CARGO_BIN_EXE_ingest-server"))
@@ -323,6 +337,7 @@ pub fn start_binary(
         .expect("server starts");
     let stdout = child.stdout.take().expect("piped");
     let (found, listen) = std::sync::mpsc::channel::<SocketAddr>();
+    let (live, lines_live) = std::sync::mpsc::channel::<String>();
     let logs = std::thread::spawn(move || {
         let mut lines = Vec::new();
         for line in BufReader::new(stdout).lines() {
@@ -336,6 +351,8 @@ pub fn start_binary(
                     }
                 }
             }
+            // Nobody may be listening: then the line is only kept.
+            let _ = live.send(line.clone());
             lines.push(line);
         }
         lines
@@ -343,7 +360,24 @@ pub fn start_binary(
     let addr = listen
         .recv_timeout(Duration::from_secs(30))
         .expect("the server logs where it listens");
-    (child, addr, logs)
+    (child, addr, logs, lines_live)
+}
+
+/// Waits up to `within` for a log line holding every one of `parts`; returns it.
+pub fn wait_for_line(
+    lines: &std::sync::mpsc::Receiver<String>,
+    parts: &[&str],
+    within: Duration,
+) -> String {
+    let deadline = std::time::Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(std::time::Instant::now());
+        match lines.recv_timeout(left) {
+            Ok(line) if parts.iter().all(|part| line.contains(part)) => return line,
+            Ok(_) => {}
+            Err(e) => panic!("no log line with {parts:?} within {within:?} ({e})"),
+        }
+    }
 }
 
 /// Sends raw bytes on a new TCP connection and reads until the server closes it (or 10 s).
@@ -451,4 +485,18 @@ pub async fn exited_and_stored(
     }
     engine.close().expect("closes");
     count
+}
+
+/// Kills the process `pid` (a server started by [`start_binary`]) if the test panics, so a
+/// failing test leaves no server running (and holding the test run's output open).
+pub struct KillOnPanic(pub u32);
+
+impl Drop for KillOnPanic {
+    fn drop(&mut self) {
+        if std::thread::panicking() {
+            let _ = std::process::Command::new("kill")
+                .args(["-KILL", &self.0.to_string()])
+                .status();
+        }
+    }
 }
