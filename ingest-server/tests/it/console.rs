@@ -604,7 +604,8 @@ impl Lcg {
 struct Browser {
     child: Child,
     socket: WebSocket<TcpStream>,
-    session: String,
+    /// The DevTools id of the page's attachment (empty before): commands to the page carry it.
+    attached: String,
     next_id: u64,
     /// What the page logged as an error: exceptions, `console.error`/`warn`, and the
     /// browser's own error entries (a refused request, a policy violation).
@@ -670,7 +671,7 @@ impl Browser {
         let mut browser = Browser {
             child: browser_guard.0.take().unwrap(),
             socket,
-            session: String::new(),
+            attached: String::new(),
             next_id: 0,
             errors: Vec::new(),
             _profile: profile,
@@ -680,7 +681,7 @@ impl Browser {
             "Target.attachToTarget",
             json!({ "targetId": target["targetId"], "flatten": true }),
         );
-        browser.session = attached["sessionId"].as_str().unwrap().to_string();
+        browser.attached = attached["sessionId"].as_str().unwrap().to_string();
         for domain in ["Runtime.enable", "Log.enable", "Page.enable"] {
             browser.call(domain, json!({}));
         }
@@ -702,8 +703,8 @@ impl Browser {
         self.next_id += 1;
         let id = self.next_id;
         let mut message = json!({ "id": id, "method": method, "params": params });
-        if !self.session.is_empty() {
-            message["sessionId"] = self.session.as_str().into();
+        if !self.attached.is_empty() {
+            message["sessionId"] = self.attached.as_str().into();
         }
         self.socket
             .send(Message::text(message.to_string()))
@@ -810,7 +811,7 @@ impl Browser {
 
     /// Closes the browser and waits for it to exit (killed after 10 s).
     fn close(mut self) {
-        self.session.clear();
+        self.attached.clear();
         let _ = self.socket.send(Message::text(
             json!({ "id": 0, "method": "Browser.close" }).to_string(),
         ));
