@@ -99,14 +99,14 @@ fn to_text_format(openmetrics: &str) -> String {
             let (name, text) = rest.split_once(' ').unwrap_or((rest, ""));
             help = Some((name, text));
         } else if let Some(rest) = line.strip_prefix("# TYPE ") {
-            let (name, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
+            let (family, kind) = rest.split_once(' ').unwrap_or((rest, "unknown"));
             let (name, kind) = match kind {
-                "counter" => (format!("{name}_total"), "counter"),
-                "info" => (format!("{name}_info"), "gauge"),
-                "gauge" | "histogram" | "summary" => (name.to_string(), kind),
-                _ => (name.to_string(), "untyped"),
+                "counter" => (format!("{family}_total"), "counter"),
+                "info" => (format!("{family}_info"), "gauge"),
+                "gauge" | "histogram" | "summary" => (family.to_string(), kind),
+                _ => (family.to_string(), "untyped"),
             };
-            if let Some((_, text)) = help.take().filter(|(helped, _)| *helped == rest_name(rest)) {
+            if let Some((_, text)) = help.take().filter(|(helped, _)| *helped == family) {
                 // OpenMetrics escapes `"` in HELP; the text format does not.
                 out.push_str(&format!("# HELP {name} {}\n", text.replace("\\\"", "\"")));
             }
@@ -119,11 +119,6 @@ fn to_text_format(openmetrics: &str) -> String {
         }
     }
     out
-}
-
-/// The family name of a `# TYPE` line's rest (`name type`).
-fn rest_name(rest: &str) -> &str {
-    rest.split_once(' ').map_or(rest, |(name, _)| name)
 }
 
 /// The `process_*` metrics of the Prometheus client libraries, read from `/proc` (Linux; on

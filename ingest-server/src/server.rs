@@ -279,6 +279,7 @@ async fn watch_storage(engine: Engine, mut stop: tokio::sync::watch::Receiver<bo
             _ = stop.wait_for(|stopped| *stopped) => return,
         }
         let (now_healthy, now_errors, last_error) = engine.storage_health();
+        let more = now_errors > errors;
         let last_error = last_error.unwrap_or_default();
         match (healthy, now_healthy) {
             (true, false) => tracing::error!(
@@ -287,22 +288,18 @@ async fn watch_storage(engine: Engine, mut stop: tokio::sync::watch::Receiver<bo
                 "storage failing: signatures are refused until the store takes writes again"
             ),
             (false, true) => tracing::info!(errors = now_errors, "storage healthy again"),
-            (false, false)
-                if now_errors > errors && logged.elapsed() >= Duration::from_secs(10) =>
-            {
+            (false, false) if more && logged.elapsed() >= Duration::from_secs(10) => {
                 tracing::error!(errors = now_errors, error = %last_error, "storage still failing");
             }
-            (false, false) => continue,
-            (true, true) if now_errors > errors => tracing::warn!(
+            (true, true) if more => tracing::warn!(
                 errors = now_errors,
                 error = %last_error,
                 "storage error"
             ),
-            _ => {}
+            // Nothing to say: the errors not yet logged are still new at the next tick.
+            _ => continue,
         }
-        if now_errors > errors || healthy != now_healthy {
-            logged = Instant::now();
-        }
+        logged = Instant::now();
         (healthy, errors) = (now_healthy, now_errors);
     }
 }

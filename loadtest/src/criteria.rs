@@ -139,18 +139,13 @@ impl CriteriaReport {
         // Writing into a String cannot fail.
         let _ = writeln!(out, "\ncriteria   {verdict}");
         for check in &self.checks {
-            let (label, measured, limit) = match check.name {
-                "p99_ms" => (
-                    "p99 latency",
-                    check.measured.map(format_ms),
-                    format_ms(check.limit),
-                ),
-                _ => (
-                    "error rate",
-                    check.measured.map(format_percent),
-                    format_percent(check.limit),
-                ),
+            let label = if check.is_latency() {
+                "p99 latency"
+            } else {
+                "error rate"
             };
+            let measured = check.measured.map(|value| check.show(value));
+            let limit = check.show(check.limit);
             let _ = writeln!(
                 out,
                 "  {label:<14}{:>12}  at most {limit:<10}{:<8}({})",
@@ -167,14 +162,28 @@ impl CriteriaReport {
             .iter()
             .filter(|check| !check.passed)
             .map(|check| {
-                let measured = match (check.name, check.measured) {
-                    (_, None) => "nothing measured".to_owned(),
-                    ("p99_ms", Some(ms)) => format!("measured {}", format_ms(ms)),
-                    (_, Some(rate)) => format!("measured {}", format_percent(rate)),
+                let measured = match check.measured {
+                    None => "nothing measured".to_owned(),
+                    Some(value) => format!("measured {}", check.show(value)),
                 };
                 format!("{} failed: {measured} ({})", check.flag, check.basis)
             })
             .collect()
+    }
+}
+
+impl Check {
+    fn is_latency(&self) -> bool {
+        self.name == "p99_ms"
+    }
+
+    /// A value in this check's unit, for people: milliseconds or a percentage.
+    fn show(&self, value: f64) -> String {
+        if self.is_latency() {
+            format_ms(value)
+        } else {
+            format_percent(value)
+        }
     }
 }
 

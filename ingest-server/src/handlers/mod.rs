@@ -46,7 +46,6 @@ pub(crate) async fn handle(
     let started = Instant::now();
     clock.request_started();
     let (parts, body) = request.into_parts();
-    let request_id = request_id(&parts.headers);
     let get = parts.method == hyper::Method::GET || parts.method == hyper::Method::HEAD;
     if get && parts.uri.path() == EVENT_STREAM {
         // The one streamed answer: the connection is serving until the stream ends (its body
@@ -57,7 +56,6 @@ pub(crate) async fn handle(
             &parts,
             Some(RouteId::EventStream),
             &mut response,
-            request_id,
             started,
             peer,
         );
@@ -69,15 +67,7 @@ pub(crate) async fn handle(
     let mut body = Body::new(body);
     let (route_id, mut response) = dispatch(&state, &parts, &mut body).await;
     finish_unread(&mut body, &mut response).await;
-    finish(
-        &state,
-        &parts,
-        route_id,
-        &mut response,
-        request_id,
-        started,
-        peer,
-    );
+    finish(&state, &parts, route_id, &mut response, started, peer);
     clock.request_done();
     Ok(response.map(Reply::Full))
 }
@@ -89,19 +79,13 @@ fn finish<B>(
     request: &Parts,
     route_id: Option<RouteId>,
     response: &mut hyper::Response<B>,
-    request_id: HeaderValue,
     started: Instant,
     peer: SocketAddr,
 ) {
-    let headers = response.headers_mut();
-    if state.draining.load(Ordering::Relaxed) {
-        // During the shutdown delay: the client opens its next connection, which the load
-        // balancer sends elsewhere once it has seen /readyz fail.
-        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
-    }
     let took = started.elapsed();
     let status = response.status().as_u16();
     state.metrics.request(route_id, status, took);
+    let request_id = request_id(&request.headers);
     if state.config.access_log {
         tracing::info!(
             target: "access",
@@ -115,7 +99,13 @@ fn finish<B>(
             "request"
         );
     }
-    response.headers_mut().insert(REQUEST_ID, request_id);
+    let headers = response.headers_mut();
+    if state.draining.load(Ordering::Relaxed) {
+        // During the shutdown delay: the client opens its next connection, which the load
+        // balancer sends elsewhere once it has seen /readyz fail.
+        headers.insert(header::CONNECTION, HeaderValue::from_static("close"));
+    }
+    headers.insert(REQUEST_ID, request_id);
 }
 
 /// `X-Request-Id`: taken from the request when it sends a usable one (1 to 128 visible ASCII

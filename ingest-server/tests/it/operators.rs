@@ -11,7 +11,7 @@ use hyper::Method;
 
 use crate::support::{
     exited_and_stored, ready_with_petition, start_binary, start_binary_live, tool, wait_for_line,
-    Conn, KillOnPanic, TestServer, ADMIN, INGEST,
+    Conn, KillOnPanic, TestServer, INGEST,
 };
 
 const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
@@ -20,27 +20,8 @@ const PROMETHEUS_ACCEPT: &str = "application/openmetrics-text;version=1.0.0,\
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_pass_promtool_and_come_in_the_format_asked_for() {
     let server = TestServer::start(|_| {}).await;
-    let put = server
-        .send(
-            Method::PUT,
-            "/v1/petitions/m",
-            &[("authorization", ADMIN)],
-            "{}",
-        )
-        .await;
-    assert_eq!(put.status, 201);
-    let signed = server
-        .send(
-            Method::POST,
-            "/v1/petitions/m/signatures",
-            &[
-                ("authorization", INGEST),
-                ("content-type", "application/json"),
-            ],
-            r#"{"email":"a@example.org"}"#,
-        )
-        .await;
-    assert_eq!(signed.status, 201);
+    assert_eq!(server.register("m", "{}").await.status, 201);
+    assert_eq!(server.sign("m", "a@example.org").await.status, 201);
 
     // Without Accept (curl, promtool): the text format 0.0.4.
     let text = server.send(Method::GET, "/metrics", &[], "").await;
