@@ -118,6 +118,9 @@ pub struct Config {
     ///
     /// [`SourcesConfig::DEFAULT`]: crate::SourcesConfig::DEFAULT
     pub sources: Option<crate::sources::SourcesConfig>,
+    /// A replicated log every write is appended to before it is made (see
+    /// [`crate::ReplicatedLog`]); `None` (the default): the store alone holds the data.
+    pub replication: Option<crate::replication::Replication>,
 }
 
 /// Most distinct regions by default.
@@ -147,6 +150,7 @@ impl Config {
             trending_refresh: Duration::from_secs(1),
             rate_limits: Some(crate::limit::RateLimits::UK),
             sources: Some(crate::sources::SourcesConfig::DEFAULT),
+            replication: None,
         }
     }
 

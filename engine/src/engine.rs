@@ -1513,6 +1513,9 @@ fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
         error,
     })?;
     let store = Store::open(path)?;
+    if let Some(replication) = &config.replication {
+        store.attach_log(Arc::clone(&replication.0));
+    }
     let fresh = Meta {
         secret: *Fingerprinter::random().secret(),
         policy: config.signer_policy,

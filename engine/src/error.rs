@@ -299,6 +299,9 @@ pub enum StoreError {
     /// An earlier write or sync failed and the store is not recovered yet: nothing is tried.
     #[error("the store is failing")]
     Failing,
+    /// The replicated log did not take the write (see `ReplicatedLog`): it was not made.
+    #[error("replication: {0}")]
+    Replication(String),
 }
 
 impl From<rocksdb::Error> for StoreError {

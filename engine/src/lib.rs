@@ -77,6 +77,7 @@ mod limit;
 mod petition;
 mod place;
 mod record;
+mod replication;
 mod shared;
 mod signature;
 mod sources;
@@ -118,6 +119,7 @@ pub use crate::petition::{
 pub use crate::place::{
     Bucket, CountryCount, RegionCount, Resolution, MINUTES_KEPT, NO_COUNTRY, REGIONS_LIMIT,
 };
+pub use crate::replication::{ApplyError, Follower, ReplicatedLog, Replication, ReplicationError};
 pub use crate::signature::{
     canonical_signer, validate_petition_id, AsSignatureRef, InvalidField, NewSignature, Op,
     SignatureRef, SignerPolicy, EMAIL_BYTES_MAX, NAME_BYTES_MAX, PETITION_ID_BYTES_MAX,

@@ -35,6 +35,7 @@
 //! signature instead of whole records.
 
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use rocksdb::{
     ColumnFamily, ColumnFamilyDescriptor, DBCompressionType, Direction, IteratorMode, Options,
@@ -51,6 +52,7 @@ use crate::lifecycle::{self, LifecycleEntry, PendingSigner, Transition, Validati
 use crate::petition::{Counts, PetitionMeta, RESPONSE_DUE_DAYS_DEFAULT};
 use crate::place::{Place, RegionKey, Resolution, MINUTES_KEPT};
 use crate::record::{self, decode_u32, decode_u64, Reader, Record};
+use crate::replication::ReplicatedLog;
 use crate::signature::SignerPolicy;
 use crate::webhook::Webhook;
 
@@ -233,6 +235,10 @@ const META_FORMAT: &[u8] = b"format";
 const META_SECRET: &[u8] = b"secret";
 const META_POLICY: &[u8] = b"signer_policy";
 const META_RULES: &[u8] = b"signer_rules";
+/// With a replicated log: the position of the log entry the store's last write was (u64).
+const META_LOG_POSITION: &[u8] = b"log_position";
+/// With a replicated log: the epoch of the newest owner whose mark was written (u64).
+const META_LOG_EPOCH: &[u8] = b"log_epoch";
 /// The sequence the expiry sweep goes on from (u64): every `lifecycle` entry before it is not
 /// pending.
 pub(crate) const META_SWEEP_CURSOR: &[u8] = b"sweep_cursor";
@@ -292,6 +298,9 @@ fn direct_io_works(dir: &Path) -> bool {
 pub(crate) struct Store {
     db: DB,
     path: PathBuf,
+    /// The replicated log every write is appended to first, if any. Its lock also keeps the
+    /// appends and the local writes in one order.
+    log: parking_lot::Mutex<Option<Arc<dyn ReplicatedLog>>>,
 }
 
 fn db_options(direct_io: bool) -> Options {
@@ -392,6 +401,7 @@ impl Store {
         Ok(Store {
             db,
             path: path.to_owned(),
+            log: parking_lot::Mutex::new(None),
         })
     }
 
@@ -660,15 +670,67 @@ impl Store {
         Ok(self.db.get_cf(self.cf(CF_META), META_FORMAT)?)
     }
 
-    pub fn write(&self, batch: WriteBatch, durability: Durability) -> Result<(), StoreError> {
+    pub fn write(&self, mut batch: WriteBatch, durability: Durability) -> Result<(), StoreError> {
         let mut options = WriteOptions::default();
         match durability {
             Durability::Sync => options.set_sync(true),
             Durability::Buffered => options.set_sync(false),
             Durability::None => options.disable_wal(true),
         }
-        self.db.write_opt(batch, &options)?;
+        let log = self.log.lock();
+        let Some(log) = log.as_ref() else {
+            self.db.write_opt(batch, &options)?;
+            return Ok(());
+        };
+        // The entry carries its own position, so whoever applies it knows where it stands.
+        let position = log.next_position();
+        batch.put_cf(self.cf(CF_META), META_LOG_POSITION, position.to_be_bytes());
+        log.append(position, batch.data())
+            .map_err(|e| StoreError::Replication(e.to_string()))?;
+        if let Err(e) = self.db.write_opt(batch, &options) {
+            // The log has an entry this store lacks: it must be rebuilt from the log.
+            log.fail("the local write after an append failed");
+            return Err(e.into());
+        }
         Ok(())
+    }
+
+    /// Appends every later write to `log` before making it.
+    pub fn attach_log(&self, log: Arc<dyn ReplicatedLog>) {
+        *self.log.lock() = Some(log);
+    }
+
+    /// Writes locally only from now on.
+    pub fn detach_log(&self) {
+        *self.log.lock() = None;
+    }
+
+    /// The log position of the last write (0: none, or no replicated log).
+    pub fn log_position(&self) -> Result<u64, StoreError> {
+        self.meta_u64(META_LOG_POSITION)
+    }
+
+    /// The epoch of the newest owner's mark (0: none).
+    pub fn log_epoch(&self) -> Result<u64, StoreError> {
+        self.meta_u64(META_LOG_EPOCH)
+    }
+
+    /// Puts the mark of an owner's epoch into `batch`.
+    pub fn put_epoch(&self, batch: &mut WriteBatch, epoch: u64) {
+        batch.put_cf(self.cf(CF_META), META_LOG_EPOCH, epoch.to_be_bytes());
+    }
+
+    fn meta_u64(&self, key: &[u8]) -> Result<u64, StoreError> {
+        match self.db.get_cf(self.cf(CF_META), key)? {
+            None => Ok(0),
+            Some(value) => value
+                .as_slice()
+                .try_into()
+                .map(u64::from_be_bytes)
+                .map_err(|_| StoreError::Corrupt {
+                    what: "log position",
+                }),
+        }
     }
 
     /// Makes everything written so far durable: WAL synced, and memtables flushed (the latter

@@ -41,7 +41,12 @@ impl Writer {
         self.shared.set_store(None);
         self.store = None;
         let store = match Store::open(&self.path) {
-            Ok(store) => store,
+            Ok(store) => {
+                if let Some(replication) = &self.shared.config().replication {
+                    store.attach_log(Arc::clone(&replication.0));
+                }
+                store
+            }
             Err(e) => {
                 self.shared.health().record(&e);
                 return;

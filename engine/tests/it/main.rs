@@ -9,6 +9,7 @@ mod lifecycle;
 mod lifecycle_model;
 mod model;
 mod places;
+mod replication;
 mod signers;
 mod sources;
 mod support;
