@@ -77,6 +77,9 @@ pub struct ServerConfig {
     /// The wait before the first retry of a failed delivery; each further failure in a row
     /// doubles it, up to 5 minutes.
     pub webhook_retry_first: Duration,
+    /// The node's place in a replicated deployment (set by `cluster::run`): `/readyz` and
+    /// `/metrics` tell it.
+    pub(crate) cluster: Option<std::sync::Arc<crate::cluster::ClusterStatus>>,
 }
 
 impl Default for ServerConfig {
@@ -107,6 +110,7 @@ impl Default for ServerConfig {
             webhook_allow_networks: AllowedNetworks::default(),
             webhook_timeout: Duration::from_secs(10),
             webhook_retry_first: Duration::from_secs(1),
+            cluster: None,
         }
     }
 }

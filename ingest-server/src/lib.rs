@@ -20,7 +20,8 @@
 //! - `request`: what handlers check of a request (key, in-flight slot, content type, body);
 //! - `response`: answers, the error shape, `Retry-After`;
 //! - `state`: what every handler shares;
-//! - `auth`, `config`, `metrics`: API keys and rate limits, settings, Prometheus counters.
+//! - `auth`, `config`, `metrics`: API keys and rate limits, settings, Prometheus counters;
+//! - `cluster`: the replicated deployment on NATS JetStream (owner, standbys, forwarding).
 //!
 //! ```no_run
 //! # async fn run() -> anyhow::Result<()> {
@@ -36,6 +37,7 @@
 //! ```
 
 mod auth;
+pub mod cluster;
 mod config;
 mod delivery;
 mod events;

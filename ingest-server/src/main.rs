@@ -99,6 +99,28 @@ struct Args {
     /// (--drain-timeout) follows; a supervisor's stop timeout must exceed the two together.
     #[arg(long, env = "INGEST_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
     shutdown_delay: Duration,
+    /// NATS server URLs, comma-separated: run as a node of a replicated deployment (an owner
+    /// or a standby; see the README's "Replicated deployment"). Unset: one node, no NATS.
+    #[arg(long, env = "INGEST_NATS")]
+    nats: Option<String>,
+    /// This node's name in the replicated deployment (unique). Default: the listen address.
+    #[arg(long, env = "INGEST_NODE")]
+    node: Option<String>,
+    /// The replicated deployment's name: its stream, lease bucket and subjects are named after
+    /// it.
+    #[arg(long, env = "INGEST_CLUSTER_NAME", default_value = "ingest", value_parser = cluster_name)]
+    cluster_name: String,
+    /// Replicas of the log's stream and of the lease bucket (3: survives one NATS server lost).
+    #[arg(long, env = "INGEST_CLUSTER_REPLICAS", default_value_t = 3, value_parser = clap::value_parser!(u8).range(1..=5))]
+    cluster_replicas: u8,
+    /// How long the owner's lease lasts unrenewed: a standby takes over this long after the
+    /// owner stopped renewing, e.g. 3s.
+    #[arg(long, env = "INGEST_LEASE_TTL", default_value = "3s", value_parser = lease_ttl)]
+    lease_ttl: Duration,
+    /// The address clients reach this node at, shown to others in the lease. Default: the
+    /// listen address.
+    #[arg(long, env = "INGEST_ADVERTISE")]
+    advertise: Option<String>,
     /// Log lines as text (for people) or json (one object per line, for log collectors).
     #[arg(long, env = "INGEST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -370,6 +392,36 @@ fn run(args: Args) -> anyhow::Result<()> {
         alert_threshold: args.source_alert.0,
         slots,
     });
+    let server_config = server_config(&args);
+    if let Some(nats) = &args.nats {
+        if args.in_memory {
+            anyhow::bail!("--nats needs a data directory, not --in-memory");
+        }
+        // The log holds every write on a quorum of NATS servers, fsynced: the local store is
+        // its copy and need not sync.
+        config.durability = Durability::Buffered;
+        let cluster = ingest_server::cluster::ClusterConfig {
+            nats: nats.clone(),
+            node: args.node.clone().unwrap_or_else(|| args.listen.to_string()),
+            name: args.cluster_name.clone(),
+            replicas: usize::from(args.cluster_replicas),
+            lease_ttl: args.lease_ttl,
+            advertise: args
+                .advertise
+                .clone()
+                .unwrap_or_else(|| args.listen.to_string()),
+            data_dir: args.data_dir.clone(),
+        };
+        tracing::info!(node = %cluster.node, nats = %cluster.nats, "replicated: joining as a standby");
+        runtime.block_on(ingest_server::cluster::run(
+            cluster,
+            config,
+            server_config,
+            shutdown_signal(),
+        ))?;
+        tracing::info!("closed cleanly");
+        return Ok(());
+    }
     let opening = Instant::now();
     let engine = Engine::open(config)
         .with_context(|| format!("cannot open the store in {}", args.data_dir.display()))?;
@@ -392,31 +444,6 @@ fn run(args: Args) -> anyhow::Result<()> {
         );
     }
 
-    let mut server_config = ServerConfig::default();
-    server_config.listen = args.listen;
-    server_config.api_keys = args.api_keys;
-    server_config.body_bytes_max = args.body_bytes_max;
-    server_config.batch_bytes_max = args.batch_bytes_max;
-    server_config.body_buffer_bytes_max = args.body_buffer_bytes_max;
-    server_config.batch_lines_max = args.batch_lines_max;
-    server_config.header_read_timeout = args.header_timeout;
-    server_config.body_read_timeout = args.body_timeout;
-    server_config.idle_timeout = args.idle_timeout;
-    server_config.connections_max = args.connections_max;
-    server_config.inflight_max = args.inflight_max;
-    server_config.batch_inflight_max = args.batch_inflight_max;
-    server_config.rate_limit_per_key = args.rate_limit_per_key;
-    server_config.drain_timeout = args.drain_timeout;
-    server_config.shutdown_delay = args.shutdown_delay;
-    server_config.access_log = args.access_log;
-    server_config.sse_readers_max = args.sse_readers_max;
-    server_config.sse_heartbeat = args.sse_heartbeat;
-    server_config.sse_stall_timeout = args.sse_stall_timeout;
-    server_config.sse_linger = args.sse_linger;
-    server_config.sse_buffer = args.sse_buffer;
-    server_config.webhook_allow_networks = args.webhook_allow_networks.clone();
-    server_config.webhook_timeout = args.webhook_timeout;
-    server_config.webhook_retry_first = args.webhook_retry_first;
     let result = runtime.block_on(async {
         let server = Server::bind(server_config, engine.clone())
             .await
@@ -454,6 +481,58 @@ fn run(args: Args) -> anyhow::Result<()> {
     result.and(closed)?;
     tracing::info!("closed cleanly");
     Ok(())
+}
+
+/// The server's settings from the flags.
+fn server_config(args: &Args) -> ServerConfig {
+    let mut server_config = ServerConfig::default();
+    server_config.listen = args.listen;
+    server_config.api_keys = args.api_keys.clone();
+    server_config.body_bytes_max = args.body_bytes_max;
+    server_config.batch_bytes_max = args.batch_bytes_max;
+    server_config.body_buffer_bytes_max = args.body_buffer_bytes_max;
+    server_config.batch_lines_max = args.batch_lines_max;
+    server_config.header_read_timeout = args.header_timeout;
+    server_config.body_read_timeout = args.body_timeout;
+    server_config.idle_timeout = args.idle_timeout;
+    server_config.connections_max = args.connections_max;
+    server_config.inflight_max = args.inflight_max;
+    server_config.batch_inflight_max = args.batch_inflight_max;
+    server_config.rate_limit_per_key = args.rate_limit_per_key;
+    server_config.drain_timeout = args.drain_timeout;
+    server_config.shutdown_delay = args.shutdown_delay;
+    server_config.access_log = args.access_log;
+    server_config.sse_readers_max = args.sse_readers_max;
+    server_config.sse_heartbeat = args.sse_heartbeat;
+    server_config.sse_stall_timeout = args.sse_stall_timeout;
+    server_config.sse_linger = args.sse_linger;
+    server_config.sse_buffer = args.sse_buffer;
+    server_config.webhook_allow_networks = args.webhook_allow_networks.clone();
+    server_config.webhook_timeout = args.webhook_timeout;
+    server_config.webhook_retry_first = args.webhook_retry_first;
+    server_config
+}
+
+/// `--cluster-name`: a NATS stream and bucket name part.
+fn cluster_name(text: &str) -> Result<String, String> {
+    let good = !text.is_empty()
+        && text.len() <= 32
+        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+    if good {
+        Ok(text.to_owned())
+    } else {
+        Err(format!("{text:?}: 1 to 32 of A-Z a-z 0-9 - _"))
+    }
+}
+
+/// `--lease-ttl`: between 1 s and 1 min.
+fn lease_ttl(text: &str) -> Result<Duration, String> {
+    let ttl = duration(text)?;
+    if (Duration::from_secs(1)..=Duration::from_secs(60)).contains(&ttl) {
+        Ok(ttl)
+    } else {
+        Err(format!("{text:?}: between 1s and 60s"))
+    }
 }
 
 /// Completes on SIGTERM or SIGINT.

@@ -151,15 +151,27 @@ pub(crate) fn content_type(headers: &HeaderMap, allowed: &[&str]) -> Result<(), 
 /// body the handler did not read is drained if it has already arrived, else the answer says
 /// `Connection: close` (see [`finish_unread`]).
 pub(crate) struct Body {
-    incoming: Incoming,
+    incoming: Source,
     /// Read to its end by [`read_body`].
     read: bool,
 }
 
+/// Where a body comes from: the connection, or (for a request another node forwarded) bytes
+/// already here.
+type Source = http_body_util::Either<Incoming, http_body_util::Full<Bytes>>;
+
 impl Body {
     pub fn new(incoming: Incoming) -> Body {
         Body {
-            incoming,
+            incoming: Source::Left(incoming),
+            read: false,
+        }
+    }
+
+    /// A body that has arrived whole.
+    pub fn whole(bytes: Bytes) -> Body {
+        Body {
+            incoming: Source::Right(http_body_util::Full::new(bytes)),
             read: false,
         }
     }
@@ -294,7 +306,7 @@ impl std::ops::Deref for ReadBody<'_> {
 enum Unread {
     TooLarge,
     Budget,
-    Broken(hyper::Error),
+    Broken(Box<dyn std::error::Error + Send + Sync>),
 }
 
 /// Reads a body of at most its kind's limit within the body timeout: 413 past the limit (whether
@@ -367,7 +379,7 @@ pub(crate) async fn read_body<'s>(
 /// Reads frames to the end of the body, charging each to the budget as it arrives. A body that
 /// came as one frame (the common case) is returned without a copy.
 async fn read_frames<'s>(
-    incoming: &mut Incoming,
+    incoming: &mut Source,
     limit: usize,
     mut held: Held<'s>,
 ) -> Result<ReadBody<'s>, Unread> {

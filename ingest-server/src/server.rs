@@ -54,6 +54,11 @@ impl Server {
             .unwrap_or(self.state.config.listen)
     }
 
+    /// What the handlers share (for requests forwarded over NATS, `cluster::forward`).
+    pub(crate) fn shared(&self) -> Arc<State> {
+        Arc::clone(&self.state)
+    }
+
     /// Whether no API key is configured (every caller is admin).
     pub fn open_mode(&self) -> bool {
         self.state.keys.open_mode()

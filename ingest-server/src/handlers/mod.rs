@@ -72,6 +72,21 @@ pub(crate) async fn handle(
     Ok(response.map(Reply::Full))
 }
 
+/// Answers a request another node forwarded over NATS (see `cluster::forward`), its body
+/// already read: routed, answered and counted like one from a connection.
+pub(crate) async fn forwarded(
+    state: &Arc<State>,
+    parts: Parts,
+    body: bytes::Bytes,
+    peer: SocketAddr,
+) -> Response {
+    let started = Instant::now();
+    let mut body = Body::whole(body);
+    let (route_id, mut response) = dispatch(state, &parts, &mut body).await;
+    finish(state, &parts, route_id, &mut response, started, peer);
+    response
+}
+
 /// What every answer gets last: its request's id, `Connection: close` while the server is
 /// shutting down, its count and time in the metrics, and its access log line.
 fn finish<B>(

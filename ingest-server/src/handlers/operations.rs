@@ -29,13 +29,18 @@ pub(crate) fn metrics(state: &State, headers: &HeaderMap) -> Response {
         .get(header::ACCEPT)
         .and_then(|value| value.to_str().ok());
     let format = Format::negotiate(accept);
-    let Ok(text) = state.exposition.render(format) else {
+    let Ok(mut text) = state.exposition.render(format) else {
         return error(
             StatusCode::INTERNAL_SERVER_ERROR,
             "internal",
             "metrics encoding failed",
         );
     };
+    if let Some(cluster) = &state.config.cluster {
+        // Before OpenMetrics' closing `# EOF`, if there is one.
+        let end = text.rfind("# EOF").unwrap_or(text.len());
+        text.insert_str(end, &cluster.metrics_text());
+    }
     let mut response = hyper::Response::new(Full::new(Bytes::from(text)));
     let headers = response.headers_mut();
     headers.insert(
@@ -79,5 +84,11 @@ pub(crate) fn readyz(state: &State) -> Response {
                 .unwrap_or_else(|| "the store is failing".to_string()),
         );
     }
-    json(StatusCode::OK, r#"{"status":"ready"}"#)
+    match &state.config.cluster {
+        Some(cluster) => json(
+            StatusCode::OK,
+            format!(r#"{{"status":"ready",{}}}"#, cluster.json_fields()),
+        ),
+        None => json(StatusCode::OK, r#"{"status":"ready"}"#),
+    }
 }
