@@ -517,7 +517,9 @@ fn server_config(args: &Args) -> ServerConfig {
 fn cluster_name(text: &str) -> Result<String, String> {
     let good = !text.is_empty()
         && text.len() <= 32
-        && text.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
+        && text
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_');
     if good {
         Ok(text.to_owned())
     } else {

@@ -23,11 +23,13 @@ const METHOD: &str = "Http-Method";
 const TARGET: &str = "Http-Target";
 const STATUS: &str = "Http-Status";
 
-/// How long a forwarded request may take, answer included.
-const FORWARD_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long a forwarded request may take, answer included: past it, 503 `owner_unreachable`
+/// (the owner may still have done it, as with any request whose answer was lost).
+const FORWARD_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The peer address forwarded requests are logged with: they came over NATS.
-const NATS_PEER: SocketAddr = SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
+const NATS_PEER: SocketAddr =
+    SocketAddr::new(std::net::IpAddr::V4(std::net::Ipv4Addr::UNSPECIFIED), 0);
 
 /// Sends a request to the owner and returns its answer, or 503 when no owner answers.
 pub(super) async fn send(
@@ -62,7 +64,10 @@ pub(super) async fn send(
                     "no node owns the data at the moment (a takeover is under way); retry shortly"
                         .to_string(),
                 ),
-                _ => ("owner_unreachable", format!("the owner did not answer: {e}")),
+                _ => (
+                    "owner_unreachable",
+                    format!("the owner did not answer: {e}"),
+                ),
             };
             let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
             if let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string()) {

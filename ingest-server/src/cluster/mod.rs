@@ -213,16 +213,32 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;
         let promoted = tokio::select! {
-            promoted = standby::follow_until_owner(&js, &stream, &lease, &cluster, &status, stopped.clone()) => promoted?,
-            () = &mut shutdown => None,
+            promoted = standby::follow_until_owner(&js, &stream, &lease, &cluster, &status, stopped.clone()) => promoted,
+            () = &mut shutdown => Ok(None),
         };
         front.close().await;
+        let promoted = match promoted {
+            Ok(promoted) => promoted,
+            Err(e) => {
+                // NATS unreachable, the lease lost while catching up: start over.
+                tracing::warn!(
+                    error = format!("{e:#}"),
+                    "following the log stopped: starting over"
+                );
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
         let Some(promoted) = promoted else {
             ended = true;
             continue;
         };
         status.set_role(Role::Owner);
-        tracing::info!(epoch = promoted.epoch, position = promoted.log.position(), "owner");
+        tracing::info!(
+            epoch = promoted.epoch,
+            position = promoted.log.position(),
+            "owner"
+        );
         let why = own(
             &engine_config,
             &server_config,
@@ -360,7 +376,7 @@ async fn connect(
             .await
             .with_context(|| format!("cannot connect to NATS at {}", cluster.nats))?;
         let js = jetstream::new(client.clone());
-        let found = tokio::time::timeout(Duration::from_secs(5), async {
+        let found = tokio::time::timeout(Duration::from_secs(2), async {
             let stream = match js.get_stream(&config.name).await {
                 Ok(stream) => stream,
                 Err(_) => js.get_or_create_stream(config.clone()).await?,
@@ -372,7 +388,7 @@ async fn connect(
         let error = match found {
             Ok(Ok((stream, lease))) => return Ok((client, stream, lease)),
             Ok(Err(e)) => e.to_string(),
-            Err(_) => "no answer within 5 s".to_string(),
+            Err(_) => "no answer within 2 s".to_string(),
         };
         if tokio::time::Instant::now() >= deadline {
             anyhow::bail!("cannot create or find the log's stream: {error}");

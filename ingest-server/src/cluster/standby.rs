@@ -163,7 +163,9 @@ pub(super) async fn follow_until_owner(
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Promoted>> {
     let mut follower = open_follower(cluster).await?;
-    status.position.store(follower.position(), Ordering::Relaxed);
+    status
+        .position
+        .store(follower.position(), Ordering::Relaxed);
     status
         .epoch
         .store(follower.epoch().unwrap_or(0), Ordering::Relaxed);
@@ -176,11 +178,15 @@ pub(super) async fn follow_until_owner(
             }
             () = tokio::time::sleep_until(next_try) => {
                 next_try = tokio::time::Instant::now() + cluster.lease_ttl / 4;
-                match lease.take().await {
-                    Ok(Taken::Mine(epoch)) => break epoch,
-                    Ok(Taken::Held(holder)) => *status.owner.lock() = holder,
-                    Err(e) => {
+                match tokio::time::timeout(cluster.lease_ttl / 4, lease.take()).await {
+                    Ok(Ok(Taken::Mine(epoch))) => break epoch,
+                    Ok(Ok(Taken::Held(holder))) => *status.owner.lock() = holder,
+                    Ok(Err(e)) => {
                         tracing::warn!(error = %e, "cannot reach the lease");
+                        status.owner.lock().clear();
+                    }
+                    Err(_) => {
+                        tracing::warn!("the lease did not answer in time");
                         status.owner.lock().clear();
                     }
                 }
@@ -194,16 +200,25 @@ pub(super) async fn follow_until_owner(
     let keeper = lease.keep(epoch);
     status.set_role(Role::Promoting);
     *status.owner.lock() = format!("{} at {}", cluster.node, cluster.advertise);
-    tracing::info!(epoch, position = follower.position(), "lease taken: catching up");
+    tracing::info!(
+        epoch,
+        position = follower.position(),
+        "lease taken: catching up"
+    );
     loop {
         if keeper.is_lost() {
             close_follower(follower).await;
             anyhow::bail!("the lease was lost while catching up");
         }
-        let last = match stream.get_info().await {
-            Ok(info) => info.state.last_sequence,
-            Err(e) => {
+        let last = match tokio::time::timeout(cluster.lease_ttl, stream.get_info()).await {
+            Ok(Ok(info)) => info.state.last_sequence,
+            Ok(Err(e)) => {
                 tracing::warn!(error = %e, "cannot read the stream's end");
+                tokio::time::sleep(Duration::from_millis(200)).await;
+                continue;
+            }
+            Err(_) => {
+                tracing::warn!("the stream's end did not come in time");
                 tokio::time::sleep(Duration::from_millis(200)).await;
                 continue;
             }
@@ -232,7 +247,9 @@ pub(super) async fn follow_until_owner(
         match marked {
             Ok(()) => {
                 status.epoch.store(epoch, Ordering::Relaxed);
-                status.position.store(follower.position(), Ordering::Relaxed);
+                status
+                    .position
+                    .store(follower.position(), Ordering::Relaxed);
                 close_follower(follower).await;
                 return Ok(Some(Promoted { epoch, log, keeper }));
             }

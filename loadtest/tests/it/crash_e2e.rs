@@ -12,7 +12,7 @@ use std::time::{Duration, Instant};
 const KEY: &str = "admin:crash-e2e-key-01";
 const SECRET: &str = "crash-e2e-key-01";
 
-fn ingest_server() -> PathBuf {
+pub(crate) fn ingest_server() -> PathBuf {
     // target/<profile>/deps/it-<hash> → target/<profile>/ingest-server
     let exe = std::env::current_exe().unwrap();
     let path = exe
@@ -62,7 +62,7 @@ fn start_server(data: &Path) -> (Child, SocketAddr) {
 }
 
 /// One HTTP/1.1 GET with `Connection: close`; the status and body.
-fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
+pub(crate) fn get(addr: SocketAddr, path: &str) -> Option<(u16, String)> {
     use std::io::{Read, Write};
     let mut stream = std::net::TcpStream::connect(addr).ok()?;
     stream.set_read_timeout(Some(Duration::from_secs(5))).ok()?;
@@ -86,7 +86,7 @@ fn wait_ready(addr: SocketAddr) {
     }
 }
 
-fn hot_count(addr: SocketAddr, seed: u64) -> u64 {
+pub(crate) fn hot_count(addr: SocketAddr, seed: u64) -> u64 {
     get(addr, &format!("/v1/petitions/lt-{seed}-0"))
         .filter(|(status, _)| *status == 200)
         .and_then(|(_, body)| serde_json::from_str::<serde_json::Value>(&body).ok())

@@ -4,6 +4,7 @@
 
 mod abuse;
 mod cli;
+mod cluster;
 mod countries;
 mod crash_e2e;
 mod criteria;
