@@ -168,5 +168,5 @@ fn checked_batch(entry: &[u8]) -> Option<WriteBatch> {
         return None;
     }
     let batch = WriteBatch::from_data(entry);
-    (batch.len() > 0).then_some(batch)
+    (!batch.is_empty()).then_some(batch)
 }

@@ -107,7 +107,9 @@ impl Thresholds {
     pub fn contains(&self, count: u64) -> bool {
         match self {
             Thresholds::Step(step) => {
-                count != 0 && count % *step == 0 && count / *step <= THRESHOLDS_PER_PETITION
+                count != 0
+                    && count.is_multiple_of(*step)
+                    && count / *step <= THRESHOLDS_PER_PETITION
             }
             Thresholds::List(list) => list.binary_search(&count).is_ok(),
         }
