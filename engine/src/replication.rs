@@ -53,26 +53,6 @@ pub trait ReplicatedLog: Send + Sync {
     /// Says the local store cannot follow the log any more (an append's outcome is unknown,
     /// or the local write after it failed): every later append must fail.
     fn fail(&self, why: &str);
-
-    /// The epoch this writer appends under, kept with each entry it writes (`meta`
-    /// `log_entry_epoch`), so that whoever reopens a store can check that its last entry is the
-    /// log's (see [`Follower::last_entry`]). 0: the log has no epochs.
-    fn epoch(&self) -> u64 {
-        0
-    }
-
-    /// Starts appending `entry` at `position` and returns without waiting for the log's
-    /// acknowledgement; [`ReplicatedLog::wait_appended`] waits for every entry started so far.
-    /// The group commit uses it in `sync` durability: the next group is prepared and written
-    /// locally while the log acknowledges this one. By default, appends at once.
-    fn start_append(&self, position: u64, entry: &[u8]) -> Result<(), ReplicationError> {
-        self.append(position, entry)
-    }
-
-    /// Returns once every entry started is in the log, or an error if any is not.
-    fn wait_appended(&self) -> Result<(), ReplicationError> {
-        Ok(())
-    }
 }
 
 /// A log in a `Config`: shared with the embedder, shown by name only.
@@ -136,15 +116,6 @@ impl Follower {
     /// The epoch of the newest owner whose mark was applied (0: none).
     pub fn epoch(&self) -> Result<u64, StoreError> {
         self.store.log_epoch()
-    }
-
-    /// The last entry in the store: its position and the epoch of the writer that appended it
-    /// (both 0 for an empty store). An owner writes an entry locally while the log is still
-    /// acknowledging it, so a store may end with an entry the log never took (the owner died
-    /// or was fenced first) where the log has another writer's entry, or none: compare with
-    /// the log's entry at that position before following, and start empty if they differ.
-    pub fn last_entry(&self) -> Result<(u64, u64), StoreError> {
-        Ok((self.position, self.store.log_entry_epoch()?))
     }
 
     /// Applies the entry at `position`, which must follow the last one applied (a store that

@@ -239,8 +239,6 @@ const META_RULES: &[u8] = b"signer_rules";
 const META_LOG_POSITION: &[u8] = b"log_position";
 /// With a replicated log: the epoch of the newest owner whose mark was written (u64).
 const META_LOG_EPOCH: &[u8] = b"log_epoch";
-/// With a replicated log: the epoch of the writer that appended the store's last entry (u64).
-const META_LOG_ENTRY_EPOCH: &[u8] = b"log_entry_epoch";
 /// The sequence the expiry sweep goes on from (u64): every `lifecycle` entry before it is not
 /// pending.
 pub(crate) const META_SWEEP_CURSOR: &[u8] = b"sweep_cursor";
@@ -300,12 +298,9 @@ fn direct_io_works(dir: &Path) -> bool {
 pub(crate) struct Store {
     db: DB,
     path: PathBuf,
-    /// The replicated log every write is appended to first, if any.
-    log: parking_lot::RwLock<Option<Arc<dyn ReplicatedLog>>>,
-    /// Held across an append and its local write, so entries are written in their log's order.
-    /// (Not the log's lock: the syncer must reach the log to wait for acknowledgements while the
-    /// writer, holding this, may wait for the log to take more.)
-    order: parking_lot::Mutex<()>,
+    /// The replicated log every write is appended to first, if any. Its lock also keeps the
+    /// appends and the local writes in one order.
+    log: parking_lot::Mutex<Option<Arc<dyn ReplicatedLog>>>,
 }
 
 fn db_options(direct_io: bool) -> Options {
@@ -406,8 +401,7 @@ impl Store {
         Ok(Store {
             db,
             path: path.to_owned(),
-            log: parking_lot::RwLock::new(None),
-            order: parking_lot::Mutex::new(()),
+            log: parking_lot::Mutex::new(None),
         })
     }
 
@@ -683,12 +677,14 @@ impl Store {
             Durability::Buffered => options.set_sync(false),
             Durability::None => options.disable_wal(true),
         }
-        let _order = self.order.lock();
-        let Some(log) = self.log.read().clone() else {
+        let log = self.log.lock();
+        let Some(log) = log.as_ref() else {
             self.db.write_opt(batch, &options)?;
             return Ok(());
         };
-        let position = Self::stamp(log.as_ref(), &mut batch, self.cf(CF_META));
+        // The entry carries its own position, so whoever applies it knows where it stands.
+        let position = log.next_position();
+        batch.put_cf(self.cf(CF_META), META_LOG_POSITION, position.to_be_bytes());
         log.append(position, batch.data())
             .map_err(|e| StoreError::Replication(e.to_string()))?;
         if let Err(e) = self.db.write_opt(batch, &options) {
@@ -699,46 +695,14 @@ impl Store {
         Ok(())
     }
 
-    /// Puts the entry's position and writer's epoch into `batch` (so whoever applies it knows
-    /// where it stands, and whoever reopens the store can check its last entry is the log's);
-    /// the position.
-    fn stamp(log: &dyn ReplicatedLog, batch: &mut WriteBatch, meta: &ColumnFamily) -> u64 {
-        let position = log.next_position();
-        batch.put_cf(meta, META_LOG_POSITION, position.to_be_bytes());
-        batch.put_cf(meta, META_LOG_ENTRY_EPOCH, log.epoch().to_be_bytes());
-        position
-    }
-
-    /// Writes `batch` without a sync, for the syncer to make durable with [`Store::flush`].
-    /// With a replicated log, starts its append first and writes it locally at once: the
-    /// syncer's flush waits for the log's acknowledgement, and until then nothing in it is
-    /// acknowledged to anyone.
-    pub fn write_ahead(&self, mut batch: WriteBatch) -> Result<(), StoreError> {
-        let order = self.order.lock();
-        let Some(log) = self.log.read().clone() else {
-            drop(order);
-            return self.write(batch, Durability::Buffered);
-        };
-        let position = Self::stamp(log.as_ref(), &mut batch, self.cf(CF_META));
-        log.start_append(position, batch.data())
-            .map_err(|e| StoreError::Replication(e.to_string()))?;
-        let mut options = WriteOptions::default();
-        options.set_sync(false);
-        if let Err(e) = self.db.write_opt(batch, &options) {
-            log.fail("the local write after an append failed");
-            return Err(e.into());
-        }
-        Ok(())
-    }
-
     /// Appends every later write to `log` before making it.
     pub fn attach_log(&self, log: Arc<dyn ReplicatedLog>) {
-        *self.log.write() = Some(log);
+        *self.log.lock() = Some(log);
     }
 
     /// Writes locally only from now on.
     pub fn detach_log(&self) {
-        *self.log.write() = None;
+        *self.log.lock() = None;
     }
 
     /// The log position of the last write (0: none, or no replicated log).
@@ -749,11 +713,6 @@ impl Store {
     /// The epoch of the newest owner's mark (0: none).
     pub fn log_epoch(&self) -> Result<u64, StoreError> {
         self.meta_u64(META_LOG_EPOCH)
-    }
-
-    /// The epoch of the writer of the last entry (0: none).
-    pub fn log_entry_epoch(&self) -> Result<u64, StoreError> {
-        self.meta_u64(META_LOG_ENTRY_EPOCH)
     }
 
     /// Puts the mark of an owner's epoch into `batch`.
@@ -778,17 +737,6 @@ impl Store {
     /// matters for `Durability::None`, which writes no WAL). Safe to call while another thread
     /// writes: every write that returned before the call is covered.
     pub fn flush(&self, memtables: bool) -> Result<(), StoreError> {
-        // With a replicated log, what is written is durable once the log has it: the local
-        // store is a copy, and one that lost its unsynced tail follows the log again from its
-        // position.
-        let log = self.log.read().clone();
-        if let Some(log) = log {
-            log.wait_appended()
-                .map_err(|e| StoreError::Replication(e.to_string()))?;
-            if !memtables {
-                return Ok(());
-            }
-        }
         self.db.flush_wal(true)?;
         if memtables {
             for name in COLUMN_FAMILIES {

@@ -398,9 +398,8 @@ fn run(args: Args) -> anyhow::Result<()> {
             anyhow::bail!("--nats needs a data directory, not --in-memory");
         }
         // The log holds every write on a quorum of NATS servers, fsynced: the local store is
-        // its copy and does not sync. `sync` keeps the group commit's second stage, which now
-        // waits for the log's acknowledgements while the writer writes the next group.
-        config.durability = Durability::Sync;
+        // its copy and need not sync.
+        config.durability = Durability::Buffered;
         let cluster = ingest_server::cluster::ClusterConfig {
             nats: nats.clone(),
             node: args.node.clone().unwrap_or_else(|| args.listen.to_string()),

@@ -15,6 +15,7 @@ use rocksdb::WriteBatch;
 use super::syncer::{self, Syncer, Written};
 use super::{Prepared, Writer};
 use crate::admission::NumberHasher;
+use crate::config::Durability;
 use crate::error::{StoreError, SubmitError};
 use crate::event::{self, Event, EventData, NewEvent};
 use crate::fingerprint::Fingerprint;
@@ -681,8 +682,11 @@ impl Writer {
         }
         let prepared = self.prepare(&store, &open, &fresh, alerts);
         let started = Instant::now();
-        let written =
-            prepared.and_then(|mut p| store.write_ahead(std::mem::take(&mut p.batch)).map(|()| p));
+        let written = prepared.and_then(|mut p| {
+            store
+                .write(std::mem::take(&mut p.batch), Durability::Buffered)
+                .map(|()| p)
+        });
         let prepared = match written {
             Ok(prepared) => prepared,
             Err(e) => {

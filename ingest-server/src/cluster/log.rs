@@ -8,12 +8,11 @@
 //! deadline; after it, or after any refusal, the log fails for good (see
 //! [`engine::ReplicatedLog::fail`]) and the owner steps down.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_nats::jetstream::{self, context::PublishAckFuture, context::PublishErrorKind};
+use async_nats::jetstream::{self, context::PublishErrorKind};
 use bytes::Bytes;
 use engine::{ReplicatedLog as _, ReplicationError};
 use tokio::sync::watch;
@@ -31,9 +30,6 @@ pub struct NatsLog {
     next: AtomicU64,
     failed: watch::Sender<Option<String>>,
     status: Arc<ClusterStatus>,
-    /// Entries started and not yet acknowledged, in order: their positions and the
-    /// acknowledgements to wait for.
-    pending: parking_lot::Mutex<VecDeque<(u64, PublishAckFuture)>>,
 }
 
 impl NatsLog {
@@ -53,7 +49,6 @@ impl NatsLog {
             next: AtomicU64::new(next),
             failed: watch::Sender::new(None),
             status,
-            pending: parking_lot::Mutex::new(VecDeque::new()),
         })
     }
 
@@ -75,41 +70,6 @@ impl NatsLog {
         self.fail(&error.to_string());
         Err(error)
     }
-
-    fn message(&self, position: u64, payload: Bytes) -> jetstream::message::PublishMessage {
-        jetstream::message::PublishMessage::build()
-            .payload(payload)
-            .message_id(format!("{}.{position}", self.epoch))
-            .expected_last_sequence(position - 1)
-    }
-
-    /// What an acknowledgement (or its absence) for the entry at `position` means.
-    fn acknowledged(
-        &self,
-        position: u64,
-        ack: Result<
-            Result<jetstream::publish::PublishAck, jetstream::context::PublishError>,
-            tokio::time::error::Elapsed,
-        >,
-    ) -> Result<(), ReplicationError> {
-        match ack {
-            Ok(Ok(ack)) if ack.sequence == position => {
-                self.status.position.store(position, Ordering::Relaxed);
-                Ok(())
-            }
-            Ok(Ok(ack)) => self.refuse(ReplicationError::Fenced(format!(
-                "the stream put entry {position} at {}",
-                ack.sequence
-            ))),
-            Ok(Err(e)) if e.kind() == PublishErrorKind::WrongLastSequence => {
-                self.refuse(ReplicationError::Fenced(e.to_string()))
-            }
-            Ok(Err(e)) => self.refuse(ReplicationError::Unavailable(e.to_string())),
-            Err(_) => self.refuse(ReplicationError::Unavailable(format!(
-                "no acknowledgement within {APPEND_DEADLINE:?}"
-            ))),
-        }
-    }
 }
 
 impl engine::ReplicatedLog for NatsLog {
@@ -124,9 +84,13 @@ impl engine::ReplicatedLog for NatsLog {
             ));
         }
         let payload = Bytes::copy_from_slice(entry);
+        let id = format!("{}.{position}", self.epoch);
         let deadline = Instant::now() + APPEND_DEADLINE;
         loop {
-            let publish = self.message(position, payload.clone());
+            let publish = jetstream::message::PublishMessage::build()
+                .payload(payload.clone())
+                .message_id(&id)
+                .expected_last_sequence(position - 1);
             let left = deadline.saturating_duration_since(Instant::now());
             // The timer is made inside: it needs the runtime's context, which the engine's
             // writer thread has only within `block_on`.
@@ -164,57 +128,6 @@ impl engine::ReplicatedLog for NatsLog {
                         "no acknowledgement within {APPEND_DEADLINE:?}"
                     )))
                 }
-            }
-        }
-    }
-
-    fn epoch(&self) -> u64 {
-        self.epoch
-    }
-
-    /// Publishes at once and leaves the acknowledgement for [`Self::wait_appended`]: several
-    /// entries are in flight while the writer prepares the next. Not retried: if any fails,
-    /// the log fails, and the owner's store, which may hold entries the stream does not, is
-    /// checked against the stream before it follows again.
-    fn start_append(&self, position: u64, entry: &[u8]) -> Result<(), ReplicationError> {
-        if self.is_failed() {
-            return Err(ReplicationError::Unavailable(
-                "the log failed earlier: this node no longer writes".into(),
-            ));
-        }
-        let message = self.message(position, Bytes::copy_from_slice(entry));
-        let sent = self.runtime.block_on(async {
-            tokio::time::timeout(
-                APPEND_DEADLINE,
-                self.js.send_publish(self.subject.clone(), message),
-            )
-            .await
-        });
-        match sent {
-            Ok(Ok(ack)) => {
-                self.pending.lock().push_back((position, ack));
-                self.next.store(position + 1, Ordering::Release);
-                Ok(())
-            }
-            Ok(Err(e)) => self.refuse(ReplicationError::Unavailable(e.to_string())),
-            Err(_) => self.refuse(ReplicationError::Unavailable(format!(
-                "could not publish within {APPEND_DEADLINE:?}"
-            ))),
-        }
-    }
-
-    fn wait_appended(&self) -> Result<(), ReplicationError> {
-        loop {
-            let Some((position, ack)) = self.pending.lock().pop_front() else {
-                return Ok(());
-            };
-            let ack = self.runtime.block_on(async {
-                tokio::time::timeout(APPEND_DEADLINE, std::future::IntoFuture::into_future(ack))
-                    .await
-            });
-            if let Err(e) = self.acknowledged(position, ack) {
-                self.pending.lock().clear();
-                return Err(e);
             }
         }
     }

@@ -247,13 +247,7 @@ pub async fn run(
             promoted,
             &mut shutdown,
         )
-        .await;
-        let why = why.unwrap_or_else(|e| {
-            // The engine did not open on the store, or the port was taken: not owning, so
-            // start over as a standby (the lease lapses, or is taken back after a catch-up).
-            tracing::error!(error = format!("{e:#}"), "cannot serve as the owner");
-            StepDown::LogFailed(e.to_string())
-        });
+        .await?;
         match why {
             StepDown::Shutdown => ended = true,
             StepDown::LeaseLost => tracing::warn!("lease lost: stepping down to standby"),

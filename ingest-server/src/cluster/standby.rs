@@ -162,7 +162,7 @@ pub(super) async fn follow_until_owner(
     status: &Arc<ClusterStatus>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Promoted>> {
-    let mut follower = open_checked(stream, cluster).await?;
+    let mut follower = open_follower(cluster).await?;
     status
         .position
         .store(follower.position(), Ordering::Relaxed);
@@ -258,57 +258,6 @@ pub(super) async fn follow_until_owner(
             Err(e) => tracing::info!(error = %e, "the epoch mark was refused: catching up again"),
         }
     }
-}
-
-/// Opens the node's store to follow the log. An owner writes each group commit locally while
-/// the log is still acknowledging it, so its store may end with an entry the log never took
-/// (the owner died, or was fenced, first): its last entry is checked against the log's entry at
-/// that position (the `Nats-Msg-Id` names the writer's epoch and the position), and a store
-/// that differs is set aside (renamed `<dir>.discarded`) for a new one that follows the log
-/// from its start.
-async fn open_checked(
-    stream: &jetstream::stream::Stream,
-    cluster: &ClusterConfig,
-) -> anyhow::Result<engine::Follower> {
-    let follower = open_follower(cluster).await?;
-    let (position, epoch) = follower.last_entry()?;
-    if position == 0 {
-        return Ok(follower);
-    }
-    let last = tokio::time::timeout(cluster.lease_ttl, stream.get_info())
-        .await
-        .context("the stream's end did not come in time")?
-        .context("cannot read the stream's end")?
-        .state
-        .last_sequence;
-    let same = if position > last {
-        false
-    } else {
-        let entry = tokio::time::timeout(cluster.lease_ttl, stream.get_raw_message(position))
-            .await
-            .context("the log's entry did not come in time")?
-            .with_context(|| format!("cannot read the log's entry {position}"))?;
-        entry
-            .headers
-            .get("Nats-Msg-Id")
-            .is_some_and(|id| id.as_str() == format!("{epoch}.{position}"))
-    };
-    if same {
-        return Ok(follower);
-    }
-    close_follower(follower).await;
-    let aside = cluster.data_dir.with_extension("discarded");
-    tracing::warn!(
-        position,
-        log_end = last,
-        aside = %aside.display(),
-        "this store ends with an entry the log does not hold: set aside, following the log \
-         from its start"
-    );
-    let _ = std::fs::remove_dir_all(&aside);
-    std::fs::rename(&cluster.data_dir, &aside)
-        .with_context(|| format!("cannot set {} aside", cluster.data_dir.display()))?;
-    open_follower(cluster).await
 }
 
 async fn open_follower(cluster: &ClusterConfig) -> anyhow::Result<engine::Follower> {
