@@ -379,14 +379,25 @@ fn accepted(ledger: &Path) -> usize {
         .count()
 }
 
-/// `loadtest verify` of `ledger` against `node`: must pass.
+/// `loadtest verify` of `ledger` against `node`: must pass, within 2 minutes.
 fn verify(node: &Node, ledger: &Path) {
-    let verify = Command::new(env!("CARGO_BIN_EXE_loadtest"))
+    let mut child = Command::new(env!("CARGO_BIN_EXE_loadtest"))
         .args(["verify", "--target", &format!("http://{}", node.addr)])
         .args(["--api-key", SECRET, "--ledger"])
         .arg(ledger)
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .expect("loadtest verify runs");
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while child.try_wait().expect("polls").is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("verify against {} did not finish:\n{}", node.name, node.logs());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let verify = child.wait_with_output().expect("its output");
     assert!(
         verify.status.success(),
         "verify against {} failed:\n{}\n{}\n{}",
