@@ -393,7 +393,11 @@ fn verify(node: &Node, ledger: &Path) {
     while child.try_wait().expect("polls").is_none() {
         if Instant::now() > deadline {
             let _ = child.kill();
-            panic!("verify against {} did not finish:\n{}", node.name, node.logs());
+            panic!(
+                "verify against {} did not finish:\n{}",
+                node.name,
+                node.logs()
+            );
         }
         std::thread::sleep(Duration::from_millis(50));
     }
