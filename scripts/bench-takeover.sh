@@ -1,0 +1,37 @@
+#!/usr/bin/env bash
+# Takeover time of the replicated deployment with N signatures stored (R3): scripts/cluster-up.sh 2,
+# N signatures as NDJSON batches (wrk, viral 0.9 over 100 petitions) into the owner, the standby
+# caught up, then kill -9 of the owner; the time until the standby answers /readyz 200 as owner
+# (lease TTL, catch-up, and the engine opening on its store: the index rebuild).
+#
+#   scripts/bench-takeover.sh [N]     (default 20000000)
+set -euo pipefail
+n=${1:-20000000}
+here=$(cd "$(dirname "$0")/.." && pwd)
+source "$here/scripts/http-common.sh"
+server=${INGEST_SERVER:-$here/target/release/ingest-server}
+export CLUSTER_DIR="$work/cluster"
+export INGEST_API_KEYS="admin:$key"
+trap 'CLUSTER_DIR=$CLUSTER_DIR "$here/scripts/cluster-down.sh" >/dev/null 2>&1 || true; cleanup' EXIT
+
+INGEST_SERVER=$server "$here/scripts/cluster-up.sh" 2 >/dev/null
+role() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"role":"[a-z]*"' | cut -d'"' -f4 || true; }
+position() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"position":[0-9]*' | cut -d: -f2 || true; }
+if [ "$(role 8081)" = owner ]; then owner=8081 standby=8082; else owner=8082 standby=8081; fi
+register "$owner" $(seq -f 'bench-%g' 0 99)
+stored() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^ingest_stored_signatures / {print $2 + 0}'; }
+start=$(date +%s)
+while [ "$(stored "$owner")" -lt "$n" ]; do
+  API_KEY=$key PETITION=bench LINES=1000 PETITIONS=100 wrk -t2 -c8 -d10s \
+    -s "$here/benches/wrk/batch.lua" "http://127.0.0.1:$owner" >/dev/null
+done
+echo "stored $(stored "$owner") signatures in $(( $(date +%s) - start )) s"
+until [ "$(position "$standby")" = "$(position "$owner")" ]; do sleep 0.5; done
+echo "standby caught up at position $(position "$standby")"
+pid=$(awk -v p="node-$((owner - 8080))" '$2 == p {print $1}' "$CLUSTER_DIR/pids")
+kill -9 "$pid"
+killed=$(date +%s.%N)
+until curl -sf "http://127.0.0.1:$standby/readyz" 2>/dev/null | grep -q '"role":"owner"'; do sleep 0.05; done
+ready=$(date +%s.%N)
+echo "takeover after kill -9 of the owner: $(echo "$ready - $killed" | bc) s (lease TTL 3 s)"
+grep -h "lease taken\|dedup index rebuilt" "$CLUSTER_DIR/node-$((standby - 8080)).log" | tail -2
