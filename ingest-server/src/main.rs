@@ -100,7 +100,8 @@ struct Args {
     #[arg(long, env = "INGEST_SHUTDOWN_DELAY", default_value = "0s", value_parser = duration)]
     shutdown_delay: Duration,
     /// NATS server URLs, comma-separated: run as a node of a replicated deployment (an owner
-    /// or a standby; see the README's "Replicated deployment"). Unset: one node, no NATS.
+    /// or a standby; see the README's "Replicated deployment"). Unset: one node, no NATS. With
+    /// it, an acknowledgement waits for the replicated log and --durability is not used.
     #[arg(long, env = "INGEST_NATS")]
     nats: Option<String>,
     /// This node's name in the replicated deployment (unique). Default: the listen address.
@@ -658,6 +659,14 @@ mod tests {
             "--source-slots=none",
             "--source-alert=0",
             "--source-alert=4294967296",
+            "--lease-ttl=0s",
+            "--lease-ttl=500ms",
+            "--lease-ttl=61s",
+            "--cluster-name=",
+            "--cluster-name=a.b",
+            "--cluster-name=a*",
+            "--cluster-replicas=0",
+            "--cluster-replicas=6",
         ] {
             assert!(
                 Args::try_parse_from(["ingest-server", flag]).is_err(),
@@ -679,6 +688,16 @@ mod tests {
                 .expect("parses");
         assert_eq!(args.source_slots, OptionArg(None));
         assert_eq!(args.source_alert, OptionArg(None));
+        let args = Args::try_parse_from([
+            "ingest-server",
+            "--lease-ttl=1s",
+            "--cluster-name=eu_west-1",
+            "--cluster-replicas=5",
+        ])
+        .expect("parses");
+        assert_eq!(args.lease_ttl, Duration::from_secs(1));
+        assert_eq!(args.cluster_name, "eu_west-1");
+        assert_eq!(args.cluster_replicas, 5);
         let args = Args::try_parse_from(["ingest-server", "--rate-limits=off"]).expect("parses");
         assert_eq!(args.rate_limits, RateLimitsArg(None));
         let args = Args::try_parse_from(["ingest-server", "--rate-limits", "2/10, 5/3600"])
