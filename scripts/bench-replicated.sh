@@ -13,15 +13,10 @@ duration=${2:-20s}
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/http-common.sh"
 server=${INGEST_SERVER:-$here/target/release/ingest-server}
-export CLUSTER_DIR="$work/cluster"
-export INGEST_API_KEYS="admin:$key"
-trap 'CLUSTER_DIR=$CLUSTER_DIR "$here/scripts/cluster-down.sh" >/dev/null 2>&1 || true; cleanup' EXIT
-
+cluster_up "$server"
 "$server" --listen 127.0.0.1:18091 --data-dir "$work/single" --durability sync >"$work/single.log" 2>&1 &
 pids+=($!)
 wait_http http://127.0.0.1:18091/readyz
-INGEST_SERVER=$server "$here/scripts/cluster-up.sh" 2 >/dev/null
-owner=$(for p in 8081 8082; do if curl -s "http://127.0.0.1:$p/readyz" | grep -q '"role":"owner"'; then echo $p; fi; done)
 ids=$(seq -f 'bench-%g' 0 99)
 register 18091 $ids
 register "$owner" $ids

@@ -10,14 +10,8 @@ n=${1:-20000000}
 here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/http-common.sh"
 server=${INGEST_SERVER:-$here/target/release/ingest-server}
-export CLUSTER_DIR="$work/cluster"
-export INGEST_API_KEYS="admin:$key"
-trap 'CLUSTER_DIR=$CLUSTER_DIR "$here/scripts/cluster-down.sh" >/dev/null 2>&1 || true; cleanup' EXIT
-
-INGEST_SERVER=$server "$here/scripts/cluster-up.sh" 2 >/dev/null
-role() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"role":"[a-z]*"' | cut -d'"' -f4 || true; }
+cluster_up "$server"
 position() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"position":[0-9]*' | cut -d: -f2 || true; }
-if [ "$(role 8081)" = owner ]; then owner=8081 standby=8082; else owner=8082 standby=8081; fi
 register "$owner" $(seq -f 'bench-%g' 0 99)
 stored() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^ingest_stored_signatures / {print $2 + 0}'; }
 start=$(date +%s)

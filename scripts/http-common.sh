@@ -1,6 +1,6 @@
-# Shared by bench-http.sh and ab-http.sh (sourced, not run): a scratch dir and the background
-# processes, both cleaned up on exit, and helpers to wait for a server, register petitions and
-# sign one from many places.
+# Shared by bench-http.sh, ab-http.sh, bench-replicated.sh and bench-takeover.sh (sourced, not
+# run): a scratch dir and the background processes, both cleaned up on exit, and helpers to wait
+# for a server, register petitions, sign one from many places and start a replicated deployment.
 key=bench-admin-key-0001
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d)
@@ -47,4 +47,17 @@ load_places() { # port id n: n new signers of petition id (n at most 10000), fro
     --data-binary "@$work/places.ndjson" "http://127.0.0.1:$1/v1/signatures:batch" |
     awk -v n="$3" '/"status":"accepted"/ {ok++} END {
       if (ok != n) {print "load_places: " ok + 0 " of " n " signatures accepted" > "/dev/stderr"; exit 1} }'
+}
+
+cluster_up() { # binary: scripts/cluster-up.sh 2 with this binary under $work, stopped on exit;
+  # the owner's port in $owner, the standby's in $standby (API key $key in INGEST_API_KEYS)
+  export CLUSTER_DIR="$work/cluster"
+  export INGEST_API_KEYS="admin:$key"
+  trap 'CLUSTER_DIR=$CLUSTER_DIR "$here/scripts/cluster-down.sh" >/dev/null 2>&1 || true; cleanup' EXIT
+  INGEST_SERVER=$1 "$here/scripts/cluster-up.sh" 2 >/dev/null
+  if curl -s http://127.0.0.1:8081/readyz | grep -q '"role":"owner"'; then
+    owner=8081 standby=8082
+  else
+    owner=8082 standby=8081
+  fi
 }

@@ -59,11 +59,20 @@ pub(crate) fn retry_later(
     code: &str,
     message: impl Display,
 ) -> Response {
+    retry_after(state.config.retry_after_s, status, code, message)
+}
+
+/// [`retry_later`] with the seconds given (a standby's front has no `State`).
+pub(crate) fn retry_after(
+    seconds: u32,
+    status: StatusCode,
+    code: &str,
+    message: impl Display,
+) -> Response {
     let mut response = error(status, code, message);
-    response.headers_mut().insert(
-        header::RETRY_AFTER,
-        HeaderValue::from(state.config.retry_after_s),
-    );
+    response
+        .headers_mut()
+        .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
     response
 }
 

@@ -13,10 +13,10 @@ use std::time::Duration;
 use bytes::Bytes;
 use futures_util::StreamExt as _;
 use http_body_util::Full;
-use hyper::header::{self, HeaderValue};
+use hyper::header::{self, HeaderName, HeaderValue};
 use hyper::StatusCode;
 
-use crate::response::{error, Response};
+use crate::response::{error, retry_after, Response};
 use crate::state::State;
 
 const METHOD: &str = "Http-Method";
@@ -39,18 +39,13 @@ pub(super) async fn send(
     body: Bytes,
     retry_after_s: u32,
 ) -> Response {
-    let mut headers = async_nats::HeaderMap::new();
+    let mut headers = to_nats(&parts.headers);
     headers.insert(METHOD, parts.method.as_str());
     let target = parts
         .uri
         .path_and_query()
         .map_or("/", hyper::http::uri::PathAndQuery::as_str);
     headers.insert(TARGET, target);
-    for (name, value) in &parts.headers {
-        if let Ok(value) = value.to_str() {
-            headers.append(name.as_str(), value);
-        }
-    }
     let request = async_nats::Request::new()
         .headers(headers)
         .payload(body)
@@ -69,11 +64,12 @@ pub(super) async fn send(
                     format!("the owner did not answer: {e}"),
                 ),
             };
-            let mut response = error(StatusCode::SERVICE_UNAVAILABLE, code, message);
-            if let Ok(value) = HeaderValue::from_str(&retry_after_s.to_string()) {
-                response.headers_mut().insert(header::RETRY_AFTER, value);
-            }
-            response
+            retry_after(
+                retry_after_s,
+                StatusCode::SERVICE_UNAVAILABLE,
+                code,
+                message,
+            )
         }
     }
 }
@@ -93,24 +89,44 @@ fn from_message(message: async_nats::Message) -> Response {
     };
     let mut response = hyper::Response::new(Full::new(message.payload));
     *response.status_mut() = status;
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        if name == STATUS {
-            continue;
-        }
-        let Ok(name) = header::HeaderName::from_bytes(name.as_bytes()) else {
-            continue;
-        };
-        if name == header::CONTENT_LENGTH || name == header::CONNECTION {
-            continue;
-        }
-        for value in values {
-            if let Ok(value) = HeaderValue::from_str(value.as_str()) {
-                response.headers_mut().append(name.clone(), value);
-            }
+    for (name, value) in from_nats(&headers) {
+        // The connection's own: hyper sets them for the answer it sends.
+        if name != header::CONTENT_LENGTH && name != header::CONNECTION {
+            response.headers_mut().append(name, value);
         }
     }
     response
+}
+
+/// HTTP headers as NATS headers (those whose values are text).
+fn to_nats(headers: &hyper::HeaderMap) -> async_nats::HeaderMap {
+    let mut nats = async_nats::HeaderMap::new();
+    for (name, value) in headers {
+        if let Ok(value) = value.to_str() {
+            nats.append(name.as_str(), value);
+        }
+    }
+    nats
+}
+
+/// NATS headers as HTTP headers, without this module's own (`Http-*`).
+fn from_nats(headers: &async_nats::HeaderMap) -> Vec<(HeaderName, HeaderValue)> {
+    let mut http = Vec::new();
+    for (name, values) in headers.iter() {
+        let name: &str = name.as_ref();
+        if [METHOD, TARGET, STATUS].contains(&name) {
+            continue;
+        }
+        let Ok(name) = HeaderName::from_bytes(name.as_bytes()) else {
+            continue;
+        };
+        for value in values {
+            if let Ok(value) = HeaderValue::from_str(value.as_str()) {
+                http.push((name.clone(), value));
+            }
+        }
+    }
+    http
 }
 
 /// Answers forwarded requests with the owner's state until aborted.
@@ -129,13 +145,8 @@ pub(super) async fn serve(client: async_nats::Client, subject: String, state: Ar
                 return;
             };
             let answer = answer(&state, message).await;
-            let mut headers = async_nats::HeaderMap::new();
+            let mut headers = to_nats(answer.headers());
             headers.insert(STATUS, answer.status().as_u16().to_string().as_str());
-            for (name, value) in answer.headers() {
-                if let Ok(value) = value.to_str() {
-                    headers.append(name.as_str(), value);
-                }
-            }
             let body = http_body_util::BodyExt::collect(answer.into_body())
                 .await
                 .map(http_body_util::Collected::to_bytes)
@@ -156,14 +167,8 @@ async fn answer(state: &Arc<State>, message: async_nats::Message) -> Response {
     if let Some(target) = headers.get(TARGET) {
         request = request.uri(target.as_str());
     }
-    for (name, values) in headers.iter() {
-        let name: &str = name.as_ref();
-        if name == METHOD || name == TARGET {
-            continue;
-        }
-        for value in values {
-            request = request.header(name, value.as_str());
-        }
+    for (name, value) in from_nats(&headers) {
+        request = request.header(name, value);
     }
     match request.body(()) {
         Ok(request) => {

@@ -36,24 +36,20 @@ pub(super) enum Taken {
 impl Lease {
     pub async fn open(js: &jetstream::Context, cluster: &ClusterConfig) -> anyhow::Result<Lease> {
         let bucket = cluster.bucket();
-        if let Ok(store) = js.get_key_value(&bucket).await {
-            return Ok(Lease {
-                store,
-                ttl: cluster.lease_ttl,
-                value: Bytes::from(format!("{} at {}", cluster.node, cluster.advertise)),
-            });
-        }
-        let store = js
-            .create_key_value(kv::Config {
-                bucket,
-                history: 1,
-                max_age: cluster.lease_ttl,
-                num_replicas: cluster.replicas,
-                storage: jetstream::stream::StorageType::File,
-                ..Default::default()
-            })
-            .await
-            .context("cannot create or find the lease bucket")?;
+        let store = match js.get_key_value(&bucket).await {
+            Ok(store) => store,
+            Err(_) => js
+                .create_key_value(kv::Config {
+                    bucket,
+                    history: 1,
+                    max_age: cluster.lease_ttl,
+                    num_replicas: cluster.replicas,
+                    storage: jetstream::stream::StorageType::File,
+                    ..Default::default()
+                })
+                .await
+                .context("cannot create or find the lease bucket")?,
+        };
         Ok(Lease {
             store,
             ttl: cluster.lease_ttl,

@@ -105,7 +105,7 @@ async fn front(state: &FrontState, request: hyper::Request<hyper::body::Incoming
                 hyper::Response::new(Full::new(Bytes::from(state.status.metrics_text())));
             response.headers_mut().insert(
                 header::CONTENT_TYPE,
-                header::HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"),
+                header::HeaderValue::from_static(crate::exposition::Format::Text.content_type()),
             );
             return response;
         }
