@@ -34,6 +34,7 @@ use crate::petition::{
     RESPONSE_DUE_DAYS_DEFAULT,
 };
 use crate::place::{Bucket, CountryCount, Place, RegionCount, Resolution, MINUTES_KEPT};
+use crate::replication::WarmIndex;
 use crate::shared::{Shared, TRENDING_KEPT};
 use crate::signature::{AsSignatureRef, NewSignature, Op};
 use crate::sources::{SourceHour, SourcesConfig, SourcesError, TopSources};
@@ -159,6 +160,12 @@ impl Engine {
     /// returns; the dedup index is rebuilt in the background, and submissions get
     /// [`SubmitError::Recovering`] until [`Engine::is_ready`].
     pub fn open(config: Config) -> Result<Engine, OpenError> {
+        Engine::open_with(config, None)
+    }
+
+    /// [`Engine::open`], with the index a follower of the log kept (`Follower::into_engine`):
+    /// used if the store is still at the position the follower left it at.
+    pub(crate) fn open_with(config: Config, warm: Option<WarmIndex>) -> Result<Engine, OpenError> {
         check_config(&config)?;
         let recovery_started = Instant::now();
         let store = open_store(&config)?;
@@ -167,7 +174,14 @@ impl Engine {
             None => Fingerprinter::random(),
         };
         debug_assert_eq!(fingerprinter.secret().len(), SECRET_BYTES);
-        let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started));
+        let index = match (&store, warm) {
+            (Some((store, _)), Some(warm)) if store.log_position()? == warm.position => {
+                Some(warm.index)
+            }
+            _ => None,
+        };
+        let warm = index.is_some();
+        let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started, index));
 
         let Some((store, _)) = store else {
             shared.set_ready();
@@ -187,7 +201,7 @@ impl Engine {
             }
             return Ok(engine);
         };
-        let next_event_seq = load_registry(&shared, &store)?;
+        let next_event_seq = load_registry(&shared, &store, warm)?;
         let next_seq = store.next_signature_seq()?;
         let sweep_cursor = store.sweep_cursor()?;
         let (sender, receiver) = crossbeam_channel::unbounded();
@@ -198,6 +212,7 @@ impl Engine {
             next_seq,
             next_event_seq,
             sweep_cursor,
+            warm,
         )
         .map_err(|error| OpenError::Io {
             what: "start the syncer thread",
@@ -1570,8 +1585,8 @@ fn upgrade(store: &Store, stored_rules: u8, stored_format: u8) -> Result<(), Ope
 /// Loads petitions, counts, events (which give each petition its thresholds reached and its
 /// response tracking) and webhooks, and sizes the index for the signers stored. They are
 /// small: loaded now so counts are served at once; the index (16 bytes a signature) is rebuilt
-/// by the writer thread. Returns the next event sequence.
-fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
+/// by the writer thread, unless it came `warm` from a follower. Returns the next event sequence.
+fn load_registry(shared: &Shared, store: &Store, warm: bool) -> Result<u64, OpenError> {
     let mut petitions = store.load_petitions()?;
     petitions.sort_by_key(|(num, _)| *num);
     let counts: HashMap<u32, Counts> = store.load_counts()?.into_iter().collect();
@@ -1617,10 +1632,13 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     }
     shared.load_places(store, true, None)?;
     let stored: u64 = counts.values().map(Counts::held).sum();
-    shared.expect_recovered(stored);
-    shared
-        .index()
-        .reserve(stored.max(shared.config().signatures_expected));
+    // A follower's index needs nothing read back.
+    if !warm {
+        shared.expect_recovered(stored);
+        shared
+            .index()
+            .reserve(stored.max(shared.config().signatures_expected));
+    }
     Ok(next_event_seq)
 }
 

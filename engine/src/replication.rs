@@ -21,10 +21,14 @@
 use std::path::Path;
 use std::sync::Arc;
 
-use rocksdb::WriteBatch;
+use rocksdb::{WriteBatch, WriteBatchIteratorCf};
 
+use crate::config::{Config, Storage};
+use crate::engine::Engine;
 use crate::error::{OpenError, StoreError};
-use crate::store::Store;
+use crate::index::{Index, Insert};
+use crate::record;
+use crate::store::{Store, CF_FINGERPRINTS, CF_REMOVED};
 
 /// Why an append failed. Either way nothing may be acknowledged.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -89,10 +93,32 @@ pub enum ApplyError {
 }
 
 /// A store kept as a copy of the log: opened without writing anything, it applies the log's
-/// entries in order. Close it before an engine opens the same directory.
+/// entries in order. Close it before an engine opens the same directory, or open the engine
+/// through it ([`Follower::into_engine`]).
+///
+/// A follower opened with [`Follower::open_warm`] also keeps the dedup index as the owner's
+/// engine has it: each entry's fingerprints go in as it is applied, and each signature the
+/// entry marks removed (an expiry) comes out. An engine opened from it is ready at once instead
+/// of reading every stored fingerprint back, which is most of a takeover's time.
 pub struct Follower {
     store: Store,
     position: u64,
+    warm: Option<Warm>,
+}
+
+/// A follower's dedup index, and how to find what changes it in a batch.
+struct Warm {
+    index: Index,
+    /// The ids that this store's batches give the `fingerprints` and `removed` column
+    /// families (the log's entries are the owner's batches, whose store was created alike).
+    fingerprints_cf: u32,
+    removed_cf: u32,
+}
+
+/// The index a follower kept, and the log position it is of.
+pub(crate) struct WarmIndex {
+    pub index: Index,
+    pub position: u64,
 }
 
 impl Follower {
@@ -105,7 +131,59 @@ impl Follower {
         })?;
         let store = Store::open(path)?;
         let position = store.log_position()?;
-        Ok(Follower { store, position })
+        Ok(Follower {
+            store,
+            position,
+            warm: None,
+        })
+    }
+
+    /// Opens (or creates, empty) the store of `config`, which must be a directory, as a
+    /// follower that keeps the dedup index (sized and sharded as `config` says): it first
+    /// reads the store's fingerprints into it, as an engine's open would.
+    pub fn open_warm(config: &Config) -> Result<Follower, OpenError> {
+        let Storage::Directory(path) = &config.storage else {
+            return Err(OpenError::Config(
+                "a follower keeps its store in a directory",
+            ));
+        };
+        if config.index_shard_bits > 20 {
+            return Err(OpenError::Config("index_shard_bits must be at most 20"));
+        }
+        let mut follower = Follower::open(path)?;
+        let index = Index::new(config.index_shard_bits, config.signatures_expected);
+        crate::writer::load_index(&follower.store, &index, &|_| {})?;
+        let (fingerprints_cf, removed_cf) = column_family_ids(&follower.store);
+        follower.warm = Some(Warm {
+            index,
+            fingerprints_cf,
+            removed_cf,
+        });
+        Ok(follower)
+    }
+
+    /// Closes the store and opens an engine of `config` on it, with the log in
+    /// `config.replication`. A follower opened with [`Follower::open_warm`] hands over its
+    /// index, so the engine is ready as soon as it has read the signatures' states; `config`
+    /// must name the follower's directory.
+    pub fn into_engine(self, config: Config) -> Result<Engine, OpenError> {
+        if config.storage != Storage::Directory(self.store.path().to_owned()) {
+            return Err(OpenError::Config(
+                "the engine must open the follower's own directory",
+            ));
+        }
+        let Follower {
+            store,
+            position,
+            warm,
+        } = self;
+        store.flush(true)?;
+        drop(store);
+        let warm = warm.map(|warm| WarmIndex {
+            index: warm.index,
+            position,
+        });
+        Engine::open_with(config, warm)
     }
 
     /// The position of the last entry applied (0: none).
@@ -128,6 +206,7 @@ impl Follower {
             });
         }
         let batch = checked_batch(entry).ok_or(ApplyError::NotAnEntry { position })?;
+        let changes = self.warm.as_ref().map(|warm| warm.changes(&batch));
         // The log holds the entries durably: the local write need not be synced, and one that
         // a crash loses is applied again from the store's position.
         self.store.write(batch, crate::Durability::Buffered)?;
@@ -135,6 +214,9 @@ impl Follower {
             return Err(ApplyError::NotAnEntry { position });
         }
         self.position = position;
+        if let (Some(warm), Some(changes)) = (&self.warm, changes) {
+            warm.apply(&self.store, changes)?;
+        }
         Ok(())
     }
 
@@ -159,6 +241,100 @@ impl Follower {
     pub fn close(self) -> Result<(), StoreError> {
         self.store.flush(true)
     }
+}
+
+impl Warm {
+    /// What `batch` changes in the index: the fingerprint batches it stores, and the
+    /// signatures it marks removed.
+    fn changes(&self, batch: &WriteBatch) -> Changes {
+        let mut changes = Changes {
+            fingerprints_cf: self.fingerprints_cf,
+            removed_cf: self.removed_cf,
+            stored: Vec::new(),
+            removed: Vec::new(),
+            malformed: false,
+        };
+        batch.iterate_cf(&mut changes);
+        changes
+    }
+
+    /// Takes the removed signatures' fingerprints out, then puts the stored ones in: a batch
+    /// may drop an expired signature and store its signer's new one. The entry was written
+    /// already; the removed signatures are of earlier entries, whose fingerprints the store has.
+    fn apply(&self, store: &Store, changes: Changes) -> Result<(), StoreError> {
+        let corrupt = |what| Err(StoreError::Corrupt { what });
+        if changes.malformed {
+            return corrupt("a log entry's fingerprints or removals");
+        }
+        for &seq in &changes.removed {
+            match store.fingerprint_at(seq)? {
+                Some(fp) if self.index.remove(fp) => {}
+                _ => return corrupt("the log (a removed signature was not held)"),
+            }
+        }
+        for fingerprints in &changes.stored {
+            for fp in record::fingerprints(fingerprints) {
+                if self.index.insert(fp, false) != Insert::Inserted {
+                    return corrupt("the log (a signer is stored twice)");
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// What one batch changes in a follower's index.
+struct Changes {
+    fingerprints_cf: u32,
+    removed_cf: u32,
+    /// Each fingerprint batch stored, as written.
+    stored: Vec<Vec<u8>>,
+    /// The signatures marked removed.
+    removed: Vec<u64>,
+    /// A key or value of either column family that is not as the engine writes it.
+    malformed: bool,
+}
+
+impl WriteBatchIteratorCf for Changes {
+    fn put_cf(&mut self, cf_id: u32, key: &[u8], value: &[u8]) {
+        if cf_id == self.fingerprints_cf {
+            self.malformed |= key.len() != 8 || record::fingerprints_in(value).is_err();
+            self.stored.push(value.to_vec());
+        } else if cf_id == self.removed_cf {
+            match <[u8; 8]>::try_from(key) {
+                Ok(key) => self.removed.push(u64::from_be_bytes(key)),
+                Err(_) => self.malformed = true,
+            }
+        }
+    }
+
+    fn delete_cf(&mut self, cf_id: u32, _key: &[u8]) {
+        // The engine never deletes a fingerprint batch or a removal.
+        self.malformed |= cf_id == self.fingerprints_cf || cf_id == self.removed_cf;
+    }
+
+    fn merge_cf(&mut self, cf_id: u32, _key: &[u8], _value: &[u8]) {
+        self.malformed |= cf_id == self.fingerprints_cf || cf_id == self.removed_cf;
+    }
+}
+
+/// The ids that batches of `store` give the `fingerprints` and `removed` column families:
+/// read back from a batch that puts into each (never written).
+fn column_family_ids(store: &Store) -> (u32, u32) {
+    struct Ids(Vec<u32>);
+    impl WriteBatchIteratorCf for Ids {
+        fn put_cf(&mut self, cf_id: u32, _key: &[u8], _value: &[u8]) {
+            self.0.push(cf_id);
+        }
+        fn delete_cf(&mut self, _cf_id: u32, _key: &[u8]) {}
+        fn merge_cf(&mut self, _cf_id: u32, _key: &[u8], _value: &[u8]) {}
+    }
+    let mut probe = WriteBatch::default();
+    probe.put_cf(store.cf(CF_FINGERPRINTS), b"", b"");
+    probe.put_cf(store.cf(CF_REMOVED), b"", b"");
+    let mut ids = Ids(Vec::with_capacity(2));
+    probe.iterate_cf(&mut ids);
+    (ids.0[0], ids.0[1])
 }
 
 /// `entry` as a batch, if it looks like one: RocksDB's batch format starts with a 12-byte

@@ -124,7 +124,8 @@ pub struct Stats {
     pub last_storage_error: Option<String>,
     /// Signatures loaded into the index so far by recovery.
     pub recovery_loaded: u64,
-    /// Signatures recovery expects to load (the sum of stored counts).
+    /// Signatures recovery expects to load (the sum of stored counts; 0 if the index came from
+    /// a follower of the log, `Follower::into_engine`).
     pub recovery_expected: u64,
     /// Time from `open` to ready, in seconds (0 until ready).
     pub recovery_seconds: f64,

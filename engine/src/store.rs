@@ -1134,6 +1134,21 @@ impl Store {
         }
     }
 
+    /// The fingerprint of signature `seq`, from the batch that holds it (`None`: not stored).
+    pub fn fingerprint_at(&self, seq: u64) -> Result<Option<Fingerprint>, StoreError> {
+        let key = seq.to_be_bytes();
+        let mode = IteratorMode::From(&key, Direction::Reverse);
+        let Some(entry) = self.db.iterator_cf(self.cf(CF_FINGERPRINTS), mode).next() else {
+            return Ok(None);
+        };
+        let (key, value) = entry?;
+        let first = decode_u64(&key, "fingerprint key")?;
+        record::fingerprints_in(&value)?;
+        let offset = usize::try_from(seq - first).unwrap_or(usize::MAX);
+        let fp = record::fingerprints(&value).nth(offset);
+        Ok(fp)
+    }
+
     /// Calls `each` with every fingerprint batch whose first sequence is ≥ `from`, in order.
     pub fn scan_fingerprints(
         &self,

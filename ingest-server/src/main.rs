@@ -411,7 +411,6 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| args.listen.to_string()),
-            data_dir: args.data_dir.clone(),
         };
         tracing::info!(node = %cluster.node, nats = %cluster.nats, "replicated: joining as a standby");
         runtime.block_on(ingest_server::cluster::run(

@@ -28,6 +28,8 @@ mod lifecycle;
 mod recovery;
 pub(crate) mod syncer;
 
+pub(crate) use recovery::load_index;
+
 use std::collections::HashMap;
 use std::path::PathBuf;
 use std::sync::atomic::Ordering;
@@ -114,6 +116,9 @@ pub(crate) struct Writer {
     /// Expired signatures whose fingerprints are still in the index because the write that
     /// dropped them reported failure: the recovery looks them up in the store.
     unsettled_removals: Vec<(u64, Fingerprint)>,
+    /// The index came filled from a follower of the log: the writer does not read the
+    /// fingerprints back at open.
+    warm: bool,
 }
 
 impl Writer {
@@ -124,6 +129,7 @@ impl Writer {
         next_seq: u64,
         next_event_seq: u64,
         sweep_cursor: u64,
+        warm: bool,
     ) -> std::io::Result<Writer> {
         let durability = shared.config().durability;
         let batch_signatures_max = shared.config().batch_signatures_max;
@@ -151,12 +157,19 @@ impl Writer {
             sweep_cursor,
             next_transition_seq: 0,
             unsettled_removals: Vec::new(),
+            warm,
         })
     }
 
-    /// Rebuilds the index from the store, then serves jobs until shut down.
+    /// Rebuilds the index from the store (or takes a follower's), then serves jobs until shut
+    /// down.
     pub fn run(mut self) {
-        if let Err(e) = self.rebuild_index() {
+        let recovered = if self.warm {
+            self.adopt_index()
+        } else {
+            self.rebuild_index()
+        };
+        if let Err(e) = recovered {
             self.shared.fail_recovery(RecoveryError::Rebuild(e));
         } else {
             self.shared.set_ready();

@@ -17,12 +17,11 @@ use crate::config::Durability;
 use crate::error::StoreError;
 use crate::event;
 use crate::fingerprint::Fingerprint;
-use crate::index::{Insert, Presence};
+use crate::index::{Index, Insert, Presence};
 use crate::invalidation::JobRecord;
 use crate::lifecycle::SignatureState;
 use crate::petition::Counts;
 use crate::record;
-use crate::shared::Shared;
 use crate::store::{Store, CF_META};
 
 impl Writer {
@@ -152,54 +151,33 @@ impl Writer {
         Ok(())
     }
 
-    /// Reads every fingerprint batch and inserts it, committed. Two threads: this one reads and
-    /// inserts every other batch, a helper inserts the rest. Then the signatures' states.
+    /// Reads every fingerprint batch and inserts it, committed, then the signatures' states,
+    /// and checks the counts against the index.
     pub(super) fn rebuild_index(&mut self) -> Result<(), StoreError> {
         let Some(store) = self.store.clone() else {
             return Ok(());
         };
         self.rebuild_states(&store)?;
         let shared = &self.shared;
-        // Expired signatures' fingerprints no longer hold a slot: left out.
-        let removed = store.load_removed()?;
-        let removed = removed.as_slice();
-        let (sender, receiver) = crossbeam_channel::bounded::<(u64, Box<[u8]>)>(64);
-        let duplicates = std::thread::scope(|scope| {
-            let helper = scope.spawn(|| {
-                let mut duplicates = 0u64;
-                for (first, batch) in receiver {
-                    duplicates += insert_batch(shared, first, &batch, removed);
-                }
-                duplicates
-            });
-            let mut duplicates = 0u64;
-            let mut alternate = false;
-            let mut sequence = Sequence::starting_at(0);
-            let scanned = store.scan_fingerprints(0, |first, batch| {
-                sequence.follow(first, batch);
-                alternate = !alternate;
-                if alternate {
-                    // The helper only stops early if it panicked; then the join below reports it.
-                    let _ = sender.send((first, batch.into()));
-                } else {
-                    duplicates += insert_batch(shared, first, batch, removed);
-                }
-            });
-            drop(sender);
-            // The helper panics only on a broken invariant of the index; re-raise it here rather
-            // than report a half-built index as ready.
-            let helper = helper.join().expect("index rebuild helper panicked");
-            scanned
-                .and_then(|()| sequence.check())
-                .map(|()| duplicates + helper)
-        })?;
-        if duplicates > 0 {
-            return Err(StoreError::Corrupt {
-                what: "fingerprints (a signer is stored twice)",
-            });
-        }
-        let (entries, _) = shared.index().usage();
-        let counted: u64 = shared
+        load_index(&store, shared.index(), &|n| shared.count_recovered(n))?;
+        self.check_counts()
+    }
+
+    /// Takes the index a follower kept while it applied the log (`Follower::into_engine`):
+    /// rebuilds the signatures' states only, and checks the counts against the index.
+    pub(super) fn adopt_index(&mut self) -> Result<(), StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        self.rebuild_states(&store)?;
+        self.check_counts()
+    }
+
+    /// Every signer the index holds is counted once: the counts' sum equals its entries.
+    fn check_counts(&self) -> Result<(), StoreError> {
+        let (entries, _) = self.shared.index().usage();
+        let counted: u64 = self
+            .shared
             .registry()
             .all()
             .iter()
@@ -214,23 +192,72 @@ impl Writer {
     }
 }
 
+/// Reads every fingerprint batch of `store` into `index`, committed, leaving out the signatures
+/// that no longer hold their signer's slot; `progress` hears how many signatures each batch
+/// held. Two threads: this one reads and inserts every other batch, a helper inserts the rest.
+/// A signer stored twice, or batches empty or overlapping, make the store corrupt.
+pub(crate) fn load_index(
+    store: &Store,
+    index: &Index,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), StoreError> {
+    // Expired signatures' fingerprints no longer hold a slot: left out.
+    let removed = store.load_removed()?;
+    let removed = removed.as_slice();
+    let (sender, receiver) = crossbeam_channel::bounded::<(u64, Box<[u8]>)>(64);
+    let duplicates = std::thread::scope(|scope| {
+        let helper = scope.spawn(|| {
+            let mut duplicates = 0u64;
+            for (first, batch) in receiver {
+                duplicates += insert_batch(index, first, &batch, removed);
+                progress((batch.len() / Fingerprint::BYTES) as u64);
+            }
+            duplicates
+        });
+        let mut duplicates = 0u64;
+        let mut alternate = false;
+        let mut sequence = Sequence::starting_at(0);
+        let scanned = store.scan_fingerprints(0, |first, batch| {
+            sequence.follow(first, batch);
+            alternate = !alternate;
+            if alternate {
+                // The helper only stops early if it panicked; then the join below reports it.
+                let _ = sender.send((first, batch.into()));
+            } else {
+                duplicates += insert_batch(index, first, batch, removed);
+                progress((batch.len() / Fingerprint::BYTES) as u64);
+            }
+        });
+        drop(sender);
+        // The helper panics only on a broken invariant of the index; re-raise it here rather
+        // than report a half-built index as ready.
+        let helper = helper.join().expect("index rebuild helper panicked");
+        scanned
+            .and_then(|()| sequence.check())
+            .map(|()| duplicates + helper)
+    })?;
+    if duplicates > 0 {
+        return Err(StoreError::Corrupt {
+            what: "fingerprints (a signer is stored twice)",
+        });
+    }
+    Ok(())
+}
+
 /// Inserts one stored fingerprint batch (its first signature's sequence is `first`), leaving
 /// out the sequences in `removed` (ascending); returns how many were already present.
-fn insert_batch(shared: &Shared, first: u64, batch: &[u8], removed: &[u64]) -> u64 {
+fn insert_batch(index: &Index, first: u64, batch: &[u8], removed: &[u64]) -> u64 {
     let mut duplicates = 0;
-    let fingerprints = record::fingerprints(batch);
-    let n = fingerprints.len();
     let mut skip = &removed[removed.partition_point(|&seq| seq < first)..];
-    for (seq, fp) in (first..).zip(fingerprints) {
+    for (seq, fp) in (first..).zip(record::fingerprints(batch)) {
         if skip.first() == Some(&seq) {
             skip = &skip[1..];
             continue;
         }
-        if shared.index().insert(fp, false) != Insert::Inserted {
+        if index.insert(fp, false) != Insert::Inserted {
             duplicates += 1;
         }
     }
-    shared.count_recovered(n as u64);
     duplicates
 }
 

@@ -235,3 +235,109 @@ fn a_follower_refuses_entries_out_of_order_or_not_its_own() {
     ));
     assert_eq!(follower.position(), 0, "nothing applied");
 }
+
+/// What kind of answer a submission got.
+fn kind(outcome: &Result<Outcome, SubmitError>) -> String {
+    match outcome {
+        Ok(Outcome::Accepted { .. }) => "accepted".into(),
+        Ok(Outcome::Duplicate { .. }) => "duplicate".into(),
+        Ok(Outcome::Pending { .. }) => "pending".into(),
+        other => format!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_warm_follower_hands_the_engine_the_index_a_rebuild_would_give() {
+    const GRACE: std::time::Duration = std::time::Duration::from_secs(3600);
+    let owner_dir = tempfile::tempdir().expect("temp dir");
+    let warm_dir = tempfile::tempdir().expect("temp dir");
+    let later_dir = tempfile::tempdir().expect("temp dir");
+    let cold_dir = tempfile::tempdir().expect("temp dir");
+    let clock = Arc::new(engine::ManualClock::starting_now());
+    let with_clock = |mut config: Config| {
+        config.clock = Arc::clone(&clock) as Arc<dyn engine::Clock>;
+        config.pending_grace = GRACE;
+        config.sweep_interval = None;
+        config.durability = Durability::Buffered;
+        config
+    };
+    let entries = Arc::new(Entries::default());
+    let log = Handle::new(&entries);
+    let owner = open(with_clock(replicated(owner_dir.path(), &log)));
+    owner.register(PetitionSpec::new("a")).expect("registers");
+    owner.register(PetitionSpec::new("b")).expect("registers");
+    let mut spec = PetitionSpec::new("v");
+    spec.validation = Some(engine::Validation::Email);
+    owner.register(spec).expect("registers");
+    // One follower keeps its index from the first entry; another is cold for the first half
+    // and then opened warm, reading the store's fingerprints first.
+    let mut warm =
+        Follower::open_warm(&with_clock(Config::persistent(warm_dir.path()))).expect("opens warm");
+    let mut later = Follower::open(later_dir.path()).expect("opens");
+    for outcome in owner.submit_batch(signatures(0, 200)) {
+        assert_eq!(kind(&outcome), "accepted");
+    }
+    let pending = |k: usize| sig("v", &format!("pending-{k}@example.org"));
+    for k in 0..6 {
+        if k == 3 {
+            clock.advance(GRACE / 2);
+        }
+        assert_eq!(kind(&owner.submit(pending(k))), "pending");
+    }
+    catch_up(&mut warm, &entries);
+    catch_up(&mut later, &entries);
+    later.close().expect("closes");
+    let mut later =
+        Follower::open_warm(&with_clock(Config::persistent(later_dir.path()))).expect("opens warm");
+    // Pending signers 0 and 1 expire by the sweep; 2 expires unswept and signs anew, so one
+    // batch drops its old signature and stores its new one; 3 to 5 stay pending.
+    clock.advance(GRACE / 2);
+    assert_eq!(kind(&owner.submit(pending(2))), "pending");
+    assert_eq!(owner.sweep_expired(), Ok(2));
+    assert_eq!(kind(&owner.submit(pending(0))), "pending");
+    for outcome in owner.submit_batch(signatures(1, 100)) {
+        assert_eq!(kind(&outcome), "accepted");
+    }
+    let owner_view = view(&owner);
+    owner.close().expect("closes");
+    drop(owner);
+    catch_up(&mut warm, &entries);
+    catch_up(&mut later, &entries);
+    let mut cold = Follower::open(cold_dir.path()).expect("opens");
+    catch_up(&mut cold, &entries);
+    cold.close().expect("closes");
+
+    assert!(matches!(
+        Follower::open_warm(&with_clock(Config::persistent(cold_dir.path())))
+            .expect("opens warm")
+            .into_engine(with_clock(Config::persistent(warm_dir.path()))),
+        Err(engine::OpenError::Config(_))
+    ));
+    let cold = open(with_clock(Config::persistent(cold_dir.path())));
+    assert_eq!(cold.stats().recovery_expected, 300 + 5, "read back");
+    let mut probes = signatures(0, 200);
+    probes.extend(signatures(1, 100));
+    probes.extend(signatures(2, 50));
+    probes.extend((0..8).map(pending));
+    let expected: Vec<String> = cold.submit_batch(probes.clone()).iter().map(kind).collect();
+    assert_eq!(expected.iter().filter(|k| *k == "accepted").count(), 50);
+    for (follower, dir) in [(warm, &warm_dir), (later, &later_dir)] {
+        let engine = follower
+            .into_engine(with_clock(Config::persistent(dir.path())))
+            .expect("opens");
+        engine.wait_ready().expect("ready");
+        assert_eq!(engine.stats().recovery_expected, 0, "nothing read back");
+        assert_eq!(view(&engine), owner_view);
+        // The index holds exactly the stored signers that hold their slot.
+        engine.verify_store().expect("consistent");
+        let answers: Vec<String> = engine
+            .submit_batch(probes.clone())
+            .iter()
+            .map(kind)
+            .collect();
+        assert_eq!(answers, expected);
+        engine
+            .verify_store()
+            .expect("consistent after more signatures");
+    }
+}

@@ -27,7 +27,6 @@ mod log;
 mod standby;
 
 use std::future::Future;
-use std::path::PathBuf;
 use std::sync::atomic::{AtomicU64, AtomicU8, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -58,8 +57,6 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// The address other nodes and clients reach this node's HTTP at (shown in the lease).
     pub advertise: String,
-    /// The data directory.
-    pub data_dir: PathBuf,
 }
 
 impl ClusterConfig {
@@ -213,7 +210,7 @@ pub async fn run(
             .await
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;
         let promoted = tokio::select! {
-            promoted = standby::follow_until_owner(&js, &stream, &lease, &cluster, &status, stopped.clone()) => promoted,
+            promoted = standby::follow_until_owner(&js, &stream, &lease, &cluster, &engine_config, &status, stopped.clone()) => promoted,
             () = &mut shutdown => Ok(None),
         };
         front.close().await;
@@ -272,6 +269,8 @@ struct Promoted {
     epoch: u64,
     log: Arc<NatsLog>,
     keeper: lease::Keeper,
+    /// Its store, caught up and marked, with the dedup index it kept.
+    follower: engine::Follower,
 }
 
 /// Serves as the owner until shut down, the lease is lost or the log fails.
@@ -287,20 +286,18 @@ async fn own(
         epoch: _,
         log,
         mut keeper,
+        follower,
     } = promoted;
     let mut config = engine_config.clone();
     let replicated: Arc<dyn engine::ReplicatedLog> = log.clone();
     config.replication = Some(engine::Replication(replicated));
-    let engine = tokio::task::spawn_blocking(move || engine::Engine::open(config))
+    let engine = tokio::task::spawn_blocking(move || follower.into_engine(config))
         .await
         .context("opening the engine")?
         .context("cannot open the engine on the caught-up store")?;
     let waiting = engine.clone();
     tokio::task::spawn_blocking(move || match waiting.wait_ready() {
-        Ok(()) => tracing::info!(
-            "dedup index rebuilt: ready after {:.3} s",
-            waiting.stats().recovery_seconds
-        ),
+        Ok(()) => tracing::info!("ready after {:.3} s", waiting.stats().recovery_seconds),
         Err(e) => tracing::error!("recovery failed, not ready: {e}"),
     });
     let server = Server::bind(server_config.clone(), engine.clone())

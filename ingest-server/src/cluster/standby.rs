@@ -152,17 +152,19 @@ fn readyz(state: &FrontState) -> Response {
     json(StatusCode::OK, format!(r#"{{"status":"ready",{fields}}}"#))
 }
 
-/// Tails the stream into the node's store, trying to take the lease every quarter of its TTL;
-/// once it has, catches up to the stream's end and marks its epoch. `None`: stopped first.
+/// Tails the stream into the node's store (and its dedup index), trying to take the lease every
+/// quarter of its TTL; once it has, catches up to the stream's end and marks its epoch. `None`:
+/// stopped first.
 pub(super) async fn follow_until_owner(
     js: &jetstream::Context,
     stream: &jetstream::stream::Stream,
     lease: &Lease,
     cluster: &ClusterConfig,
+    engine_config: &engine::Config,
     status: &Arc<ClusterStatus>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Promoted>> {
-    let mut follower = open_follower(cluster).await?;
+    let mut follower = open_follower(engine_config).await?;
     status
         .position
         .store(follower.position(), Ordering::Relaxed);
@@ -250,8 +252,12 @@ pub(super) async fn follow_until_owner(
                 status
                     .position
                     .store(follower.position(), Ordering::Relaxed);
-                close_follower(follower).await;
-                return Ok(Some(Promoted { epoch, log, keeper }));
+                return Ok(Some(Promoted {
+                    epoch,
+                    log,
+                    keeper,
+                    follower,
+                }));
             }
             // The old owner appended after the end was read, or the stream is unavailable:
             // catch up again.
@@ -260,9 +266,11 @@ pub(super) async fn follow_until_owner(
     }
 }
 
-async fn open_follower(cluster: &ClusterConfig) -> anyhow::Result<engine::Follower> {
-    let dir = cluster.data_dir.clone();
-    tokio::task::spawn_blocking(move || engine::Follower::open(&dir))
+/// Opens the node's store as a follower that keeps the dedup index (read from the store first),
+/// so that the engine it becomes is ready at once.
+async fn open_follower(config: &engine::Config) -> anyhow::Result<engine::Follower> {
+    let config = config.clone();
+    tokio::task::spawn_blocking(move || engine::Follower::open_warm(&config))
         .await
         .context("opening the store")?
         .context("cannot open the store to follow the log")
