@@ -34,7 +34,7 @@ use crate::petition::{
     RESPONSE_DUE_DAYS_DEFAULT,
 };
 use crate::place::{Bucket, CountryCount, Place, RegionCount, Resolution, MINUTES_KEPT};
-use crate::replication::WarmIndex;
+use crate::replication::Handover;
 use crate::shared::{Shared, TRENDING_KEPT};
 use crate::signature::{AsSignatureRef, NewSignature, Op};
 use crate::sources::{SourceHour, SourcesConfig, SourcesError, TopSources};
@@ -163,23 +163,24 @@ impl Engine {
         Engine::open_with(config, None)
     }
 
-    /// [`Engine::open`], with the index a follower of the log kept (`Follower::into_engine`):
-    /// used if the store is still at the position the follower left it at.
-    pub(crate) fn open_with(config: Config, warm: Option<WarmIndex>) -> Result<Engine, OpenError> {
+    /// [`Engine::open`] on a follower's open store, with the index it kept if it kept one
+    /// (`Follower::into_engine`).
+    pub(crate) fn open_with(
+        config: Config,
+        handover: Option<Handover>,
+    ) -> Result<Engine, OpenError> {
         check_config(&config)?;
         let recovery_started = Instant::now();
-        let store = open_store(&config)?;
+        let (opened, index) = match handover {
+            Some(handover) => (Some(handover.store), handover.index),
+            None => (None, None),
+        };
+        let store = open_store(&config, opened)?;
         let fingerprinter = match &store {
             Some((_, meta)) => Fingerprinter::new(meta.secret),
             None => Fingerprinter::random(),
         };
         debug_assert_eq!(fingerprinter.secret().len(), SECRET_BYTES);
-        let index = match (&store, warm) {
-            (Some((store, _)), Some(warm)) if store.log_position()? == warm.position => {
-                Some(warm.index)
-            }
-            _ => None,
-        };
         let warm = index.is_some();
         let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started, index));
 
@@ -1221,6 +1222,19 @@ impl Engine {
         }
     }
 
+    /// Writes a checkpoint of the store into `dir` (a new directory on the store's filesystem):
+    /// a whole store, sharing the store's files by hard link, that an engine or a
+    /// [`crate::Follower`] opens like any other. Returns the replicated log's position it holds
+    /// (0 without a log): a follower opened on it goes on from the entry after. Writes go on
+    /// meanwhile; the checkpoint holds those made before it.
+    pub fn checkpoint(&self, dir: &std::path::Path) -> Result<u64, StoreError> {
+        if self.shared().config().storage == Storage::Memory {
+            return Err(StoreError::InMemory);
+        }
+        let store = self.shared().store().ok_or(StoreError::Failing)?;
+        store.checkpoint(dir)
+    }
+
     /// Stops taking signatures, answers everything queued, flushes and closes the store.
     /// Other handles then get [`SubmitError::ShuttingDown`]. Closing twice is a no-op.
     pub fn close(&self) -> Result<(), FlushError> {
@@ -1518,16 +1532,22 @@ fn check_config(config: &Config) -> Result<(), OpenError> {
     Ok(())
 }
 
-/// Opens the store of a persistent configuration, with its `meta` (written on a new store).
-fn open_store(config: &Config) -> Result<Option<(Store, Meta)>, OpenError> {
+/// Opens the store of a persistent configuration (or takes the one `opened` already, a
+/// follower's), with its `meta` (written on a new store).
+fn open_store(config: &Config, opened: Option<Store>) -> Result<Option<(Store, Meta)>, OpenError> {
     let Storage::Directory(path) = &config.storage else {
         return Ok(None);
     };
-    std::fs::create_dir_all(path).map_err(|error| OpenError::Io {
-        what: "create the data directory",
-        error,
-    })?;
-    let store = Store::open(path)?;
+    let store = match opened {
+        Some(store) => store,
+        None => {
+            std::fs::create_dir_all(path).map_err(|error| OpenError::Io {
+                what: "create the data directory",
+                error,
+            })?;
+            Store::open(path)?
+        }
+    };
     if let Some(replication) = &config.replication {
         store.attach_log(Arc::clone(&replication.0));
     }

@@ -302,6 +302,9 @@ pub enum StoreError {
     /// The replicated log did not take the write (see `ReplicatedLog`): it was not made.
     #[error("replication: {0}")]
     Replication(String),
+    /// The engine keeps everything in memory: there is no store to read or copy.
+    #[error("the engine keeps no store (in memory)")]
+    InMemory,
 }
 
 impl From<rocksdb::Error> for StoreError {

@@ -115,10 +115,10 @@ struct Warm {
     removed_cf: u32,
 }
 
-/// The index a follower kept, and the log position it is of.
-pub(crate) struct WarmIndex {
-    pub index: Index,
-    pub position: u64,
+/// What a follower hands an engine: its open store, and the index it kept if it was warm.
+pub(crate) struct Handover {
+    pub store: Store,
+    pub index: Option<Index>,
 }
 
 impl Follower {
@@ -162,28 +162,24 @@ impl Follower {
         Ok(follower)
     }
 
-    /// Closes the store and opens an engine of `config` on it, with the log in
-    /// `config.replication`. A follower opened with [`Follower::open_warm`] hands over its
-    /// index, so the engine is ready as soon as it has read the signatures' states; `config`
-    /// must name the follower's directory.
+    /// Opens an engine of `config` on the follower's store (with the log in
+    /// `config.replication`), handing it the open store rather than closing and reopening it.
+    /// A follower opened with [`Follower::open_warm`] hands over its index too, so the engine is
+    /// ready as soon as it has read the signatures' states. `config` must name the follower's
+    /// directory.
     pub fn into_engine(self, config: Config) -> Result<Engine, OpenError> {
         if config.storage != Storage::Directory(self.store.path().to_owned()) {
             return Err(OpenError::Config(
                 "the engine must open the follower's own directory",
             ));
         }
-        let Follower {
-            store,
-            position,
-            warm,
-        } = self;
-        store.flush(true)?;
-        drop(store);
-        let warm = warm.map(|warm| WarmIndex {
-            index: warm.index,
-            position,
-        });
-        Engine::open_with(config, warm)
+        Engine::open_with(
+            config,
+            Some(Handover {
+                store: self.store,
+                index: self.warm.map(|warm| warm.index),
+            }),
+        )
     }
 
     /// The position of the last entry applied (0: none).

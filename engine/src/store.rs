@@ -710,6 +710,18 @@ impl Store {
         self.meta_u64(META_LOG_POSITION)
     }
 
+    /// Makes a checkpoint of the store in `dir`, which must not exist and must be on the same
+    /// filesystem: a database of its own that shares the store's SST files by hard link. The
+    /// checkpoint is then opened, its write-ahead log flushed into SST files and closed, so that
+    /// its SST files and `MANIFEST` alone hold it (its `*.log` files are not needed to copy it).
+    /// Returns the log position it holds: the writes a checkpoint holds are those up to there.
+    pub fn checkpoint(&self, dir: &Path) -> Result<u64, StoreError> {
+        rocksdb::checkpoint::Checkpoint::new(&self.db)?.create_checkpoint(dir)?;
+        let copy = Store::open(dir)?;
+        copy.flush(true)?;
+        copy.log_position()
+    }
+
     /// The epoch of the newest owner's mark (0: none).
     pub fn log_epoch(&self) -> Result<u64, StoreError> {
         self.meta_u64(META_LOG_EPOCH)

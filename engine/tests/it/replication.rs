@@ -305,16 +305,21 @@ fn a_warm_follower_hands_the_engine_the_index_a_rebuild_would_give() {
     catch_up(&mut later, &entries);
     let mut cold = Follower::open(cold_dir.path()).expect("opens");
     catch_up(&mut cold, &entries);
-    cold.close().expect("closes");
 
+    let other = tempfile::tempdir().expect("temp dir");
     assert!(matches!(
-        Follower::open_warm(&with_clock(Config::persistent(cold_dir.path())))
+        Follower::open_warm(&with_clock(Config::persistent(other.path())))
             .expect("opens warm")
             .into_engine(with_clock(Config::persistent(warm_dir.path()))),
         Err(engine::OpenError::Config(_))
     ));
-    let cold = open(with_clock(Config::persistent(cold_dir.path())));
+    // A follower that kept no index hands over its store; the engine reads the index back.
+    let cold = cold
+        .into_engine(with_clock(Config::persistent(cold_dir.path())))
+        .expect("opens");
+    cold.wait_ready().expect("ready");
     assert_eq!(cold.stats().recovery_expected, 300 + 5, "read back");
+    assert_eq!(view(&cold), owner_view);
     let mut probes = signatures(0, 200);
     probes.extend(signatures(1, 100));
     probes.extend(signatures(2, 50));
@@ -340,4 +345,49 @@ fn a_warm_follower_hands_the_engine_the_index_a_rebuild_would_give() {
             .verify_store()
             .expect("consistent after more signatures");
     }
+}
+
+#[test]
+fn a_checkpoint_is_a_store_that_a_follower_goes_on_from() {
+    let owner_dir = tempfile::tempdir().expect("temp dir");
+    let scratch = tempfile::tempdir().expect("temp dir");
+    let checkpoint = scratch.path().join("checkpoint");
+    let entries = Arc::new(Entries::default());
+    let log = Handle::new(&entries);
+    let owner = open(replicated(owner_dir.path(), &log));
+    for id in ["a", "b", "v"] {
+        owner.register(PetitionSpec::new(id)).expect("registers");
+    }
+    for outcome in owner.submit_batch(signatures(0, 100)) {
+        assert_eq!(kind(&outcome), "accepted");
+    }
+    let position = owner.checkpoint(&checkpoint).expect("checkpoints");
+    assert_eq!(position, entries.0.lock().expect("lock").len() as u64);
+    assert!(
+        owner.checkpoint(&checkpoint).is_err(),
+        "a checkpoint does not overwrite a directory"
+    );
+    // Writes go on after it; the checkpoint holds those before.
+    for outcome in owner.submit_batch(signatures(1, 60)) {
+        assert_eq!(kind(&outcome), "accepted");
+    }
+    let owner_view = view(&owner);
+    owner.close().expect("closes");
+    drop(owner);
+
+    let mut config = Config::persistent(&checkpoint);
+    config.durability = Durability::Buffered;
+    let mut follower = Follower::open_warm(&config).expect("opens the checkpoint");
+    assert_eq!(follower.position(), position);
+    catch_up(&mut follower, &entries);
+    let copy = follower.into_engine(config).expect("opens");
+    copy.wait_ready().expect("ready");
+    assert_eq!(view(&copy), owner_view);
+    copy.verify_store().expect("consistent");
+
+    let memory = open(Config::in_memory());
+    assert_eq!(
+        memory.checkpoint(&scratch.path().join("memory")),
+        Err(engine::StoreError::InMemory)
+    );
 }
