@@ -28,4 +28,4 @@ killed=$(date +%s.%N)
 until curl -sf "http://127.0.0.1:$standby/readyz" 2>/dev/null | grep -q '"role":"owner"'; do sleep 0.05; done
 ready=$(date +%s.%N)
 echo "takeover after kill -9 of the owner: $(echo "$ready - $killed" | bc) s (lease TTL 3 s)"
-grep -h "lease taken\|ready after" "$CLUSTER_DIR/node-$((standby - 8080)).log" | tail -2
+grep -h "lease taken\|epoch marked\|ready after" "$CLUSTER_DIR/node-$((standby - 8080)).log" | tail -3

@@ -122,6 +122,11 @@ struct Args {
     /// listen address.
     #[arg(long, env = "INGEST_ADVERTISE")]
     advertise: Option<String>,
+    /// The log's stream is kept under about this many bytes: once it holds them, the owner
+    /// snapshots its store into the `<cluster name>_snapshots` object store and purges the
+    /// entries before the previous snapshot. A node too far behind starts from the latest.
+    #[arg(long, env = "INGEST_SNAPSHOT_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
+    snapshot_bytes: u64,
     /// Log lines as text (for people) or json (one object per line, for log collectors).
     #[arg(long, env = "INGEST_LOG_FORMAT", default_value = "text", value_parser = ["text", "json"])]
     log_format: String,
@@ -411,6 +416,7 @@ fn run(args: Args) -> anyhow::Result<()> {
                 .advertise
                 .clone()
                 .unwrap_or_else(|| args.listen.to_string()),
+            snapshot_bytes: args.snapshot_bytes,
         };
         tracing::info!(node = %cluster.node, nats = %cluster.nats, "replicated: joining as a standby");
         runtime.block_on(ingest_server::cluster::run(

@@ -18,12 +18,14 @@
 //!
 //! Layout: `log` is the [`engine::ReplicatedLog`] on a JetStream stream; `lease` takes and keeps
 //! the lease; `forward` carries HTTP requests over NATS both ways; `standby` is the standby's
-//! front and its tail of the stream; this file has the settings, the status every part shares,
+//! front and its tail of the stream; `snapshot` keeps the stream bounded by snapshots of the
+//! owner's store in an object store, and restores a node from the latest; this file has the settings, the status every part shares,
 //! and the node's loop between the two roles.
 
 mod forward;
 mod lease;
 mod log;
+mod snapshot;
 mod standby;
 
 use std::future::Future;
@@ -57,6 +59,9 @@ pub struct ClusterConfig {
     pub lease_ttl: Duration,
     /// The address other nodes and clients reach this node's HTTP at (shown in the lease).
     pub advertise: String,
+    /// The owner snapshots its store once the stream holds this many bytes, and purges the
+    /// entries before the previous snapshot (`snapshot`).
+    pub snapshot_bytes: u64,
 }
 
 impl ClusterConfig {
@@ -71,6 +76,9 @@ impl ClusterConfig {
     }
     fn forward_subject(&self) -> String {
         format!("{}.http", self.name)
+    }
+    fn snapshots(&self) -> String {
+        format!("{}_snapshots", self.name)
     }
 }
 
@@ -111,6 +119,8 @@ pub struct ClusterStatus {
     pub applied_at_ms: AtomicU64,
     /// The lease's holder, as its value says (`node` at `http address`), or empty.
     pub owner: parking_lot::Mutex<String>,
+    /// The position of the latest snapshot this node took or restored (0: none).
+    pub snapshot_position: AtomicU64,
 }
 
 impl ClusterStatus {
@@ -123,6 +133,7 @@ impl ClusterStatus {
             lag: AtomicU64::new(0),
             applied_at_ms: AtomicU64::new(0),
             owner: parking_lot::Mutex::new(String::new()),
+            snapshot_position: AtomicU64::new(0),
         }
     }
 
@@ -142,7 +153,7 @@ impl ClusterStatus {
     pub fn json_fields(&self) -> String {
         let owner = self.owner.lock().clone();
         format!(
-            r#""role":"{}","node":{},"owner":{},"epoch":{},"position":{},"lag":{},"applied_at_ms":{}"#,
+            r#""role":"{}","node":{},"owner":{},"epoch":{},"position":{},"lag":{},"applied_at_ms":{},"snapshot_position":{}"#,
             self.role().as_str(),
             serde_json::Value::from(self.node.as_str()),
             serde_json::Value::from(owner),
@@ -150,6 +161,7 @@ impl ClusterStatus {
             self.position.load(Ordering::Relaxed),
             self.lag.load(Ordering::Relaxed),
             self.applied_at_ms.load(Ordering::Relaxed),
+            self.snapshot_position.load(Ordering::Relaxed),
         )
     }
 
@@ -182,6 +194,11 @@ impl ClusterStatus {
                 "Log entries not yet applied to this node's store, as last seen.",
                 self.lag.load(Ordering::Relaxed),
             ),
+            (
+                "ingest_cluster_snapshot_position",
+                "The log position of the latest snapshot this node took or restored (0: none).",
+                self.snapshot_position.load(Ordering::Relaxed),
+            ),
         ] {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
         }
@@ -199,18 +216,17 @@ pub async fn run(
 ) -> anyhow::Result<()> {
     let status = Arc::new(ClusterStatus::new(&cluster.node));
     server_config.cluster = Some(Arc::clone(&status));
-    let (client, stream, lease) = connect(&cluster).await?;
-    let js = jetstream::new(client.clone());
+    let links = connect(&cluster).await?;
     let (stop, stopped) = tokio::sync::watch::channel(false);
     let mut shutdown = std::pin::pin!(shutdown);
     let mut ended = false;
     while !ended {
         status.set_role(Role::Standby);
-        let front = standby::Front::bind(&server_config, client.clone(), &cluster, &status)
+        let front = standby::Front::bind(&server_config, links.client.clone(), &cluster, &status)
             .await
             .with_context(|| format!("cannot listen on {}", server_config.listen))?;
         let promoted = tokio::select! {
-            promoted = standby::follow_until_owner(&js, &stream, &lease, &cluster, &engine_config, &status, stopped.clone()) => promoted,
+            promoted = standby::follow_until_owner(&links, &cluster, &engine_config, &status, stopped.clone()) => promoted,
             () = &mut shutdown => Ok(None),
         };
         front.close().await;
@@ -239,7 +255,7 @@ pub async fn run(
         let why = own(
             &engine_config,
             &server_config,
-            &client,
+            &links,
             &cluster,
             promoted,
             &mut shutdown,
@@ -277,13 +293,13 @@ struct Promoted {
 async fn own(
     engine_config: &engine::Config,
     server_config: &ServerConfig,
-    client: &async_nats::Client,
+    links: &Links,
     cluster: &ClusterConfig,
     promoted: Promoted,
     shutdown: &mut std::pin::Pin<&mut impl Future<Output = ()>>,
 ) -> anyhow::Result<StepDown> {
     let Promoted {
-        epoch: _,
+        epoch,
         log,
         mut keeper,
         follower,
@@ -304,9 +320,27 @@ async fn own(
         .await
         .with_context(|| format!("cannot listen on {}", server_config.listen))?;
     let responder = tokio::spawn(forward::serve(
-        client.clone(),
+        links.client.clone(),
         cluster.forward_subject(),
         server.shared(),
+    ));
+    let status = server_config
+        .cluster
+        .clone()
+        .context("a cluster node has a status")?;
+    if let Ok(Some(latest)) = snapshot::latest(&links.snapshots).await {
+        status
+            .snapshot_position
+            .store(latest.position, Ordering::Relaxed);
+    }
+    let snapshotting = tokio::spawn(snapshot::keep(
+        engine.clone(),
+        links.snapshots.clone(),
+        links.stream.clone(),
+        data_dir(engine_config)?,
+        epoch,
+        cluster.snapshot_bytes,
+        status,
     ));
     let mut failed = log.failures();
     let why = std::cell::Cell::new(StepDown::Shutdown);
@@ -326,6 +360,8 @@ async fn own(
     };
     let drained = server.run(step_down).await;
     responder.abort();
+    snapshotting.abort();
+    let _ = snapshotting.await;
     let closing = engine.clone();
     let closed = tokio::task::spawn_blocking(move || closing.close()).await;
     keeper.release().await;
@@ -338,17 +374,34 @@ async fn own(
     Ok(why.into_inner())
 }
 
-/// Connects to NATS and finds (or creates) the log's stream, R`replicas` on file storage, and
-/// the lease bucket.
+/// The node's handles on NATS.
+struct Links {
+    client: async_nats::Client,
+    js: jetstream::Context,
+    /// The log's stream.
+    stream: jetstream::stream::Stream,
+    lease: lease::Lease,
+    /// The snapshots' bucket.
+    snapshots: jetstream::object_store::ObjectStore,
+}
+
+/// The engine's data directory (a cluster node always has one).
+fn data_dir(config: &engine::Config) -> anyhow::Result<std::path::PathBuf> {
+    match &config.storage {
+        engine::Storage::Directory(dir) => Ok(dir.components().collect()),
+        engine::Storage::Memory => anyhow::bail!("a cluster node keeps its store in a directory"),
+    }
+}
+
+/// Connects to NATS and finds (or creates) the log's stream, R`replicas` on file storage, the
+/// lease bucket and the snapshots' bucket.
 ///
 /// When several nodes start with a new NATS cluster, requests that create the same stream at
 /// once were seen to go unanswered, and a client whose first JetStream request went out before
 /// the cluster had elected its JetStream leader to get no answer to any later one (nats-server
 /// 2.15.1, async-nats 0.51.0). So each attempt has a deadline and a new connection, and looks
 /// for what exists before creating it.
-async fn connect(
-    cluster: &ClusterConfig,
-) -> anyhow::Result<(async_nats::Client, jetstream::stream::Stream, lease::Lease)> {
+async fn connect(cluster: &ClusterConfig) -> anyhow::Result<Links> {
     let addresses = cluster
         .nats
         .split(',')
@@ -379,11 +432,20 @@ async fn connect(
                 Err(_) => js.get_or_create_stream(config.clone()).await?,
             };
             let lease = lease::Lease::open(&js, cluster).await?;
-            anyhow::Ok((stream, lease))
+            let snapshots = snapshot::bucket(&js, cluster).await?;
+            anyhow::Ok((stream, lease, snapshots))
         })
         .await;
         let error = match found {
-            Ok(Ok((stream, lease))) => return Ok((client, stream, lease)),
+            Ok(Ok((stream, lease, snapshots))) => {
+                return Ok(Links {
+                    client,
+                    js,
+                    stream,
+                    lease,
+                    snapshots,
+                })
+            }
             Ok(Err(e)) => e.to_string(),
             Err(_) => "no answer within 2 s".to_string(),
         };

@@ -16,8 +16,8 @@ use hyper_util::rt::TokioIo;
 use tokio::net::TcpListener;
 use tokio::sync::watch;
 
-use super::lease::{Lease, Taken};
-use super::{ClusterConfig, ClusterStatus, NatsLog, Promoted, Role};
+use super::lease::Taken;
+use super::{ClusterConfig, ClusterStatus, Links, NatsLog, Promoted, Role};
 use crate::config::ServerConfig;
 use crate::response::{error, json, Response};
 
@@ -156,15 +156,41 @@ fn readyz(state: &FrontState) -> Response {
 /// quarter of its TTL; once it has, catches up to the stream's end and marks its epoch. `None`:
 /// stopped first.
 pub(super) async fn follow_until_owner(
-    js: &jetstream::Context,
-    stream: &jetstream::stream::Stream,
-    lease: &Lease,
+    links: &Links,
     cluster: &ClusterConfig,
     engine_config: &engine::Config,
     status: &Arc<ClusterStatus>,
     mut stopped: watch::Receiver<bool>,
 ) -> anyhow::Result<Option<Promoted>> {
+    let Links {
+        js,
+        stream,
+        lease,
+        snapshots,
+        ..
+    } = links;
     let mut follower = open_follower(engine_config).await?;
+    // A store from before the stream's first entry cannot follow it: it starts from the latest
+    // snapshot instead.
+    let first = stream
+        .get_info()
+        .await
+        .context("cannot read the stream's state")?
+        .state
+        .first_sequence;
+    if follower.position() + 1 < first {
+        tracing::info!(
+            position = follower.position(),
+            first,
+            "the store is behind the stream's first entry: restoring the latest snapshot"
+        );
+        close_follower(follower).await;
+        let position =
+            super::snapshot::restore(snapshots, &super::data_dir(engine_config)?, first).await?;
+        tracing::info!(position, "snapshot restored");
+        status.snapshot_position.store(position, Ordering::Relaxed);
+        follower = open_follower(engine_config).await?;
+    }
     status
         .position
         .store(follower.position(), Ordering::Relaxed);
@@ -248,6 +274,11 @@ pub(super) async fn follow_until_owner(
         follower = back;
         match marked {
             Ok(()) => {
+                tracing::info!(
+                    epoch,
+                    position = follower.position(),
+                    "caught up and epoch marked: opening the engine"
+                );
                 status.epoch.store(epoch, Ordering::Relaxed);
                 status
                     .position

@@ -182,6 +182,17 @@ impl Nats {
         }
     }
 
+    /// What the servers report of `stream`'s state (its first and last sequence, bytes, ...).
+    fn stream_state(&self, stream: &str) -> Option<serde_json::Value> {
+        let jsz = (0..3).find_map(|i| self.jsz(i))?;
+        let accounts = jsz["account_details"].as_array()?;
+        accounts
+            .iter()
+            .flat_map(|a| a["stream_detail"].as_array().into_iter().flatten())
+            .find(|s| s["name"] == stream)
+            .map(|s| s["state"].clone())
+    }
+
     /// The index of the server leading `stream`.
     fn stream_leader(&self, stream: &str) -> usize {
         for i in 0..3 {
@@ -221,10 +232,16 @@ struct Node {
     data: PathBuf,
     name: String,
     log: PathBuf,
+    /// Flags beyond the ones every node gets.
+    flags: Vec<String>,
 }
 
 impl Node {
     fn start(nats: &Nats, dir: &Path, name: &str) -> Node {
+        Node::start_with(nats, dir, name, &[])
+    }
+
+    fn start_with(nats: &Nats, dir: &Path, name: &str, flags: &[&str]) -> Node {
         let addr = SocketAddr::from(([127, 0, 0, 1], free_port()));
         let mut node = Node {
             child: None,
@@ -232,6 +249,7 @@ impl Node {
             data: dir.join(name),
             name: name.to_owned(),
             log: dir.join(format!("{name}.log")),
+            flags: flags.iter().map(|f| f.to_string()).collect(),
         };
         node.spawn(nats);
         node
@@ -246,7 +264,9 @@ impl Node {
         let child = Command::new(ingest_server())
             .args(["--nats", &nats.urls(), "--node", &self.name])
             .args(["--listen", &self.addr.to_string(), "--api-key", KEY])
-            .args(["--lease-ttl", &format!("{LEASE_TTL_S}s"), "--data-dir"])
+            .args(["--lease-ttl", &format!("{LEASE_TTL_S}s")])
+            .args(&self.flags)
+            .arg("--data-dir")
             .arg(&self.data)
             .env("RUST_LOG", "info")
             .stdout(log.try_clone().expect("log"))
@@ -684,4 +704,70 @@ fn restarting_everything_gives_every_node_the_same_state() {
     let (in_a, in_b) = (counts(&a.data), counts(&b.data));
     assert!(!in_a.is_empty());
     assert_eq!(in_a, in_b);
+}
+
+#[test]
+fn snapshots_bound_the_stream_and_a_new_node_starts_from_the_latest() {
+    let dir = crate::scratch("cluster-snapshots");
+    let Some(nats) = Nats::start(&dir) else {
+        return;
+    };
+    // Small enough that the load makes several snapshots, each purging the stream.
+    let flags = ["--snapshot-bytes", "200000"];
+    let a = Node::start_with(&nats, &dir, "a", &flags);
+    let b = Node::start_with(&nats, &dir, "b", &flags);
+    let (owner, standby) = match wait_owner(&[&a, &b], Duration::from_secs(60)) {
+        0 => (a, b),
+        _ => (b, a),
+    };
+    let ledger = dir.join("ledger.tsv");
+    let seed = 25;
+    finish_load(start_load(standby.addr, &ledger, seed));
+    assert!(accepted(&ledger) >= 1000, "{} accepted", accepted(&ledger));
+    // The owner snapshots and purges: the stream no longer starts at its first entry.
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let first = loop {
+        let state = nats.stream_state("ingest_log").unwrap_or_default();
+        let first = state["first_seq"].as_u64().unwrap_or(0);
+        if first > 1 {
+            break first;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the stream was never purged: {state}\n{}",
+            owner.logs()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let snapshot = owner.readyz().expect("answers").1["snapshot_position"]
+        .as_u64()
+        .unwrap_or(0);
+    assert!(
+        snapshot + 1 >= first,
+        "snapshot {snapshot}, first entry {first}"
+    );
+    // A new node cannot follow the stream from the start: it restores the latest snapshot and
+    // follows the rest.
+    let mut c = Node::start_with(&nats, &dir, "c", &flags);
+    let position = |node: &Node| {
+        node.readyz()
+            .and_then(|(_, r)| r["position"].as_u64())
+            .unwrap_or(0)
+    };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while position(&c) < position(&owner) || position(&c) == 0 {
+        assert!(
+            Instant::now() < deadline,
+            "the new node never caught up:\n{}",
+            c.logs()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(c.logs().contains("snapshot restored"), "{}", c.logs());
+    // With the others gone it owns, and holds every acknowledged signature once.
+    drop(owner);
+    drop(standby);
+    wait_owner(&[&c], Duration::from_secs(LEASE_TTL_S + 30));
+    verify(&c, &ledger);
+    c.stop();
 }
