@@ -122,9 +122,10 @@ struct Args {
     /// listen address.
     #[arg(long, env = "INGEST_ADVERTISE")]
     advertise: Option<String>,
-    /// The log's stream is kept under about this many bytes: once it holds them, the owner
-    /// snapshots its store into the `<cluster name>_snapshots` object store and purges the
-    /// entries before the previous snapshot. A node too far behind starts from the latest.
+    /// Bounds the log's stream: once it holds this many bytes, the owner snapshots its store
+    /// into the `<cluster name>_snapshots` object store and purges the entries before the
+    /// previous snapshot, so the stream holds at most about twice this. A node whose store is
+    /// older than the stream's first entry starts from the latest snapshot.
     #[arg(long, env = "INGEST_SNAPSHOT_BYTES", default_value_t = 1 << 30, value_parser = clap::value_parser!(u64).range(1..))]
     snapshot_bytes: u64,
     /// Log lines as text (for people) or json (one object per line, for log collectors).

@@ -16,7 +16,8 @@
 //!
 //! Then it purges the stream's entries up to the previous snapshot's position (one interval
 //! stays for standbys that lag a little) and deletes the objects the new manifest does not name.
-//! So the stream holds about `--snapshot-bytes` at most, and the bucket one checkpoint.
+//! So the stream holds at most about twice `--snapshot-bytes` (the entries since the previous
+//! snapshot, and those appended while a snapshot is taken), and the bucket one checkpoint.
 //!
 //! A standby whose position is before the stream's first entry cannot follow it: it downloads
 //! the latest snapshot into `<data dir>.restore`, checks that it opens at the manifest's
@@ -124,14 +125,20 @@ pub(super) async fn keep(
         if taken != 0 && taken >= info.state.last_sequence {
             continue;
         }
+        let started = std::time::Instant::now();
         match take(&engine, &bucket, &stream, &data_dir, epoch).await {
-            Ok(manifest) => {
+            Ok(taken) => {
                 status
                     .snapshot_position
-                    .store(manifest.position, Ordering::Relaxed);
+                    .store(taken.manifest.position, Ordering::Relaxed);
                 tracing::info!(
-                    position = manifest.position,
-                    files = manifest.files.len(),
+                    position = taken.manifest.position,
+                    files = taken.manifest.files.len(),
+                    uploaded_files = taken.uploaded_files,
+                    uploaded_bytes = taken.uploaded_bytes,
+                    checkpoint_s = format!("{:.3}", taken.checkpoint.as_secs_f64()),
+                    total_s = format!("{:.3}", started.elapsed().as_secs_f64()),
+                    stream_bytes_before = info.state.bytes,
                     "snapshot taken"
                 );
             }
@@ -140,22 +147,34 @@ pub(super) async fn keep(
     }
 }
 
-/// Takes one snapshot (see the module's text) and returns its manifest.
+/// What taking a snapshot did.
+struct Taken {
+    manifest: Manifest,
+    /// How long the checkpoint took (RocksDB's, and its flush).
+    checkpoint: Duration,
+    uploaded_files: usize,
+    uploaded_bytes: u64,
+}
+
+/// Takes one snapshot (see the module's text).
 async fn take(
     engine: &engine::Engine,
     bucket: &object_store::ObjectStore,
     stream: &jetstream::stream::Stream,
     data_dir: &Path,
     epoch: u64,
-) -> anyhow::Result<Manifest> {
+) -> anyhow::Result<Taken> {
     let dir = beside(data_dir, "checkpoint");
     remove_dir(&dir).await?;
     let checkpointing = engine.clone();
     let target = dir.clone();
+    let started = std::time::Instant::now();
     let position = tokio::task::spawn_blocking(move || checkpointing.checkpoint(&target))
         .await
         .context("checkpoint")?
         .context("cannot checkpoint the store")?;
+    let checkpoint = started.elapsed();
+    let (mut uploaded_files, mut uploaded_bytes) = (0, 0);
     let previous = latest(bucket).await?;
     let uploaded: HashSet<String> = previous
         .iter()
@@ -177,7 +196,8 @@ async fn take(
         // reuses a file number within a store, so the same name in the same epoch is the same
         // file, uploaded once. Any other (the checkpoint's own flush made it, or the store has
         // dropped it since) is this snapshot's.
-        let shared = entry.metadata().await?.nlink() > 1;
+        let metadata = entry.metadata().await?;
+        let shared = metadata.nlink() > 1;
         let object = if name.ends_with(".sst") && shared {
             format!("{epoch}/{name}")
         } else {
@@ -189,6 +209,8 @@ async fn take(
                 .put(object.as_str(), &mut file)
                 .await
                 .with_context(|| format!("cannot upload {object}"))?;
+            uploaded_files += 1;
+            uploaded_bytes += metadata.len();
         }
         files.push(SnapshotFile { name, object });
     }
@@ -231,7 +253,12 @@ async fn take(
             .await
             .with_context(|| format!("cannot delete {name}"))?;
     }
-    Ok(manifest)
+    Ok(Taken {
+        manifest,
+        checkpoint,
+        uploaded_files,
+        uploaded_bytes,
+    })
 }
 
 /// Replaces the store in `data_dir` with the latest snapshot, which must reach the entry before

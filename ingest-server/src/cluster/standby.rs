@@ -185,9 +185,14 @@ pub(super) async fn follow_until_owner(
             "the store is behind the stream's first entry: restoring the latest snapshot"
         );
         close_follower(follower).await;
+        let started = std::time::Instant::now();
         let position =
             super::snapshot::restore(snapshots, &super::data_dir(engine_config)?, first).await?;
-        tracing::info!(position, "snapshot restored");
+        tracing::info!(
+            position,
+            seconds = format!("{:.3}", started.elapsed().as_secs_f64()),
+            "snapshot restored"
+        );
         status.snapshot_position.store(position, Ordering::Relaxed);
         follower = open_follower(engine_config).await?;
     }
@@ -199,10 +204,26 @@ pub(super) async fn follow_until_owner(
         .store(follower.epoch().unwrap_or(0), Ordering::Relaxed);
     let mut tail = Tail::open(stream, follower.position()).await?;
     let mut next_try = tokio::time::Instant::now();
+    let mut next_look = tokio::time::Instant::now() + STALL_LOOK;
+    let mut looked_at = follower.position();
     let epoch = loop {
         tokio::select! {
             message = tail.next() => {
                 follower = tail.apply(follower, message, status).await?;
+            }
+            () = tokio::time::sleep_until(next_look) => {
+                next_look = tokio::time::Instant::now() + STALL_LOOK;
+                // A tail that delivered nothing while the stream has entries after the store's
+                // position has stalled (seen after the server cut a slow client off): tail
+                // again from the position.
+                if follower.position() == looked_at {
+                    let last = stream.get_info().await.map(|info| info.state.last_sequence);
+                    if last.is_ok_and(|last| last > follower.position()) {
+                        tracing::warn!(position = follower.position(), "the tail stalled: tailing again");
+                        tail = Tail::open(stream, follower.position()).await?;
+                    }
+                }
+                looked_at = follower.position();
             }
             () = tokio::time::sleep_until(next_try) => {
                 next_try = tokio::time::Instant::now() + cluster.lease_ttl / 4;
@@ -314,6 +335,13 @@ async fn close_follower(follower: engine::Follower) {
     }
 }
 
+/// How often a standby checks that its tail delivers while the stream has more.
+const STALL_LOOK: Duration = Duration::from_secs(5);
+
+/// Entries a tail asks for at once: the log's entries are up to `max_payload` (8 MB in the
+/// deployments described), and NATS cuts off a client more than 64 MiB behind.
+const TAIL_BATCH: i64 = 16;
+
 /// The stream's entries from a position on, in order.
 struct Tail {
     messages: consumer::pull::Ordered,
@@ -328,6 +356,7 @@ impl Tail {
                 deliver_policy: consumer::DeliverPolicy::ByStartSequence {
                     start_sequence: position + 1,
                 },
+                max_batch: TAIL_BATCH,
                 ..Default::default()
             })
             .await
