@@ -19,7 +19,6 @@ server=${INGEST_SERVER:-$here/target/release/ingest-server}
 loadtest=${LOADTEST:-$here/target/release/loadtest}
 floor=${JETSTREAM_FLOOR:-$here/target/release/examples/jetstream_floor}
 cluster_up "$server"
-position() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"position":[0-9]*' | cut -d: -f2; }
 echo "== $pairs pairs: loadtest -R $rate --batch 100 -c 32 -z $duration into the owner ($owner), then the floor"
 for pair in $(seq 1 "$pairs"); do
   first=$(( $(position "$owner") + 1 ))

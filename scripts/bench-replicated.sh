@@ -21,7 +21,6 @@ ids=$(seq -f 'bench-%g' 0 99)
 register 18091 $ids
 register "$owner" $ids
 
-stored() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^ingest_stored_signatures / {print $2}'; }
 run() { # label port round
   local before after start end
   before=$(stored "$2")

@@ -12,8 +12,6 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/http-common.sh"
 server=${INGEST_SERVER:-$here/target/release/ingest-server}
 cluster_up "$server"
-position() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"position":[0-9]*' | cut -d: -f2 || true; }
-stored() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^ingest_stored_signatures / {print $2 + 0}'; }
 stream() { # the log stream's state, from NATS server 1
   curl -s "http://127.0.0.1:8222/jsz?streams=true" | python3 -c '
 import json, sys
@@ -23,14 +21,8 @@ for account in json.load(sys.stdin).get("account_details", []):
             st = s["state"]
             print("%d bytes, entries %d..%d" % (st["bytes"], st["first_seq"], st["last_seq"]))'
 }
-register "$owner" $(seq -f 'bench-%g' 0 99)
-start=$(date +%s)
-while [ "$(stored "$owner")" -lt "$n" ]; do
-  API_KEY=$key PETITION=bench LINES=1000 PETITIONS=100 wrk -t2 -c8 -d10s \
-    -s "$here/benches/wrk/batch.lua" "http://127.0.0.1:$owner" >/dev/null
-  echo "stored $(stored "$owner"); stream: $(stream)"
-done
-echo "stored $(stored "$owner") signatures in $(( $(date +%s) - start )) s"
+progress() { echo "stored $(stored "$owner"); stream: $(stream)"; }
+fill "$owner" "$n" progress
 sleep 5
 echo "stream after the load: $(stream)"
 grep -h "snapshot taken" "$CLUSTER_DIR/node-$((owner - 8080)).log" | sed 's/^/  /'

@@ -11,15 +11,7 @@ here=$(cd "$(dirname "$0")/.." && pwd)
 source "$here/scripts/http-common.sh"
 server=${INGEST_SERVER:-$here/target/release/ingest-server}
 cluster_up "$server"
-position() { curl -s "http://127.0.0.1:$1/readyz" | grep -o '"position":[0-9]*' | cut -d: -f2 || true; }
-register "$owner" $(seq -f 'bench-%g' 0 99)
-stored() { curl -s "http://127.0.0.1:$1/metrics" | awk '/^ingest_stored_signatures / {print $2 + 0}'; }
-start=$(date +%s)
-while [ "$(stored "$owner")" -lt "$n" ]; do
-  API_KEY=$key PETITION=bench LINES=1000 PETITIONS=100 wrk -t2 -c8 -d10s \
-    -s "$here/benches/wrk/batch.lua" "http://127.0.0.1:$owner" >/dev/null
-done
-echo "stored $(stored "$owner") signatures in $(( $(date +%s) - start )) s"
+fill "$owner" "$n"
 until [ "$(position "$standby")" = "$(position "$owner")" ]; do sleep 0.5; done
 echo "standby caught up at position $(position "$standby")"
 pid=$(awk -v p="node-$((owner - 8080))" '$2 == p {print $1}' "$CLUSTER_DIR/pids")

@@ -22,6 +22,28 @@ wait_http() { # url: waits up to 30 s for a 2xx answer
   exit 1
 }
 
+position() { # port: the node's log position, as its /readyz says
+  curl -s "http://127.0.0.1:$1/readyz" | grep -o '"position":[0-9]*' | cut -d: -f2 || true
+}
+
+stored() { # port: the signatures the server holds, as its /metrics says
+  curl -s "http://127.0.0.1:$1/metrics" | awk '/^ingest_stored_signatures / {print $2 + 0}'
+}
+
+fill() { # port n [command]: registers bench-0..bench-99 and sends them NDJSON batches (wrk,
+  # 1,000 lines a request, viral 0.9) until the server holds n signatures, running command after
+  # each 10 s of load
+  local start
+  register "$1" $(seq -f 'bench-%g' 0 99)
+  start=$(date +%s)
+  while [ "$(stored "$1")" -lt "$2" ]; do
+    API_KEY=$key PETITION=bench LINES=1000 PETITIONS=100 wrk -t2 -c8 -d10s \
+      -s "$here/benches/wrk/batch.lua" "http://127.0.0.1:$1" >/dev/null
+    if [ -n "${3:-}" ]; then "$3"; fi
+  done
+  echo "stored $(stored "$1") signatures in $(( $(date +%s) - start )) s"
+}
+
 register() { # port id...
   local port=$1
   shift
