@@ -1,7 +1,8 @@
 //! The deployment files under `deploy/`: the alert rules pass `promtool`'s checks and their
 //! unit tests; the Grafana dashboard's queries are PromQL and, like the alerts', name only
-//! metrics a running server exposes; every metric family the server exposes has a panel; the
-//! flags the service files pass exist; and their stop timeouts outlast the server's shutdown.
+//! metrics a running server (or, for the replicated deployment's, a cluster node) exposes; every
+//! metric family the server exposes has a panel; the flags the service files pass exist; and
+//! their stop timeouts outlast the server's shutdown.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -19,6 +20,19 @@ const FLUSH_MARGIN: Duration = Duration::from_secs(5);
 
 /// Suffixes a sample's name adds to its family's name (counters, histograms, info metrics).
 const SAMPLE_SUFFIXES: [&str; 5] = ["_total", "_bucket", "_sum", "_count", "_info"];
+
+/// The metric families only a node of the replicated deployment (`--nats`) exports, all gauges
+/// (`ClusterStatus::metrics_text` in `src/cluster/mod.rs`). The test server runs without NATS,
+/// so its scrape lacks them; the dashboard and the alerts may name them all the same, and every
+/// one needs a panel. `cluster_families_are_those_the_cluster_module_exports` keeps the list
+/// equal to the `ingest_cluster_*` names in `src/cluster/`.
+const CLUSTER_FAMILIES: [&str; 5] = [
+    "ingest_cluster_role",
+    "ingest_cluster_epoch",
+    "ingest_cluster_log_position",
+    "ingest_cluster_replication_lag_entries",
+    "ingest_cluster_snapshot_position",
+];
 
 fn deploy(file: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
@@ -137,12 +151,21 @@ async fn dashboard_and_alerts_cover_the_metrics_the_server_exposes() {
     let scrape = String::from_utf8(scrape.body.to_vec()).unwrap();
     server.stop().await;
 
-    let samples = sample_names(&scrape);
-    let families = family_names(&scrape);
+    let mut samples = sample_names(&scrape);
+    let mut families = family_names(&scrape);
     assert!(
         families.len() > 20 && samples.len() >= families.len(),
         "not a scrape: {scrape}"
     );
+    // A cluster node's families as well: gauges, so each is its only sample's name.
+    for family in CLUSTER_FAMILIES {
+        assert!(
+            !families.contains(family),
+            "{family} is exported without --nats: take it off CLUSTER_FAMILIES"
+        );
+        samples.insert(family.to_string());
+        families.insert(family.to_string());
+    }
 
     let dashboard = dashboard();
     let queried: BTreeSet<String> = dashboard_exprs(&dashboard)
@@ -182,6 +205,17 @@ async fn dashboard_and_alerts_cover_the_metrics_the_server_exposes() {
     assert!(
         unknown.is_empty(),
         "the alerts query metrics the server does not expose: {unknown:?}"
+    );
+}
+
+/// `CLUSTER_FAMILIES` is what the cluster module exports: no more, no fewer.
+#[test]
+fn cluster_families_are_those_the_cluster_module_exports() {
+    let listed: BTreeSet<String> = CLUSTER_FAMILIES.iter().map(|f| f.to_string()).collect();
+    let exported = cluster_module_names();
+    assert_eq!(
+        listed, exported,
+        "CLUSTER_FAMILIES and the ingest_cluster_* names in src/cluster/ differ"
     );
 }
 
@@ -467,6 +501,37 @@ fn sample_names(scrape: &str) -> BTreeSet<String> {
             line[..end].to_string()
         })
         .collect()
+}
+
+/// The `ingest_cluster_*` names in the cluster module's sources (`src/cluster/*.rs`).
+fn cluster_module_names() -> BTreeSet<String> {
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("src/cluster");
+    let word_char = |c: char| c.is_ascii_alphanumeric() || c == '_';
+    let mut names = BTreeSet::new();
+    let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
+    for entry in entries {
+        let path = entry.unwrap().path();
+        if path.extension().is_none_or(|ext| ext != "rs") {
+            continue;
+        }
+        let text =
+            std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        for (at, _) in text.match_indices("ingest_cluster_") {
+            if text[..at].ends_with(word_char) {
+                continue;
+            }
+            let end = text[at..]
+                .find(|c: char| !word_char(c))
+                .map_or(text.len(), |len| at + len);
+            names.insert(text[at..end].to_string());
+        }
+    }
+    assert!(
+        !names.is_empty(),
+        "no ingest_cluster_* names in {}",
+        dir.display()
+    );
+    names
 }
 
 /// The metric families a scrape declares (`# TYPE name type`).
