@@ -181,6 +181,16 @@ impl Engine {
             None => Fingerprinter::random(),
         };
         debug_assert_eq!(fingerprinter.secret().len(), SECRET_BYTES);
+        // The index saved at the last clean close, if the store is still as it was then.
+        let index = match (index, &store) {
+            (None, Some((store, _))) => crate::index_file::load(
+                store.path(),
+                store.sequence(),
+                config.index_shard_bits,
+                config.signatures_expected.max(store.next_signature_seq()?),
+            ),
+            (index, _) => index,
+        };
         let warm = index.is_some();
         let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started, index));
 

@@ -74,6 +74,11 @@ impl Bucket {
         pending: 0,
         _pad: 0,
     };
+
+    /// Holds a key or is passed over by one: not all zero.
+    fn is_used(&self) -> bool {
+        self.overflow != 0 || self.keys.iter().any(|key| *key != EMPTY)
+    }
 }
 
 /// The state of a fingerprint in the index.
@@ -438,6 +443,97 @@ impl Index {
     pub fn remove(&self, fp: Fingerprint) -> bool {
         let (table, key, position) = self.locate(fp);
         table.lock().remove(key, position)
+    }
+
+    /// Writes every shard to `out`: the shard bits, then each shard's bucket count, entry count
+    /// and number of buckets in use, and each bucket in use (neither empty nor passed over) as
+    /// its position (u32) and its 64 bytes as in memory; integers little-endian. A pre-sized,
+    /// mostly empty index writes little. Returns `false`, having written part of it, if an entry
+    /// is pending: only an index at rest is written.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<bool> {
+        out.write_all(&self.shard_bits.to_le_bytes())?;
+        for shard in self.shards.iter() {
+            let table = shard.table.lock();
+            if table.buckets.iter().any(|bucket| bucket.pending != 0) {
+                return Ok(false);
+            }
+            let used = table.buckets.iter().filter(|b| b.is_used()).count();
+            out.write_all(&(table.buckets.len() as u64).to_le_bytes())?;
+            out.write_all(&(table.len as u64).to_le_bytes())?;
+            out.write_all(&(used as u64).to_le_bytes())?;
+            for (position, bucket) in table.buckets.iter().enumerate() {
+                if bucket.is_used() {
+                    out.write_all(&(position as u32).to_le_bytes())?;
+                    out.write_all(bytemuck::bytes_of(bucket))?;
+                }
+            }
+        }
+        Ok(true)
+    }
+
+    /// Reads an index that [`Index::write_to`] wrote, of at most `capacity` entries (a shard
+    /// may have twice the buckets an index pre-sized for them would have, which bounds what a
+    /// corrupt bucket count allocates). `InvalidData` if it is not such an index.
+    pub fn read_from(input: &mut impl std::io::Read, capacity: u64) -> std::io::Result<Index> {
+        let invalid = |what: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, what);
+        let mut word = [0u8; 8];
+        let mut bits = [0u8; 4];
+        input.read_exact(&mut bits)?;
+        let shard_bits = u32::from_le_bytes(bits);
+        if shard_bits > 20 {
+            return Err(invalid("shard bits out of range"));
+        }
+        let count = 1usize << shard_bits;
+        let mut shards = Vec::with_capacity(count);
+        let hints: Box<[Hint]> = (0..count).map(|_| Hint::default()).collect();
+        let buckets_max = 2 * Self::buckets_for(capacity, count).max(BUCKETS_MIN) as u64;
+        for hint in hints.iter() {
+            input.read_exact(&mut word)?;
+            let buckets = u64::from_le_bytes(word);
+            input.read_exact(&mut word)?;
+            let len = u64::from_le_bytes(word);
+            if !(BUCKETS_MIN as u64..=buckets_max).contains(&buckets) {
+                return Err(invalid("bucket count out of range"));
+            }
+            if len > buckets * SLOTS_PER_BUCKET as u64 {
+                return Err(invalid("entry count out of range"));
+            }
+            input.read_exact(&mut word)?;
+            let used = u64::from_le_bytes(word);
+            if used > buckets || buckets > u64::from(u32::MAX) {
+                return Err(invalid("bucket count out of range"));
+            }
+            let mut table = Table {
+                buckets: Buckets::empty(buckets as usize),
+                len: len as usize,
+            };
+            let mut position = [0u8; 4];
+            for _ in 0..used {
+                input.read_exact(&mut position)?;
+                let bucket = table
+                    .buckets
+                    .get_mut(u32::from_le_bytes(position) as usize)
+                    .ok_or_else(|| invalid("bucket position out of range"))?;
+                input.read_exact(bytemuck::bytes_of_mut(bucket))?;
+                if bucket.pending != 0 {
+                    return Err(invalid("a pending entry"));
+                }
+            }
+            hint.publish(&table);
+            shards.push(Shard {
+                table: Mutex::new(table),
+            });
+        }
+        Ok(Index {
+            shards: shards.into_boxed_slice(),
+            hints,
+            shard_bits,
+        })
+    }
+
+    /// The number of shard bits.
+    pub fn shard_bits(&self) -> u32 {
+        self.shard_bits
     }
 
     /// Entries and bytes held, summed over the shards (takes each shard lock in turn).

@@ -70,6 +70,7 @@ mod fingerprint;
 mod guard;
 mod health;
 mod index;
+mod index_file;
 mod invalidation;
 mod job;
 mod lifecycle;

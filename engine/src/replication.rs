@@ -151,8 +151,23 @@ impl Follower {
             return Err(OpenError::Config("index_shard_bits must be at most 20"));
         }
         let mut follower = Follower::open(path)?;
-        let index = Index::new(config.index_shard_bits, config.signatures_expected);
-        crate::writer::load_index(&follower.store, &index, &|_| {})?;
+        // The index saved at the store's last clean close, or read back from the store.
+        let saved = crate::index_file::load(
+            path,
+            follower.store.sequence(),
+            config.index_shard_bits,
+            config
+                .signatures_expected
+                .max(follower.store.next_signature_seq()?),
+        );
+        let index = match saved {
+            Some(index) => index,
+            None => {
+                let index = Index::new(config.index_shard_bits, config.signatures_expected);
+                crate::writer::load_index(&follower.store, &index, &|_| {})?;
+                index
+            }
+        };
         let (fingerprints_cf, removed_cf) = column_family_ids(&follower.store);
         follower.warm = Some(Warm {
             index,
@@ -233,9 +248,15 @@ impl Follower {
         Ok(())
     }
 
-    /// Syncs what was applied and closes the store.
+    /// Syncs what was applied and closes the store; a warm follower saves its index beside it,
+    /// for the next open (its own or an engine's) to load.
     pub fn close(self) -> Result<(), StoreError> {
-        self.store.flush(true)
+        self.store.flush(true)?;
+        if let Some(warm) = &self.warm {
+            // A failure only costs the next open its rebuild.
+            let _ = crate::index_file::save(self.store.path(), &warm.index, self.store.sequence());
+        }
+        Ok(())
     }
 }
 

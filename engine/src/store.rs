@@ -409,6 +409,11 @@ impl Store {
         &self.path
     }
 
+    /// RocksDB's latest sequence number: every write raises it, so it names the store's state.
+    pub fn sequence(&self) -> u64 {
+        self.db.latest_sequence_number()
+    }
+
     pub fn cf(&self, name: &str) -> &ColumnFamily {
         // Every name in COLUMN_FAMILIES is opened (and created if missing) by `open`.
         self.db

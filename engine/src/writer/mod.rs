@@ -199,12 +199,25 @@ impl Writer {
             Some(store) => store.flush(true),
             None => Ok(()),
         };
+        if let (Ok(()), Some(store)) = (&result, &self.store) {
+            self.save_index(store);
+        }
         self.shared.set_store(None);
         self.store = None;
         if let Some(reply) = shutdown {
             // The closer may have given up waiting; nothing to do then.
             let _ = reply.send(result);
         }
+    }
+
+    /// Saves the index beside the store (`index_file`) after its last write, so that the next
+    /// open loads it. Only a healthy, ready engine's index is whole; a failure only costs the
+    /// next open its rebuild.
+    fn save_index(&self, store: &Store) {
+        if !self.shared.health().is_healthy() || !self.shared.is_ready() {
+            return;
+        }
+        let _ = crate::index_file::save(store.path(), self.shared.index(), store.sequence());
     }
 
     /// Waits for the next job as long as the writer's state allows, or says what to do instead.

@@ -445,3 +445,68 @@ fn traversable_by_anyone(dir: &std::path::Path) -> bool {
             std::fs::metadata(at).is_ok_and(|m| m.is_dir() && m.permissions().mode() & 0o001 != 0)
         })
 }
+
+#[test]
+fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let file = dir.path().join("index");
+    let batch = |k: usize, n: usize| -> Vec<_> {
+        (0..n)
+            .map(|i| {
+                sig(
+                    if i % 3 == 0 { "b" } else { "a" },
+                    &format!("{k}-{i}@example.org"),
+                )
+            })
+            .collect()
+    };
+    let kinds = |outcomes: Vec<Result<Outcome, SubmitError>>| -> Vec<&'static str> {
+        outcomes
+            .iter()
+            .map(|o| match o {
+                Ok(Outcome::Accepted { .. }) => "accepted",
+                Ok(Outcome::Duplicate { .. }) => "duplicate",
+                _ => "other",
+            })
+            .collect()
+    };
+    let engine = open(persistent(dir.path(), Durability::Buffered));
+    register(&engine, &["a", "b"]);
+    assert!(kinds(engine.submit_batch(batch(0, 300)))
+        .iter()
+        .all(|k| *k == "accepted"));
+    engine.close().expect("closes");
+    drop(engine);
+    assert!(file.exists(), "saved at the close");
+
+    let engine = open(persistent(dir.path(), Durability::Buffered));
+    assert_eq!(engine.stats().recovery_expected, 0, "nothing read back");
+    assert!(!file.exists(), "good until the next write only: removed");
+    assert!(kinds(engine.submit_batch(batch(0, 300)))
+        .iter()
+        .all(|k| *k == "duplicate"));
+    engine
+        .verify_store()
+        .expect("the loaded index is the store's");
+    engine.close().expect("closes");
+    drop(engine);
+    let stale = std::fs::read(&file).expect("saved again");
+
+    // A file from before the store's last writes is not used: the index is read back.
+    let engine = open(persistent(dir.path(), Durability::Buffered));
+    assert!(kinds(engine.submit_batch(batch(1, 60)))
+        .iter()
+        .all(|k| *k == "accepted"));
+    engine.close().expect("closes");
+    drop(engine);
+    std::fs::write(&file, &stale).expect("puts the old file back");
+    let engine = open(persistent(dir.path(), Durability::Buffered));
+    assert_eq!(engine.stats().recovery_expected, 360, "read back");
+    assert!(!file.exists());
+    let mut again = batch(0, 300);
+    again.extend(batch(1, 60));
+    assert!(kinds(engine.submit_batch(again))
+        .iter()
+        .all(|k| *k == "duplicate"));
+    engine.verify_store().expect("consistent");
+}
