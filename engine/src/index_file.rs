@@ -29,7 +29,16 @@ const TEMPORARY: &str = "index.tmp";
 /// whether it was written (not if an entry is pending: the index is not at rest).
 pub(crate) fn save(dir: &Path, index: &Index, sequence: u64) -> std::io::Result<bool> {
     let temporary = dir.join(TEMPORARY);
-    let file = File::create(&temporary)?;
+    let saved = write(dir, &temporary, index, sequence);
+    if !matches!(saved, Ok(true)) {
+        // A disk that filled up gets its space back.
+        let _ = std::fs::remove_file(&temporary);
+    }
+    saved
+}
+
+fn write(dir: &Path, temporary: &Path, index: &Index, sequence: u64) -> std::io::Result<bool> {
+    let file = File::create(temporary)?;
     let mut out = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: Xxh3::new(),
@@ -37,15 +46,13 @@ pub(crate) fn save(dir: &Path, index: &Index, sequence: u64) -> std::io::Result<
     out.write_all(MAGIC)?;
     out.write_all(&sequence.to_le_bytes())?;
     if !index.write_to(&mut out)? {
-        drop(out);
-        std::fs::remove_file(&temporary)?;
         return Ok(false);
     }
     let sum = out.hasher.digest();
     let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
     file.write_all(&sum.to_le_bytes())?;
     file.sync_all()?;
-    std::fs::rename(&temporary, dir.join(NAME))?;
+    std::fs::rename(temporary, dir.join(NAME))?;
     File::open(dir)?.sync_all()?;
     Ok(true)
 }
