@@ -50,7 +50,7 @@ struct Background {
 use crate::signature::InvalidField;
 use crate::verify::VerifyReport;
 use crate::webhook::{Webhook, WebhookChange, WebhookSpec, WEBHOOKS_MAX};
-use crate::writer::Writer;
+use crate::writer::{IndexSource, Writer};
 
 /// How petitions stand with their responses (see [`Engine::response_stats`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -181,15 +181,25 @@ impl Engine {
             None => Fingerprinter::random(),
         };
         debug_assert_eq!(fingerprinter.secret().len(), SECRET_BYTES);
-        // The index saved at the last clean close, if the store is still as it was then.
-        let index = match (index, &store) {
-            (None, Some((store, _))) => crate::index_file::load(
-                store.path(),
-                store.sequence(),
-                config.index_shard_bits,
-                config.signatures_expected.max(store.next_signature_seq()?),
-            ),
-            (index, _) => index,
+        // The index saved at the last clean close, if the store is still as it was then: read
+        // on a thread of its own while the petitions and counts load, for the writer to take.
+        let saved = match (&index, &store) {
+            (None, Some((store, _))) => {
+                let (path, sequence) = (store.path().to_owned(), store.sequence());
+                let (bits, capacity) = (
+                    config.index_shard_bits,
+                    config.signatures_expected.max(store.next_signature_seq()?),
+                );
+                let loading = std::thread::Builder::new()
+                    .name("engine-index-load".into())
+                    .spawn(move || crate::index_file::load(&path, sequence, bits, capacity))
+                    .map_err(|error| OpenError::Io {
+                        what: "start the index loading thread",
+                        error,
+                    })?;
+                Some(loading)
+            }
+            _ => None,
         };
         let warm = index.is_some();
         let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started, index));
@@ -223,7 +233,11 @@ impl Engine {
             next_seq,
             next_event_seq,
             sweep_cursor,
-            warm,
+            match saved {
+                Some(loading) => IndexSource::Saved(loading),
+                None if warm => IndexSource::Warm,
+                None => IndexSource::Rebuild,
+            },
         )
         .map_err(|error| OpenError::Io {
             what: "start the syncer thread",

@@ -536,6 +536,24 @@ impl Index {
         self.shard_bits
     }
 
+    /// Takes every shard's table from `other`, which has as many shards, shard by shard.
+    pub fn replace_with(&self, other: Index) {
+        assert_eq!(
+            self.shard_bits, other.shard_bits,
+            "indexes of another shape"
+        );
+        for ((shard, hint), theirs) in self
+            .shards
+            .iter()
+            .zip(self.hints.iter())
+            .zip(other.shards.into_vec())
+        {
+            let mut table = shard.table.lock();
+            *table = theirs.table.into_inner();
+            hint.publish(&table);
+        }
+    }
+
     /// Entries and bytes held, summed over the shards (takes each shard lock in turn).
     pub fn usage(&self) -> (u64, u64) {
         let mut entries = 0u64;

@@ -116,9 +116,19 @@ pub(crate) struct Writer {
     /// Expired signatures whose fingerprints are still in the index because the write that
     /// dropped them reported failure: the recovery looks them up in the store.
     unsettled_removals: Vec<(u64, Fingerprint)>,
-    /// The index came filled from a follower of the log: the writer does not read the
-    /// fingerprints back at open.
-    warm: bool,
+    /// Where the index comes from at open; taken by `run`.
+    source: Option<IndexSource>,
+}
+
+/// Where the writer gets the index from when it starts.
+pub(crate) enum IndexSource {
+    /// Reading every stored fingerprint back.
+    Rebuild,
+    /// It came filled from a follower of the log.
+    Warm,
+    /// The index saved at the last clean close, being read (`index_file`): taken if it matches
+    /// the store, else the fingerprints are read back.
+    Saved(std::thread::JoinHandle<Option<crate::index::Index>>),
 }
 
 impl Writer {
@@ -129,7 +139,7 @@ impl Writer {
         next_seq: u64,
         next_event_seq: u64,
         sweep_cursor: u64,
-        warm: bool,
+        source: IndexSource,
     ) -> std::io::Result<Writer> {
         let durability = shared.config().durability;
         let batch_signatures_max = shared.config().batch_signatures_max;
@@ -157,17 +167,26 @@ impl Writer {
             sweep_cursor,
             next_transition_seq: 0,
             unsettled_removals: Vec::new(),
-            warm,
+            source: Some(source),
         })
     }
 
     /// Rebuilds the index from the store (or takes a follower's), then serves jobs until shut
     /// down.
     pub fn run(mut self) {
-        let recovered = if self.warm {
-            self.adopt_index()
-        } else {
-            self.rebuild_index()
+        let recovered = match self.source.take() {
+            Some(IndexSource::Warm) => self.adopt_index(),
+            // A loading thread that panicked only costs the rebuild.
+            Some(IndexSource::Saved(loading)) => match loading.join().ok().flatten() {
+                Some(index) => {
+                    self.shared.index().replace_with(index);
+                    // Nothing is read back.
+                    self.shared.expect_recovered(0);
+                    self.adopt_index()
+                }
+                None => self.rebuild_index(),
+            },
+            Some(IndexSource::Rebuild) | None => self.rebuild_index(),
         };
         if let Err(e) = recovered {
             self.shared.fail_recovery(RecoveryError::Rebuild(e));
