@@ -23,9 +23,13 @@
 //! The durable path:
 //! - `record`: the stored layouts of a signature record and of a fingerprint batch;
 //! - `store`: RocksDB column families, keys, options and the reads recovery needs;
+//! - `index_file`: the dedup index saved beside the store at a clean close, loaded at the next
+//!   open instead of a rebuild if the store is unchanged;
 //! - `writer`: the group-commit writer thread (`writer/commit`: one group's batch, write and
 //!   publish; `writer/syncer`: the sync stage; `writer/recovery`: index rebuild and failed-store
 //!   recovery; `writer/lifecycle`: the expiry sweep, invalidation steps and job changes);
+//! - `replication`: the [`ReplicatedLog`] every store write is appended to first, if there is
+//!   one, and the [`Follower`] that applies it to a store of its own (and keeps the index);
 //! - `health`: the health flag, storage error count and last storage error;
 //! - `verify`: the full consistency check of the store.
 //!

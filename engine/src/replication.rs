@@ -140,7 +140,8 @@ impl Follower {
 
     /// Opens (or creates, empty) the store of `config`, which must be a directory, as a
     /// follower that keeps the dedup index (sized and sharded as `config` says): it first
-    /// reads the store's fingerprints into it, as an engine's open would.
+    /// loads the index saved at the store's last clean close if the store is unchanged since,
+    /// or reads the store's fingerprints into it, as an engine's open would.
     pub fn open_warm(config: &Config) -> Result<Follower, OpenError> {
         let Storage::Directory(path) = &config.storage else {
             return Err(OpenError::Config(
