@@ -201,8 +201,7 @@ impl Engine {
             }
             _ => None,
         };
-        let warm = index.is_some();
-        let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started, index));
+        let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started));
 
         let Some((store, _)) = store else {
             shared.set_ready();
@@ -222,7 +221,7 @@ impl Engine {
             }
             return Ok(engine);
         };
-        let next_event_seq = load_registry(&shared, &store, warm)?;
+        let next_event_seq = load_registry(&shared, &store)?;
         let next_seq = store.next_signature_seq()?;
         let sweep_cursor = store.sweep_cursor()?;
         let (sender, receiver) = crossbeam_channel::unbounded();
@@ -233,10 +232,10 @@ impl Engine {
             next_seq,
             next_event_seq,
             sweep_cursor,
-            match saved {
-                Some(loading) => IndexSource::Saved(loading),
-                None if warm => IndexSource::Warm,
-                None => IndexSource::Rebuild,
+            match (index, saved) {
+                (Some(index), _) => IndexSource::Warm(index),
+                (None, Some(loading)) => IndexSource::Saved(loading),
+                (None, None) => IndexSource::Rebuild,
             },
         )
         .map_err(|error| OpenError::Io {
@@ -1527,7 +1526,7 @@ fn run_step(
     true
 }
 
-fn check_config(config: &Config) -> Result<(), OpenError> {
+pub(crate) fn check_config(config: &Config) -> Result<(), OpenError> {
     if config.index_shard_bits > 20 {
         return Err(OpenError::Config("index_shard_bits must be at most 20"));
     }
@@ -1629,8 +1628,9 @@ fn upgrade(store: &Store, stored_rules: u8, stored_format: u8) -> Result<(), Ope
 /// Loads petitions, counts, events (which give each petition its thresholds reached and its
 /// response tracking) and webhooks, and sizes the index for the signers stored. They are
 /// small: loaded now so counts are served at once; the index (16 bytes a signature) is rebuilt
-/// by the writer thread, unless it came `warm` from a follower. Returns the next event sequence.
-fn load_registry(shared: &Shared, store: &Store, warm: bool) -> Result<u64, OpenError> {
+/// by the writer thread (or taken from a follower or the file saved at the last clean close).
+/// Returns the next event sequence.
+fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     let mut petitions = store.load_petitions()?;
     petitions.sort_by_key(|(num, _)| *num);
     let counts: HashMap<u32, Counts> = store.load_counts()?.into_iter().collect();
@@ -1676,13 +1676,10 @@ fn load_registry(shared: &Shared, store: &Store, warm: bool) -> Result<u64, Open
     }
     shared.load_places(store, true, None)?;
     let stored: u64 = counts.values().map(Counts::held).sum();
-    // A follower's index needs nothing read back.
-    if !warm {
-        shared.expect_recovered(stored);
-        shared
-            .index()
-            .reserve(stored.max(shared.config().signatures_expected));
-    }
+    shared.expect_recovered(stored);
+    shared
+        .index()
+        .reserve(stored.max(shared.config().signatures_expected));
     Ok(next_event_seq)
 }
 

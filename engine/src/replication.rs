@@ -148,9 +148,7 @@ impl Follower {
                 "a follower keeps its store in a directory",
             ));
         };
-        if config.index_shard_bits > 20 {
-            return Err(OpenError::Config("index_shard_bits must be at most 20"));
-        }
+        crate::engine::check_config(config)?;
         let mut follower = Follower::open(path)?;
         // The index saved at the store's last clean close, or read back from the store.
         let saved = crate::index_file::load(

@@ -99,19 +99,13 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    /// Fresh state: no petitions, `index` or an empty one sized from `config`, not ready.
-    pub fn new(
-        config: Config,
-        fingerprinter: Fingerprinter,
-        recovery_started: Instant,
-        index: Option<Index>,
-    ) -> Shared {
+    /// Fresh state: no petitions, an empty index sized from `config`, not ready.
+    pub fn new(config: Config, fingerprinter: Fingerprinter, recovery_started: Instant) -> Shared {
         let bounded = config.storage != crate::config::Storage::Memory;
         let limiter = config.rate_limits.map(crate::limit::Limiter::new);
         let sources = config.sources.map(crate::sources::Sources::new);
         Shared {
-            index: index
-                .unwrap_or_else(|| Index::new(config.index_shard_bits, config.signatures_expected)),
+            index: Index::new(config.index_shard_bits, config.signatures_expected),
             regions: Regions::new(config.regions_max),
             recent: Recent::default(),
             trending: Mutex::default(),

@@ -125,7 +125,7 @@ pub(crate) enum IndexSource {
     /// Reading every stored fingerprint back.
     Rebuild,
     /// It came filled from a follower of the log.
-    Warm,
+    Warm(crate::index::Index),
     /// The index saved at the last clean close, being read (`index_file`): taken if it matches
     /// the store, else the fingerprints are read back.
     Saved(std::thread::JoinHandle<Option<crate::index::Index>>),
@@ -174,19 +174,21 @@ impl Writer {
     /// Rebuilds the index from the store (or takes a follower's), then serves jobs until shut
     /// down.
     pub fn run(mut self) {
-        let recovered = match self.source.take() {
-            Some(IndexSource::Warm) => self.adopt_index(),
+        let filled = match self.source.take() {
+            Some(IndexSource::Warm(index)) => Some(index),
             // A loading thread that panicked only costs the rebuild.
-            Some(IndexSource::Saved(loading)) => match loading.join().ok().flatten() {
-                Some(index) => {
-                    self.shared.index().replace_with(index);
-                    // Nothing is read back.
-                    self.shared.expect_recovered(0);
-                    self.adopt_index()
-                }
-                None => self.rebuild_index(),
-            },
-            Some(IndexSource::Rebuild) | None => self.rebuild_index(),
+            Some(IndexSource::Saved(loading)) => loading.join().ok().flatten(),
+            Some(IndexSource::Rebuild) | None => None,
+        };
+        let recovered = match filled {
+            // One of another shape (a follower opened with other shard bits) is read back.
+            Some(index) if index.shard_bits() == self.shared.index().shard_bits() => {
+                self.shared.index().replace_with(index);
+                // Nothing is read back.
+                self.shared.expect_recovered(0);
+                self.adopt_index()
+            }
+            _ => self.rebuild_index(),
         };
         if let Err(e) = recovered {
             self.shared.fail_recovery(RecoveryError::Rebuild(e));
