@@ -84,6 +84,13 @@ pub struct Config {
     pub signatures_expected: u64,
     /// The index has `2^index_shard_bits` shards.
     pub index_shard_bits: u32,
+    /// Save the dedup index beside the store in the background each time this many more
+    /// signatures were stored since the last one saved (0: only at a clean close). An open
+    /// after a crash loads it and reads back only the signatures stored after it, so this
+    /// bounds that work (about 0.2 s per million on a 2-core machine); each save writes the
+    /// whole index (about 16 bytes per signature stored), so a smaller value costs more disk
+    /// writes. Default 50,000,000.
+    pub index_snapshot_signatures: u64,
     /// Most signatures admitted but not yet answered. Past it, submissions get
     /// [`crate::SubmitError::Overloaded`] at once: the bound on queued memory.
     pub queue_signatures_max: usize,
@@ -123,6 +130,9 @@ pub struct Config {
     pub replication: Option<crate::replication::Replication>,
 }
 
+/// The default of [`Config::index_snapshot_signatures`].
+pub const INDEX_SNAPSHOT_SIGNATURES_DEFAULT: u64 = 50_000_000;
+
 /// Most distinct regions by default.
 pub const REGIONS_MAX_DEFAULT: u32 = 1_000_000;
 
@@ -138,6 +148,7 @@ impl Config {
             signer_policy: SignerPolicy::default(),
             signatures_expected: 0,
             index_shard_bits: SHARD_BITS_DEFAULT,
+            index_snapshot_signatures: INDEX_SNAPSHOT_SIGNATURES_DEFAULT,
             queue_signatures_max: 262_144,
             batch_signatures_max: 16_384,
             clock: Arc::new(SystemClock),

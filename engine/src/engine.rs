@@ -80,6 +80,8 @@ struct Handle {
     writer: Mutex<Option<std::thread::JoinHandle<()>>>,
     /// The thread that sweeps expired pending signatures and runs invalidation jobs.
     background: Mutex<Option<std::thread::JoinHandle<()>>>,
+    /// The thread that saves the index beside the store (`run_index_snapshots`).
+    snapshots: Mutex<Option<std::thread::JoinHandle<()>>>,
     wake: Arc<Background>,
 }
 
@@ -99,6 +101,11 @@ fn close(handle: &Handle) -> Result<(), FlushError> {
     if let Some(background) = handle.background.lock().take() {
         // It panics only on a broken invariant, which its own report has shown.
         let _ = background.join();
+    }
+    // An index save under way stops (its file is not used): the writer saves the index
+    // whole once it has written everything.
+    if let Some(snapshots) = handle.snapshots.lock().take() {
+        let _ = snapshots.join();
     }
     let Some(writer) = handle.writer.lock().take() else {
         return Ok(());
@@ -181,18 +188,18 @@ impl Engine {
             None => Fingerprinter::random(),
         };
         debug_assert_eq!(fingerprinter.secret().len(), SECRET_BYTES);
-        // The index saved at the last clean close, if the store is still as it was then: read
-        // on a thread of its own while the petitions and counts load, for the writer to take.
+        // The index saved beside the store: read on a thread of its own while the petitions
+        // and counts load, for the writer to check against the store and bring up to it.
         let saved = match (&index, &store) {
             (None, Some((store, _))) => {
-                let (path, sequence) = (store.path().to_owned(), store.sequence());
+                let path = store.path().to_owned();
                 let (bits, capacity) = (
                     config.index_shard_bits,
                     config.signatures_expected.max(store.next_signature_seq()?),
                 );
                 let loading = std::thread::Builder::new()
                     .name("engine-index-load".into())
-                    .spawn(move || crate::index_file::load(&path, sequence, bits, capacity))
+                    .spawn(move || crate::index_file::load(&path, bits, capacity))
                     .map_err(|error| OpenError::Io {
                         what: "start the index loading thread",
                         error,
@@ -263,6 +270,20 @@ impl Engine {
                 error,
             })?;
         *engine.handle.background.lock() = Some(background);
+        if engine.handle.shared.config().index_snapshot_signatures > 0 {
+            let (shared, wake) = (
+                Arc::clone(&engine.handle.shared),
+                Arc::clone(&engine.handle.wake),
+            );
+            let snapshots = std::thread::Builder::new()
+                .name("engine-index-save".into())
+                .spawn(move || run_index_snapshots(&shared, &wake))
+                .map_err(|error| OpenError::Io {
+                    what: "start the index saving thread",
+                    error,
+                })?;
+            *engine.handle.snapshots.lock() = Some(snapshots);
+        }
         Ok(engine)
     }
 
@@ -277,6 +298,7 @@ impl Engine {
                 sender,
                 writer: Mutex::new(writer),
                 background: Mutex::new(None),
+                snapshots: Mutex::new(None),
                 wake: Arc::new(Background::default()),
             }),
         }
@@ -1363,6 +1385,67 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
             if !run_step(shared, sender, &record, &mut runs) {
                 return;
             }
+        }
+    }
+}
+
+/// How often the index saving thread looks at how many signatures were stored since the last
+/// index saved.
+const INDEX_SNAPSHOT_CHECK: Duration = Duration::from_millis(100);
+
+/// The index saving thread: once `index_snapshot_signatures` more signatures are durable in
+/// the index than at the mark of the last index saved (or loaded), saves it beside the store
+/// (`index_file`) while signatures go on being admitted, until the engine closes.
+///
+/// The mark is taken before the copy starts: every signature below it is committed in the
+/// index by then. A save is dropped if the store failed meanwhile (a recovery changes the
+/// index in ways the mark does not cover) or the engine is closing.
+fn run_index_snapshots(shared: &Shared, wake: &Background) {
+    let every = shared.config().index_snapshot_signatures;
+    // After a save that failed (a full disk), the next waits for as many signatures again.
+    let mut failed_at = 0;
+    loop {
+        {
+            let mut stop = wake.stop.lock();
+            if !*stop {
+                wake.wake.wait_for(&mut stop, INDEX_SNAPSHOT_CHECK);
+            }
+            if *stop {
+                return;
+            }
+        }
+        let healthy = || shared.health().is_healthy() && !shared.is_closing();
+        if !shared.is_ready() || !healthy() {
+            continue;
+        }
+        let from = shared.indexed();
+        let last = shared.index_saved_from().unwrap_or(0).max(failed_at);
+        if from.saturating_sub(last) < every {
+            continue;
+        }
+        let Some(store) = shared.store() else {
+            continue;
+        };
+        let errors = shared.health().errors_total();
+        let Ok(sample) = crate::index_file::sample(&store, from) else {
+            continue;
+        };
+        let path = store.path().to_owned();
+        // The store's handle is not kept over the copy: a recovery may reopen it.
+        drop(store);
+        let stop = || !healthy() || shared.health().errors_total() != errors;
+        let saved = crate::index_file::save(
+            &path,
+            shared.index(),
+            from,
+            sample,
+            || shared.indexed(),
+            &stop,
+        );
+        match saved {
+            Ok(true) => shared.index_saved(from),
+            Ok(false) => {}
+            Err(_) => failed_at = from,
         }
     }
 }

@@ -448,27 +448,49 @@ impl Index {
     /// Writes every shard to `out`: the shard bits, then each shard's bucket count, entry count
     /// and number of buckets in use, and each bucket in use (neither empty nor passed over) as
     /// its position (u32) and its 64 bytes as in memory; integers little-endian. A pre-sized,
-    /// mostly empty index writes little. Returns `false`, having written part of it, if an entry
-    /// is pending: only an index at rest is written.
-    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<bool> {
+    /// mostly empty index writes little.
+    ///
+    /// Pending entries are left out: their writes are not durable yet. So an index that
+    /// signatures are being admitted to may be written: each shard is copied under its lock
+    /// (one shard's table of memory, for a moment) and written from the copy, and holds the
+    /// entries committed when it was copied. A slot emptied this way leaves the overflow counts
+    /// it passed one too high, which only makes lookups walk a little further.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
         out.write_all(&self.shard_bits.to_le_bytes())?;
+        let mut copy: Vec<Bucket> = Vec::new();
+        let mut bytes: Vec<u8> = Vec::new();
         for shard in self.shards.iter() {
-            let table = shard.table.lock();
-            if table.buckets.iter().any(|bucket| bucket.pending != 0) {
-                return Ok(false);
+            let len = {
+                let table = shard.table.lock();
+                copy.clear();
+                copy.extend_from_slice(&table.buckets);
+                table.len
+            };
+            let mut left_out = 0;
+            for bucket in copy.iter_mut().filter(|bucket| bucket.pending != 0) {
+                for s in 0..SLOTS_PER_BUCKET {
+                    if bucket.pending & (1 << s) != 0 {
+                        bucket.keys[s] = EMPTY;
+                        left_out += 1;
+                    }
+                }
+                bucket.pending = 0;
             }
-            let used = table.buckets.iter().filter(|b| b.is_used()).count();
-            out.write_all(&(table.buckets.len() as u64).to_le_bytes())?;
-            out.write_all(&(table.len as u64).to_le_bytes())?;
-            out.write_all(&(used as u64).to_le_bytes())?;
-            for (position, bucket) in table.buckets.iter().enumerate() {
+            let used = copy.iter().filter(|b| b.is_used()).count();
+            // One write per shard: the bytes are hashed on their way out, best in large runs.
+            bytes.clear();
+            bytes.extend_from_slice(&(copy.len() as u64).to_le_bytes());
+            bytes.extend_from_slice(&((len - left_out) as u64).to_le_bytes());
+            bytes.extend_from_slice(&(used as u64).to_le_bytes());
+            for (position, bucket) in copy.iter().enumerate() {
                 if bucket.is_used() {
-                    out.write_all(&(position as u32).to_le_bytes())?;
-                    out.write_all(bytemuck::bytes_of(bucket))?;
+                    bytes.extend_from_slice(&(position as u32).to_le_bytes());
+                    bytes.extend_from_slice(bytemuck::bytes_of(bucket));
                 }
             }
+            out.write_all(&bytes)?;
         }
-        Ok(true)
+        Ok(())
     }
 
     /// Reads an index that [`Index::write_to`] wrote, of at most `capacity` entries (a shard
@@ -487,6 +509,9 @@ impl Index {
         let mut shards = Vec::with_capacity(count);
         let hints: Box<[Hint]> = (0..count).map(|_| Hint::default()).collect();
         let buckets_max = 2 * Self::buckets_for(capacity, count).max(BUCKETS_MIN) as u64;
+        // A bucket in use as written: its position (u32) and its bytes.
+        const USED_BYTES: usize = 4 + std::mem::size_of::<Bucket>();
+        let mut bytes: Vec<u8> = Vec::new();
         for hint in hints.iter() {
             input.read_exact(&mut word)?;
             let buckets = u64::from_le_bytes(word);
@@ -507,14 +532,18 @@ impl Index {
                 buckets: Buckets::empty(buckets as usize),
                 len: len as usize,
             };
-            let mut position = [0u8; 4];
-            for _ in 0..used {
-                input.read_exact(&mut position)?;
+            // One read per shard, as it was written.
+            bytes.clear();
+            bytes.resize(used as usize * USED_BYTES, 0);
+            input.read_exact(&mut bytes)?;
+            for entry in bytes.chunks_exact(USED_BYTES) {
+                let (position, stored) = entry.split_at(4);
+                let position = u32::from_le_bytes(position.try_into().expect("4 bytes"));
                 let bucket = table
                     .buckets
-                    .get_mut(u32::from_le_bytes(position) as usize)
+                    .get_mut(position as usize)
                     .ok_or_else(|| invalid("bucket position out of range"))?;
-                input.read_exact(bytemuck::bytes_of_mut(bucket))?;
+                bytemuck::bytes_of_mut(bucket).copy_from_slice(stored);
                 if bucket.pending != 0 {
                     return Err(invalid("a pending entry"));
                 }

@@ -1,17 +1,28 @@
-//! The dedup index saved beside the store at a clean close, so that the next open loads it
-//! instead of reading every stored fingerprint back.
+//! The dedup index saved beside the store, so that an open loads it and reads back only the
+//! signatures stored after it instead of every stored fingerprint.
 //!
-//! The file (`index` in the store's directory) names the store's state it belongs to: RocksDB's
-//! latest sequence number when it was written, after the store's last write. Every write to the
-//! store raises that number, so a file whose number is not the store's at the next open belongs
-//! to another state (the store was written after it, or it is not this store's) and is not used.
-//! A crash after later writes that lost them all brings the store back to that state exactly,
-//! so the file is right for it then too.
+//! It is written at a clean close, and in the background while the engine runs once
+//! `Config::index_snapshot_signatures` more signatures were stored (see `engine::snapshot_index`),
+//! so that an open after kill -9 reads back at most about that many.
 //!
-//! Layout, integers little-endian: the magic `PETIDX01`, the sequence number (u64), the index
-//! ([`Index::write_to`]: shard bits, then each shard's bucket count, entry count and the buckets
-//! in use with their positions), and an xxh3-64 of everything before it. It is written to `index.tmp`, synced, and renamed; an
-//! open that finds it removes it, used or not (it is good until the next write only).
+//! What a saved index holds is named by its *mark* `from`, a signature sequence: every
+//! signature below `from` was durable and its entry committed before the index was copied, and
+//! every removal (an expiry) written before the writer reached `from` had taken its entry out.
+//! Entries of later signatures and later removals may or may not be in it, but no entry that
+//! was not durable is (pending entries are left out, [`Index::write_to`]). An open brings it up
+//! to the store (`writer::catch_up_index`): it takes out the signatures whose removal was
+//! written at or after `from`, then puts in every stored signature from `from` on that was not
+//! removed. The file also names its store: the fingerprint of signature `from - 1`, which the
+//! store must hold, and `through`, the mark when the copy was finished, which the store must
+//! have reached (a store restored from an older copy has not).
+//!
+//! Layout, integers little-endian: the magic `PETIDX02`, `from` (u64), the sample fingerprint
+//! (16 bytes, zero when `from` is 0), the index ([`Index::write_to`]), `through` (u64), and an
+//! xxh3-64 of everything before it. It is written to `index.tmp` (synced every
+//! [`SYNC_BYTES`] on the way, so a large one never leaves gigabytes of dirty pages for one
+//! sync to push out in front of the log's), synced, and renamed over `index`; a write that is
+//! stopped or fails removes its temporary file. The file stays after it is loaded: it is good
+//! for every later state of the same store.
 
 use std::fs::File;
 use std::io::{BufReader, BufWriter, Read, Write};
@@ -19,17 +30,64 @@ use std::path::Path;
 
 use xxhash_rust::xxh3::Xxh3;
 
+use crate::error::StoreError;
+use crate::fingerprint::Fingerprint;
 use crate::index::Index;
+use crate::store::Store;
 
-const MAGIC: &[u8; 8] = b"PETIDX01";
+const MAGIC: &[u8; 8] = b"PETIDX02";
 const NAME: &str = "index";
 const TEMPORARY: &str = "index.tmp";
+/// A file being written is synced every this many bytes.
+const SYNC_BYTES: u64 = 64 << 20;
 
-/// Writes `index` as the index of the store in `dir` at RocksDB sequence `sequence`. Returns
-/// whether it was written (not if an entry is pending: the index is not at rest).
-pub(crate) fn save(dir: &Path, index: &Index, sequence: u64) -> std::io::Result<bool> {
+/// An index read back from its file, with the mark it was saved at.
+pub(crate) struct Saved {
+    pub index: Index,
+    /// Every signature below it is in the index (see the module docs).
+    pub from: u64,
+    sample: Option<Fingerprint>,
+    through: u64,
+}
+
+impl Saved {
+    /// Whether the index was saved for `store`: the store holds the sample fingerprint as
+    /// signature `from - 1`, and has stored at least `through` signatures.
+    pub fn belongs_to(&self, store: &Store) -> Result<bool, StoreError> {
+        if store.next_signature_seq()? < self.through {
+            return Ok(false);
+        }
+        Ok(sample(store, self.from)? == self.sample)
+    }
+}
+
+/// What names the store of an index saved at mark `from`: the fingerprint of its signature
+/// `from - 1` (none when `from` is 0).
+pub(crate) fn sample(store: &Store, from: u64) -> Result<Option<Fingerprint>, StoreError> {
+    match from.checked_sub(1) {
+        Some(last) => store.fingerprint_at(last),
+        None => Ok(None),
+    }
+}
+
+/// Writes `index` as the index of the store in `dir` at mark `from`, whose signature `from - 1`
+/// has the fingerprint `sample`; `through` gives the mark once the index is written. Stops
+/// (returning `false`, nothing left behind) as soon as `stop` says so, checked at least every
+/// megabyte.
+pub(crate) fn save(
+    dir: &Path,
+    index: &Index,
+    from: u64,
+    sample: Option<Fingerprint>,
+    through: impl FnOnce() -> u64,
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<bool> {
     let temporary = dir.join(TEMPORARY);
-    let saved = write(dir, &temporary, index, sequence);
+    let saved = write(dir, &temporary, index, (from, sample, through), stop);
+    let saved = match saved {
+        Err(_) if stop() => Ok(false),
+        saved => saved,
+    };
     if !matches!(saved, Ok(true)) {
         // A disk that filled up gets its space back.
         let _ = std::fs::remove_file(&temporary);
@@ -37,55 +95,109 @@ pub(crate) fn save(dir: &Path, index: &Index, sequence: u64) -> std::io::Result<
     saved
 }
 
-fn write(dir: &Path, temporary: &Path, index: &Index, sequence: u64) -> std::io::Result<bool> {
-    let file = File::create(temporary)?;
+fn write(
+    dir: &Path,
+    temporary: &Path,
+    index: &Index,
+    (from, sample, through): (u64, Option<Fingerprint>, impl FnOnce() -> u64),
+    stop: &dyn Fn() -> bool,
+) -> std::io::Result<bool> {
+    let file = Syncing {
+        file: File::create(temporary)?,
+        unsynced: 0,
+        stop,
+    };
     let mut out = Hashing {
         inner: BufWriter::with_capacity(1 << 20, file),
         hasher: Xxh3::new(),
     };
     out.write_all(MAGIC)?;
-    out.write_all(&sequence.to_le_bytes())?;
-    if !index.write_to(&mut out)? {
-        return Ok(false);
-    }
+    out.write_all(&from.to_le_bytes())?;
+    out.write_all(&sample.map_or([0; Fingerprint::BYTES], Fingerprint::to_bytes))?;
+    index.write_to(&mut out)?;
+    out.write_all(&through().to_le_bytes())?;
     let sum = out.hasher.digest();
-    let mut file = out.inner.into_inner().map_err(|e| e.into_error())?;
+    let mut file = out.inner.into_inner().map_err(|e| e.into_error())?.file;
     file.write_all(&sum.to_le_bytes())?;
     file.sync_all()?;
+    if stop() {
+        return Ok(false);
+    }
     std::fs::rename(temporary, dir.join(NAME))?;
     File::open(dir)?.sync_all()?;
     Ok(true)
 }
 
-/// The index saved for the store in `dir` if it was saved at RocksDB sequence `sequence` with
-/// `shard_bits` shard bits, holds at most `capacity` entries and reads back whole; the file is
-/// removed either way.
-pub(crate) fn load(dir: &Path, sequence: u64, shard_bits: u32, capacity: u64) -> Option<Index> {
-    let path = dir.join(NAME);
-    let file = File::open(&path).ok()?;
-    let loaded = read(file, sequence, shard_bits, capacity);
-    let _ = std::fs::remove_file(&path);
-    loaded
+/// The index saved for the store in `dir`, if there is one with `shard_bits` shard bits, of at
+/// most `capacity` entries, that reads back whole. Whether it is this store's is
+/// [`Saved::belongs_to`]'s to say. A temporary file left by a write that was cut short is
+/// removed.
+pub(crate) fn load(dir: &Path, shard_bits: u32, capacity: u64) -> Option<Saved> {
+    let _ = std::fs::remove_file(dir.join(TEMPORARY));
+    let file = File::open(dir.join(NAME)).ok()?;
+    read(file, shard_bits, capacity)
 }
 
-fn read(file: File, sequence: u64, shard_bits: u32, capacity: u64) -> Option<Index> {
+fn read(file: File, shard_bits: u32, capacity: u64) -> Option<Saved> {
     let mut input = Hashing {
         inner: BufReader::with_capacity(1 << 20, file),
         hasher: Xxh3::new(),
     };
-    let mut header = [0u8; 16];
+    let mut header = [0u8; 16 + Fingerprint::BYTES];
     input.read_exact(&mut header).ok()?;
-    if &header[..8] != MAGIC || header[8..] != sequence.to_le_bytes() {
+    if &header[..8] != MAGIC {
         return None;
     }
+    let from = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let sample = <[u8; Fingerprint::BYTES]>::try_from(&header[16..])
+        .ok()
+        .map(Fingerprint::from_bytes)
+        .filter(|_| from > 0);
     let index = Index::read_from(&mut input, capacity).ok()?;
+    let mut word = [0u8; 8];
+    input.read_exact(&mut word).ok()?;
+    let through = u64::from_le_bytes(word);
     let sum = input.hasher.digest();
-    let mut trailer = [0u8; 8];
-    input.inner.read_exact(&mut trailer).ok()?;
+    input.inner.read_exact(&mut word).ok()?;
     let mut rest = [0u8; 1];
     let whole = matches!(input.inner.read(&mut rest), Ok(0));
-    (whole && u64::from_le_bytes(trailer) == sum && index.shard_bits() == shard_bits)
-        .then_some(index)
+    (whole
+        && u64::from_le_bytes(word) == sum
+        && index.shard_bits() == shard_bits
+        && through >= from)
+        .then_some(Saved {
+            index,
+            from,
+            sample,
+            through,
+        })
+}
+
+/// The file under the writer: syncs every [`SYNC_BYTES`], and fails every write once `stop`
+/// says so.
+struct Syncing<'a> {
+    file: File,
+    unsynced: u64,
+    stop: &'a dyn Fn() -> bool,
+}
+
+impl Write for Syncing<'_> {
+    fn write(&mut self, bytes: &[u8]) -> std::io::Result<usize> {
+        if (self.stop)() {
+            return Err(std::io::Error::other("stopped"));
+        }
+        let written = self.file.write(bytes)?;
+        self.unsynced += written as u64;
+        if self.unsynced >= SYNC_BYTES {
+            self.file.sync_data()?;
+            self.unsynced = 0;
+        }
+        Ok(written)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.file.flush()
+    }
 }
 
 /// A reader or writer that hashes the bytes passing through it.
@@ -117,7 +229,6 @@ impl<R: Read> Read for Hashing<R> {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::fingerprint::Fingerprint;
     use crate::index::Presence;
 
     fn fp(i: u64) -> Fingerprint {
@@ -132,59 +243,115 @@ mod tests {
         index
     }
 
-    #[test]
-    fn an_index_read_back_has_every_entry_and_no_other() {
-        let dir = tempfile::tempdir().expect("temp dir");
-        let index = filled(5_000);
-        assert!(save(dir.path(), &index, 42).expect("saves"));
-        let loaded = load(dir.path(), 42, 4, 5_000).expect("loads");
-        assert_eq!(loaded.usage(), index.usage());
-        for i in 0..5_000 {
-            assert_eq!(loaded.presence(fp(i)), Presence::Committed);
-        }
-        assert_eq!(loaded.presence(fp(5_000)), Presence::Absent, "nothing else");
-        assert!(!dir.path().join(NAME).exists(), "removed once loaded");
+    fn go_on() -> bool {
+        false
+    }
+
+    fn save_at(dir: &Path, index: &Index, from: u64) -> bool {
+        save(dir, index, from, Some(fp(from)), || from + 7, &go_on).expect("saves")
     }
 
     #[test]
-    fn another_sequence_shard_count_or_a_changed_byte_is_refused() {
+    fn an_index_read_back_has_every_entry_and_no_other_and_its_mark() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = filled(5_000);
+        assert!(save_at(dir.path(), &index, 42));
+        let saved = load(dir.path(), 4, 5_000).expect("loads");
+        assert_eq!(saved.index.usage(), index.usage());
+        for i in 0..5_000 {
+            assert_eq!(saved.index.presence(fp(i)), Presence::Committed);
+        }
+        assert_eq!(saved.index.presence(fp(5_000)), Presence::Absent);
+        assert_eq!(
+            (saved.from, saved.sample, saved.through),
+            (42, Some(fp(42)), 49)
+        );
+        assert!(dir.path().join(NAME).exists(), "kept once loaded");
+        let empty = save(dir.path(), &Index::new(4, 0), 0, None, || 0, &go_on);
+        assert!(empty.expect("saves"));
+        let saved = load(dir.path(), 4, 5_000).expect("loads");
+        assert_eq!((saved.from, saved.sample), (0, None));
+    }
+
+    #[test]
+    fn pending_entries_are_left_out() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let index = filled(2_000);
+        for i in 2_000..2_100 {
+            index.insert(fp(i), true);
+        }
+        assert!(save_at(dir.path(), &index, 1));
+        let saved = load(dir.path(), 4, 5_000).expect("loads");
+        assert_eq!(saved.index.usage().0, 2_000);
+        for i in 0..2_100 {
+            let want = if i < 2_000 {
+                Presence::Committed
+            } else {
+                Presence::Absent
+            };
+            assert_eq!(saved.index.presence(fp(i)), want, "{i}");
+        }
+        // The loaded index takes those signers again and finds the others.
+        for i in 0..2_100 {
+            let inserted = saved.index.insert(fp(i), false) == crate::index::Insert::Inserted;
+            assert_eq!(inserted, i >= 2_000, "{i}");
+        }
+        assert_eq!(
+            index.presence(fp(2_000)),
+            Presence::Pending,
+            "the index written is unchanged"
+        );
+    }
+
+    #[test]
+    fn another_shard_count_or_a_changed_byte_is_refused() {
         let dir = tempfile::tempdir().expect("temp dir");
         let index = filled(1_000);
-        for (sequence, bits) in [(41, 4), (42, 5)] {
-            assert!(save(dir.path(), &index, 42).expect("saves"));
-            assert!(load(dir.path(), sequence, bits, 5_000).is_none());
-            assert!(!dir.path().join(NAME).exists(), "removed anyway");
-        }
-        assert!(save(dir.path(), &index, 42).expect("saves"));
+        assert!(save_at(dir.path(), &index, 42));
+        assert!(load(dir.path(), 5, 5_000).is_none());
         let path = dir.path().join(NAME);
-        let mut bytes = std::fs::read(&path).expect("reads");
-        let middle = bytes.len() / 2;
-        bytes[middle] ^= 1;
-        std::fs::write(&path, &bytes).expect("writes");
-        assert!(load(dir.path(), 42, 4, 5_000).is_none());
-        // Cut short, or with bytes after the sum.
-        assert!(save(dir.path(), &index, 42).expect("saves"));
         let bytes = std::fs::read(&path).expect("reads");
+        let mut changed = bytes.clone();
+        let middle = changed.len() / 2;
+        changed[middle] ^= 1;
+        std::fs::write(&path, &changed).expect("writes");
+        assert!(load(dir.path(), 4, 5_000).is_none());
+        // Cut short, or with bytes after the sum.
         std::fs::write(&path, &bytes[..bytes.len() - 1]).expect("writes");
-        assert!(load(dir.path(), 42, 4, 5_000).is_none());
+        assert!(load(dir.path(), 4, 5_000).is_none());
         let mut longer = bytes.clone();
         longer.push(0);
         std::fs::write(&path, &longer).expect("writes");
-        assert!(load(dir.path(), 42, 4, 5_000).is_none());
+        assert!(load(dir.path(), 4, 5_000).is_none());
         std::fs::write(&path, &bytes).expect("writes");
         assert!(
-            load(dir.path(), 42, 4, 5_000).is_some(),
+            load(dir.path(), 4, 5_000).is_some(),
             "the file as written loads"
         );
     }
 
     #[test]
-    fn an_index_with_a_pending_entry_is_not_saved() {
+    fn a_stopped_write_leaves_the_last_file_and_no_temporary() {
         let dir = tempfile::tempdir().expect("temp dir");
-        let index = filled(100);
-        index.insert(fp(1_000), true);
-        assert!(!save(dir.path(), &index, 1).expect("runs"));
-        assert!(!dir.path().join(NAME).exists());
+        assert!(save_at(dir.path(), &filled(100), 3));
+        // Stopped at once, and stopped after the first megabyte.
+        let big = filled(200_000);
+        let calls = std::cell::Cell::new(0);
+        let later = || {
+            calls.set(calls.get() + 1);
+            calls.get() > 1
+        };
+        for stop in [&(|| true) as &dyn Fn() -> bool, &later] {
+            let saved = save(dir.path(), &big, 9, None, || 9, stop).expect("runs");
+            assert!(!saved);
+            assert!(!dir.path().join(TEMPORARY).exists());
+            let kept = load(dir.path(), 4, 5_000).expect("the last file stays");
+            assert_eq!((kept.from, kept.index.usage().0), (3, 100));
+        }
+        assert!(calls.get() > 1, "the write was under way when stopped");
+        // One left by a kill is removed by the next load.
+        std::fs::write(dir.path().join(TEMPORARY), b"cut short").expect("writes");
+        assert!(load(dir.path(), 4, 5_000).is_some());
         assert!(!dir.path().join(TEMPORARY).exists());
     }
 }

@@ -96,7 +96,8 @@ mod writer;
 
 pub use crate::clock::{Clock, ManualClock, SystemClock};
 pub use crate::config::{
-    Config, Durability, ParseDurabilityError, Storage, PENDING_GRACE_DEFAULT, REGIONS_MAX_DEFAULT,
+    Config, Durability, ParseDurabilityError, Storage, INDEX_SNAPSHOT_SIGNATURES_DEFAULT,
+    PENDING_GRACE_DEFAULT, REGIONS_MAX_DEFAULT,
 };
 pub use crate::country::is_assigned as is_country_code;
 pub use crate::engine::{Engine, Registered, ResponseStats};

@@ -150,18 +150,20 @@ impl Follower {
         };
         crate::engine::check_config(config)?;
         let mut follower = Follower::open(path)?;
-        // The index saved at the store's last clean close, or read back from the store.
+        // The index saved beside the store and brought up to it, or read back from the store.
         let saved = crate::index_file::load(
             path,
-            follower.store.sequence(),
             config.index_shard_bits,
             config
                 .signatures_expected
                 .max(follower.store.next_signature_seq()?),
         );
         let index = match saved {
-            Some(index) => index,
-            None => {
+            Some(saved) if saved.belongs_to(&follower.store)? => {
+                crate::writer::catch_up_index(&follower.store, &saved.index, saved.from, &|_| {})?;
+                saved.index
+            }
+            _ => {
                 let index = Index::new(config.index_shard_bits, config.signatures_expected);
                 crate::writer::load_index(&follower.store, &index, &|_| {})?;
                 index
@@ -253,7 +255,16 @@ impl Follower {
         self.store.flush(true)?;
         if let Some(warm) = &self.warm {
             // A failure only costs the next open its rebuild.
-            let _ = crate::index_file::save(self.store.path(), &warm.index, self.store.sequence());
+            let from = self.store.next_signature_seq()?;
+            let sample = crate::index_file::sample(&self.store, from)?;
+            let _ = crate::index_file::save(
+                self.store.path(),
+                &warm.index,
+                from,
+                sample,
+                || from,
+                &|| false,
+            );
         }
         Ok(())
     }

@@ -88,6 +88,18 @@ pub(crate) struct Shared {
     recovery_expected: AtomicU64,
     recovery_started: Instant,
     recovery_elapsed_us: AtomicU64,
+    /// Every signature below this is durable and committed in the index, and every removal
+    /// written before the writer reached it is out of the index: the mark an index copied now
+    /// is saved at (`index_file`).
+    indexed: AtomicU64,
+    /// The mark of the index last saved beside the store, or loaded from it at open
+    /// ([`NO_MARK`]: none).
+    index_saved_from: AtomicU64,
+    /// Indexes saved since open.
+    index_saves: AtomicU64,
+    /// The mark of the saved index recovery loaded ([`NO_MARK`]: it read everything back or
+    /// took a follower's).
+    index_loaded_from: AtomicU64,
     /// The regions signatures name, each with its id.
     regions: Regions,
     /// Which petitions changed count in each recent minute (for trending).
@@ -96,6 +108,13 @@ pub(crate) struct Shared {
     trending: Mutex<std::collections::HashMap<u32, Trending>>,
     /// Held while a trending list is computed.
     trending_computing: Mutex<()>,
+}
+
+/// No index saved or loaded.
+const NO_MARK: u64 = u64::MAX;
+
+fn mark(stored: u64) -> Option<u64> {
+    (stored != NO_MARK).then_some(stored)
 }
 
 impl Shared {
@@ -142,7 +161,38 @@ impl Shared {
             recovery_expected: AtomicU64::new(0),
             recovery_started,
             recovery_elapsed_us: AtomicU64::new(0),
+            indexed: AtomicU64::new(0),
+            index_saved_from: AtomicU64::new(NO_MARK),
+            index_saves: AtomicU64::new(0),
+            index_loaded_from: AtomicU64::new(NO_MARK),
         }
+    }
+
+    /// Signatures below `through` are durable and committed in the index (see `indexed`).
+    pub fn set_indexed(&self, through: u64) {
+        self.indexed.fetch_max(through, Ordering::AcqRel);
+    }
+
+    /// The mark an index copied now would be saved at.
+    pub fn indexed(&self) -> u64 {
+        self.indexed.load(Ordering::Acquire)
+    }
+
+    /// The index was saved beside the store at mark `from`.
+    pub fn index_saved(&self, from: u64) {
+        self.index_saved_from.store(from, Ordering::Release);
+        self.index_saves.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// Recovery loaded the index saved at mark `from`.
+    pub fn index_loaded(&self, from: u64) {
+        self.index_loaded_from.store(from, Ordering::Release);
+        self.index_saved_from.store(from, Ordering::Release);
+    }
+
+    /// The mark of the index last saved beside the store or loaded from it.
+    pub fn index_saved_from(&self) -> Option<u64> {
+        mark(self.index_saved_from.load(Ordering::Acquire))
     }
 
     #[inline]
@@ -685,6 +735,9 @@ impl Shared {
             last_storage_error: self.health.last_error(),
             recovery_loaded: self.recovery_loaded.load(Ordering::Relaxed),
             recovery_expected: self.recovery_expected.load(Ordering::Relaxed),
+            recovery_index_from: mark(self.index_loaded_from.load(Ordering::Acquire)),
+            index_saved_from: self.index_saved_from(),
+            index_saves_total: self.index_saves.load(Ordering::Relaxed),
             recovery_seconds: Duration::from_micros(
                 self.recovery_elapsed_us.load(Ordering::Acquire),
             )

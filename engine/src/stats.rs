@@ -124,9 +124,20 @@ pub struct Stats {
     pub last_storage_error: Option<String>,
     /// Signatures loaded into the index so far by recovery.
     pub recovery_loaded: u64,
-    /// Signatures recovery expects to load (the sum of stored counts; 0 if the index came from
-    /// a follower of the log, `Follower::into_engine`).
+    /// Signatures recovery expects to load (the sum of stored counts; those stored from the
+    /// mark on if it loaded a saved index; 0 if the index came from a follower of the log,
+    /// `Follower::into_engine`).
     pub recovery_expected: u64,
+    /// Where recovery's index came from: `Some(mark)` if it loaded the index saved beside the
+    /// store at that mark and read back only the signatures from it on (`recovery_expected` of
+    /// them); `None` if it read every stored fingerprint back or took a follower's index.
+    pub recovery_index_from: Option<u64>,
+    /// The mark of the index last saved beside the store (at a clean close, or in the
+    /// background every `Config::index_snapshot_signatures`), or loaded at open: an open after
+    /// a crash reads back the signatures from it on. `None`: no index saved yet.
+    pub index_saved_from: Option<u64>,
+    /// Indexes saved beside the store since open.
+    pub index_saves_total: u64,
     /// Time from `open` to ready, in seconds (0 until ready).
     pub recovery_seconds: f64,
     /// Why recovery failed, if it did.

@@ -409,11 +409,6 @@ impl Store {
         &self.path
     }
 
-    /// RocksDB's latest sequence number: every write raises it, so it names the store's state.
-    pub fn sequence(&self) -> u64 {
-        self.db.latest_sequence_number()
-    }
-
     pub fn cf(&self, name: &str) -> &ColumnFamily {
         // Every name in COLUMN_FAMILIES is opened (and created if missing) by `open`.
         self.db
@@ -1106,6 +1101,27 @@ impl Store {
         {
             let (key, _) = entry?;
             removed.push(decode_u64(&key, "removed key")?);
+        }
+        Ok(removed)
+    }
+
+    /// The sequences of signatures whose removal was written at or after `from`, a signature
+    /// sequence (the sequence its batch's first new signature took; 0 for removals written
+    /// before stores kept it), ascending.
+    pub fn removed_since(&self, from: u64) -> Result<Vec<u64>, StoreError> {
+        let mut removed = Vec::new();
+        for entry in self
+            .db
+            .iterator_cf(self.cf(CF_REMOVED), IteratorMode::Start)
+        {
+            let (key, value) = entry?;
+            let at = match value.len() {
+                0 => 0,
+                _ => decode_u64(&value, "removed value")?,
+            };
+            if at >= from {
+                removed.push(decode_u64(&key, "removed key")?);
+            }
         }
         Ok(removed)
     }

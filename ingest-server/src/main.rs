@@ -138,6 +138,16 @@ struct Args {
     /// Expected number of stored signatures: the dedup index is pre-sized for it.
     #[arg(long, env = "INGEST_SIGNATURES_EXPECTED", default_value_t = 0)]
     signatures_expected: u64,
+    /// Save the dedup index beside the store in the background each time this many more
+    /// signatures are stored (0: only at a clean stop). A restart after a crash reads back only
+    /// the signatures stored after the last one saved (about 0.2 s a million); each save writes
+    /// the whole index (about 16 bytes a stored signature).
+    #[arg(
+        long,
+        env = "INGEST_INDEX_SNAPSHOT_SIGNATURES",
+        default_value_t = engine::INDEX_SNAPSHOT_SIGNATURES_DEFAULT
+    )]
+    index_snapshot_signatures: u64,
     /// How long a pending signature (to a petition with "validation": "email") waits for its
     /// token before it expires and its signer may sign again, e.g. 7d.
     #[arg(
@@ -383,6 +393,7 @@ fn run(args: Args) -> anyhow::Result<()> {
     };
     config.durability = args.durability;
     config.signatures_expected = args.signatures_expected;
+    config.index_snapshot_signatures = args.index_snapshot_signatures;
     config.pending_grace = args.pending_grace;
     config.sweep_interval = Some(args.sweep_interval);
     config.lifecycle_step = args.lifecycle_step;
@@ -468,11 +479,19 @@ fn run(args: Args) -> anyhow::Result<()> {
         tokio::task::spawn_blocking(move || match waiting.wait_ready() {
             Ok(()) => {
                 let stats = waiting.stats();
-                tracing::info!(
-                    signatures = stats.recovery_loaded,
-                    "dedup index rebuilt: ready after {:.3} s",
-                    stats.recovery_seconds
-                );
+                match stats.recovery_index_from {
+                    Some(mark) => tracing::info!(
+                        signatures = stats.recovery_loaded,
+                        mark,
+                        "dedup index loaded from the saved one, signatures from its mark on read back: ready after {:.3} s",
+                        stats.recovery_seconds
+                    ),
+                    None => tracing::info!(
+                        signatures = stats.recovery_loaded,
+                        "dedup index rebuilt: ready after {:.3} s",
+                        stats.recovery_seconds
+                    ),
+                }
             }
             Err(e) => tracing::error!("recovery failed, not ready: {e}"),
         });

@@ -443,7 +443,7 @@ impl Collector for Scrape {
             "Requests answered 503 at once because an in-flight limit or the body budget was reached",
             m.shed.load(Ordering::Relaxed),
         )?;
-        let gauges: [(&str, &str, f64); 11] = [
+        let gauges: [(&str, &str, f64); 12] = [
             (
                 "connections_open",
                 "Open HTTP connections",
@@ -495,6 +495,11 @@ impl Collector for Scrape {
                 "Signatures loaded into the index by recovery",
                 stats.recovery_loaded as f64,
             ),
+            (
+                "index_saved_position",
+                "Signatures below this are in the dedup index last saved beside the store; a restart after a crash reads back only those from it on (0: none saved)",
+                stats.index_saved_from.unwrap_or(0) as f64,
+            ),
         ];
         for (name, help, value) in gauges {
             gauge(&mut encoder, name, help, None, value)?;
@@ -505,6 +510,12 @@ impl Collector for Scrape {
             "Time from open to ready (0 until ready)",
             Some(&Unit::Seconds),
             stats.recovery_seconds,
+        )?;
+        counter(
+            &mut encoder,
+            "index_saves",
+            "Dedup indexes saved beside the store since start (in the background and at a clean close)",
+            stats.index_saves_total,
         )?;
         counter(
             &mut encoder,

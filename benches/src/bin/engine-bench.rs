@@ -272,6 +272,10 @@ enum Mode {
         /// stalls and put beside what RocksDB's LOG shows running then (0: none kept).
         #[arg(long, default_value_t = 10)]
         stall_ms: u64,
+        /// Save the dedup index in the background each time this many more signatures are
+        /// stored (0: only at the close).
+        #[arg(long, default_value_t = engine::INDEX_SNAPSHOT_SIGNATURES_DEFAULT)]
+        index_snapshot_signatures: u64,
     },
     /// Pending signatures and their validations (durable, `sync`): signs `--signatures` new
     /// signers to petitions that validate by email, then validates every token.
@@ -390,9 +394,10 @@ fn main() -> Result<()> {
             no_disk_probe,
             progress_s,
             stall_ms,
+            index_snapshot_signatures,
         } => durable(
             traffic,
-            durability,
+            (durability, index_snapshot_signatures),
             data_dir,
             Pacing {
                 rate,
@@ -743,9 +748,10 @@ fn drive(
                     }
                     let now = reporter_done.load(Ordering::Relaxed);
                     let rate = (now - last) as f64 / last_at.elapsed().as_secs_f64();
+                    let stats = engine.stats();
                     eprintln!(
-                        "  {now} / {total} signatures, {:.0} signatures/s over the last interval",
-                        rate
+                        "  {now} / {total} signatures, {:.0} signatures/s over the last interval; {} stored, index saved at {:?} ({} saves)",
+                        rate, stats.signatures, stats.index_saved_from, stats.index_saves_total
                     );
                     last = now;
                     last_at = Instant::now();
@@ -1017,7 +1023,7 @@ fn median(values: &mut [f64]) -> f64 {
 
 fn durable(
     mut traffic: Traffic,
-    durability: Durability,
+    (durability, index_snapshot_signatures): (Durability, u64),
     data_dir: PathBuf,
     pacing: Pacing,
     disk_probe: bool,
@@ -1053,6 +1059,7 @@ fn durable(
     let mut config = Config::persistent(&data_dir);
     config.durability = durability;
     config.signatures_expected = traffic.signatures;
+    config.index_snapshot_signatures = index_snapshot_signatures;
     config.rate_limits = traffic.limits()?;
     config.sources = traffic.source_slots.0;
     let engine = Engine::open(config)?;
@@ -1419,11 +1426,12 @@ fn recover(data_dir: PathBuf, json: Option<PathBuf>) -> Result<()> {
     let ready_at = started.elapsed();
     let stats = engine.stats();
     let rss = process::rss_bytes();
-    // Nothing to read back: the index saved at the last clean close was loaded.
-    let index_from = if stats.recovery_expected == 0 && stats.signatures > 0 {
-        "the file saved at the last clean close"
-    } else {
-        "the stored fingerprints"
+    let index_from = match stats.recovery_index_from {
+        Some(mark) => format!(
+            "the saved index at mark {mark}, then {} signatures read back",
+            stats.recovery_expected
+        ),
+        None => "the stored fingerprints".to_owned(),
     };
     println!(
         "recovered {} signatures over {} petitions: counts served after {:.3} s, ready after {:.3} s (index from {index_from}); index {:.2} bytes/signature; RSS {} MiB",

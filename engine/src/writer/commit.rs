@@ -129,12 +129,14 @@ pub(super) fn put_transition(
 }
 
 /// Puts the drop of an expired signature's record into `batch`, and its sequence among the
-/// removed (an index rebuild leaves its fingerprint out). Its transition to `expired` and its
-/// `pending_signers` entry are the caller's to write.
-pub(super) fn drop_record(batch: &mut WriteBatch, store: &Store, seq: u64) {
+/// removed (an index rebuild leaves its fingerprint out) with `at`, the sequence the batch's
+/// first new signature takes (a saved index brought up to the store takes the removals at or
+/// after its mark out, `index_file`). Its transition to `expired` and its `pending_signers`
+/// entry are the caller's to write.
+pub(super) fn drop_record(batch: &mut WriteBatch, store: &Store, seq: u64, at: u64) {
     let key = seq.to_be_bytes();
     batch.delete_cf(store.cf(CF_SIGNATURES), key);
-    batch.put_cf(store.cf(CF_REMOVED), key, []);
+    batch.put_cf(store.cf(CF_REMOVED), key, at.to_be_bytes());
 }
 
 /// What [`Building::finish`] hands back.
@@ -347,7 +349,7 @@ impl Building<'_> {
         if self.now >= signer.expires_at_ms {
             // Expired, not swept yet: it goes now, and this signature takes the signer's slot
             // (already held in the index) as a new pending one.
-            drop_record(&mut self.batch, self.store, signer.seq);
+            drop_record(&mut self.batch, self.store, signer.seq, self.first_seq);
             self.transition(signer.seq, SignatureState::Expired);
             counts.after.pending -= 1;
             return Ok(self.write_new(job, item, petition, counts));
@@ -714,6 +716,7 @@ impl Writer {
         let written = Written {
             store,
             first_seq,
+            next_seq: self.next_seq,
             first_event_seq,
             fingerprints,
             counts: prepared.counts,
@@ -763,6 +766,7 @@ impl Writer {
                 );
                 syncer::publish(
                     &self.shared,
+                    self.next_seq,
                     &prepared.commits,
                     &prepared.counts,
                     prepared.events,

@@ -105,7 +105,7 @@ impl Writer {
                     what: "lifecycle entry (unknown petition)",
                 });
             };
-            drop_record(&mut batch, &store, *seq);
+            drop_record(&mut batch, &store, *seq, self.next_seq);
             put_transition(
                 &mut batch,
                 &store,

@@ -28,7 +28,7 @@ mod lifecycle;
 mod recovery;
 pub(crate) mod syncer;
 
-pub(crate) use recovery::load_index;
+pub(crate) use recovery::{catch_up_index, load_index};
 
 use std::collections::HashMap;
 use std::path::PathBuf;
@@ -126,9 +126,9 @@ pub(crate) enum IndexSource {
     Rebuild,
     /// It came filled from a follower of the log.
     Warm(crate::index::Index),
-    /// The index saved at the last clean close, being read (`index_file`): taken if it matches
-    /// the store, else the fingerprints are read back.
-    Saved(std::thread::JoinHandle<Option<crate::index::Index>>),
+    /// The index saved beside the store, being read (`index_file`): taken if it is this
+    /// store's, and brought up to it; else the fingerprints are read back.
+    Saved(std::thread::JoinHandle<Option<crate::index_file::Saved>>),
 }
 
 impl Writer {
@@ -171,25 +171,28 @@ impl Writer {
         })
     }
 
-    /// Rebuilds the index from the store (or takes a follower's), then serves jobs until shut
-    /// down.
+    /// Rebuilds the index from the store (or takes a follower's, or a saved one), then serves
+    /// jobs until shut down.
     pub fn run(mut self) {
-        let filled = match self.source.take() {
-            Some(IndexSource::Warm(index)) => Some(index),
-            // A loading thread that panicked only costs the rebuild.
-            Some(IndexSource::Saved(loading)) => loading.join().ok().flatten(),
-            Some(IndexSource::Rebuild) | None => None,
-        };
-        let recovered = match filled {
+        let recovered = match self.source.take() {
             // One of another shape (a follower opened with other shard bits) is read back.
-            Some(index) if index.shard_bits() == self.shared.index().shard_bits() => {
+            Some(IndexSource::Warm(index))
+                if index.shard_bits() == self.shared.index().shard_bits() =>
+            {
                 self.shared.index().replace_with(index);
                 // Nothing is read back.
                 self.shared.expect_recovered(0);
                 self.adopt_index()
             }
-            _ => self.rebuild_index(),
+            // A loading thread that panicked only costs the rebuild.
+            Some(IndexSource::Saved(loading)) => match loading.join().ok().flatten() {
+                Some(saved) => self.adopt_saved(saved),
+                None => self.rebuild_index(),
+            },
+            Some(IndexSource::Warm(_) | IndexSource::Rebuild) | None => self.rebuild_index(),
         };
+        // Every signature stored so far is durable and in the index.
+        self.shared.set_indexed(self.next_seq);
         if let Err(e) = recovered {
             self.shared.fail_recovery(RecoveryError::Rebuild(e));
         } else {
@@ -232,13 +235,27 @@ impl Writer {
     }
 
     /// Saves the index beside the store (`index_file`) after its last write, so that the next
-    /// open loads it. Only a healthy, ready engine's index is whole; a failure only costs the
-    /// next open its rebuild.
+    /// open loads it and reads nothing back. Only a healthy, ready engine's index is whole; a
+    /// failure only costs the next open its rebuild (or a catch-up from the last saved one).
     fn save_index(&self, store: &Store) {
         if !self.shared.health().is_healthy() || !self.shared.is_ready() {
             return;
         }
-        let _ = crate::index_file::save(store.path(), self.shared.index(), store.sequence());
+        let from = self.next_seq;
+        let Ok(sample) = crate::index_file::sample(store, from) else {
+            return;
+        };
+        let saved = crate::index_file::save(
+            store.path(),
+            self.shared.index(),
+            from,
+            sample,
+            || from,
+            &|| false,
+        );
+        if let Ok(true) = saved {
+            self.shared.index_saved(from);
+        }
     }
 
     /// Waits for the next job as long as the writer's state allows, or says what to do instead.

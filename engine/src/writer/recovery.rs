@@ -173,6 +173,38 @@ impl Writer {
         self.check_counts()
     }
 
+    /// Takes an index saved beside the store (`index_file`) if it is this store's, brings it up
+    /// to the store, rebuilds the signatures' states and checks the counts against the index.
+    /// One that is not this store's, or whose counts do not check, is dropped and the
+    /// fingerprints are read back instead.
+    pub(super) fn adopt_saved(
+        &mut self,
+        saved: crate::index_file::Saved,
+    ) -> Result<(), StoreError> {
+        let Some(store) = self.store.clone() else {
+            return Ok(());
+        };
+        let bits = self.shared.index().shard_bits();
+        if saved.index.shard_bits() != bits || !saved.belongs_to(&store)? {
+            return self.rebuild_index();
+        }
+        let from = saved.from;
+        self.shared.index().replace_with(saved.index);
+        self.shared
+            .expect_recovered(self.next_seq.saturating_sub(from));
+        self.rebuild_states(&store)?;
+        let shared = &self.shared;
+        catch_up_index(&store, shared.index(), from, &|n| shared.count_recovered(n))?;
+        if self.check_counts().is_err() {
+            // Not expected: the saved index is dropped rather than trusted.
+            self.shared.index().replace_with(Index::new(bits, 0));
+            self.shared.expect_recovered(self.next_seq);
+            return self.rebuild_index();
+        }
+        self.shared.index_loaded(from);
+        Ok(())
+    }
+
     /// Every signer the index holds is counted once: the counts' sum equals its entries.
     fn check_counts(&self) -> Result<(), StoreError> {
         let (entries, _) = self.shared.index().usage();
@@ -194,8 +226,7 @@ impl Writer {
 
 /// Reads every fingerprint batch of `store` into `index`, committed, leaving out the signatures
 /// that no longer hold their signer's slot; `progress` hears how many signatures each batch
-/// held. Two threads: this one reads and inserts every other batch, a helper inserts the rest.
-/// A signer stored twice, or batches empty or overlapping, make the store corrupt.
+/// held. A signer stored twice, or batches empty or overlapping, make the store corrupt.
 pub(crate) fn load_index(
     store: &Store,
     index: &Index,
@@ -203,28 +234,67 @@ pub(crate) fn load_index(
 ) -> Result<(), StoreError> {
     // Expired signatures' fingerprints no longer hold a slot: left out.
     let removed = store.load_removed()?;
-    let removed = removed.as_slice();
+    if read_back(store, index, 0, &removed, progress)? > 0 {
+        return Err(StoreError::Corrupt {
+            what: "fingerprints (a signer is stored twice)",
+        });
+    }
+    Ok(())
+}
+
+/// Brings an index saved at mark `from` (see `index_file`) up to `store`: takes out the
+/// fingerprints of the signatures whose removal was written at or after `from` (the saved copy
+/// may or may not have seen it), then puts in every stored signature from `from` on that was
+/// not removed (the copy may hold some already). Removals come first: a signer whose
+/// signature expired may have signed anew since, always at a later sequence.
+pub(crate) fn catch_up_index(
+    store: &Store,
+    index: &Index,
+    from: u64,
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<(), StoreError> {
+    for seq in store.removed_since(from)? {
+        if let Some(fp) = store.fingerprint_at(seq)? {
+            index.remove(fp);
+        }
+    }
+    let removed = store.load_removed()?;
+    read_back(store, index, from, &removed, progress)?;
+    Ok(())
+}
+
+/// Reads the fingerprint batches of `store` from sequence `from` on into `index`, committed,
+/// leaving out the sequences in `removed` (ascending); returns how many were present already.
+/// Two threads: this one reads and inserts every other batch, a helper inserts the rest.
+/// Batches empty or overlapping make the store corrupt.
+fn read_back(
+    store: &Store,
+    index: &Index,
+    from: u64,
+    removed: &[u64],
+    progress: &(dyn Fn(u64) + Sync),
+) -> Result<u64, StoreError> {
     let (sender, receiver) = crossbeam_channel::bounded::<(u64, Box<[u8]>)>(64);
-    let duplicates = std::thread::scope(|scope| {
+    std::thread::scope(|scope| {
         let helper = scope.spawn(|| {
-            let mut duplicates = 0u64;
+            let mut present = 0u64;
             for (first, batch) in receiver {
-                duplicates += insert_batch(index, first, &batch, removed);
+                present += insert_batch(index, first, &batch, removed);
                 progress((batch.len() / Fingerprint::BYTES) as u64);
             }
-            duplicates
+            present
         });
-        let mut duplicates = 0u64;
+        let mut present = 0u64;
         let mut alternate = false;
-        let mut sequence = Sequence::starting_at(0);
-        let scanned = store.scan_fingerprints(0, |first, batch| {
+        let mut sequence = Sequence::starting_at(from);
+        let scanned = store.scan_fingerprints(from, |first, batch| {
             sequence.follow(first, batch);
             alternate = !alternate;
             if alternate {
                 // The helper only stops early if it panicked; then the join below reports it.
                 let _ = sender.send((first, batch.into()));
             } else {
-                duplicates += insert_batch(index, first, batch, removed);
+                present += insert_batch(index, first, batch, removed);
                 progress((batch.len() / Fingerprint::BYTES) as u64);
             }
         });
@@ -234,20 +304,14 @@ pub(crate) fn load_index(
         let helper = helper.join().expect("index rebuild helper panicked");
         scanned
             .and_then(|()| sequence.check())
-            .map(|()| duplicates + helper)
-    })?;
-    if duplicates > 0 {
-        return Err(StoreError::Corrupt {
-            what: "fingerprints (a signer is stored twice)",
-        });
-    }
-    Ok(())
+            .map(|()| present + helper)
+    })
 }
 
 /// Inserts one stored fingerprint batch (its first signature's sequence is `first`), leaving
 /// out the sequences in `removed` (ascending); returns how many were already present.
 fn insert_batch(index: &Index, first: u64, batch: &[u8], removed: &[u64]) -> u64 {
-    let mut duplicates = 0;
+    let mut present = 0;
     let mut skip = &removed[removed.partition_point(|&seq| seq < first)..];
     for (seq, fp) in (first..).zip(record::fingerprints(batch)) {
         if skip.first() == Some(&seq) {
@@ -255,10 +319,10 @@ fn insert_batch(index: &Index, first: u64, batch: &[u8], removed: &[u64]) -> u64
             continue;
         }
         if index.insert(fp, false) != Insert::Inserted {
-            duplicates += 1;
+            present += 1;
         }
     }
-    duplicates
+    present
 }
 
 /// Follows fingerprint batches as recovery reads them back in key order: each holds at least one

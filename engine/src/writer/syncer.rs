@@ -36,6 +36,8 @@ pub(crate) struct Written {
     pub store: Arc<Store>,
     /// Sequence number of its first signature record.
     pub first_seq: u64,
+    /// The sequence number after its last signature record.
+    pub next_seq: u64,
     /// Sequence number its first event took (the next one, if it has none).
     pub first_event_seq: u64,
     /// Its signers, pending in the index until the sync.
@@ -199,6 +201,7 @@ fn sync(store: &Store) -> Result<(), StoreError> {
 fn commit(shared: &Shared, written: Written) {
     publish(
         shared,
+        written.next_seq,
         &written.fingerprints,
         &written.counts,
         written.events,
@@ -210,10 +213,12 @@ fn commit(shared: &Shared, written: Written) {
         .for_each(|caller| answer(shared, caller));
 }
 
-/// Publishes a durable batch: its index entries committed, its petitions' counts and its
-/// events published, the engine's counters advanced.
+/// Publishes a durable batch whose signatures end before `next_seq`: its index entries
+/// committed (and the index's mark moved to `next_seq`), its petitions' counts and its events
+/// published, the engine's counters advanced.
 pub(crate) fn publish(
     shared: &Shared,
+    next_seq: u64,
     fingerprints: &[Fingerprint],
     counts: &[(Arc<Petition>, Counts, Changes)],
     events: Vec<Event>,
@@ -226,6 +231,7 @@ pub(crate) fn publish(
         let was_pending = index.commit(*fp);
         debug_assert!(was_pending, "an accepted fingerprint was committed twice");
     }
+    shared.set_indexed(next_seq);
     for (petition, counts, changes) in counts {
         petition.publish(*counts, changes, shared.recent());
     }

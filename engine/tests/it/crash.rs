@@ -68,6 +68,11 @@ fn config(dir: &Path) -> Config {
     config.sweep_interval = Some(Duration::from_millis(20));
     config.lifecycle_step = 64;
     config.invalidation_step = 64;
+    // The index is saved every few thousand signatures, so that kills land during saves and
+    // during the loads of saved indexes too. Pre-sized, it is a table of 15 MB that each save
+    // copies and scans: long enough for the parent to catch one under way.
+    config.index_snapshot_signatures = 2_000;
+    config.signatures_expected = 1_000_000;
     config
 }
 
@@ -294,6 +299,7 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
     let data = dir.path().join("data");
     let ledger = dir.path().join("ledger");
     let exe = std::env::current_exe().expect("test binary path");
+    let mut kills_during_saves = 0;
     for cycle in 0..cycles {
         let mut child = Command::new(&exe)
             .args([
@@ -314,17 +320,37 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
             .stderr(Stdio::null())
             .spawn()
             .expect("child starts");
-        // Some kills land during the child's recovery, most under load.
-        let lifetime = if rng.random_bool(0.25) {
-            rng.random_range(5..60)
+        let started = std::time::Instant::now();
+        // Some kills land during the child's recovery (which loads the saved index), one in
+        // four as soon as an index save is seen under way, the others at random under load.
+        if cycle % 4 == 3 {
+            std::thread::sleep(Duration::from_millis(rng.random_range(5..60)));
+        } else if cycle % 4 == 1 {
+            std::thread::sleep(Duration::from_millis(200));
+            let temporary = data.join("index.tmp");
+            let deadline = std::time::Instant::now() + Duration::from_secs(5);
+            while !temporary.exists() && std::time::Instant::now() < deadline {
+                std::thread::sleep(Duration::from_millis(1));
+            }
         } else {
-            rng.random_range(200..1_200)
+            std::thread::sleep(Duration::from_millis(rng.random_range(200..1_200)));
         };
-        std::thread::sleep(Duration::from_millis(lifetime));
+        let lifetime = started.elapsed().as_millis();
         child.kill().expect("kill -9");
         child.wait().expect("child reaped");
+        let during_save = data.join("index.tmp").exists();
+        kills_during_saves += u64::from(during_save);
 
         let engine = open(config(&data));
+        // From the second cycle on there is always a saved index (the last clean close left
+        // one): it must be this store's and check out against it.
+        let index_from = engine.stats().recovery_index_from;
+        if cycle > 0 {
+            assert!(
+                index_from.is_some(),
+                "cycle {cycle}: the saved index was not used"
+            );
+        }
         let acked = read_ledger(&ledger);
         let mut acked_total = 0;
         for (petition, emails) in &acked {
@@ -418,7 +444,8 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
             }
         }
         eprintln!(
-            "crash cycle {cycle}: killed after {lifetime} ms; {acked_total} acknowledged, {} stored, {} tokens ({} validated), email petition {:?}, consistent",
+            "crash cycle {cycle}: killed after {lifetime} ms{}; index loaded from mark {index_from:?}; {acked_total} acknowledged, {} stored, {} tokens ({} validated), email petition {:?}, consistent",
+            if during_save { " during an index save" } else { "" },
             report.signatures,
             tokens.0.len(),
             tokens.1.len(),
@@ -426,4 +453,166 @@ fn kill_9_under_load_loses_nothing_acknowledged() {
         );
         engine.close().expect("closes");
     }
+    if cycles >= 2 {
+        assert!(
+            kills_during_saves > 0,
+            "no kill landed during an index save"
+        );
+    }
+}
+
+const SAVE_CHILD_ENV: &str = "ENGINE_INDEX_SAVE_CHILD";
+const SAVE_EVERY: u64 = 2_000;
+
+/// The engine of `a_kill_after_an_index_save_reads_back_only_what_followed`: petitions `a` and
+/// `e` (validation by email, a grace of one hour), the index saved every [`SAVE_EVERY`]
+/// signatures, no sweep but the one the child calls.
+fn save_config(dir: &Path, clock: Arc<engine::ManualClock>) -> Config {
+    let mut config = Config::persistent(dir);
+    config.clock = clock;
+    config.pending_grace = Duration::from_secs(3600);
+    config.sweep_interval = None;
+    config.index_snapshot_signatures = SAVE_EVERY;
+    config
+}
+
+/// The child: signs 300 pending signers to `e` and 1,700 to `a`, waits for the index to be
+/// saved at mark 2,000, then lets the 300 expire: signers 0–99 sign again before the sweep
+/// (their old signatures drop in the same batch), the sweep drops 100–299, and 200–249 sign
+/// again after it. Then 400 more to `a`. It writes the mark to `done` and waits to be killed.
+fn save_child(dir: &Path, done: &Path) -> ! {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .expect("after the epoch")
+        .as_millis() as u64;
+    let clock = Arc::new(engine::ManualClock::new(now));
+    let engine = Engine::open(save_config(dir, Arc::clone(&clock))).expect("child opens");
+    engine.wait_ready().expect("child recovers");
+    let mut email = PetitionSpec::new("e");
+    email.validation = Some(Validation::Email);
+    for spec in [PetitionSpec::new("a"), email] {
+        engine.register(spec).expect("child registers");
+    }
+    let sign = |petition: &str, range: std::ops::Range<u64>| {
+        let batch = range
+            .map(|s| NewSignature::new(petition, format!("s{s}@example.org")))
+            .collect();
+        for outcome in engine.submit_batch(batch) {
+            assert!(
+                matches!(
+                    outcome,
+                    Ok(Outcome::Accepted { .. } | Outcome::Pending { .. })
+                ),
+                "{outcome:?}"
+            );
+        }
+    };
+    sign("e", 0..300);
+    sign("a", 0..1_700);
+    let deadline = std::time::Instant::now() + Duration::from_secs(60);
+    while engine.stats().index_saved_from != Some(2_000) {
+        assert!(std::time::Instant::now() < deadline, "no index saved");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    clock.advance(Duration::from_secs(7200));
+    sign("e", 0..100);
+    assert_eq!(engine.sweep_expired().expect("sweeps"), 200);
+    sign("e", 200..250);
+    sign("a", 1_700..2_100);
+    let stats = engine.stats();
+    std::fs::write(
+        done,
+        format!(
+            "{} {}",
+            stats.index_saved_from.expect("saved"),
+            stats.index_saves_total
+        ),
+    )
+    .expect("writes done");
+    loop {
+        std::thread::park();
+    }
+}
+
+#[test]
+fn a_kill_after_an_index_save_reads_back_only_what_followed() {
+    if let Ok(spec) = std::env::var(SAVE_CHILD_ENV) {
+        let (dir, done) = spec.split_once('|').expect("dir|done");
+        save_child(Path::new(dir), Path::new(done));
+    }
+    let dir = tempfile::tempdir().expect("temp dir");
+    let data = dir.path().join("data");
+    let done = dir.path().join("done");
+    let mut child = Command::new(std::env::current_exe().expect("test binary path"))
+        .args([
+            "crash::a_kill_after_an_index_save_reads_back_only_what_followed",
+            "--exact",
+            "--nocapture",
+        ])
+        .env(
+            SAVE_CHILD_ENV,
+            format!("{}|{}", data.display(), done.display()),
+        )
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("child starts");
+    let deadline = std::time::Instant::now() + Duration::from_secs(120);
+    let written = loop {
+        if let Ok(text) = std::fs::read_to_string(&done) {
+            if !text.is_empty() {
+                break text;
+            }
+        }
+        if let Ok(Some(status)) = child.try_wait() {
+            panic!("the child stopped: {status}");
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the child never got done"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    };
+    child.kill().expect("kill -9");
+    child.wait().expect("child reaped");
+    assert_eq!(written, "2000 1", "one index saved, at mark 2,000");
+
+    let clock = Arc::new(engine::ManualClock::new(0));
+    let engine = open(save_config(&data, clock));
+    let stats = engine.stats();
+    // Signatures 2,000 on: 100 re-signed before the sweep, 50 after it, 400 to `a`.
+    assert_eq!(
+        (stats.recovery_index_from, stats.recovery_expected),
+        (Some(2_000), 550),
+        "the saved index, and only what followed it read back"
+    );
+    engine.verify_store().expect("the index is the store's");
+    assert_eq!(engine.count("a"), Some(2_100));
+    let e = engine.petition("e").expect("exists");
+    assert_eq!(e.pending_count, 150, "0–99 and 200–249 pending again");
+    // The swept signers that did not sign again have their slots back (each a new pending
+    // signature); the others hold theirs (a re-submission of a pending one adds nothing).
+    let again: Vec<NewSignature> = (0..300)
+        .map(|s| NewSignature::new("e", format!("s{s}@example.org")))
+        .collect();
+    for (s, outcome) in engine.submit_batch(again).into_iter().enumerate() {
+        assert!(
+            matches!(outcome, Ok(Outcome::Pending { .. })),
+            "signer {s} of e: {outcome:?}"
+        );
+    }
+    let e = engine.petition("e").expect("exists");
+    assert_eq!(e.pending_count, 300, "150 freed slots taken again");
+    let a: Vec<NewSignature> = (0..2_100)
+        .map(|s| NewSignature::new("a", format!("s{s}@example.org")))
+        .collect();
+    for outcome in engine.submit_batch(a) {
+        assert!(
+            matches!(outcome, Ok(Outcome::Duplicate { .. })),
+            "{outcome:?}"
+        );
+    }
+    engine
+        .verify_store()
+        .expect("consistent after signing again");
 }

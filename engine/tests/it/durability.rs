@@ -478,10 +478,18 @@ fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
     engine.close().expect("closes");
     drop(engine);
     assert!(file.exists(), "saved at the close");
+    // The store as it is now, for later.
+    let older = tempfile::tempdir().expect("temp dir");
+    copy_dir(dir.path(), older.path());
 
     let engine = open(persistent(dir.path(), Durability::Buffered));
-    assert_eq!(engine.stats().recovery_expected, 0, "nothing read back");
-    assert!(!file.exists(), "good until the next write only: removed");
+    let stats = engine.stats();
+    assert_eq!(stats.recovery_index_from, Some(300), "the saved index");
+    assert_eq!(stats.recovery_expected, 0, "nothing read back");
+    assert!(
+        file.exists(),
+        "kept: good for later states of the store too"
+    );
     assert!(kinds(engine.submit_batch(batch(0, 300)))
         .iter()
         .all(|k| *k == "duplicate"));
@@ -492,21 +500,57 @@ fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
     drop(engine);
     let stale = std::fs::read(&file).expect("saved again");
 
-    // A file from before the store's last writes is not used: the index is read back.
+    // A file from before the store's last writes is loaded, and the signatures stored after
+    // its mark are read back.
     let engine = open(persistent(dir.path(), Durability::Buffered));
     assert!(kinds(engine.submit_batch(batch(1, 60)))
         .iter()
         .all(|k| *k == "accepted"));
     engine.close().expect("closes");
     drop(engine);
+    let newer = std::fs::read(&file).expect("saved again");
     std::fs::write(&file, &stale).expect("puts the old file back");
     let engine = open(persistent(dir.path(), Durability::Buffered));
-    assert_eq!(engine.stats().recovery_expected, 360, "read back");
-    assert!(!file.exists());
+    let stats = engine.stats();
+    assert_eq!(
+        (stats.recovery_index_from, stats.recovery_expected),
+        (Some(300), 60),
+        "the 60 stored after the mark read back"
+    );
     let mut again = batch(0, 300);
     again.extend(batch(1, 60));
     assert!(kinds(engine.submit_batch(again))
         .iter()
         .all(|k| *k == "duplicate"));
     engine.verify_store().expect("consistent");
+    engine.close().expect("closes");
+    drop(engine);
+
+    // Not used: the file of a store restored from an older copy (it has not reached the
+    // file's mark), and the file of another store.
+    std::fs::write(older.path().join("index"), &newer).expect("writes");
+    let other = tempfile::tempdir().expect("temp dir");
+    let engine = open(persistent(other.path(), Durability::Buffered));
+    register(&engine, &["a", "b"]);
+    let _ = engine.submit_batch(batch(2, 100));
+    engine.close().expect("closes");
+    drop(engine);
+    std::fs::copy(other.path().join("index"), &file).expect("copies");
+    for (store, stored) in [(older.path(), 300), (dir.path(), 360)] {
+        let engine = open(persistent(store, Durability::Buffered));
+        let stats = engine.stats();
+        assert_eq!(stats.recovery_index_from, None, "{}", store.display());
+        assert_eq!(stats.recovery_expected, stored, "every signature read back");
+        engine.verify_store().expect("consistent");
+        assert!(kinds(engine.submit_batch(batch(2, 1)))
+            .iter()
+            .all(|k| *k == "accepted"));
+    }
+}
+
+fn copy_dir(from: &std::path::Path, to: &std::path::Path) {
+    for entry in std::fs::read_dir(from).expect("reads the directory") {
+        let entry = entry.expect("an entry");
+        std::fs::copy(entry.path(), to.join(entry.file_name())).expect("copies");
+    }
 }
