@@ -1320,6 +1320,10 @@ fn finish(
 /// Signatures a preview reads per pass.
 const PREVIEW_STEP: usize = 65_536;
 
+/// How often the lifecycle thread looks again while the engine is not ready or its store is
+/// failing.
+const NOT_READY_POLL: Duration = Duration::from_millis(50);
+
 /// The lifecycle thread: sweeps expired pending signatures every `sweep_interval`, and runs
 /// the running invalidation jobs one step each in turn, until the engine closes.
 fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
@@ -1345,8 +1349,11 @@ fn run_background(shared: &Shared, sender: &Sender<Job>, wake: &Background) {
             }
         }
         if !shared.is_ready() || !shared.health().is_healthy() {
-            if busy {
-                std::thread::sleep(Duration::from_millis(50));
+            // Nothing to do until the index is rebuilt or the store is back. (Going straight
+            // round again spun on the clock, taking a core from the rebuild.)
+            let mut stop = wake.stop.lock();
+            if !*stop {
+                wake.wake.wait_for(&mut stop, NOT_READY_POLL);
             }
             continue;
         }
