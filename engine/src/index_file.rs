@@ -1,9 +1,10 @@
 //! The dedup index saved beside the store, so that an open loads it and reads back only the
 //! signatures stored after it instead of every stored fingerprint.
 //!
-//! It is written at a clean close, and in the background while the engine runs once
-//! `Config::index_snapshot_signatures` more signatures were stored (see `engine::snapshot_index`),
-//! so that an open after kill -9 reads back at most about that many.
+//! It is written at a clean close, and in the background while the engine runs each time
+//! `Config::index_snapshot_signatures` more signatures were stored (see
+//! `engine::run_index_snapshots`), so that an open after kill -9 reads back at most about that
+//! many.
 //!
 //! What a saved index holds is named by its *mark* `from`, a signature sequence: every
 //! signature below `from` was durable and its entry committed before the index was copied, and
