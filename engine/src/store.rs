@@ -1106,8 +1106,8 @@ impl Store {
     }
 
     /// The sequences of signatures whose removal was written at or after `from`, a signature
-    /// sequence (the sequence its batch's first new signature took; 0 for removals written
-    /// before stores kept it), ascending.
+    /// sequence (the sequence the next stored signature took when the removal was written; 0
+    /// for removals written before stores kept it), ascending.
     pub fn removed_since(&self, from: u64) -> Result<Vec<u64>, StoreError> {
         let mut removed = Vec::new();
         for entry in self

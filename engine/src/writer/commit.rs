@@ -129,9 +129,9 @@ pub(super) fn put_transition(
 }
 
 /// Puts the drop of an expired signature's record into `batch`, and its sequence among the
-/// removed (an index rebuild leaves its fingerprint out) with `at`, the sequence the batch's
-/// first new signature takes (a saved index brought up to the store takes the removals at or
-/// after its mark out, `index_file`). Its transition to `expired` and its `pending_signers`
+/// removed (an index rebuild leaves its fingerprint out) with `at`, the sequence the next
+/// stored signature takes: the batch's first new one, if it has any (a saved index brought up
+/// to the store takes the removals at or after its mark out, `index_file`). Its transition to `expired` and its `pending_signers`
 /// entry are the caller's to write.
 pub(super) fn drop_record(batch: &mut WriteBatch, store: &Store, seq: u64, at: u64) {
     let key = seq.to_be_bytes();
