@@ -71,6 +71,19 @@ pub(crate) fn sample(store: &Store, from: u64) -> Result<Option<Fingerprint>, St
     }
 }
 
+/// Saves `index`, at rest (every signature below `from` in it and nothing after), beside
+/// `store`: the save of a clean close. Returns whether it was saved; a failure only costs the
+/// next open its reading back.
+pub(crate) fn save_at_rest(store: &Store, index: &Index, from: u64) -> bool {
+    let Ok(sample) = sample(store, from) else {
+        return false;
+    };
+    matches!(
+        save(store.path(), index, from, sample, || from, &|| false),
+        Ok(true)
+    )
+}
+
 /// Writes `index` as the index of the store in `dir` at mark `from`, whose signature `from - 1`
 /// has the fingerprint `sample`; `through` gives the mark once the index is written. Stops
 /// (returning `false`, nothing left behind) as soon as `stop` says so, checked at least every

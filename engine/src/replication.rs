@@ -256,15 +256,7 @@ impl Follower {
         if let Some(warm) = &self.warm {
             // A failure only costs the next open its rebuild.
             let from = self.store.next_signature_seq()?;
-            let sample = crate::index_file::sample(&self.store, from)?;
-            let _ = crate::index_file::save(
-                self.store.path(),
-                &warm.index,
-                from,
-                sample,
-                || from,
-                &|| false,
-            );
+            crate::index_file::save_at_rest(&self.store, &warm.index, from);
         }
         Ok(())
     }

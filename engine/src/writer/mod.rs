@@ -241,20 +241,8 @@ impl Writer {
         if !self.shared.health().is_healthy() || !self.shared.is_ready() {
             return;
         }
-        let from = self.next_seq;
-        let Ok(sample) = crate::index_file::sample(store, from) else {
-            return;
-        };
-        let saved = crate::index_file::save(
-            store.path(),
-            self.shared.index(),
-            from,
-            sample,
-            || from,
-            &|| false,
-        );
-        if let Ok(true) = saved {
-            self.shared.index_saved(from);
+        if crate::index_file::save_at_rest(store, self.shared.index(), self.next_seq) {
+            self.shared.index_saved(self.next_seq);
         }
     }
 

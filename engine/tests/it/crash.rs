@@ -520,8 +520,10 @@ fn save_child(dir: &Path, done: &Path) -> ! {
     sign("e", 200..250);
     sign("a", 1_700..2_100);
     let stats = engine.stats();
+    // Whole or not at all for the parent, which reads it while this runs.
+    let written = done.with_extension("tmp");
     std::fs::write(
-        done,
+        &written,
         format!(
             "{} {}",
             stats.index_saved_from.expect("saved"),
@@ -529,6 +531,7 @@ fn save_child(dir: &Path, done: &Path) -> ! {
         ),
     )
     .expect("writes done");
+    std::fs::rename(&written, done).expect("renames done");
     loop {
         std::thread::park();
     }
