@@ -81,6 +81,7 @@ mod lifecycle;
 mod limit;
 mod petition;
 mod place;
+mod place_counts;
 mod record;
 mod replication;
 mod shared;

@@ -387,7 +387,8 @@ impl Petition {
     }
 
     fn apply(&self, breakdown: &mut Breakdown, changes: &Changes, recent: &Recent) {
-        breakdown.add_places_sorted(&changes.places);
+        let signatures = self.count.load(Ordering::Acquire) + self.pending.load(Ordering::Acquire);
+        breakdown.add_places_sorted(&changes.places, signatures);
         if let Some((at_ms, delta)) = changes.history {
             // Listed in `Recent` once per minute: when this minute is not its newest yet.
             let listed = breakdown.newest_minute() == Some((at_ms / 60_000) as u32);

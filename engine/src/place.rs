@@ -17,6 +17,7 @@ use std::hash::{BuildHasher, Hash, Hasher};
 
 use parking_lot::{Mutex, RwLock};
 
+use crate::place_counts::PlaceCounts;
 use crate::signature::REGION_BYTES_MAX;
 
 /// Bits of a place that hold the region id.
@@ -379,8 +380,8 @@ pub struct Bucket {
 /// A petition's counts by place and the history of its count.
 #[derive(Debug, Default)]
 pub(crate) struct Breakdown {
-    /// `place << 32 | count`, ascending by place; no zero counts.
-    places: Vec<u64>,
+    /// Counts by place, ascending by place; no zero counts.
+    places: PlaceCounts,
     /// Minute number and change, ascending; the last [`MINUTES_KEPT`] minutes.
     minutes: VecDeque<(u32, i32)>,
     /// Hour number and change, ascending.
@@ -388,93 +389,23 @@ pub(crate) struct Breakdown {
 }
 
 impl Breakdown {
-    /// Adds `delta` to the count of `place`.
-    pub fn add_place(&mut self, place: Place, delta: i64) {
-        if delta == 0 {
-            return;
-        }
-        let key = u64::from(place.0) << 32;
-        let at = self.places.partition_point(|&e| e < key);
-        match self.places.get(at) {
-            Some(&e) if e >> 32 == key >> 32 => {
-                let count = (e & 0xffff_ffff) as i64 + delta;
-                debug_assert!(
-                    (0..=i64::from(u32::MAX)).contains(&count),
-                    "a place's count stays in 0..2^32: {count}"
-                );
-                let count = count.clamp(0, i64::from(u32::MAX)) as u64;
-                if count == 0 {
-                    self.places.remove(at);
-                } else {
-                    self.places[at] = key | count;
-                }
-            }
-            _ => {
-                debug_assert!(delta > 0, "a count falls below zero");
-                if delta > 0 {
-                    grow(&mut self.places, 1);
-                    self.places
-                        .insert(at, key | delta.min(i64::from(u32::MAX)) as u64);
-                }
-            }
+    /// Adds `delta` to the count of `place` (a petition of `signatures` after it).
+    #[cfg(test)]
+    pub fn add_place(&mut self, place: Place, delta: i64, signatures: u64) {
+        if delta != 0 {
+            self.places.add_sorted(&[(place, delta)], signatures);
         }
     }
 
-    /// Adds deltas sorted by place (each place once): one pass over both lists.
-    pub fn add_places_sorted(&mut self, deltas: &[(Place, i64)]) {
-        if deltas.len() < 16 || deltas.len() * 8 < self.places.len() {
-            for &(place, delta) in deltas {
-                self.add_place(place, delta);
-            }
-            return;
-        }
-        let old = std::mem::take(&mut self.places);
-        let mut merged = Vec::with_capacity(old.len() + deltas.len());
-        let capacity = merged.capacity();
-        let (mut i, mut j) = (0, 0);
-        while i < old.len() || j < deltas.len() {
-            let old_place = old.get(i).map(|&e| (e >> 32) as u32);
-            let new_place = deltas.get(j).map(|&(p, _)| p.0);
-            let (place, count) = match (old_place, new_place) {
-                (Some(a), Some(b)) if a == b => {
-                    let count = (old[i] & 0xffff_ffff) as i64 + deltas[j].1;
-                    i += 1;
-                    j += 1;
-                    (a, count)
-                }
-                (Some(a), Some(b)) if a < b => {
-                    i += 1;
-                    (a, (old[i - 1] & 0xffff_ffff) as i64)
-                }
-                (Some(a), None) => {
-                    i += 1;
-                    (a, (old[i - 1] & 0xffff_ffff) as i64)
-                }
-                (_, Some(b)) => {
-                    j += 1;
-                    (b, deltas[j - 1].1)
-                }
-                (None, None) => unreachable!("the loop runs while either list has entries"),
-            };
-            debug_assert!(
-                (0..=i64::from(u32::MAX)).contains(&count),
-                "a place's count stays in 0..2^32: {count}"
-            );
-            if count > 0 {
-                merged.push(u64::from(place) << 32 | count.min(i64::from(u32::MAX)) as u64);
-            }
-        }
-        if merged.capacity() == capacity && merged.len() * 5 < capacity * 4 {
-            merged.shrink_to(merged.len() + merged.len() / 4);
-        }
-        self.places = merged;
+    /// Adds deltas sorted by place (each place once) to a petition that has `signatures`
+    /// after them.
+    pub fn add_places_sorted(&mut self, deltas: &[(Place, i64)], signatures: u64) {
+        self.places.add_sorted(deltas, signatures);
     }
 
     /// The count of each place, ascending by place.
     pub fn places(&self) -> impl Iterator<Item = (Place, u64)> + '_ {
-        self.places
-            .iter()
-            .map(|&e| (Place((e >> 32) as u32), e & 0xffff_ffff))
+        self.places.iter()
     }
 
     /// Counts by country number, ascending.
@@ -503,8 +434,8 @@ impl Breakdown {
         }
         match self.hours.last_mut() {
             Some((h, sum)) if *h == hour => *sum += delta,
-            Some((h, _)) if *h < hour => self.hours.push((hour, delta)),
-            None => self.hours.push((hour, delta)),
+            Some((h, _)) if *h < hour => push_grown(&mut self.hours, (hour, delta)),
+            None => push_grown(&mut self.hours, (hour, delta)),
             Some(_) => {
                 // The clock went back: find the hour.
                 let at = self.hours.partition_point(|&(h, _)| h < hour);
@@ -593,41 +524,46 @@ impl Breakdown {
 
     /// Bytes held (capacity, not length), for memory accounting.
     pub fn bytes(&self) -> u64 {
-        (self.places.capacity() * 8 + self.minutes.capacity() * 8 + self.hours.capacity() * 16)
-            as u64
+        self.places.bytes() + (self.minutes.capacity() * 8 + self.hours.capacity() * 16) as u64
     }
 
     /// Releases spare capacity (after a recovery filled it).
     pub fn shrink(&mut self) {
-        self.places.shrink_to_fit();
+        self.places.shrink();
         self.minutes.shrink_to_fit();
         self.hours.shrink_to_fit();
     }
 }
 
-/// Makes room for `more` entries, growing by a quarter rather than doubling: a petition's
-/// places are most of the memory its breakdown takes, and most petitions are small.
-fn grow(entries: &mut Vec<u64>, more: usize) {
-    let needed = entries.len() + more;
-    if needed > entries.capacity() {
-        let target = (entries.capacity() + entries.capacity() / 4)
-            .max(needed)
-            .max(4);
-        entries.reserve_exact(target - entries.len());
+/// Pushes `entry`, growing by a quarter (most petitions have a few hours).
+fn push_grown<T>(entries: &mut Vec<T>, entry: T) {
+    if entries.len() == entries.capacity() {
+        entries.reserve_exact((entries.len() / 4).max(1));
     }
+    entries.push(entry);
 }
 
 fn add_sorted_deque(deque: &mut VecDeque<(u32, i32)>, index: u32, delta: i32) {
-    match deque.back_mut() {
-        Some((m, sum)) if *m == index => *sum += delta,
-        Some((m, _)) if *m < index => deque.push_back((index, delta)),
-        None => deque.push_back((index, delta)),
-        Some(_) => {
+    let newest = deque.back().map(|&(m, _)| m);
+    match newest {
+        Some(m) if m == index => {
+            if let Some((_, sum)) = deque.back_mut() {
+                *sum += delta;
+            }
+        }
+        Some(m) if m > index => {
             let at = deque.partition_point(|&(m, _)| m < index);
             match deque.get_mut(at) {
                 Some((m, sum)) if *m == index => *sum += delta,
                 _ => deque.insert(at, (index, delta)),
             }
+        }
+        _ => {
+            // Most petitions have a few minutes: grow by a quarter, not double.
+            if deque.len() == deque.capacity() {
+                deque.reserve_exact((deque.len() / 4).max(1));
+            }
+            deque.push_back((index, delta));
         }
     }
 }
@@ -760,17 +696,17 @@ mod tests {
             .collect();
         deltas.sort_unstable();
         for &(place, delta) in &deltas {
-            one.add_place(place, delta);
+            one.add_place(place, delta, 0);
         }
-        merged.add_places_sorted(&deltas);
-        assert_eq!(one.places, merged.places);
+        merged.add_places_sorted(&deltas, 0);
+        assert!(one.places().eq(merged.places()));
         // Take some back to zero: they disappear.
         let back: Vec<(Place, i64)> = deltas.iter().step_by(2).map(|&(p, d)| (p, -d)).collect();
         for &(place, delta) in &back {
-            one.add_place(place, delta);
+            one.add_place(place, delta, 0);
         }
-        merged.add_places_sorted(&back);
-        assert_eq!(one.places, merged.places);
+        merged.add_places_sorted(&back, 0);
+        assert!(one.places().eq(merged.places()));
         assert_eq!(one.places().count(), 20);
         let countries = one.countries();
         assert_eq!(countries.len(), 2);

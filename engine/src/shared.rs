@@ -117,6 +117,11 @@ fn mark(stored: u64) -> Option<u64> {
     (stored != NO_MARK).then_some(stored)
 }
 
+/// The signatures a petition's stored counts by place add up to.
+fn signatures_of(places: &[(Place, i64)]) -> u64 {
+    places.iter().map(|&(_, count)| count.max(0) as u64).sum()
+}
+
 impl Shared {
     /// Fresh state: no petitions, an empty index sized from `config`, not ready.
     pub fn new(config: Config, fingerprinter: Fingerprinter, recovery_started: Instant) -> Shared {
@@ -227,7 +232,7 @@ impl Shared {
         store.scan_breakdowns(minutes_from, |num, stored| {
             if current.is_some_and(|c| c != num) {
                 if let Some(b) = current.and_then(|c| loaded.get_mut(c as usize)) {
-                    b.add_places_sorted(&places);
+                    b.add_places_sorted(&places, signatures_of(&places));
                 }
                 places.clear();
             }
@@ -245,7 +250,7 @@ impl Shared {
             }
         })?;
         if let Some(b) = current.and_then(|c| loaded.get_mut(c as usize)) {
-            b.add_places_sorted(&places);
+            b.add_places_sorted(&places, signatures_of(&places));
         }
         self.recent.clear();
         self.trending.lock().clear();
