@@ -107,6 +107,10 @@ impl engine::ReplicatedLog for NatsLog {
                 Ok(Ok(ack)) if ack.sequence == position => {
                     self.next.store(position + 1, Ordering::Release);
                     self.status.position.store(position, Ordering::Relaxed);
+                    let now = std::time::SystemTime::now()
+                        .duration_since(std::time::UNIX_EPOCH)
+                        .map_or(0, |d| d.as_millis() as u64);
+                    self.status.applied_at_ms.store(now, Ordering::Relaxed);
                     return Ok(());
                 }
                 Ok(Ok(ack)) => {

@@ -115,7 +115,10 @@ pub struct ClusterStatus {
     pub position: AtomicU64,
     /// Entries in the stream after `position`, as last seen (a standby's lag).
     pub lag: AtomicU64,
-    /// When the last entry applied was appended (ms since the epoch; 0: none).
+    /// When the newest entry in this node's store was appended to the log (ms since the epoch;
+    /// 0: none since the node started): on a standby the stream's time of the last entry it
+    /// applied (or of the stream's newest, when it started with nothing to apply), on the owner
+    /// its clock when its last append was acknowledged.
     pub applied_at_ms: AtomicU64,
     /// The lease's holder, as its value says (`node` at `http address`), or empty.
     pub owner: parking_lot::Mutex<String>,
@@ -202,6 +205,14 @@ impl ClusterStatus {
         ] {
             out += &format!("# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}\n");
         }
+        let applied_at_ms = self.applied_at_ms.load(Ordering::Relaxed);
+        out += "# HELP ingest_cluster_applied_at_seconds When the newest log entry in this node's store was appended to the log (Unix seconds; 0: none since it started).\n";
+        out += "# TYPE ingest_cluster_applied_at_seconds gauge\n";
+        out += &format!(
+            "ingest_cluster_applied_at_seconds {}.{:03}\n",
+            applied_at_ms / 1000,
+            applied_at_ms % 1000
+        );
         out
     }
 }

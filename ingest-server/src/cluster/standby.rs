@@ -172,12 +172,12 @@ pub(super) async fn follow_until_owner(
     let mut follower = open_follower(engine_config).await?;
     // A store from before the stream's first entry cannot follow it: it starts from the latest
     // snapshot instead.
-    let first = stream
+    let state = stream
         .get_info()
         .await
         .context("cannot read the stream's state")?
-        .state
-        .first_sequence;
+        .state;
+    let first = state.first_sequence;
     if follower.position() + 1 < first {
         tracing::info!(
             position = follower.position(),
@@ -202,6 +202,13 @@ pub(super) async fn follow_until_owner(
     status
         .epoch
         .store(follower.epoch().unwrap_or(0), Ordering::Relaxed);
+    if state.last_sequence > 0 && follower.position() >= state.last_sequence {
+        // Nothing to apply: the store holds the stream's newest entry, appended then.
+        let appended = state.last_timestamp.unix_timestamp_nanos() / 1_000_000;
+        status
+            .applied_at_ms
+            .store(u64::try_from(appended).unwrap_or(0), Ordering::Relaxed);
+    }
     let mut tail = Tail::open(stream, follower.position()).await?;
     let mut next_try = tokio::time::Instant::now();
     let mut next_look = tokio::time::Instant::now() + STALL_LOOK;

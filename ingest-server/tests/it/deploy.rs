@@ -26,12 +26,13 @@ const SAMPLE_SUFFIXES: [&str; 5] = ["_total", "_bucket", "_sum", "_count", "_inf
 /// so its scrape lacks them; the dashboard and the alerts may name them all the same, and every
 /// one needs a panel. `cluster_families_are_those_the_cluster_module_exports` keeps the list
 /// equal to the `ingest_cluster_*` names in `src/cluster/`.
-const CLUSTER_FAMILIES: [&str; 5] = [
+const CLUSTER_FAMILIES: [&str; 6] = [
     "ingest_cluster_role",
     "ingest_cluster_epoch",
     "ingest_cluster_log_position",
     "ingest_cluster_replication_lag_entries",
     "ingest_cluster_snapshot_position",
+    "ingest_cluster_applied_at_seconds",
 ];
 
 fn deploy(file: &str) -> PathBuf {

@@ -687,6 +687,36 @@ fn restarting_everything_gives_every_node_the_same_state() {
         assert!(Instant::now() < deadline, "the nodes differ: {states:?}");
         std::thread::sleep(Duration::from_millis(50));
     }
+    // Each says when its newest entry was appended: the same entry, so the same moment (the
+    // owner's clock at its acknowledgement, the stream's time on the standby), and /metrics
+    // has it in seconds.
+    let appended: Vec<u64> = [&a, &b]
+        .iter()
+        .map(|n| {
+            n.readyz().expect("answers").1["applied_at_ms"]
+                .as_u64()
+                .unwrap_or(0)
+        })
+        .collect();
+    assert!(appended.iter().all(|&ms| ms > 0), "{appended:?}");
+    assert!(
+        appended[0].abs_diff(appended[1]) < 5_000,
+        "the same entry, appended at: {appended:?}"
+    );
+    let (_, metrics) = get(a.addr, "/metrics").expect("answers");
+    let line = metrics
+        .lines()
+        .find(|l| l.starts_with("ingest_cluster_applied_at_seconds "))
+        .unwrap_or_else(|| panic!("no applied_at in:\n{metrics}"));
+    let seconds: f64 = line[line.find(' ').unwrap() + 1..]
+        .parse()
+        .expect("a number");
+    let ms = (seconds * 1000.0).round() as u64;
+    // Read after: the same, or later if the owner appended since.
+    assert!(
+        ms >= appended[0] && ms - appended[0] < 5_000,
+        "{line} against {appended:?}"
+    );
     // And the same state: each store, opened by itself, has the same counts.
     a.stop();
     b.stop();
