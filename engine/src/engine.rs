@@ -2077,6 +2077,38 @@ mod tests {
     }
 
     #[test]
+    fn a_clean_close_merges_the_breakdowns_operands_and_they_read_the_same() {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
+        engine.wait_ready().expect("ready");
+        engine.register(PetitionSpec::new("p")).expect("registers");
+        // Three flushes: three level-0 files, each with an operand of the petition's breakdown.
+        for round in 0..3 {
+            for i in 0..10 {
+                let mut s = NewSignature::new("p", format!("s{round}-{i}@x.example"));
+                s.country = Some(if i % 2 == 0 { "GB" } else { "FR" }.into());
+                assert!(matches!(engine.submit(s), Ok(Outcome::Accepted { .. })));
+            }
+            let store = engine.shared().store().expect("open");
+            store.flush(true).expect("flushes");
+        }
+        let store = engine.shared().store().expect("open");
+        assert_eq!(store.breakdown_level0_files(), 3);
+        drop(store);
+        let before = engine.countries("p").expect("known");
+        engine.close().expect("closes");
+        drop(engine);
+        let store = Store::open(dir.path()).expect("store opens");
+        assert_eq!(store.breakdown_level0_files(), 0, "merged by the close");
+        drop(store);
+        let engine = Engine::open(Config::persistent(dir.path())).expect("opens");
+        engine.wait_ready().expect("ready");
+        assert_eq!(engine.countries("p").expect("known"), before);
+        assert_eq!(before.0, 30);
+        engine.verify_store().expect("consistent");
+    }
+
+    #[test]
     fn a_new_store_has_the_format_version_older_builds_refuse() {
         let dir = tempfile::tempdir().expect("temp dir");
         let engine = Engine::open(Config::persistent(dir.path())).expect("opens");

@@ -253,6 +253,7 @@ impl Follower {
     /// for the next open (its own or an engine's) to load.
     pub fn close(self) -> Result<(), StoreError> {
         self.store.flush(true)?;
+        self.store.compact_breakdowns();
         if let Some(warm) = &self.warm {
             // A failure only costs the next open its rebuild.
             let from = self.store.next_signature_seq()?;

@@ -758,6 +758,26 @@ impl Store {
         Ok(())
     }
 
+    /// Merges every petition's `breakdowns` operands into one value. Each batch adds one
+    /// operand per petition it touched, and until compaction merges them an open reading the
+    /// breakdowns merges them all as it reads (most of `open`'s time after a clean close with
+    /// 500,000 petitions); a clean close does this instead.
+    pub fn compact_breakdowns(&self) {
+        self.db
+            .compact_range_cf(self.cf(CF_BREAKDOWNS), None::<&[u8]>, None::<&[u8]>);
+    }
+
+    /// Files in level 0 of the `breakdowns` column family (each can hold an operand of every
+    /// petition).
+    #[cfg(test)]
+    pub fn breakdown_level0_files(&self) -> u64 {
+        self.db
+            .property_int_value_cf(self.cf(CF_BREAKDOWNS), "rocksdb.num-files-at-level0")
+            .ok()
+            .flatten()
+            .unwrap_or(0)
+    }
+
     pub fn load_petitions(&self) -> Result<Vec<(u32, PetitionMeta)>, StoreError> {
         let mut petitions = Vec::new();
         for entry in self

@@ -224,6 +224,9 @@ impl Writer {
             None => Ok(()),
         };
         if let (Ok(()), Some(store)) = (&result, &self.store) {
+            if self.shared.health().is_healthy() {
+                store.compact_breakdowns();
+            }
             self.save_index(store);
         }
         self.shared.set_store(None);
