@@ -42,6 +42,11 @@ const TEMPORARY: &str = "index.tmp";
 /// A file being written is synced every this many bytes.
 const SYNC_BYTES: u64 = 64 << 20;
 
+/// Whether an index file is saved in `dir`.
+pub(crate) fn exists(dir: &Path) -> bool {
+    dir.join(NAME).is_file()
+}
+
 /// An index read back from its file, with the mark it was saved at.
 pub(crate) struct Saved {
     pub index: Index,

@@ -244,6 +244,14 @@ impl Writer {
         if !self.shared.health().is_healthy() || !self.shared.is_ready() {
             return;
         }
+        if self.shared.index_saved_from() == Some(self.next_seq)
+            && crate::index_file::exists(store.path())
+        {
+            // The file beside the store (saved, or loaded at open) already holds every stored
+            // signature; removals written since are taken out when it is loaded. Writing it again
+            // would cost a second per 40 M signatures and change nothing.
+            return;
+        }
         if crate::index_file::save_at_rest(store, self.shared.index(), self.next_seq) {
             self.shared.index_saved(self.next_seq);
         }

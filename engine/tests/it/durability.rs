@@ -448,6 +448,8 @@ fn traversable_by_anyone(dir: &std::path::Path) -> bool {
 
 #[test]
 fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
+    use std::os::unix::fs::MetadataExt;
+    let inode = |path: &std::path::Path| std::fs::metadata(path).expect("exists").ino();
     let dir = tempfile::tempdir().expect("temp dir");
     let file = dir.path().join("index");
     let batch = |k: usize, n: usize| -> Vec<_> {
@@ -496,9 +498,15 @@ fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
     engine
         .verify_store()
         .expect("the loaded index is the store's");
+    let loaded = inode(&file);
     engine.close().expect("closes");
     drop(engine);
-    let stale = std::fs::read(&file).expect("saved again");
+    assert_eq!(
+        inode(&file),
+        loaded,
+        "nothing stored since it was loaded: the close keeps the file rather than write it again"
+    );
+    let stale = std::fs::read(&file).expect("kept");
 
     // A file from before the store's last writes is loaded, and the signatures stored after
     // its mark are read back.
@@ -523,8 +531,14 @@ fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
         .iter()
         .all(|k| *k == "duplicate"));
     engine.verify_store().expect("consistent");
+    let caught_up = inode(&file);
     engine.close().expect("closes");
     drop(engine);
+    assert_ne!(
+        inode(&file),
+        caught_up,
+        "60 read back: saved again at the close"
+    );
 
     // Not used: the file of a store restored from an older copy (it has not reached the
     // file's mark), and the file of another store.
