@@ -318,38 +318,11 @@ fn merge_chunk(old: &[u8], deltas: &[(Place, i64)], out: &mut Vec<u8>) -> (usize
         entries: 0,
         prev: 0,
     };
-    let (mut i, mut j) = (0, 0);
     let mut written = 0;
-    while i < n || j < deltas.len() {
-        let (place, count) = match (entries[..n].get(i), deltas.get(j)) {
-            (Some(&(a, count)), Some(&(b, delta))) if a == b.0 => {
-                i += 1;
-                j += 1;
-                (a, i64::from(count) + delta)
-            }
-            (Some(&(a, count)), Some(&(b, _))) if a < b.0 => {
-                i += 1;
-                (a, i64::from(count))
-            }
-            (Some(&(a, count)), None) => {
-                i += 1;
-                (a, i64::from(count))
-            }
-            (_, Some(&(b, delta))) => {
-                j += 1;
-                (b.0, delta)
-            }
-            (None, None) => unreachable!("the loop runs while either list has entries"),
-        };
-        debug_assert!(
-            (0..=i64::from(u32::MAX)).contains(&count),
-            "a place's count stays in 0..2^32: {count}"
-        );
-        if count > 0 {
-            writer.push(place, count.min(i64::from(u32::MAX)) as u32);
-            written += 1;
-        }
-    }
+    merge_counts(entries[..n].iter().copied(), deltas, |place, count| {
+        writer.push(place, count);
+        written += 1;
+    });
     writer.close();
     (n, written)
 }
@@ -525,6 +498,47 @@ fn reserve_a_quarter<T>(entries: &mut Vec<T>, more: usize) {
     }
 }
 
+/// Merges counts ascending by place with `deltas` (ascending, each place once) and hands each
+/// place whose count is not zero after, ascending, to `emit`: the one merge of both forms.
+#[inline]
+fn merge_counts(
+    old: impl Iterator<Item = (u32, u32)>,
+    deltas: &[(Place, i64)],
+    mut emit: impl FnMut(u32, u32),
+) {
+    let mut old = old.peekable();
+    let mut deltas = deltas.iter().peekable();
+    loop {
+        let (place, count) = match (old.peek(), deltas.peek()) {
+            (Some(&(a, count)), Some(&&(b, delta))) if a == b.0 => {
+                old.next();
+                deltas.next();
+                (a, i64::from(count) + delta)
+            }
+            (Some(&(a, count)), Some(&&(b, _))) if a < b.0 => {
+                old.next();
+                (a, i64::from(count))
+            }
+            (Some(&(a, count)), None) => {
+                old.next();
+                (a, i64::from(count))
+            }
+            (_, Some(&&(b, delta))) => {
+                deltas.next();
+                (b.0, delta)
+            }
+            (None, None) => return,
+        };
+        debug_assert!(
+            (0..=i64::from(u32::MAX)).contains(&count),
+            "a place's count stays in 0..2^32: {count}"
+        );
+        if count > 0 {
+            emit(place, count.min(i64::from(u32::MAX)) as u32);
+        }
+    }
+}
+
 /// Adds `delta` to the count of `place` in the wide form.
 fn wide_add(entries: &mut Vec<u64>, place: Place, delta: i64) {
     if delta == 0 {
@@ -568,39 +582,10 @@ fn wide_add_sorted(entries: &mut Vec<u64>, deltas: &[(Place, i64)]) {
     let old = std::mem::take(entries);
     let mut merged = Vec::with_capacity(old.len() + deltas.len());
     let capacity = merged.capacity();
-    let (mut i, mut j) = (0, 0);
-    while i < old.len() || j < deltas.len() {
-        let old_place = old.get(i).map(|&e| (e >> 32) as u32);
-        let new_place = deltas.get(j).map(|&(p, _)| p.0);
-        let (place, count) = match (old_place, new_place) {
-            (Some(a), Some(b)) if a == b => {
-                let count = (old[i] & 0xffff_ffff) as i64 + deltas[j].1;
-                i += 1;
-                j += 1;
-                (a, count)
-            }
-            (Some(a), Some(b)) if a < b => {
-                i += 1;
-                (a, (old[i - 1] & 0xffff_ffff) as i64)
-            }
-            (Some(a), None) => {
-                i += 1;
-                (a, (old[i - 1] & 0xffff_ffff) as i64)
-            }
-            (_, Some(b)) => {
-                j += 1;
-                (b, deltas[j - 1].1)
-            }
-            (None, None) => unreachable!("the loop runs while either list has entries"),
-        };
-        debug_assert!(
-            (0..=i64::from(u32::MAX)).contains(&count),
-            "a place's count stays in 0..2^32: {count}"
-        );
-        if count > 0 {
-            merged.push(u64::from(place) << 32 | count.min(i64::from(u32::MAX)) as u64);
-        }
-    }
+    let old_counts = old.iter().map(|&e| ((e >> 32) as u32, e as u32));
+    merge_counts(old_counts, deltas, |place, count| {
+        merged.push(u64::from(place) << 32 | u64::from(count));
+    });
     if merged.capacity() == capacity && merged.len() * 5 < capacity * 4 {
         merged.shrink_to(merged.len() + merged.len() / 4);
     }
