@@ -760,7 +760,7 @@ impl Store {
 
     /// Merges every petition's `breakdowns` operands into one value. Each batch adds one
     /// operand per petition it touched, and until compaction merges them an open reading the
-    /// breakdowns merges them all as it reads (most of `open`'s time after a clean close with
+    /// breakdowns merges them all as it reads (44% of `open`'s samples after a clean close with
     /// 500,000 petitions); a clean close does this instead.
     pub fn compact_breakdowns(&self) {
         self.db
