@@ -1766,10 +1766,8 @@ fn load_registry(shared: &Shared, store: &Store) -> Result<u64, OpenError> {
     }
     shared.load_places(store, true, None)?;
     let stored: u64 = counts.values().map(Counts::held).sum();
+    // The index is sized for them where it is rebuilt (a saved one is read at its own size).
     shared.expect_recovered(stored);
-    shared
-        .index()
-        .reserve(stored.max(shared.config().signatures_expected));
     Ok(next_event_seq)
 }
 

@@ -129,7 +129,16 @@ impl Shared {
         let limiter = config.rate_limits.map(crate::limit::Limiter::new);
         let sources = config.sources.map(crate::sources::Sources::new);
         Shared {
-            index: Index::new(config.index_shard_bits, config.signatures_expected),
+            // A store's index is sized where recovery builds it (or read at its saved size):
+            // this one only stands in until then, and takes no memory of that size.
+            index: Index::new(
+                config.index_shard_bits,
+                if bounded {
+                    0
+                } else {
+                    config.signatures_expected
+                },
+            ),
             regions: Regions::new(config.regions_max),
             recent: Recent::default(),
             trending: Mutex::default(),
@@ -519,6 +528,11 @@ impl Shared {
     /// Recovery will load `n` stored signatures into the index.
     pub fn expect_recovered(&self, n: u64) {
         self.recovery_expected.store(n, Ordering::Release);
+    }
+
+    /// How many stored signatures recovery loads into the index.
+    pub fn recovery_expected(&self) -> u64 {
+        self.recovery_expected.load(Ordering::Acquire)
     }
 
     /// Recovery loaded `n` more stored signatures.

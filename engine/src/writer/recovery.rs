@@ -159,6 +159,13 @@ impl Writer {
         };
         self.rebuild_states(&store)?;
         let shared = &self.shared;
+        // Sized once for every signature it will hold, so that no shard resizes on the way
+        // (and, its memory being taken when a table is made, faulted in here at once).
+        shared.index().reserve(
+            shared
+                .recovery_expected()
+                .max(shared.config().signatures_expected),
+        );
         load_index(&store, shared.index(), &|n| shared.count_recovered(n))?;
         self.check_counts()
     }
