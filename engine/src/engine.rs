@@ -1448,6 +1448,7 @@ fn run_index_snapshots(shared: &Shared, wake: &Background) {
             sample,
             || shared.indexed(),
             &stop,
+            crate::index_file::Pace::Shared,
         );
         match saved {
             Ok(true) => shared.index_saved(from),
