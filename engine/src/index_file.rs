@@ -22,7 +22,7 @@
 //! xxh3-64 of everything before it. It is written to `index.tmp` (synced every
 //! [`SYNC_BYTES`] on the way, so a large one never leaves gigabytes of dirty pages for one
 //! sync to push out in front of the log's; and, saved under ingest, idle after each synced
-//! chunk for as long as the chunk took: see [`Pace`]), synced, and renamed over `index`; a write that is
+//! chunk: see [`Pace`]), synced, and renamed over `index`; a write that is
 //! stopped or fails removes its temporary file. The file stays after it is loaded: it is good
 //! for every later state of the same store.
 
@@ -43,6 +43,8 @@ const NAME: &str = "index";
 const TEMPORARY: &str = "index.tmp";
 /// A file being written is synced every this many bytes.
 const SYNC_BYTES: u64 = 8 << 20;
+/// A paced save idles this many times as long as a chunk took to write and sync.
+const IDLE_PER_BUSY: u32 = 3;
 /// The longest a paced save idles after one chunk, so that a stop is seen soon.
 const IDLE_MAX: Duration = Duration::from_millis(250);
 
@@ -51,10 +53,11 @@ const IDLE_MAX: Duration = Duration::from_millis(250);
 pub(crate) enum Pace {
     /// As fast as the disk takes it: the save of a clean close, with nothing waiting.
     Full,
-    /// The background save, under ingest: after each synced chunk it idles as long as the chunk
-    /// took to write and sync, so the log's syncs meet at most one chunk's writeback and have
-    /// the disk to themselves at least half the time. Unpaced, the save of a 1.6 GB index at
-    /// 100 M signatures held a half-load run's acknowledgements up for seconds.
+    /// The background save, under ingest: after each synced chunk it idles three times as long
+    /// as the chunk took to write and sync, so the log's syncs meet at most one chunk's
+    /// writeback and have the disk to themselves at least three quarters of the time. Unpaced,
+    /// the save of a 1.6 GB index at 100 M signatures held a half-load run's acknowledgements
+    /// up for seconds (BENCHMARKS P7).
     Shared,
 }
 
@@ -241,7 +244,7 @@ impl Write for Syncing<'_> {
             self.file.sync_data()?;
             self.unsynced = 0;
             if self.pace == Pace::Shared {
-                std::thread::sleep(self.chunk_started.elapsed().min(IDLE_MAX));
+                std::thread::sleep((self.chunk_started.elapsed() * IDLE_PER_BUSY).min(IDLE_MAX));
             }
             self.chunk_started = Instant::now();
         }
