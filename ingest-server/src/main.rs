@@ -135,7 +135,8 @@ struct Args {
     /// under the target `access`.
     #[arg(long, env = "INGEST_ACCESS_LOG")]
     access_log: bool,
-    /// Expected number of stored signatures: the dedup index is pre-sized for it.
+    /// Expected number of stored signatures: the dedup index is pre-sized for it, and its memory
+    /// (about 16 bytes a signature) is taken at start rather than under the first signatures.
     #[arg(long, env = "INGEST_SIGNATURES_EXPECTED", default_value_t = 0)]
     signatures_expected: u64,
     /// Save the dedup index beside the store in the background each time this many more
