@@ -128,14 +128,21 @@ impl Buckets {
         // Only advice: without huge pages the table works the same, a little slower.
         #[cfg(target_os = "linux")]
         let _ = map.advise(memmap2::Advice::HugePage);
-        // Fault the whole table in now, while it is made (at open, or in a resize that copies
-        // every entry anyway), rather than page by page under the first inserts: a gigabyte
-        // takes 0.3-0.9 s to fault in on a KVM guest, and each fault is taken under a shard
-        // lock with acknowledgements waiting behind it. Also only advice: on a kernel before
-        // 5.14 the pages fault in as they are first written, as before.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::PopulateWrite);
         Buckets::Mapped(map)
+    }
+
+    /// Faults a mapped table in now rather than page by page under its first inserts: a
+    /// gigabyte takes 0.3-0.9 s to fault in on a KVM guest, and each fault would be taken under
+    /// a shard lock with acknowledgements waiting behind it. Called once every shard's table is
+    /// made, when the kernel has merged their mappings: populated one by one as they are made,
+    /// each mapping was smaller than a huge page and got none (0 kB of `AnonHugePages` against
+    /// 286 MB for a 20 M index). Only advice: before Linux 5.14 the pages fault in as they are
+    /// first written.
+    fn populate(&self) {
+        #[cfg(target_os = "linux")]
+        if let Buckets::Mapped(map) = self {
+            let _ = map.advise(memmap2::Advice::PopulateWrite);
+        }
     }
 }
 
@@ -367,7 +374,7 @@ impl Index {
         let shards = 1usize << shard_bits;
         let buckets = Self::buckets_for(capacity, shards);
         let hints: Box<[Hint]> = (0..shards).map(|_| Hint::default()).collect();
-        let shards = (0..shards)
+        let shards: Box<[Shard]> = (0..shards)
             .map(|s| {
                 let table = Table::with_buckets(buckets);
                 hints[s].publish(&table);
@@ -376,6 +383,9 @@ impl Index {
                 }
             })
             .collect();
+        for shard in shards.iter() {
+            shard.table.lock().buckets.populate();
+        }
         Index {
             shards,
             hints,
@@ -388,14 +398,22 @@ impl Index {
         (per_shard * 100).div_ceil(SLOTS_PER_BUCKET * LOAD_PRESIZE_PERCENT)
     }
 
-    /// Grows every shard so that `capacity` entries in all fit without a resize.
+    /// Grows every shard so that `capacity` entries in all fit without a resize, and faults
+    /// the grown tables in (after all of them are made, as in [`Index::new`]).
     pub fn reserve(&self, capacity: u64) {
         let buckets = Self::buckets_for(capacity, self.shards.len());
+        let mut grown = false;
         for (shard, hint) in self.shards.iter().zip(self.hints.iter()) {
             let mut table = shard.table.lock();
             if table.buckets.len() < buckets {
                 table.resize(buckets);
                 hint.publish(&table);
+                grown = true;
+            }
+        }
+        if grown {
+            for shard in self.shards.iter() {
+                shard.table.lock().buckets.populate();
             }
         }
     }
