@@ -136,7 +136,7 @@ impl Buckets {
     /// a shard lock with acknowledgements waiting behind it. Called once every shard's table is
     /// made, when the kernel has merged their mappings: populated one by one as they are made,
     /// each mapping was smaller than a huge page and got none (0 kB of `AnonHugePages` against
-    /// 286 MB for a 20 M index). Only advice: before Linux 5.14 the pages fault in as they are
+    /// 286 MiB for a 20 M index). Only advice: before Linux 5.14 the pages fault in as they are
     /// first written.
     fn populate(&self) {
         #[cfg(target_os = "linux")]
@@ -374,7 +374,7 @@ impl Index {
         let shards = 1usize << shard_bits;
         let buckets = Self::buckets_for(capacity, shards);
         let hints: Box<[Hint]> = (0..shards).map(|_| Hint::default()).collect();
-        let shards: Box<[Shard]> = (0..shards)
+        let shards = (0..shards)
             .map(|s| {
                 let table = Table::with_buckets(buckets);
                 hints[s].publish(&table);
@@ -383,13 +383,19 @@ impl Index {
                 }
             })
             .collect();
-        for shard in shards.iter() {
-            shard.table.lock().buckets.populate();
-        }
-        Index {
+        let index = Index {
             shards,
             hints,
             shard_bits,
+        };
+        index.populate();
+        index
+    }
+
+    /// Faults every shard's mapped table in (see [`Buckets::populate`]).
+    fn populate(&self) {
+        for shard in self.shards.iter() {
+            shard.table.lock().buckets.populate();
         }
     }
 
@@ -412,9 +418,7 @@ impl Index {
             }
         }
         if grown {
-            for shard in self.shards.iter() {
-                shard.table.lock().buckets.populate();
-            }
+            self.populate();
         }
     }
 

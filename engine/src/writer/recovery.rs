@@ -159,8 +159,8 @@ impl Writer {
         };
         self.rebuild_states(&store)?;
         let shared = &self.shared;
-        // Sized once for every signature it will hold, so that no shard resizes on the way
-        // (and, its memory being taken when a table is made, faulted in here at once).
+        // Sized once for every signature it will hold, so that no shard resizes on the way;
+        // `reserve` also faults the grown tables in, here rather than under the first inserts.
         shared.index().reserve(
             shared
                 .recovery_expected()
