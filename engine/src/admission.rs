@@ -275,7 +275,11 @@ impl Call<'_> {
         let mut signers = Vec::new();
         // Signatures for the limits per (petition, address), by input index: taken in a pass
         // of their own, each set prefetched a few ahead.
-        let mut limit_keys: Vec<(usize, LimitKey)> = Vec::new();
+        let mut limit_keys: Vec<(usize, LimitKey)> = Vec::with_capacity(if limiter.is_some() {
+            signatures.len()
+        } else {
+            0
+        });
         // Claims whose region is not in the dictionary yet: named after this pass.
         let mut unnamed: Vec<(usize, RegionKey)> = Vec::new();
         let mut recent = Recent::default();
@@ -477,21 +481,16 @@ impl Call<'_> {
         keys: &[(usize, LimitKey)],
         valid: &mut Vec<ValidRef<'_>>,
     ) -> u64 {
-        for &(_, key) in keys.iter().take(PREFETCH_DISTANCE) {
-            limiter.prefetch(key);
-        }
-        let mut refused: Vec<usize> = Vec::new();
-        for (at, &(index, key)) in keys.iter().enumerate() {
-            if let Some(&(_, ahead)) = keys.get(at + PREFETCH_DISTANCE) {
-                limiter.prefetch(ahead);
-            }
-            if let Err(limited) = limiter.take_key(key, self.now) {
+        let refused: Vec<usize> = limiter
+            .take_all(keys, self.now)
+            .into_iter()
+            .map(|(index, limited)| {
                 self.results[index] = Err(SubmitError::RateLimited {
                     retry_after_s: limited.retry_after_s,
                 });
-                refused.push(index);
-            }
-        }
+                index
+            })
+            .collect();
         if refused.is_empty() {
             return 0;
         }

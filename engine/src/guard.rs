@@ -282,6 +282,7 @@ fn unmap_network(net: IpNet) -> IpNet {
 }
 
 /// An address, IPv4-mapped IPv6 taken as IPv4.
+#[inline]
 pub(crate) fn unmap(ip: IpAddr) -> IpAddr {
     match ip {
         IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),

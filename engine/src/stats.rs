@@ -107,8 +107,8 @@ pub struct Stats {
     /// Bytes the counts by place and the histories hold beyond the petition table (their
     /// entries), with the dictionary of regions and the list of recently changed petitions.
     pub breakdown_bytes: u64,
-    /// Bytes the limits per (petition, address) take (at most `entries × 32`, made as
-    /// addresses arrive).
+    /// Bytes the limits per (petition, address) take: `entries × 32` over the shards of the
+    /// table that have taken a signature (a shard holds memory once written).
     pub rate_limit_bytes: u64,
     /// Bytes the trending sources' tables take (32 per slot, without the email domains' names:
     /// at most the slot budget plus one set per kind and hour of each petition signed in the
