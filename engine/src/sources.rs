@@ -633,7 +633,10 @@ impl Sources {
         };
         let set = &table.sets[s];
         let lower = u64::from(set.counts[way] - set.errors[way]);
-        if lower >= threshold && current.alerted.insert((kind, seen.tag)) {
+        // The lower bound grew by `n` in this add (from 0 in a slot just taken): only a
+        // source crossing the threshold now asks the hour's alerted set, not every later run.
+        let crossed = lower >= threshold && lower.saturating_sub(u64::from(n)) < threshold;
+        if crossed && current.alerted.insert((kind, seen.tag)) {
             alerts.push(Alert {
                 petition,
                 source: Source {
