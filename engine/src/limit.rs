@@ -31,6 +31,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use parking_lot::{Mutex, MutexGuard};
 
+/// How many keys ahead a set is prefetched: 8 measured 1.027 of 16 (the index's distance) in
+/// P1 with limits on, and 4 0.985 of 8.
 const PREFETCH_DISTANCE: usize = 8;
 
 /// Slots per set.
@@ -306,21 +308,18 @@ impl Limiter {
     /// refuse it.
     #[cfg(test)]
     pub fn take(&self, petition: u32, ip: IpAddr, now_ms: u64) -> Result<(), Limited> {
-        self.take_key(self.key(petition, ip), now_ms)
-    }
-
-    /// [`Limiter::take`] of a signature whose key is known.
-    #[cfg(test)]
-    pub fn take_key(&self, key: Key, now_ms: u64) -> Result<(), Limited> {
-        let mut sets = self.shard(key.shard as usize);
-        self.take_in(&mut sets, key, now_ms)
+        match self.take_all(&[(0, self.key(petition, ip))], now_ms).pop() {
+            Some((_, limited)) => Err(limited),
+            None => Ok(()),
+        }
     }
 
     /// Counts each signature of `keys` (its input index and key, in input order) against the
-    /// limits, and returns those refused, in input order. One signature is taken as
-    /// [`Limiter::take_key`] would; a call of many is taken shard by shard, each shard's lock
-    /// once for all its keys (a counting sort by shard keeps each pair's signatures in input
-    /// order), each set prefetched [`PREFETCH_DISTANCE`] keys ahead.
+    /// limits, and returns those refused, in input order. A few are taken one by one, each
+    /// under its shard's lock; a call of many shard by shard, each shard's lock once for all
+    /// its keys (a counting sort by shard keeps each pair's signatures in input order, so the
+    /// answers are those of one by one). Each set is prefetched [`PREFETCH_DISTANCE`] keys
+    /// ahead.
     pub fn take_all(&self, keys: &[(usize, Key)], now_ms: u64) -> Vec<(usize, Limited)> {
         let mut refused = Vec::new();
         if keys.len() < GROUP_FROM {
