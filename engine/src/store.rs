@@ -174,6 +174,11 @@ impl Entries {
     pub fn bytes(&self) -> &[u8] {
         &self.0
     }
+
+    /// Empties it, keeping its buffer for the next operand.
+    pub fn clear(&mut self) {
+        self.0.clear();
+    }
 }
 
 /// The entries of a `breakdowns` value or operand; `None` if its length is not a whole number

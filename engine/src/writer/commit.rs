@@ -566,6 +566,9 @@ impl Writer {
         // place walks the skip list from the top (see `Building`).
         let mut touched: Vec<(&u32, &Touched)> = touched.iter().collect();
         touched.sort_unstable_by_key(|(num, _)| **num);
+        // One buffer for every petition's operand (the batch copies each), not one grown per
+        // petition: a batch touches about 1,500 petitions over 500,000.
+        let mut entries = Entries::default();
         for (num, t) in touched {
             if t.after == t.before {
                 continue;
@@ -574,7 +577,7 @@ impl Writer {
             batch.put_cf(counts_cf, num.to_be_bytes(), &count[..len]);
             // One operand a petition: its changes by place and of its history.
             let (before, after) = (t.before.validated, t.after.validated);
-            let mut entries = Entries::default();
+            entries.clear();
             for &(place, delta) in &t.places {
                 entries.place(place, delta);
             }

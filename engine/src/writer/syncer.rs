@@ -213,6 +213,9 @@ fn commit(shared: &Shared, written: Written) {
         .for_each(|caller| answer(shared, caller));
 }
 
+/// How many petitions ahead publication prefetches.
+const PUBLISH_AHEAD: usize = 4;
+
 /// Publishes a durable batch whose signatures end before `next_seq`: its index entries
 /// committed (and the index's mark moved to `next_seq`), its petitions' counts and its events
 /// published, the engine's counters advanced.
@@ -232,8 +235,13 @@ pub(crate) fn publish(
         debug_assert!(was_pending, "an accepted fingerprint was committed twice");
     }
     shared.set_indexed(next_seq);
-    for (petition, counts, changes) in counts {
-        petition.publish(*counts, changes, shared.recent());
+    // A batch's petitions are mostly cold (over 500,000 petitions, about 1,500 a batch):
+    // each one's lock and counts are asked for a few petitions ahead.
+    for (at, (petition, after, changes)) in counts.iter().enumerate() {
+        if let Some((ahead, _, _)) = counts.get(at + PUBLISH_AHEAD) {
+            ahead.prefetch_publish();
+        }
+        petition.publish(*after, changes, shared.recent());
     }
     shared.publish_events(events);
     shared.count_batch(fingerprints.len() as u64);
