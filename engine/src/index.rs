@@ -101,6 +101,19 @@ pub(crate) enum Insert {
 /// Tables of at least this many bytes get their own memory mapping (see [`Buckets`]).
 const MAPPED_BYTES_MIN: usize = 64 << 10;
 
+/// A zeroed anonymous mapping for `len` values of `T`, advised to use transparent huge pages
+/// (only advice: without them a table works the same, a little slower). Out of address space or
+/// memory it fails as a `Vec` would.
+pub(crate) fn huge_page_map<T>(len: usize) -> memmap2::MmapMut {
+    let Ok(map) = memmap2::MmapMut::map_anon(len * std::mem::size_of::<T>()) else {
+        let layout = std::alloc::Layout::array::<T>(len).unwrap_or(std::alloc::Layout::new::<T>());
+        std::alloc::handle_alloc_error(layout);
+    };
+    #[cfg(target_os = "linux")]
+    let _ = map.advise(memmap2::Advice::HugePage);
+    map
+}
+
 /// A table's bucket array. A large one lives in its own anonymous memory mapping, advised to use
 /// transparent huge pages: at 100 M entries the index is 1.5 GB of random accesses, and with 4 KiB
 /// pages nearly every one of them also misses the TLB, which made the bucket prefetch the hottest
@@ -119,16 +132,7 @@ impl Buckets {
         if bytes < MAPPED_BYTES_MIN {
             return Buckets::Heap(vec![Bucket::EMPTY; buckets]);
         }
-        let Ok(map) = memmap2::MmapMut::map_anon(bytes) else {
-            // Out of address space or memory: fail as a `Vec` would.
-            let layout = std::alloc::Layout::array::<Bucket>(buckets)
-                .unwrap_or(std::alloc::Layout::new::<Bucket>());
-            std::alloc::handle_alloc_error(layout);
-        };
-        // Only advice: without huge pages the table works the same, a little slower.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        Buckets::Mapped(map)
+        Buckets::Mapped(huge_page_map::<Bucket>(buckets))
     }
 
     /// Faults a mapped table in now rather than page by page under its first inserts: a

@@ -212,17 +212,7 @@ struct Table(memmap2::MmapMut);
 
 impl Table {
     fn new(sets: usize) -> Table {
-        let bytes = sets * std::mem::size_of::<Set>();
-        let Ok(map) = memmap2::MmapMut::map_anon(bytes) else {
-            // Out of address space or memory: fail as a `Vec` would.
-            let layout =
-                std::alloc::Layout::array::<Set>(sets).unwrap_or(std::alloc::Layout::new::<Set>());
-            std::alloc::handle_alloc_error(layout);
-        };
-        // Only advice: without huge pages the table works the same, a little slower.
-        #[cfg(target_os = "linux")]
-        let _ = map.advise(memmap2::Advice::HugePage);
-        Table(map)
+        Table(crate::index::huge_page_map::<Set>(sets))
     }
 }
 
