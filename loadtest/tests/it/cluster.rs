@@ -48,11 +48,21 @@ fn nats_server() -> Option<PathBuf> {
     found
 }
 
+/// A port free now and given to no other server of this process: the tests run at once, and
+/// the kernel may hand a port just let go of to the next `bind(0)`, so two clusters could
+/// otherwise be given the same one.
 fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0")
-        .and_then(|l| l.local_addr())
-        .map(|a| a.port())
-        .expect("a free port")
+    static GIVEN: std::sync::Mutex<std::collections::BTreeSet<u16>> =
+        std::sync::Mutex::new(std::collections::BTreeSet::new());
+    loop {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("a free port");
+        if GIVEN.lock().expect("the ports given").insert(port) {
+            return port;
+        }
+    }
 }
 
 fn signal(pid: u32, name: &str) {
@@ -75,23 +85,33 @@ struct Nats {
 
 impl Nats {
     /// Starts the cluster, or `None` (the test is skipped) without a nats-server.
+    ///
+    /// A port can still be taken between `free_port` and the server's bind (by a connection's
+    /// local port, say); a server that exits for it is seen, and the cluster starts again on
+    /// new ports, up to three times.
     fn start(dir: &Path) -> Option<Nats> {
         let binary = nats_server()?;
         let ports = |_| free_port();
-        let mut nats = Nats {
-            binary,
-            dir: dir.to_owned(),
-            servers: Vec::new(),
-            client: (0..3).map(ports).collect(),
-            monitor: (0..3).map(ports).collect(),
-            routes: (0..3).map(ports).collect(),
-        };
-        for i in 0..3 {
-            let child = nats.spawn(i);
-            nats.servers.push(Some(child));
+        for attempt in 1.. {
+            let mut nats = Nats {
+                binary: binary.clone(),
+                dir: dir.to_owned(),
+                servers: Vec::new(),
+                client: (0..3).map(ports).collect(),
+                monitor: (0..3).map(ports).collect(),
+                routes: (0..3).map(ports).collect(),
+            };
+            for i in 0..3 {
+                let child = nats.spawn(i);
+                nats.servers.push(Some(child));
+            }
+            match nats.wait_meta_leader() {
+                Ok(()) => return Some(nats),
+                Err(why) if attempt < 3 => eprintln!("the NATS cluster starts again: {why}"),
+                Err(why) => panic!("{why}"),
+            }
         }
-        nats.wait_meta_leader();
-        Some(nats)
+        unreachable!("the loop returns or panics")
     }
 
     fn spawn(&self, i: usize) -> Child {
@@ -164,7 +184,9 @@ impl Nats {
             .then(|| serde_json::from_str(body).ok())?
     }
 
-    fn wait_meta_leader(&self) {
+    /// Waits until all three servers know the JetStream meta leader. The error says which
+    /// server exited, or that 30 s went by, with the end of each server's log.
+    fn wait_meta_leader(&mut self) -> Result<(), String> {
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
             let leaders = (0..3)
@@ -172,14 +194,36 @@ impl Nats {
                 .filter(|j| j["meta_cluster"]["leader"].is_string())
                 .count();
             if leaders == 3 {
-                return;
+                return Ok(());
             }
-            assert!(
-                Instant::now() < deadline,
-                "no JetStream meta leader in 30 s"
-            );
-            std::thread::sleep(Duration::from_millis(50));
+            let exited = (0..3).find_map(|i| {
+                let child = self.servers[i].as_mut()?;
+                let status = child.try_wait().ok()??;
+                Some(format!("n{i} exited ({status})"))
+            });
+            let why = match exited {
+                Some(exited) => exited,
+                None if Instant::now() >= deadline => "no JetStream meta leader in 30 s".into(),
+                None => {
+                    std::thread::sleep(Duration::from_millis(50));
+                    continue;
+                }
+            };
+            let logs: String = (0..3).map(|i| self.log_tail(i)).collect();
+            for i in 0..3 {
+                self.kill(i);
+            }
+            return Err(format!("{why}\n{logs}"));
         }
+    }
+
+    /// The last lines of server `i`'s log.
+    fn log_tail(&self, i: usize) -> String {
+        let log =
+            std::fs::read_to_string(self.dir.join(format!("nats-{i}.log"))).unwrap_or_default();
+        let lines: Vec<&str> = log.lines().collect();
+        let tail = lines[lines.len().saturating_sub(12)..].join("\n");
+        format!("--- nats-{i}.log (last lines)\n{tail}\n")
     }
 
     /// What the servers report of `stream`'s state (its first and last sequence, bytes, ...).
@@ -445,6 +489,18 @@ fn wait_counted(node: &Node, load: &mut Child, seed: u64, n: u64) {
     }
 }
 
+/// Creates petition `id` through `node`.
+fn create_petition(node: &Node, id: &str) {
+    let put = Command::new("curl")
+        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
+        .args(["-H", &format!("authorization: Bearer {SECRET}")])
+        .args(["-H", "content-type: application/json", "-d", "{}"])
+        .arg(format!("http://{}/v1/petitions/{id}", node.addr))
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&put.stdout), "201", "PUT {id}");
+}
+
 /// Sends one signature through `node`; the status.
 fn sign(node: &Node, email: &str, petition: &str) -> Option<u16> {
     use std::io::{Read, Write};
@@ -509,6 +565,10 @@ fn stream_leader_killed_under_load_nothing_acknowledged_is_lost() {
     let owner = [&a, &b][owner];
     let ledger = dir.join("ledger.tsv");
     let seed = 22;
+    // A petition of its own for the signature after the leader's death: one on the ledger's
+    // petitions would be counted without the ledger knowing it.
+    let after = "after-the-leader";
+    create_petition(owner, after);
     let mut load = start_load(owner.addr, &ledger, seed);
     wait_counted(owner, &mut load, seed, 1000);
     let leader = nats.stream_leader("ingest_log");
@@ -519,7 +579,7 @@ fn stream_leader_killed_under_load_nothing_acknowledged_is_lost() {
     let owner = [&a, &b][owner];
     // Signing goes on after the leader's death.
     let deadline = Instant::now() + Duration::from_secs(60);
-    while sign(owner, "after@example.org", &format!("lt-{seed}-0")) != Some(201) {
+    while sign(owner, "after@example.org", after) != Some(201) {
         assert!(
             Instant::now() < deadline,
             "no signature accepted after the leader died"
@@ -584,14 +644,7 @@ fn without_a_nats_quorum_writes_get_503_never_accepted_and_resume_after() {
     let b = Node::start(&nats, &dir, "b");
     let owner = [&a, &b][wait_owner(&[&a, &b], Duration::from_secs(60))];
     let petition = "quorum";
-    let put = Command::new("curl")
-        .args(["-s", "-o", "/dev/null", "-w", "%{http_code}", "-X", "PUT"])
-        .args(["-H", &format!("authorization: Bearer {SECRET}")])
-        .args(["-H", "content-type: application/json", "-d", "{}"])
-        .arg(format!("http://{}/v1/petitions/{petition}", owner.addr))
-        .output()
-        .expect("curl runs");
-    assert_eq!(String::from_utf8_lossy(&put.stdout), "201");
+    create_petition(owner, petition);
     assert_eq!(sign(owner, "before@example.org", petition), Some(201));
     let (x, y) = (nats.pid(0), nats.pid(1));
     signal(x, "STOP");
@@ -663,7 +716,8 @@ fn restarting_everything_gives_every_node_the_same_state() {
     for i in 0..3 {
         nats.restart(i);
     }
-    nats.wait_meta_leader();
+    nats.wait_meta_leader()
+        .unwrap_or_else(|why| panic!("{why}"));
     a.spawn(&nats);
     b.spawn(&nats);
     let owner = [&a, &b][wait_owner(&[&a, &b], Duration::from_secs(60))];
