@@ -72,6 +72,22 @@ load_places() { # port id n: n new signers of petition id (n at most 10000), fro
       if (ok != n) {print "load_places: " ok + 0 " of " n " signatures accepted" > "/dev/stderr"; exit 1} }'
 }
 
+settle() { # waits (at most 120 s) until the machine is quiet: under 5% of its CPU time busy over
+  # a second, steal not counted (another server's flushes and compactions done); prints the
+  # seconds waited
+  local waited=0 a b
+  while [ "$waited" -lt 120 ]; do
+    read -r -a a </proc/stat
+    sleep 1
+    read -r -a b </proc/stat
+    waited=$((waited + 1))
+    awk -v u="$((b[1] + b[2] + b[3] + b[6] + b[7] - a[1] - a[2] - a[3] - a[6] - a[7]))" \
+      -v t="$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7]))" \
+      'BEGIN { exit !(u * 20 < t) }' && break
+  done
+  echo "$waited"
+}
+
 cluster_up() { # binary: scripts/cluster-up.sh 2 with this binary under $work, stopped on exit;
   # the owner's port in $owner, the standby's in $standby (API key $key in INGEST_API_KEYS)
   export CLUSTER_DIR="$work/cluster"
