@@ -63,14 +63,23 @@ for i in $(seq "$nodes"); do
   echo "$! node-$i" >>"$dir/pids"
 done
 
+# Ready when one node owns and every node answers /readyz with 200 (a standby does once it knows
+# the owner): a request sent to any node right after this script returns is taken.
 for _ in $(seq 300); do
+  owner="" ready=0
   for i in $(seq "$nodes"); do
-    if curl -fs "http://127.0.0.1:$((8080 + i))/readyz" 2>/dev/null | grep -q '"role":"owner"'; then
-      echo "owner: node-$i at http://127.0.0.1:$((8080 + i)); nodes at 127.0.0.1:8081-$((8080 + nodes)); logs in $dir"
-      exit 0
+    if answer=$(curl -fs "http://127.0.0.1:$((8080 + i))/readyz" 2>/dev/null); then
+      ready=$((ready + 1))
+      if grep -q '"role":"owner"' <<<"$answer"; then
+        owner=$i
+      fi
     fi
   done
+  if [ -n "$owner" ] && [ "$ready" -eq "$nodes" ]; then
+    echo "owner: node-$owner at http://127.0.0.1:$((8080 + owner)); nodes at 127.0.0.1:8081-$((8080 + nodes)); logs in $dir"
+    exit 0
+  fi
   sleep 0.1
 done
-echo "no node became owner within 30 s: see $dir/*.log" >&2
+echo "the nodes were not all ready, one of them owner, within 30 s: see $dir/*.log" >&2
 exit 1
