@@ -1,5 +1,5 @@
-# Shared by bench-http.sh, ab-http.sh, bench-replicated.sh, bench-r2.sh, bench-takeover.sh and
-# bench-snapshot.sh (sourced, not run): a scratch dir and the background processes, both cleaned up
+# Shared by bench-http.sh, ab-http.sh, bench-replicated.sh, ab-replicated.sh, bench-r2.sh,
+# bench-takeover.sh and bench-snapshot.sh (sourced, not run): a scratch dir and the background processes, both cleaned up
 # on exit, and helpers to wait for a server, register petitions, sign one from many places and
 # start a replicated deployment.
 key=bench-admin-key-0001
@@ -75,15 +75,16 @@ load_places() { # port id n: n new signers of petition id (n at most 10000), fro
 settle() { # waits (at most 120 s) until the machine is quiet: under 5% of its CPU time busy over
   # a second, steal not counted (another server's flushes and compactions done); prints the
   # seconds waited
-  local waited=0 a b
+  # /proc/stat's cpu line: user nice system idle iowait irq softirq steal ...
+  local waited=0 a b busy quiet
   while [ "$waited" -lt 120 ]; do
     read -r -a a </proc/stat
     sleep 1
     read -r -a b </proc/stat
     waited=$((waited + 1))
-    awk -v u="$((b[1] + b[2] + b[3] + b[6] + b[7] - a[1] - a[2] - a[3] - a[6] - a[7]))" \
-      -v t="$((b[1] + b[2] + b[3] + b[4] + b[5] + b[6] + b[7] - a[1] - a[2] - a[3] - a[4] - a[5] - a[6] - a[7]))" \
-      'BEGIN { exit !(u * 20 < t) }' && break
+    busy=$((b[1] + b[2] + b[3] + b[6] + b[7] - a[1] - a[2] - a[3] - a[6] - a[7]))
+    quiet=$((b[4] + b[5] - a[4] - a[5]))
+    [ $((busy * 20)) -lt $((busy + quiet)) ] && break
   done
   echo "$waited"
 }

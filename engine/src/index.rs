@@ -447,6 +447,23 @@ impl Index {
         );
     }
 
+    /// `fps` in order, each one's home bucket prefetched [`PREFETCH_DISTANCE`] fingerprints
+    /// before its turn: for a loop that inserts or commits each in turn.
+    pub fn prefetching<'a, I>(&'a self, fps: I) -> impl Iterator<Item = Fingerprint> + 'a
+    where
+        I: Iterator<Item = Fingerprint> + Clone + 'a,
+    {
+        let mut ahead = fps.clone();
+        for fp in ahead.by_ref().take(PREFETCH_DISTANCE) {
+            self.prefetch(fp);
+        }
+        fps.inspect(move |_| {
+            if let Some(next) = ahead.next() {
+                self.prefetch(next);
+            }
+        })
+    }
+
     /// Inserts `fp` unless present, as pending or committed.
     #[inline]
     pub fn insert(&self, fp: Fingerprint, pending: bool) -> Insert {

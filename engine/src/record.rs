@@ -184,7 +184,9 @@ pub(crate) fn fingerprints_in(batch: &[u8]) -> Result<u64, StoreError> {
 
 /// The fingerprints of a batch, in order. The store hands out only batches that passed
 /// [`fingerprints_in`].
-pub(crate) fn fingerprints(batch: &[u8]) -> impl ExactSizeIterator<Item = Fingerprint> + '_ {
+pub(crate) fn fingerprints(
+    batch: &[u8],
+) -> impl ExactSizeIterator<Item = Fingerprint> + Clone + '_ {
     debug_assert_eq!(
         batch.len() % Fingerprint::BYTES,
         0,

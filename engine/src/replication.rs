@@ -26,7 +26,7 @@ use rocksdb::{WriteBatch, WriteBatchIteratorCf};
 use crate::config::{Config, Storage};
 use crate::engine::Engine;
 use crate::error::{OpenError, StoreError};
-use crate::index::{Index, Insert, PREFETCH_DISTANCE};
+use crate::index::{Index, Insert};
 use crate::record;
 use crate::store::{Store, CF_FINGERPRINTS, CF_REMOVED};
 
@@ -295,14 +295,7 @@ impl Warm {
         for fingerprints in &changes.stored {
             // Each insert misses the cache on its home bucket: asked for a few ahead, as
             // admission does.
-            let mut ahead = record::fingerprints(fingerprints);
-            for fp in ahead.by_ref().take(PREFETCH_DISTANCE) {
-                self.index.prefetch(fp);
-            }
-            for fp in record::fingerprints(fingerprints) {
-                if let Some(next) = ahead.next() {
-                    self.index.prefetch(next);
-                }
+            for fp in self.index.prefetching(record::fingerprints(fingerprints)) {
                 if self.index.insert(fp, false) != Insert::Inserted {
                     return corrupt("the log (a signer is stored twice)");
                 }

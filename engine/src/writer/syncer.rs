@@ -227,11 +227,8 @@ pub(crate) fn publish(
     events: Vec<Event>,
 ) {
     let index = shared.index();
-    for (at, fp) in fingerprints.iter().enumerate() {
-        if let Some(ahead) = fingerprints.get(at + PREFETCH_DISTANCE) {
-            index.prefetch(*ahead);
-        }
-        let was_pending = index.commit(*fp);
+    for fp in index.prefetching(fingerprints.iter().copied()) {
+        let was_pending = index.commit(fp);
         debug_assert!(was_pending, "an accepted fingerprint was committed twice");
     }
     shared.set_indexed(next_seq);

@@ -92,7 +92,9 @@ impl Nats {
     fn start(dir: &Path) -> Option<Nats> {
         let binary = nats_server()?;
         let ports = |_| free_port();
-        for attempt in 1.. {
+        let mut attempt = 0;
+        loop {
+            attempt += 1;
             let mut nats = Nats {
                 binary: binary.clone(),
                 dir: dir.to_owned(),
@@ -111,7 +113,6 @@ impl Nats {
                 Err(why) => panic!("{why}"),
             }
         }
-        unreachable!("the loop returns or panics")
     }
 
     fn spawn(&self, i: usize) -> Child {
