@@ -9,7 +9,8 @@
 # Each round runs both builds, in the order A B, then B A in the next round, and so on, so that a
 # drift of the machine's speed over the run weighs on both alike. P2 runs start from an empty
 # data dir under $BENCH_DATA (default /var/tmp/petition-ab) after `sync` and 4 s of rest. Prints
-# each run's signatures/s, then each build's median and B's median over A's.
+# each run's signatures/s, then each build's median and B's median over A's, then each round's
+# B/A and their median.
 set -euo pipefail
 a=$1
 b=$2
@@ -60,4 +61,12 @@ for target in ${AB_TARGETS:-p1 p2}; do
   med_b=$(for r in $(seq 1 "$rounds"); do rate "$work/$target-B-$r.json"; done | median)
   printf '%s medians: A %.0f, B %.0f signatures/s; B/A %.3f\n' "$target" "$med_a" "$med_b" \
     "$(awk -v a="$med_a" -v b="$med_b" 'BEGIN {print b / a}')"
+  # Each round's B/A, and their median: a drift of the machine's speed within a round weighs
+  # on both builds, so these scatter less than the runs themselves.
+  ratios=$(for r in $(seq 1 "$rounds"); do
+    awk -v a="$(rate "$work/$target-A-$r.json")" -v b="$(rate "$work/$target-B-$r.json")" \
+      'BEGIN {printf "%.3f\n", b / a}'
+  done)
+  printf '%s rounds B/A: %s; median %.3f\n' "$target" "$(echo "$ratios" | paste -sd ' ')" \
+    "$(echo "$ratios" | median)"
 done
