@@ -24,15 +24,21 @@ if [ "${1:-}" = --one ]; then # --one BIN DURATION CONNECTIONS: one run; prints 
   load "$3" "$4"
   end=$(date +%s.%N)
   after=$(stored "$owner")
-  awk -v a="$after" -v b="$before" -v s="$start" -v e="$end" 'BEGIN { printf "%.0f\n", (a - b) / (e - s) }'
+  awk -v a="$after" -v b="$before" -v s="$start" -v e="$end" \
+    'BEGIN { printf "%.0f\n", (a - b) / (e - s) }'
   exit 0
 fi
+
+median() { # numbers on stdin (as ab-engine.sh and p7.sh)
+  sort -g | awk '{v[NR] = $1} END {print (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+}
 
 a=$1
 b=$2
 pairs=${3:-4}
 duration=${4:-20s}
-echo "# ab-replicated: A=$a (${AB_A_CONNECTIONS:-8} connections) B=$b (${AB_B_CONNECTIONS:-8} connections), $pairs pairs of $duration, $(date -u +%FT%TZ)"
+echo "# ab-replicated: A=$a (${AB_A_CONNECTIONS:-8} connections)" \
+  "B=$b (${AB_B_CONNECTIONS:-8} connections), $pairs pairs of $duration, $(date -u +%FT%TZ)"
 ratios=()
 for pair in $(seq "$pairs"); do
   order="A B"
@@ -49,5 +55,4 @@ for pair in $(seq "$pairs"); do
   ratios+=("$(awk -v a="$rate_a" -v b="$rate_b" 'BEGIN { printf "%.3f", b / a }')")
   echo "pair $pair B/A: ${ratios[-1]}"
 done
-printf '%s\n' "${ratios[@]}" | sort -g |
-  awk '{v[NR] = $1} END {printf "median of the pairs'"'"' B/A: %.3f\n", (NR % 2) ? v[(NR + 1) / 2] : (v[NR / 2] + v[NR / 2 + 1]) / 2}'
+printf "median of the pairs' B/A: %.3f\n" "$(printf '%s\n' "${ratios[@]}" | median)"

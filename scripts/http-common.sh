@@ -1,7 +1,7 @@
 # Shared by bench-http.sh, ab-http.sh, bench-replicated.sh, ab-replicated.sh, bench-r2.sh,
-# bench-takeover.sh and bench-snapshot.sh (sourced, not run): a scratch dir and the background processes, both cleaned up
-# on exit, and helpers to wait for a server, register petitions, sign one from many places and
-# start a replicated deployment.
+# bench-takeover.sh and bench-snapshot.sh (sourced, not run): a scratch dir and the background
+# processes, both cleaned up on exit, and helpers to wait for a server, register petitions, sign
+# one from many places and start a replicated deployment.
 key=bench-admin-key-0001
 here=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 work=$(mktemp -d)
