@@ -562,6 +562,11 @@ impl Index {
         // A bucket in use as written: its position (u32) and its bytes.
         const USED_BYTES: usize = 4 + std::mem::size_of::<Bucket>();
         let mut bytes: Vec<u8> = Vec::new();
+        // Every shard's table, made before any is written: only mappings made one after another
+        // merge into one that 2 MiB pages can span (see `Buckets::populate`); each filled as it
+        // was made, the index loaded on 4 KiB pages. A saved index's shards all have the first
+        // one's bucket count unless one grew on its own, which gets a table of its own.
+        let mut made: Vec<Buckets> = Vec::new();
         for hint in hints.iter() {
             input.read_exact(&mut word)?;
             let buckets = u64::from_le_bytes(word);
@@ -578,8 +583,15 @@ impl Index {
             if used > buckets || buckets > u64::from(u32::MAX) {
                 return Err(invalid("bucket count out of range"));
             }
+            if shards.is_empty() {
+                made = (0..count)
+                    .map(|_| Buckets::empty(buckets as usize))
+                    .collect();
+            }
             let mut table = Table {
-                buckets: Buckets::empty(buckets as usize),
+                buckets: made
+                    .pop_if(|made| made.len() == buckets as usize)
+                    .unwrap_or_else(|| Buckets::empty(buckets as usize)),
                 len: len as usize,
             };
             // One read per shard, as it was written.
@@ -747,6 +759,13 @@ mod tests {
     /// The resident bytes of the memory mapping that holds `address`, from `/proc/self/smaps`.
     #[cfg(target_os = "linux")]
     fn resident_bytes_of_mapping(address: usize) -> u64 {
+        smaps_bytes(address, "Rss:")
+    }
+
+    /// The bytes a line of `/proc/self/smaps` (`field`, e.g. `Rss:`) gives for the memory
+    /// mapping that holds `address`.
+    #[cfg(target_os = "linux")]
+    fn smaps_bytes(address: usize, field: &str) -> u64 {
         let smaps = std::fs::read_to_string("/proc/self/smaps").expect("read smaps");
         let mut inside = false;
         for line in smaps.lines() {
@@ -760,12 +779,51 @@ mod tests {
                     continue;
                 }
             }
-            if let (true, Some(kb)) = (inside, line.strip_prefix("Rss:")) {
+            if let (true, Some(kb)) = (inside, line.strip_prefix(field)) {
                 let kb = kb.trim().trim_end_matches("kB").trim();
-                return kb.parse::<u64>().expect("an Rss line in kB") * 1024;
+                return kb.parse::<u64>().expect("a smaps line in kB") * 1024;
             }
         }
         panic!("no mapping holds {address:#x}");
+    }
+
+    /// An index read back from its file lies on 2 MiB pages where the kernel gives them to
+    /// mappings advised so: its shards' tables, each smaller than a huge page, are all made
+    /// before any is written. Written as each was made, they held 0 kB of `AnonHugePages`.
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn an_index_read_back_lies_on_huge_pages() {
+        // 16 shards of about 1 MiB (like a 400 M index's 1.5 MB), one table in each mapping.
+        let entries = 1_000_000u64;
+        let index = Index::new(4, entries);
+        for n in 0..entries {
+            index.insert(fp(n), false);
+        }
+        let mut file = Vec::new();
+        index.write_to(&mut file).expect("writes");
+        drop(index);
+        let loaded = Index::read_from(&mut file.as_slice(), entries).expect("reads");
+        assert_eq!(loaded.usage().0, entries);
+        for n in (0..entries).step_by(997) {
+            assert_eq!(loaded.presence(fp(n)), Presence::Committed);
+        }
+        let first = loaded.shards[0].table.lock();
+        assert!(matches!(first.buckets, Buckets::Mapped(_)));
+        assert!(
+            first.bytes() < 2 << 20,
+            "{} bytes: a shard is smaller than a huge page",
+            first.bytes()
+        );
+        let thp = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled");
+        // Where the kernel has transparent huge pages for advised mappings; elsewhere the read
+        // back above is all there is to check.
+        if thp.is_ok_and(|thp| thp.contains("[always]") || thp.contains("[madvise]")) {
+            let huge = smaps_bytes(first.buckets.as_ptr() as usize, "AnonHugePages:");
+            assert!(
+                huge >= 2 << 20,
+                "{huge} bytes of the loaded index on huge pages"
+            );
+        }
     }
 
     #[cfg(target_os = "linux")]
