@@ -188,6 +188,16 @@ pub(crate) fn load(dir: &Path, shard_bits: u32, capacity: u64) -> Option<Saved> 
     read(file, shard_bits, capacity)
 }
 
+/// The mark of the index saved in `dir`, from its header alone (the file is not checked).
+pub(crate) fn saved_mark(dir: &Path) -> Option<u64> {
+    let mut header = [0u8; 16];
+    File::open(dir.join(NAME))
+        .ok()?
+        .read_exact(&mut header)
+        .ok()?;
+    (&header[..8] == MAGIC).then(|| u64::from_le_bytes(header[8..].try_into().expect("8 bytes")))
+}
+
 fn read(file: File, shard_bits: u32, capacity: u64) -> Option<Saved> {
     let mut input = Hashing {
         inner: BufReader::with_capacity(1 << 20, file),
@@ -353,6 +363,8 @@ mod tests {
             (42, Some(fp(42)), 49)
         );
         assert!(dir.path().join(NAME).exists(), "kept once loaded");
+        assert_eq!(saved_mark(dir.path()), Some(42));
+        assert_eq!(saved_mark(&dir.path().join("elsewhere")), None);
         let empty = save(
             dir.path(),
             &Index::new(4, 0),
