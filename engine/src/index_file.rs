@@ -178,14 +178,25 @@ fn write(
     Ok(true)
 }
 
-/// The index saved for the store in `dir`, if there is one with `shard_bits` shard bits, of at
-/// most `capacity` entries, that reads back whole. Whether it is this store's is
-/// [`Saved::belongs_to`]'s to say. A temporary file left by a write that was cut short is
-/// removed.
+/// The index saved for the store in `dir`, if there is one with `shard_bits` shard bits, sized
+/// for at most `capacity` entries or twice its mark, whichever is more, that reads back whole.
+/// Whether it is this store's is [`Saved::belongs_to`]'s to say. A temporary file left by a
+/// write that was cut short is removed.
 pub(crate) fn load(dir: &Path, shard_bits: u32, capacity: u64) -> Option<Saved> {
-    let _ = std::fs::remove_file(dir.join(TEMPORARY));
+    remove_temporary(dir);
+    read_saved(dir, shard_bits, capacity)
+}
+
+/// [`load`] without removing the temporary file: for a process that does not hold the store's
+/// lock yet, and so may not touch a save another process is writing.
+pub(crate) fn read_saved(dir: &Path, shard_bits: u32, capacity: u64) -> Option<Saved> {
     let file = File::open(dir.join(NAME)).ok()?;
     read(file, shard_bits, capacity)
+}
+
+/// Removes the temporary file left by a write that was cut short.
+pub(crate) fn remove_temporary(dir: &Path) {
+    let _ = std::fs::remove_file(dir.join(TEMPORARY));
 }
 
 /// The mark of the index saved in `dir`, from its header alone (the file is not checked).
@@ -213,7 +224,9 @@ fn read(file: File, shard_bits: u32, capacity: u64) -> Option<Saved> {
         .ok()
         .map(Fingerprint::from_bytes)
         .filter(|_| from > 0);
-    let index = Index::read_from(&mut input, capacity).ok()?;
+    // The bound only keeps a corrupt bucket count from mapping absurd memory: twice the mark
+    // leaves room for the entries stored while the copy was made, and for shards that grew.
+    let index = Index::read_from(&mut input, capacity.max(from.saturating_mul(2))).ok()?;
     let mut word = [0u8; 8];
     input.read_exact(&mut word).ok()?;
     let through = u64::from_le_bytes(word);

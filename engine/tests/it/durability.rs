@@ -446,6 +446,33 @@ fn traversable_by_anyone(dir: &std::path::Path) -> bool {
         })
 }
 
+/// An open that cannot take the store (another engine holds it) leaves that engine's files
+/// alone: the index it is saving, `index.tmp`, is removed only by an open that holds the store.
+#[test]
+fn an_open_refused_the_store_leaves_the_save_under_way_alone() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let first = open(persistent(dir.path(), Durability::Sync));
+    register(&first, &["a"]);
+    first.close().expect("closes");
+    let first = open(persistent(dir.path(), Durability::Sync));
+    assert!(
+        dir.path().join("index").exists(),
+        "the clean close saved the index"
+    );
+    let saving = dir.path().join("index.tmp");
+    std::fs::write(&saving, b"a save under way").expect("writes");
+    assert!(Engine::open(persistent(dir.path(), Durability::Sync)).is_err());
+    assert_eq!(
+        std::fs::read(&saving).expect("still there"),
+        b"a save under way"
+    );
+    drop(first);
+    // Once the store is free, an open takes it and removes what the cut-short save left.
+    let reopened = open(persistent(dir.path(), Durability::Sync));
+    assert!(!saving.exists());
+    assert_eq!(reopened.count("a"), Some(0));
+}
+
 #[test]
 fn a_clean_close_saves_the_index_and_the_next_open_reads_nothing_back() {
     use std::os::unix::fs::MetadataExt;
