@@ -99,6 +99,10 @@ struct Traffic {
     /// off. Every signature's email domain is a source, and its address and network with --ips.
     #[arg(long, default_value = "1048576", value_parser = source_slots_arg, value_name = "N|off")]
     source_slots: SourceSlotsArg,
+    /// Start the dedup index empty and let it grow, as a server started without
+    /// `--signatures-expected` does, rather than sized for --signatures at open.
+    #[arg(long)]
+    grow_index: bool,
     /// Write the JSON report here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -138,6 +142,16 @@ fn rate_limits_arg(text: &str) -> Result<RateLimitsArg, String> {
 }
 
 impl Traffic {
+    /// The signatures the engine's index is sized for at open: all of them, or none with
+    /// --grow-index.
+    fn expected(&self) -> u64 {
+        if self.grow_index {
+            0
+        } else {
+            self.signatures
+        }
+    }
+
     /// The limits `--rate-limits` and `--rate-limit-entries` ask for.
     fn limits(&self) -> Result<Option<RateLimits>> {
         let Some(limits) = self.rate_limits.0 else {
@@ -880,7 +894,7 @@ fn drive(
 
 fn memory_run(traffic: &Traffic, shape: Shape) -> Result<(RunResult, engine::Stats, u64)> {
     let mut config = Config::in_memory();
-    config.signatures_expected = traffic.signatures;
+    config.signatures_expected = traffic.expected();
     config.rate_limits = traffic.limits()?;
     config.sources = traffic.source_slots.0;
     let engine = Engine::open(config)?;
@@ -1058,7 +1072,7 @@ fn durable(
     );
     let mut config = Config::persistent(&data_dir);
     config.durability = durability;
-    config.signatures_expected = traffic.signatures;
+    config.signatures_expected = traffic.expected();
     config.index_snapshot_signatures = index_snapshot_signatures;
     config.rate_limits = traffic.limits()?;
     config.sources = traffic.source_slots.0;
