@@ -208,13 +208,9 @@ impl Engine {
             None => Fingerprinter::random(),
         };
         debug_assert_eq!(fingerprinter.secret().len(), SECRET_BYTES);
-        let saved = match &store {
-            Some((store, _)) => {
-                crate::index_file::remove_temporary(store.path());
-                loading
-            }
-            None => None,
-        };
+        if let Some((store, _)) = &store {
+            crate::index_file::remove_temporary(store.path());
+        }
         let shared = Arc::new(Shared::new(config, fingerprinter, recovery_started));
 
         let Some((store, _)) = store else {
@@ -246,7 +242,7 @@ impl Engine {
             next_seq,
             next_event_seq,
             sweep_cursor,
-            match (index, saved) {
+            match (index, loading) {
                 (Some(index), _) => IndexSource::Warm(index),
                 (None, Some(loading)) => IndexSource::Saved(loading),
                 (None, None) => IndexSource::Rebuild,

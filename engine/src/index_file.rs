@@ -206,7 +206,15 @@ pub(crate) fn saved_mark(dir: &Path) -> Option<u64> {
         .ok()?
         .read_exact(&mut header)
         .ok()?;
-    (&header[..8] == MAGIC).then(|| u64::from_le_bytes(header[8..].try_into().expect("8 bytes")))
+    mark(&header)
+}
+
+/// The mark a file's first 16 bytes name: the magic, then `from`; `None` without the magic.
+fn mark(header: &[u8]) -> Option<u64> {
+    if header.get(..8)? != MAGIC {
+        return None;
+    }
+    Some(u64::from_le_bytes(header.get(8..16)?.try_into().ok()?))
 }
 
 fn read(file: File, shard_bits: u32, capacity: u64) -> Option<Saved> {
@@ -216,10 +224,7 @@ fn read(file: File, shard_bits: u32, capacity: u64) -> Option<Saved> {
     };
     let mut header = [0u8; 16 + Fingerprint::BYTES];
     input.read_exact(&mut header).ok()?;
-    if &header[..8] != MAGIC {
-        return None;
-    }
-    let from = u64::from_le_bytes(header[8..16].try_into().ok()?);
+    let from = mark(&header)?;
     let sample = <[u8; Fingerprint::BYTES]>::try_from(&header[16..])
         .ok()
         .map(Fingerprint::from_bytes)
